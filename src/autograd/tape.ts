@@ -1,0 +1,95 @@
+// Reverse-mode differentiation: walk the graph behind a scalar in reverse topological order, apply each
+// op's gradient rule, and accumulate into the leaves' `.grad`.
+import { installBackward, noGrad, type Tensor } from "./tensor.ts";
+import { add } from "../kernels/elementwise.ts";
+import { axpyInPlace, ones } from "../kernels/basic.ts";
+import { fmtShape, sameShape } from "../kernels/shape.ts";
+
+function topoOrder(root: Tensor): Tensor[] {
+  const order: Tensor[] = [];
+  const visited = new Set<Tensor>();
+  // Iterative DFS: the graphs of deep CNNs would overflow the call stack with recursion.
+  const stack: [Tensor, number][] = [[root, 0]];
+  visited.add(root);
+  while (stack.length > 0) {
+    const top = stack[stack.length - 1];
+    const [t, next] = top;
+    const inputs = t.node?.inputs ?? [];
+    if (next < inputs.length) {
+      top[1]++;
+      const child = inputs[next];
+      if (child.requiresGrad && !visited.has(child)) {
+        visited.add(child);
+        stack.push([child, 0]);
+      }
+    } else {
+      order.push(t);
+      stack.pop();
+    }
+  }
+  return order.reverse();
+}
+
+function backward(root: Tensor): void {
+  if (root.size !== 1) {
+    throw new Error(`backward() needs a tensor of one element (a loss), got shape ${fmtShape(root.shape)}`);
+  }
+  if (!root.requiresGrad) {
+    throw new Error("backward(): the tensor does not require grad (no input had requiresGrad, or it was made under noGrad)");
+  }
+  if (!root.node && !root.isLeaf) {
+    throw new Error("backward(): the graph behind this tensor was already used by an earlier backward()");
+  }
+  noGrad(() => {
+    const order = topoOrder(root);
+    const grads = new Map<Tensor, Tensor>([[root, ones(root.shape)]]);
+    for (const t of order) {
+      const g = grads.get(t);
+      if (!g) continue;
+      grads.delete(t);
+      if (!t.node) {
+        accumulateLeaf(t, g);
+        continue;
+      }
+      const { inputs, backward: rule, op } = t.node;
+      for (const input of inputs) {
+        if (input.requiresGrad && input.disposed) {
+          throw new Error(`backward(): an input of ${op} was disposed before backward(); keep it until then`);
+        }
+      }
+      const inputGrads = rule(g);
+      g.dispose();
+      inputs.forEach((input, i) => {
+        const gi = inputGrads[i];
+        if (!gi) return;
+        if (!input.requiresGrad) {
+          gi.dispose();
+          return;
+        }
+        if (!sameShape(gi.shape, input.shape)) {
+          throw new Error(`gradient rule of ${op}: input ${i} has shape ${fmtShape(input.shape)}, gradient ${fmtShape(gi.shape)}`);
+        }
+        const prev = grads.get(input);
+        if (prev) {
+          grads.set(input, add(prev, gi));
+          prev.dispose();
+          gi.dispose();
+        } else grads.set(input, gi);
+      });
+      // The graph is consumed: saved tensors may now be freed by their owners.
+      t.node = null;
+    }
+  });
+}
+
+function accumulateLeaf(leaf: Tensor, g: Tensor): void {
+  if (leaf.grad) {
+    axpyInPlace(leaf.grad, g);
+    g.dispose();
+  } else {
+    // A gradient belongs to its leaf, not to the scope the backward ran in.
+    leaf.grad = g.keep();
+  }
+}
+
+installBackward(backward);

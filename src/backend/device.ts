@@ -1,0 +1,105 @@
+// One WebGPU device for Deno (built-in navigator.gpu) and Bun (Dawn through bun-webgpu).
+import { Engine } from "./engine.ts";
+
+export type BackendName = "webgpu" | "wasm";
+export interface InitOptions {
+  /** "auto" picks WebGPU; "wasm" is reserved for the WebAssembly backend (not built yet). */
+  backend?: "auto" | BackendName;
+  powerPreference?: GPUPowerPreference;
+}
+export interface BackendInfo {
+  backend: BackendName;
+  /** Adapter description, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)". */
+  adapter: string;
+  runtime: "deno" | "bun" | "other";
+  isFallbackAdapter: boolean;
+  limits: Record<string, number>;
+}
+
+let engine: Engine | null = null;
+let info: BackendInfo | null = null;
+
+export function runtimeName(): BackendInfo["runtime"] {
+  const g = globalThis as { Deno?: unknown; Bun?: unknown };
+  if (g.Bun !== undefined) return "bun";
+  if (g.Deno !== undefined) return "deno";
+  return "other";
+}
+
+const INSTALL_HINT = "Install a WebGPU adapter: a GPU driver with Vulkan, Metal or D3D12, or on Linux without a GPU " +
+  "Mesa's software Vulkan driver lavapipe (Debian: `apt-get install -t bookworm-backports mesa-vulkan-drivers`; " +
+  "./setup.sh does it)";
+
+async function gpuFor(runtime: BackendInfo["runtime"]): Promise<GPU> {
+  if (runtime === "bun") {
+    // A computed specifier keeps this Bun-only package out of what Deno resolves.
+    const specifier = "bun-webgpu";
+    let mod: { setupGlobals: () => void };
+    try {
+      mod = await import(specifier);
+    } catch (err) {
+      throw new Error(
+        `Bun has no built-in WebGPU and the package bun-webgpu could not be loaded (${(err as Error).message}). ` +
+          "Run `bun install` in the project (./setup.sh does it).",
+      );
+    }
+    mod.setupGlobals();
+  }
+  const gpu = (globalThis.navigator as Navigator & { gpu?: GPU })?.gpu;
+  if (!gpu) {
+    throw new Error(`This runtime (${runtime}) exposes no navigator.gpu. Use Deno 2 or Bun with bun-webgpu.`);
+  }
+  return gpu;
+}
+
+function limitsRecord(limits: GPUSupportedLimits): Record<string, number> {
+  const out: Record<string, number> = {};
+  // Limits are getters on the prototype in Deno and plain fields in Bun: for..in sees both.
+  for (const key in limits) {
+    const v = (limits as unknown as Record<string, unknown>)[key];
+    if (typeof v === "number" && key !== "nextInChain") out[key] = v;
+  }
+  return out;
+}
+
+/**
+ * Opens the device with the adapter's maximum limits (storage bindings of 128 MiB and more instead of the
+ * default 128 MiB / 8 buffers). Calling it again returns the same backend.
+ */
+export async function init(options: InitOptions = {}): Promise<BackendInfo> {
+  const wanted = options.backend ?? "auto";
+  if (wanted === "wasm") {
+    throw new Error('The "wasm" backend does not exist yet; use { backend: "webgpu" } or "auto".');
+  }
+  if (wanted !== "auto" && wanted !== "webgpu") {
+    throw new Error(`Unknown backend ${JSON.stringify(wanted)}: expected "auto", "webgpu" or "wasm".`);
+  }
+  if (info) return info;
+  const runtime = runtimeName();
+  const gpu = await gpuFor(runtime);
+  const adapter = await gpu.requestAdapter({ powerPreference: options.powerPreference ?? "high-performance" });
+  if (!adapter) throw new Error(`No WebGPU adapter was found. ${INSTALL_HINT}.`);
+  const limits = limitsRecord(adapter.limits);
+  // Every limit is asked for explicitly: Dawn otherwise packs its defaults, some of which exceed what
+  // lavapipe reports (e.g. storage buffers in fragment stages) and the request fails.
+  const device = await adapter.requestDevice({ requiredLimits: limits });
+  const adapterInfo = adapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean };
+  engine = new Engine(device);
+  info = {
+    backend: "webgpu",
+    adapter: adapterInfo.description || `${adapterInfo.vendor} ${adapterInfo.architecture} ${adapterInfo.device}`.trim(),
+    runtime,
+    isFallbackAdapter: Boolean(adapterInfo.isFallbackAdapter),
+    limits: limitsRecord(device.limits),
+  };
+  return info;
+}
+
+export function getEngine(): Engine {
+  if (!engine) throw new Error("No backend: call `await fl.init()` before creating tensors.");
+  return engine;
+}
+
+export function backendInfo(): BackendInfo | null {
+  return info;
+}

@@ -1,0 +1,299 @@
+// The device side of every tensor: a size-bucketed buffer pool, a pipeline cache, and dispatches recorded
+// into one compute pass and submitted together (a submit is paid once per batch, not per op).
+
+/** How a kernel reads a storage binding. */
+export type Access = "read" | "rw";
+export type ScalarType = "f32" | "u32" | "i32";
+
+export interface KernelSpec {
+  /** Unique per WGSL source: the pipeline cache key. */
+  key: string;
+  code: string;
+  storage: Access[];
+  /** Uniform fields in declaration order; every field is one 4-byte scalar, so no WGSL padding applies. */
+  uniforms: ScalarType[];
+}
+
+/** A device buffer and the bookkeeping that makes reuse safe. */
+export interface PooledBuffer {
+  buffer: GPUBuffer;
+  capacity: number;
+  /** The batch that last recorded a command on this buffer; a CPU write must wait until it is submitted. */
+  lastBatch: number;
+}
+
+const UNIFORM_SLOT = 256; // >= minUniformBufferOffsetAlignment on every adapter
+const UNIFORM_SLOTS = 1024;
+const MAX_PENDING_DISPATCHES = 1024;
+const STORAGE_USAGE = 0x80 /* STORAGE */ | 0x04 /* COPY_SRC */ | 0x08; /* COPY_DST */
+const MAP_READ_USAGE = 0x01 /* MAP_READ */ | 0x08; /* COPY_DST */
+const UNIFORM_USAGE = 0x40 /* UNIFORM */ | 0x08; /* COPY_DST */
+
+/** Rounds a request up to its pool bucket, so freed buffers fit later requests of about the same size. */
+export function bucketSize(bytes: number): number {
+  const min = 256;
+  if (bytes <= min) return min;
+  if (bytes <= 1 << 20) return 2 ** Math.ceil(Math.log2(bytes));
+  // Powers of two up to 1 MiB; above, steps of an eighth of the power of two below (waste under 12.5%).
+  const step = 2 ** (Math.floor(Math.log2(bytes)) - 3);
+  return Math.ceil(bytes / step) * step;
+}
+
+export interface PoolStats {
+  /** Bytes held by live tensors (bucket capacity). */
+  liveBytes: number;
+  liveBuffers: number;
+  /** Bytes kept free in the pool for reuse. */
+  pooledBytes: number;
+  pooledBuffers: number;
+  /** Buffers ever created on the device. */
+  created: number;
+}
+
+export class BufferPool {
+  private free = new Map<number, PooledBuffer[]>();
+  private stats: PoolStats = { liveBytes: 0, liveBuffers: 0, pooledBytes: 0, pooledBuffers: 0, created: 0 };
+  constructor(private device: GPUDevice, private maxBufferSize: number) {}
+
+  acquire(bytes: number): PooledBuffer {
+    const capacity = bucketSize(bytes);
+    if (capacity > this.maxBufferSize) {
+      throw new Error(
+        `A tensor of ${bytes} bytes exceeds this adapter's maxBufferSize (${this.maxBufferSize} bytes).`,
+      );
+    }
+    const list = this.free.get(capacity);
+    let pb = list?.pop();
+    if (pb) {
+      this.stats.pooledBytes -= capacity;
+      this.stats.pooledBuffers--;
+    } else {
+      pb = { buffer: this.device.createBuffer({ size: capacity, usage: STORAGE_USAGE }), capacity, lastBatch: -1 };
+      this.stats.created++;
+    }
+    this.stats.liveBytes += capacity;
+    this.stats.liveBuffers++;
+    return pb;
+  }
+
+  release(pb: PooledBuffer): void {
+    this.stats.liveBytes -= pb.capacity;
+    this.stats.liveBuffers--;
+    this.stats.pooledBytes += pb.capacity;
+    this.stats.pooledBuffers++;
+    let list = this.free.get(pb.capacity);
+    if (!list) this.free.set(pb.capacity, list = []);
+    list.push(pb);
+  }
+
+  /** Gives every free buffer back to the device. */
+  trim(): void {
+    for (const list of this.free.values()) for (const pb of list) pb.buffer.destroy();
+    this.free.clear();
+    this.stats.pooledBytes = 0;
+    this.stats.pooledBuffers = 0;
+  }
+
+  snapshot(): PoolStats {
+    return { ...this.stats };
+  }
+}
+
+interface CachedPipeline {
+  pipeline: GPUComputePipeline;
+  layout: GPUBindGroupLayout;
+}
+
+export class Engine {
+  readonly pool: BufferPool;
+  readonly maxStorageBinding: number;
+  readonly maxWorkgroupsPerDim: number;
+  private pipelines = new Map<string, CachedPipeline>();
+  private encoder: GPUCommandEncoder | null = null;
+  private pass: GPUComputePassEncoder | null = null;
+  private pending = 0;
+  private batch = 0;
+  private uniformRing: GPUBuffer;
+  private uniformData = new ArrayBuffer(UNIFORM_SLOT * UNIFORM_SLOTS);
+  private uniformSlot = 0;
+  private stagingFree = new Map<number, GPUBuffer[]>();
+  private deviceError: string | null = null;
+  /** Submits so far: a measure of batching for tests and benches. */
+  submits = 0;
+  dispatches = 0;
+
+  constructor(readonly device: GPUDevice) {
+    this.pool = new BufferPool(device, device.limits.maxBufferSize);
+    this.maxStorageBinding = device.limits.maxStorageBufferBindingSize;
+    this.maxWorkgroupsPerDim = device.limits.maxComputeWorkgroupsPerDimension;
+    this.uniformRing = device.createBuffer({ size: UNIFORM_SLOT * UNIFORM_SLOTS, usage: UNIFORM_USAGE });
+    const onError = (ev: Event) => {
+      const err = (ev as GPUUncapturedErrorEvent).error;
+      this.deviceError ??= err?.message ?? String(err);
+    };
+    const target = device as unknown as { addEventListener?: (t: string, f: (e: Event) => void) => void };
+    if (typeof target.addEventListener === "function") target.addEventListener("uncapturederror", onError);
+    else (device as unknown as { onuncapturederror: unknown }).onuncapturederror = onError;
+  }
+
+  private pipelineFor(spec: KernelSpec): CachedPipeline {
+    let cached = this.pipelines.get(spec.key);
+    if (cached) return cached;
+    const entries: GPUBindGroupLayoutEntry[] = spec.storage.map((access, binding) => ({
+      binding,
+      visibility: 4, /* COMPUTE */
+      buffer: { type: access === "read" ? "read-only-storage" : "storage" },
+    }));
+    if (spec.uniforms.length > 0) {
+      entries.push({ binding: spec.storage.length, visibility: 4, buffer: { type: "uniform" } });
+    }
+    const layout = this.device.createBindGroupLayout({ entries });
+    const module = this.device.createShaderModule({ code: spec.code, label: spec.key });
+    const pipeline = this.device.createComputePipeline({
+      layout: this.device.createPipelineLayout({ bindGroupLayouts: [layout] }),
+      compute: { module, entryPoint: "main" },
+      label: spec.key,
+    });
+    cached = { pipeline, layout };
+    this.pipelines.set(spec.key, cached);
+    return cached;
+  }
+
+  get pipelineCount(): number {
+    return this.pipelines.size;
+  }
+
+  /**
+   * Records one dispatch. `buffers[i]` binds at @binding(i) as a whole buffer or as the given byte range;
+   * `params` fill the uniform struct. Nothing runs until the batch is submitted.
+   */
+  dispatch(
+    spec: KernelSpec,
+    buffers: (PooledBuffer | { pb: PooledBuffer; offset: number; size: number })[],
+    params: number[],
+    workgroups: [number, number?, number?],
+  ): void {
+    if (buffers.length !== spec.storage.length) {
+      throw new Error(`kernel ${spec.key}: ${buffers.length} buffers bound, ${spec.storage.length} declared`);
+    }
+    if (params.length !== spec.uniforms.length) {
+      throw new Error(`kernel ${spec.key}: ${params.length} uniforms given, ${spec.uniforms.length} declared`);
+    }
+    const [x, y = 1, z = 1] = workgroups;
+    if (x === 0 || y === 0 || z === 0) return;
+    if (x > this.maxWorkgroupsPerDim || y > this.maxWorkgroupsPerDim || z > this.maxWorkgroupsPerDim) {
+      throw new Error(`kernel ${spec.key}: grid ${x}x${y}x${z} exceeds ${this.maxWorkgroupsPerDim} per dimension`);
+    }
+    if (this.uniformSlot >= UNIFORM_SLOTS || this.pending >= MAX_PENDING_DISPATCHES) this.flush();
+    const { pipeline, layout } = this.pipelineFor(spec);
+    const entries: GPUBindGroupEntry[] = buffers.map((b, binding) => {
+      const pb = "pb" in b ? b.pb : b;
+      pb.lastBatch = this.batch;
+      return "pb" in b
+        ? { binding, resource: { buffer: pb.buffer, offset: b.offset, size: b.size } }
+        : { binding, resource: { buffer: pb.buffer } };
+    });
+    if (spec.uniforms.length > 0) {
+      const offset = this.uniformSlot++ * UNIFORM_SLOT;
+      const u32 = new Uint32Array(this.uniformData, offset, spec.uniforms.length);
+      const i32 = new Int32Array(this.uniformData, offset, spec.uniforms.length);
+      const f32 = new Float32Array(this.uniformData, offset, spec.uniforms.length);
+      spec.uniforms.forEach((t, i) => {
+        if (t === "f32") f32[i] = params[i];
+        else if (t === "i32") i32[i] = params[i];
+        else u32[i] = params[i];
+      });
+      entries.push({
+        binding: spec.storage.length,
+        resource: { buffer: this.uniformRing, offset, size: spec.uniforms.length * 4 },
+      });
+    }
+    const bindGroup = this.device.createBindGroup({ layout, entries });
+    if (!this.pass) {
+      this.encoder ??= this.device.createCommandEncoder();
+      this.pass = this.encoder.beginComputePass();
+    }
+    this.pass.setPipeline(pipeline);
+    this.pass.setBindGroup(0, bindGroup);
+    this.pass.dispatchWorkgroups(x, y, z);
+    this.pending++;
+    this.dispatches++;
+  }
+
+  /** Records a buffer-to-buffer copy in order with the dispatches. */
+  copy(src: PooledBuffer, srcOffset: number, dst: PooledBuffer, dstOffset: number, bytes: number): void {
+    if (bytes === 0) return;
+    this.endPass();
+    this.encoder ??= this.device.createCommandEncoder();
+    this.encoder.copyBufferToBuffer(src.buffer, srcOffset, dst.buffer, dstOffset, bytes);
+    src.lastBatch = dst.lastBatch = this.batch;
+    this.pending++;
+  }
+
+  private endPass(): void {
+    if (this.pass) {
+      this.pass.end();
+      this.pass = null;
+    }
+  }
+
+  /** Submits everything recorded so far. */
+  flush(): void {
+    this.endPass();
+    if (!this.encoder) return;
+    if (this.uniformSlot > 0) {
+      this.device.queue.writeBuffer(this.uniformRing, 0, this.uniformData, 0, this.uniformSlot * UNIFORM_SLOT);
+    }
+    this.device.queue.submit([this.encoder.finish()]);
+    this.encoder = null;
+    this.pending = 0;
+    this.uniformSlot = 0;
+    this.batch++;
+    this.submits++;
+  }
+
+  /** Writes CPU data into a buffer, after any recorded command that still uses the buffer's old content. */
+  write(pb: PooledBuffer, byteOffset: number, data: ArrayBufferView): void {
+    if (pb.lastBatch === this.batch && this.encoder) this.flush();
+    this.device.queue.writeBuffer(pb.buffer, byteOffset, data.buffer, data.byteOffset, data.byteLength);
+  }
+
+  /** Copies `bytes` from a buffer back to the CPU; the only place that waits for the device. */
+  async read(pb: PooledBuffer, byteOffset: number, bytes: number): Promise<ArrayBuffer> {
+    const size = bucketSize(Math.max(bytes, 4));
+    const staging = this.stagingFree.get(size)?.pop() ??
+      this.device.createBuffer({ size, usage: MAP_READ_USAGE });
+    if (bytes > 0) this.copy(pb, byteOffset, { buffer: staging, capacity: size, lastBatch: -1 }, 0, bytes);
+    this.flush();
+    await staging.mapAsync(1 /* GPUMapMode.READ */, 0, size);
+    const out = staging.getMappedRange(0, size).slice(0, bytes);
+    staging.unmap();
+    let list = this.stagingFree.get(size);
+    if (!list) this.stagingFree.set(size, list = []);
+    list.push(staging);
+    this.throwDeviceError();
+    return out;
+  }
+
+  /** Waits until the device has finished all submitted work (for benches and teardown). */
+  async sync(): Promise<void> {
+    this.flush();
+    await this.device.queue.onSubmittedWorkDone();
+    this.throwDeviceError();
+  }
+
+  private throwDeviceError(): void {
+    if (this.deviceError) {
+      const msg = this.deviceError;
+      this.deviceError = null;
+      throw new Error(`WebGPU reported an error: ${msg}`);
+    }
+  }
+
+  /** Splits `n` workgroups over x and y so no dimension passes the adapter's limit. */
+  grid(workgroups: number): [number, number] {
+    if (workgroups <= this.maxWorkgroupsPerDim) return [workgroups, 1];
+    const y = Math.ceil(workgroups / this.maxWorkgroupsPerDim);
+    return [Math.ceil(workgroups / y), y];
+  }
+}

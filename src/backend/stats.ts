@@ -1,0 +1,13 @@
+// Device bookkeeping that tests and benches read: pool usage, submits, and a wait for the device.
+import { getEngine } from "./device.ts";
+import type { PoolStats } from "./engine.ts";
+
+export function poolStats(): PoolStats & { submits: number; dispatches: number; pipelines: number } {
+  const e = getEngine();
+  return { ...e.pool.snapshot(), submits: e.submits, dispatches: e.dispatches, pipelines: e.pipelineCount };
+}
+
+/** Waits until the device has run everything queued so far. */
+export function syncDevice(): Promise<void> {
+  return getEngine().sync();
+}

@@ -1,0 +1,9 @@
+// `fl.F`: every differentiable op by its PyTorch-like name.
+export { add, addScalar, div, exp, log, mul, neg, relu, scale, sigmoid, sqrt, sub, tanh } from "./kernels/elementwise.ts";
+export { mean, sum } from "./kernels/reduce.ts";
+export { linear, matmul } from "./kernels/matmul.ts";
+export { logSoftmax, softmax } from "./kernels/softmax.ts";
+export { outer, weightedSum } from "./kernels/ensemble.ts";
+export { crossEntropy, type CrossEntropyOptions, focalLoss, type FocalOptions, type Reduction } from "./kernels/loss.ts";
+export { dropout } from "./kernels/random.ts";
+export { flatten, reshape } from "./kernels/view.ts";

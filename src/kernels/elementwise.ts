@@ -1,0 +1,166 @@
+// Element-wise ops: binary with NumPy broadcasting (add, sub, mul, div) and unary maps (relu, tanh,
+// sigmoid, exp, log, neg, sqrt, scalar affine), each with its gradient rule.
+import { kernelFamily } from "../backend/kernel.ts";
+import { record, Tensor } from "../autograd/tensor.ts";
+import { broadcastDecode, broadcastParams, broadcastShapes, broadcastUniforms, sameShape } from "./shape.ts";
+import { dispatch1d } from "./basic.ts";
+import { sumToShape } from "./reduce.ts";
+
+type BinaryOp = "add" | "sub" | "mul" | "div";
+const BINARY_EXPR: Record<BinaryOp, string> = { add: "x + y", sub: "x - y", mul: "x * y", div: "x / y" };
+
+const binaryKernel = kernelFamily((op: BinaryOp) => ({
+  name: `binary_${op}`,
+  storage: [{ name: "a", access: "read" }, { name: "b", access: "read" }, { name: "out", access: "rw" }],
+  uniforms: broadcastUniforms(["a", "b"]),
+  body: `@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat_id(gid, nwg);
+  if (i >= u.n) { return; }
+  ${broadcastDecode(["a", "b"])}
+  let x = a[oa]; let y = b[ob];
+  out[i] = ${BINARY_EXPR[op]};
+}`,
+}));
+
+function checkFloat(op: string, ...ts: Tensor[]): void {
+  for (const t of ts) {
+    if (!(t instanceof Tensor)) throw new Error(`${op}: expected a Tensor, got ${typeof t}`);
+    if (t.dtype !== "float32") throw new Error(`${op}: needs float32 tensors, got ${t.dtype}`);
+  }
+}
+
+function binary(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
+  checkFloat(op, a, b);
+  const shape = broadcastShapes(a.shape, b.shape, op);
+  const out = Tensor.empty(shape);
+  dispatch1d(binaryKernel(op), [a, b, out], broadcastParams(shape, [a.shape, b.shape]), out.size);
+  return out;
+}
+
+export function add(a: Tensor, b: Tensor): Tensor {
+  const out = binary("add", a, b);
+  return record(out, "add", [a, b], (g) => [
+    a.requiresGrad ? sumToShape(g, a.shape) : null,
+    b.requiresGrad ? sumToShape(g, b.shape) : null,
+  ]);
+}
+
+export function sub(a: Tensor, b: Tensor): Tensor {
+  const out = binary("sub", a, b);
+  return record(out, "sub", [a, b], (g) => [
+    a.requiresGrad ? sumToShape(g, a.shape) : null,
+    b.requiresGrad ? reduceScaled(g, b.shape, -1) : null,
+  ]);
+}
+
+/** The gradient of a binary op for one input: `g * factor` summed back to `shape`. */
+function gradThrough(g: Tensor, factor: Tensor, op: BinaryOp, shape: number[]): Tensor {
+  const full = binary(op, g, factor);
+  if (sameShape(full.shape, shape)) return full;
+  const reduced = sumToShape(full, shape);
+  full.dispose();
+  return reduced;
+}
+
+function reduceScaled(g: Tensor, shape: number[], scale: number): Tensor {
+  const reduced = sumToShape(g, shape);
+  const out = unaryRaw("scale", reduced, scale);
+  reduced.dispose();
+  return out;
+}
+
+export function mul(a: Tensor, b: Tensor): Tensor {
+  const out = binary("mul", a, b);
+  return record(out, "mul", [a, b], (g) => [
+    a.requiresGrad ? gradThrough(g, b, "mul", a.shape) : null,
+    b.requiresGrad ? gradThrough(g, a, "mul", b.shape) : null,
+  ]);
+}
+
+export function div(a: Tensor, b: Tensor): Tensor {
+  const out = binary("div", a, b);
+  return record(out, "div", [a, b], (g) => {
+    let gb: Tensor | null = null;
+    if (b.requiresGrad) {
+      // d(a/b)/db = -(a/b)/b = -out/b
+      const q = binary("div", out, b);
+      const t = binary("mul", g, q);
+      q.dispose();
+      gb = reduceScaled(t, b.shape, -1);
+      t.dispose();
+    }
+    return [a.requiresGrad ? gradThrough(g, b, "div", a.shape) : null, gb];
+  });
+}
+
+export type UnaryOp = "neg" | "exp" | "log" | "relu" | "tanh" | "sigmoid" | "sqrt" | "scale" | "addScalar";
+
+/** Forward expression of x (and the uniform alpha); gradient expression of g, x, y = f(x) and alpha. */
+const UNARY: Record<UnaryOp, { fwd: string; grad: string }> = {
+  neg: { fwd: "-x", grad: "-g" },
+  exp: { fwd: "exp(x)", grad: "g * y" },
+  log: { fwd: "log(x)", grad: "g / x" },
+  relu: { fwd: "max(x, 0.0)", grad: "select(0.0, g, x > 0.0)" },
+  // tanh through exp of -2|x| so large |x| saturates to +-1 instead of overflowing to NaN.
+  tanh: { fwd: "sign(x) * (1.0 - exp(-2.0 * abs(x))) / (1.0 + exp(-2.0 * abs(x)))", grad: "g * (1.0 - y * y)" },
+  sigmoid: { fwd: "select(exp(x) / (1.0 + exp(x)), 1.0 / (1.0 + exp(-x)), x >= 0.0)", grad: "g * y * (1.0 - y)" },
+  sqrt: { fwd: "sqrt(x)", grad: "g * 0.5 / y" },
+  scale: { fwd: "x * u.alpha", grad: "g * u.alpha" },
+  addScalar: { fwd: "x + u.alpha", grad: "g" },
+};
+
+const unaryUniforms = [{ name: "n", type: "u32" as const }, { name: "alpha", type: "f32" as const }];
+const unaryKernel = kernelFamily((op: UnaryOp) => ({
+  name: `unary_${op}`,
+  storage: [{ name: "a", access: "read" }, { name: "out", access: "rw" }],
+  uniforms: unaryUniforms,
+  body: `@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat_id(gid, nwg);
+  if (i >= u.n) { return; }
+  let x = a[i];
+  out[i] = ${UNARY[op].fwd};
+}`,
+}));
+
+const unaryGradKernel = kernelFamily((op: UnaryOp) => ({
+  name: `unary_grad_${op}`,
+  storage: [{ name: "gy", access: "read" }, { name: "xs", access: "read" }, { name: "ys", access: "read" }, {
+    name: "gx",
+    access: "rw",
+  }],
+  uniforms: unaryUniforms,
+  body: `@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat_id(gid, nwg);
+  if (i >= u.n) { return; }
+  let g = gy[i]; let x = xs[i]; let y = ys[i];
+  gx[i] = ${UNARY[op].grad};
+}`,
+}));
+
+function unaryRaw(op: UnaryOp, x: Tensor, alpha = 0): Tensor {
+  checkFloat(op, x);
+  const out = Tensor.empty([...x.shape]);
+  dispatch1d(unaryKernel(op), [x, out], [x.size, alpha], x.size);
+  return out;
+}
+
+function unary(op: UnaryOp, x: Tensor, alpha = 0): Tensor {
+  const out = unaryRaw(op, x, alpha);
+  return record(out, op, [x], (g) => {
+    const gx = Tensor.empty([...x.shape]);
+    dispatch1d(unaryGradKernel(op), [g, x, out, gx], [x.size, alpha], x.size);
+    return [gx];
+  });
+}
+
+export const neg = (x: Tensor): Tensor => unary("neg", x);
+export const exp = (x: Tensor): Tensor => unary("exp", x);
+export const log = (x: Tensor): Tensor => unary("log", x);
+export const relu = (x: Tensor): Tensor => unary("relu", x);
+export const tanh = (x: Tensor): Tensor => unary("tanh", x);
+export const sigmoid = (x: Tensor): Tensor => unary("sigmoid", x);
+export const sqrt = (x: Tensor): Tensor => unary("sqrt", x);
+/** x * alpha */
+export const scale = (x: Tensor, alpha: number): Tensor => unary("scale", x, alpha);
+/** x + alpha */
+export const addScalar = (x: Tensor, alpha: number): Tensor => unary("addScalar", x, alpha);

@@ -1,0 +1,179 @@
+// Classification losses from logits: multi-class focal loss and (weighted) cross-entropy, both through
+// a log-softmax for stability and both from one per-sample kernel (cross-entropy is focal with gamma 0).
+import { getEngine } from "../backend/device.ts";
+import { defineKernel } from "../backend/kernel.ts";
+import { record, Tensor } from "../autograd/tensor.ts";
+import { intTensor, tensor } from "./basic.ts";
+import { scale } from "./elementwise.ts";
+import { sum } from "./reduce.ts";
+import { fmtShape } from "./shape.ts";
+
+const uniforms = [{ name: "B", type: "u32" as const }, { name: "M", type: "u32" as const }, {
+  name: "gamma",
+  type: "f32" as const,
+}];
+
+// Per row: lp = log p_y from a max-shifted log-sum-exp, and 1 - p_y as -expm1(lp) so that confident rows
+// keep their small (1 - p)^gamma instead of rounding it to zero.
+const ROW_STATS = `
+fn one_minus_exp(lp: f32) -> f32 {
+  if (lp > -1e-3) { return -lp * (1.0 + lp * (0.5 + lp / 6.0)); }
+  return 1.0 - exp(lp);
+}
+fn pow_nonneg(x: f32, g: f32) -> f32 {
+  if (g == 0.0) { return 1.0; }
+  if (x <= 0.0) { return 0.0; }
+  return pow(x, g);
+}
+fn row_lse(b: u32) -> f32 {
+  var mx = -0x1.fffffep+127f;
+  for (var m = 0u; m < u.M; m++) { mx = max(mx, logits[b * u.M + m]); }
+  var s = 0.0;
+  for (var m = 0u; m < u.M; m++) { s += exp(logits[b * u.M + m] - mx); }
+  return mx + log(s);
+}`;
+
+const forwardKernel = defineKernel({
+  name: "focal_fwd",
+  storage: [
+    { name: "logits", access: "read" },
+    { name: "labels", access: "read", type: "i32" },
+    { name: "alpha", access: "read" },
+    { name: "loss", access: "rw" },
+  ],
+  uniforms,
+  body: `${ROW_STATS}
+@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let b = flat_id(gid, nwg);
+  if (b >= u.B) { return; }
+  let y = u32(labels[b]);
+  let lp = logits[b * u.M + y] - row_lse(b);
+  loss[b] = -alpha[y] * pow_nonneg(one_minus_exp(lp), u.gamma) * lp;
+}`,
+});
+
+// dL/dz_j = -alpha_y [ (1-q)^g - g (1-q)^(g-1) q log q ] (delta_yj - p_j), q = p_y; one thread per row.
+const backwardKernel = defineKernel({
+  name: "focal_bwd",
+  storage: [
+    { name: "logits", access: "read" },
+    { name: "labels", access: "read", type: "i32" },
+    { name: "alpha", access: "read" },
+    { name: "gout", access: "read" },
+    { name: "dlogits", access: "rw" },
+  ],
+  uniforms,
+  body: `${ROW_STATS}
+@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let b = flat_id(gid, nwg);
+  if (b >= u.B) { return; }
+  let y = u32(labels[b]);
+  let lse = row_lse(b);
+  let lp = logits[b * u.M + y] - lse;
+  let q = exp(lp);
+  let omq = one_minus_exp(lp);
+  var t1 = 0.0;
+  if (u.gamma != 0.0 && omq > 0.0) { t1 = u.gamma * pow(omq, u.gamma - 1.0) * q * lp; }
+  let coeff = -alpha[y] * (pow_nonneg(omq, u.gamma) - t1) * gout[b];
+  for (var m = 0u; m < u.M; m++) {
+    let p = exp(logits[b * u.M + m] - lse);
+    dlogits[b * u.M + m] = coeff * (select(0.0, 1.0, m == y) - p);
+  }
+}`,
+});
+
+export type Reduction = "mean" | "sum";
+export type Targets = Int32Array | readonly number[];
+
+function checkInputs(op: string, logits: Tensor, target: Targets, perClass: readonly number[] | undefined, what: string) {
+  if (!(logits instanceof Tensor) || logits.rank !== 2) {
+    throw new Error(`${op}: logits must be a [batch, classes] tensor, got ${logits instanceof Tensor ? fmtShape(logits.shape) : typeof logits}`);
+  }
+  const [b, m] = logits.shape;
+  if (b === 0) throw new Error(`${op}: empty batch (0 samples)`);
+  if (m === 0) throw new Error(`${op}: logits have 0 classes`);
+  if (!target || target.length !== b) {
+    throw new Error(`${op}: ${target?.length ?? 0} targets for a batch of ${b}`);
+  }
+  for (let i = 0; i < b; i++) {
+    const y = target[i];
+    if (!Number.isInteger(y) || y < 0 || y >= m) {
+      throw new Error(`${op}: target ${i} is ${y}, outside the class range 0..${m - 1}`);
+    }
+  }
+  if (perClass !== undefined) {
+    if (perClass.length !== m) throw new Error(`${op}: ${what} has ${perClass.length} entries for ${m} classes`);
+    if (perClass.some((v) => !Number.isFinite(v) || v < 0)) {
+      throw new Error(`${op}: ${what} must be finite and non-negative, got [${perClass.join(", ")}]`);
+    }
+  }
+}
+
+/** Per-sample -alpha[y] (1 - p_y)^gamma log p_y as a [B] tensor. */
+function perSample(logits: Tensor, target: Targets, alphaValues: readonly number[], gamma: number): Tensor {
+  const [b, m] = logits.shape;
+  const targetT = intTensor(target as ArrayLike<number>);
+  const alphaT = tensor(alphaValues as number[]);
+  const out = Tensor.empty([b]);
+  const engine = getEngine();
+  const grid = engine.grid(Math.ceil(b / 256));
+  engine.dispatch(forwardKernel, [logits.buffer, targetT.buffer, alphaT.buffer, out.buffer], [b, m, gamma], grid);
+  const result = record(out, "focal", [logits], (g) => {
+    const d = Tensor.empty([b, m]);
+    engine.dispatch(backwardKernel, [logits.buffer, targetT.buffer, alphaT.buffer, g.buffer, d.buffer], [b, m, gamma], grid);
+    targetT.dispose();
+    alphaT.dispose();
+    return [d];
+  });
+  // Without a graph nothing will read the targets again.
+  if (!result.node) {
+    targetT.dispose();
+    alphaT.dispose();
+  }
+  return result;
+}
+
+function reduce(losses: Tensor, reduction: Reduction, divisor: number, op: string): Tensor {
+  if (reduction !== "mean" && reduction !== "sum") {
+    throw new Error(`${op}: reduction must be "mean" or "sum", got ${JSON.stringify(reduction)}`);
+  }
+  const total = sum(losses);
+  return reduction === "sum" ? total : scale(total, 1 / divisor);
+}
+
+export interface FocalOptions {
+  gamma?: number;
+  alpha?: readonly number[];
+  reduction?: Reduction;
+}
+
+/**
+ * Multi-class focal loss: mean (or sum) over samples of -alpha[y] (1 - p_y)^gamma log p_y with
+ * p = softmax(logits). gamma 0 and alpha of ones is cross-entropy.
+ */
+export function focalLoss(logits: Tensor, target: Targets, options: FocalOptions = {}): Tensor {
+  const { gamma = 2, alpha, reduction = "mean" } = options;
+  checkInputs("focalLoss", logits, target, alpha, "alpha");
+  if (!Number.isFinite(gamma) || gamma < 0) throw new Error(`focalLoss: gamma must be finite and >= 0, got ${gamma}`);
+  const m = logits.shape[1];
+  return reduce(perSample(logits, target, alpha ?? new Array(m).fill(1), gamma), reduction, logits.shape[0], "focalLoss");
+}
+
+export interface CrossEntropyOptions {
+  weight?: readonly number[];
+  reduction?: Reduction;
+}
+
+/** Cross-entropy from logits; with `weight`, "mean" divides by the sum of the targets' weights (PyTorch). */
+export function crossEntropy(logits: Tensor, target: Targets, options: CrossEntropyOptions = {}): Tensor {
+  const { weight, reduction = "mean" } = options;
+  checkInputs("crossEntropy", logits, target, weight, "weight");
+  const m = logits.shape[1];
+  let divisor = logits.shape[0];
+  if (weight) {
+    divisor = 0;
+    for (let i = 0; i < target.length; i++) divisor += weight[target[i]];
+    if (reduction === "mean" && divisor === 0) throw new Error("crossEntropy: the targets' weights sum to 0");
+  }
+  return reduce(perSample(logits, target, weight ?? new Array(m).fill(1), 0), reduction, divisor, "crossEntropy");
+}

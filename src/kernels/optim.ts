@@ -1,0 +1,107 @@
+// Optimizer updates as device kernels, in place on the parameter and its state: PyTorch's Adam (L2 weight
+// decay folded into the gradient) and SGD (momentum, dampening, Nesterov, weight decay).
+import { defineKernel, kernelFamily } from "../backend/kernel.ts";
+import type { Tensor } from "../autograd/tensor.ts";
+import { dispatch1d } from "./basic.ts";
+
+const adamKernel = defineKernel({
+  name: "adam_step",
+  storage: [
+    { name: "p", access: "rw" },
+    { name: "g", access: "read" },
+    { name: "m", access: "rw" },
+    { name: "v", access: "rw" },
+  ],
+  uniforms: [
+    { name: "n", type: "u32" },
+    { name: "lr", type: "f32" },
+    { name: "beta1", type: "f32" },
+    { name: "beta2", type: "f32" },
+    { name: "eps", type: "f32" },
+    { name: "weight_decay", type: "f32" },
+    { name: "bias_correction1", type: "f32" },
+    { name: "sqrt_bias_correction2", type: "f32" },
+  ],
+  body: `@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat_id(gid, nwg);
+  if (i >= u.n) { return; }
+  let grad = g[i] + u.weight_decay * p[i];
+  let mi = u.beta1 * m[i] + (1.0 - u.beta1) * grad;
+  let vi = u.beta2 * v[i] + (1.0 - u.beta2) * grad * grad;
+  m[i] = mi;
+  v[i] = vi;
+  let denom = sqrt(vi) / u.sqrt_bias_correction2 + u.eps;
+  p[i] = p[i] - (u.lr / u.bias_correction1) * mi / denom;
+}`,
+});
+
+export interface AdamHyper {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+}
+
+export function adamStep(p: Tensor, g: Tensor, m: Tensor, v: Tensor, step: number, h: AdamHyper): void {
+  dispatch1d(adamKernel, [p, g, m, v], [
+    p.size,
+    h.lr,
+    h.beta1,
+    h.beta2,
+    h.eps,
+    h.weightDecay,
+    1 - h.beta1 ** step,
+    Math.sqrt(1 - h.beta2 ** step),
+  ], p.size);
+}
+
+// Without momentum there is no buffer to bind: a variant of the kernel without it.
+const sgdKernel = kernelFamily((withMomentum: number) => ({
+  name: withMomentum ? "sgd_step_momentum" : "sgd_step",
+  storage: [
+    { name: "p", access: "rw" as const },
+    { name: "g", access: "read" as const },
+    ...(withMomentum ? [{ name: "buf", access: "rw" as const }] : []),
+  ],
+  uniforms: [
+    { name: "n", type: "u32" as const },
+    { name: "lr", type: "f32" as const },
+    { name: "momentum", type: "f32" as const },
+    { name: "dampening", type: "f32" as const },
+    { name: "weight_decay", type: "f32" as const },
+    { name: "nesterov", type: "u32" as const },
+    { name: "first", type: "u32" as const },
+  ],
+  body: `@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat_id(gid, nwg);
+  if (i >= u.n) { return; }
+  var d = g[i] + u.weight_decay * p[i];
+  ${withMomentum ? `var b = d;
+  if (u.first == 0u) { b = u.momentum * buf[i] + (1.0 - u.dampening) * d; }
+  buf[i] = b;
+  d = select(b, d + u.momentum * b, u.nesterov == 1u);` : ""}
+  p[i] = p[i] - u.lr * d;
+}`,
+}));
+
+export interface SgdHyper {
+  lr: number;
+  momentum: number;
+  dampening: number;
+  weightDecay: number;
+  nesterov: boolean;
+}
+
+/** `buf` is the momentum buffer, null without momentum. */
+export function sgdStep(p: Tensor, g: Tensor, buf: Tensor | null, first: boolean, h: SgdHyper): void {
+  dispatch1d(sgdKernel(buf ? 1 : 0), buf ? [p, g, buf] : [p, g], [
+    p.size,
+    h.lr,
+    h.momentum,
+    h.dampening,
+    h.weightDecay,
+    h.nesterov ? 1 : 0,
+    first ? 1 : 0,
+  ], p.size);
+}

@@ -1,0 +1,168 @@
+// Sums over any set of axes: sum/mean along a dim or over everything, and the reduction of a broadcast
+// gradient back to its input's shape.
+import { getEngine } from "../backend/device.ts";
+import { defineKernel } from "../backend/kernel.ts";
+import { record, shapeSize, Tensor } from "../autograd/tensor.ts";
+import {
+  broadcastDecode,
+  broadcastParams,
+  broadcastShapes,
+  broadcastUniforms,
+  MAX_RANK,
+  normAxis,
+  padShape,
+  sameShape,
+} from "./shape.ts";
+import { clone, dispatch1d } from "./basic.ts";
+
+const dims = [...Array(MAX_RANK).keys()];
+const UNIFORMS = [
+  { name: "n_out", type: "u32" as const },
+  { name: "n_red", type: "u32" as const },
+  { name: "scale", type: "f32" as const },
+  // Kept axes (k*) and reduced axes (r*), each as (size, input stride), innermost last; unused are size 1.
+  ...dims.flatMap((d) => [{ name: `ks${d}`, type: "u32" as const }, { name: `kt${d}`, type: "u32" as const }]),
+  ...dims.flatMap((d) => [{ name: `rs${d}`, type: "u32" as const }, { name: `rt${d}`, type: "u32" as const }]),
+];
+
+const DECODE = `
+fn kept_offset(j: u32) -> u32 {
+  var rem = j; var off = 0u;
+  ${dims.slice().reverse().map((d) => `off += (rem % u.ks${d}) * u.kt${d}; rem = rem / u.ks${d};`).join("\n  ")}
+  return off;
+}
+fn reduced_offset(r: u32) -> u32 {
+  var rem = r; var off = 0u;
+  ${dims.slice().reverse().map((d) => `off += (rem % u.rs${d}) * u.rt${d}; rem = rem / u.rs${d};`).join("\n  ")}
+  return off;
+}`;
+
+/** One thread per output: for many outputs with short reductions. */
+const reduceThreadKernel = defineKernel({
+  name: "reduce_sum_thread",
+  storage: [{ name: "x", access: "read" }, { name: "out", access: "rw" }],
+  uniforms: UNIFORMS,
+  body: `${DECODE}
+@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let j = flat_id(gid, nwg);
+  if (j >= u.n_out) { return; }
+  let base = kept_offset(j);
+  var acc = 0.0;
+  for (var r = 0u; r < u.n_red; r++) { acc += x[base + reduced_offset(r)]; }
+  out[j] = acc * u.scale;
+}`,
+});
+
+/** One workgroup per output, threads striding over the reduction and a tree in shared memory. */
+const REDUCE_WG = 64;
+const reduceGroupKernel = defineKernel({
+  name: "reduce_sum_group",
+  storage: [{ name: "x", access: "read" }, { name: "out", access: "rw" }],
+  uniforms: UNIFORMS,
+  workgroupSize: REDUCE_WG,
+  body: `${DECODE}
+var<workgroup> partial: array<f32, WG>;
+@compute @workgroup_size(WG) fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u,
+    @builtin(num_workgroups) nwg: vec3u) {
+  let j = wid.x + wid.y * nwg.x;
+  let base = kept_offset(min(j, u.n_out - 1u));
+  var acc = 0.0;
+  for (var r = lid.x; r < u.n_red; r += WG) { acc += x[base + reduced_offset(r)]; }
+  partial[lid.x] = acc;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s = s / 2u) {
+    if (lid.x < s) { partial[lid.x] += partial[lid.x + s]; }
+    workgroupBarrier();
+  }
+  if (lid.x == 0u && j < u.n_out) { out[j] = partial[0] * u.scale; }
+}`,
+});
+
+/**
+ * Sums `x` over the axes where `keep` is false, times `scale`; the output keeps the kept axes in order.
+ * Non-differentiable building block of the ops below.
+ */
+function reduceRaw(x: Tensor, keep: boolean[], outShape: number[], scale: number): Tensor {
+  const shape = padShape(x.shape);
+  const keepPadded = [...new Array(MAX_RANK - x.rank).fill(true), ...keep];
+  const strides = new Array(MAX_RANK);
+  for (let d = MAX_RANK - 1, s = 1; d >= 0; d--) {
+    strides[d] = s;
+    s *= shape[d];
+  }
+  const kept: [number, number][] = [], reduced: [number, number][] = [];
+  for (let d = 0; d < MAX_RANK; d++) (keepPadded[d] ? kept : reduced).push([shape[d], strides[d]]);
+  const pad = (list: [number, number][]) => [...new Array(MAX_RANK - list.length).fill([1, 0]), ...list].flat();
+  const nOut = kept.reduce((a, [s]) => a * s, 1);
+  const nRed = reduced.reduce((a, [s]) => a * s, 1);
+  const out = Tensor.empty(outShape);
+  const engine = getEngine();
+  const params = [nOut, nRed, scale, ...pad(kept), ...pad(reduced)];
+  if (nRed >= 4 * REDUCE_WG || nOut < 256) {
+    engine.dispatch(reduceGroupKernel, [x.buffer, out.buffer], params, engine.grid(nOut));
+  } else {
+    engine.dispatch(reduceThreadKernel, [x.buffer, out.buffer], params, engine.grid(Math.ceil(nOut / 256)));
+  }
+  return out;
+}
+
+function resolveDims(x: Tensor, dim: number | number[] | undefined, op: string): boolean[] {
+  if (dim === undefined) return x.shape.map(() => false);
+  const list = (Array.isArray(dim) ? dim : [dim]).map((d) => normAxis(d, x.rank, op));
+  return x.shape.map((_, i) => !list.includes(i));
+}
+
+function reduceOp(x: Tensor, dim: number | number[] | undefined, keepDim: boolean, mean: boolean, op: string): Tensor {
+  if (x.dtype !== "float32") throw new Error(`${op}: needs a float32 tensor`);
+  const keep = resolveDims(x, dim, op);
+  const count = x.shape.reduce((a, s, i) => (keep[i] ? a : a * s), 1);
+  if (mean && count === 0) throw new Error(`${op}: mean over an empty dimension`);
+  const outShape = keepDim ? x.shape.map((s, i) => (keep[i] ? s : 1)) : x.shape.filter((_, i) => keep[i]);
+  const scale = mean ? 1 / count : 1;
+  const out = reduceRaw(x, keep, outShape, scale);
+  return record(out, op, [x], (g) => {
+    const gKeep = g.view(x.shape.map((s, i) => (keep[i] ? s : 1)));
+    const expanded = expandTo(gKeep, x.shape, scale);
+    gKeep.dispose();
+    return [expanded];
+  });
+}
+
+/** Sum over `dim` (a dim, a list, or every element when omitted). */
+export function sum(x: Tensor, dim?: number | number[], keepDim = false): Tensor {
+  return reduceOp(x, dim, keepDim, false, "sum");
+}
+
+export function mean(x: Tensor, dim?: number | number[], keepDim = false): Tensor {
+  return reduceOp(x, dim, keepDim, true, "mean");
+}
+
+const expandKernel = defineKernel({
+  name: "expand",
+  storage: [{ name: "a", access: "read" }, { name: "out", access: "rw" }],
+  uniforms: [...broadcastUniforms(["a"]), { name: "scale", type: "f32" }],
+  body: `@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat_id(gid, nwg);
+  if (i >= u.n) { return; }
+  ${broadcastDecode(["a"])}
+  out[i] = a[oa] * u.scale;
+}`,
+});
+
+/** `a` broadcast to `shape` times `scale`: the gradient of a sum (no gradient of its own). */
+export function expandTo(a: Tensor, shape: number[], scale = 1): Tensor {
+  broadcastShapes(a.shape, shape, "expand");
+  const out = Tensor.empty([...shape]);
+  dispatch1d(expandKernel, [a, out], [...broadcastParams(shape, [a.shape]), scale], out.size);
+  return out;
+}
+
+/** Sums a broadcast gradient back to `shape` (the input's shape before broadcasting). */
+export function sumToShape(g: Tensor, shape: readonly number[]): Tensor {
+  if (sameShape(g.shape, shape)) return clone(g);
+  const lead = g.rank - shape.length;
+  const keep = g.shape.map((s, i) => i >= lead && shape[i - lead] === s);
+  const reduced = reduceRaw(g, keep, [...shape], 1);
+  if (shapeSize(shape) !== reduced.size) throw new Error("sumToShape: internal shape error");
+  return reduced;
+}

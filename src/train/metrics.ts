@@ -1,0 +1,328 @@
+// Classification metrics for the FLANNEL evaluation tables: per-class precision/recall/F1, ROC-AUC and
+// average precision (one-vs-rest), the confusion matrix, and mean (std) over cross-validation folds.
+// Definitions follow scikit-learn (tests/fixtures/metrics_goldens.json holds its values) so the numbers
+// can be set beside the paper's, which were computed with it.
+
+export const CLASS_NAMES = ["covid", "viral", "bacterial", "normal"] as const;
+
+export interface ClassMetrics {
+  precision: number;
+  recall: number;
+  f1: number;
+  /** Number of samples whose true label is this class. */
+  support: number;
+  /** NaN when the class has no positives or no negatives: the curve is undefined there. */
+  rocAuc: number;
+  /** Average precision; NaN when the class has no positives. */
+  prAuc: number;
+}
+
+export interface ClassificationReport {
+  classNames: string[];
+  perClass: Record<string, ClassMetrics>;
+  macroF1: number;
+  macroPrecision: number;
+  macroRecall: number;
+  accuracy: number;
+  /** confusion[true][predicted], counts. */
+  confusion: number[][];
+  n: number;
+}
+
+export type Labels = Int32Array | ArrayLike<number>;
+/** Row-major [n, M] scores, flat or as one array per row. */
+export type Probabilities = ArrayLike<number> | ArrayLike<number>[];
+
+export interface MeanStd {
+  mean: number;
+  /** Sample standard deviation (n - 1 denominator); 0 for a single value. */
+  std: number;
+}
+
+export interface FoldSummary {
+  perClass: Record<
+    string,
+    { precision: MeanStd; recall: MeanStd; f1: MeanStd; rocAuc: MeanStd; prAuc: MeanStd }
+  >;
+  macroF1: MeanStd;
+  accuracy: MeanStd;
+  /** Summed over folds: each sample is in exactly one test fold, so this is the whole data set's matrix. */
+  confusion: number[][];
+}
+
+function isRows(probs: Probabilities): probs is ArrayLike<number>[] {
+  return probs.length > 0 && typeof probs[0] !== "number";
+}
+
+function flattenProbs(probs: Probabilities, numClasses: number): Float64Array {
+  if (!Number.isInteger(numClasses) || numClasses < 1) {
+    throw new Error(`numClasses must be a positive integer, got ${numClasses}`);
+  }
+  let flat: Float64Array;
+  if (isRows(probs)) {
+    flat = new Float64Array(probs.length * numClasses);
+    for (let i = 0; i < probs.length; i++) {
+      const row = probs[i];
+      if (row.length !== numClasses) {
+        throw new Error(`probs row ${i} has ${row.length} entries, expected ${numClasses} (one per class)`);
+      }
+      for (let c = 0; c < numClasses; c++) flat[i * numClasses + c] = row[c];
+    }
+  } else {
+    if (probs.length % numClasses !== 0) {
+      throw new Error(`probs has ${probs.length} entries, not a multiple of the ${numClasses} classes`);
+    }
+    flat = Float64Array.from(probs as ArrayLike<number>);
+  }
+  for (let k = 0; k < flat.length; k++) {
+    if (!Number.isFinite(flat[k])) {
+      const i = Math.floor(k / numClasses), c = k % numClasses;
+      throw new Error(`probs[${i}][${c}] is not finite (${flat[k]})`);
+    }
+  }
+  return flat;
+}
+
+function checkLabels(labels: Labels, numClasses: number, what: string): void {
+  for (let i = 0; i < labels.length; i++) {
+    const y = labels[i];
+    if (!Number.isInteger(y) || y < 0 || y >= numClasses) {
+      throw new Error(`${what}[${i}] = ${y} is not a class index in [0, ${numClasses})`);
+    }
+  }
+}
+
+/** Index of each row's largest entry; the first wins a tie, as numpy's argmax. */
+export function argmaxRows(probs: Probabilities, numClasses: number): Int32Array {
+  const flat = flattenProbs(probs, numClasses);
+  const n = flat.length / numClasses;
+  const out = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    let best = 0, bestValue = flat[i * numClasses];
+    for (let c = 1; c < numClasses; c++) {
+      const v = flat[i * numClasses + c];
+      if (v > bestValue) {
+        best = c;
+        bestValue = v;
+      }
+    }
+    out[i] = best;
+  }
+  return out;
+}
+
+export function confusionMatrix(yTrue: Labels, yPred: Labels, numClasses: number): number[][] {
+  if (!Number.isInteger(numClasses) || numClasses < 1) {
+    throw new Error(`numClasses must be a positive integer, got ${numClasses}`);
+  }
+  if (yTrue.length !== yPred.length) {
+    throw new Error(`length mismatch: yTrue has ${yTrue.length} labels, yPred has ${yPred.length}`);
+  }
+  checkLabels(yTrue, numClasses, "yTrue");
+  checkLabels(yPred, numClasses, "yPred");
+  const m = Array.from({ length: numClasses }, () => new Array<number>(numClasses).fill(0));
+  for (let i = 0; i < yTrue.length; i++) m[yTrue[i]][yPred[i]]++;
+  return m;
+}
+
+interface BinaryCounts {
+  /** Cumulative true / false positives when predicting positive for scores >= thresholds[k]. */
+  tps: number[];
+  fps: number[];
+  /** Distinct scores, descending. */
+  thresholds: number[];
+}
+
+// sklearn's _binary_clf_curve: one point per distinct score, so tied samples enter the curve together
+// and the result does not depend on the order of ties.
+function binaryCounts(binaryTrue: ArrayLike<number>, scores: ArrayLike<number>): BinaryCounts {
+  if (binaryTrue.length !== scores.length) {
+    throw new Error(`length mismatch: ${binaryTrue.length} labels, ${scores.length} scores`);
+  }
+  if (binaryTrue.length === 0) throw new Error("empty input: no samples");
+  for (let i = 0; i < scores.length; i++) {
+    if (binaryTrue[i] !== 0 && binaryTrue[i] !== 1) {
+      throw new Error(`binaryTrue[${i}] = ${binaryTrue[i]}, expected 0 or 1`);
+    }
+    if (!Number.isFinite(scores[i])) throw new Error(`scores[${i}] is not finite (${scores[i]})`);
+  }
+  const order = Array.from({ length: scores.length }, (_, i) => i).sort((a, b) => scores[b] - scores[a]);
+  const tps: number[] = [], fps: number[] = [], thresholds: number[] = [];
+  let tp = 0, fp = 0;
+  for (let k = 0; k < order.length; k++) {
+    const i = order[k];
+    if (binaryTrue[i] === 1) tp++;
+    else fp++;
+    if (k === order.length - 1 || scores[order[k + 1]] !== scores[i]) {
+      tps.push(tp);
+      fps.push(fp);
+      thresholds.push(scores[i]);
+    }
+  }
+  return { tps, fps, thresholds };
+}
+
+/**
+ * ROC points from (0, 0) up, one per distinct score (no intermediate points are dropped, unlike sklearn's
+ * default, which leaves the area unchanged). thresholds[0] is Infinity, standing for "predict nothing".
+ * With no positives tpr is NaN, with no negatives fpr is NaN.
+ */
+export function rocCurve(
+  binaryTrue: ArrayLike<number>,
+  scores: ArrayLike<number>,
+): { fpr: number[]; tpr: number[]; thresholds: number[] } {
+  const { tps, fps, thresholds } = binaryCounts(binaryTrue, scores);
+  const p = tps[tps.length - 1], n = fps[fps.length - 1];
+  return {
+    fpr: [0, ...fps].map((f) => f / n),
+    tpr: [0, ...tps].map((t) => t / p),
+    thresholds: [Infinity, ...thresholds],
+  };
+}
+
+/** Area under rocCurve by the trapezoid rule; NaN when binaryTrue holds only one class. */
+export function rocAuc(binaryTrue: ArrayLike<number>, scores: ArrayLike<number>): number {
+  const { fpr, tpr } = rocCurve(binaryTrue, scores);
+  if (Number.isNaN(fpr[1]) || Number.isNaN(tpr[1])) return NaN;
+  let area = 0;
+  for (let k = 1; k < fpr.length; k++) area += (fpr[k] - fpr[k - 1]) * (tpr[k] + tpr[k - 1]) / 2;
+  return area;
+}
+
+/**
+ * As sklearn's precision_recall_curve: thresholds ascending, precision and recall one longer, ending at
+ * precision 1, recall 0. With no positives recall is NaN.
+ */
+export function precisionRecallCurve(
+  binaryTrue: ArrayLike<number>,
+  scores: ArrayLike<number>,
+): { precision: number[]; recall: number[]; thresholds: number[] } {
+  const { tps, fps, thresholds } = binaryCounts(binaryTrue, scores);
+  const p = tps[tps.length - 1];
+  const precision = tps.map((t, k) => t / (t + fps[k])).reverse();
+  const recall = tps.map((t) => t / p).reverse();
+  precision.push(1);
+  recall.push(0);
+  return { precision, recall, thresholds: thresholds.reverse() };
+}
+
+/** sum_k (R_k - R_{k-1}) P_k over distinct thresholds, without interpolation; NaN with no positives. */
+export function averagePrecision(binaryTrue: ArrayLike<number>, scores: ArrayLike<number>): number {
+  const { tps, fps } = binaryCounts(binaryTrue, scores);
+  const p = tps[tps.length - 1];
+  if (p === 0) return NaN;
+  let ap = 0, prevTp = 0;
+  for (let k = 0; k < tps.length; k++) {
+    ap += (tps[k] - prevTp) / p * (tps[k] / (tps[k] + fps[k]));
+    prevTp = tps[k];
+  }
+  return ap;
+}
+
+const safeDiv = (a: number, b: number) => (b === 0 ? 0 : a / b);
+
+/**
+ * Per-class one-vs-rest metrics for predictions argmax(probs row). Precision, recall and F1 are 0 where
+ * their denominator is (sklearn's zero_division=0), so a never-predicted class counts as 0 in the macro mean.
+ */
+export function classificationReport(
+  yTrue: Labels,
+  probs: Probabilities,
+  classNames: readonly string[] = CLASS_NAMES,
+): ClassificationReport {
+  const m = classNames.length;
+  if (m === 0) throw new Error("classNames is empty");
+  const n = yTrue.length;
+  if (n === 0) throw new Error("empty input: no samples");
+  const flat = flattenProbs(probs, m);
+  if (flat.length / m !== n) {
+    throw new Error(`length mismatch: yTrue has ${n} labels, probs has ${flat.length / m} rows of ${m}`);
+  }
+  checkLabels(yTrue, m, "yTrue");
+  const yPred = argmaxRows(flat, m);
+  const confusion = confusionMatrix(yTrue, yPred, m);
+
+  const perClass: Record<string, ClassMetrics> = {};
+  let sumP = 0, sumR = 0, sumF = 0, correct = 0;
+  const isClass = new Uint8Array(n), column = new Float64Array(n);
+  for (let c = 0; c < m; c++) {
+    const tp = confusion[c][c];
+    let predicted = 0, support = 0;
+    for (let k = 0; k < m; k++) {
+      predicted += confusion[k][c];
+      support += confusion[c][k];
+    }
+    const precision = safeDiv(tp, predicted), recall = safeDiv(tp, support);
+    const f1 = safeDiv(2 * precision * recall, precision + recall);
+    for (let i = 0; i < n; i++) {
+      isClass[i] = yTrue[i] === c ? 1 : 0;
+      column[i] = flat[i * m + c];
+    }
+    perClass[classNames[c]] = {
+      precision,
+      recall,
+      f1,
+      support,
+      rocAuc: rocAuc(isClass, column),
+      prAuc: averagePrecision(isClass, column),
+    };
+    sumP += precision;
+    sumR += recall;
+    sumF += f1;
+    correct += tp;
+  }
+  return {
+    classNames: [...classNames],
+    perClass,
+    macroF1: sumF / m,
+    macroPrecision: sumP / m,
+    macroRecall: sumR / m,
+    accuracy: correct / n,
+    confusion,
+    n,
+  };
+}
+
+export function meanStd(values: number[]): MeanStd {
+  if (values.length === 0) throw new Error("meanStd of no values");
+  const mean = values.reduce((s, v) => s + v, 0) / values.length;
+  if (values.length === 1) return { mean, std: 0 };
+  const ss = values.reduce((s, v) => s + (v - mean) ** 2, 0);
+  return { mean, std: Math.sqrt(ss / (values.length - 1)) };
+}
+
+/**
+ * Mean (sample std) of each metric over folds. A NaN in any fold (a class absent from a test fold) makes
+ * that aggregate NaN rather than quietly averaging over fewer folds.
+ */
+export function aggregateFolds(reports: ClassificationReport[]): FoldSummary {
+  if (reports.length === 0) throw new Error("aggregateFolds needs at least one report");
+  const names = reports[0].classNames;
+  for (let f = 1; f < reports.length; f++) {
+    if (JSON.stringify(reports[f].classNames) !== JSON.stringify(names)) {
+      throw new Error(
+        `fold ${f} has classes ${JSON.stringify(reports[f].classNames)}, fold 0 has ${JSON.stringify(names)}`,
+      );
+    }
+  }
+  const over = (get: (r: ClassificationReport) => number) => meanStd(reports.map(get));
+  const perClass: FoldSummary["perClass"] = {};
+  for (const name of names) {
+    perClass[name] = {
+      precision: over((r) => r.perClass[name].precision),
+      recall: over((r) => r.perClass[name].recall),
+      f1: over((r) => r.perClass[name].f1),
+      rocAuc: over((r) => r.perClass[name].rocAuc),
+      prAuc: over((r) => r.perClass[name].prAuc),
+    };
+  }
+  const confusion = names.map((_, t) =>
+    names.map((_, p) => reports.reduce((s, r) => s + r.confusion[t][p], 0))
+  );
+  return { perClass, macroF1: over((r) => r.macroF1), accuracy: over((r) => r.accuracy), confusion };
+}
+
+/** "mean (std)", the form of the paper's tables. */
+export function formatMeanStd(m: MeanStd, digits = 3): string {
+  return `${m.mean.toFixed(digits)} (${m.std.toFixed(digits)})`;
+}

@@ -1,0 +1,255 @@
+// src/train/metrics.ts: hand-computed cases, scikit-learn goldens (tests/fixtures/make_metrics_goldens.py
+// wrote them), fold aggregation, and each input check.
+import { readFileSync } from "node:fs";
+import { assert, assertClose, assertEquals, assertThrows, test } from "./harness.ts";
+import {
+  aggregateFolds,
+  argmaxRows,
+  averagePrecision,
+  CLASS_NAMES,
+  classificationReport,
+  confusionMatrix,
+  formatMeanStd,
+  meanStd,
+  precisionRecallCurve,
+  rocAuc,
+  rocCurve,
+} from "../src/train/metrics.ts";
+
+interface GoldenCase {
+  name: string;
+  yTrue: number[];
+  probs: number[][];
+  precision: number[];
+  recall: number[];
+  f1: number[];
+  support: number[];
+  macroF1: number;
+  accuracy: number;
+  confusion: number[][];
+  rocAuc: (number | null)[];
+  prAuc: (number | null)[];
+}
+const goldens = JSON.parse(
+  readFileSync(new URL("./fixtures/metrics_goldens.json", import.meta.url), "utf8"),
+) as { numClasses: number; cases: GoldenCase[] };
+
+const exact = { rtol: 0, atol: 1e-9 };
+const nanForNull = (xs: (number | null)[]) => xs.map((x) => x ?? NaN);
+
+// Three classes, seven samples; predictions [0, 1, 1, 1, 2, 0, 2].
+const HAND_Y = [0, 0, 1, 1, 2, 2, 2];
+const HAND_PROBS = [
+  [0.7, 0.2, 0.1],
+  [0.3, 0.6, 0.1],
+  [0.1, 0.8, 0.1],
+  [0.2, 0.5, 0.3],
+  [0.1, 0.1, 0.8],
+  [0.5, 0.1, 0.4],
+  [0.2, 0.2, 0.6],
+];
+const HAND_NAMES = ["a", "b", "c"];
+
+test("confusionMatrix counts [true][predicted] on a hand 3x3 case", () => {
+  assertEquals(confusionMatrix(HAND_Y, [0, 1, 1, 1, 2, 0, 2], 3), [[1, 1, 0], [0, 2, 0], [1, 0, 2]]);
+  assertEquals(confusionMatrix(Int32Array.from([2, 2]), Int32Array.from([0, 2]), 4), [
+    [0, 0, 0, 0],
+    [0, 0, 0, 0],
+    [1, 0, 1, 0],
+    [0, 0, 0, 0],
+  ]);
+});
+
+test("argmaxRows: first maximum wins a tie; flat and nested rows agree", () => {
+  assertEquals(Array.from(argmaxRows([[0.5, 0.5, 0], [0, 0.3, 0.3], [0.1, 0.2, 0.7]], 3)), [0, 1, 2]);
+  assertEquals(Array.from(argmaxRows(new Float32Array([0.5, 0.5, 0, 0, 0.3, 0.3]), 3)), [0, 1]);
+  assert(argmaxRows([0.1, 0.9], 2) instanceof Int32Array, "returns an Int32Array");
+});
+
+test("classificationReport on the hand case", () => {
+  const r = classificationReport(HAND_Y, HAND_PROBS, HAND_NAMES);
+  assertEquals(r.confusion, [[1, 1, 0], [0, 2, 0], [1, 0, 2]]);
+  assertEquals(r.classNames, HAND_NAMES);
+  assertEquals(r.n, 7);
+  // a: 1 of 2 predicted, 1 of 2 true; b: 2 of 3 predicted, 2 of 2 true; c: 2 of 2 predicted, 2 of 3 true.
+  assertClose([r.perClass.a.precision, r.perClass.a.recall, r.perClass.a.f1], [1 / 2, 1 / 2, 1 / 2], exact);
+  assertClose([r.perClass.b.precision, r.perClass.b.recall, r.perClass.b.f1], [2 / 3, 1, 0.8], exact);
+  assertClose([r.perClass.c.precision, r.perClass.c.recall, r.perClass.c.f1], [1, 2 / 3, 0.8], exact);
+  assertEquals([r.perClass.a.support, r.perClass.b.support, r.perClass.c.support], [2, 2, 3]);
+  assertClose(r.macroF1, 2.1 / 3, exact);
+  assertClose(r.macroPrecision, (1 / 2 + 2 / 3 + 1) / 3, exact);
+  assertClose(r.macroRecall, (1 / 2 + 1 + 2 / 3) / 3, exact);
+  assertClose(r.accuracy, 5 / 7, exact);
+  // Class a's column against (y == a): positives 0.7, 0.3; negatives 0.1, 0.2, 0.1, 0.5, 0.2.
+  // Pairs won: 0.7 beats all 5, 0.3 beats 4 -> 9 / 10.
+  assertClose(r.perClass.a.rocAuc, 0.9, exact);
+});
+
+test("classificationReport accepts flat number[], Float32Array and Int32Array labels alike", () => {
+  const nested = classificationReport(HAND_Y, HAND_PROBS, HAND_NAMES);
+  const flat = classificationReport(HAND_Y, HAND_PROBS.flat(), HAND_NAMES);
+  assertEquals(flat, nested);
+  // Float32 rounding moves the scores but none of this case's orderings, so every metric is unchanged.
+  const f32 = classificationReport(Int32Array.from(HAND_Y), new Float32Array(HAND_PROBS.flat()), HAND_NAMES);
+  assertEquals(f32, nested);
+});
+
+test("classificationReport defaults to the four FLANNEL classes", () => {
+  const r = classificationReport([0, 1, 2, 3], [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]);
+  assertEquals(r.classNames, [...CLASS_NAMES]);
+  assertEquals(Object.keys(r.perClass), ["covid", "viral", "bacterial", "normal"]);
+  assertEquals([r.accuracy, r.macroF1, r.perClass.covid.rocAuc, r.perClass.normal.prAuc], [1, 1, 1, 1]);
+});
+
+test("rocCurve and rocAuc: sklearn's documented example", () => {
+  const y = [0, 0, 1, 1], s = [0.1, 0.4, 0.35, 0.8];
+  const c = rocCurve(y, s);
+  assertEquals(c.fpr, [0, 0, 0.5, 0.5, 1]);
+  assertEquals(c.tpr, [0, 0.5, 0.5, 1, 1]);
+  assertEquals(c.thresholds, [Infinity, 0.8, 0.4, 0.35, 0.1]);
+  assertClose(rocAuc(y, s), 0.75, exact);
+});
+
+test("precisionRecallCurve and averagePrecision: sklearn's documented example", () => {
+  const y = [0, 0, 1, 1], s = [0.1, 0.4, 0.35, 0.8];
+  const c = precisionRecallCurve(y, s);
+  assertClose(c.precision, [0.5, 2 / 3, 0.5, 1, 1], exact);
+  assertEquals(c.recall, [1, 1, 0.5, 0.5, 0]);
+  assertEquals(c.thresholds, [0.1, 0.35, 0.4, 0.8]);
+  // (0.5 - 0) * 1 + (1 - 0.5) * 2/3
+  assertClose(averagePrecision(y, s), 5 / 6, exact);
+});
+
+test("tied scores enter the curves together, independent of sample order", () => {
+  // The positive at 0.5 ties a negative: that pair counts half. Pairs: 1 + 1 + 0.5 + 1 of 4.
+  const y = [1, 0, 1, 0], s = [0.9, 0.5, 0.5, 0.1];
+  assertClose(rocAuc(y, s), 0.875, exact);
+  assertClose(averagePrecision(y, s), 0.5 * 1 + 0.5 * (2 / 3), exact);
+  assertEquals(rocCurve(y, s).thresholds, [Infinity, 0.9, 0.5, 0.1]);
+  const y2 = [0, 1, 0, 1], s2 = [0.1, 0.5, 0.5, 0.9];
+  assertEquals(rocCurve(y2, s2), rocCurve(y, s));
+  assertEquals(precisionRecallCurve(y2, s2), precisionRecallCurve(y, s));
+  assertClose([rocAuc([1, 0], [0.5, 0.5]), averagePrecision([1, 0], [0.5, 0.5])], [0.5, 0.5], exact);
+});
+
+test("one-sided labels give NaN: ROC without positives or negatives, AP without positives", () => {
+  assert(Number.isNaN(rocAuc([1, 1, 1], [0.2, 0.5, 0.9])), "no negatives");
+  assert(Number.isNaN(rocAuc([0, 0], [0.2, 0.5])), "no positives");
+  assert(Number.isNaN(averagePrecision([0, 0], [0.2, 0.5])), "AP without positives");
+  assertClose(averagePrecision([1, 1], [0.2, 0.5]), 1, exact);
+  const r = classificationReport([0, 0, 1], [[0.9, 0.1, 0], [0.2, 0.8, 0], [0.3, 0.6, 0.1]], HAND_NAMES);
+  assert(Number.isNaN(r.perClass.c.rocAuc) && Number.isNaN(r.perClass.c.prAuc), "class c has no positives");
+  assertEquals([r.perClass.c.precision, r.perClass.c.recall, r.perClass.c.f1, r.perClass.c.support], [
+    0,
+    0,
+    0,
+    0,
+  ]);
+});
+
+for (const g of goldens.cases) {
+  test(`matches scikit-learn: ${g.name}`, () => {
+    const r = classificationReport(g.yTrue, g.probs);
+    assertEquals(r.confusion, g.confusion, "confusion");
+    assertEquals(r.n, g.yTrue.length);
+    const per = (k: "precision" | "recall" | "f1" | "support" | "rocAuc" | "prAuc") =>
+      CLASS_NAMES.map((name) => r.perClass[name][k]);
+    assertClose(per("precision"), g.precision, { ...exact, msg: "precision" });
+    assertClose(per("recall"), g.recall, { ...exact, msg: "recall" });
+    assertClose(per("f1"), g.f1, { ...exact, msg: "f1" });
+    assertEquals(per("support"), g.support, "support");
+    assertClose(r.macroF1, g.macroF1, { ...exact, msg: "macro F1" });
+    assertClose(r.accuracy, g.accuracy, { ...exact, msg: "accuracy" });
+    assertClose(per("rocAuc"), nanForNull(g.rocAuc), { ...exact, msg: "ROC-AUC" });
+    assertClose(per("prAuc"), nanForNull(g.prAuc), { ...exact, msg: "average precision" });
+  });
+}
+
+test("the goldens cover a never-predicted class and a class without positives", () => {
+  assert(goldens.cases.some((g) => g.confusion.some((_, p) => g.confusion.every((row) => row[p] === 0))));
+  assert(goldens.cases.some((g) => g.support.includes(0) && g.rocAuc.includes(null)));
+  assert(goldens.cases.every((g) => g.probs.length >= 20 && g.probs[0].length === goldens.numClasses));
+});
+
+test("meanStd uses the sample standard deviation", () => {
+  const m = meanStd([1, 2, 3, 4]);
+  assertClose(m.mean, 2.5, exact);
+  assertClose(m.std, Math.sqrt(5 / 3), exact); // (2.25 + 0.25 + 0.25 + 2.25) / 3
+  assertEquals(meanStd([0.9]), { mean: 0.9, std: 0 });
+  assertEquals(meanStd([0.5, 0.5, 0.5]), { mean: 0.5, std: 0 });
+  assertThrows(() => meanStd([]), "no values");
+});
+
+test("formatMeanStd rounds to the given digits", () => {
+  assertEquals(formatMeanStd({ mean: 0.91234, std: 0.03149 }), "0.912 (0.031)");
+  assertEquals(formatMeanStd({ mean: 0.91234, std: 0.03149 }, 2), "0.91 (0.03)");
+});
+
+test("aggregateFolds: mean (std) per metric and summed confusion", () => {
+  const fold0 = classificationReport(HAND_Y, HAND_PROBS, HAND_NAMES);
+  const fold1 = classificationReport(
+    [0, 1, 2],
+    [[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]],
+    HAND_NAMES,
+  );
+  const agg = aggregateFolds([fold0, fold1]);
+  // Two values: mean (x + y) / 2, sample std |x - y| / sqrt(2).
+  assertClose([agg.macroF1.mean, agg.macroF1.std], [(0.7 + 1) / 2, 0.3 / Math.SQRT2], exact);
+  assertClose([agg.accuracy.mean, agg.accuracy.std], [(5 / 7 + 1) / 2, (2 / 7) / Math.SQRT2], exact);
+  assertClose(
+    [agg.perClass.b.precision.mean, agg.perClass.b.precision.std],
+    [5 / 6, (1 / 3) / Math.SQRT2],
+    exact,
+  );
+  assertClose([agg.perClass.a.rocAuc.mean, agg.perClass.a.rocAuc.std], [0.95, 0.1 / Math.SQRT2], exact);
+  assertClose([agg.perClass.c.recall.mean, agg.perClass.c.f1.mean], [5 / 6, 0.9], exact);
+  assertEquals(agg.confusion, [[2, 1, 0], [0, 3, 0], [1, 0, 3]]);
+  assertEquals(Object.keys(agg.perClass), HAND_NAMES);
+  const single = aggregateFolds([fold0]);
+  assertEquals([single.macroF1.mean, single.macroF1.std], [fold0.macroF1, 0]);
+});
+
+test("aggregateFolds rejects no folds and folds with different classes", () => {
+  assertThrows(() => aggregateFolds([]), "at least one report");
+  const a = classificationReport([0, 1], [[1, 0], [0, 1]], ["x", "y"]);
+  const b = classificationReport([0, 1], [[1, 0], [0, 1]], ["x", "z"]);
+  assertThrows(() => aggregateFolds([a, b]), /fold 1 has classes .*"z"/);
+});
+
+test("classificationReport input errors name the problem", () => {
+  const row = [0.25, 0.25, 0.25, 0.25];
+  assertThrows(
+    () => classificationReport([0, 1], [row]),
+    "length mismatch: yTrue has 2 labels, probs has 1 rows",
+  );
+  assertThrows(() => classificationReport([0], [row, row]), "length mismatch");
+  assertThrows(() => classificationReport([4], [row]), "yTrue[0] = 4 is not a class index in [0, 4)");
+  assertThrows(() => classificationReport([0, -1], [row, row]), "yTrue[1] = -1");
+  assertThrows(() => classificationReport([1.5], [row]), "yTrue[0] = 1.5");
+  assertThrows(() => classificationReport([0], [[0.5, NaN, 0.25, 0.25]]), "probs[0][1] is not finite (NaN)");
+  assertThrows(
+    () => classificationReport([0, 0], [...row, 0, 0, Infinity, 0]),
+    "probs[1][2] is not finite (Infinity)",
+  );
+  assertThrows(() => classificationReport([], []), "empty input");
+  assertThrows(() => classificationReport([], new Float32Array(0)), "empty input");
+  assertThrows(() => classificationReport([0], [[0.5, 0.5]]), "probs row 0 has 2 entries, expected 4");
+  assertThrows(() => classificationReport([0], [0.5, 0.5]), "not a multiple of the 4 classes");
+  assertThrows(() => classificationReport([0], [1], []), "classNames is empty");
+});
+
+test("confusionMatrix and argmaxRows input errors", () => {
+  assertThrows(() => confusionMatrix([0, 1], [0], 2), "length mismatch: yTrue has 2 labels, yPred has 1");
+  assertThrows(() => confusionMatrix([0, 2], [0, 1], 2), "yTrue[1] = 2 is not a class index in [0, 2)");
+  assertThrows(() => confusionMatrix([0], [3], 2), "yPred[0] = 3");
+  assertThrows(() => confusionMatrix([0], [0], 0), "numClasses must be a positive integer");
+  assertThrows(() => argmaxRows([0.1, 0.2, 0.3], 2), "not a multiple of the 2 classes");
+  assertThrows(() => argmaxRows([0.1, -Infinity], 2), "probs[0][1] is not finite");
+});
+
+test("binary curve input errors", () => {
+  assertThrows(() => rocCurve([0, 1], [0.5]), "length mismatch: 2 labels, 1 scores");
+  assertThrows(() => rocAuc([], []), "empty input");
+  assertThrows(() => averagePrecision([0, 2], [0.1, 0.2]), "binaryTrue[1] = 2, expected 0 or 1");
+  assertThrows(() => precisionRecallCurve([0, 1], [0.1, NaN]), "scores[1] is not finite (NaN)");
+});

@@ -1,0 +1,38 @@
+// Runs tests/*.test.ts (or those whose path contains one of the arguments) in this runtime, one after the
+// other, and ends with the line `N passed, N failed`. The same file runs under Deno and Bun.
+import { readdirSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import process from "node:process";
+import { registry, setCurrentFile } from "./harness.ts";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const filters = process.argv.slice(2).filter((a) => !a.startsWith("-"));
+const files = readdirSync(here)
+  .filter((f) => f.endsWith(".test.ts"))
+  .filter((f) => filters.length === 0 || filters.some((p) => f.includes(p)))
+  .sort();
+
+const runtime = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined" ? "bun" : "deno";
+for (const f of files) {
+  setCurrentFile(f);
+  await import(pathToFileURL(join(here, f)).href);
+}
+
+let passed = 0, failed = 0;
+const started = performance.now();
+for (const t of registry) {
+  const t0 = performance.now();
+  try {
+    await t.fn();
+    passed++;
+    console.log(`ok    ${t.file} > ${t.name} (${((performance.now() - t0) / 1000).toFixed(2)}s)`);
+  } catch (err) {
+    failed++;
+    console.log(`FAIL  ${t.file} > ${t.name}`);
+    console.log("      " + String((err as Error)?.stack ?? err).split("\n").slice(0, 6).join("\n      "));
+  }
+}
+console.log(`${runtime}: ${registry.length} tests in ${((performance.now() - started) / 1000).toFixed(1)}s`);
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed > 0 ? 1 : 0);
