@@ -9,3 +9,6 @@ export { poolStats, syncDevice } from "./src/backend/stats.ts";
 export * as F from "./src/functional.ts";
 export * as optim from "./src/optim/optimizers.ts";
 export * as metrics from "./src/train/metrics.ts";
+export * as nn from "./src/nn/index.ts";
+export * as models from "./src/models/index.ts";
+export * as train from "./src/train/index.ts";

@@ -1,6 +1,11 @@
 // The README's test command: the whole suite under Deno, then under Bun, and one closing line for both.
 import { spawn } from "node:child_process";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import process from "node:process";
+
+// tests/stage2.test.ts writes one seeded stage-2 run per runtime here; both must agree to 1e-6.
+const artifacts = { deno: "runs/test-artifacts/stage2-deno.json", bun: "runs/test-artifacts/stage2-bun.json" };
+for (const f of Object.values(artifacts)) rmSync(f, { force: true });
 
 const args = process.argv.slice(2);
 const runs: [string, string[]][] = [
@@ -42,6 +47,27 @@ for (const [cmd, cmdArgs] of runs) {
   const r = await runOne(cmd, cmdArgs);
   passed += r.passed;
   failed += r.failed;
+}
+/** Largest difference between two JSON values of the same structure (Infinity if the structure differs). */
+function maxDiff(a: unknown, b: unknown): number {
+  if (typeof a === "number" && typeof b === "number") return Math.abs(a - b);
+  if (Array.isArray(a) && Array.isArray(b)) {
+    return a.length === b.length ? a.reduce((m: number, v, i) => Math.max(m, maxDiff(v, b[i])), 0) : Infinity;
+  }
+  if (a && b && typeof a === "object" && typeof b === "object") {
+    const ka = Object.keys(a).sort(), kb = Object.keys(b).sort();
+    if (ka.join() !== kb.join()) return Infinity;
+    return ka.reduce((m, k) => Math.max(m, maxDiff((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k])), 0);
+  }
+  return a === b ? 0 : Infinity;
+}
+
+if (existsSync(artifacts.deno) && existsSync(artifacts.bun)) {
+  const diff = maxDiff(JSON.parse(readFileSync(artifacts.deno, "utf8")), JSON.parse(readFileSync(artifacts.bun, "utf8")));
+  const ok = diff <= 1e-6;
+  console.log(`${ok ? "ok  " : "FAIL"}  deno vs bun: one seeded stage-2 run, largest difference ${diff}`);
+  if (ok) passed++;
+  else failed++;
 }
 console.log(`\n${passed} passed, ${failed} failed`);
 process.exit(failed > 0 ? 1 : 0);

@@ -16,6 +16,8 @@ export interface KernelSpec {
 
 /** A device buffer and the bookkeeping that makes reuse safe. */
 export interface PooledBuffer {
+  /** Unique per device buffer: part of the bind-group cache key. */
+  id: number;
   buffer: GPUBuffer;
   capacity: number;
   /** The batch that last recorded a command on this buffer; a CPU write must wait until it is submitted. */
@@ -52,6 +54,7 @@ export interface PoolStats {
 
 export class BufferPool {
   private free = new Map<number, PooledBuffer[]>();
+  private nextId = 0;
   private stats: PoolStats = { liveBytes: 0, liveBuffers: 0, pooledBytes: 0, pooledBuffers: 0, created: 0 };
   constructor(private device: GPUDevice, private maxBufferSize: number) {}
 
@@ -68,7 +71,12 @@ export class BufferPool {
       this.stats.pooledBytes -= capacity;
       this.stats.pooledBuffers--;
     } else {
-      pb = { buffer: this.device.createBuffer({ size: capacity, usage: STORAGE_USAGE }), capacity, lastBatch: -1 };
+      pb = {
+        id: ++this.nextId,
+        buffer: this.device.createBuffer({ size: capacity, usage: STORAGE_USAGE }),
+        capacity,
+        lastBatch: -1,
+      };
       this.stats.created++;
     }
     this.stats.liveBytes += capacity;
@@ -100,15 +108,25 @@ export class BufferPool {
 }
 
 interface CachedPipeline {
+  id: number;
   pipeline: GPUComputePipeline;
   layout: GPUBindGroupLayout;
 }
+
+/**
+ * Bind groups cannot be destroyed, only garbage-collected, and a GC that lags behind thousands of
+ * dispatches a second exhausts lavapipe's descriptor memory (a segfault after ~60k dispatches in Deno and
+ * Bun alike). So bind groups are cached by (pipeline, buffers), with the uniform slot as a dynamic offset:
+ * a training loop that reuses pooled buffers rebinds the same few groups every step.
+ */
+const MAX_BIND_GROUPS = 8192;
 
 export class Engine {
   readonly pool: BufferPool;
   readonly maxStorageBinding: number;
   readonly maxWorkgroupsPerDim: number;
   private pipelines = new Map<string, CachedPipeline>();
+  private bindGroups = new Map<string, GPUBindGroup>();
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
   private pending = 0;
@@ -117,6 +135,7 @@ export class Engine {
   private uniformData = new ArrayBuffer(UNIFORM_SLOT * UNIFORM_SLOTS);
   private uniformSlot = 0;
   private stagingFree = new Map<number, GPUBuffer[]>();
+  private stagingToDestroy: GPUBuffer[] = [];
   private deviceError: string | null = null;
   /** Submits so far: a measure of batching for tests and benches. */
   submits = 0;
@@ -145,7 +164,7 @@ export class Engine {
       buffer: { type: access === "read" ? "read-only-storage" : "storage" },
     }));
     if (spec.uniforms.length > 0) {
-      entries.push({ binding: spec.storage.length, visibility: 4, buffer: { type: "uniform" } });
+      entries.push({ binding: spec.storage.length, visibility: 4, buffer: { type: "uniform", hasDynamicOffset: true } });
     }
     const layout = this.device.createBindGroupLayout({ entries });
     const module = this.device.createShaderModule({ code: spec.code, label: spec.key });
@@ -154,7 +173,7 @@ export class Engine {
       compute: { module, entryPoint: "main" },
       label: spec.key,
     });
-    cached = { pipeline, layout };
+    cached = { id: this.pipelines.size, pipeline, layout };
     this.pipelines.set(spec.key, cached);
     return cached;
   }
@@ -185,16 +204,31 @@ export class Engine {
       throw new Error(`kernel ${spec.key}: grid ${x}x${y}x${z} exceeds ${this.maxWorkgroupsPerDim} per dimension`);
     }
     if (this.uniformSlot >= UNIFORM_SLOTS || this.pending >= MAX_PENDING_DISPATCHES) this.flush();
-    const { pipeline, layout } = this.pipelineFor(spec);
-    const entries: GPUBindGroupEntry[] = buffers.map((b, binding) => {
+    const { id, pipeline, layout } = this.pipelineFor(spec);
+    let key = String(id);
+    for (const b of buffers) {
       const pb = "pb" in b ? b.pb : b;
       pb.lastBatch = this.batch;
-      return "pb" in b
-        ? { binding, resource: { buffer: pb.buffer, offset: b.offset, size: b.size } }
-        : { binding, resource: { buffer: pb.buffer } };
-    });
+      key += "pb" in b ? `,${pb.id}@${b.offset}+${b.size}` : `,${pb.id}`;
+    }
+    let bindGroup = this.bindGroups.get(key);
+    if (!bindGroup) {
+      const entries: GPUBindGroupEntry[] = buffers.map((b, binding) =>
+        "pb" in b
+          ? { binding, resource: { buffer: b.pb.buffer, offset: b.offset, size: b.size } }
+          : { binding, resource: { buffer: b.buffer } }
+      );
+      if (spec.uniforms.length > 0) {
+        entries.push({ binding: spec.storage.length, resource: { buffer: this.uniformRing, offset: 0, size: spec.uniforms.length * 4 } });
+      }
+      bindGroup = this.device.createBindGroup({ layout, entries });
+      if (this.bindGroups.size >= MAX_BIND_GROUPS) this.bindGroups.clear();
+      this.bindGroups.set(key, bindGroup);
+    }
+    const dynamicOffsets: number[] = [];
     if (spec.uniforms.length > 0) {
       const offset = this.uniformSlot++ * UNIFORM_SLOT;
+      dynamicOffsets.push(offset);
       const u32 = new Uint32Array(this.uniformData, offset, spec.uniforms.length);
       const i32 = new Int32Array(this.uniformData, offset, spec.uniforms.length);
       const f32 = new Float32Array(this.uniformData, offset, spec.uniforms.length);
@@ -203,18 +237,13 @@ export class Engine {
         else if (t === "i32") i32[i] = params[i];
         else u32[i] = params[i];
       });
-      entries.push({
-        binding: spec.storage.length,
-        resource: { buffer: this.uniformRing, offset, size: spec.uniforms.length * 4 },
-      });
     }
-    const bindGroup = this.device.createBindGroup({ layout, entries });
     if (!this.pass) {
       this.encoder ??= this.device.createCommandEncoder();
       this.pass = this.encoder.beginComputePass();
     }
     this.pass.setPipeline(pipeline);
-    this.pass.setBindGroup(0, bindGroup);
+    this.pass.setBindGroup(0, bindGroup, dynamicOffsets);
     this.pass.dispatchWorkgroups(x, y, z);
     this.pending++;
     this.dispatches++;
@@ -237,6 +266,13 @@ export class Engine {
     }
   }
 
+  /** Gives the pool's free buffers back to the device (and forgets the bind groups that used them). */
+  trimPool(): void {
+    this.flush();
+    this.bindGroups.clear();
+    this.pool.trim();
+  }
+
   /** Submits everything recorded so far. */
   flush(): void {
     this.endPass();
@@ -245,6 +281,8 @@ export class Engine {
       this.device.queue.writeBuffer(this.uniformRing, 0, this.uniformData, 0, this.uniformSlot * UNIFORM_SLOT);
     }
     this.device.queue.submit([this.encoder.finish()]);
+    for (const b of this.stagingToDestroy) b.destroy();
+    this.stagingToDestroy = [];
     this.encoder = null;
     this.pending = 0;
     this.uniformSlot = 0;
@@ -252,10 +290,21 @@ export class Engine {
     this.submits++;
   }
 
-  /** Writes CPU data into a buffer, after any recorded command that still uses the buffer's old content. */
+  /**
+   * Writes CPU data into a buffer, after any recorded command that still uses the buffer's old content:
+   * such a write goes through a staging buffer copied in order with the commands, so it costs no submit.
+   */
   write(pb: PooledBuffer, byteOffset: number, data: ArrayBufferView): void {
-    if (pb.lastBatch === this.batch && this.encoder) this.flush();
-    this.device.queue.writeBuffer(pb.buffer, byteOffset, data.buffer, data.byteOffset, data.byteLength);
+    if (pb.lastBatch !== this.batch || !this.encoder) {
+      this.device.queue.writeBuffer(pb.buffer, byteOffset, data.buffer, data.byteOffset, data.byteLength);
+      return;
+    }
+    const staging = this.device.createBuffer({ size: data.byteLength, usage: 0x04 /* COPY_SRC */, mappedAtCreation: true });
+    new Uint8Array(staging.getMappedRange()).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    staging.unmap();
+    this.copy({ id: 0, buffer: staging, capacity: data.byteLength, lastBatch: -1 }, 0, pb, byteOffset, data.byteLength);
+    // Destroying after submit is allowed: the device frees it once the copy has run.
+    this.stagingToDestroy.push(staging);
   }
 
   /** Copies `bytes` from a buffer back to the CPU; the only place that waits for the device. */
@@ -263,7 +312,7 @@ export class Engine {
     const size = bucketSize(Math.max(bytes, 4));
     const staging = this.stagingFree.get(size)?.pop() ??
       this.device.createBuffer({ size, usage: MAP_READ_USAGE });
-    if (bytes > 0) this.copy(pb, byteOffset, { buffer: staging, capacity: size, lastBatch: -1 }, 0, bytes);
+    if (bytes > 0) this.copy(pb, byteOffset, { id: 0, buffer: staging, capacity: size, lastBatch: -1 }, 0, bytes);
     this.flush();
     await staging.mapAsync(1 /* GPUMapMode.READ */, 0, size);
     const out = staging.getMappedRange(0, size).slice(0, bytes);

@@ -27,7 +27,8 @@ const forwardKernel = kernelFamily((v: Variant) => ({
   for (var t = 0u; t < u.n; t++) { s += exp(x[base + t * u.inner] - mx); }
   ${v === "softmax"
     ? "let inv = 1.0 / s;\n  for (var t = 0u; t < u.n; t++) { let o = base + t * u.inner; y[o] = exp(x[o] - mx) * inv; }"
-    : "let lse = mx + log(s);\n  for (var t = 0u; t < u.n; t++) { let o = base + t * u.inner; y[o] = x[o] - lse; }"}
+    // (x - max) - log(s), not x - (max + log(s)): the latter rounds log(s) to the ulp of max.
+    : "let ls = log(s);\n  for (var t = 0u; t < u.n; t++) { let o = base + t * u.inner; y[o] = (x[o] - mx) - ls; }"}
 }`,
 }));
 

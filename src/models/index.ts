@@ -1,0 +1,1 @@
+export { Ensemble, MLPStacking, NeuralWeightModule, SoftVoting } from "./flannel.ts";

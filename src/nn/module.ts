@@ -1,0 +1,143 @@
+// Modules: parameters, buffers and children registered by name, so state dicts carry PyTorch's dotted keys.
+import { getEngine } from "../backend/device.ts";
+import { Tensor } from "../autograd/tensor.ts";
+import { fmtShape } from "../kernels/shape.ts";
+
+/** A state-dict entry as `fl.io.loadSafetensors` returns it. */
+export interface TensorRecord {
+  dtype: string;
+  shape: number[];
+  data: Float32Array | Int32Array | BigInt64Array | ArrayLike<number>;
+}
+export type StateDict = Record<string, Tensor | TensorRecord>;
+
+export abstract class Module {
+  training = true;
+  private readonly ownParams = new Map<string, Tensor>();
+  private readonly ownBuffers = new Map<string, Tensor>();
+  private readonly ownChildren = new Map<string, Module>();
+
+  abstract forward(x: Tensor): Tensor;
+
+  /** Registers a trainable tensor; it outlives every scope until the module is disposed. */
+  protected registerParameter(name: string, t: Tensor): Tensor {
+    t.requiresGrad = true;
+    this.ownParams.set(name, t.keep());
+    return t;
+  }
+
+  /** Registers state that is saved but not trained (BatchNorm's running statistics). */
+  protected registerBuffer(name: string, t: Tensor): Tensor {
+    this.ownBuffers.set(name, t.keep());
+    return t;
+  }
+
+  protected registerModule<M extends Module>(name: string, m: M): M {
+    this.ownChildren.set(name, m);
+    return m;
+  }
+
+  namedChildren(): [string, Module][] {
+    return [...this.ownChildren];
+  }
+
+  namedParameters(prefix = ""): [string, Tensor][] {
+    const out: [string, Tensor][] = [];
+    for (const [k, t] of this.ownParams) out.push([prefix + k, t]);
+    for (const [k, m] of this.ownChildren) out.push(...m.namedParameters(`${prefix}${k}.`));
+    return out;
+  }
+
+  namedBuffers(prefix = ""): [string, Tensor][] {
+    const out: [string, Tensor][] = [];
+    for (const [k, t] of this.ownBuffers) out.push([prefix + k, t]);
+    for (const [k, m] of this.ownChildren) out.push(...m.namedBuffers(`${prefix}${k}.`));
+    return out;
+  }
+
+  parameters(): Tensor[] {
+    return this.namedParameters().map(([, t]) => t);
+  }
+
+  /** Parameters that currently require a gradient (what an optimizer should get after freezing). */
+  trainableParameters(): Tensor[] {
+    return this.parameters().filter((t) => t.requiresGrad);
+  }
+
+  /** Parameters and buffers by PyTorch key; the tensors are the module's own (not copies). */
+  stateDict(): Record<string, Tensor> {
+    return Object.fromEntries([...this.namedParameters(), ...this.namedBuffers()]);
+  }
+
+  /**
+   * Copies values into the module's tensors. With `strict` (the default) every key must match and every
+   * shape agree; all problems are listed in one error and nothing is written unless all entries fit.
+   */
+  loadStateDict(dict: StateDict, { strict = true }: { strict?: boolean } = {}): { missing: string[]; unexpected: string[] } {
+    const own = this.stateDict();
+    const missing = Object.keys(own).filter((k) => !(k in dict));
+    const unexpected = Object.keys(dict).filter((k) => !(k in own));
+    const mismatched: string[] = [];
+    for (const [k, t] of Object.entries(own)) {
+      const entry = dict[k];
+      if (!entry) continue;
+      const shape = entry.shape;
+      const count = shape.reduce((a, b) => a * b, 1);
+      // PyTorch saves 0-d tensors (num_batches_tracked) with shape []: they fit a one-element tensor.
+      if (count !== t.size || (shape.length > 0 && fmtShape(shape) !== fmtShape(t.shape))) {
+        mismatched.push(`${k}: checkpoint ${fmtShape(shape)}, model ${fmtShape(t.shape)}`);
+      }
+    }
+    const problems = [
+      ...(strict && missing.length ? [`missing keys: ${missing.join(", ")}`] : []),
+      ...(strict && unexpected.length ? [`unexpected keys: ${unexpected.join(", ")}`] : []),
+      ...(mismatched.length ? [`shape mismatches: ${mismatched.join("; ")}`] : []),
+    ];
+    if (problems.length) {
+      throw new Error(`loadStateDict into ${this.constructor.name}: ${problems.join(" | ")}`);
+    }
+    const engine = getEngine();
+    for (const [k, t] of Object.entries(own)) {
+      const entry = dict[k];
+      if (!entry) continue;
+      if (entry instanceof Tensor) {
+        engine.copy(entry.buffer, 0, t.buffer, 0, t.size * 4);
+        continue;
+      }
+      const data = entry.data;
+      const values = t.dtype === "int32"
+        ? Int32Array.from(data as ArrayLike<number>, Number)
+        : data instanceof Float32Array
+        ? data
+        : Float32Array.from(data as ArrayLike<number>, Number);
+      engine.write(t.buffer, 0, values);
+    }
+    return { missing, unexpected };
+  }
+
+  /** Sets training mode here and in every child (dropout, batch statistics). */
+  train(mode = true): this {
+    this.training = mode;
+    for (const m of this.ownChildren.values()) m.train(mode);
+    return this;
+  }
+
+  eval(): this {
+    return this.train(false);
+  }
+
+  /** Freezes (false) or unfreezes (true) every parameter of this subtree. */
+  requiresGrad(flag: boolean): this {
+    for (const p of this.parameters()) p.requiresGrad = flag;
+    return this;
+  }
+
+  /** Frees every parameter and buffer. */
+  dispose(): void {
+    for (const t of [...this.parameters(), ...this.namedBuffers().map(([, b]) => b)]) t.dispose();
+  }
+
+  parameterCount(): number {
+    return this.parameters().reduce((a, t) => a + t.size, 0);
+  }
+}

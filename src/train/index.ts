@@ -1,0 +1,12 @@
+export {
+  buildEnsemble,
+  type EpochLog,
+  inverseFrequencyAlpha,
+  predictStage2,
+  type Stage2Config,
+  type Stage2Method,
+  type Stage2Result,
+  trainStage2,
+  validateLearnerOutputs,
+} from "./stage2.ts";
+export { type LearnerOutputs, PAPER_CLASS_COUNTS, syntheticLearnerOutputs, type SyntheticOptions } from "./synthetic.ts";

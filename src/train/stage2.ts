@@ -1,0 +1,205 @@
+// Stage 2: train a combiner (FLANNEL's Neural Weight Module or an MLP) on the learners' probabilities with
+// focal loss or cross-entropy, Adam, seeded shuffles, and the epoch with the best validation macro-F1 kept.
+import { noGrad, scope, type Tensor } from "../autograd/tensor.ts";
+import { axpyInPlace, fillInPlace, intTensor, tensor, zeros } from "../kernels/basic.ts";
+import { gatherRows } from "../kernels/gather.ts";
+import { crossEntropy, focalLoss } from "../kernels/loss.ts";
+import { Generator } from "../kernels/random.ts";
+import { type Ensemble, MLPStacking, NeuralWeightModule, SoftVoting } from "../models/flannel.ts";
+import type { TensorRecord } from "../nn/module.ts";
+import { Adam } from "../optim/optimizers.ts";
+import { classificationReport, type ClassificationReport, CLASS_NAMES } from "./metrics.ts";
+import type { LearnerOutputs } from "./synthetic.ts";
+
+export type Stage2Method = "flannel" | "mlp1" | "mlp2" | "voting";
+
+export interface Stage2Config {
+  method: Stage2Method;
+  /** "focal" (FLANNEL) or "ce" (the "w/o focal" ablations); default focal. */
+  loss?: "focal" | "ce";
+  gamma?: number;
+  /** Per-class focal weights; default inverse class frequency of the training labels, summing to M. */
+  alpha?: number[];
+  /** Class-balanced resampling of each epoch (the "+ sampling" ablation). */
+  resample?: boolean;
+  activation?: "tanh" | "softmax";
+  hidden?: number;
+  epochs?: number;
+  batchSize?: number;
+  lr?: number;
+  weightDecay?: number;
+  seed?: number;
+  classNames?: string[];
+}
+
+export interface EpochLog {
+  epoch: number;
+  trainLoss: number;
+  valMacroF1: number;
+}
+
+export interface Stage2Result {
+  model: Ensemble;
+  /** 1-based epoch whose weights the model holds (0: nothing trained, as soft voting). */
+  bestEpoch: number;
+  history: EpochLog[];
+  valReport: ClassificationReport;
+  alpha: number[] | null;
+}
+
+/** Checks a set of learner outputs: sizes, finite probabilities in [0, 1], labels in range. */
+export function validateLearnerOutputs(set: LearnerOutputs, what = "learner outputs"): void {
+  const { probs, labels, learners: n, classes: m } = set;
+  const s = labels?.length ?? 0;
+  if (s === 0) throw new Error(`${what}: empty (no samples)`);
+  if (!Number.isInteger(n) || n < 1 || !Number.isInteger(m) || m < 2) {
+    throw new Error(`${what}: learners (${n}) must be >= 1 and classes (${m}) >= 2`);
+  }
+  if (probs.length !== s * n * m) {
+    throw new Error(`${what}: probs hold ${probs.length} values, expected samples x learners x classes = ${s}x${n}x${m}`);
+  }
+  for (let i = 0; i < probs.length; i++) {
+    const v = probs[i];
+    if (!Number.isFinite(v) || v < -1e-6 || v > 1 + 1e-6) {
+      const sample = Math.floor(i / (n * m));
+      throw new Error(`${what}: probability ${v} at sample ${sample}, learner ${Math.floor(i / m) % n}, class ${i % m} is not in [0, 1]`);
+    }
+  }
+  for (let i = 0; i < s; i++) {
+    if (!Number.isInteger(labels[i]) || labels[i] < 0 || labels[i] >= m) {
+      throw new Error(`${what}: label ${labels[i]} of sample ${i} is outside 0..${m - 1}`);
+    }
+  }
+}
+
+/** Inverse class frequency, scaled to sum to M; classes absent from the labels get 0. */
+export function inverseFrequencyAlpha(labels: ArrayLike<number>, classes: number): number[] {
+  const counts = new Array(classes).fill(0);
+  for (let i = 0; i < labels.length; i++) counts[labels[i]]++;
+  const inv = counts.map((c) => (c > 0 ? 1 / c : 0));
+  const total = inv.reduce((a, b) => a + b, 0);
+  return inv.map((v) => (v * classes) / total);
+}
+
+export function buildEnsemble(config: Stage2Config, learners: number, classes: number, generator: Generator): Ensemble {
+  switch (config.method) {
+    case "flannel":
+      return new NeuralWeightModule({ learners, classes, activation: config.activation, generator });
+    case "mlp1":
+      return new MLPStacking({ learners, classes, layers: 1, generator });
+    case "mlp2":
+      return new MLPStacking({ learners, classes, layers: 2, hidden: config.hidden, generator });
+    case "voting":
+      return new SoftVoting({ learners, classes });
+    default:
+      throw new Error(`stage 2: unknown method ${JSON.stringify(config.method)} (flannel, mlp1, mlp2, voting)`);
+  }
+}
+
+/** Class-balanced draw with replacement: every class equally likely, then a uniform sample within it. */
+function balancedOrder(labels: Int32Array, classes: number, gen: Generator): Int32Array {
+  const byClass: number[][] = Array.from({ length: classes }, () => []);
+  labels.forEach((y, i) => byClass[y].push(i));
+  const present = byClass.filter((list) => list.length > 0);
+  const order = new Int32Array(labels.length);
+  for (let i = 0; i < order.length; i++) {
+    const list = present[Math.floor(gen.uniform() * present.length)];
+    order[i] = list[Math.floor(gen.uniform() * list.length)];
+  }
+  return order;
+}
+
+/** Class probabilities [S, M] of a trained (or parameter-free) combiner, in batches, without a graph. */
+export async function predictStage2(model: Ensemble, set: LearnerOutputs, batchSize = 2048): Promise<Float32Array> {
+  validateLearnerOutputs(set);
+  const s = set.labels.length, n = set.learners, m = set.classes;
+  if (n !== model.learners || m !== model.classes) {
+    throw new Error(`predict: the model combines ${model.learners} learners x ${model.classes} classes, the data has ${n} x ${m}`);
+  }
+  const out = new Float32Array(s * m);
+  for (let start = 0; start < s; start += batchSize) {
+    const count = Math.min(batchSize, s - start);
+    const chunk = set.probs.subarray(start * n * m, (start + count) * n * m);
+    const probs = await scope(() => noGrad(() => model.predictProba(tensor(chunk, [count, n, m]))).toArray());
+    out.set(probs, start * m);
+  }
+  return out;
+}
+
+/** The parameters on the CPU, as a state dict that `loadStateDict` takes back. */
+async function snapshot(model: Ensemble): Promise<Record<string, TensorRecord>> {
+  const out: Record<string, TensorRecord> = {};
+  for (const [k, t] of model.namedParameters()) out[k] = { dtype: "F32", shape: [...t.shape], data: await t.toArray() };
+  return out;
+}
+
+/**
+ * Trains `config.method` on `train`, evaluates macro-F1 on `val` after each epoch, and returns the model
+ * holding its best epoch's weights. Deterministic for a given seed.
+ */
+export async function trainStage2(train: LearnerOutputs, val: LearnerOutputs, config: Stage2Config): Promise<Stage2Result> {
+  validateLearnerOutputs(train, "training set");
+  validateLearnerOutputs(val, "validation set");
+  if (train.learners !== val.learners || train.classes !== val.classes) {
+    throw new Error(`stage 2: training data is ${train.learners}x${train.classes}, validation ${val.learners}x${val.classes}`);
+  }
+  const { learners: n, classes: m } = train;
+  const classNames = config.classNames ?? (m === CLASS_NAMES.length ? [...CLASS_NAMES] : Array.from({ length: m }, (_, i) => `class${i}`));
+  const epochs = config.epochs ?? 30, batchSize = config.batchSize ?? 64, seed = config.seed ?? 0;
+  if (!Number.isInteger(epochs) || epochs < 0) throw new Error(`stage 2: epochs must be a non-negative integer, got ${epochs}`);
+  if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`stage 2: batchSize must be a positive integer, got ${batchSize}`);
+  const gen = new Generator(seed);
+  const model = buildEnsemble(config, n, m, gen);
+  const evaluate = async () => classificationReport(val.labels, await predictStage2(model, val), classNames);
+
+  if (config.method === "voting" || epochs === 0) {
+    return { model, bestEpoch: 0, history: [], valReport: await evaluate(), alpha: null };
+  }
+  const lossKind = config.loss ?? "focal";
+  if (lossKind !== "focal" && lossKind !== "ce") throw new Error(`stage 2: loss must be "focal" or "ce", got ${JSON.stringify(lossKind)}`);
+  const alpha = lossKind === "focal" ? config.alpha ?? inverseFrequencyAlpha(train.labels, m) : null;
+  const gamma = config.gamma ?? 3;
+  const optimizer = new Adam(model.parameters(), { lr: config.lr ?? 1e-3, weightDecay: config.weightDecay ?? 0 });
+  const s = train.labels.length;
+  // The training set goes to the device once; batches are gathered there by index.
+  const probsT = tensor(train.probs, [s, n, m]).keep();
+  const labelsT = intTensor(train.labels).keep();
+  const lossSum = zeros([1]).keep();
+  const history: EpochLog[] = [];
+  let best = { epoch: 0, f1: -Infinity, weights: await snapshot(model), report: null as ClassificationReport | null };
+  try {
+    for (let epoch = 1; epoch <= epochs; epoch++) {
+      model.train();
+      const order = config.resample ? balancedOrder(train.labels, m, gen) : gen.permutation(s);
+      scope(() => {
+        const index = intTensor(order);
+        for (let start = 0; start < s; start += batchSize) {
+          const count = Math.min(batchSize, s - start);
+          scope(() => {
+            const x = gatherRows(probsT, index, start, count);
+            const y = gatherRows(labelsT, index, start, count);
+            const logits = model.forward(x);
+            const loss: Tensor = lossKind === "focal" ? focalLoss(logits, y, { gamma, alpha: alpha! }) : crossEntropy(logits, y);
+            optimizer.zeroGrad();
+            loss.backward();
+            optimizer.step();
+            axpyInPlace(lossSum, loss, count / s);
+          });
+        }
+      });
+      const trainLoss = await lossSum.item();
+      fillInPlace(lossSum, 0);
+      model.eval();
+      const report = await evaluate();
+      history.push({ epoch, trainLoss, valMacroF1: report.macroF1 });
+      if (report.macroF1 > best.f1) best = { epoch, f1: report.macroF1, weights: await snapshot(model), report };
+    }
+  } finally {
+    probsT.dispose();
+    labelsT.dispose();
+    lossSum.dispose();
+    optimizer.dispose();
+  }
+  model.loadStateDict(best.weights);
+  return { model, bestEpoch: best.epoch, history, valReport: best.report ?? await evaluate(), alpha };
+}
