@@ -103,6 +103,8 @@ for (const size of [256, 512, 1024]) {
   const rows = 4096, n = 1000;
   const xh = rand(rows * n, 6);
   const x = fl.tensor(xh, [rows, n]).keep();
+  const xg = fl.tensor(xh, [rows, n], { requiresGrad: true }).keep();
+  const r = fl.tensor(rand(rows * n, 8), [rows, n]).keep();
   const reps = 4;
   cases.push({
     name: `softmax [${rows},${n}] dim -1`,
@@ -112,6 +114,14 @@ for (const size of [256, 512, 1024]) {
     peer: () => void cpuSoftmaxRows(xh, rows, n),
     peerWork: (2 * 4 * rows * n) / 1e9,
     teardown: () => x.dispose(),
+  });
+  cases.push({
+    name: `softmax [${rows},${n}] dim -1 fwd+bwd`,
+    unit: "GB/s",
+    // forward reads x and writes y; backward reads g and y and writes dx (the mul and sum around it excluded)
+    work: (reps * 5 * 4 * rows * n) / 1e9,
+    device: onDevice(reps, () => fl.F.sum(fl.F.mul(fl.F.softmax(xg, -1), r)).backward()),
+    teardown: () => (xg.dispose(), r.dispose()),
   });
 }
 

@@ -16,6 +16,13 @@ export interface KernelDef {
  */
 const FLAT_ID = `fn flat_id(gid: vec3u, nwg: vec3u) -> u32 { return gid.x + gid.y * nwg.x * WG; }`;
 
+/** The opening of a kernel with one thread per element: `index` in [0, count), the rest return. */
+export function main1d(index: string, count: string): string {
+  return `@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let ${index} = flat_id(gid, nwg);
+  if (${index} >= ${count}) { return; }`;
+}
+
 export function defineKernel(def: KernelDef): KernelSpec {
   const wg = def.workgroupSize ?? 256;
   const uniforms = def.uniforms ?? [];

@@ -1,6 +1,6 @@
 // Making tensors: from CPU data, constant fills, copies, and in-place accumulation of gradients.
 import { getEngine } from "../backend/device.ts";
-import { defineKernel } from "../backend/kernel.ts";
+import { defineKernel, main1d } from "../backend/kernel.ts";
 import { checkShape, shapeSize, Tensor, type TensorOptions } from "../autograd/tensor.ts";
 import { fmtShape } from "./shape.ts";
 
@@ -8,9 +8,8 @@ const fillKernel = defineKernel({
   name: "fill",
   storage: [{ name: "out", access: "rw" }],
   uniforms: [{ name: "n", type: "u32" }, { name: "value", type: "f32" }],
-  body: `@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat_id(gid, nwg);
-  if (i < u.n) { out[i] = u.value; }
+  body: `${main1d("i", "u.n")}
+  out[i] = u.value;
 }`,
 });
 
@@ -19,9 +18,8 @@ const axpyKernel = defineKernel({
   name: "axpy",
   storage: [{ name: "dst", access: "rw" }, { name: "src", access: "read" }],
   uniforms: [{ name: "n", type: "u32" }, { name: "alpha", type: "f32" }],
-  body: `@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat_id(gid, nwg);
-  if (i < u.n) { dst[i] = dst[i] + u.alpha * src[i]; }
+  body: `${main1d("i", "u.n")}
+  dst[i] = dst[i] + u.alpha * src[i];
 }`,
 });
 

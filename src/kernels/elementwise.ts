@@ -1,6 +1,6 @@
 // Element-wise ops: binary with NumPy broadcasting (add, sub, mul, div) and unary maps (relu, tanh,
 // sigmoid, exp, log, neg, sqrt, scalar affine), each with its gradient rule.
-import { kernelFamily } from "../backend/kernel.ts";
+import { kernelFamily, main1d } from "../backend/kernel.ts";
 import { record, Tensor } from "../autograd/tensor.ts";
 import { broadcastDecode, broadcastParams, broadcastShapes, broadcastUniforms, sameShape } from "./shape.ts";
 import { dispatch1d } from "./basic.ts";
@@ -13,9 +13,7 @@ const binaryKernel = kernelFamily((op: BinaryOp) => ({
   name: `binary_${op}`,
   storage: [{ name: "a", access: "read" }, { name: "b", access: "read" }, { name: "out", access: "rw" }],
   uniforms: broadcastUniforms(["a", "b"]),
-  body: `@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat_id(gid, nwg);
-  if (i >= u.n) { return; }
+  body: `${main1d("i", "u.n")}
   ${broadcastDecode(["a", "b"])}
   let x = a[oa]; let y = b[ob];
   out[i] = ${BINARY_EXPR[op]};
@@ -114,9 +112,7 @@ const unaryKernel = kernelFamily((op: UnaryOp) => ({
   name: `unary_${op}`,
   storage: [{ name: "a", access: "read" }, { name: "out", access: "rw" }],
   uniforms: unaryUniforms,
-  body: `@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat_id(gid, nwg);
-  if (i >= u.n) { return; }
+  body: `${main1d("i", "u.n")}
   let x = a[i];
   out[i] = ${UNARY[op].fwd};
 }`,
@@ -129,9 +125,7 @@ const unaryGradKernel = kernelFamily((op: UnaryOp) => ({
     access: "rw",
   }],
   uniforms: unaryUniforms,
-  body: `@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat_id(gid, nwg);
-  if (i >= u.n) { return; }
+  body: `${main1d("i", "u.n")}
   let g = gy[i]; let x = xs[i]; let y = ys[i];
   gx[i] = ${UNARY[op].grad};
 }`,

@@ -1,7 +1,7 @@
 // The two ops of FLANNEL's Neural Weight Module: the batched outer product of the concatenated learner
 // probabilities, and the weighted combination of the learners' probabilities.
 import { getEngine } from "../backend/device.ts";
-import { defineKernel } from "../backend/kernel.ts";
+import { defineKernel, main1d } from "../backend/kernel.ts";
 import { record, Tensor } from "../autograd/tensor.ts";
 import { dispatch1d } from "./basic.ts";
 import { fmtShape } from "./shape.ts";
@@ -10,9 +10,7 @@ const outerKernel = defineKernel({
   name: "outer_fwd",
   storage: [{ name: "f", access: "read" }, { name: "out", access: "rw" }],
   uniforms: [{ name: "n", type: "u32" }, { name: "K", type: "u32" }],
-  body: `@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let e = flat_id(gid, nwg);
-  if (e >= u.n) { return; }
+  body: `${main1d("e", "u.n")}
   let kk = u.K * u.K;
   let b = e / kk;
   let ij = e % kk;
@@ -25,9 +23,7 @@ const outerGradKernel = defineKernel({
   name: "outer_bwd",
   storage: [{ name: "g", access: "read" }, { name: "f", access: "read" }, { name: "df", access: "rw" }],
   uniforms: [{ name: "n", type: "u32" }, { name: "K", type: "u32" }],
-  body: `@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let e = flat_id(gid, nwg);
-  if (e >= u.n) { return; }
+  body: `${main1d("e", "u.n")}
   let b = e / u.K;
   let i = e % u.K;
   let gb = b * u.K * u.K;
@@ -57,9 +53,7 @@ const combineKernel = defineKernel({
   name: "weighted_sum_fwd",
   storage: [{ name: "w", access: "read" }, { name: "p", access: "read" }, { name: "out", access: "rw" }],
   uniforms: [{ name: "n", type: "u32" }, { name: "N", type: "u32" }, { name: "M", type: "u32" }],
-  body: `@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let e = flat_id(gid, nwg);
-  if (e >= u.n) { return; }
+  body: `${main1d("e", "u.n")}
   let b = e / u.M;
   let m = e % u.M;
   var acc = 0.0;
@@ -79,9 +73,7 @@ const combineGradKernel = defineKernel({
     { name: "dp", access: "rw" },
   ],
   uniforms: [{ name: "n", type: "u32" }, { name: "N", type: "u32" }, { name: "M", type: "u32" }],
-  body: `@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let e = flat_id(gid, nwg);
-  if (e >= u.n) { return; }
+  body: `${main1d("e", "u.n")}
   let b = e / u.N;
   let wi = w[e];
   var acc = 0.0;

@@ -1,5 +1,5 @@
 // Row gathers on the device: mini-batches drawn from a data set that was uploaded once.
-import { defineKernel } from "../backend/kernel.ts";
+import { defineKernel, main1d } from "../backend/kernel.ts";
 import { Tensor } from "../autograd/tensor.ts";
 import { dispatch1d } from "./basic.ts";
 import { fmtShape } from "./shape.ts";
@@ -13,9 +13,7 @@ const gatherKernel = defineKernel({
     { name: "out", access: "rw", type: "u32" },
   ],
   uniforms: [{ name: "n", type: "u32" }, { name: "row", type: "u32" }, { name: "start", type: "u32" }],
-  body: `@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let e = flat_id(gid, nwg);
-  if (e >= u.n) { return; }
+  body: `${main1d("e", "u.n")}
   let r = e / u.row;
   out[e] = src[u32(index[u.start + r]) * u.row + e % u.row];
 }`,

@@ -1,7 +1,7 @@
 // Classification losses from logits: multi-class focal loss and (weighted) cross-entropy, both through
 // a log-softmax for stability and both from one per-sample kernel (cross-entropy is focal with gamma 0).
 import { getEngine } from "../backend/device.ts";
-import { defineKernel } from "../backend/kernel.ts";
+import { defineKernel, main1d } from "../backend/kernel.ts";
 import { record, Tensor } from "../autograd/tensor.ts";
 import { intTensor, tensor } from "./basic.ts";
 import { scale } from "./elementwise.ts";
@@ -35,6 +35,12 @@ fn row_lse(b: u32) -> vec2f {
   return vec2f(mx, log(s));
 }`;
 
+// One thread per row b with target y: lse = (max, log-sum-exp shift) and lp = log p_y.
+const ROW_PROLOGUE = `${main1d("b", "u.B")}
+  let y = u32(labels[b]);
+  let lse = row_lse(b);
+  let lp = (logits[b * u.M + y] - lse.x) - lse.y;`;
+
 const forwardKernel = defineKernel({
   name: "focal_fwd",
   storage: [
@@ -45,12 +51,7 @@ const forwardKernel = defineKernel({
   ],
   uniforms,
   body: `${ROW_STATS}
-@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let b = flat_id(gid, nwg);
-  if (b >= u.B) { return; }
-  let y = u32(labels[b]);
-  let lse = row_lse(b);
-  let lp = (logits[b * u.M + y] - lse.x) - lse.y;
+${ROW_PROLOGUE}
   loss[b] = -alpha[y] * pow_nonneg(one_minus_exp(lp), u.gamma) * lp;
 }`,
 });
@@ -67,12 +68,7 @@ const backwardKernel = defineKernel({
   ],
   uniforms,
   body: `${ROW_STATS}
-@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let b = flat_id(gid, nwg);
-  if (b >= u.B) { return; }
-  let y = u32(labels[b]);
-  let lse = row_lse(b);
-  let lp = (logits[b * u.M + y] - lse.x) - lse.y;
+${ROW_PROLOGUE}
   let q = exp(lp);
   let omq = one_minus_exp(lp);
   var t1 = 0.0;

@@ -1,6 +1,6 @@
 // Optimizer updates as device kernels, in place on the parameter and its state: PyTorch's Adam (L2 weight
 // decay folded into the gradient) and SGD (momentum, dampening, Nesterov, weight decay).
-import { defineKernel, kernelFamily } from "../backend/kernel.ts";
+import { defineKernel, kernelFamily, main1d } from "../backend/kernel.ts";
 import type { Tensor } from "../autograd/tensor.ts";
 import { dispatch1d } from "./basic.ts";
 
@@ -22,9 +22,7 @@ const adamKernel = defineKernel({
     { name: "bias_correction1", type: "f32" },
     { name: "sqrt_bias_correction2", type: "f32" },
   ],
-  body: `@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat_id(gid, nwg);
-  if (i >= u.n) { return; }
+  body: `${main1d("i", "u.n")}
   let grad = g[i] + u.weight_decay * p[i];
   let mi = u.beta1 * m[i] + (1.0 - u.beta1) * grad;
   let vi = u.beta2 * v[i] + (1.0 - u.beta2) * grad * grad;
@@ -73,9 +71,7 @@ const sgdKernel = kernelFamily((withMomentum: number) => ({
     { name: "nesterov", type: "u32" as const },
     { name: "first", type: "u32" as const },
   ],
-  body: `@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat_id(gid, nwg);
-  if (i >= u.n) { return; }
+  body: `${main1d("i", "u.n")}
   var d = g[i] + u.weight_decay * p[i];
   ${withMomentum ? `var b = d;
   if (u.first == 0u) { b = u.momentum * buf[i] + (1.0 - u.dampening) * d; }

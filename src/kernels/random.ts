@@ -1,7 +1,7 @@
 // Counter-based random numbers (Threefry-2x32, 20 rounds, as in JAX): every element is a pure function of
 // (key, stream, index), so results do not depend on dispatch order, and the CPU copy below gives the
 // same bits for tests and host-side shuffles.
-import { defineKernel } from "../backend/kernel.ts";
+import { defineKernel, main1d } from "../backend/kernel.ts";
 import { checkShape, Tensor, type TensorOptions } from "../autograd/tensor.ts";
 import { dispatch1d } from "./basic.ts";
 import { mul } from "./elementwise.ts";
@@ -64,9 +64,7 @@ const randomKernel = defineKernel({
     { name: "b", type: "f32" },
   ],
   body: `${THREEFRY_WGSL}
-@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat_id(gid, nwg);
-  if (i >= u.n) { return; }
+${main1d("i", "u.n")}
   let bits = threefry(u.k0, u.k1, i, u.stream);
   if (u.dist == 0u) {
     out[i] = u.a + (u.b - u.a) * unit_open_hi(bits.x);

@@ -1,7 +1,7 @@
 // Sums over any set of axes: sum/mean along a dim or over everything, and the reduction of a broadcast
 // gradient back to its input's shape.
 import { getEngine } from "../backend/device.ts";
-import { defineKernel } from "../backend/kernel.ts";
+import { defineKernel, main1d } from "../backend/kernel.ts";
 import { record, shapeSize, Tensor } from "../autograd/tensor.ts";
 import {
   broadcastDecode,
@@ -43,9 +43,7 @@ const reduceThreadKernel = defineKernel({
   storage: [{ name: "x", access: "read" }, { name: "out", access: "rw" }],
   uniforms: UNIFORMS,
   body: `${DECODE}
-@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let j = flat_id(gid, nwg);
-  if (j >= u.n_out) { return; }
+${main1d("j", "u.n_out")}
   let base = kept_offset(j);
   var acc = 0.0;
   for (var r = 0u; r < u.n_red; r++) { acc += x[base + reduced_offset(r)]; }
@@ -141,9 +139,7 @@ const expandKernel = defineKernel({
   name: "expand",
   storage: [{ name: "a", access: "read" }, { name: "out", access: "rw" }],
   uniforms: [...broadcastUniforms(["a"]), { name: "scale", type: "f32" }],
-  body: `@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flat_id(gid, nwg);
-  if (i >= u.n) { return; }
+  body: `${main1d("i", "u.n")}
   ${broadcastDecode(["a"])}
   out[i] = a[oa] * u.scale;
 }`,
