@@ -124,6 +124,7 @@ const MAX_BIND_GROUPS = 8192;
 export class Engine {
   readonly pool: BufferPool;
   readonly maxStorageBinding: number;
+  readonly minStorageOffsetAlignment: number;
   readonly maxWorkgroupsPerDim: number;
   private pipelines = new Map<string, CachedPipeline>();
   private bindGroups = new Map<string, GPUBindGroup>();
@@ -144,6 +145,7 @@ export class Engine {
   constructor(readonly device: GPUDevice) {
     this.pool = new BufferPool(device, device.limits.maxBufferSize);
     this.maxStorageBinding = device.limits.maxStorageBufferBindingSize;
+    this.minStorageOffsetAlignment = device.limits.minStorageBufferOffsetAlignment;
     this.maxWorkgroupsPerDim = device.limits.maxComputeWorkgroupsPerDimension;
     this.uniformRing = device.createBuffer({ size: UNIFORM_SLOT * UNIFORM_SLOTS, usage: UNIFORM_USAGE });
     const onError = (ev: Event) => {

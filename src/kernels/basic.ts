@@ -1,6 +1,7 @@
 // Making tensors: from CPU data, constant fills, copies, and in-place accumulation of gradients.
 import { getEngine } from "../backend/device.ts";
 import { defineKernel, main1d } from "../backend/kernel.ts";
+import type { KernelSpec } from "../backend/engine.ts";
 import { checkShape, shapeSize, Tensor, type TensorOptions } from "../autograd/tensor.ts";
 import { fmtShape } from "./shape.ts";
 
@@ -23,9 +24,36 @@ const axpyKernel = defineKernel({
 }`,
 });
 
-export function dispatch1d(spec: Parameters<ReturnType<typeof getEngine>["dispatch"]>[0], buffers: Tensor[], params: number[], n: number): void {
+/**
+ * Dispatches a kernel with one thread per element over `n` elements (its first uniform is `n`).
+ * Tensors larger than one storage binding (128 MiB on lavapipe) are processed in aligned chunks; that
+ * needs an element-wise kernel (every tensor holds `n` elements). A kernel that must know an element's
+ * global index (the RNG's counter) names the uniform that receives the chunk's start in `baseParam`.
+ */
+export function dispatch1d(spec: KernelSpec, tensors: Tensor[], params: number[], n: number, baseParam?: number): void {
   const engine = getEngine();
-  engine.dispatch(spec, buffers.map((t) => t.buffer), params, engine.grid(Math.ceil(n / 256)));
+  const limit = engine.maxStorageBinding;
+  if (tensors.every((t) => t.size * 4 <= limit)) {
+    engine.dispatch(spec, tensors.map((t) => t.buffer), params, engine.grid(Math.ceil(n / 256)));
+    return;
+  }
+  const name = spec.key.split("\n", 1)[0];
+  if (tensors.some((t) => t.size !== n)) {
+    throw new Error(`${name}: tensors over ${limit} bytes (one storage binding) are only supported element-wise`);
+  }
+  const align = engine.minStorageOffsetAlignment;
+  const chunk = Math.floor(limit / align) * align / 4;
+  for (let start = 0; start < n; start += chunk) {
+    const len = Math.min(chunk, n - start);
+    const chunkParams = [len, ...params.slice(1)];
+    if (baseParam !== undefined) chunkParams[baseParam] = params[baseParam] + start;
+    engine.dispatch(
+      spec,
+      tensors.map((t) => ({ pb: t.buffer, offset: start * 4, size: len * 4 })),
+      chunkParams,
+      engine.grid(Math.ceil(len / 256)),
+    );
+  }
 }
 
 export function full(shape: number[], value: number, options: TensorOptions = {}): Tensor {

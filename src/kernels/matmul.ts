@@ -2,85 +2,38 @@
 // copies), and `linear` on top of it.
 import { getEngine } from "../backend/device.ts";
 import { kernelFamily } from "../backend/kernel.ts";
+import { chooseTile, gemmKernel, gemmWorkgroups } from "./gemm.ts";
 import { record, Tensor } from "../autograd/tensor.ts";
 import { add } from "./elementwise.ts";
 import { sumToShape } from "./reduce.ts";
 import { fmtShape } from "./shape.ts";
 
-// A workgroup of 8x8 threads computes a 32x32 tile of C, each thread a 4x4 block, stepping K by 16
-// through tiles of A and B staged in workgroup memory.
-const TILE = 32, TK = 16;
-
+// Element offsets (a_off, b_off, c_off) are relative to the bound byte range of each operand, and the
+// leading dims (lda, ldb, ldc) are the full matrices': a sub-block of a product can run on its own, which
+// is how operands larger than one storage binding (VGG's 411 MB classifier weight) are multiplied.
 const matmulKernel = kernelFamily((variant: string) => {
-  const [transA, transB] = variant.split(",").map((v) => v === "1");
-  // Element (row r, col k) of A and (k, col c) of B for this batch, whichever way they are stored.
-  const aAt = transA ? "a[a_base + k * u.M + r]" : "a[a_base + r * u.K + k]";
-  const bAt = transB ? "b[b_base + c * u.K + k]" : "b[b_base + k * u.N + c]";
-  return {
+  const [transA, transB, tileM, tileN] = variant.split(",").map(Number);
+  return gemmKernel({
     name: `matmul_${transA ? "t" : "n"}${transB ? "t" : "n"}`,
     storage: [{ name: "a", access: "read" }, { name: "b", access: "read" }, { name: "out", access: "rw" }],
     uniforms: [
-      { name: "M", type: "u32" },
-      { name: "N", type: "u32" },
-      { name: "K", type: "u32" },
+      { name: "lda", type: "u32" },
+      { name: "ldb", type: "u32" },
+      { name: "ldc", type: "u32" },
+      { name: "a_off", type: "u32" },
+      { name: "b_off", type: "u32" },
+      { name: "c_off", type: "u32" },
       { name: "a_batch_stride", type: "u32" },
       { name: "b_batch_stride", type: "u32" },
+      { name: "c_batch_stride", type: "u32" },
+      { name: "accumulate", type: "u32" },
     ],
-    workgroupSize: 64,
-    body: `
-const TILE: u32 = ${TILE}u;
-const TK: u32 = ${TK}u;
-var<workgroup> As: array<array<f32, ${TILE}>, ${TK}>;
-var<workgroup> Bs: array<array<f32, ${TILE}>, ${TK}>;
-@compute @workgroup_size(8, 8, 1) fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let batch = wid.z;
-  let a_base = batch * u.a_batch_stride;
-  let b_base = batch * u.b_batch_stride;
-  let row0 = wid.y * TILE;
-  let col0 = wid.x * TILE;
-  let tid = lid.y * 8u + lid.x;
-  var acc: array<array<f32, 4>, 4>;
-  for (var k0 = 0u; k0 < u.K; k0 += TK) {
-    // 64 threads load the 16x32 tiles of A (as As[k][row]) and B (as Bs[k][col]), 8 values each.
-    for (var l = 0u; l < 8u; l++) {
-      let e = tid + l * 64u;
-      let kk = e / TILE;
-      let mm = e % TILE;
-      let k = k0 + kk;
-      let r = row0 + mm;
-      let c = col0 + mm;
-      var av = 0.0;
-      if (k < u.K && r < u.M) { av = ${aAt}; }
-      As[kk][mm] = av;
-      var bv = 0.0;
-      if (k < u.K && c < u.N) { bv = ${bAt}; }
-      Bs[kk][mm] = bv;
-    }
-    workgroupBarrier();
-    for (var kk = 0u; kk < TK; kk++) {
-      var av: array<f32, 4>;
-      var bv: array<f32, 4>;
-      for (var i = 0u; i < 4u; i++) {
-        av[i] = As[kk][lid.y * 4u + i];
-        bv[i] = Bs[kk][lid.x * 4u + i];
-      }
-      for (var i = 0u; i < 4u; i++) {
-        for (var j = 0u; j < 4u; j++) { acc[i][j] = fma(av[i], bv[j], acc[i][j]); }
-      }
-    }
-    workgroupBarrier();
-  }
-  let out_base = batch * u.M * u.N;
-  for (var i = 0u; i < 4u; i++) {
-    let r = row0 + lid.y * 4u + i;
-    if (r >= u.M) { continue; }
-    for (var j = 0u; j < 4u; j++) {
-      let c = col0 + lid.x * 4u + j;
-      if (c < u.N) { out[out_base + r * u.N + c] = acc[i][j]; }
-    }
-  }
-}`,
-  };
+    loadA: `let base = u.a_off + z * u.a_batch_stride; return ${transA ? "a[base + k * u.lda + r]" : "a[base + r * u.lda + k]"};`,
+    loadB: `let base = u.b_off + z * u.b_batch_stride; return ${transB ? "b[base + c * u.ldb + k]" : "b[base + k * u.ldb + c]"};`,
+    store: `let i = u.c_off + z * u.c_batch_stride + r * u.ldc + c;
+  if (u.accumulate == 1u) { out[i] += v; } else { out[i] = v; }`,
+    tile: { m: tileM, n: tileN },
+  });
 });
 
 interface MatmulShape {
@@ -111,18 +64,88 @@ function matmulShape(a: Tensor, b: Tensor, transA: boolean, transB: boolean): Ma
   return { batch: Math.max(aBatch, bBatch), m, k: ka, n, aBatched: a.rank === 3, bBatched: b.rank === 3 };
 }
 
+/** A sub-product C[m0:m1, n0:n1] (+)= A[m0:m1, k0:k1] B[k0:k1, n0:n1]. */
+interface Block {
+  m0: number;
+  m1: number;
+  n0: number;
+  n1: number;
+  k0: number;
+  k1: number;
+  accumulate: boolean;
+}
+
+/**
+ * Splits a product whose operands exceed the storage-binding limit into blocks along one dim, chosen so
+ * that each big operand's part of a block is a run of whole rows (contiguous): M for A stored [M, K] and
+ * for C, N for B stored [N, K], K for A stored [K, M] and B stored [K, N] (those blocks accumulate).
+ */
+function planBlocks(s: MatmulShape, transA: boolean, transB: boolean, limit: number): Block[] {
+  const whole: Block = { m0: 0, m1: s.m, n0: 0, n1: s.n, k0: 0, k1: s.k, accumulate: false };
+  const bigA = s.batch * s.m * s.k * 4 > limit, bigB = s.batch * s.k * s.n * 4 > limit, bigC = s.batch * s.m * s.n * 4 > limit;
+  if (!bigA && !bigB && !bigC) return [whole];
+  if (s.batch > 1) throw new Error(`matmul: batched operands over ${limit} bytes (one storage binding) are not supported`);
+  const wanted = new Set<"m" | "n" | "k">();
+  // Row length (elements) of each big operand along the dim it is split on.
+  const rowLength: number[] = [];
+  if (bigA) wanted.add(transA ? "k" : "m"), rowLength.push(transA ? s.m : s.k);
+  if (bigB) wanted.add(transB ? "n" : "k"), rowLength.push(transB ? s.k : s.n);
+  if (bigC) wanted.add("m"), rowLength.push(s.n);
+  if (wanted.size > 1) {
+    throw new Error(`matmul: operands over ${limit} bytes would need splitting along ${[...wanted].join(" and ")}; not supported`);
+  }
+  const dim = [...wanted][0];
+  // Leave room for the alignment slack at the start of each bound range.
+  const rows = Math.max(1, Math.floor((limit - 256) / (Math.max(...rowLength) * 4)));
+  const extent = dim === "m" ? s.m : dim === "n" ? s.n : s.k;
+  const blocks: Block[] = [];
+  for (let start = 0; start < extent; start += rows) {
+    const end = Math.min(extent, start + rows);
+    blocks.push({
+      ...whole,
+      ...(dim === "m" ? { m0: start, m1: end } : dim === "n" ? { n0: start, n1: end } : { k0: start, k1: end }),
+      accumulate: dim === "k" && start > 0,
+    });
+  }
+  return blocks;
+}
+
+/** Binds the elements [first, last] of a tensor: whole when it fits, else an aligned byte range. */
+function bindRange(t: Tensor, first: number, last: number, limit: number, align: number) {
+  if (t.size * 4 <= limit) return { binding: t.buffer, offset: first };
+  const start = Math.floor((first * 4) / align) * align;
+  const size = Math.min(t.buffer.capacity - start, Math.ceil(((last + 1) * 4 - start) / 4) * 4);
+  return { binding: { pb: t.buffer, offset: start, size }, offset: first - start / 4 };
+}
+
 /** C = op(A) op(B) with op a transpose when asked; a 3-D operand is a batch, a 2-D one is shared. */
 function matmulRaw(a: Tensor, b: Tensor, transA: boolean, transB: boolean): Tensor {
   const s = matmulShape(a, b, transA, transB);
   const outShape = a.rank === 3 || b.rank === 3 ? [s.batch, s.m, s.n] : [s.m, s.n];
   const out = Tensor.empty(outShape);
   const engine = getEngine();
-  engine.dispatch(
-    matmulKernel(`${transA ? 1 : 0},${transB ? 1 : 0}`),
-    [a.buffer, b.buffer, out.buffer],
-    [s.m, s.n, s.k, s.aBatched ? s.m * s.k : 0, s.bBatched ? s.k * s.n : 0],
-    [Math.ceil(s.n / TILE), Math.ceil(s.m / TILE), s.batch],
-  );
+  const limit = engine.maxStorageBinding, align = engine.minStorageOffsetAlignment;
+  const lda = transA ? s.m : s.k, ldb = transB ? s.k : s.n, ldc = s.n;
+  for (const blk of planBlocks(s, transA, transB, limit)) {
+    const m = blk.m1 - blk.m0, n = blk.n1 - blk.n0, k = blk.k1 - blk.k0;
+    const tile = chooseTile(m, n);
+    // First and last element of each operand that the block reads or writes.
+    const aAt = (r: number, kk: number) => (transA ? kk * lda + r : r * lda + kk);
+    const bAt = (kk: number, c: number) => (transB ? c * ldb + kk : kk * ldb + c);
+    const A = bindRange(a, aAt(blk.m0, blk.k0), aAt(blk.m1 - 1, blk.k1 - 1), limit, align);
+    const B = bindRange(b, bAt(blk.k0, blk.n0), bAt(blk.k1 - 1, blk.n1 - 1), limit, align);
+    const C = bindRange(out, blk.m0 * ldc + blk.n0, (blk.m1 - 1) * ldc + blk.n1 - 1, limit, align);
+    engine.dispatch(
+      matmulKernel(`${transA ? 1 : 0},${transB ? 1 : 0},${tile.m},${tile.n}`),
+      [A.binding, B.binding, C.binding],
+      [
+        m, n, k, lda, ldb, ldc, A.offset, B.offset, C.offset,
+        s.aBatched ? s.m * s.k : 0, s.bBatched ? s.k * s.n : 0, s.m * s.n,
+        blk.accumulate ? 1 : 0,
+      ],
+      gemmWorkgroups(tile, m, n, s.batch),
+    );
+  }
   return out;
 }
 

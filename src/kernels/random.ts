@@ -59,13 +59,14 @@ const randomKernel = defineKernel({
     { name: "k0", type: "u32" },
     { name: "k1", type: "u32" },
     { name: "stream", type: "u32" },
+    { name: "base", type: "u32" },
     { name: "dist", type: "u32" },
     { name: "a", type: "f32" },
     { name: "b", type: "f32" },
   ],
   body: `${THREEFRY_WGSL}
 ${main1d("i", "u.n")}
-  let bits = threefry(u.k0, u.k1, i, u.stream);
+  let bits = threefry(u.k0, u.k1, u.base + i, u.stream);
   if (u.dist == 0u) {
     out[i] = u.a + (u.b - u.a) * unit_open_hi(bits.x);
   } else if (u.dist == 1u) {
@@ -130,7 +131,7 @@ function draw(shape: number[], dist: Distribution, a: number, b: number, options
   const gen = options.generator ?? (options.seed !== undefined ? new Generator(options.seed) : globalGenerator);
   const [k0, k1, stream] = gen.nextStream();
   const out = Tensor.empty(checkShape(shape));
-  dispatch1d(randomKernel, [out], [out.size, k0, k1, stream, DIST_CODE[dist], a, b], out.size);
+  dispatch1d(randomKernel, [out], [out.size, k0, k1, stream, 0, DIST_CODE[dist], a, b], out.size, 4);
   out.requiresGrad = options.requiresGrad ?? false;
   return out;
 }
