@@ -7,3 +7,7 @@ export { outer, weightedSum } from "./kernels/ensemble.ts";
 export { crossEntropy, type CrossEntropyOptions, focalLoss, type FocalOptions, type Reduction } from "./kernels/loss.ts";
 export { dropout } from "./kernels/random.ts";
 export { flatten, reshape } from "./kernels/view.ts";
+export { batchNorm2d, type BatchNormOptions } from "./kernels/batchnorm.ts";
+export { adaptiveAvgPool2d, avgPool2d, type AvgPool2dOptions, maxPool2d, type MaxPool2dOptions } from "./kernels/pool.ts";
+export { cat } from "./kernels/concat.ts";
+export { conv2d, type Conv2dOptions } from "./kernels/conv.ts";

@@ -396,3 +396,185 @@ export function numericGrad(
     return g;
   });
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// CNN ops (NCHW): batch norm, pooling, concatenation
+
+type RefPair = number | [number, number];
+const refPair = (v: RefPair): [number, number] => (typeof v === "number" ? [v, v] : [v[0], v[1]]);
+
+/**
+ * F.batch_norm: per channel, batch statistics (mean, biased variance over N, H, W) when training or when
+ * there are no running statistics, else the running ones. Returns the output and the running statistics
+ * after the call (training: (1 - m) running + m batch, the unbiased variance into the running variance).
+ */
+export function batchNorm2d(
+  x: Arr,
+  runningMean: Arr | null,
+  runningVar: Arr | null,
+  weight: Arr | null,
+  bias: Arr | null,
+  { training = false, momentum = 0.1, eps = 1e-5 }: { training?: boolean; momentum?: number; eps?: number } =
+    {},
+): { out: Arr; runningMean: Arr | null; runningVar: Arr | null } {
+  const [n, c, h, w] = x.shape;
+  const hw = h * w, count = n * hw;
+  const out = fullArr(x.shape, 0);
+  const rm = runningMean ? { shape: [c], data: runningMean.data.slice() } : null;
+  const rv = runningVar ? { shape: [c], data: runningVar.data.slice() } : null;
+  const useBatch = training || !runningMean;
+  for (let ch = 0; ch < c; ch++) {
+    let mean: number, variance: number;
+    if (useBatch) {
+      let s = 0;
+      for (let b = 0; b < n; b++) for (let k = 0; k < hw; k++) s += x.data[(b * c + ch) * hw + k];
+      mean = s / count;
+      let s2 = 0;
+      for (let b = 0; b < n; b++) {
+        for (let k = 0; k < hw; k++) s2 += (x.data[(b * c + ch) * hw + k] - mean) ** 2;
+      }
+      variance = s2 / count;
+      if (training && rm && rv) {
+        rm.data[ch] = (1 - momentum) * rm.data[ch] + momentum * mean;
+        rv.data[ch] = (1 - momentum) * rv.data[ch] + momentum * variance * count / (count - 1);
+      }
+    } else {
+      mean = runningMean!.data[ch];
+      variance = runningVar!.data[ch];
+    }
+    const inv = 1 / Math.sqrt(variance + eps);
+    const gamma = weight ? weight.data[ch] : 1, beta = bias ? bias.data[ch] : 0;
+    for (let b = 0; b < n; b++) {
+      for (let k = 0; k < hw; k++) {
+        const o = (b * c + ch) * hw + k;
+        out.data[o] = (x.data[o] - mean) * inv * gamma + beta;
+      }
+    }
+  }
+  return { out, runningMean: rm, runningVar: rv };
+}
+
+/** PyTorch's pooling output size (ceil_mode: the last window starts inside the input or left padding). */
+export function poolOutSize(
+  inSize: number,
+  k: number,
+  s: number,
+  p: number,
+  d: number,
+  ceil: boolean,
+): number {
+  const span = inSize + 2 * p - d * (k - 1) - 1;
+  let o = (ceil ? Math.ceil(span / s) : Math.floor(span / s)) + 1;
+  if (ceil && (o - 1) * s >= inSize + p) o--;
+  return o;
+}
+
+interface RefPoolOptions {
+  kernelSize: RefPair;
+  stride?: RefPair;
+  padding?: RefPair;
+  dilation?: RefPair;
+  ceilMode?: boolean;
+  countIncludePad?: boolean;
+  divisorOverride?: number;
+}
+
+function poolWindows(
+  x: Arr,
+  o: RefPoolOptions,
+  f: (
+    plane: Float64Array,
+    y0: number,
+    x0: number,
+    k: number[],
+    d: number[],
+    pad: number[],
+    s: number[],
+  ) => number,
+): Arr {
+  const [n, c, h, w] = x.shape;
+  const k = refPair(o.kernelSize), s = refPair(o.stride ?? o.kernelSize), p = refPair(o.padding ?? 0);
+  const d = refPair(o.dilation ?? 1);
+  const oh = poolOutSize(h, k[0], s[0], p[0], d[0], o.ceilMode ?? false);
+  const ow = poolOutSize(w, k[1], s[1], p[1], d[1], o.ceilMode ?? false);
+  const out = fullArr([n, c, oh, ow], 0);
+  for (let pl = 0; pl < n * c; pl++) {
+    const plane = x.data.subarray(pl * h * w, (pl + 1) * h * w);
+    for (let i = 0; i < oh; i++) {
+      for (let j = 0; j < ow; j++) {
+        out.data[(pl * oh + i) * ow + j] = f(plane, i * s[0] - p[0], j * s[1] - p[1], k, d, p, s);
+      }
+    }
+  }
+  return out;
+}
+
+/** F.max_pool2d; padding never wins (it is -infinity). */
+export function maxPool2d(x: Arr, o: RefPoolOptions): Arr {
+  const [h, w] = x.shape.slice(2);
+  return poolWindows(x, o, (plane, y0, x0, k, d) => {
+    let best = -Infinity;
+    for (let a = 0; a < k[0]; a++) {
+      for (let b = 0; b < k[1]; b++) {
+        const yy = y0 + a * d[0], xx = x0 + b * d[1];
+        if (yy >= 0 && yy < h && xx >= 0 && xx < w) best = Math.max(best, plane[yy * w + xx]);
+      }
+    }
+    return best;
+  });
+}
+
+/** F.avg_pool2d with count_include_pad (windows clipped to the padded input) and divisor_override. */
+export function avgPool2d(x: Arr, o: RefPoolOptions): Arr {
+  const [h, w] = x.shape.slice(2);
+  return poolWindows(x, { ...o, dilation: 1 }, (plane, y0, x0, k, _d, p) => {
+    const y1 = Math.min(y0 + k[0], h + p[0]), x1 = Math.min(x0 + k[1], w + p[1]);
+    let s = 0, valid = 0;
+    for (let yy = Math.max(y0, 0); yy < Math.min(y1, h); yy++) {
+      for (let xx = Math.max(x0, 0); xx < Math.min(x1, w); xx++) {
+        s += plane[yy * w + xx];
+        valid++;
+      }
+    }
+    const divisor = o.divisorOverride ?? ((o.countIncludePad ?? true) ? (y1 - y0) * (x1 - x0) : valid);
+    return s / divisor;
+  });
+}
+
+/** F.adaptive_avg_pool2d: window i spans [floor(i H / oh), ceil((i + 1) H / oh)). */
+export function adaptiveAvgPool2d(x: Arr, size: RefPair): Arr {
+  const [n, c, h, w] = x.shape;
+  const [oh, ow] = refPair(size);
+  const out = fullArr([n, c, oh, ow], 0);
+  for (let pl = 0; pl < n * c; pl++) {
+    for (let i = 0; i < oh; i++) {
+      const y0 = Math.floor((i * h) / oh), y1 = Math.ceil(((i + 1) * h) / oh);
+      for (let j = 0; j < ow; j++) {
+        const x0 = Math.floor((j * w) / ow), x1 = Math.ceil(((j + 1) * w) / ow);
+        let s = 0;
+        for (let yy = y0; yy < y1; yy++) {
+          for (let xx = x0; xx < x1; xx++) s += x.data[pl * h * w + yy * w + xx];
+        }
+        out.data[(pl * oh + i) * ow + j] = s / ((y1 - y0) * (x1 - x0));
+      }
+    }
+  }
+  return out;
+}
+
+/** torch.cat along `dim`. */
+export function cat(xs: Arr[], dim: number): Arr {
+  const d = normDim(dim, xs[0].shape.length);
+  const shape = [...xs[0].shape];
+  shape[d] = xs.reduce((a, x) => a + x.shape[d], 0);
+  const out = fullArr(shape, 0);
+  const outer = size(shape.slice(0, d)), inner = size(shape.slice(d + 1));
+  let pos = 0;
+  for (let o = 0; o < outer; o++) {
+    for (const x of xs) {
+      const block = x.shape[d] * inner;
+      for (let k = 0; k < block; k++) out.data[pos++] = x.data[o * block + k];
+    }
+  }
+  return out;
+}

@@ -20,6 +20,8 @@ export interface PooledBuffer {
   id: number;
   buffer: GPUBuffer;
   capacity: number;
+  /** Bytes the current owner asked for (<= capacity). */
+  bytes: number;
   /** The batch that last recorded a command on this buffer; a CPU write must wait until it is submitted. */
   lastBatch: number;
 }
@@ -75,10 +77,12 @@ export class BufferPool {
         id: ++this.nextId,
         buffer: this.device.createBuffer({ size: capacity, usage: STORAGE_USAGE }),
         capacity,
+        bytes,
         lastBatch: -1,
       };
       this.stats.created++;
     }
+    pb.bytes = bytes;
     this.stats.liveBytes += capacity;
     this.stats.liveBuffers++;
     return pb;
@@ -210,6 +214,12 @@ export class Engine {
     let key = String(id);
     for (const b of buffers) {
       const pb = "pb" in b ? b.pb : b;
+      if (!("pb" in b) && pb.bytes > this.maxStorageBinding) {
+        throw new Error(
+          `${spec.key.split("\n", 1)[0]}: a tensor of ${pb.bytes} bytes exceeds one storage binding ` +
+            `(maxStorageBufferBindingSize ${this.maxStorageBinding}); this op does not split such tensors`,
+        );
+      }
       pb.lastBatch = this.batch;
       key += "pb" in b ? `,${pb.id}@${b.offset}+${b.size}` : `,${pb.id}`;
     }
@@ -218,7 +228,8 @@ export class Engine {
       const entries: GPUBindGroupEntry[] = buffers.map((b, binding) =>
         "pb" in b
           ? { binding, resource: { buffer: b.pb.buffer, offset: b.offset, size: b.size } }
-          : { binding, resource: { buffer: b.buffer } }
+          // A bucket may exceed the binding limit while its tensor does not: bind what the limit allows.
+          : { binding, resource: { buffer: b.buffer, size: Math.min(b.capacity, this.maxStorageBinding) } }
       );
       if (spec.uniforms.length > 0) {
         entries.push({ binding: spec.storage.length, resource: { buffer: this.uniformRing, offset: 0, size: spec.uniforms.length * 4 } });
@@ -304,7 +315,7 @@ export class Engine {
     const staging = this.device.createBuffer({ size: data.byteLength, usage: 0x04 /* COPY_SRC */, mappedAtCreation: true });
     new Uint8Array(staging.getMappedRange()).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
     staging.unmap();
-    this.copy({ id: 0, buffer: staging, capacity: data.byteLength, lastBatch: -1 }, 0, pb, byteOffset, data.byteLength);
+    this.copy({ id: 0, buffer: staging, capacity: data.byteLength, bytes: data.byteLength, lastBatch: -1 }, 0, pb, byteOffset, data.byteLength);
     // Destroying after submit is allowed: the device frees it once the copy has run.
     this.stagingToDestroy.push(staging);
   }
@@ -314,7 +325,7 @@ export class Engine {
     const size = bucketSize(Math.max(bytes, 4));
     const staging = this.stagingFree.get(size)?.pop() ??
       this.device.createBuffer({ size, usage: MAP_READ_USAGE });
-    if (bytes > 0) this.copy(pb, byteOffset, { id: 0, buffer: staging, capacity: size, lastBatch: -1 }, 0, bytes);
+    if (bytes > 0) this.copy(pb, byteOffset, { id: 0, buffer: staging, capacity: size, bytes, lastBatch: -1 }, 0, bytes);
     this.flush();
     await staging.mapAsync(1 /* GPUMapMode.READ */, 0, size);
     const out = staging.getMappedRange(0, size).slice(0, bytes);

@@ -12,7 +12,7 @@ import { fmtShape } from "./shape.ts";
 // leading dims (lda, ldb, ldc) are the full matrices': a sub-block of a product can run on its own, which
 // is how operands larger than one storage binding (VGG's 411 MB classifier weight) are multiplied.
 const matmulKernel = kernelFamily((variant: string) => {
-  const [transA, transB, tileM, tileN] = variant.split(",").map(Number);
+  const [transA, transB, rows, wx, wy] = variant.split(",").map(Number);
   return gemmKernel({
     name: `matmul_${transA ? "t" : "n"}${transB ? "t" : "n"}`,
     storage: [{ name: "a", access: "read" }, { name: "b", access: "read" }, { name: "out", access: "rw" }],
@@ -29,10 +29,10 @@ const matmulKernel = kernelFamily((variant: string) => {
       { name: "accumulate", type: "u32" },
     ],
     loadA: `let base = u.a_off + z * u.a_batch_stride; return ${transA ? "a[base + k * u.lda + r]" : "a[base + r * u.lda + k]"};`,
-    loadB: `let base = u.b_off + z * u.b_batch_stride; return ${transB ? "b[base + c * u.ldb + k]" : "b[base + k * u.ldb + c]"};`,
+    loadB: `let base = u.b_off + z * u.b_batch_stride; return ${transB ? "b[base + col * u.ldb + k]" : "b[base + k * u.ldb + col]"};`,
     store: `let i = u.c_off + z * u.c_batch_stride + r * u.ldc + c;
   if (u.accumulate == 1u) { out[i] += v; } else { out[i] = v; }`,
-    tile: { m: tileM, n: tileN },
+    tile: { rows, wx, wy },
   });
 });
 
@@ -136,7 +136,7 @@ function matmulRaw(a: Tensor, b: Tensor, transA: boolean, transB: boolean): Tens
     const B = bindRange(b, bAt(blk.k0, blk.n0), bAt(blk.k1 - 1, blk.n1 - 1), limit, align);
     const C = bindRange(out, blk.m0 * ldc + blk.n0, (blk.m1 - 1) * ldc + blk.n1 - 1, limit, align);
     engine.dispatch(
-      matmulKernel(`${transA ? 1 : 0},${transB ? 1 : 0},${tile.m},${tile.n}`),
+      matmulKernel(`${transA ? 1 : 0},${transB ? 1 : 0},${tile.rows},${tile.wx},${tile.wy}`),
       [A.binding, B.binding, C.binding],
       [
         m, n, k, lda, ldb, ldc, A.offset, B.offset, C.offset,

@@ -1,0 +1,324 @@
+// Batch normalisation over (N, H, W) per channel of an NCHW tensor, as PyTorch's F.batch_norm: batch
+// statistics in training mode (running statistics updated in place on the device, the unbiased variance
+// into the running variance), running statistics in eval mode; gradients to x, weight and bias in both.
+import { getEngine } from "../backend/device.ts";
+import { defineKernel, kernelFamily, main1d } from "../backend/kernel.ts";
+import { record, Tensor } from "../autograd/tensor.ts";
+import { dispatch1d } from "./basic.ts";
+import { fmtShape } from "./shape.ts";
+
+export interface BatchNormOptions {
+  /** Normalise with the batch statistics and update the running ones (default false). */
+  training?: boolean;
+  /** Weight of the batch statistic in the running average (default 0.1). */
+  momentum?: number;
+  /** Added to the variance before the square root (default 1e-5). */
+  eps?: number;
+}
+
+// Per-channel statistics: one workgroup per channel, threads striding over the N*H*W values of the
+// channel, partial sums combined by a tree in workgroup memory. Two passes over x (the mean, then the
+// squared deviations from it) keep the variance accurate where the mean is large. Small maps (late
+// layers, 1x1 maps) get a smaller workgroup, so that fewer threads idle.
+type GroupSize = 64 | 256;
+const groupSize = (count: number): GroupSize => (count <= 4096 ? 64 : 256);
+const CHANNEL_ID = `let j = wid.x + wid.y * nwg.x;
+  let c = min(j, u.c - 1u);
+  let count = u.n * u.hw;`;
+// Offset of value r (of N*H*W) of channel c.
+const AT = "((r / u.hw) * u.c + c) * u.hw + r % u.hw";
+const TREE = (arr: string) =>
+  `workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s = s / 2u) {
+    if (lid.x < s) { ${arr}[lid.x] += ${arr}[lid.x + s]; }
+    workgroupBarrier();
+  }`;
+const GROUP_MAIN = `@compute @workgroup_size(WG) fn main(@builtin(workgroup_id) wid: vec3u,
+    @builtin(local_invocation_id) lid: vec3u, @builtin(num_workgroups) nwg: vec3u) {`;
+
+type StatsVariant = `${"track" | "plain"}_${GroupSize}`;
+/** stats[c] = batch mean, stats[C + c] = 1 / sqrt(biased var + eps); with "track" the running stats move. */
+const statsKernel = kernelFamily((v: StatsVariant) => ({
+  name: `batchnorm_stats_${v}`,
+  storage: [
+    { name: "x", access: "read" },
+    { name: "stats", access: "rw" },
+    ...(v.startsWith("track")
+      ? [{ name: "rm", access: "rw" as const }, { name: "rv", access: "rw" as const }]
+      : []),
+  ],
+  uniforms: [
+    { name: "n", type: "u32" },
+    { name: "c", type: "u32" },
+    { name: "hw", type: "u32" },
+    { name: "eps", type: "f32" },
+    { name: "momentum", type: "f32" },
+    { name: "unbias", type: "f32" },
+  ],
+  workgroupSize: Number(v.split("_")[1]),
+  body: `var<workgroup> partial: array<f32, WG>;
+${GROUP_MAIN}
+  ${CHANNEL_ID}
+  var acc = 0.0;
+  for (var r = lid.x; r < count; r += WG) { acc += x[${AT}]; }
+  partial[lid.x] = acc;
+  ${TREE("partial")}
+  let mean = partial[0] / f32(count);
+  workgroupBarrier();
+  acc = 0.0;
+  for (var r = lid.x; r < count; r += WG) { let d = x[${AT}] - mean; acc += d * d; }
+  partial[lid.x] = acc;
+  ${TREE("partial")}
+  if (lid.x == 0u && j < u.c) {
+    let variance = partial[0] / f32(count);
+    stats[c] = mean;
+    stats[u.c + c] = 1.0 / sqrt(variance + u.eps);
+    ${
+    v.startsWith("track")
+      ? `rm[c] = (1.0 - u.momentum) * rm[c] + u.momentum * mean;
+    rv[c] = (1.0 - u.momentum) * rv[c] + u.momentum * variance * u.unbias;`
+      : ""
+  }
+  }
+}`,
+}));
+
+/** Eval mode: the same stats layout from the running statistics. */
+const runningStatsKernel = defineKernel({
+  name: "batchnorm_running_stats",
+  storage: [{ name: "rm", access: "read" }, { name: "rv", access: "read" }, { name: "stats", access: "rw" }],
+  uniforms: [{ name: "c", type: "u32" }, { name: "eps", type: "f32" }],
+  body: `${main1d("c", "u.c")}
+  stats[c] = rm[c];
+  stats[u.c + c] = 1.0 / sqrt(rv[c] + u.eps);
+}`,
+});
+
+const elemUniforms = [
+  { name: "total", type: "u32" as const },
+  { name: "c", type: "u32" as const },
+  { name: "hw", type: "u32" as const },
+  { name: "count", type: "f32" as const },
+];
+
+/** y = (x - mean) * invstd (* weight + bias). */
+const applyKernel = kernelFamily((affine: "affine" | "plain") => ({
+  name: `batchnorm_apply_${affine}`,
+  storage: [
+    { name: "x", access: "read" },
+    { name: "stats", access: "read" },
+    ...(affine === "affine"
+      ? [{ name: "w", access: "read" as const }, { name: "b", access: "read" as const }]
+      : []),
+    { name: "y", access: "rw" },
+  ],
+  uniforms: elemUniforms,
+  body: `${main1d("i", "u.total")}
+  let c = (i / u.hw) % u.c;
+  let xhat = (x[i] - stats[c]) * stats[u.c + c];
+  y[i] = ${affine === "affine" ? "xhat * w[c] + b[c]" : "xhat"};
+}`,
+}));
+
+/** Per channel: sg = sum(g) (the bias gradient) and sgx = sum(g * xhat) (the weight gradient). */
+const gradSumsKernel = kernelFamily((wg: GroupSize) => ({
+  name: `batchnorm_grad_sums_${wg}`,
+  storage: [
+    { name: "g", access: "read" },
+    { name: "x", access: "read" },
+    { name: "stats", access: "read" },
+    { name: "sg", access: "rw" },
+    { name: "sgx", access: "rw" },
+  ],
+  uniforms: [{ name: "n", type: "u32" }, { name: "c", type: "u32" }, { name: "hw", type: "u32" }],
+  workgroupSize: wg,
+  body: `var<workgroup> pg: array<f32, WG>;
+var<workgroup> pgx: array<f32, WG>;
+${GROUP_MAIN}
+  ${CHANNEL_ID}
+  let mean = stats[c];
+  let invstd = stats[u.c + c];
+  var ag = 0.0;
+  var agx = 0.0;
+  for (var r = lid.x; r < count; r += WG) {
+    let o = ${AT};
+    ag += g[o];
+    agx += g[o] * (x[o] - mean) * invstd;
+  }
+  pg[lid.x] = ag;
+  pgx[lid.x] = agx;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s = s / 2u) {
+    if (lid.x < s) {
+      pg[lid.x] += pg[lid.x + s];
+      pgx[lid.x] += pgx[lid.x + s];
+    }
+    workgroupBarrier();
+  }
+  if (lid.x == 0u && j < u.c) {
+    sg[c] = pg[0];
+    sgx[c] = pgx[0];
+  }
+}`,
+}));
+
+type DxVariant = `${"batch" | "running"}_${"affine" | "plain"}`;
+/**
+ * Batch statistics: dx = w invstd (g - sum(g)/M - xhat sum(g xhat)/M), the gradient through the mean and
+ * variance too; running statistics (constants): dx = w invstd g.
+ */
+const dxKernel = kernelFamily((v: DxVariant) => {
+  const affine = v.endsWith("affine");
+  const batch = v.startsWith("batch");
+  return {
+    name: `batchnorm_dx_${v}`,
+    storage: [
+      { name: "g", access: "read" },
+      { name: "x", access: "read" },
+      { name: "stats", access: "read" },
+      ...(batch ? [{ name: "sg", access: "read" as const }, { name: "sgx", access: "read" as const }] : []),
+      ...(affine ? [{ name: "w", access: "read" as const }] : []),
+      { name: "dx", access: "rw" },
+    ],
+    uniforms: elemUniforms,
+    body: `${main1d("i", "u.total")}
+  let c = (i / u.hw) % u.c;
+  let invstd = stats[u.c + c];
+  let scale = invstd${affine ? " * w[c]" : ""};
+  ${
+      batch
+        ? `let xhat = (x[i] - stats[c]) * invstd;
+  dx[i] = scale * (g[i] - sg[c] / u.count - xhat * sgx[c] / u.count);`
+        : "dx[i] = scale * g[i];"
+    }
+}`,
+  };
+});
+
+const incrementKernel = defineKernel({
+  name: "increment_i32",
+  storage: [{ name: "t", access: "rw", type: "i32" }],
+  body: `${main1d("i", "1u")}
+  t[i] = t[i] + 1;
+}`,
+});
+
+/** Adds 1 to element 0 of an int32 tensor on the device (BatchNorm's num_batches_tracked). */
+export function incrementInPlace(t: Tensor): void {
+  if (t.dtype !== "int32" || t.size < 1) throw new Error(`incrementInPlace: needs an int32 tensor, got ${t}`);
+  getEngine().dispatch(incrementKernel, [t.buffer], [], [1]);
+}
+
+function checkVector(op: string, name: string, t: Tensor | null, channels: number): void {
+  if (t === null) return;
+  if (!(t instanceof Tensor)) throw new Error(`${op}: ${name} must be a Tensor or null, got ${typeof t}`);
+  if (t.dtype !== "float32") throw new Error(`${op}: ${name} must be float32, got ${t.dtype}`);
+  if (t.rank !== 1 || t.size !== channels) {
+    throw new Error(
+      `${op}: ${name} must have shape [${channels}] (one value per channel), got ${fmtShape(t.shape)}`,
+    );
+  }
+}
+
+/**
+ * PyTorch's F.batch_norm on an NCHW tensor. `weight`/`bias` null means no affine transform; null running
+ * statistics mean batch statistics are always used (track_running_stats=False). In training mode with
+ * running statistics, `runningMean`/`runningVar` are updated in place on the device.
+ */
+export function batchNorm2d(
+  x: Tensor,
+  runningMean: Tensor | null,
+  runningVar: Tensor | null,
+  weight: Tensor | null = null,
+  bias: Tensor | null = null,
+  { training = false, momentum = 0.1, eps = 1e-5 }: BatchNormOptions = {},
+): Tensor {
+  const op = "batchNorm2d";
+  if (!(x instanceof Tensor)) throw new Error(`${op}: expected a Tensor, got ${typeof x}`);
+  if (x.dtype !== "float32") throw new Error(`${op}: needs a float32 input, got ${x.dtype}`);
+  if (x.rank !== 4) {
+    throw new Error(`${op}: expected a 4-D [N, C, H, W] input, got shape ${fmtShape(x.shape)}`);
+  }
+  const [n, c, h, w] = x.shape;
+  if ((runningMean === null) !== (runningVar === null)) {
+    throw new Error(`${op}: runningMean and runningVar must both be tensors or both be null`);
+  }
+  checkVector(op, "runningMean", runningMean, c);
+  checkVector(op, "runningVar", runningVar, c);
+  checkVector(op, "weight", weight, c);
+  checkVector(op, "bias", bias, c);
+  if ((weight === null) !== (bias === null)) {
+    throw new Error(`${op}: weight and bias must both be tensors or both be null`);
+  }
+  if (!Number.isFinite(eps) || eps < 0) throw new Error(`${op}: eps must be finite and >= 0, got ${eps}`);
+  if (!Number.isFinite(momentum) || momentum < 0 || momentum > 1) {
+    throw new Error(`${op}: momentum must be a number in [0, 1], got ${momentum}`);
+  }
+  const hw = h * w, count = n * hw;
+  const useBatch = training || runningMean === null;
+  if (training && count <= 1) {
+    throw new Error(
+      `${op}: expected more than 1 value per channel when training, got input size ${fmtShape(x.shape)}`,
+    );
+  }
+  if (useBatch && count === 0) {
+    throw new Error(`${op}: batch statistics of an empty input ${fmtShape(x.shape)}`);
+  }
+  const out = Tensor.empty([...x.shape]);
+  if (x.size === 0) return out;
+  const engine = getEngine();
+  const stats = Tensor.empty([2, c]);
+  if (useBatch) {
+    const track = training && runningMean !== null;
+    const params = [n, c, hw, eps, momentum, count > 1 ? count / (count - 1) : 1];
+    const buffers = [x.buffer, stats.buffer, ...(track ? [runningMean!.buffer, runningVar!.buffer] : [])];
+    engine.dispatch(
+      statsKernel(`${track ? "track" : "plain"}_${groupSize(count)}`),
+      buffers,
+      params,
+      engine.grid(c),
+    );
+  } else {
+    dispatch1d(runningStatsKernel, [runningMean!, runningVar!, stats], [c, eps], c);
+  }
+  const affine = weight !== null && bias !== null;
+  const elemParams = [x.size, c, hw, count];
+  dispatch1d(
+    applyKernel(affine ? "affine" : "plain"),
+    [x, stats, ...(affine ? [weight!, bias!] : []), out],
+    elemParams,
+    x.size,
+  );
+
+  const inputs = affine ? [x, weight!, bias!] : [x];
+  record(out, op, inputs, (g) => {
+    const needSums = useBatch || weight?.requiresGrad || bias?.requiresGrad;
+    let sg: Tensor | null = null, sgx: Tensor | null = null;
+    if (needSums) {
+      sg = Tensor.empty([c]);
+      sgx = Tensor.empty([c]);
+      engine.dispatch(
+        gradSumsKernel(groupSize(count)),
+        [g.buffer, x.buffer, stats.buffer, sg.buffer, sgx.buffer],
+        [n, c, hw],
+        engine.grid(c),
+      );
+    }
+    let dx: Tensor | null = null;
+    if (x.requiresGrad) {
+      dx = Tensor.empty([...x.shape]);
+      const variant: DxVariant = `${useBatch ? "batch" : "running"}_${affine ? "affine" : "plain"}`;
+      const buffers = [g, x, stats, ...(useBatch ? [sg!, sgx!] : []), ...(affine ? [weight!] : []), dx];
+      dispatch1d(dxKernel(variant), buffers, elemParams, x.size);
+    }
+    // The graph runs backward once: the saved statistics are not needed afterwards.
+    stats.dispose();
+    const dw = affine && weight!.requiresGrad ? sgx : null;
+    const db = affine && bias!.requiresGrad ? sg : null;
+    if (sgx && sgx !== dw) sgx.dispose();
+    if (sg && sg !== db) sg.dispose();
+    return affine ? [dx, dw, db] : [dx];
+  });
+  if (!out.node) stats.dispose();
+  return out;
+}

@@ -1,0 +1,249 @@
+// 2-D convolution (NCHW, PyTorch's conv2d) as implicit GEMMs on the shared tiled GEMM: forward,
+// gradient to the input and gradient to the weight each read their operands straight from the tensors
+// (no im2col buffer). Groups run as the GEMM's z dimension. 1x1 convolutions without stride or padding
+// use loaders without the window arithmetic.
+import { getEngine } from "../backend/device.ts";
+import { kernelFamily } from "../backend/kernel.ts";
+import type { KernelSpec } from "../backend/engine.ts";
+import { record, Tensor } from "../autograd/tensor.ts";
+import { chooseTile, gemmKernel, type GemmTile, gemmWorkgroups } from "./gemm.ts";
+import { sum } from "./reduce.ts";
+import { fmtShape } from "./shape.ts";
+
+export type Pair = number | [number, number];
+
+export interface Conv2dOptions {
+  stride?: Pair;
+  padding?: Pair;
+  dilation?: Pair;
+  groups?: number;
+}
+
+export function pair(v: Pair | undefined, fallback: number, what: string, op: string, min: number): [number, number] {
+  const p: [number, number] = v === undefined ? [fallback, fallback] : typeof v === "number" ? [v, v] : [v[0], v[1]];
+  if (!Array.isArray(p) || p.length !== 2 || p.some((x) => !Number.isInteger(x) || x < min)) {
+    throw new Error(`${op}: ${what} must be an integer >= ${min} or a pair of them, got ${JSON.stringify(v)}`);
+  }
+  return p;
+}
+
+/** Sizes of one convolution, in the order of the kernels' uniforms after M, N, K. */
+interface ConvGeometry {
+  n: number;
+  c: number;
+  h: number;
+  w: number;
+  oc: number;
+  oh: number;
+  ow: number;
+  kh: number;
+  kw: number;
+  sh: number;
+  sw: number;
+  ph: number;
+  pw: number;
+  dh: number;
+  dw: number;
+  groups: number;
+}
+
+// Sizes that vary with the input (batch and maps) travel as uniforms; the kernel's own geometry (window,
+// stride, padding, dilation, channels per group) is compiled in, so the per-element index arithmetic
+// divides by constants (a multiply and shift) instead of by uniforms (a slow integer division on software
+// adapters). A network has few distinct convolution shapes, so few pipelines.
+const SIZE_UNIFORMS = ["c", "h", "w", "oc", "oh", "ow"].map((name) => ({ name, type: "u32" as const }));
+const sizeParams = (g: ConvGeometry) => [g.c, g.h, g.w, g.oc, g.oh, g.ow];
+
+function constants(g: ConvGeometry): string {
+  const v = { KH: g.kh, KW: g.kw, SH: g.sh, SW: g.sw, PH: g.ph, PW: g.pw, DH: g.dh, DW: g.dw, CG: g.c / g.groups, OCG: g.oc / g.groups };
+  return Object.entries(v).map(([k, x]) => `const ${k}: u32 = ${x}u;`).join("\n") + "\nconst KHW: u32 = KH * KW;";
+}
+const geometryKey = (g: ConvGeometry) => [g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.c / g.groups, g.oc / g.groups].join("x");
+
+type Variant = "general" | "pointwise";
+interface ConvKernelKey {
+  variant: Variant;
+  geometry: string;
+  consts: string;
+  bias?: boolean;
+  tile: GemmTile;
+}
+const parseKey = (key: string): ConvKernelKey => JSON.parse(key);
+
+// Forward: C[oc_g, (n, oh, ow)] = W[oc_g, (ci, kh, kw)] . X_cols[(ci, kh, kw), (n, oh, ow)] (+ bias).
+// A column's image base and window origin are found once per thread.
+const forwardKernel = kernelFamily((key: string) => {
+  const { variant, consts, bias, tile } = parseKey(key);
+  return gemmKernel({
+    name: `conv2d_fwd_${variant}${bias ? "_bias" : ""}`,
+    storage: [
+      { name: "x", access: "read" },
+      { name: "wt", access: "read" },
+      ...(bias ? [{ name: "bias", access: "read" as const }] : []),
+      { name: "out", access: "rw" },
+    ],
+    uniforms: SIZE_UNIFORMS,
+    helpers: consts,
+    loadA: "return wt[(z * OCG + r) * u.K + k];",
+    bColumn: variant === "pointwise"
+      ? { type: "u32", body: "let hw = u.h * u.w; return ((c / hw) * u.c + z * CG) * hw + c % hw;" }
+      : {
+        type: "vec3<i32>",
+        body: `let ohw = u.oh * u.ow; let n = c / ohw; let oh = (c % ohw) / u.ow; let ow = c % u.ow;
+  return vec3<i32>(i32((n * u.c + z * CG) * u.h * u.w), i32(oh * SH) - i32(PH), i32(ow * SW) - i32(PW));`,
+      },
+    loadB: variant === "pointwise" ? "return x[col + k * u.h * u.w];" : `let ci = k / KHW; let kh = (k % KHW) / KW; let kw = k % KW;
+  let ih = col.y + i32(kh * DH); let iw = col.z + i32(kw * DW);
+  if (ih < 0 || iw < 0 || ih >= i32(u.h) || iw >= i32(u.w)) { return 0.0; }
+  return x[u32(col.x) + (ci * u.h + u32(ih)) * u.w + u32(iw)];`,
+    store: `let ohw = u.oh * u.ow; let co = z * OCG + r;
+  out[((c / ohw) * u.oc + co) * ohw + c % ohw] = v${bias ? " + bias[co]" : ""};`,
+    tile,
+  });
+});
+
+// Gradient to the input: dX[ci_g, (n, ih, iw)] = W^T[ci_g, (co, kh, kw)] . dY_cols[(co, kh, kw), (n, ih, iw)],
+// where dY_cols holds dY[n, co, oh, ow] for the output position whose window puts (kh, kw) on (ih, iw).
+const inputGradKernel = kernelFamily((key: string) => {
+  const { variant, consts, tile } = parseKey(key);
+  return gemmKernel({
+    name: `conv2d_dx_${variant}`,
+    storage: [{ name: "dy", access: "read" }, { name: "wt", access: "read" }, { name: "dx", access: "rw" }],
+    uniforms: SIZE_UNIFORMS,
+    helpers: consts,
+    loadA: variant === "pointwise"
+      ? "return wt[(z * OCG + k) * CG + r];"
+      : "return wt[((z * OCG + k / KHW) * CG + r) * KHW + k % KHW];",
+    bColumn: variant === "pointwise"
+      ? { type: "u32", body: "let hw = u.h * u.w; return ((c / hw) * u.oc + z * OCG) * hw + c % hw;" }
+      : {
+        type: "vec3<i32>",
+        body: `let hw = u.h * u.w; let n = c / hw; let ih = (c % hw) / u.w; let iw = c % u.w;
+  return vec3<i32>(i32((n * u.oc + z * OCG) * u.oh * u.ow), i32(ih + PH), i32(iw + PW));`,
+      },
+    loadB: variant === "pointwise" ? "return dy[col + k * u.h * u.w];" : `let co = k / KHW; let kh = (k % KHW) / KW; let kw = k % KW;
+  let th = col.y - i32(kh * DH); let tw = col.z - i32(kw * DW);
+  if (th < 0 || tw < 0 || u32(th) % SH != 0u || u32(tw) % SW != 0u) { return 0.0; }
+  let oh = u32(th) / SH; let ow = u32(tw) / SW;
+  if (oh >= u.oh || ow >= u.ow) { return 0.0; }
+  return dy[u32(col.x) + (co * u.oh + oh) * u.ow + ow];`,
+    store: "let hw = u.h * u.w; dx[((c / hw) * u.c + z * CG + r) * hw + c % hw] = v;",
+    tile,
+  });
+});
+
+// Gradient to the weight: dW[co_g, (ci, kh, kw)] = dY[co_g, (n, oh, ow)] . X_cols^T[(n, oh, ow), (ci, kh, kw)].
+// K runs over (n, oh, ow), advanced by increments rather than divided out per row (k_row).
+const weightGradKernel = kernelFamily((key: string) => {
+  const { variant, consts, tile } = parseKey(key);
+  return gemmKernel({
+    name: `conv2d_dw_${variant}`,
+    storage: [{ name: "dy", access: "read" }, { name: "x", access: "read" }, { name: "dw", access: "rw" }],
+    uniforms: SIZE_UNIFORMS,
+    helpers: consts,
+    // kr = (n, oh, ow) of row k.
+    kRow: {
+      type: "vec3<u32>",
+      init: "let ohw = u.oh * u.ow; return vec3<u32>(k / ohw, (k % ohw) / u.ow, k % u.ow);",
+      next: `var n = kr; n.z += 1u;
+  if (n.z == u.ow) { n.z = 0u; n.y += 1u; if (n.y == u.oh) { n.y = 0u; n.x += 1u; } }
+  return n;`,
+    },
+    loadA: "return dy[((kr.x * u.oc + z * OCG + r) * u.oh + kr.y) * u.ow + kr.z];",
+    bColumn: variant === "pointwise" ? { type: "u32", body: "return z * CG + c;" } : {
+      type: "vec3<i32>",
+      body: `let ci = c / KHW; let kh = (c % KHW) / KW; let kw = c % KW;
+  return vec3<i32>(i32(z * CG + ci), i32(kh * DH) - i32(PH), i32(kw * DW) - i32(PW));`,
+    },
+    loadB: variant === "pointwise"
+      ? "return x[((kr.x * u.c + col) * u.h + kr.y) * u.w + kr.z];"
+      : `let ih = i32(kr.y * SH) + col.y; let iw = i32(kr.z * SW) + col.z;
+  if (ih < 0 || iw < 0 || ih >= i32(u.h) || iw >= i32(u.w)) { return 0.0; }
+  return x[((kr.x * u.c + u32(col.x)) * u.h + u32(ih)) * u.w + u32(iw)];`,
+    store: "dw[(z * OCG + r) * u.N + c] = v;",
+    tile,
+  });
+});
+
+function geometry(x: Tensor, w: Tensor, options: Conv2dOptions): ConvGeometry {
+  const op = "conv2d";
+  if (!(x instanceof Tensor) || x.rank !== 4) {
+    throw new Error(`${op}: input must be [N, C, H, W], got ${x instanceof Tensor ? fmtShape(x.shape) : typeof x}`);
+  }
+  if (!(w instanceof Tensor) || w.rank !== 4) {
+    throw new Error(`${op}: weight must be [Cout, Cin/groups, KH, KW], got ${w instanceof Tensor ? fmtShape(w.shape) : typeof w}`);
+  }
+  const [n, c, h, wd] = x.shape;
+  const [oc, cg, kh, kw] = w.shape;
+  const groups = options.groups ?? 1;
+  if (!Number.isInteger(groups) || groups < 1) throw new Error(`${op}: groups must be a positive integer, got ${groups}`);
+  if (c % groups !== 0 || oc % groups !== 0) {
+    throw new Error(`${op}: groups ${groups} must divide input channels ${c} and output channels ${oc}`);
+  }
+  if (cg !== c / groups) {
+    throw new Error(`${op}: weight ${fmtShape(w.shape)} expects ${cg * groups} input channels (groups ${groups}), input has ${c}`);
+  }
+  if (kh === 0 || kw === 0) throw new Error(`${op}: kernel size must be positive, got ${kh}x${kw}`);
+  const [sh, sw] = pair(options.stride, 1, "stride", op, 1);
+  const [ph, pw] = pair(options.padding, 0, "padding", op, 0);
+  const [dh, dw] = pair(options.dilation, 1, "dilation", op, 1);
+  const oh = Math.floor((h + 2 * ph - dh * (kh - 1) - 1) / sh) + 1;
+  const ow = Math.floor((wd + 2 * pw - dw * (kw - 1) - 1) / sw) + 1;
+  if (oh <= 0 || ow <= 0) {
+    throw new Error(
+      `${op}: input ${h}x${wd} (padding ${ph}x${pw}) is smaller than the dilated kernel ${dh * (kh - 1) + 1}x${dw * (kw - 1) + 1}`,
+    );
+  }
+  return { n, c, h, w: wd, oc, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw, groups };
+}
+
+function isPointwise(g: ConvGeometry): boolean {
+  return g.kh === 1 && g.kw === 1 && g.sh === 1 && g.sw === 1 && g.ph === 0 && g.pw === 0;
+}
+
+function run(
+  family: (key: string) => KernelSpec,
+  buffers: Tensor[],
+  g: ConvGeometry,
+  key: Omit<ConvKernelKey, "tile" | "geometry" | "consts">,
+  m: number,
+  n: number,
+  k: number,
+): void {
+  const engine = getEngine();
+  const tile = chooseTile(m, n);
+  const full: ConvKernelKey = { ...key, geometry: geometryKey(g), consts: constants(g), tile };
+  engine.dispatch(
+    family(JSON.stringify(full)),
+    buffers.map((t) => t.buffer),
+    [m, n, k, ...sizeParams(g)],
+    gemmWorkgroups(tile, m, n, g.groups),
+  );
+}
+
+/** PyTorch's conv2d: x [N, C, H, W], weight [Cout, C/groups, KH, KW], optional bias [Cout]. */
+export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor | null, options: Conv2dOptions = {}): Tensor {
+  const g = geometry(x, weight, options);
+  if (bias && (bias.rank !== 1 || bias.shape[0] !== g.oc)) {
+    throw new Error(`conv2d: bias must be [${g.oc}], got ${fmtShape(bias.shape)}`);
+  }
+  const variant: Variant = isPointwise(g) ? "pointwise" : "general";
+  const cg = g.c / g.groups, ocg = g.oc / g.groups;
+  const khw = g.kh * g.kw;
+  const out = Tensor.empty([g.n, g.oc, g.oh, g.ow]);
+  run(forwardKernel, bias ? [x, weight, bias, out] : [x, weight, out], g, { variant, bias: Boolean(bias) }, ocg, g.n * g.oh * g.ow, cg * khw);
+  const inputs = bias ? [x, weight, bias] : [x, weight];
+  return record(out, "conv2d", inputs, (dy) => {
+    let dx: Tensor | null = null, dw: Tensor | null = null;
+    if (x.requiresGrad) {
+      dx = Tensor.empty([...x.shape]);
+      run(inputGradKernel, [dy, weight, dx], g, { variant }, cg, g.n * g.h * g.w, ocg * khw);
+    }
+    if (weight.requiresGrad) {
+      dw = Tensor.empty([...weight.shape]);
+      run(weightGradKernel, [dy, x, dw], g, { variant }, ocg, cg * khw, g.n * g.oh * g.ow);
+    }
+    const db = bias?.requiresGrad ? sum(dy, [0, 2, 3]) : null;
+    return bias ? [dx, dw, db] : [dx, dw];
+  });
+}
