@@ -44,11 +44,13 @@ export interface GemmTile {
   wy: number;
 }
 
-/** Few rows (grouped convolutions, thin outputs): one row of threads; otherwise 8x8 threads of 4 rows. */
+/** Few rows (grouped convolutions, thin outputs): one row of threads; otherwise 8x8 threads. */
 export function chooseTile(m: number, _n: number): GemmTile {
   if (m <= 4) return { rows: 4, wx: 64, wy: 1 };
   if (m <= 8) return { rows: 8, wx: 64, wy: 1 };
-  return { rows: 4, wx: 8, wy: 8 };
+  // Eight rows per thread when there are enough: each B element (the costly implicit-im2col read) then
+  // feeds eight FMAs. Measured on lavapipe: ~1.5-2x over four rows for ResNet's 3x3 convolutions.
+  return m >= 64 ? { rows: 8, wx: 8, wy: 8 } : { rows: 4, wx: 8, wy: 8 };
 }
 
 export function gemmWorkgroups(tile: GemmTile, m: number, n: number, z: number): [number, number, number] {

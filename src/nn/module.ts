@@ -64,9 +64,16 @@ export abstract class Module {
     return this.parameters().filter((t) => t.requiresGrad);
   }
 
-  /** Parameters and buffers by PyTorch key; the tensors are the module's own (not copies). */
-  stateDict(): Record<string, Tensor> {
-    return Object.fromEntries([...this.namedParameters(), ...this.namedBuffers()]);
+  /**
+   * Parameters and buffers by PyTorch key, in PyTorch's order (each module's parameters, then its
+   * buffers, then its children); the tensors are the module's own (not copies).
+   */
+  stateDict(prefix = ""): Record<string, Tensor> {
+    const out: Record<string, Tensor> = {};
+    for (const [k, t] of this.ownParams) out[prefix + k] = t;
+    for (const [k, t] of this.ownBuffers) out[prefix + k] = t;
+    for (const [k, m] of this.ownChildren) Object.assign(out, m.stateDict(`${prefix}${k}.`));
+    return out;
   }
 
   /**
