@@ -6,61 +6,16 @@ await fl.init();
 
 import { assert, assertClose, assertEquals, assertRejects, assertThrows, test } from "./harness.ts";
 import * as ref from "./reference.ts";
-import { type Arr, numericGrad, Rng } from "./reference.ts";
+import { type Arr, Rng } from "./reference.ts";
+import { checkOp as checkOpWith, type OpCase, rng, type Tol, toDevice } from "./opcheck.ts";
 import { threefry2x32 } from "../src/kernels/random.ts";
 
 type Tensor = fl.Tensor;
-interface Tol {
-  rtol?: number;
-  atol?: number;
-}
 const FWD: Tol = { rtol: 1e-5, atol: 1e-6 };
 const BWD: Tol = { rtol: 1e-4, atol: 1e-5 };
+const TOL = { fwd: FWD, bwd: BWD };
+const checkOp = (c: OpCase) => checkOpWith(c, TOL);
 
-interface OpCase {
-  name: string;
-  inputs: Arr[];
-  device: (xs: Tensor[]) => Tensor;
-  ref: (xs: Arr[]) => Arr;
-  /** Which inputs require grad (default: all). */
-  grad?: boolean[];
-  fwd?: Tol;
-  bwd?: Tol;
-  seed?: number;
-}
-
-const toDevice = (x: Arr, requiresGrad = false): Tensor =>
-  fl.tensor(Float32Array.from(x.data), x.shape, { requiresGrad });
-
-/** Forward against the reference, then every input's .grad against finite differences. */
-async function checkOp(c: OpCase): Promise<void> {
-  const before = fl.liveTensorCount();
-  await fl.scope(async () => {
-    const which = c.grad ?? c.inputs.map(() => true);
-    const ts = c.inputs.map((x, i) => toDevice(x, which[i]));
-    const out = c.device(ts);
-    const expected = c.ref(c.inputs);
-    assertEquals(out.shape, expected.shape, `${c.name}: output shape`);
-    assertClose(await out.toArray(), expected.data, { ...FWD, ...c.fwd, msg: `${c.name}: forward` });
-    if (!which.some(Boolean)) return;
-    const r = new Rng(c.seed ?? 1234).randn(expected.shape);
-    fl.F.sum(fl.F.mul(out, toDevice(r))).backward();
-    const num = numericGrad(c.ref, c.inputs, r, which);
-    for (let k = 0; k < ts.length; k++) {
-      if (!which[k]) {
-        assert(ts[k].grad === null, `${c.name}: input ${k} without requiresGrad got a gradient`);
-        continue;
-      }
-      const g = ts[k].grad;
-      assert(g !== null, `${c.name}: input ${k} has no gradient`);
-      assertEquals(g.shape, ts[k].shape, `${c.name}: gradient ${k} shape`);
-      assertClose(await g.toArray(), num[k]!, { ...BWD, ...c.bwd, msg: `${c.name}: gradient of input ${k}` });
-    }
-  });
-  assertEquals(fl.liveTensorCount(), before, `${c.name}: live tensors after the scope`);
-}
-
-const rng = (seed: number) => new Rng(seed);
 
 // ---------------------------------------------------------------------------------------------------------
 // Element-wise
