@@ -12,3 +12,4 @@ export * as metrics from "./src/train/metrics.ts";
 export * as nn from "./src/nn/index.ts";
 export * as models from "./src/models/index.ts";
 export * as train from "./src/train/index.ts";
+export * as io from "./src/io/index.ts";

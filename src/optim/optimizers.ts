@@ -1,6 +1,6 @@
 // Optimizers over parameter tensors; their state lives on the device next to the parameters.
 import { Tensor } from "../autograd/tensor.ts";
-import { fillInPlace, zerosLike } from "../kernels/basic.ts";
+import { fillInPlace, tensor, zerosLike } from "../kernels/basic.ts";
 import { adamStep, type AdamHyper, sgdStep, type SgdHyper } from "../kernels/optim.ts";
 
 function checkParams(params: Tensor[], name: string): Tensor[] {
@@ -31,6 +31,62 @@ abstract class Optimizer {
   abstract dispose(): void;
   abstract step(): void;
 }
+
+/** An optimizer state entry, as `fl.io.loadSafetensors` returns it and `saveSafetensors` takes it. */
+export interface OptimizerStateRecord {
+  dtype: string;
+  shape: number[];
+  data: Float32Array | Int32Array | ArrayLike<number>;
+}
+export type OptimizerState = Record<string, OptimizerStateRecord>;
+
+const scalarI64 = (v: number): OptimizerStateRecord => ({ dtype: "I64", shape: [], data: new Int32Array([v]) });
+const scalarF32 = (v: number): OptimizerStateRecord => ({ dtype: "F32", shape: [], data: new Float32Array([v]) });
+
+/**
+ * Checks a state record against the optimizer's parameters: `step_count`, `hyper.<name>` scalars and
+ * `state.<i>.<slot>` tensors (i = parameter index, slot one of `slots`) shaped like parameter i. All
+ * problems are listed in one error; nothing is changed on error.
+ */
+function checkState(name: string, params: Tensor[], record: OptimizerState, hyperKeys: string[], slots: string[]): void {
+  const problems: string[] = [];
+  if (typeof record !== "object" || record === null) throw new Error(`${name}.loadStateDict: expected a record`);
+  for (const [k, e] of Object.entries(record)) {
+    const count = Array.isArray(e?.shape) ? e.shape.reduce((a, b) => a * b, 1) : -1;
+    if (!e || count < 0 || !e.data || e.data.length !== count) {
+      problems.push(`${k}: not a { dtype, shape, data } record`);
+      continue;
+    }
+    const m = /^state\.(\d+)\.(\w+)$/.exec(k);
+    if (k === "step_count" || (k.startsWith("hyper.") && hyperKeys.includes(k.slice(6)))) {
+      if (count !== 1) problems.push(`${k}: expected one value, got shape [${e.shape.join(", ")}]`);
+    } else if (m && Number(m[1]) < params.length && (m[2] === "step" || slots.includes(m[2]))) {
+      const want = m[2] === "step" ? [] : params[Number(m[1])].shape;
+      if (count !== want.reduce((a, b) => a * b, 1)) {
+        problems.push(`${k}: shape [${e.shape.join(", ")}] does not fit parameter ${m[1]} of shape [${want.join(", ")}]`);
+      }
+    } else {
+      problems.push(`unexpected key ${k}`);
+    }
+  }
+  for (let i = 0; i < params.length; i++) {
+    const present = [...slots, ...(name === "Adam" ? ["step"] : [])].filter((s) => `state.${i}.${s}` in record);
+    if (present.length > 0 && present.length < slots.length + (name === "Adam" ? 1 : 0)) {
+      problems.push(`state.${i}: incomplete (has ${present.join(", ")})`);
+    }
+  }
+  if (problems.length) throw new Error(`${name}.loadStateDict: ${problems.join("; ")}`);
+}
+
+/** Keeps an exact hyper-parameter unless the stored (possibly float32-rounded) value differs from it. */
+function restoreHyper(own: number, stored: OptimizerStateRecord | undefined): number {
+  if (!stored) return own;
+  const v = Number(stored.data[0]);
+  return Math.fround(v) === Math.fround(own) ? own : v;
+}
+
+const uploadState = (e: OptimizerStateRecord, shape: number[]): Tensor =>
+  tensor(e.data instanceof Float32Array ? e.data : Float32Array.from(e.data as ArrayLike<number>, Number), [...shape]).keep();
 
 export interface AdamOptions {
   lr?: number;
@@ -63,6 +119,48 @@ export class Adam extends Optimizer {
       if (!s) this.state.set(p, s = { m: zerosLike(p).keep(), v: zerosLike(p).keep(), step: 0 });
       s.step++;
       adamStep(p, p.grad, s.m, s.v, s.step, this.hyper);
+    }
+  }
+
+  /**
+   * The optimizer's state, downloaded: `step_count`; per parameter index i with state `state.<i>.step`,
+   * `state.<i>.exp_avg`, `state.<i>.exp_avg_sq`; `hyper.lr|beta1|beta2|eps|weightDecay` (float32).
+   */
+  async stateDict(): Promise<OptimizerState> {
+    const out: OptimizerState = { step_count: scalarI64(this.stepCount) };
+    for (const [k, v] of Object.entries(this.hyper)) out[`hyper.${k}`] = scalarF32(v);
+    for (let i = 0; i < this.params.length; i++) {
+      const s = this.state.get(this.params[i]);
+      if (!s) continue;
+      const shape = [...this.params[i].shape];
+      out[`state.${i}.step`] = scalarI64(s.step);
+      out[`state.${i}.exp_avg`] = { dtype: "F32", shape, data: await s.m.toArray() };
+      out[`state.${i}.exp_avg_sq`] = { dtype: "F32", shape, data: await s.v.toArray() };
+    }
+    return out;
+  }
+
+  /**
+   * Restores `stateDict()`'s output (or the same keys read back from a file) for the same parameter
+   * list. Hyper-parameters that equal the current ones in float32 keep their current (exact) values;
+   * others take the stored value.
+   */
+  loadStateDict(record: OptimizerState): void {
+    const hyperKeys = Object.keys(this.hyper);
+    checkState("Adam", this.params, record, hyperKeys, ["exp_avg", "exp_avg_sq"]);
+    this.dispose();
+    const h = this.hyper as unknown as Record<string, number>;
+    for (const k of hyperKeys) h[k] = restoreHyper(h[k], record[`hyper.${k}`]);
+    if (record.step_count) this.stepCount = Number(record.step_count.data[0]);
+    for (let i = 0; i < this.params.length; i++) {
+      const m = record[`state.${i}.exp_avg`];
+      if (!m) continue;
+      const p = this.params[i];
+      this.state.set(p, {
+        m: uploadState(m, p.shape),
+        v: uploadState(record[`state.${i}.exp_avg_sq`], p.shape),
+        step: Number(record[`state.${i}.step`].data[0]),
+      });
     }
   }
 
@@ -114,6 +212,36 @@ export class SGD extends Optimizer {
       const first = !buf;
       if (!buf && this.hyper.momentum !== 0) this.buffers.set(p, buf = zerosLike(p).keep());
       sgdStep(p, p.grad, buf ?? null, first, this.hyper);
+    }
+  }
+
+  /**
+   * The optimizer's state, downloaded: `step_count`, `state.<i>.momentum_buffer` per parameter index i
+   * that has one, `hyper.lr|momentum|dampening|weightDecay|nesterov` (float32; nesterov 0 or 1).
+   */
+  async stateDict(): Promise<OptimizerState> {
+    const out: OptimizerState = { step_count: scalarI64(this.stepCount) };
+    for (const [k, v] of Object.entries(this.hyper)) out[`hyper.${k}`] = scalarF32(Number(v));
+    for (let i = 0; i < this.params.length; i++) {
+      const b = this.buffers.get(this.params[i]);
+      if (b) out[`state.${i}.momentum_buffer`] = { dtype: "F32", shape: [...this.params[i].shape], data: await b.toArray() };
+    }
+    return out;
+  }
+
+  /** Restores `stateDict()`'s output for the same parameter list (hyper-parameters as in Adam). */
+  loadStateDict(record: OptimizerState): void {
+    const hyperKeys = Object.keys(this.hyper);
+    checkState("SGD", this.params, record, hyperKeys, ["momentum_buffer"]);
+    this.dispose();
+    const h = this.hyper as unknown as Record<string, number | boolean>;
+    for (const k of hyperKeys) {
+      h[k] = k === "nesterov" ? restoreHyper(h[k] ? 1 : 0, record[`hyper.${k}`]) !== 0 : restoreHyper(h[k] as number, record[`hyper.${k}`]);
+    }
+    if (record.step_count) this.stepCount = Number(record.step_count.data[0]);
+    for (let i = 0; i < this.params.length; i++) {
+      const b = record[`state.${i}.momentum_buffer`];
+      if (b) this.buffers.set(this.params[i], uploadState(b, this.params[i].shape));
     }
   }
 

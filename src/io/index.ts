@@ -1,0 +1,21 @@
+// fl.io: safetensors weights, training checkpoints and atomic file writes.
+export {
+  encodeSafetensors,
+  inspectSafetensors,
+  loadSafetensors,
+  loadSafetensorsSync,
+  MAX_HEADER_BYTES,
+  readSafetensorsMetadata,
+  type SafetensorsInput,
+  type SafetensorsTensor,
+  saveSafetensors,
+} from "./safetensors.ts";
+export { writeFileAtomic } from "./files.ts";
+export {
+  CHECKPOINT_FORMAT,
+  type CheckpointOptimizer,
+  loadCheckpoint,
+  type LoadCheckpointOptions,
+  saveCheckpoint,
+  type SaveCheckpointOptions,
+} from "./checkpoint.ts";
