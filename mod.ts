@@ -5,7 +5,7 @@ export { backendInfo, type BackendInfo, init, type InitOptions } from "./src/bac
 export { liveTensorCount, noGrad, scope, Tensor, type TensorOptions } from "./src/autograd/tensor.ts";
 export { full, intTensor, ones, tensor, zeros } from "./src/kernels/basic.ts";
 export { Generator, manualSeed, rand, randn } from "./src/kernels/random.ts";
-export { poolStats, syncDevice } from "./src/backend/stats.ts";
+export { poolStats, syncDevice, trimPool } from "./src/backend/stats.ts";
 export * as F from "./src/functional.ts";
 export * as optim from "./src/optim/optimizers.ts";
 export * as metrics from "./src/train/metrics.ts";

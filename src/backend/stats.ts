@@ -11,3 +11,8 @@ export function poolStats(): PoolStats & { submits: number; dispatches: number; 
 export function syncDevice(): Promise<void> {
   return getEngine().sync();
 }
+
+/** Gives the pool's free buffers back to the device (after a large model is disposed, say). */
+export function trimPool(): void {
+  getEngine().trimPool();
+}
