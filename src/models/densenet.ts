@@ -9,11 +9,11 @@
 // one pixel: conv0 s2 -> pool0 s2 -> three transitions); images are usually 224x224 (full) or 64x64 (tiny).
 import type { Tensor } from "../autograd/tensor.ts";
 import { noGrad } from "../autograd/tensor.ts";
-import { copyInto, fillInPlace } from "../kernels/basic.ts";
+import { fillInPlace } from "../kernels/basic.ts";
+import { kaimingNormal_ } from "../nn/init.ts";
 import { cat } from "../kernels/concat.ts";
 import { relu } from "../kernels/elementwise.ts";
 import { adaptiveAvgPool2d } from "../kernels/pool.ts";
-import { type Generator, randn } from "../kernels/random.ts";
 import { flatten } from "../kernels/view.ts";
 import { AvgPool2d, BatchNorm2d, Conv2d, MaxPool2d } from "../nn/cnn_layers.ts";
 import { type InitOptions, Linear, ReLU } from "../nn/layers.ts";
@@ -53,16 +53,6 @@ export const DENSENET161_CONFIGS: Record<"full" | "tiny", Omit<DenseNetConfig, "
 export const DENSENET_TINY_CONFIG =
   "DenseNet-BC, growth 16, blocks (2,4,6,4), 32 initial features, bn_size 2 (bottleneck 32), classifier over 136 features; 139,316 parameters with 4 classes";
 
-/** torchvision's init: kaiming_normal_ (fan_in, gain sqrt 2) on conv weights; BN 1/0; Linear bias 0. */
-function kaimingNormalFanIn(conv: Conv2d, generator?: Generator): void {
-  const [, inPerGroup, kh, kw] = conv.weight.shape;
-  const std = Math.sqrt(2 / (inPerGroup * kh * kw));
-  noGrad(() => {
-    const w = randn([...conv.weight.shape], { std, generator });
-    copyInto(conv.weight, w);
-    w.dispose();
-  });
-}
 
 /** Children registered under the given names, applied in order (torch.nn.Sequential with an OrderedDict). */
 class NamedSequential extends Module {
@@ -99,8 +89,8 @@ export class DenseLayer extends Module {
       "conv2",
       new Conv2d(bnSize * growthRate, growthRate, 3, { padding: 1, bias: false, ...init }),
     );
-    kaimingNormalFanIn(this.conv1, init.generator);
-    kaimingNormalFanIn(this.conv2, init.generator);
+    kaimingNormal_(this.conv1.weight, "fan_in", init.generator);
+    kaimingNormal_(this.conv2.weight, "fan_in", init.generator);
   }
 
   /** The new k feature maps from all previous ones (concatenated along channels first). */
@@ -153,7 +143,7 @@ export class Transition extends NamedSequential {
       "conv",
       new Conv2d(numInputFeatures, numOutputFeatures, 1, { bias: false, ...init }),
     );
-    kaimingNormalFanIn(conv, init.generator);
+    kaimingNormal_(conv.weight, "fan_in", init.generator);
     this.add("pool", new AvgPool2d(2, { stride: 2 }));
   }
 }
@@ -197,7 +187,7 @@ export class DenseNet extends Module {
       "conv0",
       new Conv2d(3, numInitFeatures, 7, { stride: 2, padding: 3, bias: false, ...init }),
     );
-    kaimingNormalFanIn(conv0, init.generator);
+    kaimingNormal_(conv0.weight, "fan_in", init.generator);
     features.add("norm0", new BatchNorm2d(numInitFeatures));
     features.add("relu0", new ReLU());
     features.add("pool0", new MaxPool2d(3, { stride: 2, padding: 1 }));

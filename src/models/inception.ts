@@ -18,12 +18,11 @@
 //         pool with stride 3 followed by its 5x5 conv needs a 17x17 map after Mixed_6e);
 //   tiny: 39x39 for forward, 55x55 for forwardWithAux.
 import type { Tensor } from "../autograd/tensor.ts";
-import { noGrad } from "../autograd/tensor.ts";
-import { copyInto, tensor } from "../kernels/basic.ts";
+import { tensor } from "../kernels/basic.ts";
+import { normal_ } from "../nn/init.ts";
 import { cat } from "../kernels/concat.ts";
 import { add, mul, relu } from "../kernels/elementwise.ts";
 import { adaptiveAvgPool2d, avgPool2d, maxPool2d } from "../kernels/pool.ts";
-import { type Generator, randn } from "../kernels/random.ts";
 import { flatten } from "../kernels/view.ts";
 import { AdaptiveAvgPool2d, BatchNorm2d, Conv2d, MaxPool2d } from "../nn/cnn_layers.ts";
 import { Dropout, type InitOptions, Linear } from "../nn/layers.ts";
@@ -99,15 +98,8 @@ export const INCEPTION_V3_CONFIGS: Record<
 export const INCEPTION_TINY_CONFIG =
   "Inception3 layout, channels / 8, Mixed_5b (A), Mixed_6a (B), Mixed_6b (C), AuxLogits, Mixed_7a (D), Mixed_7b (E), Conv2d_1a_3x3 stride 1, AuxLogits.conv1 1x1; 154,732 parameters with 4 classes; inputs >= 39x39 (>= 55x55 with aux)";
 
-/** torchvision's init_weights: trunc_normal_(std, a=-2, b=2) on conv and linear weights (a plain normal here:
- * the bounds lie 20 or more standard deviations out); BN weight 1, bias 0. */
-function normalInit(weight: Tensor, std: number, generator?: Generator): void {
-  noGrad(() => {
-    const w = randn([...weight.shape], { std, generator });
-    copyInto(weight, w);
-    w.dispose();
-  });
-}
+// torchvision's init_weights: trunc_normal_(std, a=-2, b=2) on conv and linear weights (a plain normal here:
+// the bounds lie 20 or more standard deviations out); BN weight 1, bias 0.
 
 interface ConvSpec {
   kernelSize: number | [number, number];
@@ -132,7 +124,7 @@ export class BasicConv2d extends Module {
         ...init,
       }),
     );
-    normalInit(this.conv.weight, spec.std ?? 0.1, init.generator);
+    normal_(this.conv.weight, spec.std ?? 0.1, init.generator);
     this.bn = this.registerModule("bn", new BatchNorm2d(outChannels, { eps: 0.001 }));
   }
 
@@ -341,7 +333,7 @@ export class InceptionAux extends Module {
       new BasicConv2d(w(128), w(768), { kernelSize: kernel, std: 0.01 }, init),
     );
     this.fc = this.registerModule("fc", new Linear(w(768), numClasses, init));
-    normalInit(this.fc.weight, 0.001, init.generator);
+    normal_(this.fc.weight, 0.001, init.generator);
   }
 
   forward(x: Tensor): Tensor {
@@ -485,7 +477,7 @@ export class Inception3 extends Module {
     this.avgpool = this.registerModule("avgpool", new AdaptiveAvgPool2d([1, 1]));
     this.dropout = this.registerModule("dropout", new Dropout(config.dropout, init));
     this.fc = this.registerModule("fc", new Linear(c, config.numClasses, init));
-    normalInit(this.fc.weight, 0.1, init.generator);
+    normal_(this.fc.weight, 0.1, init.generator);
     this.minInputSize = inceptionMinInputSize(config, false);
     this.minInputSizeWithAux = inceptionMinInputSize(config, true);
   }

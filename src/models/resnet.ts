@@ -14,27 +14,14 @@
 // The bottleneck width is floor(planes * widthPerGroup / baseWidth) * groups, torchvision's formula with
 // its constant 64 made the `baseWidth` option (64 at full size, 8 in the tiny configs).
 import type { Tensor } from "../autograd/tensor.ts";
-import { copyInto } from "../kernels/basic.ts";
 import { add, relu } from "../kernels/elementwise.ts";
-import { type Generator, randn } from "../kernels/random.ts";
+import { kaimingNormal_ } from "../nn/init.ts";
 import { flatten } from "../kernels/view.ts";
-import { noGrad } from "../autograd/tensor.ts";
 import { AdaptiveAvgPool2d, BatchNorm2d, Conv2d, MaxPool2d } from "../nn/cnn_layers.ts";
 import { type InitOptions, Linear, ReLU, Sequential } from "../nn/layers.ts";
 import { Module } from "../nn/module.ts";
 
 export type ModelScale = "full" | "tiny";
-
-/** Overwrites a conv weight with torchvision's kaiming_normal_(mode="fan_out", nonlinearity="relu"). */
-export function kaimingNormalFanOut(conv: Conv2d, generator?: Generator): void {
-  const [out, , kh, kw] = conv.weight.shape;
-  const std = Math.sqrt(2 / (out * kh * kw));
-  noGrad(() => {
-    const w = randn([...conv.weight.shape], { std, generator });
-    copyInto(conv.weight, w);
-    w.dispose();
-  });
-}
 
 /** The generator and which initialisation to apply. */
 export interface ModelInit extends InitOptions {
@@ -54,7 +41,7 @@ function conv(inC: number, outC: number, k: number, stride: number, groups: numb
     bias: false,
     generator: init.generator,
   });
-  if ((init.init ?? "torchvision") === "torchvision") kaimingNormalFanOut(c, init.generator);
+  if ((init.init ?? "torchvision") === "torchvision") kaimingNormal_(c.weight, "fan_out", init.generator);
   return c;
 }
 

@@ -10,14 +10,13 @@
 //   AdaptiveAvgPool2d(2), classifier Linear(32*2*2, 128), ReLU, Dropout, Linear(128, 128), ReLU, Dropout,
 //   Linear(128, numClasses) (same keys; 64x64 inputs reach the pool as 2x2).
 import type { Tensor } from "../autograd/tensor.ts";
-import { copyInto, fillInPlace } from "../kernels/basic.ts";
-import { randn } from "../kernels/random.ts";
+import { fillInPlace } from "../kernels/basic.ts";
+import { kaimingNormal_, normal_ } from "../nn/init.ts";
 import { flatten } from "../kernels/view.ts";
-import { noGrad } from "../autograd/tensor.ts";
 import { AdaptiveAvgPool2d, BatchNorm2d, Conv2d, MaxPool2d } from "../nn/cnn_layers.ts";
 import { Dropout, Linear, ReLU, Sequential } from "../nn/layers.ts";
 import { Module } from "../nn/module.ts";
-import { kaimingNormalFanOut, type ModelInit, type ModelOptions, type ModelScale } from "./resnet.ts";
+import { type ModelInit, type ModelOptions, type ModelScale } from "./resnet.ts";
 
 export type VGGCfg = (number | "M")[];
 
@@ -87,7 +86,7 @@ export class VGG extends Module {
       }
       const conv = new Conv2d(inC, v, 3, { padding: 1, generator });
       if (torchvisionInit) {
-        kaimingNormalFanOut(conv, generator);
+        kaimingNormal_(conv.weight, "fan_out", generator);
         fillInPlace(conv.bias!, 0);
       }
       layers.push(conv, new BatchNorm2d(v), new ReLU());
@@ -98,11 +97,7 @@ export class VGG extends Module {
     const linear = (i: number, o: number) => {
       const l = new Linear(i, o, { generator });
       if (!torchvisionInit) return l;
-      noGrad(() => {
-        const w = randn([o, i], { std: 0.01, generator });
-        copyInto(l.weight, w);
-        w.dispose();
-      });
+      normal_(l.weight, 0.01, generator);
       fillInPlace(l.bias!, 0);
       return l;
     };
