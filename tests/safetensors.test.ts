@@ -15,6 +15,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as fl from "../mod.ts";
 import { assert, assertEquals, assertRejects, assertThrows, test } from "./harness.ts";
+import { mulberry32 } from "./reference.ts";
 import { loadSafetensorsSync } from "../src/io/safetensors.ts";
 
 await fl.init();
@@ -388,17 +389,6 @@ test("atomic save: a failed write leaves no partial file and the existing file i
   assertEquals(Array.from((await fl.io.loadSafetensors(path)).a.data), [5]);
   assertEquals(readdirSync(sub).sort(), ["dir.safetensors", "w.safetensors"]);
 });
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 test("fuzz: 20000 seeded mutations of a valid file each load or throw an Error", async () => {
   const base = raw({
