@@ -50,7 +50,7 @@ export function chooseTile(m: number, _n: number): GemmTile {
   if (m <= 8) return { rows: 8, wx: 64, wy: 1 };
   // Eight rows per thread when there are enough: each B element (the costly implicit-im2col read) then
   // feeds eight FMAs. Measured on lavapipe: ~1.5-2x over four rows for ResNet's 3x3 convolutions.
-  return m >= 64 ? { rows: 8, wx: 8, wy: 8 } : { rows: 4, wx: 8, wy: 8 };
+  return m >= 32 ? { rows: 8, wx: 8, wy: 8 } : { rows: 4, wx: 8, wy: 8 };
 }
 
 export function gemmWorkgroups(tile: GemmTile, m: number, n: number, z: number): [number, number, number] {
