@@ -10,3 +10,15 @@ export {
   validateLearnerOutputs,
 } from "./stage2.ts";
 export { type LearnerOutputs, PAPER_CLASS_COUNTS, syntheticLearnerOutputs, type SyntheticOptions } from "./synthetic.ts";
+export {
+  fileListHash,
+  loadSplit,
+  type PatientSplit,
+  patientSplit,
+  type PatientSplitOptions,
+  saveSplit,
+  type SplitRecord,
+  stratifiedKFold,
+  stratifiedSplit,
+  type SubsampleSpec,
+} from "./splits.ts";
