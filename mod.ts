@@ -13,3 +13,4 @@ export * as nn from "./src/nn/index.ts";
 export * as models from "./src/models/index.ts";
 export * as train from "./src/train/index.ts";
 export * as io from "./src/io/index.ts";
+export * as data from "./src/train/data.ts";

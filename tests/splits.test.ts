@@ -10,30 +10,10 @@ import { Generator } from "../src/kernels/random.ts";
 import { CLASS_NAMES } from "../src/train/metrics.ts";
 import { loadSplit, type PatientSplit, patientSplit, saveSplit, type SplitRecord } from "../src/train/splits.ts";
 import { assert, assertEquals, assertThrows, test } from "./harness.ts";
+import { parseCsv } from "../src/train/data.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const LABELS_CSV = join(here, "..", "..", "shared", "data", "chestxray", "labels.csv");
-
-/** RFC 4180 CSV: quoted fields may hold commas, doubled quotes and newlines (labels.csv quotes "COVID-19, ARDS"). */
-function parseCsv(text: string): string[][] {
-  const rows: string[][] = [];
-  let row: string[] = [], field = "", quoted = false;
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i];
-    if (quoted) {
-      if (c === '"' && text[i + 1] === '"') field += '"', i++;
-      else if (c === '"') quoted = false;
-      else field += c;
-    } else if (c === '"') quoted = true;
-    else if (c === ",") row.push(field), field = "";
-    else if (c === "\n" || c === "\r") {
-      if (c === "\r" && text[i + 1] === "\n") i++;
-      row.push(field), rows.push(row), row = [], field = "";
-    } else field += c;
-  }
-  if (field !== "" || row.length > 0) row.push(field), rows.push(row);
-  return rows;
-}
 
 function chestxrayRecords(): (SplitRecord & { file: string })[] | null {
   if (!existsSync(LABELS_CSV)) return null;

@@ -1,0 +1,524 @@
+// Chest X-ray data sources -> one index of labelled images (FLANNEL's 4 classes), plus the paper's Table 1.
+// Three layouts, detected from the folder: Kaggle chest-xray-pneumonia (`chest_xray/{train,val,test}/
+// {NORMAL,PNEUMONIA}/*.jpeg`), covid-chestxray-dataset (`metadata.csv` + `images/`) and a plain
+// `labels.csv` + `images/` (as ../shared/data/chestxray). Loading the index reads no pixels; `loadImage`
+// decodes one record and `validateImages` decodes all, moving unreadable files to `skipped`.
+import { readdirSync, readFileSync, statSync } from "node:fs";
+import { basename, join, resolve } from "node:path";
+import { type DecodeOptions, type GrayImage, readImage } from "../io/images.ts";
+
+// the image functions, reachable as fl.data.* (src/io/index.ts belongs to the weights code)
+export {
+  decodeImage,
+  type DecodeOptions,
+  DEFAULT_MAX_PIXELS,
+  detectFormat,
+  encodePngGray,
+  type GrayImage,
+  readImage,
+  resizeGray,
+} from "../io/images.ts";
+
+export const CLASSES = ["covid", "viral", "bacterial", "normal"] as const;
+export type ClassName = typeof CLASSES[number];
+
+export const SOURCE_IEEE = "ieee8023";
+export const SOURCE_KAGGLE = "kaggle_chest_xray_pneumonia";
+
+export interface ImageRecord {
+  /** absolute path of the image */
+  file: string;
+  label: number;
+  labelName: ClassName;
+  /** `ieee8023:<patientid>`, `kaggle:personN`, `kaggle:IM-xxxx` or `kaggle:NORMAL2-IM-xxxx` */
+  patientId: string;
+  /** PA, AP, AP Supine, ... */
+  view: string;
+  source: string;
+  /** the source's own finding text or folder, for reference */
+  finding?: string;
+  /** Kaggle's train/val/test folder, when there is one */
+  split?: string;
+}
+
+export interface Skipped {
+  file: string;
+  reason: string;
+}
+
+export type ClassCounts = Record<ClassName, number> & { total: number };
+
+export interface DatasetSummary {
+  images: number;
+  classes: Record<ClassName, number>;
+  skipped: number;
+  sources: Record<string, ClassCounts>;
+  views: Record<string, ClassCounts>;
+  /** Table 1 rows: one per (source, view) */
+  table: ({ source: string; view: string } & ClassCounts)[];
+}
+
+export interface LoadedSource {
+  records: ImageRecord[];
+  skipped: Skipped[];
+}
+
+export interface LoadedDataset extends LoadedSource {
+  summary: DatasetSummary;
+}
+
+export type SourceKind = "kaggle" | "covid-chestxray-dataset" | "labels-csv";
+
+// ---------------------------------------------------------------- CSV
+
+/**
+ * RFC 4180 CSV: quoted fields may hold commas, newlines and doubled quotes; CRLF or LF; a leading BOM
+ * is dropped; blank lines are skipped. Throws on an unterminated quoted field.
+ */
+export function parseCsv(text: string): string[][] {
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
+  const rows: string[][] = [];
+  let row: string[] = [], field = "", i = 0, quoted = false, line = 1, quoteLine = 0;
+  const n = text.length;
+  const endRow = () => {
+    row.push(field);
+    field = "";
+    if (!(row.length === 1 && row[0] === "")) rows.push(row);
+    row = [];
+  };
+  while (i < n) {
+    const c = text[i];
+    if (quoted) {
+      if (c === '"') {
+        if (text[i + 1] === '"') {
+          field += '"';
+          i += 2;
+          continue;
+        }
+        quoted = false;
+      } else {
+        if (c === "\n") line++;
+        field += c;
+      }
+      i++;
+      continue;
+    }
+    if (c === '"' && field === "") {
+      quoted = true;
+      quoteLine = line;
+    } else if (c === ",") {
+      row.push(field);
+      field = "";
+    } else if (c === "\n" || c === "\r") {
+      if (c === "\r" && text[i + 1] === "\n") i++;
+      line++;
+      endRow();
+    } else field += c;
+    i++;
+  }
+  if (quoted) throw new Error(`unterminated quoted field starting on line ${quoteLine}`);
+  if (field !== "" || row.length > 0) endRow();
+  return rows;
+}
+
+/** CSV with a header row -> one object per row (missing cells are ""). */
+export function parseCsvObjects(text: string): Record<string, string>[] {
+  const rows = parseCsv(text);
+  if (rows.length === 0) return [];
+  const header = rows[0].map((h) => h.trim());
+  return rows.slice(1).map((r) => Object.fromEntries(header.map((h, i) => [h, r[i] ?? ""])));
+}
+
+function readCsv(path: string): Record<string, string>[] {
+  try {
+    return parseCsvObjects(readFileSync(path, "utf8"));
+  } catch (err) {
+    throw new Error(`${path}: cannot read CSV (${(err as Error).message})`);
+  }
+}
+
+// ---------------------------------------------------------------- helpers
+
+const isDir = (p: string) => {
+  try {
+    return statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+};
+const isFile = (p: string) => {
+  try {
+    return statSync(p).isFile();
+  } catch {
+    return false;
+  }
+};
+const hidden = (name: string) => name.startsWith(".") || name === "__MACOSX";
+
+function record(
+  file: string,
+  labelName: ClassName,
+  patientId: string,
+  view: string,
+  source: string,
+  extra = {},
+): ImageRecord {
+  return { file, label: CLASSES.indexOf(labelName), labelName, patientId, view, source, ...extra };
+}
+
+// ---------------------------------------------------------------- Kaggle chest-xray-pneumonia
+
+const KAGGLE_SPLITS = ["train", "val", "test"];
+const KAGGLE_CLASSES = ["NORMAL", "PNEUMONIA"];
+/** Kermany et al.'s pediatric radiographs are anteroposterior; ../shared/data/chestxray/labels.csv says AP too. */
+export const KAGGLE_VIEW = "AP";
+
+function findKaggleClassDirs(dir: string, depth = 4): { dir: string; cls: string; split: string }[] {
+  const out: { dir: string; cls: string; split: string }[] = [];
+  if (depth < 0 || !isDir(dir)) return out;
+  for (const name of readdirSync(dir).sort()) {
+    if (hidden(name)) continue;
+    const p = join(dir, name);
+    if (!isDir(p)) continue;
+    if (KAGGLE_CLASSES.includes(name)) {
+      const parent = basename(dir);
+      out.push({ dir: p, cls: name, split: KAGGLE_SPLITS.includes(parent) ? parent : "" });
+    } else out.push(...findKaggleClassDirs(p, depth - 1));
+  }
+  return out;
+}
+
+/** Label and patient of a Kaggle file name, or a reason to skip it. */
+export function parseKaggleName(
+  name: string,
+  folder: string,
+): { labelName: ClassName; patient: string } | { reason: string } {
+  const person = /^(person\d+)_(bacteria|virus)_\d+/i.exec(name);
+  const im = /^((?:NORMAL\d*-)?IM-\d+)-/i.exec(name);
+  if (folder === "NORMAL") {
+    if (person) return { reason: `a ${person[2]} file name in the NORMAL folder` };
+    if (!im) return { reason: "NORMAL file name not of the form [NORMAL2-]IM-xxxx-....jpeg" };
+    return { labelName: "normal", patient: `kaggle:${im[1]}` };
+  }
+  if (!person) return { reason: "PNEUMONIA file name has no personN_bacteria_/personN_virus_ pattern" };
+  return {
+    labelName: person[2].toLowerCase() === "virus" ? "viral" : "bacterial",
+    patient: `kaggle:${person[1]}`,
+  };
+}
+
+export function loadKaggle(dir: string): LoadedSource {
+  const root = resolve(dir);
+  const records: ImageRecord[] = [], skipped: Skipped[] = [];
+  const classDirs = findKaggleClassDirs(root);
+  if (classDirs.length === 0) {
+    throw new Error(`${root}: no NORMAL or PNEUMONIA folders (Kaggle chest-xray-pneumonia layout)`);
+  }
+  const seen = new Map<string, string>();
+  for (const { dir: cdir, cls, split } of classDirs) {
+    for (const name of readdirSync(cdir).sort()) {
+      if (hidden(name)) continue;
+      const file = join(cdir, name);
+      if (!isFile(file)) continue;
+      // the Kaggle archive holds a second copy under chest_xray/chest_xray; keep the first
+      const key = `${split}/${cls}/${name}`;
+      const first = seen.get(key);
+      if (first) {
+        skipped.push({ file, reason: `duplicate of ${first}` });
+        continue;
+      }
+      seen.set(key, file);
+      const parsed = parseKaggleName(name, cls);
+      if ("reason" in parsed) {
+        skipped.push({ file, reason: parsed.reason });
+        continue;
+      }
+      records.push(record(file, parsed.labelName, parsed.patient, KAGGLE_VIEW, SOURCE_KAGGLE, {
+        finding: cls,
+        ...(split ? { split } : {}),
+      }));
+    }
+  }
+  return { records, skipped };
+}
+
+// ---------------------------------------------------------------- covid-chestxray-dataset
+
+export const FRONTAL_VIEWS = ["PA", "AP", "AP Supine", "AP semi erect", "AP Erect"];
+
+const VIRAL = [
+  "sars",
+  "mers",
+  "mers-cov",
+  "influenza",
+  "varicella",
+  "herpes",
+  "h1n1",
+  "rsv",
+  "adenovirus",
+  "viral",
+];
+const BACTERIAL = [
+  "streptococcus",
+  "klebsiella",
+  "pneumocystis", // a fungus; FLANNEL's grouping puts it with the bacterial pneumonias
+  "e.coli",
+  "staphylococcus",
+  "legionella",
+  "chlamydophila",
+  "mycoplasma",
+  "nocardia",
+  "haemophilus",
+  "pseudomonas",
+  "moraxella",
+  "bacterial",
+  "mycobacterium",
+  "tuberculosis",
+];
+
+/** covid-chestxray-dataset finding (flat "SARS" or hierarchical "Pneumonia/Viral/SARS") -> class or a reason. */
+export function classifyFinding(finding: string): ClassName | { reason: string } {
+  const text = finding.trim();
+  if (text === "") return { reason: "empty finding" };
+  const tokens = text.split(/[\/,;]/).map((t) => t.trim().toLowerCase()).filter((t) => t !== "");
+  if (tokens.some((t) => /covid-?19|sars-cov-2/.test(t))) return "covid";
+  if (tokens.length === 1 && /^no finding$/.test(tokens[0])) return "normal";
+  const viral = tokens.some((t) => VIRAL.includes(t) || VIRAL.some((v) => t.startsWith(v + " ")));
+  const bacterial = tokens.some((t) => BACTERIAL.includes(t) || BACTERIAL.some((v) => t.startsWith(v + " ")));
+  if (viral && bacterial) return { reason: `finding "${text}" is both viral and bacterial` };
+  if (viral) return "viral";
+  if (bacterial) return "bacterial";
+  return { reason: `finding "${text}" is none of covid, viral, bacterial, normal` };
+}
+
+export function loadCovidChestxray(dir: string): LoadedSource {
+  const root = resolve(dir);
+  const meta = join(root, "metadata.csv");
+  const rows = readCsv(meta);
+  const records: ImageRecord[] = [], skipped: Skipped[] = [];
+  for (const [i, r] of rows.entries()) {
+    const folder = (r.folder ?? "").trim() || "images";
+    const filename = (r.filename ?? "").trim();
+    const file = filename ? resolve(root, folder, filename) : `${meta}:row ${i + 2}`;
+    const modality = (r.modality ?? "").trim();
+    if (!filename) {
+      skipped.push({ file, reason: "no filename" });
+      continue;
+    }
+    if (modality && modality.toLowerCase() !== "x-ray") {
+      skipped.push({ file, reason: `modality ${modality}, not X-ray` });
+      continue;
+    }
+    const view = (r.view ?? "").trim();
+    if (!FRONTAL_VIEWS.some((v) => v.toLowerCase() === view.toLowerCase())) {
+      skipped.push({ file, reason: `view "${view}" is not frontal (PA, AP, AP Supine)` });
+      continue;
+    }
+    const cls = classifyFinding(r.finding ?? "");
+    if (typeof cls !== "string") {
+      skipped.push({ file, reason: cls.reason });
+      continue;
+    }
+    if (!isFile(file)) {
+      skipped.push({ file, reason: "file missing" });
+      continue;
+    }
+    const patient = (r.patientid ?? "").trim() || `row${i + 2}`;
+    records.push(
+      record(
+        file,
+        cls,
+        `ieee8023:${patient}`,
+        FRONTAL_VIEWS.find((v) => v.toLowerCase() === view.toLowerCase())!,
+        SOURCE_IEEE,
+        {
+          finding: (r.finding ?? "").trim(),
+        },
+      ),
+    );
+  }
+  return { records, skipped };
+}
+
+// ---------------------------------------------------------------- labels.csv + images/
+
+export function loadLabelsCsv(dir: string): LoadedSource {
+  const root = resolve(dir);
+  const path = join(root, "labels.csv");
+  const rows = readCsv(path);
+  const records: ImageRecord[] = [], skipped: Skipped[] = [];
+  const imagesDir = isDir(join(root, "images")) ? join(root, "images") : root;
+  for (const [i, r] of rows.entries()) {
+    const name = (r.file ?? "").trim();
+    if (!name) {
+      skipped.push({ file: `${path}:row ${i + 2}`, reason: "no file name" });
+      continue;
+    }
+    const file = join(imagesDir, name);
+    const label = (r.label ?? "").trim().toLowerCase() as ClassName;
+    if (!CLASSES.includes(label)) {
+      skipped.push({ file, reason: `label "${r.label}" is none of ${CLASSES.join(", ")}` });
+      continue;
+    }
+    if (!isFile(file)) {
+      skipped.push({ file, reason: "file missing" });
+      continue;
+    }
+    records.push(
+      record(
+        file,
+        label,
+        (r.patient_id ?? "").trim() || `${basename(root)}:${name}`,
+        (r.view ?? "").trim() || "unknown",
+        (r.source ?? "").trim() || basename(root),
+        r.finding ? { finding: r.finding.trim() } : {},
+      ),
+    );
+  }
+  return { records, skipped };
+}
+
+// ---------------------------------------------------------------- detection and combination
+
+function looksKaggle(dir: string): boolean {
+  return findKaggleClassDirs(dir, 3).length > 0;
+}
+
+/** The sources under `dir`: the folder itself, or (for a folder of sources) its subfolders. */
+export function detectSources(dir: string): { kind: SourceKind; dir: string }[] {
+  const root = resolve(dir);
+  if (!isDir(root)) throw new Error(`${root}: not a folder`);
+  const here = (d: string): SourceKind | null => {
+    if (isFile(join(d, "metadata.csv"))) return "covid-chestxray-dataset";
+    if (isFile(join(d, "labels.csv"))) return "labels-csv";
+    if (
+      KAGGLE_CLASSES.some((c) => isDir(join(d, c))) ||
+      ["chest_xray", ...KAGGLE_SPLITS].some((s) => isDir(join(d, s)))
+    ) {
+      if (looksKaggle(d)) return "kaggle";
+    }
+    return null;
+  };
+  const kind = here(root);
+  if (kind) return [{ kind, dir: root }];
+  const found: { kind: SourceKind; dir: string }[] = [];
+  for (const name of readdirSync(root).sort()) {
+    if (hidden(name) || !isDir(join(root, name))) continue;
+    const k = here(join(root, name));
+    if (k) found.push({ kind: k, dir: join(root, name) });
+  }
+  if (found.length === 0) {
+    throw new Error(
+      `${root}: no data source found (expected metadata.csv + images/ [covid-chestxray-dataset], labels.csv + images/, ` +
+        `or chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/ [Kaggle], here or in a subfolder)`,
+    );
+  }
+  return found;
+}
+
+export function loadSource(kind: SourceKind, dir: string): LoadedSource {
+  if (kind === "kaggle") return loadKaggle(dir);
+  if (kind === "covid-chestxray-dataset") return loadCovidChestxray(dir);
+  return loadLabelsCsv(dir);
+}
+
+/** Loads and combines every source in `dirs` (kinds detected); the index only, no pixels read. */
+export function loadDataset(dirs: string[]): LoadedDataset {
+  if (dirs.length === 0) throw new Error("loadDataset: no folders given");
+  const records: ImageRecord[] = [], skipped: Skipped[] = [];
+  const seen = new Set<string>();
+  for (const d of dirs) {
+    for (const s of detectSources(d)) {
+      const part = loadSource(s.kind, s.dir);
+      for (const r of part.records) {
+        if (seen.has(r.file)) {
+          skipped.push({ file: r.file, reason: "listed twice" });
+          continue;
+        }
+        seen.add(r.file);
+        records.push(r);
+      }
+      skipped.push(...part.skipped);
+    }
+  }
+  return { records, skipped, summary: summarize(records, skipped) };
+}
+
+function zeroCounts(): ClassCounts {
+  return { covid: 0, viral: 0, bacterial: 0, normal: 0, total: 0 };
+}
+
+/** Table 1 of the paper: images per source, view and class. */
+export function summarize(records: ImageRecord[], skipped: Skipped[] = []): DatasetSummary {
+  const classes = { covid: 0, viral: 0, bacterial: 0, normal: 0 };
+  const sources: Record<string, ClassCounts> = {}, views: Record<string, ClassCounts> = {};
+  const cells = new Map<string, { source: string; view: string } & ClassCounts>();
+  for (const r of records) {
+    classes[r.labelName]++;
+    for (const c of [sources[r.source] ??= zeroCounts(), views[r.view] ??= zeroCounts()]) {
+      c[r.labelName]++;
+      c.total++;
+    }
+    const key = `${r.source}\u0000${r.view}`;
+    if (!cells.has(key)) cells.set(key, { source: r.source, view: r.view, ...zeroCounts() });
+    const cell = cells.get(key)!;
+    cell[r.labelName]++;
+    cell.total++;
+  }
+  const table = [...cells.values()].sort((a, b) =>
+    a.source.localeCompare(b.source) || a.view.localeCompare(b.view)
+  );
+  return { images: records.length, classes, skipped: skipped.length, sources, views, table };
+}
+
+/** Table 1 as aligned text. */
+export function formatSummary(s: DatasetSummary): string {
+  const head = ["source", "view", ...CLASSES, "total"];
+  const rows: string[][] = [];
+  const line = (
+    a: string,
+    b: string,
+    c: ClassCounts,
+  ) => [a, b, ...CLASSES.map((k) => String(c[k])), String(c.total)];
+  for (const src of Object.keys(s.sources).sort()) {
+    for (const cell of s.table.filter((t) => t.source === src)) rows.push(line(src, cell.view, cell));
+    rows.push(line(src, "all", s.sources[src]));
+  }
+  for (const v of Object.keys(s.views).sort()) rows.push(line("all", v, s.views[v]));
+  rows.push(line("all", "all", { ...s.classes, total: s.images }));
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const fmt = (r: string[]) =>
+    r.map((c, i) => (i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ").trimEnd();
+  return [
+    "Table 1: images per source, view and class",
+    fmt(head),
+    fmt(widths.map((w) => "-".repeat(w))),
+    ...rows.map(fmt),
+    `skipped: ${s.skipped}`,
+  ].join("\n");
+}
+
+// ---------------------------------------------------------------- pixels
+
+/** Decodes one record's image to gray in [0, 1]; the error names the file. */
+export function loadImage(record: Pick<ImageRecord, "file">, opts: DecodeOptions = {}): Promise<GrayImage> {
+  return readImage(record.file, opts);
+}
+
+/** Decodes every record; unreadable ones move to `skipped` with the decoder's message. */
+export async function validateImages(
+  records: ImageRecord[],
+  opts: DecodeOptions & { onProgress?: (done: number, total: number) => void } = {},
+): Promise<LoadedSource> {
+  const ok: ImageRecord[] = [], skipped: Skipped[] = [];
+  for (const [i, r] of records.entries()) {
+    try {
+      await loadImage(r, opts);
+      ok.push(r);
+    } catch (err) {
+      skipped.push({ file: r.file, reason: (err as Error).message }); // the message starts with the file
+    }
+    opts.onProgress?.(i + 1, records.length);
+  }
+  return { records: ok, skipped };
+}
