@@ -3,7 +3,7 @@ import type { Access, KernelSpec, ScalarType } from "./engine.ts";
 
 export interface KernelDef {
   name: string;
-  storage: { name: string; access: Access; type?: "f32" | "i32" | "u32" | "atomic<u32>" }[];
+  storage: { name: string; access: Access; type?: "f32" | "i32" | "u32" | "atomic<u32>" | "vec4<f32>" }[];
   uniforms?: { name: string; type: ScalarType }[];
   workgroupSize?: number;
   /** WGSL after the bindings; declares `@compute @workgroup_size(WG) fn main(...)`. */

@@ -81,6 +81,8 @@ const forwardKernel = kernelFamily((key: string) => {
       { name: "wt", access: "read" },
       ...(bias ? [{ name: "bias", access: "read" as const }] : []),
       { name: "out", access: "rw" },
+      // The input again, as vec4s: a 1x1 convolution reads four adjacent pixels of one channel at once.
+      ...(variant === "pointwise" ? [{ name: "x4", access: "read" as const, type: "vec4<f32>" as const }] : []),
     ],
     uniforms: SIZE_UNIFORMS,
     helpers: consts,
@@ -92,6 +94,7 @@ const forwardKernel = kernelFamily((key: string) => {
         body: `let ohw = u.oh * u.ow; let n = c / ohw; let oh = (c % ohw) / u.ow; let ow = c % u.ow;
   return vec3<i32>(i32((n * u.c + z * CG) * u.h * u.w), i32(oh * SH) - i32(PH), i32(ow * SW) - i32(PW));`,
       },
+    loadB4: variant === "pointwise" ? { when: "(u.h * u.w) % 4u == 0u", body: "return x4[(col + k * u.h * u.w) / 4u];" } : undefined,
     loadB: variant === "pointwise" ? "return x[col + k * u.h * u.w];" : `let ci = k / KHW; let kh = (k % KHW) / KW; let kw = k % KW;
   let ih = col.y + i32(kh * DH); let iw = col.z + i32(kw * DW);
   if (ih < 0 || iw < 0 || ih >= i32(u.h) || iw >= i32(u.w)) { return 0.0; }
@@ -108,9 +111,15 @@ const inputGradKernel = kernelFamily((key: string) => {
   const { variant, consts, tile } = parseKey(key);
   return gemmKernel({
     name: `conv2d_dx_${variant}`,
-    storage: [{ name: "dy", access: "read" }, { name: "wt", access: "read" }, { name: "dx", access: "rw" }],
+    storage: [
+      { name: "dy", access: "read" },
+      { name: "wt", access: "read" },
+      { name: "dx", access: "rw" },
+      ...(variant === "pointwise" ? [{ name: "dy4", access: "read" as const, type: "vec4<f32>" as const }] : []),
+    ],
     uniforms: SIZE_UNIFORMS,
     helpers: consts,
+    loadB4: variant === "pointwise" ? { when: "(u.h * u.w) % 4u == 0u", body: "return dy4[(col + k * u.h * u.w) / 4u];" } : undefined,
     loadA: variant === "pointwise"
       ? "return wt[(z * OCG + k) * CG + r];"
       : "return wt[((z * OCG + k / KHW) * CG + r) * KHW + k % KHW];",
@@ -231,13 +240,14 @@ export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor | null, options:
   const cg = g.c / g.groups, ocg = g.oc / g.groups;
   const khw = g.kh * g.kw;
   const out = Tensor.empty([g.n, g.oc, g.oh, g.ow]);
-  run(forwardKernel, bias ? [x, weight, bias, out] : [x, weight, out], g, { variant, bias: Boolean(bias) }, ocg, g.n * g.oh * g.ow, cg * khw);
+  const buffers = [x, weight, ...(bias ? [bias] : []), out, ...(variant === "pointwise" ? [x] : [])];
+  run(forwardKernel, buffers, g, { variant, bias: Boolean(bias) }, ocg, g.n * g.oh * g.ow, cg * khw);
   const inputs = bias ? [x, weight, bias] : [x, weight];
   return record(out, "conv2d", inputs, (dy) => {
     let dx: Tensor | null = null, dw: Tensor | null = null;
     if (x.requiresGrad) {
       dx = Tensor.empty([...x.shape]);
-      run(inputGradKernel, [dy, weight, dx], g, { variant }, cg, g.n * g.h * g.w, ocg * khw);
+      run(inputGradKernel, [dy, weight, dx, ...(variant === "pointwise" ? [dy] : [])], g, { variant }, cg, g.n * g.h * g.w, ocg * khw);
     }
     if (weight.requiresGrad) {
       dw = Tensor.empty([...weight.shape]);

@@ -34,6 +34,12 @@ export interface GemmTemplate {
    * advanced by `k_row_next(kr) -> KRow` (an increment instead of a division per row). Without it, kr = k.
    */
   kRow?: { type: string; init: string; next: string };
+  /**
+   * `{ when, body }`: a vec4 read of B's four columns c0..c0+3 in one load, `load_b4(z, k, col0, kr)`,
+   * used for the whole K loop by threads whose `when` (a WGSL condition on c0 and the uniforms) holds;
+   * the others read column by column. Adjacent columns adjacent in memory make this one vector load.
+   */
+  loadB4?: { when: string; body: string };
   tile: GemmTile;
 }
 
@@ -64,6 +70,7 @@ export function gemmKernel(t: GemmTemplate): KernelDef {
   const R = [...Array(rows).keys()];
   const bCol = t.bColumn ?? { type: "u32", body: "return c;" };
   const kRow = t.kRow ?? { type: "u32", init: "return k;", next: "return kr + 1u;" };
+  const fmas = R.map((i) => `acc${i} = fma(vec4<f32>(load_a(z, r${i}, k, kr)), bv, acc${i});`).join("\n    ");
   return {
     name: `${t.name}_${rows}r${wx}x${wy}`,
     storage: t.storage,
@@ -77,7 +84,9 @@ fn k_row_init(z: u32, k: u32) -> KRow { ${kRow.init} }
 fn k_row_next(kr: KRow) -> KRow { ${kRow.next} }
 fn load_a(z: u32, r: u32, k: u32, kr: KRow) -> f32 { ${t.loadA} }
 fn load_b(z: u32, k: u32, col: BCol, kr: KRow) -> f32 { ${t.loadB} }
-fn store_c(z: u32, r: u32, c: u32, v: f32) { ${t.store} }
+fn store_c(z: u32, r: u32, c: u32, v: f32) { ${t.store} }${
+      t.loadB4 ? `\nfn load_b4(z: u32, k: u32, col: BCol, kr: KRow) -> vec4<f32> { ${t.loadB4.body} }` : ""
+    }
 @compute @workgroup_size(${wx}, ${wy}, 1) fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
   let z = wid.z;
   let row0 = (wid.y * ${wy}u + lid.y) * ${rows}u;
@@ -86,11 +95,23 @@ fn store_c(z: u32, r: u32, c: u32, v: f32) { ${t.store} }
   ${R.map((i) => `let r${i} = min(row0 + ${i}u, u.M - 1u);`).join(" ")}
   ${COLS.map((j) => `let col${j} = b_column(z, min(c0 + ${j}u, u.N - 1u));`).join(" ")}
   ${R.map((i) => `var acc${i} = vec4<f32>();`).join(" ")}
-  var kr = k_row_init(z, 0u);
+  var kr = k_row_init(z, 0u);${
+      t.loadB4
+        ? `
+  if (c0 + 3u < u.N && (${t.loadB4.when})) {
+    for (var k = 0u; k < u.K; k++) {
+      let bv = load_b4(z, k, col0, kr);
+      ${fmas}
+      kr = k_row_next(kr);
+    }
+  } else {`
+        : "{"
+    }
   for (var k = 0u; k < u.K; k++) {
     let bv = vec4<f32>(${COLS.map((j) => `load_b(z, k, col${j}, kr)`).join(", ")});
-    ${R.map((i) => `acc${i} = fma(vec4<f32>(load_a(z, r${i}, k, kr)), bv, acc${i});`).join("\n    ")}
+    ${fmas}
     kr = k_row_next(kr);
+  }
   }
   ${
       R.map((i) =>
