@@ -141,6 +141,7 @@ export class Engine {
   private uniformSlot = 0;
   private stagingFree = new Map<number, GPUBuffer[]>();
   private stagingToDestroy: GPUBuffer[] = [];
+  private pendingFlush: Promise<void> | null = null;
   private deviceError: string | null = null;
   /** Submits so far: a measure of batching for tests and benches. */
   submits = 0;
@@ -326,7 +327,7 @@ export class Engine {
     const staging = this.stagingFree.get(size)?.pop() ??
       this.device.createBuffer({ size, usage: MAP_READ_USAGE });
     if (bytes > 0) this.copy(pb, byteOffset, { id: 0, buffer: staging, capacity: size, bytes, lastBatch: -1 }, 0, bytes);
-    this.flush();
+    await this.flushSoon();
     await staging.mapAsync(1 /* GPUMapMode.READ */, 0, size);
     const out = staging.getMappedRange(0, size).slice(0, bytes);
     staging.unmap();
@@ -335,6 +336,18 @@ export class Engine {
     list.push(staging);
     this.throwDeviceError();
     return out;
+  }
+
+  /**
+   * Submits at the end of the current microtask turn: reads started together (Promise.all over a state
+   * dict) share one submit and one wait instead of paying one each.
+   */
+  private flushSoon(): Promise<void> {
+    this.pendingFlush ??= Promise.resolve().then(() => {
+      this.pendingFlush = null;
+      this.flush();
+    });
+    return this.pendingFlush;
   }
 
   /** Waits until the device has finished all submitted work (for benches and teardown). */

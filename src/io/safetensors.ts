@@ -519,7 +519,11 @@ export async function encodeSafetensors(
       throw new Error("saveSafetensors: __metadata__ is reserved; pass metadata separately");
     }
     if (key === "") throw new Error("saveSafetensors: empty tensor name");
-    const p = await prepare(key, record[key]);
+  }
+  // Every device tensor's read starts at once: one submit and one wait for the whole record.
+  const prepared = await Promise.all(keys.map((key) => prepare(key, record[key])));
+  for (const [i, key] of keys.entries()) {
+    const p = prepared[i];
     parts.push(p);
     defineKey(header, key, {
       dtype: p.dtype,

@@ -77,6 +77,22 @@ export abstract class Module {
   }
 
   /**
+   * The state dict copied to the CPU, as records that `loadStateDict` takes back (a best-epoch snapshot).
+   * Every read starts before any is awaited: one submit and one wait for the whole model.
+   */
+  async downloadStateDict(): Promise<Record<string, TensorRecord>> {
+    const entries = Object.entries(this.stateDict());
+    const records = await Promise.all(
+      entries.map(async ([, t]): Promise<TensorRecord> =>
+        t.dtype === "int32"
+          ? { dtype: "I32", shape: [...t.shape], data: await t.toInt32Array() }
+          : { dtype: "F32", shape: [...t.shape], data: await t.toArray() }
+      ),
+    );
+    return Object.fromEntries(entries.map(([k], i) => [k, records[i]]));
+  }
+
+  /**
    * Copies values into the module's tensors. With `strict` (the default) every key must match and every
    * shape agree; all problems are listed in one error and nothing is written unless all entries fit.
    */

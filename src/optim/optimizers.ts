@@ -129,14 +129,17 @@ export class Adam extends Optimizer {
   async stateDict(): Promise<OptimizerState> {
     const out: OptimizerState = { step_count: scalarI64(this.stepCount) };
     for (const [k, v] of Object.entries(this.hyper)) out[`hyper.${k}`] = scalarF32(v);
+    // Every read starts before any is awaited: one submit and one wait for the whole state.
+    const reads: Promise<void>[] = [];
     for (let i = 0; i < this.params.length; i++) {
       const s = this.state.get(this.params[i]);
       if (!s) continue;
       const shape = [...this.params[i].shape];
       out[`state.${i}.step`] = scalarI64(s.step);
-      out[`state.${i}.exp_avg`] = { dtype: "F32", shape, data: await s.m.toArray() };
-      out[`state.${i}.exp_avg_sq`] = { dtype: "F32", shape, data: await s.v.toArray() };
+      reads.push(s.m.toArray().then((data) => void (out[`state.${i}.exp_avg`] = { dtype: "F32", shape, data })));
+      reads.push(s.v.toArray().then((data) => void (out[`state.${i}.exp_avg_sq`] = { dtype: "F32", shape, data })));
     }
+    await Promise.all(reads);
     return out;
   }
 
@@ -222,10 +225,13 @@ export class SGD extends Optimizer {
   async stateDict(): Promise<OptimizerState> {
     const out: OptimizerState = { step_count: scalarI64(this.stepCount) };
     for (const [k, v] of Object.entries(this.hyper)) out[`hyper.${k}`] = scalarF32(Number(v));
+    const reads: Promise<void>[] = [];
     for (let i = 0; i < this.params.length; i++) {
       const b = this.buffers.get(this.params[i]);
-      if (b) out[`state.${i}.momentum_buffer`] = { dtype: "F32", shape: [...this.params[i].shape], data: await b.toArray() };
+      const shape = [...this.params[i].shape];
+      if (b) reads.push(b.toArray().then((data) => void (out[`state.${i}.momentum_buffer`] = { dtype: "F32", shape, data })));
     }
+    await Promise.all(reads);
     return out;
   }
 

@@ -22,3 +22,24 @@ export {
   stratifiedSplit,
   type SubsampleSpec,
 } from "./splits.ts";
+export {
+  IMAGENET_MEAN,
+  IMAGENET_STD,
+  ImageCache,
+  loadImages,
+  makeBatch,
+  type BatchOptions,
+  resizeShortSide,
+} from "./preprocess.ts";
+export {
+  LEARNER_OUTPUTS_FORMAT,
+  loadLearnerOutputs,
+  type LearnerOutputsFile,
+  predictStage1,
+  saveLearnerOutputs,
+  type Stage1Config,
+  type Stage1EpochLog,
+  type Stage1Result,
+  type Stage1Set,
+  trainStage1,
+} from "./stage1.ts";

@@ -6,7 +6,6 @@ import { gatherRows } from "../kernels/gather.ts";
 import { crossEntropy, focalLoss } from "../kernels/loss.ts";
 import { Generator } from "../kernels/random.ts";
 import { type Ensemble, MLPStacking, NeuralWeightModule, SoftVoting } from "../models/flannel.ts";
-import type { TensorRecord } from "../nn/module.ts";
 import { Adam } from "../optim/optimizers.ts";
 import { classificationReport, type ClassificationReport, CLASS_NAMES } from "./metrics.ts";
 import type { LearnerOutputs } from "./synthetic.ts";
@@ -126,12 +125,6 @@ export async function predictStage2(model: Ensemble, set: LearnerOutputs, batchS
   return out;
 }
 
-/** The parameters on the CPU, as a state dict that `loadStateDict` takes back. */
-async function snapshot(model: Ensemble): Promise<Record<string, TensorRecord>> {
-  const out: Record<string, TensorRecord> = {};
-  for (const [k, t] of model.namedParameters()) out[k] = { dtype: "F32", shape: [...t.shape], data: await t.toArray() };
-  return out;
-}
 
 /**
  * Trains `config.method` on `train`, evaluates macro-F1 on `val` after each epoch, and returns the model
@@ -166,7 +159,7 @@ export async function trainStage2(train: LearnerOutputs, val: LearnerOutputs, co
   const labelsT = intTensor(train.labels).keep();
   const lossSum = zeros([1]).keep();
   const history: EpochLog[] = [];
-  let best = { epoch: 0, f1: -Infinity, weights: await snapshot(model), report: null as ClassificationReport | null };
+  let best = { epoch: 0, f1: -Infinity, weights: await model.downloadStateDict(), report: null as ClassificationReport | null };
   try {
     for (let epoch = 1; epoch <= epochs; epoch++) {
       model.train();
@@ -192,7 +185,7 @@ export async function trainStage2(train: LearnerOutputs, val: LearnerOutputs, co
       model.eval();
       const report = await evaluate();
       history.push({ epoch, trainLoss, valMacroF1: report.macroF1 });
-      if (report.macroF1 > best.f1) best = { epoch, f1: report.macroF1, weights: await snapshot(model), report };
+      if (report.macroF1 > best.f1) best = { epoch, f1: report.macroF1, weights: await model.downloadStateDict(), report };
     }
   } finally {
     probsT.dispose();

@@ -1,0 +1,158 @@
+// Stage-1 preprocessing: decode each image once, resize its short side to `resize` (PIL bilinear, as
+// torchvision's Resize) and keep it in memory; then assemble NCHW float batches with torchvision-style
+// augmentation (random crop, horizontal flip, small near-Gaussian noise) in training and a centre crop
+// otherwise, normalised with ImageNet's per-channel mean and std (the gray image replicated to 3 channels).
+// Every random choice comes from a `Generator`, so a seed gives the same batch in Deno and Bun.
+import { type GrayImage, resizeGray } from "../io/images.ts";
+import { Generator, threefry2x32 } from "../kernels/random.ts";
+import { type ImageRecord, loadImage } from "./data.ts";
+
+export const IMAGENET_MEAN = [0.485, 0.456, 0.406] as const;
+export const IMAGENET_STD = [0.229, 0.224, 0.225] as const;
+const SQRT3 = Math.sqrt(3);
+
+/** Resizes so that the short side is `size` (the long side rounded as torchvision: int(size * long / short)). */
+export function resizeShortSide(img: GrayImage, size: number): GrayImage {
+  if (!Number.isInteger(size) || size < 1) {
+    throw new Error(`resizeShortSide: size must be a positive integer, got ${size}`);
+  }
+  const { width: w, height: h } = img;
+  const [nw, nh] = w <= h ? [size, Math.floor((size * h) / w)] : [Math.floor((size * w) / h), size];
+  return resizeGray(img, nw, nh);
+}
+
+/** Decoded, resized images in memory, by file: each file is decoded once. */
+export class ImageCache {
+  readonly resize: number;
+  private readonly images = new Map<string, Promise<GrayImage>>();
+  constructor(resize = 256) {
+    if (!Number.isInteger(resize) || resize < 1) {
+      throw new Error(`ImageCache: resize must be a positive integer, got ${resize}`);
+    }
+    this.resize = resize;
+  }
+
+  get size(): number {
+    return this.images.size;
+  }
+
+  get(record: Pick<ImageRecord, "file">): Promise<GrayImage> {
+    let p = this.images.get(record.file);
+    if (!p) {
+      p = loadImage(record).then((img) => resizeShortSide(img, this.resize));
+      this.images.set(record.file, p);
+      p.catch(() => this.images.delete(record.file)); // a failed decode is retried next time
+    }
+    return p;
+  }
+
+  /** Every record's image, in order (sequentially: decoding is CPU-bound). */
+  async getAll(
+    records: readonly Pick<ImageRecord, "file">[],
+    onProgress?: (done: number, total: number) => void,
+  ): Promise<GrayImage[]> {
+    const out: GrayImage[] = [];
+    for (const [i, r] of records.entries()) {
+      out.push(await this.get(r));
+      onProgress?.(i + 1, records.length);
+    }
+    return out;
+  }
+
+  clear(): void {
+    this.images.clear();
+  }
+}
+
+/** Loads records' images with short side `resize` (through `cache` when given). */
+export function loadImages(
+  records: readonly Pick<ImageRecord, "file">[],
+  { resize = 256, cache }: { resize?: number; cache?: ImageCache } = {},
+): Promise<GrayImage[]> {
+  const c = cache ?? new ImageCache(resize);
+  if (c.resize !== resize) {
+    throw new Error(`loadImages: the cache resizes to ${c.resize}, asked for ${resize}`);
+  }
+  return c.getAll(records);
+}
+
+export interface BatchOptions {
+  /** Side of the square crop (default 224; 64 for CPU runs). */
+  crop?: number;
+  /** Random crop + horizontal flip + noise when true; centre crop when false. */
+  train: boolean;
+  /** Needed when `train` is true. */
+  generator?: Generator;
+  /** Probability of a horizontal flip in training (default 0.5). */
+  flipProbability?: number;
+  /** Standard deviation of the Gaussian noise added to the gray values in [0, 1] in training (default 0.01; 0 for none). */
+  noiseStd?: number;
+  mean?: readonly number[];
+  std?: readonly number[];
+}
+
+/**
+ * Assembles images[indices] into a Float32Array [B, 3, crop, crop] (NCHW): channel c = (g - mean[c]) / std[c].
+ * Training: for each image, in order, a crop offset (top then left, uniform), a flip draw and, when
+ * noiseStd > 0, one Gaussian stream, all from `generator`. Evaluation: torchvision's CenterCrop offsets
+ * (round((size - crop) / 2)).
+ */
+export function makeBatch(
+  images: readonly GrayImage[],
+  indices: ArrayLike<number>,
+  options: BatchOptions,
+): Float32Array {
+  const crop = options.crop ?? 224;
+  const mean = options.mean ?? IMAGENET_MEAN, std = options.std ?? IMAGENET_STD;
+  const flipP = options.flipProbability ?? 0.5, noiseStd = options.noiseStd ?? 0.01;
+  if (!Number.isInteger(crop) || crop < 1) {
+    throw new Error(`makeBatch: crop must be a positive integer, got ${crop}`);
+  }
+  if (mean.length !== 3 || std.length !== 3) throw new Error("makeBatch: mean and std need 3 values");
+  if (options.train && !options.generator) throw new Error("makeBatch: training batches need a generator");
+  const b = indices.length, plane = crop * crop;
+  const out = new Float32Array(b * 3 * plane);
+  const row = new Float32Array(crop);
+  const scale = std.map((s) => 1 / s);
+  for (let n = 0; n < b; n++) {
+    const idx = indices[n];
+    const img = images[idx];
+    if (!img) throw new Error(`makeBatch: no image at index ${idx} (${images.length} images)`);
+    const { width: w, height: h, data } = img;
+    if (w < crop || h < crop) {
+      throw new Error(`makeBatch: image ${idx} is ${w}x${h}, smaller than the crop ${crop}`);
+    }
+    let top: number, left: number, flip = false, noise: [number, number, number] | null = null;
+    if (options.train) {
+      const gen = options.generator!;
+      top = Math.floor(gen.uniform() * (h - crop + 1));
+      left = Math.floor(gen.uniform() * (w - crop + 1));
+      flip = gen.uniform() < flipP;
+      const key = gen.nextStream(); // drawn even without noise, so noiseStd does not shift later draws
+      if (noiseStd > 0) noise = key;
+    } else {
+      top = Math.round((h - crop) / 2);
+      left = Math.round((w - crop) / 2);
+    }
+    const base = n * 3 * plane;
+    for (let y = 0; y < crop; y++) {
+      const src = (top + y) * w + left;
+      for (let x = 0; x < crop; x++) row[x] = data[src + (flip ? crop - 1 - x : x)];
+      if (noise) {
+        for (let x = 0; x < crop; x++) {
+          // Near-Gaussian (Irwin-Hall: four 16-bit uniforms, mean 0, variance 1) from one Threefry block
+          // per output pixel: integer arithmetic only, so every runtime gives the same bits (no Math.log/cos).
+          const [a, c] = threefry2x32(noise[0], noise[1], y * crop + x, noise[2]);
+          const sum = (a >>> 16) + (a & 0xffff) + (c >>> 16) + (c & 0xffff);
+          row[x] += noiseStd * (sum / 65536 - 2) * SQRT3;
+        }
+      }
+      const o = base + y * crop;
+      for (let ch = 0; ch < 3; ch++) {
+        const m = mean[ch], s = scale[ch], oc = o + ch * plane;
+        for (let x = 0; x < crop; x++) out[oc + x] = (row[x] - m) * s;
+      }
+    }
+  }
+  return out;
+}

@@ -1,0 +1,356 @@
+// Stage 1: train one base learner (an image classifier giving logits [B, 4]) with Adam and cross-entropy,
+// validate macro-F1 after every epoch, keep the best epoch, checkpoint after every epoch and resume
+// exactly; then predict class probabilities for stage 2 (the out-of-fold outputs).
+//
+// Determinism: epoch e draws its shuffle, crops, flips and noise from `new Generator(seed * 1000 + e)`, so
+// a resumed run needs no RNG state and ends with the same weights, bit for bit, as an uninterrupted one.
+//
+// Files (all safetensors, written atomically):
+//   checkpointPath                 fl.io checkpoint: model + Adam state; metadata `epoch`, `seed`, `best`
+//                                  ({ epoch, macroF1 }), `history` (EpochLog[]), `stage1` (the config)
+//   checkpointPath + ".best"       the best epoch's state dict; metadata { epoch, macroF1 } (written after
+//                                  the checkpoint, so a crash between the two is recovered from the checkpoint)
+//   logPath                        JSON lines, one per epoch: epoch, trainLoss, valMacroF1, valAccuracy,
+//                                  seconds, imagesPerSecond
+//   saveLearnerOutputs(path, ...)  `probs` F32 [S, 4] and `labels` I32 [S]; metadata `format`
+//                                  ("flannel-learner-outputs/1"), `learner`, `fold`, `classes`, `files`
+//                                  (JSON list of S paths, the rows' order)
+import { appendFileSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
+import { noGrad, scope, type Tensor } from "../autograd/tensor.ts";
+import { axpyInPlace, fillInPlace, tensor, zeros } from "../kernels/basic.ts";
+import { crossEntropy } from "../kernels/loss.ts";
+import { softmax } from "../functional.ts";
+import { Generator } from "../kernels/random.ts";
+import type { GrayImage } from "../io/images.ts";
+import { loadCheckpoint, saveCheckpoint } from "../io/checkpoint.ts";
+import { loadSafetensors, readSafetensorsMetadata, saveSafetensors } from "../io/safetensors.ts";
+import type { Module, TensorRecord } from "../nn/module.ts";
+import { Adam } from "../optim/optimizers.ts";
+import { CLASS_NAMES, type ClassificationReport, classificationReport } from "./metrics.ts";
+import type { ImageRecord } from "./data.ts";
+import { ImageCache, makeBatch } from "./preprocess.ts";
+
+export const LEARNER_OUTPUTS_FORMAT = "flannel-learner-outputs/1";
+
+/** A labelled image set: records (decoded and resized through the cache) or images already in memory. */
+export type Stage1Set =
+  | { records: readonly Pick<ImageRecord, "file" | "label">[] }
+  | { images: readonly GrayImage[]; labels: ArrayLike<number> };
+
+export interface Stage1EpochLog {
+  epoch: number;
+  trainLoss: number;
+  valMacroF1: number;
+  valAccuracy: number;
+  seconds: number;
+  /** training images per second (the validation pass excluded) */
+  imagesPerSecond: number;
+}
+
+export interface Stage1Config {
+  model: Module;
+  train: Stage1Set;
+  val: Stage1Set;
+  epochs: number;
+  batchSize?: number;
+  lr?: number;
+  weightDecay?: number;
+  seed?: number;
+  /** crop side (default 224; 64 for CPU runs) */
+  crop?: number;
+  /** short side the records' images are resized to (default 256); unused for in-memory images */
+  resize?: number;
+  /** Gaussian noise std added in training (default 0.01) */
+  noiseStd?: number;
+  cache?: ImageCache;
+  checkpointPath?: string;
+  /** continue from `checkpointPath` when it exists */
+  resume?: boolean;
+  logPath?: string;
+  onProgress?: (log: Stage1EpochLog) => void;
+  /** stop after this epoch (as if interrupted), without restoring the best weights; for tests */
+  stopAfterEpoch?: number;
+  classNames?: readonly string[];
+}
+
+export interface Stage1Result {
+  model: Module;
+  /** 1-based epoch whose weights the model holds (0 when no epoch ran) */
+  bestEpoch: number;
+  history: Stage1EpochLog[];
+  valReport: ClassificationReport | null;
+}
+
+async function materialize(set: Stage1Set, resize: number, cache: ImageCache | undefined, what: string) {
+  if ("images" in set) {
+    if (set.images.length !== set.labels.length) {
+      throw new Error(`stage 1: ${what} has ${set.images.length} images and ${set.labels.length} labels`);
+    }
+    return { images: set.images, labels: Int32Array.from(set.labels) };
+  }
+  const c = cache ?? new ImageCache(resize);
+  return { images: await c.getAll(set.records), labels: Int32Array.from(set.records, (r) => r.label) };
+}
+
+/** Class probabilities [S, M] (eval mode, centre crop, no augmentation, no graph). */
+export async function predictStage1(
+  model: Module,
+  images: readonly GrayImage[],
+  { crop = 224, batchSize = 32 }: { crop?: number; batchSize?: number } = {},
+): Promise<Float32Array> {
+  const wasTraining = model.training;
+  model.eval();
+  let out: Float32Array | null = null;
+  try {
+    for (let start = 0; start < images.length; start += batchSize) {
+      const count = Math.min(batchSize, images.length - start);
+      const idx = Int32Array.from({ length: count }, (_, i) => start + i);
+      const x = makeBatch(images, idx, { crop, train: false });
+      const p = await scope(() =>
+        noGrad(() => softmax(model.forward(tensor(x, [count, 3, crop, crop])), -1)).toArray()
+      );
+      const m = p.length / count;
+      out ??= new Float32Array(images.length * m);
+      out.set(p as Float32Array, start * m);
+    }
+  } finally {
+    model.train(wasTraining);
+  }
+  return out ?? new Float32Array(0);
+}
+
+type Stage1Settings = {
+  epochs: number;
+  batchSize: number;
+  seed: number;
+  crop: number;
+  lr: number;
+  weightDecay: number;
+  noiseStd: number;
+};
+
+/** Restores model and optimizer from a checkpoint; returns the history, the best epoch and its weights. */
+async function resumeFrom(
+  path: string,
+  bestPath: string,
+  model: Module,
+  optimizer: Adam,
+  settings: Stage1Settings,
+) {
+  const meta = await loadCheckpoint(path, { model, optimizer });
+  const saved = meta.stage1 as Stage1Settings | undefined;
+  for (const k of ["batchSize", "seed", "crop", "noiseStd"] as const) {
+    if (saved?.[k] !== settings[k]) {
+      throw new Error(`stage 1: ${path} was trained with ${k} ${saved?.[k]}, this run has ${settings[k]}`);
+    }
+  }
+  const epoch = meta.epoch as number;
+  const best = meta.best as { epoch: number; macroF1: number };
+  let bestWeights: Record<string, TensorRecord> | null = null;
+  // the best file is written after the checkpoint: when the checkpoint's own epoch is the best, its
+  // weights are the best ones (the best file may not have been written yet)
+  if (best.epoch === epoch) bestWeights = await model.downloadStateDict();
+  else if (best.epoch > 0) {
+    const bestMeta = await readSafetensorsMetadata(bestPath);
+    if (Number(bestMeta.epoch) !== best.epoch) {
+      throw new Error(
+        `stage 1: ${bestPath} holds epoch ${bestMeta.epoch}, the checkpoint's best is epoch ${best.epoch}`,
+      );
+    }
+    bestWeights = await loadSafetensors(bestPath) as Record<string, TensorRecord>;
+  }
+  return { history: meta.history as Stage1EpochLog[], best, bestWeights, startEpoch: epoch + 1 };
+}
+
+/**
+ * Trains `config.model` in place and returns it holding its best validation macro-F1 epoch's weights.
+ */
+export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
+  const { model, epochs } = config;
+  const batchSize = config.batchSize ?? 32, seed = config.seed ?? 0, crop = config.crop ?? 224;
+  const resize = config.resize ?? config.cache?.resize ?? 256;
+  const classNames = config.classNames ?? CLASS_NAMES;
+  if (!Number.isInteger(epochs) || epochs < 0) {
+    throw new Error(`stage 1: epochs must be a non-negative integer, got ${epochs}`);
+  }
+  if (!Number.isInteger(batchSize) || batchSize < 1) {
+    throw new Error(`stage 1: batchSize must be a positive integer, got ${batchSize}`);
+  }
+  if (!Number.isSafeInteger(seed * 1000 + epochs) || seed < 0) {
+    throw new Error(`stage 1: seed must be a non-negative integer below 2^53 / 1000, got ${seed}`);
+  }
+  if (config.resume && !config.checkpointPath) throw new Error("stage 1: resume needs checkpointPath");
+  const train = await materialize(config.train, resize, config.cache, "the training set");
+  const val = await materialize(config.val, resize, config.cache, "the validation set");
+  if (train.labels.length === 0) throw new Error("stage 1: the training set is empty");
+  if (val.labels.length === 0) throw new Error("stage 1: the validation set is empty");
+
+  const optimizer = new Adam(model.parameters(), {
+    lr: config.lr ?? 1e-3,
+    weightDecay: config.weightDecay ?? 1e-4,
+  });
+  const settings: Stage1Settings = {
+    epochs,
+    batchSize,
+    seed,
+    crop,
+    lr: optimizer.hyper.lr,
+    weightDecay: optimizer.hyper.weightDecay,
+    noiseStd: config.noiseStd ?? 0.01,
+  };
+  const bestPath = config.checkpointPath ? config.checkpointPath + ".best" : null;
+  let history: Stage1EpochLog[] = [];
+  let best = { epoch: 0, macroF1: -Infinity };
+  let bestWeights: Record<string, TensorRecord> | null = null;
+  let startEpoch = 1;
+
+  if (config.resume && config.checkpointPath && existsSync(config.checkpointPath)) {
+    try {
+      ({ history, best, bestWeights, startEpoch } = await resumeFrom(
+        config.checkpointPath,
+        bestPath!,
+        model,
+        optimizer,
+        settings,
+      ));
+    } catch (err) {
+      optimizer.dispose();
+      throw err;
+    }
+  }
+
+  if (config.logPath) {
+    // the log restarts with the epochs already done (from the checkpoint when resuming)
+    mkdirSync(dirname(config.logPath), { recursive: true });
+    writeFileSync(config.logPath, history.map((h) => JSON.stringify(h) + "\n").join(""));
+  }
+  const s = train.labels.length;
+  const lossSum = zeros([1]).keep();
+  const lastEpoch = Math.min(epochs, config.stopAfterEpoch ?? epochs);
+  let lastReport: ClassificationReport | null = null;
+  try {
+    for (let epoch = startEpoch; epoch <= lastEpoch; epoch++) {
+      const t0 = performance.now();
+      const gen = new Generator(seed * 1000 + epoch);
+      const order = gen.permutation(s);
+      model.train();
+      for (let start = 0; start < s; start += batchSize) {
+        const idx = order.subarray(start, Math.min(start + batchSize, s));
+        const count = idx.length;
+        if (count < 2 && s > 1) continue; // batch norm needs two samples; drop a last batch of one
+        const x = makeBatch(train.images, idx, {
+          crop,
+          train: true,
+          generator: gen,
+          noiseStd: settings.noiseStd,
+        });
+        const y = Int32Array.from(idx, (i) => train.labels[i]);
+        scope(() => {
+          const logits = model.forward(tensor(x, [count, 3, crop, crop]));
+          const loss: Tensor = crossEntropy(logits, y);
+          optimizer.zeroGrad();
+          loss.backward();
+          optimizer.step();
+          axpyInPlace(lossSum, loss, count / s);
+        });
+      }
+      const trainLoss = await lossSum.item();
+      fillInPlace(lossSum, 0);
+      const trainSeconds = (performance.now() - t0) / 1000;
+      const probs = await predictStage1(model, val.images, { crop, batchSize });
+      const report = classificationReport(val.labels, probs, classNames);
+      lastReport = report;
+      const log: Stage1EpochLog = {
+        epoch,
+        trainLoss,
+        valMacroF1: report.macroF1,
+        valAccuracy: report.accuracy,
+        seconds: (performance.now() - t0) / 1000,
+        imagesPerSecond: s / trainSeconds,
+      };
+      history.push(log);
+      const improved = report.macroF1 > best.macroF1;
+      if (improved) {
+        best = { epoch, macroF1: report.macroF1 };
+        bestWeights = await model.downloadStateDict();
+      }
+      if (config.checkpointPath) {
+        await saveCheckpoint(config.checkpointPath, {
+          model,
+          optimizer,
+          meta: { epoch, seed, best, history, stage1: settings },
+        });
+        if (improved) {
+          await saveSafetensors(bestPath!, bestWeights!, {
+            epoch: String(epoch),
+            macroF1: String(report.macroF1),
+          });
+        }
+      }
+      if (config.logPath) appendFileSync(config.logPath, JSON.stringify(log) + "\n");
+      config.onProgress?.(log);
+    }
+  } finally {
+    lossSum.dispose();
+    optimizer.dispose();
+  }
+  if (lastEpoch < epochs) return { model, bestEpoch: best.epoch, history, valReport: lastReport };
+  if (bestWeights) model.loadStateDict(bestWeights);
+  const valReport = best.epoch > 0
+    ? classificationReport(
+      val.labels,
+      await predictStage1(model, val.images, { crop, batchSize }),
+      classNames,
+    )
+    : null;
+  return { model, bestEpoch: best.epoch, history, valReport };
+}
+
+export interface LearnerOutputsFile {
+  files: readonly string[];
+  labels: ArrayLike<number>;
+  /** [S, M] row-major */
+  probs: Float32Array;
+  learner: string;
+  fold: number;
+  classNames?: readonly string[];
+}
+
+/** Saves one learner's (out-of-fold) probabilities as safetensors; see the file comment for the layout. */
+export async function saveLearnerOutputs(path: string, out: LearnerOutputsFile): Promise<void> {
+  const s = out.files.length, classes = out.classNames ?? CLASS_NAMES;
+  const m = classes.length;
+  if (out.labels.length !== s || out.probs.length !== s * m) {
+    throw new Error(
+      `saveLearnerOutputs: ${s} files, ${out.labels.length} labels and ${out.probs.length} probabilities (expected ${s} x ${m})`,
+    );
+  }
+  await saveSafetensors(path, {
+    probs: { dtype: "F32", shape: [s, m], data: out.probs },
+    labels: { dtype: "I32", shape: [s], data: Int32Array.from(out.labels) },
+  }, {
+    format: LEARNER_OUTPUTS_FORMAT,
+    learner: out.learner,
+    fold: String(out.fold),
+    classes: JSON.stringify(classes),
+    files: JSON.stringify(out.files),
+  });
+}
+
+/** Reads a file written by saveLearnerOutputs. */
+export async function loadLearnerOutputs(path: string): Promise<LearnerOutputsFile> {
+  const meta = await readSafetensorsMetadata(path);
+  if (meta.format !== LEARNER_OUTPUTS_FORMAT) {
+    throw new Error(`loadLearnerOutputs: ${path} is not a ${LEARNER_OUTPUTS_FORMAT} file`);
+  }
+  const t = await loadSafetensors(path);
+  return {
+    files: JSON.parse(meta.files),
+    labels: t.labels.data as Int32Array,
+    probs: t.probs.data as Float32Array,
+    learner: meta.learner,
+    fold: Number(meta.fold),
+    classNames: JSON.parse(meta.classes),
+  };
+}
