@@ -17,8 +17,8 @@
 //                                  (JSON list of S paths, the rows' order)
 import { appendFileSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
-import { noGrad, scope, type Tensor } from "../autograd/tensor.ts";
-import { axpyInPlace, fillInPlace, tensor, zeros } from "../kernels/basic.ts";
+import { noGrad, scope } from "../autograd/tensor.ts";
+import { tensor, zeros } from "../kernels/basic.ts";
 import { crossEntropy } from "../kernels/loss.ts";
 import { softmax } from "../functional.ts";
 import { Generator } from "../kernels/random.ts";
@@ -30,6 +30,7 @@ import { Adam } from "../optim/optimizers.ts";
 import { CLASS_NAMES, type ClassificationReport, classificationReport } from "./metrics.ts";
 import type { ImageRecord } from "./data.ts";
 import { ImageCache, makeBatch } from "./preprocess.ts";
+import { takeEpochLoss, trainStep } from "./step.ts";
 
 export const LEARNER_OUTPUTS_FORMAT = "flannel-learner-outputs/1";
 
@@ -246,17 +247,9 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
           noiseStd: settings.noiseStd,
         });
         const y = Int32Array.from(idx, (i) => train.labels[i]);
-        scope(() => {
-          const logits = model.forward(tensor(x, [count, 3, crop, crop]));
-          const loss: Tensor = crossEntropy(logits, y);
-          optimizer.zeroGrad();
-          loss.backward();
-          optimizer.step();
-          axpyInPlace(lossSum, loss, count / s);
-        });
+        trainStep(optimizer, () => crossEntropy(model.forward(tensor(x, [count, 3, crop, crop])), y), lossSum, count / s);
       }
-      const trainLoss = await lossSum.item();
-      fillInPlace(lossSum, 0);
+      const trainLoss = await takeEpochLoss(lossSum);
       const trainSeconds = (performance.now() - t0) / 1000;
       const probs = await predictStage1(model, val.images, { crop, batchSize });
       const report = classificationReport(val.labels, probs, classNames);

@@ -1,7 +1,7 @@
 // Stage 2: train a combiner (FLANNEL's Neural Weight Module or an MLP) on the learners' probabilities with
 // focal loss or cross-entropy, Adam, seeded shuffles, and the epoch with the best validation macro-F1 kept.
-import { noGrad, scope, type Tensor } from "../autograd/tensor.ts";
-import { axpyInPlace, fillInPlace, intTensor, tensor, zeros } from "../kernels/basic.ts";
+import { noGrad, scope } from "../autograd/tensor.ts";
+import { intTensor, tensor, zeros } from "../kernels/basic.ts";
 import { gatherRows } from "../kernels/gather.ts";
 import { crossEntropy, focalLoss } from "../kernels/loss.ts";
 import { Generator } from "../kernels/random.ts";
@@ -9,6 +9,7 @@ import { type Ensemble, MLPStacking, NeuralWeightModule, SoftVoting } from "../m
 import { Adam } from "../optim/optimizers.ts";
 import { classificationReport, type ClassificationReport, CLASS_NAMES } from "./metrics.ts";
 import type { LearnerOutputs } from "./synthetic.ts";
+import { takeEpochLoss, trainStep } from "./step.ts";
 
 export type Stage2Method = "flannel" | "mlp1" | "mlp2" | "voting";
 
@@ -168,20 +169,14 @@ export async function trainStage2(train: LearnerOutputs, val: LearnerOutputs, co
         const index = intTensor(order);
         for (let start = 0; start < s; start += batchSize) {
           const count = Math.min(batchSize, s - start);
-          scope(() => {
-            const x = gatherRows(probsT, index, start, count);
+          trainStep(optimizer, () => {
+            const logits = model.forward(gatherRows(probsT, index, start, count));
             const y = gatherRows(labelsT, index, start, count);
-            const logits = model.forward(x);
-            const loss: Tensor = lossKind === "focal" ? focalLoss(logits, y, { gamma, alpha: alpha! }) : crossEntropy(logits, y);
-            optimizer.zeroGrad();
-            loss.backward();
-            optimizer.step();
-            axpyInPlace(lossSum, loss, count / s);
-          });
+            return lossKind === "focal" ? focalLoss(logits, y, { gamma, alpha: alpha! }) : crossEntropy(logits, y);
+          }, lossSum, count / s);
         }
       });
-      const trainLoss = await lossSum.item();
-      fillInPlace(lossSum, 0);
+      const trainLoss = await takeEpochLoss(lossSum);
       model.eval();
       const report = await evaluate();
       history.push({ epoch, trainLoss, valMacroF1: report.macroF1 });
