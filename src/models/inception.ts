@@ -136,7 +136,15 @@ export class BasicConv2d extends Module {
 type Width = (c: number) => number;
 
 /** A Mixed module: its output channel count is known at construction. */
-export abstract class InceptionBlock extends Module {
+/** A module built of named BasicConv2d children (every Inception part). */
+abstract class BasicConvOwner extends Module {
+  /** `b(name, in, out, spec)`: a BasicConv2d registered under `name`. */
+  protected convMaker(init: InitOptions): (name: string, i: number, o: number, s: ConvSpec) => BasicConv2d {
+    return (name, i, o, s) => this.registerModule(name, new BasicConv2d(i, o, s, init));
+  }
+}
+
+export abstract class InceptionBlock extends BasicConvOwner {
   abstract readonly outChannels: number;
 }
 
@@ -153,8 +161,7 @@ export class InceptionA extends InceptionBlock {
   readonly branch_pool: BasicConv2d;
   constructor(cin: number, poolFeatures: number, w: Width, init: InitOptions = {}) {
     super();
-    const b = (name: string, i: number, o: number, s: ConvSpec) =>
-      this.registerModule(name, new BasicConv2d(i, o, s, init));
+    const b = this.convMaker(init);
     this.branch1x1 = b("branch1x1", cin, w(64), { kernelSize: 1 });
     this.branch5x5_1 = b("branch5x5_1", cin, w(48), { kernelSize: 1 });
     this.branch5x5_2 = b("branch5x5_2", w(48), w(64), { kernelSize: 5, padding: 2 });
@@ -183,8 +190,7 @@ export class InceptionB extends InceptionBlock {
   readonly branch3x3dbl_3: BasicConv2d;
   constructor(cin: number, w: Width, init: InitOptions = {}) {
     super();
-    const b = (name: string, i: number, o: number, s: ConvSpec) =>
-      this.registerModule(name, new BasicConv2d(i, o, s, init));
+    const b = this.convMaker(init);
     this.branch3x3 = b("branch3x3", cin, w(384), { kernelSize: 3, stride: 2 });
     this.branch3x3dbl_1 = b("branch3x3dbl_1", cin, w(64), { kernelSize: 1 });
     this.branch3x3dbl_2 = b("branch3x3dbl_2", w(64), w(96), { kernelSize: 3, padding: 1 });
@@ -215,8 +221,7 @@ export class InceptionC extends InceptionBlock {
   readonly branch_pool: BasicConv2d;
   constructor(cin: number, c7: number, w: Width, init: InitOptions = {}) {
     super();
-    const b = (name: string, i: number, o: number, s: ConvSpec) =>
-      this.registerModule(name, new BasicConv2d(i, o, s, init));
+    const b = this.convMaker(init);
     const k17: ConvSpec = { kernelSize: [1, 7], padding: [0, 3] };
     const k71: ConvSpec = { kernelSize: [7, 1], padding: [3, 0] };
     this.branch1x1 = b("branch1x1", cin, w(192), { kernelSize: 1 });
@@ -259,8 +264,7 @@ export class InceptionD extends InceptionBlock {
   readonly branch7x7x3_4: BasicConv2d;
   constructor(cin: number, w: Width, init: InitOptions = {}) {
     super();
-    const b = (name: string, i: number, o: number, s: ConvSpec) =>
-      this.registerModule(name, new BasicConv2d(i, o, s, init));
+    const b = this.convMaker(init);
     this.branch3x3_1 = b("branch3x3_1", cin, w(192), { kernelSize: 1 });
     this.branch3x3_2 = b("branch3x3_2", w(192), w(320), { kernelSize: 3, stride: 2 });
     this.branch7x7x3_1 = b("branch7x7x3_1", cin, w(192), { kernelSize: 1 });
@@ -292,8 +296,7 @@ export class InceptionE extends InceptionBlock {
   readonly branch_pool: BasicConv2d;
   constructor(cin: number, w: Width, init: InitOptions = {}) {
     super();
-    const b = (name: string, i: number, o: number, s: ConvSpec) =>
-      this.registerModule(name, new BasicConv2d(i, o, s, init));
+    const b = this.convMaker(init);
     const k13: ConvSpec = { kernelSize: [1, 3], padding: [0, 1] };
     const k31: ConvSpec = { kernelSize: [3, 1], padding: [1, 0] };
     this.branch1x1 = b("branch1x1", cin, w(320), { kernelSize: 1 });
@@ -421,7 +424,7 @@ const TRANSFORM_SCALE = [0.229 / 0.5, 0.224 / 0.5, 0.225 / 0.5];
 const TRANSFORM_SHIFT = [(0.485 - 0.5) / 0.5, (0.456 - 0.5) / 0.5, (0.406 - 0.5) / 0.5];
 
 /** torchvision.models.Inception3 (see the comment at the top of this file for outputs and input sizes). */
-export class Inception3 extends Module {
+export class Inception3 extends BasicConvOwner {
   readonly Conv2d_1a_3x3: BasicConv2d;
   readonly Conv2d_2a_3x3: BasicConv2d;
   readonly Conv2d_2b_3x3: BasicConv2d;
@@ -442,8 +445,7 @@ export class Inception3 extends Module {
     checkConfig(config);
     const d = config.divisor;
     const w: Width = (c) => Math.max(1, Math.floor(c / d));
-    const b = (name: string, i: number, o: number, s: ConvSpec) =>
-      this.registerModule(name, new BasicConv2d(i, o, s, init));
+    const b = this.convMaker(init);
     this.Conv2d_1a_3x3 = b("Conv2d_1a_3x3", 3, w(32), { kernelSize: 3, stride: config.stemStride });
     this.Conv2d_2a_3x3 = b("Conv2d_2a_3x3", w(32), w(32), { kernelSize: 3 });
     this.Conv2d_2b_3x3 = b("Conv2d_2b_3x3", w(32), w(64), { kernelSize: 3, padding: 1 });
