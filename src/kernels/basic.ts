@@ -30,7 +30,13 @@ const axpyKernel = defineKernel({
  * needs an element-wise kernel (every tensor holds `n` elements). A kernel that must know an element's
  * global index (the RNG's counter) names the uniform that receives the chunk's start in `baseParam`.
  */
-export function dispatch1d(spec: KernelSpec, tensors: Tensor[], params: number[], n: number, baseParam?: number): void {
+export function dispatch1d(
+  spec: KernelSpec,
+  tensors: Tensor[],
+  params: number[],
+  n: number,
+  baseParam?: number,
+): void {
   const engine = getEngine();
   const limit = engine.maxStorageBinding;
   if (tensors.every((t) => t.size * 4 <= limit)) {
@@ -39,7 +45,9 @@ export function dispatch1d(spec: KernelSpec, tensors: Tensor[], params: number[]
   }
   const name = spec.key.split("\n", 1)[0];
   if (tensors.some((t) => t.size !== n)) {
-    throw new Error(`${name}: tensors over ${limit} bytes (one storage binding) are only supported element-wise`);
+    throw new Error(
+      `${name}: tensors over ${limit} bytes (one storage binding) are only supported element-wise`,
+    );
   }
   const align = engine.minStorageOffsetAlignment;
   const chunk = Math.floor(limit / align) * align / 4;
@@ -84,7 +92,9 @@ export function tensor(
   const values = data instanceof Float32Array ? data : Float32Array.from(data as ArrayLike<number>);
   const s = checkShape(shape ?? [values.length]);
   if (shapeSize(s) !== values.length) {
-    throw new Error(`tensor: shape ${fmtShape(s)} holds ${shapeSize(s)} values but the data has ${values.length}`);
+    throw new Error(
+      `tensor: shape ${fmtShape(s)} holds ${shapeSize(s)} values but the data has ${values.length}`,
+    );
   }
   const out = Tensor.empty(s);
   if (values.length > 0) getEngine().write(out.buffer, 0, values);
@@ -97,7 +107,9 @@ export function intTensor(data: Int32Array | ArrayLike<number>, shape?: number[]
   const values = data instanceof Int32Array ? data : Int32Array.from(data as ArrayLike<number>);
   const s = checkShape(shape ?? [values.length]);
   if (shapeSize(s) !== values.length) {
-    throw new Error(`intTensor: shape ${fmtShape(s)} holds ${shapeSize(s)} values but the data has ${values.length}`);
+    throw new Error(
+      `intTensor: shape ${fmtShape(s)} holds ${shapeSize(s)} values but the data has ${values.length}`,
+    );
   }
   const out = Tensor.empty(s, "int32");
   if (values.length > 0) getEngine().write(out.buffer, 0, values);

@@ -35,7 +35,9 @@ const sliceKernel = defineKernel({
 /** torch.cat: the tensors must agree in every dim but `dim` (and in dtype). */
 export function cat(inputs: Tensor[], dim = 0): Tensor {
   const op = "cat";
-  if (!Array.isArray(inputs) || inputs.length === 0) throw new Error(`${op}: expects a non-empty array of tensors`);
+  if (!Array.isArray(inputs) || inputs.length === 0) {
+    throw new Error(`${op}: expects a non-empty array of tensors`);
+  }
   // A copy: the gradient rule keeps the list, and callers (DenseNet) go on appending to theirs.
   const xs = [...inputs];
   xs.forEach((t, i) => {

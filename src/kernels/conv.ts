@@ -19,10 +19,22 @@ export interface Conv2dOptions {
   groups?: number;
 }
 
-export function pair(v: Pair | undefined, fallback: number, what: string, op: string, min: number): [number, number] {
-  const p: [number, number] = v === undefined ? [fallback, fallback] : typeof v === "number" ? [v, v] : [v[0], v[1]];
+export function pair(
+  v: Pair | undefined,
+  fallback: number,
+  what: string,
+  op: string,
+  min: number,
+): [number, number] {
+  const p: [number, number] = v === undefined
+    ? [fallback, fallback]
+    : typeof v === "number"
+    ? [v, v]
+    : [v[0], v[1]];
   if (!Array.isArray(p) || p.length !== 2 || p.some((x) => !Number.isInteger(x) || x < min)) {
-    throw new Error(`${op}: ${what} must be an integer >= ${min} or a pair of them, got ${JSON.stringify(v)}`);
+    throw new Error(
+      `${op}: ${what} must be an integer >= ${min} or a pair of them, got ${JSON.stringify(v)}`,
+    );
   }
   return p;
 }
@@ -55,10 +67,23 @@ const SIZE_UNIFORMS = ["c", "h", "w", "oc", "oh", "ow"].map((name) => ({ name, t
 const sizeParams = (g: ConvGeometry) => [g.c, g.h, g.w, g.oc, g.oh, g.ow];
 
 function constants(g: ConvGeometry): string {
-  const v = { KH: g.kh, KW: g.kw, SH: g.sh, SW: g.sw, PH: g.ph, PW: g.pw, DH: g.dh, DW: g.dw, CG: g.c / g.groups, OCG: g.oc / g.groups };
-  return Object.entries(v).map(([k, x]) => `const ${k}: u32 = ${x}u;`).join("\n") + "\nconst KHW: u32 = KH * KW;";
+  const v = {
+    KH: g.kh,
+    KW: g.kw,
+    SH: g.sh,
+    SW: g.sw,
+    PH: g.ph,
+    PW: g.pw,
+    DH: g.dh,
+    DW: g.dw,
+    CG: g.c / g.groups,
+    OCG: g.oc / g.groups,
+  };
+  return Object.entries(v).map(([k, x]) => `const ${k}: u32 = ${x}u;`).join("\n") +
+    "\nconst KHW: u32 = KH * KW;";
 }
-const geometryKey = (g: ConvGeometry) => [g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.c / g.groups, g.oc / g.groups].join("x");
+const geometryKey = (g: ConvGeometry) =>
+  [g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.c / g.groups, g.oc / g.groups].join("x");
 
 type Variant = "general" | "pointwise";
 interface ConvKernelKey {
@@ -71,9 +96,12 @@ interface ConvKernelKey {
 const parseKey = (key: string): ConvKernelKey => JSON.parse(key);
 
 // Forward: C[oc_g, (n, oh, ow)] = W[oc_g, (ci, kh, kw)] . X_cols[(ci, kh, kw), (n, oh, ow)] (+ bias).
-// A column's image base and window origin are found once per thread.
+// A column's image base and window origin are found once per thread; K's (ci, kh, kw) is advanced by
+// increments (k_row), not divided out per row. Four columns in one output row read their four pixels with
+// one window-row check (load_b4): the per-element bounds checks dominate a 3x3 convolution otherwise.
 const forwardKernel = kernelFamily((key: string) => {
   const { variant, consts, bias, tile } = parseKey(key);
+  const general = variant === "general";
   return gemmKernel({
     name: `conv2d_fwd_${variant}${bias ? "_bias" : ""}`,
     storage: [
@@ -82,23 +110,55 @@ const forwardKernel = kernelFamily((key: string) => {
       ...(bias ? [{ name: "bias", access: "read" as const }] : []),
       { name: "out", access: "rw" },
       // The input again, as vec4s: a 1x1 convolution reads four adjacent pixels of one channel at once.
-      ...(variant === "pointwise" ? [{ name: "x4", access: "read" as const, type: "vec4<f32>" as const }] : []),
+      ...(variant === "pointwise"
+        ? [{ name: "x4", access: "read" as const, type: "vec4<f32>" as const }]
+        : []),
     ],
     uniforms: SIZE_UNIFORMS,
     helpers: consts,
     loadA: "return wt[(z * OCG + r) * u.K + k];",
-    bColumn: variant === "pointwise"
-      ? { type: "u32", body: "let hw = u.h * u.w; return ((c / hw) * u.c + z * CG) * hw + c % hw;" }
-      : {
+    bColumn: general
+      ? {
         type: "vec3<i32>",
         body: `let ohw = u.oh * u.ow; let n = c / ohw; let oh = (c % ohw) / u.ow; let ow = c % u.ow;
   return vec3<i32>(i32((n * u.c + z * CG) * u.h * u.w), i32(oh * SH) - i32(PH), i32(ow * SW) - i32(PW));`,
-      },
-    loadB4: variant === "pointwise" ? { when: "(u.h * u.w) % 4u == 0u", body: "return x4[(col + k * u.h * u.w) / 4u];" } : undefined,
-    loadB: variant === "pointwise" ? "return x[col + k * u.h * u.w];" : `let ci = k / KHW; let kh = (k % KHW) / KW; let kw = k % KW;
-  let ih = col.y + i32(kh * DH); let iw = col.z + i32(kw * DW);
+      }
+      : { type: "u32", body: "let hw = u.h * u.w; return ((c / hw) * u.c + z * CG) * hw + c % hw;" },
+    // kr = (offset of channel ci's plane, kh * DH, kw * DW) of row k.
+    kRow: general
+      ? {
+        type: "vec3<i32>",
+        init:
+          "let ci = k / KHW; let kh = (k % KHW) / KW; return vec3<i32>(i32(ci * u.h * u.w), i32(kh * DH), i32((k % KW) * DW));",
+        next: `var n = kr; n.z += i32(DW);
+  if (n.z == i32(KW * DW)) { n.z = 0; n.y += i32(DH); if (n.y == i32(KH * DH)) { n.y = 0; n.x += i32(u.h * u.w); } }
+  return n;`,
+      }
+      : undefined,
+    loadB4: general
+      ? {
+        when: "c0 % u.ow + 3u < u.ow",
+        body: `let ih = col.y + kr.y;
+  if (ih < 0 || ih >= i32(u.h)) { return vec4<f32>(); }
+  let iw = col.z + kr.z;
+  let base = col.x + kr.x + ih * i32(u.w);
+  if (iw >= 0 && iw + i32(3u * SW) < i32(u.w)) {
+    let b = u32(base + iw);
+    return vec4<f32>(x[b], x[b + SW], x[b + 2u * SW], x[b + 3u * SW]);
+  }
+  var v = vec4<f32>();
+  for (var j = 0; j < 4; j++) {
+    let iwj = iw + j * i32(SW);
+    if (iwj >= 0 && iwj < i32(u.w)) { v[j] = x[u32(base + iwj)]; }
+  }
+  return v;`,
+      }
+      : { when: "(u.h * u.w) % 4u == 0u", body: "return x4[(col + k * u.h * u.w) / 4u];" },
+    loadB: general
+      ? `let ih = col.y + kr.y; let iw = col.z + kr.z;
   if (ih < 0 || iw < 0 || ih >= i32(u.h) || iw >= i32(u.w)) { return 0.0; }
-  return x[u32(col.x) + (ci * u.h + u32(ih)) * u.w + u32(iw)];`,
+  return x[u32(col.x + kr.x + ih * i32(u.w) + iw)];`
+      : "return x[col + k * u.h * u.w];",
     store: `let ohw = u.oh * u.ow; let co = z * OCG + r;
   out[((c / ohw) * u.oc + co) * ohw + c % ohw] = v${bias ? " + bias[co]" : ""};`,
     tile,
@@ -115,11 +175,15 @@ const inputGradKernel = kernelFamily((key: string) => {
       { name: "dy", access: "read" },
       { name: "wt", access: "read" },
       { name: "dx", access: "rw" },
-      ...(variant === "pointwise" ? [{ name: "dy4", access: "read" as const, type: "vec4<f32>" as const }] : []),
+      ...(variant === "pointwise"
+        ? [{ name: "dy4", access: "read" as const, type: "vec4<f32>" as const }]
+        : []),
     ],
     uniforms: SIZE_UNIFORMS,
     helpers: consts,
-    loadB4: variant === "pointwise" ? { when: "(u.h * u.w) % 4u == 0u", body: "return dy4[(col + k * u.h * u.w) / 4u];" } : undefined,
+    loadB4: variant === "pointwise"
+      ? { when: "(u.h * u.w) % 4u == 0u", body: "return dy4[(col + k * u.h * u.w) / 4u];" }
+      : undefined,
     loadA: variant === "pointwise"
       ? "return wt[(z * OCG + k) * CG + r];"
       : "return wt[((z * OCG + k / KHW) * CG + r) * KHW + k % KHW];",
@@ -130,7 +194,9 @@ const inputGradKernel = kernelFamily((key: string) => {
         body: `let hw = u.h * u.w; let n = c / hw; let ih = (c % hw) / u.w; let iw = c % u.w;
   return vec3<i32>(i32((n * u.oc + z * OCG) * u.oh * u.ow), i32(ih + PH), i32(iw + PW));`,
       },
-    loadB: variant === "pointwise" ? "return dy[col + k * u.h * u.w];" : `let co = k / KHW; let kh = (k % KHW) / KW; let kw = k % KW;
+    loadB: variant === "pointwise"
+      ? "return dy[col + k * u.h * u.w];"
+      : `let co = k / KHW; let kh = (k % KHW) / KW; let kw = k % KW;
   let th = col.y - i32(kh * DH); let tw = col.z - i32(kw * DW);
   if (th < 0 || tw < 0 || u32(th) % SH != 0u || u32(tw) % SW != 0u) { return 0.0; }
   let oh = u32(th) / SH; let ow = u32(tw) / SW;
@@ -177,20 +243,32 @@ const weightGradKernel = kernelFamily((key: string) => {
 function geometry(x: Tensor, w: Tensor, options: Conv2dOptions): ConvGeometry {
   const op = "conv2d";
   if (!(x instanceof Tensor) || x.rank !== 4) {
-    throw new Error(`${op}: input must be [N, C, H, W], got ${x instanceof Tensor ? fmtShape(x.shape) : typeof x}`);
+    throw new Error(
+      `${op}: input must be [N, C, H, W], got ${x instanceof Tensor ? fmtShape(x.shape) : typeof x}`,
+    );
   }
   if (!(w instanceof Tensor) || w.rank !== 4) {
-    throw new Error(`${op}: weight must be [Cout, Cin/groups, KH, KW], got ${w instanceof Tensor ? fmtShape(w.shape) : typeof w}`);
+    throw new Error(
+      `${op}: weight must be [Cout, Cin/groups, KH, KW], got ${
+        w instanceof Tensor ? fmtShape(w.shape) : typeof w
+      }`,
+    );
   }
   const [n, c, h, wd] = x.shape;
   const [oc, cg, kh, kw] = w.shape;
   const groups = options.groups ?? 1;
-  if (!Number.isInteger(groups) || groups < 1) throw new Error(`${op}: groups must be a positive integer, got ${groups}`);
+  if (!Number.isInteger(groups) || groups < 1) {
+    throw new Error(`${op}: groups must be a positive integer, got ${groups}`);
+  }
   if (c % groups !== 0 || oc % groups !== 0) {
     throw new Error(`${op}: groups ${groups} must divide input channels ${c} and output channels ${oc}`);
   }
   if (cg !== c / groups) {
-    throw new Error(`${op}: weight ${fmtShape(w.shape)} expects ${cg * groups} input channels (groups ${groups}), input has ${c}`);
+    throw new Error(
+      `${op}: weight ${fmtShape(w.shape)} expects ${
+        cg * groups
+      } input channels (groups ${groups}), input has ${c}`,
+    );
   }
   if (kh === 0 || kw === 0) throw new Error(`${op}: kernel size must be positive, got ${kh}x${kw}`);
   const [sh, sw] = pair(options.stride, 1, "stride", op, 1);
@@ -200,7 +278,9 @@ function geometry(x: Tensor, w: Tensor, options: Conv2dOptions): ConvGeometry {
   const ow = Math.floor((wd + 2 * pw - dw * (kw - 1) - 1) / sw) + 1;
   if (oh <= 0 || ow <= 0) {
     throw new Error(
-      `${op}: input ${h}x${wd} (padding ${ph}x${pw}) is smaller than the dilated kernel ${dh * (kh - 1) + 1}x${dw * (kw - 1) + 1}`,
+      `${op}: input ${h}x${wd} (padding ${ph}x${pw}) is smaller than the dilated kernel ${
+        dh * (kh - 1) + 1
+      }x${dw * (kw - 1) + 1}`,
     );
   }
   return { n, c, h, w: wd, oc, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw, groups };
@@ -247,7 +327,15 @@ export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor | null, options:
     let dx: Tensor | null = null, dw: Tensor | null = null;
     if (x.requiresGrad) {
       dx = Tensor.empty([...x.shape]);
-      run(inputGradKernel, [dy, weight, dx, ...(variant === "pointwise" ? [dy] : [])], g, { variant }, cg, g.n * g.h * g.w, ocg * khw);
+      run(
+        inputGradKernel,
+        [dy, weight, dx, ...(variant === "pointwise" ? [dy] : [])],
+        g,
+        { variant },
+        cg,
+        g.n * g.h * g.w,
+        ocg * khw,
+      );
     }
     if (weight.requiresGrad) {
       dw = Tensor.empty([...weight.shape]);

@@ -100,8 +100,14 @@ const UNARY: Record<UnaryOp, { fwd: string; grad: string }> = {
   log: { fwd: "log(x)", grad: "g / x" },
   relu: { fwd: "max(x, 0.0)", grad: "select(0.0, g, x > 0.0)" },
   // tanh through exp of -2|x| so large |x| saturates to +-1 instead of overflowing to NaN.
-  tanh: { fwd: "sign(x) * (1.0 - exp(-2.0 * abs(x))) / (1.0 + exp(-2.0 * abs(x)))", grad: "g * (1.0 - y * y)" },
-  sigmoid: { fwd: "select(exp(x) / (1.0 + exp(x)), 1.0 / (1.0 + exp(-x)), x >= 0.0)", grad: "g * y * (1.0 - y)" },
+  tanh: {
+    fwd: "sign(x) * (1.0 - exp(-2.0 * abs(x))) / (1.0 + exp(-2.0 * abs(x)))",
+    grad: "g * (1.0 - y * y)",
+  },
+  sigmoid: {
+    fwd: "select(exp(x) / (1.0 + exp(x)), 1.0 / (1.0 + exp(-x)), x >= 0.0)",
+    grad: "g * y * (1.0 - y)",
+  },
   sqrt: { fwd: "sqrt(x)", grad: "g * 0.5 / y" },
   scale: { fwd: "x * u.alpha", grad: "g * u.alpha" },
   addScalar: { fwd: "x + u.alpha", grad: "g" },

@@ -89,7 +89,11 @@ const combineGradKernel = defineKernel({
 /** sum_i w[b, i] * P[b, i, :]: weights [B, N] and learner probabilities [B, N, M] -> [B, M]. */
 export function weightedSum(w: Tensor, p: Tensor): Tensor {
   if (p.rank !== 3 || w.rank !== 2 || w.shape[0] !== p.shape[0] || w.shape[1] !== p.shape[1]) {
-    throw new Error(`weightedSum: weights ${fmtShape(w.shape)} must be [B, N] for probabilities ${fmtShape(p.shape)} [B, N, M]`);
+    throw new Error(
+      `weightedSum: weights ${fmtShape(w.shape)} must be [B, N] for probabilities ${
+        fmtShape(p.shape)
+      } [B, N, M]`,
+    );
   }
   const [b, n, m] = p.shape;
   const out = Tensor.empty([b, m]);
@@ -98,8 +102,12 @@ export function weightedSum(w: Tensor, p: Tensor): Tensor {
     const dw = Tensor.empty([b, n]);
     const dp = Tensor.empty([b, n, m]);
     const engine = getEngine();
-    engine.dispatch(combineGradKernel, [g.buffer, w.buffer, p.buffer, dw.buffer, dp.buffer], [w.size, n, m],
-      engine.grid(Math.ceil(w.size / 256)));
+    engine.dispatch(
+      combineGradKernel,
+      [g.buffer, w.buffer, p.buffer, dw.buffer, dp.buffer],
+      [w.size, n, m],
+      engine.grid(Math.ceil(w.size / 256)),
+    );
     return [dw, dp];
   });
 }

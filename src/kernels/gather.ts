@@ -24,7 +24,9 @@ const gatherKernel = defineKernel({
  * Indices must be in range: they are not checked on the device. No gradient.
  */
 export function gatherRows(src: Tensor, index: Tensor, start: number, count: number): Tensor {
-  if (index.dtype !== "int32" || index.rank !== 1) throw new Error(`gatherRows: index must be an int32 vector, got ${fmtShape(index.shape)}`);
+  if (index.dtype !== "int32" || index.rank !== 1) {
+    throw new Error(`gatherRows: index must be an int32 vector, got ${fmtShape(index.shape)}`);
+  }
   if (start < 0 || count < 0 || start + count > index.size) {
     throw new Error(`gatherRows: rows ${start}..${start + count} are outside the ${index.size} indices`);
   }

@@ -88,16 +88,28 @@ export type Reduction = "mean" | "sum";
  */
 export type Targets = Int32Array | readonly number[] | Tensor;
 
-function checkInputs(op: string, logits: Tensor, target: Targets, perClass: readonly number[] | undefined, what: string) {
+function checkInputs(
+  op: string,
+  logits: Tensor,
+  target: Targets,
+  perClass: readonly number[] | undefined,
+  what: string,
+) {
   if (!(logits instanceof Tensor) || logits.rank !== 2) {
-    throw new Error(`${op}: logits must be a [batch, classes] tensor, got ${logits instanceof Tensor ? fmtShape(logits.shape) : typeof logits}`);
+    throw new Error(
+      `${op}: logits must be a [batch, classes] tensor, got ${
+        logits instanceof Tensor ? fmtShape(logits.shape) : typeof logits
+      }`,
+    );
   }
   const [b, m] = logits.shape;
   if (b === 0) throw new Error(`${op}: empty batch (0 samples)`);
   if (m === 0) throw new Error(`${op}: logits have 0 classes`);
   if (target instanceof Tensor) {
     if (target.dtype !== "int32" || target.rank !== 1 || target.size !== b) {
-      throw new Error(`${op}: target tensor must be int32 [${b}], got ${target.dtype} ${fmtShape(target.shape)}`);
+      throw new Error(
+        `${op}: target tensor must be int32 [${b}], got ${target.dtype} ${fmtShape(target.shape)}`,
+      );
     }
   } else if (!target || target.length !== b) {
     throw new Error(`${op}: ${target?.length ?? 0} targets for a batch of ${b}`);
@@ -109,7 +121,9 @@ function checkInputs(op: string, logits: Tensor, target: Targets, perClass: read
     }
   }
   if (perClass !== undefined) {
-    if (perClass.length !== m) throw new Error(`${op}: ${what} has ${perClass.length} entries for ${m} classes`);
+    if (perClass.length !== m) {
+      throw new Error(`${op}: ${what} has ${perClass.length} entries for ${m} classes`);
+    }
     if (perClass.some((v) => !Number.isFinite(v) || v < 0)) {
       throw new Error(`${op}: ${what} must be finite and non-negative, got [${perClass.join(", ")}]`);
     }
@@ -125,10 +139,19 @@ function perSample(logits: Tensor, target: Targets, alphaValues: readonly number
   const out = Tensor.empty([b]);
   const engine = getEngine();
   const grid = engine.grid(Math.ceil(b / 256));
-  engine.dispatch(forwardKernel, [logits.buffer, targetT.buffer, alphaT.buffer, out.buffer], [b, m, gamma], grid);
+  engine.dispatch(
+    forwardKernel,
+    [logits.buffer, targetT.buffer, alphaT.buffer, out.buffer],
+    [b, m, gamma],
+    grid,
+  );
   const result = record(out, "focal", [logits], (g) => {
     const d = Tensor.empty([b, m]);
-    engine.dispatch(backwardKernel, [logits.buffer, targetT.buffer, alphaT.buffer, g.buffer, d.buffer], [b, m, gamma], grid);
+    engine.dispatch(backwardKernel, [logits.buffer, targetT.buffer, alphaT.buffer, g.buffer, d.buffer], [
+      b,
+      m,
+      gamma,
+    ], grid);
     release();
     return [d];
   });
@@ -168,9 +191,16 @@ export function focalLoss(logits: Tensor, target: Targets, options: FocalOptions
   checkInputs("focalLoss", logits, target, alpha, "alpha");
   // Checked before any tensor is made, so that a bad call leaves nothing behind.
   checkReduction(reduction, "focalLoss");
-  if (!Number.isFinite(gamma) || gamma < 0) throw new Error(`focalLoss: gamma must be finite and >= 0, got ${gamma}`);
+  if (!Number.isFinite(gamma) || gamma < 0) {
+    throw new Error(`focalLoss: gamma must be finite and >= 0, got ${gamma}`);
+  }
   const m = logits.shape[1];
-  return reduce(perSample(logits, target, alpha ?? new Array(m).fill(1), gamma), reduction, logits.shape[0], "focalLoss");
+  return reduce(
+    perSample(logits, target, alpha ?? new Array(m).fill(1), gamma),
+    reduction,
+    logits.shape[0],
+    "focalLoss",
+  );
 }
 
 export interface CrossEntropyOptions {
@@ -186,10 +216,17 @@ export function crossEntropy(logits: Tensor, target: Targets, options: CrossEntr
   const m = logits.shape[1];
   let divisor = logits.shape[0];
   if (weight && reduction === "mean") {
-    if (target instanceof Tensor) throw new Error("crossEntropy: a weighted mean needs the targets on the CPU");
+    if (target instanceof Tensor) {
+      throw new Error("crossEntropy: a weighted mean needs the targets on the CPU");
+    }
     divisor = 0;
     for (let i = 0; i < target.length; i++) divisor += weight[target[i]];
     if (reduction === "mean" && divisor === 0) throw new Error("crossEntropy: the targets' weights sum to 0");
   }
-  return reduce(perSample(logits, target, weight ?? new Array(m).fill(1), 0), reduction, divisor, "crossEntropy");
+  return reduce(
+    perSample(logits, target, weight ?? new Array(m).fill(1), 0),
+    reduction,
+    divisor,
+    "crossEntropy",
+  );
 }

@@ -12,7 +12,7 @@ import { fmtShape } from "./shape.ts";
 // leading dims (lda, ldb, ldc) are the full matrices': a sub-block of a product can run on its own, which
 // is how operands larger than one storage binding (VGG's 411 MB classifier weight) are multiplied.
 const matmulKernel = kernelFamily((variant: string) => {
-  const [transA, transB, rows, wx, wy] = variant.split(",").map(Number);
+  const [transA, transB, rows, vecs, wx, wy] = variant.split(",").map(Number);
   return gemmKernel({
     name: `matmul_${transA ? "t" : "n"}${transB ? "t" : "n"}`,
     storage: [{ name: "a", access: "read" }, { name: "b", access: "read" }, { name: "out", access: "rw" }],
@@ -28,11 +28,15 @@ const matmulKernel = kernelFamily((variant: string) => {
       { name: "c_batch_stride", type: "u32" },
       { name: "accumulate", type: "u32" },
     ],
-    loadA: `let base = u.a_off + z * u.a_batch_stride; return ${transA ? "a[base + k * u.lda + r]" : "a[base + r * u.lda + k]"};`,
-    loadB: `let base = u.b_off + z * u.b_batch_stride; return ${transB ? "b[base + col * u.ldb + k]" : "b[base + k * u.ldb + col]"};`,
+    loadA: `let base = u.a_off + z * u.a_batch_stride; return ${
+      transA ? "a[base + k * u.lda + r]" : "a[base + r * u.lda + k]"
+    };`,
+    loadB: `let base = u.b_off + z * u.b_batch_stride; return ${
+      transB ? "b[base + col * u.ldb + k]" : "b[base + k * u.ldb + col]"
+    };`,
     store: `let i = u.c_off + z * u.c_batch_stride + r * u.ldc + c;
   if (u.accumulate == 1u) { out[i] += v; } else { out[i] = v; }`,
-    tile: { rows, wx, wy },
+    tile: { rows, vecs, wx, wy },
   });
 });
 
@@ -47,14 +51,18 @@ interface MatmulShape {
 
 function matmulShape(a: Tensor, b: Tensor, transA: boolean, transB: boolean): MatmulShape {
   if (a.rank < 2 || b.rank < 2 || a.rank > 3 || b.rank > 3) {
-    throw new Error(`matmul: needs 2-D or 3-D (batched) tensors, got ${fmtShape(a.shape)} and ${fmtShape(b.shape)}`);
+    throw new Error(
+      `matmul: needs 2-D or 3-D (batched) tensors, got ${fmtShape(a.shape)} and ${fmtShape(b.shape)}`,
+    );
   }
   const [ar, ac] = a.shape.slice(-2), [br, bc] = b.shape.slice(-2);
   const [m, ka] = transA ? [ac, ar] : [ar, ac];
   const [kb, n] = transB ? [bc, br] : [br, bc];
   if (ka !== kb) {
     throw new Error(
-      `matmul: inner dimensions differ: ${fmtShape(a.shape)}${transA ? "^T" : ""} x ${fmtShape(b.shape)}${transB ? "^T" : ""}`,
+      `matmul: inner dimensions differ: ${fmtShape(a.shape)}${transA ? "^T" : ""} x ${fmtShape(b.shape)}${
+        transB ? "^T" : ""
+      }`,
     );
   }
   const aBatch = a.rank === 3 ? a.shape[0] : 1, bBatch = b.rank === 3 ? b.shape[0] : 1;
@@ -82,9 +90,13 @@ interface Block {
  */
 function planBlocks(s: MatmulShape, transA: boolean, transB: boolean, limit: number): Block[] {
   const whole: Block = { m0: 0, m1: s.m, n0: 0, n1: s.n, k0: 0, k1: s.k, accumulate: false };
-  const bigA = s.batch * s.m * s.k * 4 > limit, bigB = s.batch * s.k * s.n * 4 > limit, bigC = s.batch * s.m * s.n * 4 > limit;
+  const bigA = s.batch * s.m * s.k * 4 > limit,
+    bigB = s.batch * s.k * s.n * 4 > limit,
+    bigC = s.batch * s.m * s.n * 4 > limit;
   if (!bigA && !bigB && !bigC) return [whole];
-  if (s.batch > 1) throw new Error(`matmul: batched operands over ${limit} bytes (one storage binding) are not supported`);
+  if (s.batch > 1) {
+    throw new Error(`matmul: batched operands over ${limit} bytes (one storage binding) are not supported`);
+  }
   const wanted = new Set<"m" | "n" | "k">();
   // Row length (elements) of each big operand along the dim it is split on.
   const rowLength: number[] = [];
@@ -92,7 +104,11 @@ function planBlocks(s: MatmulShape, transA: boolean, transB: boolean, limit: num
   if (bigB) wanted.add(transB ? "n" : "k"), rowLength.push(transB ? s.k : s.n);
   if (bigC) wanted.add("m"), rowLength.push(s.n);
   if (wanted.size > 1) {
-    throw new Error(`matmul: operands over ${limit} bytes would need splitting along ${[...wanted].join(" and ")}; not supported`);
+    throw new Error(
+      `matmul: operands over ${limit} bytes would need splitting along ${
+        [...wanted].join(" and ")
+      }; not supported`,
+    );
   }
   const dim = [...wanted][0];
   // Leave room for the alignment slack at the start of each bound range.
@@ -103,7 +119,11 @@ function planBlocks(s: MatmulShape, transA: boolean, transB: boolean, limit: num
     const end = Math.min(extent, start + rows);
     blocks.push({
       ...whole,
-      ...(dim === "m" ? { m0: start, m1: end } : dim === "n" ? { n0: start, n1: end } : { k0: start, k1: end }),
+      ...(dim === "m"
+        ? { m0: start, m1: end }
+        : dim === "n"
+        ? { n0: start, n1: end }
+        : { k0: start, k1: end }),
       accumulate: dim === "k" && start > 0,
     });
   }
@@ -136,11 +156,21 @@ function matmulRaw(a: Tensor, b: Tensor, transA: boolean, transB: boolean): Tens
     const B = bindRange(b, bAt(blk.k0, blk.n0), bAt(blk.k1 - 1, blk.n1 - 1), limit, align);
     const C = bindRange(out, blk.m0 * ldc + blk.n0, (blk.m1 - 1) * ldc + blk.n1 - 1, limit, align);
     engine.dispatch(
-      matmulKernel(`${transA ? 1 : 0},${transB ? 1 : 0},${tile.rows},${tile.wx},${tile.wy}`),
+      matmulKernel(`${transA ? 1 : 0},${transB ? 1 : 0},${tile.rows},${tile.vecs},${tile.wx},${tile.wy}`),
       [A.binding, B.binding, C.binding],
       [
-        m, n, k, lda, ldb, ldc, A.offset, B.offset, C.offset,
-        s.aBatched ? s.m * s.k : 0, s.bBatched ? s.k * s.n : 0, s.m * s.n,
+        m,
+        n,
+        k,
+        lda,
+        ldb,
+        ldc,
+        A.offset,
+        B.offset,
+        C.offset,
+        s.aBatched ? s.m * s.k : 0,
+        s.bBatched ? s.k * s.n : 0,
+        s.m * s.n,
         blk.accumulate ? 1 : 0,
       ],
       gemmWorkgroups(tile, m, n, s.batch),
@@ -182,7 +212,11 @@ function sumBatch(g: Tensor, shape: number[]): Tensor {
 export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
   if (x.rank !== 2) throw new Error(`linear: input must be [batch, features], got ${fmtShape(x.shape)}`);
   if (weight.rank !== 2 || weight.shape[1] !== x.shape[1]) {
-    throw new Error(`linear: weight ${fmtShape(weight.shape)} does not fit input ${fmtShape(x.shape)} (expected [out, ${x.shape[1]}])`);
+    throw new Error(
+      `linear: weight ${fmtShape(weight.shape)} does not fit input ${fmtShape(x.shape)} (expected [out, ${
+        x.shape[1]
+      }])`,
+    );
   }
   if (bias && (bias.rank !== 1 || bias.shape[0] !== weight.shape[0])) {
     throw new Error(`linear: bias ${fmtShape(bias.shape)} does not fit weight ${fmtShape(weight.shape)}`);

@@ -73,10 +73,14 @@ const sgdKernel = kernelFamily((withMomentum: number) => ({
   ],
   body: `${main1d("i", "u.n")}
   var d = g[i] + u.weight_decay * p[i];
-  ${withMomentum ? `var b = d;
+  ${
+    withMomentum
+      ? `var b = d;
   if (u.first == 0u) { b = u.momentum * buf[i] + (1.0 - u.dampening) * d; }
   buf[i] = b;
-  d = select(b, d + u.momentum * b, u.nesterov == 1u);` : ""}
+  d = select(b, d + u.momentum * b, u.nesterov == 1u);`
+      : ""
+  }
   p[i] = p[i] - u.lr * d;
 }`,
 }));

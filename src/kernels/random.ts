@@ -88,7 +88,9 @@ export class Generator {
   private k1: number;
   private stream = 0;
   constructor(seed: number) {
-    if (!Number.isSafeInteger(seed) || seed < 0) throw new Error(`seed must be a non-negative safe integer, got ${seed}`);
+    if (!Number.isSafeInteger(seed) || seed < 0) {
+      throw new Error(`seed must be a non-negative safe integer, got ${seed}`);
+    }
     this.k0 = seed >>> 0;
     this.k1 = Math.floor(seed / 2 ** 32) >>> 0;
   }
@@ -128,7 +130,8 @@ export interface RandomOptions extends TensorOptions {
 }
 
 function draw(shape: number[], dist: Distribution, a: number, b: number, options: RandomOptions): Tensor {
-  const gen = options.generator ?? (options.seed !== undefined ? new Generator(options.seed) : globalGenerator);
+  const gen = options.generator ??
+    (options.seed !== undefined ? new Generator(options.seed) : globalGenerator);
   const [k0, k1, stream] = gen.nextStream();
   const out = Tensor.empty(checkShape(shape));
   dispatch1d(randomKernel, [out], [out.size, k0, k1, stream, 0, DIST_CODE[dist], a, b], out.size, 4);
@@ -142,7 +145,10 @@ export function rand(shape: number[], options: RandomOptions & { low?: number; h
 }
 
 /** Normal with the given mean and std (default standard normal). */
-export function randn(shape: number[], options: RandomOptions & { mean?: number; std?: number } = {}): Tensor {
+export function randn(
+  shape: number[],
+  options: RandomOptions & { mean?: number; std?: number } = {},
+): Tensor {
   return draw(shape, "normal", options.mean ?? 0, options.std ?? 1, options);
 }
 

@@ -21,19 +21,27 @@ const UNIFORMS = [
   { name: "n_red", type: "u32" as const },
   { name: "scale", type: "f32" as const },
   // Kept axes (k*) and reduced axes (r*), each as (size, input stride), innermost last; unused are size 1.
-  ...dims.flatMap((d) => [{ name: `ks${d}`, type: "u32" as const }, { name: `kt${d}`, type: "u32" as const }]),
-  ...dims.flatMap((d) => [{ name: `rs${d}`, type: "u32" as const }, { name: `rt${d}`, type: "u32" as const }]),
+  ...dims.flatMap((
+    d,
+  ) => [{ name: `ks${d}`, type: "u32" as const }, { name: `kt${d}`, type: "u32" as const }]),
+  ...dims.flatMap((
+    d,
+  ) => [{ name: `rs${d}`, type: "u32" as const }, { name: `rt${d}`, type: "u32" as const }]),
 ];
 
 const DECODE = `
 fn kept_offset(j: u32) -> u32 {
   var rem = j; var off = 0u;
-  ${dims.slice().reverse().map((d) => `off += (rem % u.ks${d}) * u.kt${d}; rem = rem / u.ks${d};`).join("\n  ")}
+  ${
+  dims.slice().reverse().map((d) => `off += (rem % u.ks${d}) * u.kt${d}; rem = rem / u.ks${d};`).join("\n  ")
+}
   return off;
 }
 fn reduced_offset(r: u32) -> u32 {
   var rem = r; var off = 0u;
-  ${dims.slice().reverse().map((d) => `off += (rem % u.rs${d}) * u.rt${d}; rem = rem / u.rs${d};`).join("\n  ")}
+  ${
+  dims.slice().reverse().map((d) => `off += (rem % u.rs${d}) * u.rt${d}; rem = rem / u.rs${d};`).join("\n  ")
+}
   return off;
 }`;
 
@@ -90,7 +98,8 @@ function reduceRaw(x: Tensor, keep: boolean[], outShape: number[], scale: number
   }
   const kept: [number, number][] = [], reduced: [number, number][] = [];
   for (let d = 0; d < MAX_RANK; d++) (keepPadded[d] ? kept : reduced).push([shape[d], strides[d]]);
-  const pad = (list: [number, number][]) => [...new Array(MAX_RANK - list.length).fill([1, 0]), ...list].flat();
+  const pad = (list: [number, number][]) =>
+    [...new Array(MAX_RANK - list.length).fill([1, 0]), ...list].flat();
   const nOut = kept.reduce((a, [s]) => a * s, 1);
   const nRed = reduced.reduce((a, [s]) => a * s, 1);
   const out = Tensor.empty(outShape);
@@ -110,7 +119,13 @@ function resolveDims(x: Tensor, dim: number | number[] | undefined, op: string):
   return x.shape.map((_, i) => !list.includes(i));
 }
 
-function reduceOp(x: Tensor, dim: number | number[] | undefined, keepDim: boolean, mean: boolean, op: string): Tensor {
+function reduceOp(
+  x: Tensor,
+  dim: number | number[] | undefined,
+  keepDim: boolean,
+  mean: boolean,
+  op: string,
+): Tensor {
   if (x.dtype !== "float32") throw new Error(`${op}: needs a float32 tensor`);
   const keep = resolveDims(x, dim, op);
   const count = x.shape.reduce((a, s, i) => (keep[i] ? a : a * s), 1);

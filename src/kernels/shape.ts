@@ -8,7 +8,9 @@ export function broadcastShapes(a: readonly number[], b: readonly number[], op =
   for (let i = 0; i < rank; i++) {
     const da = a[a.length - rank + i] ?? 1, db = b[b.length - rank + i] ?? 1;
     if (da !== db && da !== 1 && db !== 1) {
-      throw new Error(`${op}: shapes [${a.join(", ")}] and [${b.join(", ")}] do not broadcast (dim ${i}: ${da} vs ${db})`);
+      throw new Error(
+        `${op}: shapes [${a.join(", ")}] and [${b.join(", ")}] do not broadcast (dim ${i}: ${da} vs ${db})`,
+      );
     }
     out.push(da === 1 ? db : da);
   }
@@ -16,7 +18,11 @@ export function broadcastShapes(a: readonly number[], b: readonly number[], op =
 }
 
 /** Row-major strides of `shape` padded on the left to `rank`, with 0 where a dim of 1 is broadcast. */
-export function broadcastStrides(shape: readonly number[], outShape: readonly number[], rank = MAX_RANK): number[] {
+export function broadcastStrides(
+  shape: readonly number[],
+  outShape: readonly number[],
+  rank = MAX_RANK,
+): number[] {
   const strides = new Array(rank).fill(0);
   let stride = 1;
   for (let i = shape.length - 1; i >= 0; i--) {
@@ -63,7 +69,9 @@ export const broadcastDecode = (inputs: string[]) =>
   `var rem = i; ${inputs.map((x) => `var o${x} = 0u;`).join(" ")}
   ${
     dims.slice().reverse().map((d) =>
-      `{ let c = rem % u.s${d}; rem = rem / u.s${d}; ${inputs.map((x) => `o${x} += c * u.${x}t${d};`).join(" ")} }`
+      `{ let c = rem % u.s${d}; rem = rem / u.s${d}; ${
+        inputs.map((x) => `o${x} += c * u.${x}t${d};`).join(" ")
+      } }`
     ).join("\n  ")
   }`;
 

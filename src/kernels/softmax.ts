@@ -19,16 +19,19 @@ const forwardKernel = kernelFamily((v: Variant) => ({
   name: `${v}_fwd`,
   storage: [{ name: "x", access: "read" }, { name: "y", access: "rw" }],
   uniforms,
-  body: `@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  body:
+    `@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   ${ROW}
   var mx = -0x1.fffffep+127f;
   for (var t = 0u; t < u.n; t++) { mx = max(mx, x[base + t * u.inner]); }
   var s = 0.0;
   for (var t = 0u; t < u.n; t++) { s += exp(x[base + t * u.inner] - mx); }
-  ${v === "softmax"
-    ? "let inv = 1.0 / s;\n  for (var t = 0u; t < u.n; t++) { let o = base + t * u.inner; y[o] = exp(x[o] - mx) * inv; }"
-    // (x - max) - log(s), not x - (max + log(s)): the latter rounds log(s) to the ulp of max.
-    : "let ls = log(s);\n  for (var t = 0u; t < u.n; t++) { let o = base + t * u.inner; y[o] = (x[o] - mx) - ls; }"}
+  ${
+      v === "softmax"
+        ? "let inv = 1.0 / s;\n  for (var t = 0u; t < u.n; t++) { let o = base + t * u.inner; y[o] = exp(x[o] - mx) * inv; }"
+        // (x - max) - log(s), not x - (max + log(s)): the latter rounds log(s) to the ulp of max.
+        : "let ls = log(s);\n  for (var t = 0u; t < u.n; t++) { let o = base + t * u.inner; y[o] = (x[o] - mx) - ls; }"
+    }
 }`,
 }));
 
@@ -37,10 +40,13 @@ const backwardKernel = kernelFamily((v: Variant) => ({
   name: `${v}_bwd`,
   storage: [{ name: "g", access: "read" }, { name: "y", access: "read" }, { name: "dx", access: "rw" }],
   uniforms,
-  body: `@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  body:
+    `@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   ${ROW}
   var s = 0.0;
-  for (var t = 0u; t < u.n; t++) { let o = base + t * u.inner; s += ${v === "softmax" ? "g[o] * y[o]" : "g[o]"}; }
+  for (var t = 0u; t < u.n; t++) { let o = base + t * u.inner; s += ${
+      v === "softmax" ? "g[o] * y[o]" : "g[o]"
+    }; }
   for (var t = 0u; t < u.n; t++) {
     let o = base + t * u.inner;
     dx[o] = ${v === "softmax" ? "y[o] * (g[o] - s)" : "g[o] - exp(y[o]) * s"};
