@@ -59,7 +59,8 @@ const onDevice = (reps: number, op: () => void) => async () => {
 const cases: Case[] = [];
 
 for (const size of [256, 512, 1024]) {
-  const a = fl.tensor(rand(size * size, 1), [size, size]).keep(), b = fl.tensor(rand(size * size, 2), [size, size]).keep();
+  const a = fl.tensor(rand(size * size, 1), [size, size]).keep(),
+    b = fl.tensor(rand(size * size, 2), [size, size]).keep();
   const ah = rand(size * size, 1), bh = rand(size * size, 2);
   const reps = size >= 1024 ? 2 : 8;
   cases.push({
@@ -67,7 +68,9 @@ for (const size of [256, 512, 1024]) {
     unit: "GFLOP/s",
     work: (reps * 2 * size ** 3) / 1e9,
     device: onDevice(reps, () => fl.F.matmul(a, b)),
-    ...(size <= 512 ? { peer: () => void cpuMatmul(ah, bh, size, size, size), peerWork: (2 * size ** 3) / 1e9 } : {}),
+    ...(size <= 512
+      ? { peer: () => void cpuMatmul(ah, bh, size, size, size), peerWork: (2 * size ** 3) / 1e9 }
+      : {}),
     teardown: () => (a.dispose(), b.dispose()),
   });
 }
@@ -134,7 +137,10 @@ for (const size of [256, 512, 1024]) {
     name: `focal loss [${b},${m}] fwd+bwd`,
     unit: "GB/s",
     work: (reps * 4 * (3 * b * m + 2 * b)) / 1e9,
-    device: onDevice(reps, () => fl.F.focalLoss(logits, target, { gamma: 3, alpha: [3.4, 0.23, 0.12, 0.22] }).backward()),
+    device: onDevice(
+      reps,
+      () => fl.F.focalLoss(logits, target, { gamma: 3, alpha: [3.4, 0.23, 0.12, 0.22] }).backward(),
+    ),
     teardown: () => (logits.dispose(), target.dispose()),
   });
 }
@@ -149,7 +155,12 @@ for (const size of [256, 512, 1024]) {
       unit: "samples/s",
       work: 3525,
       device: async () => {
-        const run = await fl.train.trainStage2(train, val, { method, loss: method === "flannel" ? "focal" : "ce", epochs: 1, seed: 1 });
+        const run = await fl.train.trainStage2(train, val, {
+          method,
+          loss: method === "flannel" ? "focal" : "ce",
+          epochs: 1,
+          seed: 1,
+        });
         run.model.dispose();
       },
     });
@@ -170,8 +181,17 @@ for (const c of selected) {
   };
   const ours = rate("device", c.work);
   const peer = c.peer ? rate("peer", c.peerWork ?? c.work) : NaN;
-  rows.push([c.name, `${ours.toPrecision(4)} ${c.unit}`, c.peer ? `${peer.toPrecision(4)} ${c.unit}` : "-", c.peer ? (ours / peer).toFixed(2) : "-"]);
-  console.log(`${c.name}: ${ours.toPrecision(4)} ${c.unit}${c.peer ? ` (CPU TypeScript peer ${peer.toPrecision(4)}, ratio ${(ours / peer).toFixed(2)})` : ""}`);
+  rows.push([
+    c.name,
+    `${ours.toPrecision(4)} ${c.unit}`,
+    c.peer ? `${peer.toPrecision(4)} ${c.unit}` : "-",
+    c.peer ? (ours / peer).toFixed(2) : "-",
+  ]);
+  console.log(
+    `${c.name}: ${ours.toPrecision(4)} ${c.unit}${
+      c.peer ? ` (CPU TypeScript peer ${peer.toPrecision(4)}, ratio ${(ours / peer).toFixed(2)})` : ""
+    }`,
+  );
   c.teardown?.();
 }
 console.log(`\n${info.runtime} on ${info.adapter}\n`);

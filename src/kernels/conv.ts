@@ -6,7 +6,7 @@ import { getEngine } from "../backend/device.ts";
 import { kernelFamily } from "../backend/kernel.ts";
 import type { KernelSpec } from "../backend/engine.ts";
 import { record, Tensor } from "../autograd/tensor.ts";
-import { chooseTile, gemmKernel, type GemmTile, gemmWorkgroups } from "./gemm.ts";
+import { chooseTile, gemmKernel, gemmThreads, type GemmTile, gemmWorkgroups } from "./gemm.ts";
 import { sum } from "./reduce.ts";
 import { fmtShape } from "./shape.ts";
 
@@ -235,7 +235,9 @@ const weightGradKernel = kernelFamily((key: string) => {
       : `let ih = i32(kr.y * SH) + col.y; let iw = i32(kr.z * SW) + col.z;
   if (ih < 0 || iw < 0 || ih >= i32(u.h) || iw >= i32(u.w)) { return 0.0; }
   return x[((kr.x * u.c + u32(col.x)) * u.h + u32(ih)) * u.w + u32(iw)];`,
-    store: "dw[(z * OCG + r) * u.N + c] = v;",
+    // Split s's partial sums go to block s of a [splits, Cout, Cin/groups * KH * KW] buffer.
+    store: "dw[((s * u.oc) + z * OCG + r) * u.N + c] = v;",
+    splitK: true,
     tile,
   });
 });
@@ -295,9 +297,8 @@ function run(
   buffers: Tensor[],
   g: ConvGeometry,
   key: Omit<ConvKernelKey, "tile" | "geometry" | "consts">,
-  m: number,
-  n: number,
-  k: number,
+  [m, n, k]: [number, number, number],
+  split?: { count: number; chunk: number },
 ): void {
   const engine = getEngine();
   const tile = chooseTile(m, n);
@@ -305,9 +306,33 @@ function run(
   engine.dispatch(
     family(JSON.stringify(full)),
     buffers.map((t) => t.buffer),
-    [m, n, k, ...sizeParams(g)],
-    gemmWorkgroups(tile, m, n, g.groups),
+    [m, n, k, ...(split ? [split.chunk, g.groups] : []), ...sizeParams(g)],
+    gemmWorkgroups(tile, m, n, g.groups * (split?.count ?? 1)),
   );
+}
+
+// Split K until this many threads have work: a filter bank's gradient has few outputs (ResNeXt's grouped
+// 3x3: 8 x 72 per group) and a K of every output pixel in the batch (25,088 at batch 8 and 56x56).
+const SPLIT_K_THREADS = 8192;
+// and keep at least this many K rows per split, so the partial sums stay few next to the product
+const MIN_SPLIT_ROWS = 256;
+
+/** dW of a convolution: the weight-gradient GEMM, split along K when its outputs are few. */
+function weightGrad(dy: Tensor, x: Tensor, weight: Tensor, g: ConvGeometry, variant: Variant): Tensor {
+  const m = g.oc / g.groups, n = (g.c / g.groups) * g.kh * g.kw, k = g.n * g.oh * g.ow;
+  const threads = gemmThreads(chooseTile(m, n), m, n, g.groups);
+  const wanted = Math.min(Math.floor(k / MIN_SPLIT_ROWS), Math.ceil(SPLIT_K_THREADS / threads));
+  if (wanted <= 1) {
+    const dw = Tensor.empty([...weight.shape]);
+    run(weightGradKernel, [dy, x, dw], g, { variant }, [m, n, k], { count: 1, chunk: k });
+    return dw;
+  }
+  const chunk = Math.ceil(k / wanted), count = Math.ceil(k / chunk);
+  const partial = Tensor.empty([count, ...weight.shape]);
+  run(weightGradKernel, [dy, x, partial], g, { variant }, [m, n, k], { count, chunk });
+  const dw = sum(partial, [0]);
+  partial.dispose();
+  return dw;
 }
 
 /** PyTorch's conv2d: x [N, C, H, W], weight [Cout, C/groups, KH, KW], optional bias [Cout]. */
@@ -321,10 +346,10 @@ export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor | null, options:
   const khw = g.kh * g.kw;
   const out = Tensor.empty([g.n, g.oc, g.oh, g.ow]);
   const buffers = [x, weight, ...(bias ? [bias] : []), out, ...(variant === "pointwise" ? [x] : [])];
-  run(forwardKernel, buffers, g, { variant, bias: Boolean(bias) }, ocg, g.n * g.oh * g.ow, cg * khw);
+  run(forwardKernel, buffers, g, { variant, bias: Boolean(bias) }, [ocg, g.n * g.oh * g.ow, cg * khw]);
   const inputs = bias ? [x, weight, bias] : [x, weight];
   return record(out, "conv2d", inputs, (dy) => {
-    let dx: Tensor | null = null, dw: Tensor | null = null;
+    let dx: Tensor | null = null;
     if (x.requiresGrad) {
       dx = Tensor.empty([...x.shape]);
       run(
@@ -332,15 +357,10 @@ export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor | null, options:
         [dy, weight, dx, ...(variant === "pointwise" ? [dy] : [])],
         g,
         { variant },
-        cg,
-        g.n * g.h * g.w,
-        ocg * khw,
+        [cg, g.n * g.h * g.w, ocg * khw],
       );
     }
-    if (weight.requiresGrad) {
-      dw = Tensor.empty([...weight.shape]);
-      run(weightGradKernel, [dy, x, dw], g, { variant }, ocg, cg * khw, g.n * g.oh * g.ow);
-    }
+    const dw = weight.requiresGrad ? weightGrad(dy, x, weight, g, variant) : null;
     const db = bias?.requiresGrad ? sum(dy, [0, 2, 3]) : null;
     return bias ? [dx, dw, db] : [dx, dw];
   });

@@ -14,9 +14,10 @@ export interface GemmTemplate {
   /** Uniforms beyond M, N, K (which every GEMM has, in that order, first). */
   uniforms: NonNullable<KernelDef["uniforms"]>;
   /**
-   * WGSL bodies of `load_a(z, r, k, kr) -> f32`, `load_b(z, k, col, kr) -> f32` and `store_c(z, r, c, v)`,
-   * with z = workgroup_id.z (batch or group). Rows and columns passed to the loaders are clamped into
-   * range (their results are dropped at the store), so loaders need no bounds checks of their own.
+   * WGSL bodies of `load_a(z, r, k, kr) -> f32`, `load_b(z, k, col, kr) -> f32` and `store_c(z, s, r, c, v)`,
+   * with z = workgroup_id.z (batch or group) and s the K split (0 without splitK). Rows and columns passed
+   * to the loaders are clamped into range (their results are dropped at the store), so loaders need no
+   * bounds checks of their own.
    */
   loadA: string;
   loadB: string;
@@ -40,6 +41,13 @@ export interface GemmTemplate {
    * the others read column by column. Adjacent columns adjacent in memory make this one vector load.
    */
   loadB4?: { when: string; body: string };
+  /**
+   * Split K: workgroup z = split * z_count + z, and each split sums K rows [split * k_chunk, + k_chunk)
+   * into `store_c`'s `s` (the caller adds the splits up). For products with few outputs and a long K
+   * (weight gradients: M x N is a filter bank, K runs over every output pixel of the batch), where one
+   * thread per output block leaves most of the machine idle. Adds uniforms k_chunk and z_count after K.
+   */
+  splitK?: boolean;
   tile: GemmTile;
 }
 
@@ -59,8 +67,17 @@ export interface GemmTile {
  */
 export function chooseTile(m: number, n: number): GemmTile {
   const vecs = n > 4 ? 2 : 1;
-  if (m <= 8) return { rows: m <= 4 ? 4 : 8, vecs, wx: 64 / vecs, wy: 1 };
+  if (m <= 8) {
+    // One row of threads, no wider than the columns need (idle lanes cost as much as busy ones on a CPU).
+    const wx = Math.min(64 / vecs, 2 ** Math.ceil(Math.log2(Math.ceil(n / (4 * vecs)))));
+    return { rows: m <= 4 ? 4 : 8, vecs, wx, wy: 1 };
+  }
   return { rows: m >= 32 ? 8 : 4, vecs, wx: 16, wy: 4 };
+}
+
+/** Threads that do work, for a product of M x N outputs in `z` independent blocks. */
+export function gemmThreads(tile: GemmTile, m: number, n: number, z: number): number {
+  return Math.ceil(m / tile.rows) * Math.ceil(n / (4 * tile.vecs)) * z;
 }
 
 export function gemmWorkgroups(tile: GemmTile, m: number, n: number, z: number): [number, number, number] {
@@ -86,6 +103,7 @@ export function gemmKernel(t: GemmTemplate): KernelDef {
       { name: "M", type: "u32" },
       { name: "N", type: "u32" },
       { name: "K", type: "u32" },
+      ...(t.splitK ? [{ name: "k_chunk", type: "u32" as const }, { name: "z_count", type: "u32" as const }] : []),
       ...t.uniforms,
     ],
     workgroupSize: wx * wy,
@@ -97,14 +115,16 @@ fn k_row_init(z: u32, k: u32) -> KRow { ${kRow.init} }
 fn k_row_next(kr: KRow) -> KRow { ${kRow.next} }
 fn load_a(z: u32, r: u32, k: u32, kr: KRow) -> f32 { ${t.loadA} }
 fn load_b(z: u32, k: u32, col: BCol, kr: KRow) -> f32 { ${t.loadB} }
-fn store_c(z: u32, r: u32, c: u32, v: f32) { ${t.store} }${
+fn store_c(z: u32, s: u32, r: u32, c: u32, v: f32) { ${t.store} }${
       t.loadB4
         ? `\nfn load_b4(z: u32, k: u32, col: BCol, kr: KRow) -> vec4<f32> { ${t.loadB4.body} }
 fn b4_fits(c0: u32) -> bool { return c0 + 3u < u.N && (${t.loadB4.when}); }`
         : ""
     }
 @compute @workgroup_size(${wx}, ${wy}, 1) fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let z = wid.z;
+  ${t.splitK ? "let s = wid.z / u.z_count; let z = wid.z % u.z_count;" : "let s = 0u; let z = wid.z;"}
+  let k_begin = ${t.splitK ? "s * u.k_chunk" : "0u"};
+  let k_end = ${t.splitK ? "min(u.K, k_begin + u.k_chunk)" : "u.K"};
   let row0 = (wid.y * ${wy}u + lid.y) * ${rows}u;
   let c0 = (wid.x * ${wx}u + lid.x) * ${4 * vecs}u;
   if (row0 >= u.M || c0 >= u.N) { return; }
@@ -115,11 +135,11 @@ fn b4_fits(c0: u32) -> bool { return c0 + 3u < u.N && (${t.loadB4.when}); }`
       ).join("\n  ")
     }
   ${R.map((i) => V.map((g) => `var acc${i}_${g} = vec4<f32>();`).join(" ")).join(" ")}
-  var kr = k_row_init(z, 0u);${
+  var kr = k_row_init(z, k_begin);${
       t.loadB4
         ? `
   if (${V.map((g) => `b4_fits(c0 + ${4 * g}u)`).join(" && ")}) {
-    for (var k = 0u; k < u.K; k++) {
+    for (var k = k_begin; k < k_end; k++) {
       ${V.map((g) => `let bv${g} = load_b4(z, k, col${g}_0, kr);`).join(" ")}
       ${aReads}
       ${fmas}
@@ -128,7 +148,7 @@ fn b4_fits(c0: u32) -> bool { return c0 + 3u < u.N && (${t.loadB4.when}); }`
   } else {`
         : "{"
     }
-  for (var k = 0u; k < u.K; k++) {
+  for (var k = k_begin; k < k_end; k++) {
     ${
       V.map((g) => `let bv${g} = vec4<f32>(${COLS.map((j) => `load_b(z, k, col${g}_${j}, kr)`).join(", ")});`)
         .join("\n    ")
@@ -143,7 +163,7 @@ fn b4_fits(c0: u32) -> bool { return c0 + 3u < u.N && (${t.loadB4.when}); }`
         `if (row0 + ${i}u < u.M) { ${
           V.map((g) =>
             COLS.map((j) =>
-              `if (c0 + ${4 * g + j}u < u.N) { store_c(z, row0 + ${i}u, c0 + ${
+              `if (c0 + ${4 * g + j}u < u.N) { store_c(z, s, row0 + ${i}u, c0 + ${
                 4 * g + j
               }u, acc${i}_${g}[${j}]); }`
             ).join(" ")
