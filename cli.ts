@@ -3,7 +3,9 @@ import process from "node:process";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import * as fl from "./mod.ts";
+import { existsSync } from "node:fs";
 import { writeFileAtomic } from "./src/io/files.ts";
+import { ProgressBar } from "./src/train/progress.ts";
 import { runStage2Experiment, type Stage2ExperimentResult, table3 } from "./src/train/stage2_experiment.ts";
 
 const LEARNERS = ["InceptionV3", "VGG19-bn", "ResNeXt101-32x8d", "ResNet152", "DenseNet161"];
@@ -16,6 +18,7 @@ Usage: deno task flannel <command> [options]    (or: bun run cli.ts <command> [o
 Commands:
   demo        the main job on the embedded default data, no arguments needed
   data        loads chest X-ray sources and prints the data set summary (Table 1)
+  stage1      trains base learners on every cross-validation fold; writes their out-of-fold outputs
   help        this text; every command also takes --help
 
 Run 'deno task flannel <command> --help' for a command's options.`,
@@ -51,6 +54,37 @@ Options:
   --json       print {"classes": {...}, "skipped": n, "images": n, "sources": {...}, "views": {...}, "table": [...]}
   --decode     also decode every image and skip the unreadable ones (slower)
   --help`,
+  stage1: `flannel stage1: train the base learners on each cross-validation fold (stage 1)
+
+Usage: deno task flannel stage1 --data DIR [--data DIR...] --out DIR [options]
+
+Loads the sources (as 'flannel data'), decodes every image once (unreadable files are reported and left
+out), makes or reloads a seeded, stratified, patient-disjoint 4:1 train/test split with K folds on the
+training part (OUT/split.json, pinned to the data set's file list), then for every learner and fold trains
+on the fold's training part (Adam, cross-entropy; the epoch kept is chosen on 10% of those patients) and
+writes the learner's class probabilities on the held-out fold (out-of-fold, for stage 2) and on the test
+part. Per learner and fold, in OUT/stage1/<arch>/fold<f>/: checkpoint.safetensors (+ .best), log.jsonl,
+val.safetensors and test.safetensors (probs [S, 4], labels, files in the metadata).
+
+Options:
+  --data DIR        a source folder (repeat for several)
+  --out DIR         output folder (required)
+  --archs LIST      comma-separated learners (default all five): ${fl.models.LEARNER_ARCHS.join(",")}
+  --scale S         tiny | full (default tiny: small variants of the same families, for CPUs)
+  --size N          crop side (default 64 for tiny, 224 for full)
+  --resize N        short side images are resized to before cropping (default size * 8 / 7: 72 or 256)
+  --epochs N        epochs per learner and fold (default 3)
+  --batch N         batch size (default 16)
+  --lr X            Adam learning rate (default 0.001)
+  --folds K         cross-validation folds (default 5)
+  --fold LIST       comma-separated folds to run (default all)
+  --seed S          seed of split, initial weights and augmentation (default 0)
+  --subsample SPEC  per-class subsampling by patient before the split, e.g. covid=0.5,normal=200
+                    (a fraction of the class, or an image count)
+  --resume          continue a run in OUT: finished learner/fold pairs are skipped, a started one
+                    continues from its last checkpoint (after a crash or Ctrl-C)
+  --backend NAME    auto | webgpu (default auto)
+  --help`,
 };
 
 function fail(message: string): never {
@@ -62,7 +96,9 @@ function intOption(values: Record<string, unknown>, key: string, fallback: numbe
   const raw = values[key];
   if (raw === undefined) return fallback;
   const v = Number(raw);
-  if (!Number.isInteger(v) || v < min) fail(`--${key} must be an integer >= ${min}, got ${JSON.stringify(raw)}`);
+  if (!Number.isInteger(v) || v < min) {
+    fail(`--${key} must be an integer >= ${min}, got ${JSON.stringify(raw)}`);
+  }
   return v;
 }
 
@@ -72,7 +108,9 @@ function reportMarkdown(result: Stage2ExperimentResult, adapter: string, seconds
 
 Data: the embedded synthetic generator (5 learners x 4 classes; ${counts}); ${result.samples.train} training
 and ${result.samples.test} test samples (stratified 4:1 split), ${result.folds}-fold cross-validation on the
-training part, ${result.epochs} epochs per fold, seed ${result.seed}. Adapter: ${adapter}. Time: ${seconds.toFixed(0)} s.
+training part, ${result.epochs} epochs per fold, seed ${result.seed}. Adapter: ${adapter}. Time: ${
+    seconds.toFixed(0)
+  } s.
 
 The learner rows are the synthetic learners' own probabilities on the test part (fixed, hence std 0).
 
@@ -103,7 +141,9 @@ async function demo(args: string[]): Promise<void> {
   const seed = intOption(values, "seed", 0, 0);
   const info = await fl.init({ backend: values.backend as "auto" });
   console.log(`backend: ${info.backend} on ${info.adapter} (${info.runtime})`);
-  console.log(`data: embedded synthetic learner outputs, ${samples} samples, paper class imbalance (seed ${seed})`);
+  console.log(
+    `data: embedded synthetic learner outputs, ${samples} samples, paper class imbalance (seed ${seed})`,
+  );
   const data = fl.train.syntheticLearnerOutputs({ samples, seed });
   const t0 = performance.now();
   const result = await runStage2Experiment(data, {
@@ -115,7 +155,10 @@ async function demo(args: string[]): Promise<void> {
   });
   const seconds = (performance.now() - t0) / 1000;
   const out = resolve(values.out!);
-  writeFileAtomic(join(out, "results.json"), JSON.stringify({ data: "synthetic", adapter: info.adapter, ...result }, null, 1));
+  writeFileAtomic(
+    join(out, "results.json"),
+    JSON.stringify({ data: "synthetic", adapter: info.adapter, ...result }, null, 1),
+  );
   writeFileAtomic(join(out, "report.md"), reportMarkdown(result, info.adapter, seconds));
   console.log(`\n${table3(result)}\n`);
   console.log(`wrote ${join(out, "results.json")} and ${join(out, "report.md")} (${seconds.toFixed(0)} s)`);
@@ -145,17 +188,181 @@ async function data(args: string[]): Promise<void> {
   const summary = fl.data.summarize(records, skipped);
   if (values.json) {
     const { classes, skipped: nSkipped, images, sources, views, table } = summary;
-    return console.log(JSON.stringify({ classes, skipped: nSkipped, images, sources, views, table }, null, 1));
+    return console.log(
+      JSON.stringify({ classes, skipped: nSkipped, images, sources, views, table }, null, 1),
+    );
   }
   console.log(fl.data.formatSummary(summary));
   for (const s of skipped) console.log(`  skipped ${s.file}: ${s.reason}`);
 }
 
-const COMMANDS: Record<string, (args: string[]) => Promise<void>> = { demo, data };
+function numberOption(values: Record<string, unknown>, key: string, fallback: number): number {
+  const raw = values[key];
+  if (raw === undefined) return fallback;
+  const v = Number(raw);
+  if (!(Number.isFinite(v) && v > 0)) fail(`--${key} must be a positive number, got ${JSON.stringify(raw)}`);
+  return v;
+}
+
+function parseSubsample(spec: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const part of spec.split(",")) {
+    const [name, value] = part.split("=");
+    const v = Number(value);
+    if (!name || value === undefined || !(v > 0)) {
+      fail(`--subsample: expected class=count or class=fraction, got ${JSON.stringify(part)}`);
+    }
+    out[name.trim()] = v;
+  }
+  return out;
+}
+
+async function stage1(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      data: { type: "string", multiple: true },
+      out: { type: "string" },
+      archs: { type: "string" },
+      scale: { type: "string", default: "tiny" },
+      size: { type: "string" },
+      resize: { type: "string" },
+      epochs: { type: "string" },
+      batch: { type: "string" },
+      lr: { type: "string" },
+      folds: { type: "string" },
+      fold: { type: "string" },
+      seed: { type: "string" },
+      subsample: { type: "string" },
+      resume: { type: "boolean" },
+      backend: { type: "string", default: "auto" },
+      help: { type: "boolean" },
+    },
+    strict: true,
+  });
+  if (values.help) return console.log(HELP.stage1);
+  const dirs = values.data ?? [];
+  if (dirs.length === 0) fail("stage1: give at least one --data DIR (see 'deno task flannel stage1 --help')");
+  if (!values.out) fail("stage1: give --out DIR");
+  const scale = values.scale;
+  if (scale !== "tiny" && scale !== "full") {
+    fail(`stage1: --scale must be tiny or full, got ${JSON.stringify(scale)}`);
+  }
+  const archs = values.archs ? values.archs.split(",").map((a) => a.trim()) : [...fl.models.LEARNER_ARCHS];
+  for (const a of archs) {
+    if (!fl.models.isLearnerArch(a)) {
+      fail(`stage1: unknown learner ${JSON.stringify(a)}; expected ${fl.models.LEARNER_ARCHS.join(", ")}`);
+    }
+  }
+  const size = intOption(values, "size", scale === "tiny" ? 64 : 224, 8);
+  const resize = intOption(values, "resize", Math.round((size * 8) / 7), size);
+  const epochs = intOption(values, "epochs", 3, 1);
+  const batchSize = intOption(values, "batch", 16, 2);
+  const lr = numberOption(values, "lr", 1e-3);
+  const nFolds = intOption(values, "folds", 5, 2);
+  const seed = intOption(values, "seed", 0, 0);
+  const folds = values.fold?.split(",").map((f) => {
+    const v = Number(f);
+    if (!Number.isInteger(v) || v < 0 || v >= nFolds) {
+      fail(`--fold: ${JSON.stringify(f)} is not a fold of 0..${nFolds - 1}`);
+    }
+    return v;
+  });
+  const out = resolve(values.out);
+
+  const info = await fl.init({ backend: values.backend as "auto" });
+  console.log(`backend: ${info.backend} on ${info.adapter} (${info.runtime})`);
+  const loaded = fl.data.loadDataset(dirs);
+  console.log(
+    `data: ${loaded.records.length} images in ${
+      dirs.join(", ")
+    } (${loaded.skipped.length} rows skipped); decoding`,
+  );
+  const cache = new fl.train.ImageCache(resize);
+  const bar = new ProgressBar();
+  const decodeStart = performance.now();
+  const readable = await cache.getReadable(
+    loaded.records,
+    (done, total) => bar.update("decode", done, total, done / ((performance.now() - decodeStart) / 1000)),
+  );
+  bar.done();
+  for (const s of readable.skipped) console.log(`  unreadable, left out: ${s.reason}`);
+  const records = readable.records;
+  console.log(fl.data.formatSummary(fl.data.summarize(records, [...loaded.skipped, ...readable.skipped])));
+
+  const splitPath = join(out, "split.json");
+  let split: fl.train.PatientSplit;
+  if (existsSync(splitPath)) {
+    if (!values.resume) {
+      fail(`stage1: ${splitPath} exists; pass --resume to continue that run, or use another --out`);
+    }
+    split = fl.train.loadSplit(splitPath, records);
+    if (split.folds !== nFolds || split.seed !== seed) {
+      fail(
+        `stage1: ${splitPath} has ${split.folds} folds and seed ${split.seed}; this run asks for ${nFolds} and ${seed}`,
+      );
+    }
+  } else {
+    const subsample = values.subsample ? parseSubsample(values.subsample) : undefined;
+    split = fl.train.patientSplit(records, { folds: nFolds, seed, subsample });
+    fl.train.saveSplit(splitPath, split, records);
+  }
+  console.log(
+    `split: ${split.train.length} train (${split.folds} folds of ${
+      split.foldSplits.map((f) => f.val.length).join("/")
+    }), ` +
+      `${split.test.length} test, patient-disjoint, seed ${seed} -> ${splitPath}`,
+  );
+  const t0 = performance.now();
+  const results = await fl.train.runStage1Folds({
+    records,
+    images: readable.images,
+    split,
+    archs: archs as fl.models.LearnerArch[],
+    scale,
+    outDir: out,
+    epochs,
+    batchSize,
+    crop: size,
+    lr,
+    seed,
+    folds,
+    resume: values.resume,
+    onMessage: (m) => console.log(m),
+    onBatch: (arch, f, p) =>
+      bar.update(`${arch} fold ${f} epoch ${p.epoch}/${p.epochs}`, p.done, p.total, p.imagesPerSecond),
+    onEpoch: (arch, f, log) => {
+      bar.done();
+      console.log(
+        `${arch} fold ${f} epoch ${log.epoch}: loss ${log.trainLoss.toFixed(4)}, selection macro-F1 ${
+          log.valMacroF1.toFixed(3)
+        }, ` +
+          `${log.imagesPerSecond.toFixed(1)} images/s, ${log.seconds.toFixed(1)} s`,
+      );
+    },
+  });
+  console.log(
+    "\n| learner | fold | held-out macro-F1 | test macro-F1 | test covid F1 |\n|---|---|---|---|---|",
+  );
+  for (const r of results) {
+    console.log(
+      `| ${r.arch} | ${r.fold} | ${r.val.macroF1.toFixed(3)} | ${r.test.macroF1.toFixed(3)} | ${
+        r.test.perClass.covid.f1.toFixed(3)
+      } |`,
+    );
+  }
+  console.log(
+    `\nstage 1 outputs in ${join(out, "stage1")} (${((performance.now() - t0) / 1000).toFixed(0)} s)`,
+  );
+}
+
+const COMMANDS: Record<string, (args: string[]) => Promise<void>> = { demo, data, stage1 };
 
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
-  if (!command || command === "help" || command === "--help" || command === "-h") return console.log(HELP.main);
+  if (!command || command === "help" || command === "--help" || command === "-h") {
+    return console.log(HELP.main);
+  }
   const run = COMMANDS[command];
   if (!run) fail(`unknown command ${JSON.stringify(command)}; run 'deno task flannel --help'`);
   try {

@@ -1,7 +1,7 @@
 // Stage 1: preprocessing (shapes, normalisation, centre crop, determinism, flips), a tiny ResNet trained
 // on ../shared/data/chestxray64 reaching a validation macro-F1 well above chance, and resuming from a
 // checkpoint giving the uninterrupted run's final weights exactly.
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -244,6 +244,89 @@ test("resume from a checkpoint: the same final weights as an uninterrupted run, 
   full.model.dispose();
   resumed.model.dispose();
   partA.model.dispose();
+});
+
+test("runStage1Folds: out-of-fold and test outputs per learner and fold, patient-disjoint, resumable", async () => {
+  const { records: all } = fl.data.loadDataset([needData()]);
+  const cache = new fl.train.ImageCache(64);
+  // a corrupt file among the records is left out with its name, not fatal
+  const bad = join(tmp, "corrupt.png");
+  writeFileSync(bad, new Uint8Array([0x89, 0x50, 0x4e, 0x47, 1, 2, 3]));
+  const withBad = [...all, { ...all[0], file: bad, patientId: "bad" }];
+  const readable = await cache.getReadable(withBad);
+  assertEquals(readable.records.length, all.length);
+  assertEquals(readable.skipped.length, 1);
+  assert(readable.skipped[0].reason.includes("corrupt.png"), readable.skipped[0].reason);
+
+  const { records, images } = readable;
+  const split = fl.train.patientSplit(records, {
+    folds: 3,
+    seed: 5,
+    subsample: { covid: 50, viral: 50, bacterial: 50, normal: 50 },
+  });
+  const outDir = join(tmp, "folds");
+  const config = {
+    records,
+    images,
+    split,
+    archs: ["resnet152"] as fl.models.LearnerArch[],
+    scale: "tiny" as const,
+    outDir,
+    epochs: 1,
+    batchSize: 16,
+    crop: 56,
+    seed: 3,
+    folds: [1],
+  };
+  const batches: { done: number; total: number }[] = [];
+  const [r] = await fl.train.runStage1Folds({ ...config, onBatch: (_a, _f, p) => batches.push(p) });
+  assertEquals([r.arch, r.fold, r.trained], ["resnet152", 1, true]);
+  // progress: one report per batch of 16, the last one at the whole training part
+  const last = batches.at(-1)!;
+  assertEquals(batches.length, Math.ceil(last.total / 16) - (last.total % 16 === 1 ? 1 : 0));
+  assert(last.done >= last.total - 1 && last.total > 80, JSON.stringify(last));
+  const val = await fl.train.loadLearnerOutputs(r.valPath),
+    testOut = await fl.train.loadLearnerOutputs(r.testPath);
+  // out of fold: the held-out fold's files, in order, and the test part's
+  assertEquals(val.files, split.foldSplits[1].val.map((i) => records[i].file));
+  assertEquals(testOut.files, split.test.map((i) => records[i].file));
+  assertEquals(Array.from(val.labels), split.foldSplits[1].val.map((i) => records[i].label));
+  for (const out of [val, testOut]) {
+    for (let i = 0; i < out.files.length; i++) {
+      const row = out.probs.subarray(4 * i, 4 * i + 4);
+      assertClose(row.reduce((a, b) => a + b, 0), 1, { rtol: 1e-5 });
+    }
+  }
+  // the held-out fold's patients are in neither the learner's training nor its epoch-selection images
+  const heldPatients = new Set(split.foldSplits[1].val.map((i) => records[i].patientId));
+  assert(split.foldSplits[1].train.every((i) => !heldPatients.has(records[i].patientId)), "patient leak");
+  assertEquals(r.val.macroF1, fl.metrics.classificationReport(val.labels, val.probs).macroF1);
+  // a second run needs resume, and then skips the finished pair with the same results
+  await assertRejects(() => fl.train.runStage1Folds(config), /exists; pass resume/);
+  const [again] = await fl.train.runStage1Folds({ ...config, resume: true });
+  assertEquals([again.trained, again.val.macroF1, again.test.macroF1], [
+    false,
+    r.val.macroF1,
+    r.test.macroF1,
+  ]);
+  await assertRejects(() => fl.train.runStage1Folds({ ...config, folds: [3] }), /fold 3 does not exist/);
+});
+
+test("progress line: bar, counts, rate and ETA", () => {
+  assertEquals(
+    fl.train.progressLine("epoch 1/3", 30, 120, 15, "images", 8),
+    "epoch 1/3 [##------] 30/120 images, 15.0 images/s, ETA 6s",
+  );
+  assertEquals(fl.train.formatDuration(3725), "1h02m");
+  assertEquals(fl.train.formatDuration(125), "2m05s");
+  assertEquals(fl.train.formatDuration(NaN), "?");
+  const lines: string[] = [];
+  const bar = new fl.train.ProgressBar((t) => lines.push(t), false, 3600);
+  bar.update("x", 1, 4, 1);
+  bar.update("x", 2, 4, 1); // within the interval: not printed
+  bar.update("x", 4, 4, 1); // the last one always is
+  assertEquals(lines.length, 2);
+  assert(lines[1].startsWith("x [########################] 4/4"), lines[1]);
 });
 
 test("stage 1 cleanup", () => {

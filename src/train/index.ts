@@ -9,7 +9,12 @@ export {
   trainStage2,
   validateLearnerOutputs,
 } from "./stage2.ts";
-export { type LearnerOutputs, PAPER_CLASS_COUNTS, syntheticLearnerOutputs, type SyntheticOptions } from "./synthetic.ts";
+export {
+  type LearnerOutputs,
+  PAPER_CLASS_COUNTS,
+  syntheticLearnerOutputs,
+  type SyntheticOptions,
+} from "./synthetic.ts";
 export {
   fileListHash,
   loadSplit,
@@ -23,23 +28,31 @@ export {
   type SubsampleSpec,
 } from "./splits.ts";
 export {
+  type BatchOptions,
+  ImageCache,
   IMAGENET_MEAN,
   IMAGENET_STD,
-  ImageCache,
   loadImages,
   makeBatch,
-  type BatchOptions,
   resizeShortSide,
 } from "./preprocess.ts";
 export {
   LEARNER_OUTPUTS_FORMAT,
-  loadLearnerOutputs,
   type LearnerOutputsFile,
+  loadLearnerOutputs,
   predictStage1,
   saveLearnerOutputs,
+  type Stage1BatchProgress,
   type Stage1Config,
   type Stage1EpochLog,
   type Stage1Result,
   type Stage1Set,
   trainStage1,
 } from "./stage1.ts";
+export {
+  runStage1Folds,
+  stage1FoldDir,
+  type Stage1FoldResult,
+  type Stage1FoldsConfig,
+} from "./stage1_folds.ts";
+export { formatDuration, ProgressBar, progressLine } from "./progress.ts";

@@ -5,7 +5,7 @@
 // Every random choice comes from a `Generator`, so a seed gives the same batch in Deno and Bun.
 import { type GrayImage, resizeGray } from "../io/images.ts";
 import { Generator, threefry2x32 } from "../kernels/random.ts";
-import { type ImageRecord, loadImage } from "./data.ts";
+import { type ImageRecord, loadImage, type Skipped } from "./data.ts";
 
 export const IMAGENET_MEAN = [0.485, 0.456, 0.406] as const;
 export const IMAGENET_STD = [0.229, 0.224, 0.225] as const;
@@ -57,6 +57,27 @@ export class ImageCache {
       onProgress?.(i + 1, records.length);
     }
     return out;
+  }
+
+  /**
+   * Every record's image, in order, leaving out the records whose file cannot be decoded: those are listed
+   * in `skipped` with the decoder's message (which names the file), so one bad file never stops a run.
+   */
+  async getReadable<R extends Pick<ImageRecord, "file">>(
+    records: readonly R[],
+    onProgress?: (done: number, total: number) => void,
+  ): Promise<{ records: R[]; images: GrayImage[]; skipped: Skipped[] }> {
+    const ok: R[] = [], images: GrayImage[] = [], skipped: Skipped[] = [];
+    for (const [i, r] of records.entries()) {
+      try {
+        images.push(await this.get(r));
+        ok.push(r);
+      } catch (err) {
+        skipped.push({ file: r.file, reason: (err as Error).message });
+      }
+      onProgress?.(i + 1, records.length);
+    }
+    return { records: ok, images, skipped };
   }
 
   clear(): void {

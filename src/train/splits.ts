@@ -23,8 +23,14 @@ function shuffledByClass(labels: ArrayLike<number>, gen: Generator): number[][] 
 }
 
 /** Indices of a stratified train/test split (test share `testFraction`, per class rounded). */
-export function stratifiedSplit(labels: ArrayLike<number>, testFraction: number, seed: number): { train: number[]; test: number[] } {
-  if (!(testFraction > 0 && testFraction < 1)) throw new Error(`split: testFraction must be in (0, 1), got ${testFraction}`);
+export function stratifiedSplit(
+  labels: ArrayLike<number>,
+  testFraction: number,
+  seed: number,
+): { train: number[]; test: number[] } {
+  if (!(testFraction > 0 && testFraction < 1)) {
+    throw new Error(`split: testFraction must be in (0, 1), got ${testFraction}`);
+  }
   const train: number[] = [], test: number[] = [];
   for (const list of shuffledByClass(labels, new Generator(seed))) {
     const nTest = Math.round(list.length * testFraction);
@@ -38,7 +44,12 @@ export function stratifiedSplit(labels: ArrayLike<number>, testFraction: number,
  * k stratified folds of `indices` (positions into `labels`): fold f validates on its part and trains on the
  * rest. Each class is dealt round-robin, so fold sizes per class differ by at most one.
  */
-export function stratifiedKFold(labels: ArrayLike<number>, indices: number[], k: number, seed: number): { train: number[]; val: number[] }[] {
+export function stratifiedKFold(
+  labels: ArrayLike<number>,
+  indices: number[],
+  k: number,
+  seed: number,
+): { train: number[]; val: number[] }[] {
   if (!Number.isInteger(k) || k < 2) throw new Error(`folds: k must be an integer >= 2, got ${k}`);
   if (indices.length < k) throw new Error(`folds: ${indices.length} samples cannot make ${k} folds`);
   const sub = indices.map((i) => labels[i]);
@@ -57,7 +68,6 @@ export function stratifiedKFold(labels: ArrayLike<number>, indices: number[], k:
 // Patient-disjoint splits for image data: a seeded, class-stratified train/test split with k folds on the
 // training part, where every image of a patient lands in the same part and the same fold; optional seeded
 // per-class subsampling by patient; and JSON files that pin a split to the exact dataset it was made on.
-
 
 /** One image: its class index and the patient it belongs to (`file` is needed to save and load splits). */
 export interface SplitRecord {
@@ -112,8 +122,12 @@ interface Patient {
 function checkRecords(records: readonly SplitRecord[]): void {
   if (!Array.isArray(records) || records.length === 0) throw new Error("patientSplit: no records");
   records.forEach((r, i) => {
-    if (!Number.isInteger(r?.label) || r.label < 0) throw new Error(`patientSplit: record ${i} has label ${r?.label}; expected an integer >= 0`);
-    if (typeof r.patientId !== "string" || r.patientId === "") throw new Error(`patientSplit: record ${i} has no patientId`);
+    if (!Number.isInteger(r?.label) || r.label < 0) {
+      throw new Error(`patientSplit: record ${i} has label ${r?.label}; expected an integer >= 0`);
+    }
+    if (typeof r.patientId !== "string" || r.patientId === "") {
+      throw new Error(`patientSplit: record ${i} has no patientId`);
+    }
   });
 }
 
@@ -142,16 +156,29 @@ function seededBySizeDesc(patients: Patient[], gen: Generator): Patient[] {
   return Array.from(perm, (j) => patients[j]).sort((a, b) => b.images.length - a.images.length);
 }
 
-function resolveSubsample(spec: SubsampleSpec, classNames: readonly string[], present: Set<number>): Map<number, number> {
+function resolveSubsample(
+  spec: SubsampleSpec,
+  classNames: readonly string[],
+  present: Set<number>,
+): Map<number, number> {
   const out = new Map<number, number>();
   for (const [key, value] of Object.entries(spec)) {
     let cls = classNames.indexOf(key);
     if (cls < 0 && /^\d+$/.test(key)) cls = Number(key);
-    if (cls < 0) throw new Error(`subsample: unknown class ${JSON.stringify(key)} (known: ${classNames.join(", ")} or a class index)`);
+    if (cls < 0) {
+      throw new Error(
+        `subsample: unknown class ${JSON.stringify(key)} (known: ${classNames.join(", ")} or a class index)`,
+      );
+    }
     if (!present.has(cls)) throw new Error(`subsample: class ${JSON.stringify(key)} has no images`);
     if (out.has(cls)) throw new Error(`subsample: class ${JSON.stringify(key)} given twice`);
-    const ok = typeof value === "number" && ((value > 0 && value < 1) || (Number.isInteger(value) && value >= 1));
-    if (!ok) throw new Error(`subsample: ${key} must be an image count (integer >= 1) or a fraction in (0, 1), got ${value}`);
+    const ok = typeof value === "number" &&
+      ((value > 0 && value < 1) || (Number.isInteger(value) && value >= 1));
+    if (!ok) {
+      throw new Error(
+        `subsample: ${key} must be an image count (integer >= 1) or a fraction in (0, 1), got ${value}`,
+      );
+    }
     out.set(cls, value);
   }
   return out;
@@ -163,14 +190,23 @@ function resolveSubsample(spec: SubsampleSpec, classNames: readonly string[], pr
  * images stay at or below the target (a patient that would overshoot is skipped, the next ones are still
  * tried), so the count is the target unless no remaining patient fits: short by less than one patient.
  */
-function subsamplePatients(patients: Patient[], spec: Map<number, number>, classNames: readonly string[], gen: Generator): Patient[] {
+function subsamplePatients(
+  patients: Patient[],
+  spec: Map<number, number>,
+  classNames: readonly string[],
+  gen: Generator,
+): Patient[] {
   const keep = new Set<Patient>(patients);
   for (const [cls, value] of [...spec].sort((a, b) => a[0] - b[0])) {
     const members = patients.filter((p) => p.cls === cls);
     const total = members.reduce((s, p) => s + p.images.length, 0);
     const target = value < 1 ? Math.round(value * total) : value;
     const name = classNames[cls] ?? `class ${cls}`;
-    if (target > total) throw new Error(`subsample: ${name} has ${total} images (by patient majority label), cannot draw ${target}`);
+    if (target > total) {
+      throw new Error(
+        `subsample: ${name} has ${total} images (by patient majority label), cannot draw ${target}`,
+      );
+    }
     if (target < 1) throw new Error(`subsample: ${name} fraction ${value} of ${total} images keeps no image`);
     const perm = gen.permutation(members.length);
     let kept = 0;
@@ -186,12 +222,16 @@ function subsamplePatients(patients: Patient[], spec: Map<number, number>, class
 /** SHA-256 (hex) of the records' files, sorted by code unit and joined with newlines. */
 export function fileListHash(records: readonly { file?: string }[]): string {
   const files = records.map((r, i) => {
-    if (typeof r.file !== "string" || r.file === "") throw new Error(`split file: record ${i} has no file name`);
+    if (typeof r.file !== "string" || r.file === "") {
+      throw new Error(`split file: record ${i} has no file name`);
+    }
     return r.file;
   });
   const sorted = [...files].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
   for (let i = 1; i < sorted.length; i++) {
-    if (sorted[i] === sorted[i - 1]) throw new Error(`split file: file ${JSON.stringify(sorted[i])} appears twice in the records`);
+    if (sorted[i] === sorted[i - 1]) {
+      throw new Error(`split file: file ${JSON.stringify(sorted[i])} appears twice in the records`);
+    }
   }
   return createHash("sha256").update(sorted.join("\n")).digest("hex");
 }
@@ -215,10 +255,14 @@ export function patientSplit(records: readonly SplitRecord[], options: PatientSp
   if (!(typeof testFraction === "number" && testFraction > 0 && testFraction < 1)) {
     throw new Error(`patientSplit: testFraction must be in (0, 1), got ${testFraction}`);
   }
-  if (!Number.isInteger(folds) || folds < 2) throw new Error(`patientSplit: folds must be an integer >= 2, got ${folds}`);
+  if (!Number.isInteger(folds) || folds < 2) {
+    throw new Error(`patientSplit: folds must be an integer >= 2, got ${folds}`);
+  }
   checkRecords(records);
   const gen = new Generator(seed);
-  const hash = records.every((r) => typeof r.file === "string" && r.file !== "") ? fileListHash(records) : undefined;
+  const hash = records.every((r) => typeof r.file === "string" && r.file !== "")
+    ? fileListHash(records)
+    : undefined;
 
   let patients = groupPatients(records, records.keys());
   if (subsample !== undefined) {
@@ -226,7 +270,11 @@ export function patientSplit(records: readonly SplitRecord[], options: PatientSp
     patients = subsamplePatients(patients, resolveSubsample(subsample, classNames, present), classNames, gen);
   }
   if (patients.length < folds + 1) {
-    throw new Error(`patientSplit: ${patients.length} patients cannot fill a test part and ${folds} folds (need at least ${folds + 1})`);
+    throw new Error(
+      `patientSplit: ${patients.length} patients cannot fill a test part and ${folds} folds (need at least ${
+        folds + 1
+      })`,
+    );
   }
 
   // Label totals over the kept images and the per-bin quotas.
@@ -248,7 +296,9 @@ export function patientSplit(records: readonly SplitRecord[], options: PatientSp
     for (const [l, n] of p.labelCounts) placed[best].set(l, (placed[best].get(l) ?? 0) + n);
   }
   if (bins.some((b) => b.length === 0)) {
-    throw new Error(`patientSplit: ${patients.length} patients are too few or too uneven to give the test part and all ${folds} folds an image`);
+    throw new Error(
+      `patientSplit: ${patients.length} patients are too few or too uneven to give the test part and all ${folds} folds an image`,
+    );
   }
 
   const asc = (a: number, b: number) => a - b;
@@ -261,7 +311,10 @@ export function patientSplit(records: readonly SplitRecord[], options: PatientSp
     ...(hash !== undefined ? { fileListHash: hash } : {}),
     train: foldVals.flat().sort(asc),
     test: [...bins[0]].sort(asc),
-    foldSplits: foldVals.map((val, f) => ({ train: foldVals.flatMap((v, g) => (g === f ? [] : v)).sort(asc), val })),
+    foldSplits: foldVals.map((val, f) => ({
+      train: foldVals.flatMap((v, g) => (g === f ? [] : v)).sort(asc),
+      val,
+    })),
   };
 }
 
@@ -290,10 +343,14 @@ interface SplitFile {
 export function saveSplit(path: string, split: PatientSplit, records: readonly SplitRecord[]): void {
   const hash = fileListHash(records);
   if (split.fileListHash !== undefined && split.fileListHash !== hash) {
-    throw new Error(`saveSplit: the split was made on a different file list (hash ${split.fileListHash}, records ${hash})`);
+    throw new Error(
+      `saveSplit: the split was made on a different file list (hash ${split.fileListHash}, records ${hash})`,
+    );
   }
   const name = (i: number) => {
-    if (!Number.isInteger(i) || i < 0 || i >= records.length) throw new Error(`saveSplit: index ${i} is outside the ${records.length} records`);
+    if (!Number.isInteger(i) || i < 0 || i >= records.length) {
+      throw new Error(`saveSplit: index ${i} is outside the ${records.length} records`);
+    }
     return records[i].file!;
   };
   const data: SplitFile = {
@@ -341,7 +398,11 @@ export function loadSplit(path: string, records: readonly SplitRecord[]): Patien
     if (!Array.isArray(files)) throw new Error(`loadSplit: ${path}: ${what} is not a list of files`);
     return files.map((f) => {
       const i = index.get(f);
-      if (i === undefined) throw new Error(`loadSplit: ${path}: ${what} names ${JSON.stringify(f)}, which is not in the records`);
+      if (i === undefined) {
+        throw new Error(
+          `loadSplit: ${path}: ${what} names ${JSON.stringify(f)}, which is not in the records`,
+        );
+      }
       if (track) {
         if (seen.has(i)) throw new Error(`loadSplit: ${path}: ${JSON.stringify(f)} appears twice`);
         seen.add(i);
@@ -350,7 +411,9 @@ export function loadSplit(path: string, records: readonly SplitRecord[]): Patien
     }).sort(asc);
   };
   const test = toIndices(data.test, "test", true);
-  if (!Array.isArray(data.foldVal) || data.foldVal.length !== data.folds) throw new Error(`loadSplit: ${path}: expected ${data.folds} folds`);
+  if (!Array.isArray(data.foldVal) || data.foldVal.length !== data.folds) {
+    throw new Error(`loadSplit: ${path}: expected ${data.folds} folds`);
+  }
   const foldVals = data.foldVal.map((v, f) => toIndices(v, `fold ${f}`, true));
   const train = toIndices(data.train, "train", false);
   const fromFolds = foldVals.flat().sort(asc);
@@ -365,6 +428,9 @@ export function loadSplit(path: string, records: readonly SplitRecord[]): Patien
     fileListHash: hash,
     train,
     test,
-    foldSplits: foldVals.map((val, f) => ({ train: foldVals.flatMap((v, g) => (g === f ? [] : v)).sort(asc), val })),
+    foldSplits: foldVals.map((val, f) => ({
+      train: foldVals.flatMap((v, g) => (g === f ? [] : v)).sort(asc),
+      val,
+    })),
   };
 }

@@ -22,6 +22,7 @@ import { tensor, zeros } from "../kernels/basic.ts";
 import { crossEntropy } from "../kernels/loss.ts";
 import { softmax } from "../functional.ts";
 import { Generator } from "../kernels/random.ts";
+import { syncDevice } from "../backend/stats.ts";
 import type { GrayImage } from "../io/images.ts";
 import { loadCheckpoint, saveCheckpoint } from "../io/checkpoint.ts";
 import { loadSafetensors, readSafetensorsMetadata, saveSafetensors } from "../io/safetensors.ts";
@@ -49,6 +50,16 @@ export interface Stage1EpochLog {
   imagesPerSecond: number;
 }
 
+export interface Stage1BatchProgress {
+  epoch: number;
+  epochs: number;
+  /** training images of this epoch submitted so far, and in all */
+  done: number;
+  total: number;
+  /** training images per second so far in this epoch */
+  imagesPerSecond: number;
+}
+
 export interface Stage1Config {
   model: Module;
   train: Stage1Set;
@@ -70,6 +81,8 @@ export interface Stage1Config {
   resume?: boolean;
   logPath?: string;
   onProgress?: (log: Stage1EpochLog) => void;
+  /** After every training batch has been submitted (for a progress bar). */
+  onBatch?: (progress: Stage1BatchProgress) => void;
   /** stop after this epoch (as if interrupted), without restoring the best weights; for tests */
   stopAfterEpoch?: number;
   classNames?: readonly string[];
@@ -236,19 +249,49 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
       const gen = new Generator(seed * 1000 + epoch);
       const order = gen.permutation(s);
       model.train();
+      // batch norm needs two samples: a last batch of one is dropped
+      const starts: number[] = [];
       for (let start = 0; start < s; start += batchSize) {
+        if (Math.min(batchSize, s - start) >= 2 || s === 1) starts.push(start);
+      }
+      const assemble = (start: number) => {
         const idx = order.subarray(start, Math.min(start + batchSize, s));
-        const count = idx.length;
-        if (count < 2 && s > 1) continue; // batch norm needs two samples; drop a last batch of one
         const x = makeBatch(train.images, idx, {
           crop,
           train: true,
           generator: gen,
           noiseStd: settings.noiseStd,
         });
-        const y = Int32Array.from(idx, (i) => train.labels[i]);
-        trainStep(optimizer, () => crossEntropy(model.forward(tensor(x, [count, 3, crop, crop])), y), lossSum, count / s);
+        return { x, y: Int32Array.from(idx, (i) => train.labels[i]) };
+      };
+      // The CPU assembles batch b + 1 while the device runs batch b; at most two batches are queued, so the
+      // CPU never runs far ahead of the device (nor do the uploads that wait in the queue pile up).
+      let next = starts.length > 0 ? assemble(starts[0]) : null;
+      let previous: Promise<void> = Promise.resolve();
+      let done = 0;
+      for (let b = 0; b < starts.length; b++) {
+        const { x, y } = next!;
+        const count = y.length;
+        trainStep(
+          optimizer,
+          () => crossEntropy(model.forward(tensor(x, [count, 3, crop, crop])), y),
+          lossSum,
+          count / s,
+        );
+        const submitted = syncDevice(); // submits this batch now; resolves when the device has run it
+        next = b + 1 < starts.length ? assemble(starts[b + 1]) : null;
+        await previous;
+        previous = submitted;
+        done += count;
+        config.onBatch?.({
+          epoch,
+          epochs,
+          done,
+          total: s,
+          imagesPerSecond: done / ((performance.now() - t0) / 1000),
+        });
       }
+      await previous;
       const trainLoss = await takeEpochLoss(lossSum);
       const trainSeconds = (performance.now() - t0) / 1000;
       const probs = await predictStage1(model, val.images, { crop, batchSize });

@@ -7,7 +7,7 @@ import { crossEntropy, focalLoss } from "../kernels/loss.ts";
 import { Generator } from "../kernels/random.ts";
 import { type Ensemble, MLPStacking, NeuralWeightModule, SoftVoting } from "../models/flannel.ts";
 import { Adam } from "../optim/optimizers.ts";
-import { classificationReport, type ClassificationReport, CLASS_NAMES } from "./metrics.ts";
+import { CLASS_NAMES, type ClassificationReport, classificationReport } from "./metrics.ts";
 import type { LearnerOutputs } from "./synthetic.ts";
 import { takeEpochLoss, trainStep } from "./step.ts";
 
@@ -56,13 +56,19 @@ export function validateLearnerOutputs(set: LearnerOutputs, what = "learner outp
     throw new Error(`${what}: learners (${n}) must be >= 1 and classes (${m}) >= 2`);
   }
   if (probs.length !== s * n * m) {
-    throw new Error(`${what}: probs hold ${probs.length} values, expected samples x learners x classes = ${s}x${n}x${m}`);
+    throw new Error(
+      `${what}: probs hold ${probs.length} values, expected samples x learners x classes = ${s}x${n}x${m}`,
+    );
   }
   for (let i = 0; i < probs.length; i++) {
     const v = probs[i];
     if (!Number.isFinite(v) || v < -1e-6 || v > 1 + 1e-6) {
       const sample = Math.floor(i / (n * m));
-      throw new Error(`${what}: probability ${v} at sample ${sample}, learner ${Math.floor(i / m) % n}, class ${i % m} is not in [0, 1]`);
+      throw new Error(
+        `${what}: probability ${v} at sample ${sample}, learner ${Math.floor(i / m) % n}, class ${
+          i % m
+        } is not in [0, 1]`,
+      );
     }
   }
   for (let i = 0; i < s; i++) {
@@ -81,7 +87,12 @@ export function inverseFrequencyAlpha(labels: ArrayLike<number>, classes: number
   return inv.map((v) => (v * classes) / total);
 }
 
-export function buildEnsemble(config: Stage2Config, learners: number, classes: number, generator: Generator): Ensemble {
+export function buildEnsemble(
+  config: Stage2Config,
+  learners: number,
+  classes: number,
+  generator: Generator,
+): Ensemble {
   switch (config.method) {
     case "flannel":
       return new NeuralWeightModule({ learners, classes, activation: config.activation, generator });
@@ -92,7 +103,9 @@ export function buildEnsemble(config: Stage2Config, learners: number, classes: n
     case "voting":
       return new SoftVoting({ learners, classes });
     default:
-      throw new Error(`stage 2: unknown method ${JSON.stringify(config.method)} (flannel, mlp1, mlp2, voting)`);
+      throw new Error(
+        `stage 2: unknown method ${JSON.stringify(config.method)} (flannel, mlp1, mlp2, voting)`,
+      );
   }
 }
 
@@ -110,11 +123,17 @@ function balancedOrder(labels: Int32Array, classes: number, gen: Generator): Int
 }
 
 /** Class probabilities [S, M] of a trained (or parameter-free) combiner, in batches, without a graph. */
-export async function predictStage2(model: Ensemble, set: LearnerOutputs, batchSize = 2048): Promise<Float32Array> {
+export async function predictStage2(
+  model: Ensemble,
+  set: LearnerOutputs,
+  batchSize = 2048,
+): Promise<Float32Array> {
   validateLearnerOutputs(set);
   const s = set.labels.length, n = set.learners, m = set.classes;
   if (n !== model.learners || m !== model.classes) {
-    throw new Error(`predict: the model combines ${model.learners} learners x ${model.classes} classes, the data has ${n} x ${m}`);
+    throw new Error(
+      `predict: the model combines ${model.learners} learners x ${model.classes} classes, the data has ${n} x ${m}`,
+    );
   }
   const out = new Float32Array(s * m);
   for (let start = 0; start < s; start += batchSize) {
@@ -126,22 +145,32 @@ export async function predictStage2(model: Ensemble, set: LearnerOutputs, batchS
   return out;
 }
 
-
 /**
  * Trains `config.method` on `train`, evaluates macro-F1 on `val` after each epoch, and returns the model
  * holding its best epoch's weights. Deterministic for a given seed.
  */
-export async function trainStage2(train: LearnerOutputs, val: LearnerOutputs, config: Stage2Config): Promise<Stage2Result> {
+export async function trainStage2(
+  train: LearnerOutputs,
+  val: LearnerOutputs,
+  config: Stage2Config,
+): Promise<Stage2Result> {
   validateLearnerOutputs(train, "training set");
   validateLearnerOutputs(val, "validation set");
   if (train.learners !== val.learners || train.classes !== val.classes) {
-    throw new Error(`stage 2: training data is ${train.learners}x${train.classes}, validation ${val.learners}x${val.classes}`);
+    throw new Error(
+      `stage 2: training data is ${train.learners}x${train.classes}, validation ${val.learners}x${val.classes}`,
+    );
   }
   const { learners: n, classes: m } = train;
-  const classNames = config.classNames ?? (m === CLASS_NAMES.length ? [...CLASS_NAMES] : Array.from({ length: m }, (_, i) => `class${i}`));
+  const classNames = config.classNames ??
+    (m === CLASS_NAMES.length ? [...CLASS_NAMES] : Array.from({ length: m }, (_, i) => `class${i}`));
   const epochs = config.epochs ?? 30, batchSize = config.batchSize ?? 64, seed = config.seed ?? 0;
-  if (!Number.isInteger(epochs) || epochs < 0) throw new Error(`stage 2: epochs must be a non-negative integer, got ${epochs}`);
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`stage 2: batchSize must be a positive integer, got ${batchSize}`);
+  if (!Number.isInteger(epochs) || epochs < 0) {
+    throw new Error(`stage 2: epochs must be a non-negative integer, got ${epochs}`);
+  }
+  if (!Number.isInteger(batchSize) || batchSize < 1) {
+    throw new Error(`stage 2: batchSize must be a positive integer, got ${batchSize}`);
+  }
   const gen = new Generator(seed);
   const model = buildEnsemble(config, n, m, gen);
   const evaluate = async () => classificationReport(val.labels, await predictStage2(model, val), classNames);
@@ -150,17 +179,27 @@ export async function trainStage2(train: LearnerOutputs, val: LearnerOutputs, co
     return { model, bestEpoch: 0, history: [], valReport: await evaluate(), alpha: null };
   }
   const lossKind = config.loss ?? "focal";
-  if (lossKind !== "focal" && lossKind !== "ce") throw new Error(`stage 2: loss must be "focal" or "ce", got ${JSON.stringify(lossKind)}`);
+  if (lossKind !== "focal" && lossKind !== "ce") {
+    throw new Error(`stage 2: loss must be "focal" or "ce", got ${JSON.stringify(lossKind)}`);
+  }
   const alpha = lossKind === "focal" ? config.alpha ?? inverseFrequencyAlpha(train.labels, m) : null;
   const gamma = config.gamma ?? 3;
-  const optimizer = new Adam(model.parameters(), { lr: config.lr ?? 1e-3, weightDecay: config.weightDecay ?? 0 });
+  const optimizer = new Adam(model.parameters(), {
+    lr: config.lr ?? 1e-3,
+    weightDecay: config.weightDecay ?? 0,
+  });
   const s = train.labels.length;
   // The training set goes to the device once; batches are gathered there by index.
   const probsT = tensor(train.probs, [s, n, m]).keep();
   const labelsT = intTensor(train.labels).keep();
   const lossSum = zeros([1]).keep();
   const history: EpochLog[] = [];
-  let best = { epoch: 0, f1: -Infinity, weights: await model.downloadStateDict(), report: null as ClassificationReport | null };
+  let best = {
+    epoch: 0,
+    f1: -Infinity,
+    weights: await model.downloadStateDict(),
+    report: null as ClassificationReport | null,
+  };
   try {
     for (let epoch = 1; epoch <= epochs; epoch++) {
       model.train();
@@ -169,18 +208,27 @@ export async function trainStage2(train: LearnerOutputs, val: LearnerOutputs, co
         const index = intTensor(order);
         for (let start = 0; start < s; start += batchSize) {
           const count = Math.min(batchSize, s - start);
-          trainStep(optimizer, () => {
-            const logits = model.forward(gatherRows(probsT, index, start, count));
-            const y = gatherRows(labelsT, index, start, count);
-            return lossKind === "focal" ? focalLoss(logits, y, { gamma, alpha: alpha! }) : crossEntropy(logits, y);
-          }, lossSum, count / s);
+          trainStep(
+            optimizer,
+            () => {
+              const logits = model.forward(gatherRows(probsT, index, start, count));
+              const y = gatherRows(labelsT, index, start, count);
+              return lossKind === "focal"
+                ? focalLoss(logits, y, { gamma, alpha: alpha! })
+                : crossEntropy(logits, y);
+            },
+            lossSum,
+            count / s,
+          );
         }
       });
       const trainLoss = await takeEpochLoss(lossSum);
       model.eval();
       const report = await evaluate();
       history.push({ epoch, trainLoss, valMacroF1: report.macroF1 });
-      if (report.macroF1 > best.f1) best = { epoch, f1: report.macroF1, weights: await model.downloadStateDict(), report };
+      if (report.macroF1 > best.f1) {
+        best = { epoch, f1: report.macroF1, weights: await model.downloadStateDict(), report };
+      }
     }
   } finally {
     probsT.dispose();

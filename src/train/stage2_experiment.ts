@@ -1,7 +1,14 @@
 // The stage-2 protocol of the paper on a set of learner outputs: a stratified 4:1 train/test split, k folds
 // on the training part (each combiner trained on k-1 folds, its epoch chosen on the held-out fold), every
 // method evaluated on the test part, and mean (std) over the folds.
-import { aggregateFolds, classificationReport, type ClassificationReport, CLASS_NAMES, type FoldSummary, formatMeanStd } from "./metrics.ts";
+import {
+  aggregateFolds,
+  CLASS_NAMES,
+  type ClassificationReport,
+  classificationReport,
+  type FoldSummary,
+  formatMeanStd,
+} from "./metrics.ts";
 import { predictStage2, type Stage2Config, trainStage2 } from "./stage2.ts";
 import { stratifiedKFold, stratifiedSplit } from "./splits.ts";
 import type { LearnerOutputs } from "./synthetic.ts";
@@ -52,7 +59,12 @@ function subset(set: LearnerOutputs, indices: number[]): LearnerOutputs {
   const row = set.learners * set.classes;
   const probs = new Float32Array(indices.length * row);
   indices.forEach((i, j) => probs.set(set.probs.subarray(i * row, (i + 1) * row), j * row));
-  return { probs, labels: Int32Array.from(indices, (i) => set.labels[i]), learners: set.learners, classes: set.classes };
+  return {
+    probs,
+    labels: Int32Array.from(indices, (i) => set.labels[i]),
+    learners: set.learners,
+    classes: set.classes,
+  };
 }
 
 /** One learner's own probabilities [S, M] (the "each learner alone" rows). */
@@ -60,11 +72,16 @@ function learnerColumn(set: LearnerOutputs, learner: number): Float32Array {
   const { learners: n, classes: m } = set;
   const s = set.labels.length;
   const out = new Float32Array(s * m);
-  for (let i = 0; i < s; i++) out.set(set.probs.subarray((i * n + learner) * m, (i * n + learner + 1) * m), i * m);
+  for (let i = 0; i < s; i++) {
+    out.set(set.probs.subarray((i * n + learner) * m, (i * n + learner + 1) * m), i * m);
+  }
   return out;
 }
 
-export async function runStage2Experiment(data: LearnerOutputs, options: Stage2ExperimentOptions): Promise<Stage2ExperimentResult> {
+export async function runStage2Experiment(
+  data: LearnerOutputs,
+  options: Stage2ExperimentOptions,
+): Promise<Stage2ExperimentResult> {
   const { folds = 5, testFraction = 0.2, epochs = 20, seed = 0, methods = STAGE2_METHODS } = options;
   const classNames = options.classNames ?? [...CLASS_NAMES];
   if (options.learnerNames.length !== data.learners) {
@@ -75,8 +92,18 @@ export async function runStage2Experiment(data: LearnerOutputs, options: Stage2E
   const test = subset(data, split.test);
   const foldSplits = stratifiedKFold(data.labels, split.train, folds, seed + 1);
   const results: MethodResult[] = [
-    ...options.learnerNames.map((name) => ({ name, folds: [] as ClassificationReport[], summary: null!, bestEpochs: [] })),
-    ...methods.map((m) => ({ name: m.name, folds: [] as ClassificationReport[], summary: null!, bestEpochs: [] as number[] })),
+    ...options.learnerNames.map((name) => ({
+      name,
+      folds: [] as ClassificationReport[],
+      summary: null!,
+      bestEpochs: [],
+    })),
+    ...methods.map((m) => ({
+      name: m.name,
+      folds: [] as ClassificationReport[],
+      summary: null!,
+      bestEpochs: [] as number[],
+    })),
   ];
   for (let f = 0; f < folds; f++) {
     const train = subset(data, foldSplits[f].train), val = subset(data, foldSplits[f].val);
@@ -85,18 +112,34 @@ export async function runStage2Experiment(data: LearnerOutputs, options: Stage2E
     }
     for (const [j, method] of methods.entries()) {
       const t0 = performance.now();
-      const run = await trainStage2(train, val, { ...method.config, epochs, seed: seed + 100 * f + j, classNames });
+      const run = await trainStage2(train, val, {
+        ...method.config,
+        epochs,
+        seed: seed + 100 * f + j,
+        classNames,
+      });
       const report = classificationReport(test.labels, await predictStage2(run.model, test), classNames);
       run.model.dispose();
       const r = results[data.learners + j];
       r.folds.push(report);
       r.bestEpochs.push(run.bestEpoch);
-      log(`fold ${f + 1}/${folds} ${method.name}: test macro-F1 ${report.macroF1.toFixed(3)}, covid F1 ${report.perClass[classNames[0]].f1.toFixed(3)} (best epoch ${run.bestEpoch}, ${((performance.now() - t0) / 1000).toFixed(1)}s)`);
+      log(
+        `fold ${f + 1}/${folds} ${method.name}: test macro-F1 ${report.macroF1.toFixed(3)}, covid F1 ${
+          report.perClass[classNames[0]].f1.toFixed(3)
+        } (best epoch ${run.bestEpoch}, ${((performance.now() - t0) / 1000).toFixed(1)}s)`,
+      );
     }
   }
   for (const r of results) r.summary = aggregateFolds(r.folds);
   const classCounts = classNames.map((_, c) => data.labels.filter((y) => y === c).length);
-  return { classNames, samples: { train: split.train.length, test: split.test.length, classCounts }, folds, seed, epochs, methods: results };
+  return {
+    classNames,
+    samples: { train: split.train.length, test: split.test.length, classCounts },
+    folds,
+    seed,
+    epochs,
+    methods: results,
+  };
 }
 
 /** Table 3 of the paper: F1 per class and macro-F1, mean (std) over folds. */
@@ -104,7 +147,9 @@ export function table3(result: Stage2ExperimentResult): string {
   const head = `| Method | ${result.classNames.map((c) => `${c} F1`).join(" | ")} | macro-F1 |`;
   const rule = `|---|${result.classNames.map(() => "---").join("|")}|---|`;
   const rows = result.methods.map((m) =>
-    `| ${m.name} | ${result.classNames.map((c) => formatMeanStd(m.summary.perClass[c].f1)).join(" | ")} | ${formatMeanStd(m.summary.macroF1)} |`
+    `| ${m.name} | ${result.classNames.map((c) => formatMeanStd(m.summary.perClass[c].f1)).join(" | ")} | ${
+      formatMeanStd(m.summary.macroF1)
+    } |`
   );
   return [head, rule, ...rows].join("\n");
 }

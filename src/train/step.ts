@@ -9,7 +9,12 @@ interface Steppable {
 }
 
 /** Forward (`computeLoss`), backward and an optimizer step; adds `weight * loss` into `lossSum`. */
-export function trainStep(optimizer: Steppable, computeLoss: () => Tensor, lossSum: Tensor, weight: number): void {
+export function trainStep(
+  optimizer: Steppable,
+  computeLoss: () => Tensor,
+  lossSum: Tensor,
+  weight: number,
+): void {
   scope(() => {
     const loss = computeLoss();
     optimizer.zeroGrad();

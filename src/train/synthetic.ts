@@ -33,7 +33,9 @@ export function syntheticLearnerOutputs(options: SyntheticOptions): LearnerOutpu
   const { samples, learners = 5, seed = 0, skill = 1 } = options;
   const shares = options.classShares ?? PAPER_CLASS_COUNTS;
   const classes = shares.length;
-  if (!Number.isInteger(samples) || samples < 1) throw new Error(`synthetic: samples must be a positive integer, got ${samples}`);
+  if (!Number.isInteger(samples) || samples < 1) {
+    throw new Error(`synthetic: samples must be a positive integer, got ${samples}`);
+  }
   if (classes < 2 || shares.some((s) => !(s >= 0)) || shares.every((s) => s === 0)) {
     throw new Error(`synthetic: classShares must be >= 2 non-negative numbers, not all 0`);
   }
@@ -47,8 +49,14 @@ export function syntheticLearnerOutputs(options: SyntheticOptions): LearnerOutpu
   }
   // Learner i is strongest on class i mod M; the last learner is a generalist. The ensemble gains by
   // trusting each learner where it is strong.
-  const skills = Array.from({ length: learners }, (_, i) =>
-    Array.from({ length: classes }, (_, c) => skill * (i === learners - 1 ? 1.6 : c === i % classes ? 2.6 : 0.9)));
+  const skills = Array.from(
+    { length: learners },
+    (_, i) =>
+      Array.from(
+        { length: classes },
+        (_, c) => skill * (i === learners - 1 ? 1.6 : c === i % classes ? 2.6 : 0.9),
+      ),
+  );
   const probs = new Float32Array(samples * learners * classes);
   const z = new Float64Array(classes);
   for (let s = 0; s < samples; s++) {

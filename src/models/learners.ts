@@ -1,0 +1,65 @@
+// The five base learners of FLANNEL by name: one place that maps the names the command line, the
+// experiment's files and the benches use to the model factories.
+import type { Module } from "../nn/module.ts";
+import { Generator } from "../kernels/random.ts";
+import { densenet161 } from "./densenet.ts";
+import { inception_v3 } from "./inception.ts";
+import { resnet152, resnext101_32x8d } from "./resnet.ts";
+import { vgg19_bn } from "./vgg.ts";
+
+/** In the paper's order (Table 3's rows). */
+export const LEARNER_ARCHS = [
+  "inception_v3",
+  "vgg19_bn",
+  "resnext101_32x8d",
+  "resnet152",
+  "densenet161",
+] as const;
+export type LearnerArch = typeof LEARNER_ARCHS[number];
+
+/** The paper's names for the learners, as Table 3 prints them. */
+export const LEARNER_TITLES: Record<LearnerArch, string> = {
+  inception_v3: "InceptionV3",
+  vgg19_bn: "VGG19-bn",
+  resnext101_32x8d: "ResNeXt101-32x8d",
+  resnet152: "ResNet152",
+  densenet161: "DenseNet161",
+};
+
+export interface LearnerOptions {
+  scale?: "full" | "tiny";
+  numClasses?: number;
+  /** Seeds the initial weights (default 0). */
+  seed?: number;
+}
+
+export function isLearnerArch(name: string): name is LearnerArch {
+  return (LEARNER_ARCHS as readonly string[]).includes(name);
+}
+
+/**
+ * A base learner with `numClasses` outputs (default 4). InceptionV3 is built without its auxiliary head:
+ * stage 1 trains every learner on its main logits alone, so all five share one training step.
+ */
+export function createLearner(arch: string, options: LearnerOptions = {}): Module {
+  if (!isLearnerArch(arch)) {
+    throw new Error(`unknown learner "${arch}"; expected one of ${LEARNER_ARCHS.join(", ")}`);
+  }
+  const common = {
+    numClasses: options.numClasses ?? 4,
+    scale: options.scale ?? "full",
+    generator: new Generator(options.seed ?? 0),
+  };
+  switch (arch) {
+    case "inception_v3":
+      return inception_v3({ ...common, auxLogits: false });
+    case "vgg19_bn":
+      return vgg19_bn(common);
+    case "resnext101_32x8d":
+      return resnext101_32x8d(common);
+    case "resnet152":
+      return resnet152(common);
+    case "densenet161":
+      return densenet161(common);
+  }
+}

@@ -1,0 +1,191 @@
+// Stage 1 over the cross-validation folds: for every learner and fold, train on the fold's training part
+// and write the learner's probabilities on the fold's held-out images (out-of-fold: stage 2's training
+// data) and on the test part. Resumable: finished (learner, fold) pairs are skipped, a started one continues
+// from its last epoch's checkpoint.
+//
+// The epoch a learner keeps is chosen on a patient-disjoint share of its own training part (`selectFraction`),
+// not on the held-out fold: the held-out fold's outputs then come from a model that never saw those images
+// in any way, so stage 2 is trained on honest out-of-fold predictions.
+//
+// Files under `outDir/stage1/<arch>/fold<f>/`:
+//   checkpoint.safetensors (+ .best)   trainStage1's checkpoint (resume) and best epoch's weights
+//   log.jsonl                          one line per epoch
+//   val.safetensors, test.safetensors  saveLearnerOutputs files (probs [S, 4], labels, files in metadata);
+//                                      test.safetensors is written last: its presence marks the pair done
+import { existsSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
+import type { GrayImage } from "../io/images.ts";
+import { createLearner, type LearnerArch } from "../models/learners.ts";
+import type { ImageRecord } from "./data.ts";
+import { type ClassificationReport, classificationReport } from "./metrics.ts";
+import { type PatientSplit, patientSplit } from "./splits.ts";
+import {
+  loadLearnerOutputs,
+  predictStage1,
+  saveLearnerOutputs,
+  type Stage1BatchProgress,
+  type Stage1EpochLog,
+  trainStage1,
+} from "./stage1.ts";
+
+export interface Stage1FoldsConfig {
+  /** the records `split` indexes, with their decoded images (same order) */
+  records: readonly Pick<ImageRecord, "file" | "label" | "patientId">[];
+  images: readonly GrayImage[];
+  split: PatientSplit;
+  archs: readonly LearnerArch[];
+  scale: "tiny" | "full";
+  outDir: string;
+  epochs: number;
+  batchSize?: number;
+  crop?: number;
+  lr?: number;
+  weightDecay?: number;
+  seed?: number;
+  /** folds to run (default all) */
+  folds?: readonly number[];
+  /** share of a fold's training images (by patient) that chooses the learner's epoch (default 0.1) */
+  selectFraction?: number;
+  /** continue: skip finished pairs, resume started ones; without it, existing outputs are an error */
+  resume?: boolean;
+  onMessage?: (message: string) => void;
+  onEpoch?: (arch: LearnerArch, fold: number, log: Stage1EpochLog) => void;
+  onBatch?: (arch: LearnerArch, fold: number, progress: Stage1BatchProgress) => void;
+}
+
+export interface Stage1FoldResult {
+  arch: LearnerArch;
+  fold: number;
+  /** false when it was already done (resume) */
+  trained: boolean;
+  valPath: string;
+  testPath: string;
+  /** on the held-out fold and on the test part */
+  val: ClassificationReport;
+  test: ClassificationReport;
+}
+
+export function stage1FoldDir(outDir: string, arch: string, fold: number): string {
+  return join(outDir, "stage1", arch, `fold${fold}`);
+}
+
+/** Runs stage 1 for every (learner, fold) pair; see the file comment. */
+export async function runStage1Folds(config: Stage1FoldsConfig): Promise<Stage1FoldResult[]> {
+  const { records, images, split, outDir } = config;
+  const seed = config.seed ?? 0, selectFraction = config.selectFraction ?? 0.1;
+  const folds = config.folds ?? split.foldSplits.map((_, f) => f);
+  const say = config.onMessage ?? (() => {});
+  if (images.length !== records.length) {
+    throw new Error(`stage 1 folds: ${records.length} records and ${images.length} images`);
+  }
+  for (const f of folds) {
+    if (!Number.isInteger(f) || f < 0 || f >= split.foldSplits.length) {
+      throw new Error(
+        `stage 1 folds: fold ${f} does not exist (the split has ${split.foldSplits.length} folds, 0..${
+          split.foldSplits.length - 1
+        })`,
+      );
+    }
+  }
+  const pick = (idx: readonly number[]) => ({
+    images: idx.map((i) => images[i]),
+    labels: Int32Array.from(idx, (i) => records[i].label),
+    files: idx.map((i) => records[i].file),
+  });
+  const test = pick(split.test);
+  const results: Stage1FoldResult[] = [];
+  for (const [a, arch] of config.archs.entries()) {
+    for (const f of folds) {
+      const dir = stage1FoldDir(outDir, arch, f);
+      const valPath = join(dir, "val.safetensors"), testPath = join(dir, "test.safetensors");
+      const held = pick(split.foldSplits[f].val);
+      if (existsSync(testPath)) {
+        if (!config.resume) {
+          throw new Error(
+            `stage 1: ${testPath} exists; pass resume (--resume) to continue that run, or use another output folder`,
+          );
+        }
+        const [v, t] = [await loadLearnerOutputs(valPath), await loadLearnerOutputs(testPath)];
+        say(`${arch} fold ${f}: done before, skipped`);
+        results.push({
+          arch,
+          fold: f,
+          trained: false,
+          valPath,
+          testPath,
+          val: classificationReport(v.labels, v.probs),
+          test: classificationReport(t.labels, t.probs),
+        });
+        continue;
+      }
+      const checkpointPath = join(dir, "checkpoint.safetensors");
+      if (existsSync(checkpointPath) && !config.resume) {
+        throw new Error(
+          `stage 1: ${checkpointPath} exists; pass resume (--resume) to continue it, or use another output folder`,
+        );
+      }
+      mkdirSync(dir, { recursive: true });
+      // The fold's training part, split by patient into what the learner trains on and what picks its epoch.
+      const trainIdx = split.foldSplits[f].train;
+      const inner = patientSplit(trainIdx.map((i) => records[i]), {
+        testFraction: selectFraction,
+        folds: 2,
+        seed: seed + 7919 * (f + 1),
+      });
+      const learnSet = pick(inner.train.map((j) => trainIdx[j]));
+      const selectSet = pick(inner.test.map((j) => trainIdx[j]));
+      const runSeed = seed * 100 + a * 10 + f;
+      say(
+        `${arch} fold ${f}: training on ${learnSet.images.length} images, epoch chosen on ${selectSet.images.length}, ` +
+          `held out ${held.images.length}, test ${test.images.length}`,
+      );
+      const model = createLearner(arch, { scale: config.scale, seed: runSeed });
+      try {
+        await trainStage1({
+          model,
+          train: { images: learnSet.images, labels: learnSet.labels },
+          val: { images: selectSet.images, labels: selectSet.labels },
+          epochs: config.epochs,
+          batchSize: config.batchSize,
+          lr: config.lr,
+          weightDecay: config.weightDecay,
+          seed: runSeed,
+          crop: config.crop,
+          checkpointPath,
+          resume: config.resume,
+          logPath: join(dir, "log.jsonl"),
+          onProgress: (log) => config.onEpoch?.(arch, f, log),
+          onBatch: (p) => config.onBatch?.(arch, f, p),
+        });
+        const crop = config.crop, batchSize = config.batchSize;
+        const valProbs = await predictStage1(model, held.images, { crop, batchSize });
+        const testProbs = await predictStage1(model, test.images, { crop, batchSize });
+        await saveLearnerOutputs(valPath, {
+          files: held.files,
+          labels: held.labels,
+          probs: valProbs,
+          learner: arch,
+          fold: f,
+        });
+        await saveLearnerOutputs(testPath, {
+          files: test.files,
+          labels: test.labels,
+          probs: testProbs,
+          learner: arch,
+          fold: f,
+        });
+        const val = classificationReport(held.labels, valProbs),
+          testReport = classificationReport(test.labels, testProbs);
+        say(
+          `${arch} fold ${f}: held-out macro-F1 ${val.macroF1.toFixed(3)}, test macro-F1 ${
+            testReport.macroF1.toFixed(3)
+          }`,
+        );
+        results.push({ arch, fold: f, trained: true, valPath, testPath, val, test: testReport });
+      } finally {
+        model.dispose();
+      }
+    }
+  }
+  return results;
+}
