@@ -10,6 +10,24 @@ import { runStage2Experiment, type Stage2ExperimentResult, table3 } from "./src/
 
 const LEARNERS = ["InceptionV3", "VGG19-bn", "ResNeXt101-32x8d", "ResNet152", "DenseNet161"];
 
+const IMAGE_RUN_HELP = `Options:
+  --data DIR        a source folder (repeat for several)
+  --out DIR         output folder (required)
+  --archs LIST      comma-separated learners (default all five): ${fl.models.LEARNER_ARCHS.join(",")}
+  --scale S         tiny | full (default tiny: small variants of the same families, for CPUs)
+  --size N          crop side (default 64 for tiny, 224 for full)
+  --resize N        short side images are resized to before cropping (default size * 8 / 7: 72 or 256)
+  --epochs N        epochs per learner and fold (default 3)
+  --batch N         batch size (default 16)
+  --lr X            Adam learning rate (default 0.001)
+  --folds K         cross-validation folds (default 5)
+  --seed S          seed of split, initial weights and augmentation (default 0)
+  --subsample SPEC  per-class subsampling by patient before the split, e.g. covid=0.5,normal=200
+                    (a fraction of the class, or an image count)
+  --resume          continue a run in OUT: finished learner/fold pairs are skipped, a started one
+                    continues from its last checkpoint (after a crash or Ctrl-C)
+  --backend NAME    auto | webgpu (default auto)`;
+
 const HELP: Record<string, string> = {
   main: `flannel: FLANNEL (focal-loss neural-network ensemble for COVID-19 detection) on WebGPU
 
@@ -19,6 +37,7 @@ Commands:
   demo        the main job on the embedded default data, no arguments needed
   data        loads chest X-ray sources and prints the data set summary (Table 1)
   stage1      trains base learners on every cross-validation fold; writes their out-of-fold outputs
+  experiment  the whole protocol on images: stage 1 on every fold, stage 2, Table 3 (results.json, report.md)
   help        this text; every command also takes --help
 
 Run 'deno task flannel <command> --help' for a command's options.`,
@@ -66,24 +85,22 @@ writes the learner's class probabilities on the held-out fold (out-of-fold, for 
 part. Per learner and fold, in OUT/stage1/<arch>/fold<f>/: checkpoint.safetensors (+ .best), log.jsonl,
 val.safetensors and test.safetensors (probs [S, 4], labels, files in the metadata).
 
-Options:
-  --data DIR        a source folder (repeat for several)
-  --out DIR         output folder (required)
-  --archs LIST      comma-separated learners (default all five): ${fl.models.LEARNER_ARCHS.join(",")}
-  --scale S         tiny | full (default tiny: small variants of the same families, for CPUs)
-  --size N          crop side (default 64 for tiny, 224 for full)
-  --resize N        short side images are resized to before cropping (default size * 8 / 7: 72 or 256)
-  --epochs N        epochs per learner and fold (default 3)
-  --batch N         batch size (default 16)
-  --lr X            Adam learning rate (default 0.001)
-  --folds K         cross-validation folds (default 5)
+${IMAGE_RUN_HELP}
   --fold LIST       comma-separated folds to run (default all)
-  --seed S          seed of split, initial weights and augmentation (default 0)
-  --subsample SPEC  per-class subsampling by patient before the split, e.g. covid=0.5,normal=200
-                    (a fraction of the class, or an image count)
-  --resume          continue a run in OUT: finished learner/fold pairs are skipped, a started one
-                    continues from its last checkpoint (after a crash or Ctrl-C)
-  --backend NAME    auto | webgpu (default auto)
+  --help`,
+  experiment: `flannel experiment: the FLANNEL protocol on chest X-ray images, end to end
+
+Usage: deno task flannel experiment --data DIR [--data DIR...] --out DIR [options]
+
+Everything 'flannel stage1' does, for every fold, then stage 2 on each fold: soft voting, MLP stacking
+with 1 and 2 layers, FLANNEL with cross-entropy, with cross-entropy and class-balanced resampling, and
+FLANNEL with focal loss, each trained on the fold's out-of-fold learner outputs (80%, epoch chosen on the
+other 20%) and scored on the test part; the learners alone too. Writes OUT/results.json (per method and
+fold: per-class precision, recall, F1, ROC-AUC, PR-AUC, macro-F1, accuracy, confusion matrix; mean and
+std over folds) and OUT/report.md (Table 1, Table 3). A rerun with --resume skips finished stage-1 work.
+
+${IMAGE_RUN_HELP}
+  --stage2-epochs N stage-2 epochs per method and fold (default 20)
   --help`,
 };
 
@@ -217,57 +234,67 @@ function parseSubsample(spec: string): Record<string, number> {
   return out;
 }
 
-async function stage1(args: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      data: { type: "string", multiple: true },
-      out: { type: "string" },
-      archs: { type: "string" },
-      scale: { type: "string", default: "tiny" },
-      size: { type: "string" },
-      resize: { type: "string" },
-      epochs: { type: "string" },
-      batch: { type: "string" },
-      lr: { type: "string" },
-      folds: { type: "string" },
-      fold: { type: "string" },
-      seed: { type: "string" },
-      subsample: { type: "string" },
-      resume: { type: "boolean" },
-      backend: { type: "string", default: "auto" },
-      help: { type: "boolean" },
-    },
-    strict: true,
-  });
-  if (values.help) return console.log(HELP.stage1);
+// Options that `stage1` and `experiment` share.
+const IMAGE_RUN_OPTIONS = {
+  data: { type: "string", multiple: true },
+  out: { type: "string" },
+  archs: { type: "string" },
+  scale: { type: "string", default: "tiny" },
+  size: { type: "string" },
+  resize: { type: "string" },
+  epochs: { type: "string" },
+  batch: { type: "string" },
+  lr: { type: "string" },
+  folds: { type: "string" },
+  seed: { type: "string" },
+  subsample: { type: "string" },
+  resume: { type: "boolean" },
+  backend: { type: "string", default: "auto" },
+  help: { type: "boolean" },
+} as const;
+
+type ImageRunValues = {
+  [K in keyof typeof IMAGE_RUN_OPTIONS]?: (typeof IMAGE_RUN_OPTIONS)[K] extends { multiple: true } ? string[]
+    : (typeof IMAGE_RUN_OPTIONS)[K] extends { type: "boolean" } ? boolean
+    : string;
+};
+
+/**
+ * What stage1 and experiment do first: read the options, load and decode the data (unreadable files
+ * reported and left out), make the split or reload it from OUT/split.json, and the progress printers.
+ */
+async function prepareImageRun(command: string, values: ImageRunValues) {
   const dirs = values.data ?? [];
-  if (dirs.length === 0) fail("stage1: give at least one --data DIR (see 'deno task flannel stage1 --help')");
-  if (!values.out) fail("stage1: give --out DIR");
+  if (dirs.length === 0) {
+    fail(`${command}: give at least one --data DIR (see 'deno task flannel ${command} --help')`);
+  }
+  if (!values.out) fail(`${command}: give --out DIR`);
   const scale = values.scale;
   if (scale !== "tiny" && scale !== "full") {
-    fail(`stage1: --scale must be tiny or full, got ${JSON.stringify(scale)}`);
+    fail(`${command}: --scale must be tiny or full, got ${JSON.stringify(scale)}`);
   }
   const archs = values.archs ? values.archs.split(",").map((a) => a.trim()) : [...fl.models.LEARNER_ARCHS];
   for (const a of archs) {
     if (!fl.models.isLearnerArch(a)) {
-      fail(`stage1: unknown learner ${JSON.stringify(a)}; expected ${fl.models.LEARNER_ARCHS.join(", ")}`);
+      fail(
+        `${command}: unknown learner ${JSON.stringify(a)}; expected ${fl.models.LEARNER_ARCHS.join(", ")}`,
+      );
     }
   }
   const size = intOption(values, "size", scale === "tiny" ? 64 : 224, 8);
   const resize = intOption(values, "resize", Math.round((size * 8) / 7), size);
-  const epochs = intOption(values, "epochs", 3, 1);
-  const batchSize = intOption(values, "batch", 16, 2);
-  const lr = numberOption(values, "lr", 1e-3);
   const nFolds = intOption(values, "folds", 5, 2);
   const seed = intOption(values, "seed", 0, 0);
-  const folds = values.fold?.split(",").map((f) => {
-    const v = Number(f);
-    if (!Number.isInteger(v) || v < 0 || v >= nFolds) {
-      fail(`--fold: ${JSON.stringify(f)} is not a fold of 0..${nFolds - 1}`);
-    }
-    return v;
-  });
+  const settings = {
+    archs: archs as fl.models.LearnerArch[],
+    scale: scale as "tiny" | "full",
+    crop: size,
+    epochs: intOption(values, "epochs", 3, 1),
+    batchSize: intOption(values, "batch", 16, 2),
+    lr: numberOption(values, "lr", 1e-3),
+    seed,
+    resume: values.resume,
+  };
   const out = resolve(values.out);
 
   const info = await fl.init({ backend: values.backend as "auto" });
@@ -288,18 +315,17 @@ async function stage1(args: string[]): Promise<void> {
   bar.done();
   for (const s of readable.skipped) console.log(`  unreadable, left out: ${s.reason}`);
   const records = readable.records;
-  console.log(fl.data.formatSummary(fl.data.summarize(records, [...loaded.skipped, ...readable.skipped])));
 
   const splitPath = join(out, "split.json");
   let split: fl.train.PatientSplit;
   if (existsSync(splitPath)) {
     if (!values.resume) {
-      fail(`stage1: ${splitPath} exists; pass --resume to continue that run, or use another --out`);
+      fail(`${command}: ${splitPath} exists; pass --resume to continue that run, or use another --out`);
     }
     split = fl.train.loadSplit(splitPath, records);
     if (split.folds !== nFolds || split.seed !== seed) {
       fail(
-        `stage1: ${splitPath} has ${split.folds} folds and seed ${split.seed}; this run asks for ${nFolds} and ${seed}`,
+        `${command}: ${splitPath} has ${split.folds} folds and seed ${split.seed}; this run asks for ${nFolds} and ${seed}`,
       );
     }
   } else {
@@ -307,56 +333,144 @@ async function stage1(args: string[]): Promise<void> {
     split = fl.train.patientSplit(records, { folds: nFolds, seed, subsample });
     fl.train.saveSplit(splitPath, split, records);
   }
+  // Table 1 of the images the run uses (after any --subsample)
+  const used = [...split.train, ...split.test].sort((a, b) => a - b).map((i) => records[i]);
+  const summary = fl.data.summarize(used, [...loaded.skipped, ...readable.skipped]);
+  console.log(fl.data.formatSummary(summary));
+  const foldSizes = split.foldSplits.map((f) => f.val.length).join("/");
   console.log(
-    `split: ${split.train.length} train (${split.folds} folds of ${
-      split.foldSplits.map((f) => f.val.length).join("/")
-    }), ` +
-      `${split.test.length} test, patient-disjoint, seed ${seed} -> ${splitPath}`,
+    `split: ${split.train.length} train (${split.folds} folds of ${foldSizes}), ${split.test.length} test, ` +
+      `patient-disjoint, seed ${seed} -> ${splitPath}`,
   );
-  const t0 = performance.now();
-  const results = await fl.train.runStage1Folds({
-    records,
-    images: readable.images,
-    split,
-    archs: archs as fl.models.LearnerArch[],
-    scale,
-    outDir: out,
-    epochs,
-    batchSize,
-    crop: size,
-    lr,
-    seed,
-    folds,
-    resume: values.resume,
-    onMessage: (m) => console.log(m),
-    onBatch: (arch, f, p) =>
+  const progress = {
+    onMessage: (m: string) => console.log(m),
+    onBatch: (arch: string, f: number, p: fl.train.Stage1BatchProgress) =>
       bar.update(`${arch} fold ${f} epoch ${p.epoch}/${p.epochs}`, p.done, p.total, p.imagesPerSecond),
-    onEpoch: (arch, f, log) => {
+    onEpoch: (arch: string, f: number, log: fl.train.Stage1EpochLog) => {
       bar.done();
       console.log(
-        `${arch} fold ${f} epoch ${log.epoch}: loss ${log.trainLoss.toFixed(4)}, selection macro-F1 ${
-          log.valMacroF1.toFixed(3)
-        }, ` +
-          `${log.imagesPerSecond.toFixed(1)} images/s, ${log.seconds.toFixed(1)} s`,
+        `${arch} fold ${f} epoch ${log.epoch}: loss ${log.trainLoss.toFixed(4)}, selection macro-F1 ` +
+          `${log.valMacroF1.toFixed(3)}, ${log.imagesPerSecond.toFixed(1)} images/s, ${
+            log.seconds.toFixed(1)
+          } s`,
       );
     },
+  };
+  return { info, out, records, images: readable.images, split, summary, settings, progress, outDir: out };
+}
+
+async function stage1(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: { ...IMAGE_RUN_OPTIONS, fold: { type: "string" } },
+    strict: true,
   });
+  if (values.help) return console.log(HELP.stage1);
+  const run = await prepareImageRun("stage1", values);
+  const nFolds = run.split.folds;
+  const folds = values.fold?.split(",").map((f) => {
+    const v = Number(f);
+    if (!Number.isInteger(v) || v < 0 || v >= nFolds) {
+      fail(`--fold: ${JSON.stringify(f)} is not a fold of 0..${nFolds - 1}`);
+    }
+    return v;
+  });
+  const t0 = performance.now();
+  const results = await fl.train.runStage1Folds({ ...run, ...run.settings, ...run.progress, folds });
   console.log(
     "\n| learner | fold | held-out macro-F1 | test macro-F1 | test covid F1 |\n|---|---|---|---|---|",
   );
   for (const r of results) {
+    const covid = r.test.perClass.covid.f1.toFixed(3);
     console.log(
-      `| ${r.arch} | ${r.fold} | ${r.val.macroF1.toFixed(3)} | ${r.test.macroF1.toFixed(3)} | ${
-        r.test.perClass.covid.f1.toFixed(3)
-      } |`,
+      `| ${r.arch} | ${r.fold} | ${r.val.macroF1.toFixed(3)} | ${r.test.macroF1.toFixed(3)} | ${covid} |`,
     );
   }
   console.log(
-    `\nstage 1 outputs in ${join(out, "stage1")} (${((performance.now() - t0) / 1000).toFixed(0)} s)`,
+    `\nstage 1 outputs in ${join(run.out, "stage1")} (${((performance.now() - t0) / 1000).toFixed(0)} s)`,
   );
 }
 
-const COMMANDS: Record<string, (args: string[]) => Promise<void>> = { demo, data, stage1 };
+async function experiment(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: { ...IMAGE_RUN_OPTIONS, "stage2-epochs": { type: "string" } },
+    strict: true,
+  });
+  if (values.help) return console.log(HELP.experiment);
+  const stage2Epochs = intOption(values, "stage2-epochs", 20, 1);
+  const run = await prepareImageRun("experiment", values);
+  const t0 = performance.now();
+  const result = await fl.train.runExperiment({ ...run, ...run.settings, ...run.progress, stage2Epochs });
+  const seconds = (performance.now() - t0) / 1000;
+  const resultsPath = join(run.out, "results.json"), reportPath = join(run.out, "report.md");
+  const settings = {
+    ...run.settings,
+    data: values.data,
+    stage2Epochs,
+    adapter: run.info.adapter,
+    runtime: run.info.runtime,
+  };
+  writeFileAtomic(resultsPath, JSON.stringify({ settings, table1: run.summary, ...result }, null, 1));
+  writeFileAtomic(reportPath, experimentReport(result, run.summary, settings, seconds));
+  console.log(`\n${table3(result)}\n`);
+  console.log(`wrote ${resultsPath} and ${reportPath} (${seconds.toFixed(0)} s)`);
+}
+
+function experimentReport(
+  result: fl.train.ExperimentResult,
+  summary: fl.data.DatasetSummary,
+  settings: {
+    scale: string;
+    crop: number;
+    epochs: number;
+    batchSize: number;
+    seed: number;
+    stage2Epochs: number;
+    adapter: string;
+  },
+  seconds: number,
+): string {
+  const folds = [...new Set(result.stage1.map((r) => r.fold))].sort((a, b) => a - b);
+  const stage1Rows = result.learners.map(({ arch, title }) => {
+    const cells = folds.map((f) => {
+      const r = result.stage1.find((x) => x.arch === arch && x.fold === f)!;
+      return `${r.heldOutMacroF1.toFixed(3)} / ${r.testMacroF1.toFixed(3)}`;
+    });
+    return `| ${title} | ${cells.join(" | ")} |`;
+  });
+  return `# FLANNEL experiment
+
+Learners: ${
+    result.learners.map((l) => l.title).join(", ")
+  } (${settings.scale} scale), crop ${settings.crop}, ` +
+    `${settings.epochs} stage-1 epochs (batch ${settings.batchSize}), ${settings.stage2Epochs} stage-2 epochs, ` +
+    `seed ${settings.seed}. ${result.samples.train} training images in ${result.folds} patient-disjoint folds, ` +
+    `${result.samples.test} test images. Adapter: ${settings.adapter}. Time: ${seconds.toFixed(0)} s.
+
+Stage 2 of each fold trains on that fold's out-of-fold learner outputs (the learners never saw those
+images; their epochs were chosen on a separate share of their training part) and every row is scored on
+the test part with that fold's learners.
+
+## Table 1: data
+
+\`\`\`
+${fl.data.formatSummary(summary)}
+\`\`\`
+
+## Table 3: F1 per class and macro-F1 on the test part, mean (std) over folds
+
+${table3(result)}
+
+## Stage 1: macro-F1 per learner and fold (held-out fold / test part)
+
+| learner | ${folds.map((f) => `fold ${f}`).join(" | ")} |
+|---|${folds.map(() => "---").join("|")}|
+${stage1Rows.join("\n")}
+`;
+}
+
+const COMMANDS: Record<string, (args: string[]) => Promise<void>> = { demo, data, stage1, experiment };
 
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;

@@ -56,3 +56,18 @@ export {
   type Stage1FoldsConfig,
 } from "./stage1_folds.ts";
 export { formatDuration, ProgressBar, progressLine } from "./progress.ts";
+export {
+  type ExperimentConfig,
+  type ExperimentResult,
+  runExperiment,
+  stackLearnerOutputs,
+  stage2FoldsFromStage1,
+} from "./experiment.ts";
+export {
+  type MethodResult,
+  type MethodSpec,
+  runStage2Folds,
+  STAGE2_METHODS,
+  type Stage2Fold,
+  table3,
+} from "./stage2_experiment.ts";

@@ -1,6 +1,7 @@
-// The stage-2 protocol of the paper on a set of learner outputs: a stratified 4:1 train/test split, k folds
-// on the training part (each combiner trained on k-1 folds, its epoch chosen on the held-out fold), every
-// method evaluated on the test part, and mean (std) over the folds.
+// Stage 2 over cross-validation folds: every learner alone and every ensemble of the paper's Table 3,
+// scored on the test part per fold, mean (std) over the folds. `runStage2Folds` takes the folds' learner
+// outputs as they are (the image experiment's out-of-fold outputs); `runStage2Experiment` makes the
+// folds from one set of outputs (the demo's synthetic ones).
 import {
   aggregateFolds,
   CLASS_NAMES,
@@ -55,7 +56,7 @@ export interface Stage2ExperimentResult {
   methods: MethodResult[];
 }
 
-function subset(set: LearnerOutputs, indices: number[]): LearnerOutputs {
+export function subset(set: LearnerOutputs, indices: readonly number[]): LearnerOutputs {
   const row = set.learners * set.classes;
   const probs = new Float32Array(indices.length * row);
   indices.forEach((i, j) => probs.set(set.probs.subarray(i * row, (i + 1) * row), j * row));
@@ -78,19 +79,38 @@ function learnerColumn(set: LearnerOutputs, learner: number): Float32Array {
   return out;
 }
 
-export async function runStage2Experiment(
-  data: LearnerOutputs,
-  options: Stage2ExperimentOptions,
-): Promise<Stage2ExperimentResult> {
-  const { folds = 5, testFraction = 0.2, epochs = 20, seed = 0, methods = STAGE2_METHODS } = options;
+/** One fold of stage 2: combiners train on `train`, choose their epoch on `val`, are scored on `test`. */
+export interface Stage2Fold {
+  train: LearnerOutputs;
+  val: LearnerOutputs;
+  test: LearnerOutputs;
+}
+
+export interface Stage2FoldsOptions {
+  learnerNames: string[];
+  classNames?: string[];
+  epochs?: number;
+  seed?: number;
+  methods?: MethodSpec[];
+  onProgress?: (message: string) => void;
+}
+
+/**
+ * Every learner alone and every method on each fold, scored on the fold's test outputs; the rows of
+ * Table 3 with their per-fold reports and mean (std) over folds.
+ */
+export async function runStage2Folds(
+  folds: Stage2Fold[],
+  options: Stage2FoldsOptions,
+): Promise<MethodResult[]> {
+  const { epochs = 20, seed = 0, methods = STAGE2_METHODS } = options;
   const classNames = options.classNames ?? [...CLASS_NAMES];
-  if (options.learnerNames.length !== data.learners) {
-    throw new Error(`experiment: ${options.learnerNames.length} learner names for ${data.learners} learners`);
-  }
   const log = options.onProgress ?? (() => {});
-  const split = stratifiedSplit(data.labels, testFraction, seed);
-  const test = subset(data, split.test);
-  const foldSplits = stratifiedKFold(data.labels, split.train, folds, seed + 1);
+  const learners = folds[0]?.test.learners ?? 0;
+  if (folds.length === 0) throw new Error("stage 2: no folds");
+  if (options.learnerNames.length !== learners) {
+    throw new Error(`stage 2: ${options.learnerNames.length} learner names for ${learners} learners`);
+  }
   const results: MethodResult[] = [
     ...options.learnerNames.map((name) => ({
       name,
@@ -105,9 +125,8 @@ export async function runStage2Experiment(
       bestEpochs: [] as number[],
     })),
   ];
-  for (let f = 0; f < folds; f++) {
-    const train = subset(data, foldSplits[f].train), val = subset(data, foldSplits[f].val);
-    for (let i = 0; i < data.learners; i++) {
+  for (const [f, { train, val, test }] of folds.entries()) {
+    for (let i = 0; i < learners; i++) {
       results[i].folds.push(classificationReport(test.labels, learnerColumn(test, i), classNames));
     }
     for (const [j, method] of methods.entries()) {
@@ -120,17 +139,39 @@ export async function runStage2Experiment(
       });
       const report = classificationReport(test.labels, await predictStage2(run.model, test), classNames);
       run.model.dispose();
-      const r = results[data.learners + j];
+      const r = results[learners + j];
       r.folds.push(report);
       r.bestEpochs.push(run.bestEpoch);
       log(
-        `fold ${f + 1}/${folds} ${method.name}: test macro-F1 ${report.macroF1.toFixed(3)}, covid F1 ${
+        `fold ${f + 1}/${folds.length} ${method.name}: test macro-F1 ${report.macroF1.toFixed(3)}, covid F1 ${
           report.perClass[classNames[0]].f1.toFixed(3)
         } (best epoch ${run.bestEpoch}, ${((performance.now() - t0) / 1000).toFixed(1)}s)`,
       );
     }
   }
   for (const r of results) r.summary = aggregateFolds(r.folds);
+  return results;
+}
+
+/**
+ * The paper's protocol on one set of learner outputs: a stratified train/test split, k folds on the
+ * training part (each combiner trained on k-1 folds, its epoch chosen on the held-out fold), every method
+ * scored on the test part.
+ */
+export async function runStage2Experiment(
+  data: LearnerOutputs,
+  options: Stage2ExperimentOptions,
+): Promise<Stage2ExperimentResult> {
+  const { folds = 5, testFraction = 0.2, epochs = 20, seed = 0 } = options;
+  const classNames = options.classNames ?? [...CLASS_NAMES];
+  const split = stratifiedSplit(data.labels, testFraction, seed);
+  const test = subset(data, split.test);
+  const foldData = stratifiedKFold(data.labels, split.train, folds, seed + 1).map((f) => ({
+    train: subset(data, f.train),
+    val: subset(data, f.val),
+    test,
+  }));
+  const methods = await runStage2Folds(foldData, { ...options, classNames });
   const classCounts = classNames.map((_, c) => data.labels.filter((y) => y === c).length);
   return {
     classNames,
@@ -138,7 +179,7 @@ export async function runStage2Experiment(
     folds,
     seed,
     epochs,
-    methods: results,
+    methods,
   };
 }
 

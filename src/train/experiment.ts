@@ -1,0 +1,133 @@
+// The FLANNEL experiment on images, end to end: stage 1 for every learner on every fold (out-of-fold and
+// test outputs, see stage1_folds.ts), then stage 2 on each fold: the combiners train on that fold's
+// out-of-fold outputs (80%) and choose their epoch on the rest (20%, stratified), and every learner and
+// combiner is scored on the test part with that fold's learners. Mean (std) over the folds.
+import type { GrayImage } from "../io/images.ts";
+import { LEARNER_TITLES, type LearnerArch } from "../models/learners.ts";
+import type { ImageRecord } from "./data.ts";
+import { CLASS_NAMES } from "./metrics.ts";
+import type { PatientSplit } from "./splits.ts";
+import { stratifiedSplit } from "./splits.ts";
+import {
+  type LearnerOutputsFile,
+  loadLearnerOutputs,
+  type Stage1BatchProgress,
+  type Stage1EpochLog,
+} from "./stage1.ts";
+import { runStage1Folds, type Stage1FoldResult } from "./stage1_folds.ts";
+import {
+  type MethodSpec,
+  runStage2Folds,
+  type Stage2ExperimentResult,
+  type Stage2Fold,
+  subset,
+} from "./stage2_experiment.ts";
+import type { LearnerOutputs } from "./synthetic.ts";
+
+export interface ExperimentConfig {
+  records: readonly Pick<ImageRecord, "file" | "label" | "patientId">[];
+  images: readonly GrayImage[];
+  split: PatientSplit;
+  archs: readonly LearnerArch[];
+  scale: "tiny" | "full";
+  outDir: string;
+  /** stage-1 epochs per learner and fold */
+  epochs: number;
+  batchSize?: number;
+  crop?: number;
+  lr?: number;
+  seed?: number;
+  /** stage-2 epochs per combiner and fold (default 20) */
+  stage2Epochs?: number;
+  methods?: MethodSpec[];
+  resume?: boolean;
+  onMessage?: (message: string) => void;
+  onEpoch?: (arch: LearnerArch, fold: number, log: Stage1EpochLog) => void;
+  onBatch?: (arch: LearnerArch, fold: number, progress: Stage1BatchProgress) => void;
+}
+
+export interface ExperimentResult extends Stage2ExperimentResult {
+  learners: { arch: LearnerArch; title: string }[];
+  stage1: { arch: LearnerArch; fold: number; heldOutMacroF1: number; testMacroF1: number }[];
+}
+
+/** The learners' outputs on the same images, side by side: probs [S, N, M]. */
+export function stackLearnerOutputs(outputs: readonly LearnerOutputsFile[]): LearnerOutputs {
+  if (outputs.length === 0) throw new Error("stackLearnerOutputs: no learners");
+  const [first] = outputs;
+  const s = first.files.length, m = first.probs.length / Math.max(s, 1), n = outputs.length;
+  for (const o of outputs) {
+    if (o.files.length !== s || o.files.some((f, i) => f !== first.files[i])) {
+      throw new Error(
+        `stackLearnerOutputs: ${o.learner} (fold ${o.fold}) has other images than ${first.learner} (fold ${first.fold})`,
+      );
+    }
+    if (o.probs.length !== s * m) {
+      throw new Error(
+        `stackLearnerOutputs: ${o.learner} has ${o.probs.length / s} classes, ${first.learner} ${m}`,
+      );
+    }
+  }
+  const probs = new Float32Array(s * n * m);
+  for (let i = 0; i < s; i++) {
+    outputs.forEach((o, j) => probs.set(o.probs.subarray(i * m, (i + 1) * m), (i * n + j) * m));
+  }
+  return { probs, labels: Int32Array.from(first.labels), learners: n, classes: m };
+}
+
+/** Stage 2's folds from stage 1's files: fold f's out-of-fold outputs split 80/20, its test outputs. */
+export async function stage2FoldsFromStage1(
+  stage1: readonly Stage1FoldResult[],
+  archs: readonly LearnerArch[],
+  seed: number,
+): Promise<Stage2Fold[]> {
+  const folds = [...new Set(stage1.map((r) => r.fold))].sort((a, b) => a - b);
+  const out: Stage2Fold[] = [];
+  for (const f of folds) {
+    const pairs = archs.map((arch) => {
+      const r = stage1.find((x) => x.arch === arch && x.fold === f);
+      if (!r) throw new Error(`stage 2: no stage-1 outputs for ${arch} on fold ${f}`);
+      return r;
+    });
+    const oof = stackLearnerOutputs(await Promise.all(pairs.map((r) => loadLearnerOutputs(r.valPath))));
+    const test = stackLearnerOutputs(await Promise.all(pairs.map((r) => loadLearnerOutputs(r.testPath))));
+    const inner = stratifiedSplit(oof.labels, 0.2, seed + 31 * (f + 1));
+    out.push({ train: subset(oof, inner.train), val: subset(oof, inner.test), test });
+  }
+  return out;
+}
+
+export async function runExperiment(config: ExperimentConfig): Promise<ExperimentResult> {
+  const seed = config.seed ?? 0, stage2Epochs = config.stage2Epochs ?? 20;
+  const stage1 = await runStage1Folds(config);
+  config.onMessage?.("stage 2: every combiner on each fold's out-of-fold outputs");
+  const folds = await stage2FoldsFromStage1(stage1, config.archs, seed);
+  const methods = await runStage2Folds(folds, {
+    learnerNames: config.archs.map((a) => LEARNER_TITLES[a]),
+    epochs: stage2Epochs,
+    seed,
+    methods: config.methods,
+    onProgress: config.onMessage,
+  });
+  const labelsOf = (idx: readonly number[]) => idx.map((i) => config.records[i].label);
+  const kept = labelsOf([...config.split.train, ...config.split.test]);
+  return {
+    classNames: [...CLASS_NAMES],
+    samples: {
+      train: config.split.train.length,
+      test: config.split.test.length,
+      classCounts: CLASS_NAMES.map((_, c) => kept.filter((y) => y === c).length),
+    },
+    folds: folds.length,
+    seed,
+    epochs: stage2Epochs,
+    methods,
+    learners: config.archs.map((arch) => ({ arch, title: LEARNER_TITLES[arch] })),
+    stage1: stage1.map((r) => ({
+      arch: r.arch,
+      fold: r.fold,
+      heldOutMacroF1: r.val.macroF1,
+      testMacroF1: r.test.macroF1,
+    })),
+  };
+}
