@@ -1,0 +1,92 @@
+// The image experiment end to end on ../shared/data/chestxray64 (two tiny learners, two folds, one epoch:
+// a check of the plumbing, not of accuracy), and stacking learner outputs.
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import * as fl from "../mod.ts";
+import { assert, assertClose, assertEquals, AssertionError, assertThrows, test } from "./harness.ts";
+
+await fl.init();
+const repo = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+const dataDir = resolve(repo, "..", "shared", "data", "chestxray64");
+const tmp = mkdtempSync(join(tmpdir(), "fl-experiment-"));
+
+const outputs = (learner: string, files: string[], probs: number[]): fl.train.LearnerOutputsFile => ({
+  files,
+  labels: Int32Array.from(files, (_, i) => i % 4),
+  probs: Float32Array.from(probs),
+  learner,
+  fold: 0,
+});
+
+test("stackLearnerOutputs: [S, N, M] in learner order; other images or class counts are refused", () => {
+  const a = outputs("a", ["x", "y"], [0.1, 0.2, 0.3, 0.4, 0.5, 0.5, 0, 0]);
+  const b = outputs("b", ["x", "y"], [1, 0, 0, 0, 0, 1, 0, 0]);
+  const s = fl.train.stackLearnerOutputs([a, b]);
+  assertEquals([s.learners, s.classes, s.labels.length], [2, 4, 2]);
+  assertClose(Array.from(s.probs), [0.1, 0.2, 0.3, 0.4, 1, 0, 0, 0, 0.5, 0.5, 0, 0, 0, 1, 0, 0]);
+  assertThrows(
+    () => fl.train.stackLearnerOutputs([a, outputs("c", ["x", "z"], [...a.probs])]),
+    /c \(fold 0\) has other images than a/,
+  );
+  assertThrows(
+    () => fl.train.stackLearnerOutputs([a, outputs("d", ["x", "y"], [1, 0, 0, 1, 0, 0])]),
+    /d has 3 classes, a 4/,
+  );
+});
+
+test("experiment on chestxray64: two tiny learners, two folds; every Table 3 row per fold, voting = mean of probabilities", async () => {
+  if (!existsSync(join(dataDir, "labels.csv"))) throw new AssertionError(`test data missing: ${dataDir}`);
+  const { records: all } = fl.data.loadDataset([dataDir]);
+  const cache = new fl.train.ImageCache(64);
+  const { records, images } = await cache.getReadable(all);
+  const split = fl.train.patientSplit(records, {
+    folds: 2,
+    seed: 2,
+    subsample: { covid: 40, viral: 40, bacterial: 40, normal: 40 },
+  });
+  const archs: fl.models.LearnerArch[] = ["resnet152", "densenet161"];
+  const result = await fl.train.runExperiment({
+    records,
+    images,
+    split,
+    archs,
+    scale: "tiny",
+    outDir: tmp,
+    epochs: 1,
+    batchSize: 16,
+    crop: 56,
+    seed: 1,
+    stage2Epochs: 3,
+  });
+  assertEquals(result.methods.map((m) => m.name), [
+    "ResNet152",
+    "DenseNet161",
+    "Voting",
+    "Ensemble_MLP_1",
+    "Ensemble_MLP_2",
+    "FLANNEL w/o focal",
+    "FLANNEL w/o focal + sampling",
+    "FLANNEL",
+  ]);
+  assertEquals([result.folds, result.samples.train + result.samples.test], [2, 160]);
+  for (const m of result.methods) {
+    assertEquals(m.folds.length, 2);
+    for (const r of m.folds) assertEquals(r.n, split.test.length);
+  }
+  // each learner's row and the voting row, recomputed from the stage-1 files of fold 1
+  const load = (arch: string) =>
+    fl.train.loadLearnerOutputs(join(fl.train.stage1FoldDir(tmp, arch, 1), "test.safetensors"));
+  const [r, d] = [await load("resnet152"), await load("densenet161")];
+  assertClose(result.methods[0].folds[1].macroF1, fl.metrics.classificationReport(r.labels, r.probs).macroF1);
+  assertClose(result.methods[1].folds[1].macroF1, fl.metrics.classificationReport(d.labels, d.probs).macroF1);
+  const mean = r.probs.map((p, i) => (p + d.probs[i]) / 2);
+  const voting = fl.metrics.classificationReport(r.labels, mean);
+  assertEquals(result.methods[2].folds[1].confusion, voting.confusion);
+  assertEquals(result.stage1.length, 4);
+});
+
+test("experiment cleanup", () => {
+  rmSync(tmp, { recursive: true, force: true });
+});
