@@ -215,8 +215,17 @@ export class DenseNet extends Module {
     if (x.shape[2] < 29 || x.shape[3] < 29) {
       throw new Error(`DenseNet: images must be at least 29x29, got ${x.shape[2]}x${x.shape[3]}`);
     }
-    const f = relu(this.features.forward(x));
-    return this.classifier.forward(flatten(adaptiveAvgPool2d(f, [1, 1]), 1));
+    return this.classify(this.featureMaps(x));
+  }
+
+  /** The final feature map after norm5 and ReLU [B, C, h, w] (what a class activation map uses). */
+  featureMaps(x: Tensor): Tensor {
+    return relu(this.features.forward(x));
+  }
+
+  /** Logits of feature maps: the head after `featureMaps`. */
+  classify(maps: Tensor): Tensor {
+    return this.classifier.forward(flatten(adaptiveAvgPool2d(maps, [1, 1]), 1));
   }
 }
 

@@ -506,7 +506,8 @@ export class Inception3 extends BasicConvOwner {
     }
   }
 
-  private run(x: Tensor, withAux: boolean): { logits: Tensor; aux: Tensor | null } {
+  /** Everything before the head: the last Mixed block's output, and the aux logits when asked for. */
+  private trunk(x: Tensor, withAux: boolean): { maps: Tensor; aux: Tensor | null } {
     let h = chain(
       this.transform(x),
       this.Conv2d_1a_3x3,
@@ -524,14 +525,24 @@ export class Inception3 extends BasicConvOwner {
       h = m.forward(h);
     });
     if (wantAux && this.auxAt === this.mixed.length) aux = this.AuxLogits!.forward(h);
-    const logits = this.fc.forward(flatten(this.dropout.forward(this.avgpool.forward(h)), 1));
-    return { logits, aux };
+    return { maps: h, aux };
   }
 
   /** Logits [N, numClasses]; never runs the aux head (torchvision's eval-mode output). */
   forward(x: Tensor): Tensor {
     this.check(x, false);
-    return this.run(x, false).logits;
+    return this.classify(this.trunk(x, false).maps);
+  }
+
+  /** The last Mixed block's feature map [B, C, h, w] (what a class activation map uses). */
+  featureMaps(x: Tensor): Tensor {
+    this.check(x, false);
+    return this.trunk(x, false).maps;
+  }
+
+  /** Logits of feature maps: the head after `featureMaps`. */
+  classify(maps: Tensor): Tensor {
+    return this.fc.forward(flatten(this.dropout.forward(this.avgpool.forward(maps)), 1));
   }
 
   /**
@@ -540,7 +551,8 @@ export class Inception3 extends BasicConvOwner {
    */
   forwardWithAux(x: Tensor): { logits: Tensor; aux: Tensor | null } {
     this.check(x, this.AuxLogits !== null);
-    return this.run(x, true);
+    const { maps, aux } = this.trunk(x, true);
+    return { logits: this.classify(maps), aux };
   }
 }
 

@@ -167,14 +167,19 @@ export class ResNet extends Module {
   }
 
   /** The last stage's feature map [B, C, h, w] (before pooling; what a class activation map uses). */
-  features(x: Tensor): Tensor {
+  featureMaps(x: Tensor): Tensor {
     let h = this.maxpool.forward(relu(this.bn1.forward(this.conv1.forward(x))));
     for (const s of this.stages) h = s.forward(h);
     return h;
   }
 
+  /** Logits of feature maps: the head after `featureMaps`. */
+  classify(maps: Tensor): Tensor {
+    return this.fc.forward(flatten(this.avgpool.forward(maps), 1));
+  }
+
   forward(x: Tensor): Tensor {
-    return this.fc.forward(flatten(this.avgpool.forward(this.features(x)), 1));
+    return this.classify(this.featureMaps(x));
   }
 }
 

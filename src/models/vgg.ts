@@ -115,8 +115,18 @@ export class VGG extends Module {
     );
   }
 
+  /** The last conv block's feature map [B, 512, h, w] (what a class activation map uses). */
+  featureMaps(x: Tensor): Tensor {
+    return this.features.forward(x);
+  }
+
+  /** Logits of feature maps: the head after `featureMaps`. */
+  classify(maps: Tensor): Tensor {
+    return this.classifier.forward(flatten(this.avgpool.forward(maps), 1));
+  }
+
   forward(x: Tensor): Tensor {
-    return this.classifier.forward(flatten(this.avgpool.forward(this.features.forward(x)), 1));
+    return this.classify(this.featureMaps(x));
   }
 }
 

@@ -71,3 +71,4 @@ export {
   type Stage2Fold,
   table3,
 } from "./stage2_experiment.ts";
+export { type CamModel, classActivationMap, type ClassActivationMap, isCamModel } from "./cam.ts";
