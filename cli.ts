@@ -3,7 +3,7 @@ import process from "node:process";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import * as fl from "./mod.ts";
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { writeFileAtomic } from "./src/io/files.ts";
 import { ProgressBar } from "./src/train/progress.ts";
 import { runStage2Experiment, type Stage2ExperimentResult, table3 } from "./src/train/stage2_experiment.ts";
@@ -38,6 +38,7 @@ Commands:
   data        loads chest X-ray sources and prints the data set summary (Table 1)
   stage1      trains base learners on every cross-validation fold; writes their out-of-fold outputs
   experiment  the whole protocol on images: stage 1 on every fold, stage 2, Table 3 (results.json, report.md)
+  predict     class probabilities of new images from an experiment folder, as CSV
   help        this text; every command also takes --help
 
 Run 'deno task flannel <command> --help' for a command's options.`,
@@ -101,6 +102,23 @@ std over folds) and OUT/report.md (Table 1, Table 3). A rerun with --resume skip
 
 ${IMAGE_RUN_HELP}
   --stage2-epochs N stage-2 epochs per method and fold (default 20)
+  --help`,
+  predict: `flannel predict: class probabilities of images from a finished experiment
+
+Usage: deno task flannel predict --run DIR --images PATH [--images PATH...] [--method NAME]
+
+PATH is an image file (PNG or JPEG) or a folder (its .png, .jpg and .jpeg files, sorted). On each fold of
+the experiment in DIR, the fold's learners (their kept epoch) give their probabilities and the fold's
+trained combiner combines them; the folds' probabilities are averaged. Prints CSV on stdout:
+  file,covid,viral,bacterial,normal,predicted
+Unreadable images are reported on stderr and left out.
+
+Options:
+  --run DIR        an 'experiment' output folder
+  --images PATH    an image or a folder of images (repeat for several)
+  --method NAME    the combiner (default FLANNEL; also Voting, Ensemble_MLP_1, Ensemble_MLP_2,
+                   "FLANNEL w/o focal", "FLANNEL w/o focal + sampling")
+  --backend NAME   auto | webgpu (default auto)
   --help`,
 };
 
@@ -289,6 +307,7 @@ async function prepareImageRun(command: string, values: ImageRunValues) {
     archs: archs as fl.models.LearnerArch[],
     scale: scale as "tiny" | "full",
     crop: size,
+    resize,
     epochs: intOption(values, "epochs", 3, 1),
     batchSize: intOption(values, "batch", 16, 2),
     lr: numberOption(values, "lr", 1e-3),
@@ -404,15 +423,9 @@ async function experiment(args: string[]): Promise<void> {
   const result = await fl.train.runExperiment({ ...run, ...run.settings, ...run.progress, stage2Epochs });
   const seconds = (performance.now() - t0) / 1000;
   const resultsPath = join(run.out, "results.json"), reportPath = join(run.out, "report.md");
-  const settings = {
-    ...run.settings,
-    data: values.data,
-    stage2Epochs,
-    adapter: run.info.adapter,
-    runtime: run.info.runtime,
-  };
-  writeFileAtomic(resultsPath, JSON.stringify({ settings, table1: run.summary, ...result }, null, 1));
-  writeFileAtomic(reportPath, experimentReport(result, run.summary, settings, seconds));
+  const machine = { data: values.data, adapter: run.info.adapter, runtime: run.info.runtime, seconds };
+  writeFileAtomic(resultsPath, JSON.stringify({ ...result, machine, table1: run.summary }, null, 1));
+  writeFileAtomic(reportPath, experimentReport(result, run.summary, run.info.adapter, seconds));
   console.log(`\n${table3(result)}\n`);
   console.log(`wrote ${resultsPath} and ${reportPath} (${seconds.toFixed(0)} s)`);
 }
@@ -420,17 +433,10 @@ async function experiment(args: string[]): Promise<void> {
 function experimentReport(
   result: fl.train.ExperimentResult,
   summary: fl.data.DatasetSummary,
-  settings: {
-    scale: string;
-    crop: number;
-    epochs: number;
-    batchSize: number;
-    seed: number;
-    stage2Epochs: number;
-    adapter: string;
-  },
+  adapter: string,
   seconds: number,
 ): string {
+  const settings = result.settings;
   const folds = [...new Set(result.stage1.map((r) => r.fold))].sort((a, b) => a - b);
   const stage1Rows = result.learners.map(({ arch, title }) => {
     const cells = folds.map((f) => {
@@ -446,7 +452,7 @@ Learners: ${
   } (${settings.scale} scale), crop ${settings.crop}, ` +
     `${settings.epochs} stage-1 epochs (batch ${settings.batchSize}), ${settings.stage2Epochs} stage-2 epochs, ` +
     `seed ${settings.seed}. ${result.samples.train} training images in ${result.folds} patient-disjoint folds, ` +
-    `${result.samples.test} test images. Adapter: ${settings.adapter}. Time: ${seconds.toFixed(0)} s.
+    `${result.samples.test} test images. Adapter: ${adapter}. Time: ${seconds.toFixed(0)} s.
 
 Stage 2 of each fold trains on that fold's out-of-fold learner outputs (the learners never saw those
 images; their epochs were chosen on a separate share of their training part) and every row is scored on
@@ -470,7 +476,53 @@ ${stage1Rows.join("\n")}
 `;
 }
 
-const COMMANDS: Record<string, (args: string[]) => Promise<void>> = { demo, data, stage1, experiment };
+const IMAGE_EXTENSIONS = /\.(png|jpe?g)$/i;
+
+async function predict(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      run: { type: "string" },
+      images: { type: "string", multiple: true },
+      method: { type: "string", default: "FLANNEL" },
+      backend: { type: "string", default: "auto" },
+      help: { type: "boolean" },
+    },
+    strict: true,
+  });
+  if (values.help) return console.log(HELP.predict);
+  if (!values.run) fail("predict: give --run DIR (an experiment folder)");
+  const paths = values.images ?? [];
+  if (paths.length === 0) fail("predict: give at least one --images PATH");
+  const files: string[] = [];
+  for (const p of paths) {
+    if (!existsSync(p)) fail(`predict: ${p} does not exist`);
+    if (statSync(p).isDirectory()) {
+      const found = readdirSync(p).filter((f) => IMAGE_EXTENSIONS.test(f)).sort().map((f) => resolve(p, f));
+      if (found.length === 0) fail(`predict: ${p} holds no .png, .jpg or .jpeg files`);
+      files.push(...found);
+    } else files.push(resolve(p));
+  }
+  await fl.init({ backend: values.backend as "auto" });
+  const result = await fl.train.predictFiles(resolve(values.run), files, { method: values.method });
+  for (const s of result.skipped) console.error(`unreadable, left out: ${s.reason}`);
+  const classes = fl.metrics.CLASS_NAMES;
+  const lines = [["file", ...classes, "predicted"].join(",")];
+  result.files.forEach((file, i) => {
+    const row = Array.from(result.probs.subarray(i * classes.length, (i + 1) * classes.length));
+    const quoted = /[",\n]/.test(file) ? `"${file.replaceAll('"', '""')}"` : file;
+    lines.push([quoted, ...row.map((p) => p.toFixed(6)), classes[row.indexOf(Math.max(...row))]].join(","));
+  });
+  process.stdout.write(lines.join("\n") + "\n");
+}
+
+const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
+  demo,
+  data,
+  stage1,
+  experiment,
+  predict,
+};
 
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;

@@ -1,11 +1,19 @@
 // The image experiment end to end on ../shared/data/chestxray64 (two tiny learners, two folds, one epoch:
 // a check of the plumbing, not of accuracy), and stacking learner outputs.
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as fl from "../mod.ts";
-import { assert, assertClose, assertEquals, AssertionError, assertThrows, test } from "./harness.ts";
+import {
+  assert,
+  assertClose,
+  assertEquals,
+  AssertionError,
+  assertRejects,
+  assertThrows,
+  test,
+} from "./harness.ts";
 
 await fl.init();
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -57,6 +65,7 @@ test("experiment on chestxray64: two tiny learners, two folds; every Table 3 row
     epochs: 1,
     batchSize: 16,
     crop: 56,
+    resize: 64,
     seed: 1,
     stage2Epochs: 3,
   });
@@ -85,6 +94,37 @@ test("experiment on chestxray64: two tiny learners, two folds; every Table 3 row
   const voting = fl.metrics.classificationReport(r.labels, mean);
   assertEquals(result.methods[2].folds[1].confusion, voting.confusion);
   assertEquals(result.stage1.length, 4);
+
+  // prediction on new files from the folder: Voting = the folds' mean of the learners' mean probabilities
+  writeFileSync(join(tmp, "results.json"), JSON.stringify(result));
+  const files = split.test.slice(0, 3).map((i) => records[i].file);
+  const predicted = await fl.train.predictFiles(tmp, [...files, join(tmp, "results.json")], {
+    method: "Voting",
+  });
+  assertEquals(predicted.files, files);
+  assertEquals(predicted.skipped.length, 1);
+  const expected = new Float64Array(12);
+  for (const f of [0, 1]) {
+    for (const arch of archs) {
+      const out = await fl.train.loadLearnerOutputs(
+        join(fl.train.stage1FoldDir(tmp, arch, f), "test.safetensors"),
+      );
+      files.forEach((file, i) => {
+        const row = out.files.indexOf(file);
+        for (let c = 0; c < 4; c++) expected[i * 4 + c] += out.probs[row * 4 + c] / 4;
+      });
+    }
+  }
+  assertClose(predicted.probs, expected, { atol: 1e-5 });
+  const flannel = await fl.train.predictFiles(tmp, files);
+  for (let i = 0; i < 3; i++) {
+    assertClose(flannel.probs.subarray(4 * i, 4 * i + 4).reduce((a, b) => a + b, 0), 1, { atol: 1e-5 });
+  }
+  await assertRejects(
+    () => fl.train.predictFiles(tmp, files, { method: "Bagging" }),
+    /no trained Bagging for fold 0/,
+  );
+  await assertRejects(() => fl.train.predictFiles(join(tmp, "stage1"), files), /is not an experiment folder/);
 });
 
 test("experiment cleanup", () => {

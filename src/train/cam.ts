@@ -72,7 +72,7 @@ export async function classActivationMap(
       }
       let top = 0;
       for (let i = 0; i < plane; i++) top = Math.max(top, cam[i] = Math.max(cam[i], 0));
-      if (top > 0) for (let i = 0; i < plane; i++) cam[i] /= top;
+      if (top > 0) { for (let i = 0; i < plane; i++) cam[i] /= top; }
       return { probs, classIndex: c, map: { width: w, height: h, data: cam } };
     });
   } finally {

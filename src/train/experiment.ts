@@ -2,7 +2,10 @@
 // test outputs, see stage1_folds.ts), then stage 2 on each fold: the combiners train on that fold's
 // out-of-fold outputs (80%) and choose their epoch on the rest (20%, stratified), and every learner and
 // combiner is scored on the test part with that fold's learners. Mean (std) over the folds.
+import { join } from "node:path";
 import type { GrayImage } from "../io/images.ts";
+import { saveSafetensors } from "../io/safetensors.ts";
+import type { Ensemble } from "../models/flannel.ts";
 import { LEARNER_TITLES, type LearnerArch } from "../models/learners.ts";
 import type { ImageRecord } from "./data.ts";
 import { CLASS_NAMES } from "./metrics.ts";
@@ -35,6 +38,8 @@ export interface ExperimentConfig {
   epochs: number;
   batchSize?: number;
   crop?: number;
+  /** the short side `images` were resized to (recorded for prediction on new images) */
+  resize: number;
   lr?: number;
   seed?: number;
   /** stage-2 epochs per combiner and fold (default 20) */
@@ -47,6 +52,18 @@ export interface ExperimentConfig {
 }
 
 export interface ExperimentResult extends Stage2ExperimentResult {
+  /** what a later prediction on new images needs, and the training settings */
+  settings: {
+    archs: LearnerArch[];
+    scale: "tiny" | "full";
+    crop: number;
+    resize: number;
+    epochs: number;
+    batchSize: number;
+    lr: number;
+    seed: number;
+    stage2Epochs: number;
+  };
   learners: { arch: LearnerArch; title: string }[];
   stage1: { arch: LearnerArch; fold: number; heldOutMacroF1: number; testMacroF1: number }[];
 }
@@ -81,7 +98,7 @@ export async function stage2FoldsFromStage1(
   archs: readonly LearnerArch[],
   seed: number,
 ): Promise<Stage2Fold[]> {
-  const folds = [...new Set(stage1.map((r) => r.fold))].sort((a, b) => a - b);
+  const folds = stage1Folds(stage1);
   const out: Stage2Fold[] = [];
   for (const f of folds) {
     const pairs = archs.map((arch) => {
@@ -97,6 +114,34 @@ export async function stage2FoldsFromStage1(
   return out;
 }
 
+/** The folds stage 1 ran, ascending (stage 2's fold i is the i-th of them). */
+function stage1Folds(stage1: readonly Stage1FoldResult[]): number[] {
+  return [...new Set(stage1.map((r) => r.fold))].sort((a, b) => a - b);
+}
+
+/** File of a trained combiner: OUT/stage2/fold<f>/<method name as a file name>.safetensors. */
+export function stage2ModelPath(outDir: string, fold: number, methodName: string): string {
+  return join(outDir, "stage2", `fold${fold}`, `${methodName.replace(/[^A-Za-z0-9_]+/g, "_")}.safetensors`);
+}
+
+async function saveStage2Model(
+  outDir: string,
+  fold: number,
+  method: MethodSpec,
+  archs: readonly LearnerArch[],
+  model: Ensemble,
+): Promise<void> {
+  await saveSafetensors(stage2ModelPath(outDir, fold, method.name), await model.downloadStateDict(), {
+    format: STAGE2_MODEL_FORMAT,
+    method: method.name,
+    config: JSON.stringify(method.config),
+    learners: JSON.stringify(archs),
+    fold: String(fold),
+  });
+}
+
+export const STAGE2_MODEL_FORMAT = "flannel-stage2-model/1";
+
 export async function runExperiment(config: ExperimentConfig): Promise<ExperimentResult> {
   const seed = config.seed ?? 0, stage2Epochs = config.stage2Epochs ?? 20;
   const stage1 = await runStage1Folds(config);
@@ -108,6 +153,8 @@ export async function runExperiment(config: ExperimentConfig): Promise<Experimen
     seed,
     methods: config.methods,
     onProgress: config.onMessage,
+    onModel: (method, i, model) =>
+      saveStage2Model(config.outDir, stage1Folds(stage1)[i], method, config.archs, model),
   });
   const labelsOf = (idx: readonly number[]) => idx.map((i) => config.records[i].label);
   const kept = labelsOf([...config.split.train, ...config.split.test]);
@@ -122,6 +169,17 @@ export async function runExperiment(config: ExperimentConfig): Promise<Experimen
     seed,
     epochs: stage2Epochs,
     methods,
+    settings: {
+      archs: [...config.archs],
+      scale: config.scale,
+      crop: config.crop ?? 224,
+      resize: config.resize,
+      epochs: config.epochs,
+      batchSize: config.batchSize ?? 32,
+      lr: config.lr ?? 1e-3,
+      seed,
+      stage2Epochs,
+    },
     learners: config.archs.map((arch) => ({ arch, title: LEARNER_TITLES[arch] })),
     stage1: stage1.map((r) => ({
       arch: r.arch,

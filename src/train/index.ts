@@ -71,4 +71,5 @@ export {
   type Stage2Fold,
   table3,
 } from "./stage2_experiment.ts";
-export { type CamModel, classActivationMap, type ClassActivationMap, isCamModel } from "./cam.ts";
+export { type CamModel, type ClassActivationMap, classActivationMap, isCamModel } from "./cam.ts";
+export { predictFiles, type PredictionResult, readRunSettings, type RunSettings } from "./predict.ts";

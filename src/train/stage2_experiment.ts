@@ -11,6 +11,7 @@ import {
   formatMeanStd,
 } from "./metrics.ts";
 import { predictStage2, type Stage2Config, trainStage2 } from "./stage2.ts";
+import type { Ensemble } from "../models/flannel.ts";
 import { stratifiedKFold, stratifiedSplit } from "./splits.ts";
 import type { LearnerOutputs } from "./synthetic.ts";
 
@@ -93,6 +94,8 @@ export interface Stage2FoldsOptions {
   seed?: number;
   methods?: MethodSpec[];
   onProgress?: (message: string) => void;
+  /** Each trained combiner before it is disposed (to save it). */
+  onModel?: (method: MethodSpec, fold: number, model: Ensemble) => Promise<void>;
 }
 
 /**
@@ -138,6 +141,7 @@ export async function runStage2Folds(
         classNames,
       });
       const report = classificationReport(test.labels, await predictStage2(run.model, test), classNames);
+      await options.onModel?.(method, f, run.model);
       run.model.dispose();
       const r = results[learners + j];
       r.folds.push(report);

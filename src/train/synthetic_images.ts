@@ -13,7 +13,7 @@
 // Determinism: every draw comes from the project's Threefry generator and the pixels use only +, -, *, /,
 // sqrt and floor (no Math.sin/exp/pow, whose last bits differ between V8 and JavaScriptCore), so a seed
 // gives the same bits in Deno and Bun.
-import { type GrayImage, encodePngGray } from "../io/images.ts";
+import { encodePngGray, type GrayImage } from "../io/images.ts";
 import { writeFileAtomic } from "../io/files.ts";
 import { Generator, threefry2x32 } from "../kernels/random.ts";
 import { CLASSES, type ClassName, type ImageRecord } from "./data.ts";
@@ -95,8 +95,7 @@ class ValueNoise {
   /** A network of thin lines along the noise's mid level: 1 on a line, falling to 0 within a cell. */
   ridge(u: number, v: number): number {
     const r = 1 - Math.abs(2 * this.at(u, v) - 1);
-    const r2 = r * r;
-    return r2 * r2;
+    return r * r * r;
   }
 }
 
@@ -179,7 +178,11 @@ function drawPatient(gen: Generator, label: number): Patient {
   const view = chance(gen, 0.45) ? "AP" : "PA";
   const ap = view === "AP";
   // a fifth of the sick are mild, down to nearly normal: the classes overlap there
-  const severity = name === "normal" ? 0 : chance(gen, 0.2) ? between(gen, 0.08, 0.35) : between(gen, 0.35, 1);
+  const severity = name === "normal"
+    ? 0
+    : chance(gen, 0.12)
+    ? between(gen, 0.1, 0.4)
+    : between(gen, 0.5, 1);
   const lungCenter = between(gen, 0.41, 0.46);
   const lungHalfWidth = between(gen, 0.3, 0.35);
   const lungTop = between(gen, -0.86, -0.76);
@@ -208,7 +211,7 @@ function drawPatient(gen: Generator, label: number): Patient {
     breastLevel: chance(gen, 0.45) ? between(gen, 0.08, 0.22) : 0,
     leads,
     vessels: new ValueNoise(gen.nextStream(), 12),
-    reticular: new ValueNoise(gen.nextStream(), 24),
+    reticular: new ValueNoise(gen.nextStream(), 18),
     reticularLevel: 0,
     patches: new ValueNoise(gen.nextStream(), 7),
     ggoLevel: 0,
@@ -219,12 +222,12 @@ function drawPatient(gen: Generator, label: number): Patient {
     outline: new ValueNoise(gen.nextStream(), 6),
   };
   if (name === "covid") {
-    patient.ggoLevel = between(gen, 0.45, 0.75);
+    patient.ggoLevel = between(gen, 0.6, 0.95);
     patient.reticularLevel = chance(gen, 0.5) ? between(gen, 0.1, 0.3) : 0;
     patient.hazeLevel = between(gen, 0.05, 0.15);
   } else if (name === "viral") {
-    patient.reticularLevel = between(gen, 0.45, 0.8);
-    patient.hazeLevel = between(gen, 0.08, 0.2);
+    patient.reticularLevel = between(gen, 0.6, 1);
+    patient.hazeLevel = between(gen, 0.1, 0.25);
     patient.ggoLevel = chance(gen, 0.35) ? between(gen, 0.1, 0.3) : 0;
   } else if (name === "bacterial") {
     const side = chance(gen, 0.5) ? -1 : 1;
@@ -234,9 +237,9 @@ function drawPatient(gen: Generator, label: number): Patient {
       side,
       u: side * (lungCenter + between(gen, -0.35, 0.35) * lungHalfWidth),
       v: lungTop + height * (diaphragm - lungTop),
-      ru: between(gen, 0.15, 0.27),
-      rv: between(gen, 0.15, 0.3),
-      level: between(gen, 0.6, 0.95),
+      ru: between(gen, 0.18, 0.3),
+      rv: between(gen, 0.18, 0.32),
+      level: between(gen, 0.8, 1),
     };
     patient.hazeLevel = between(gen, 0, 0.08);
   }
@@ -252,12 +255,12 @@ function drawShot(gen: Generator, patient: Patient, base: Shot | null): Shot {
     rotation: (base?.rotation ?? 0) + jitter * between(gen, -0.08, 0.08),
     scale: base ? base.scale * between(gen, 0.98, 1.02) : between(gen, 0.9, 1.04),
     severity: patient.severity * between(gen, 0.9, 1.1),
-    brightness: between(gen, -0.08, 0.08),
-    contrast: between(gen, 0.8, 1.2),
-    curve: between(gen, -0.35, 0.35),
+    brightness: between(gen, -0.05, 0.05),
+    contrast: between(gen, 0.85, 1.15),
+    curve: between(gen, -0.2, 0.2),
     gradientU: between(gen, -0.05, 0.05),
     gradientV: between(gen, -0.05, 0.05),
-    noiseStd: between(gen, 0.01, 0.035),
+    noiseStd: between(gen, 0.01, 0.03),
     noise: gen.nextStream(),
   };
 }
@@ -312,7 +315,10 @@ function opacity(p: Patient, s: Shot, u: number, v: number, side: number): numbe
 function render(p: Patient, s: Shot, size: number): GrayImage {
   const data = new Float32Array(size * size);
   const [sin, cos] = sinCosSmall(s.rotation);
-  const heartU = 0.1, heartV = p.diaphragm - 0.22, heartRU = 0.3 * p.heartScale, heartRV = 0.24 * p.heartScale;
+  const heartU = 0.1,
+    heartV = p.diaphragm - 0.22,
+    heartRU = 0.3 * p.heartScale,
+    heartRV = 0.24 * p.heartScale;
   const clavicleDrop = 0.16;
   for (let y = 0; y < size; y++) {
     const py = (2 * (y + 0.5)) / size - 1;
@@ -371,13 +377,21 @@ const SQRT3 = Math.sqrt(3);
  */
 export function syntheticXrayDataset(options: SyntheticXrayOptions): SyntheticXrayDataset {
   const { seed, size = DEFAULT_SYNTHETIC_SIZE } = options;
-  if (!Number.isInteger(size) || size < 16) throw new Error(`syntheticXrayDataset: size must be an integer >= 16, got ${size}`);
+  if (!Number.isInteger(size) || size < 16) {
+    throw new Error(`syntheticXrayDataset: size must be an integer >= 16, got ${size}`);
+  }
   const counts = options.counts ?? syntheticClassCounts(options.total ?? DEFAULT_SYNTHETIC_TOTAL);
   if (counts.length !== CLASSES.length || counts.some((c) => !Number.isInteger(c) || c < 0)) {
-    throw new Error(`syntheticXrayDataset: counts must be ${CLASSES.length} non-negative integers, got ${counts}`);
+    throw new Error(
+      `syntheticXrayDataset: counts must be ${CLASSES.length} non-negative integers, got ${counts}`,
+    );
   }
   if (options.counts && options.total !== undefined && options.total !== counts.reduce((a, b) => a + b, 0)) {
-    throw new Error(`syntheticXrayDataset: counts add up to ${counts.reduce((a, b) => a + b, 0)}, not total ${options.total}`);
+    throw new Error(
+      `syntheticXrayDataset: counts add up to ${
+        counts.reduce((a, b) => a + b, 0)
+      }, not total ${options.total}`,
+    );
   }
   const gen = new Generator(seed);
   const patients: { patient: Patient; images: number }[] = [];

@@ -1,0 +1,120 @@
+// Class probabilities for new images from a finished experiment folder: on each fold, the fold's learners
+// (their kept epoch's weights) give their probabilities and the fold's trained combiner (FLANNEL unless
+// another method is named) combines them; the folds' probabilities are averaged.
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { Generator } from "../kernels/random.ts";
+import { loadSafetensors, readSafetensorsMetadata } from "../io/safetensors.ts";
+import type { TensorRecord } from "../nn/module.ts";
+import { createLearner, isLearnerArch, type LearnerArch } from "../models/learners.ts";
+import type { Skipped } from "./data.ts";
+import { STAGE2_MODEL_FORMAT, stage2ModelPath } from "./experiment.ts";
+import { ImageCache } from "./preprocess.ts";
+import { predictStage1 } from "./stage1.ts";
+import { stage1FoldDir } from "./stage1_folds.ts";
+import { buildEnsemble, predictStage2 } from "./stage2.ts";
+
+/** What `experiment` wrote into results.json's `settings` that prediction needs. */
+export interface RunSettings {
+  archs: LearnerArch[];
+  scale: "tiny" | "full";
+  crop: number;
+  resize: number;
+}
+
+export function readRunSettings(runDir: string): RunSettings & { folds: number[] } {
+  const path = join(runDir, "results.json");
+  if (!existsSync(path)) throw new Error(`${runDir} is not an experiment folder: ${path} is missing`);
+  let results: { settings?: Partial<RunSettings>; stage1?: { fold: number }[] };
+  try {
+    results = JSON.parse(readFileSync(path, "utf8"));
+  } catch (err) {
+    throw new Error(`cannot read ${path}: ${(err as Error).message}`);
+  }
+  const s = results.settings;
+  if (!s || !Array.isArray(s.archs) || !s.archs.every(isLearnerArch) || !s.crop || !s.resize || !s.scale) {
+    throw new Error(
+      `${path} has no usable settings (archs, scale, crop, resize): was it written by 'experiment'?`,
+    );
+  }
+  const folds = [...new Set((results.stage1 ?? []).map((r) => r.fold))].sort((a, b) => a - b);
+  if (folds.length === 0) throw new Error(`${path} lists no stage-1 folds`);
+  return { archs: s.archs, scale: s.scale, crop: s.crop, resize: s.resize, folds };
+}
+
+export interface PredictionResult {
+  /** the readable files, in the order given */
+  files: string[];
+  /** [files, classes], averaged over the folds */
+  probs: Float32Array;
+  skipped: Skipped[];
+  folds: number[];
+}
+
+/** Probabilities of `files` by `method` (default FLANNEL) of the experiment in `runDir`. */
+export async function predictFiles(
+  runDir: string,
+  files: readonly string[],
+  { method = "FLANNEL" }: { method?: string } = {},
+): Promise<PredictionResult> {
+  const settings = readRunSettings(runDir);
+  const cache = new ImageCache(settings.resize);
+  const readable = await cache.getReadable(files.map((file) => ({ file })));
+  const s = readable.images.length, n = settings.archs.length;
+  if (s === 0) {
+    throw new Error(
+      `none of the ${files.length} images could be read${
+        readable.skipped[0] ? `: ${readable.skipped[0].reason}` : ""
+      }`,
+    );
+  }
+  let sum: Float32Array | null = null;
+  for (const fold of settings.folds) {
+    const modelPath = stage2ModelPath(runDir, fold, method);
+    if (!existsSync(modelPath)) {
+      throw new Error(`no trained ${method} for fold ${fold}: ${modelPath} is missing`);
+    }
+    const meta = await readSafetensorsMetadata(modelPath);
+    if (meta.format !== STAGE2_MODEL_FORMAT) {
+      throw new Error(`${modelPath} is not a ${STAGE2_MODEL_FORMAT} file`);
+    }
+    const perLearner: Float32Array[] = [];
+    for (const arch of settings.archs) {
+      const weights = join(stage1FoldDir(runDir, arch, fold), "checkpoint.safetensors.best");
+      if (!existsSync(weights)) throw new Error(`no trained ${arch} for fold ${fold}: ${weights} is missing`);
+      const model = createLearner(arch, { scale: settings.scale });
+      try {
+        model.loadStateDict(await loadSafetensors(weights) as Record<string, TensorRecord>);
+        perLearner.push(await predictStage1(model, readable.images, { crop: settings.crop }));
+      } finally {
+        model.dispose();
+      }
+    }
+    const m = perLearner[0].length / Math.max(s, 1);
+    const stacked = new Float32Array(s * n * m);
+    for (let i = 0; i < s; i++) {
+      perLearner.forEach((p, j) => stacked.set(p.subarray(i * m, (i + 1) * m), (i * n + j) * m));
+    }
+    const ensemble = buildEnsemble(JSON.parse(meta.config), n, m, new Generator(0));
+    try {
+      ensemble.loadStateDict(await loadSafetensors(modelPath) as Record<string, TensorRecord>);
+      const probs = await predictStage2(ensemble, {
+        probs: stacked,
+        labels: new Int32Array(s),
+        learners: n,
+        classes: m,
+      });
+      sum ??= new Float32Array(probs.length);
+      probs.forEach((p, i) => (sum![i] += p));
+    } finally {
+      ensemble.dispose();
+    }
+  }
+  const probs = sum!.map((p) => p / settings.folds.length);
+  return {
+    files: readable.records.map((r) => r.file),
+    probs,
+    skipped: readable.skipped,
+    folds: settings.folds,
+  };
+}
