@@ -1,9 +1,10 @@
 // The FLANNEL paper's figures drawn straight into PNG files: F1 bars with error bars over folds (Fig. 2),
 // ROC and precision-recall curves (Fig. 3), confusion matrices (Fig. 4) and class-activation-map overlays on
-// the X-ray (Fig. 6). Everything is rasterised here on an RGBA canvas with a built-in 5x7 bitmap font drawn
+// the X-ray (Fig. 6). Everything is rasterised here on an RGBA canvas with a built-in 5x8 bitmap font drawn
 // at 2x, so a figure needs no font file, browser or native library; upng-js encodes the PNG.
 import UPNG from "upng-js";
 import { writeFileAtomic } from "../io/files.ts";
+import type { GrayImage } from "../io/images.ts";
 
 /** [r, g, b] or [r, g, b, a], each 0..255; alpha defaults to 255. */
 export type Color = readonly [number, number, number] | readonly [number, number, number, number];
@@ -72,8 +73,9 @@ export const PALETTE: readonly Color[] = [
 
 // ---- Font ----------------------------------------------------------------------------------------------
 
-// The classic 5x7 LCD font for ASCII 32..126, then "±" (for mean ± std). Five bytes a glyph, one a column
-// from left to right; bit 0 is the top row, bit 6 the bottom one.
+// The classic 5x7 LCD font for ASCII 32..126, then "±" (for mean ± std), with a descender row added below so
+// that g j p q y hang under the baseline instead of being squeezed above it. Five bytes a glyph, one a column
+// from left to right; bit 0 is the top row, bit 6 the baseline row, bit 7 the descender row.
 const FONT_HEX = [
   "0000000000 00005f0000 0007000700 147f147f14 242a7f2a12 2313086462 3649552250", // space ! " # $ % &
   "0000070000 001c224100 0041221c00 082a1c2a08 08083e0808 0050300000 0808080808", // ' ( ) * + , -
@@ -85,12 +87,12 @@ const FONT_HEX = [
   "3e4151215e 7f09192946 4649494931 01017f0101 3f4040403f 1f2040201f 7f2018207f", // Q R S T U V W
   "6314081463 0304780403 6151494543 007f414100 0204081020 0041417f00 0402010204", // X Y Z [ \ ] ^
   "4040404040 0001020400 2054545478 7f48444438 3844444420 384444487f 3854545418", // _ ` a b c d e
-  "087e090102 0c5252523e 7f08040478 00447d4000 2040443d00 7f10284400 00417f4000", // f g h i j k l
-  "7c04180478 7c08040478 3844444438 7c14141408 081414187c 7c08040408 4854545420", // m n o p q r s
-  "043f444020 3c4040207c 1c2040201c 3c4030403c 4428102844 0c5050503c 4464544c44", // t u v w x y z
+  "087e090102 18a4a4a47c 7f08040478 00447d4000 408080847d 7f10284400 00417f4000", // f g h i j k l
+  "7c04180478 7c08040478 3844444438 fc24242418 18242424fc 7c08040408 4854545420", // m n o p q r s
+  "043f444020 3c4040207c 1c2040201c 3c4030403c 4428102844 1ca0a0a07c 4464544c44", // t u v w x y z
   "0008364100 00007f0000 0041360800 0804081008 44445f4444", // { | } ~ ±
 ].join("").replaceAll(" ", "");
-const GLYPH_COLUMNS = 5, GLYPH_ROWS = 7, GLYPH_ADVANCE = 6;
+const GLYPH_COLUMNS = 5, GLYPH_ROWS = 8, GLYPH_ADVANCE = 6;
 const FONT = Uint8Array.from(
   { length: FONT_HEX.length / 2 },
   (_, i) => parseInt(FONT_HEX.slice(2 * i, 2 * i + 2), 16),
@@ -102,11 +104,11 @@ function glyphIndex(code: number): number {
   return code === 0xb1 ? PLUS_MINUS_GLYPH : QUESTION_GLYPH;
 }
 
-/** The default text scale: 5x7 font pixels become 10x14 screen pixels, readable at 100% zoom. */
+/** The default text scale: a 5x8 glyph cell becomes 10x16 screen pixels, readable at 100% zoom. */
 export const TEXT_SCALE = 2;
 const TEXT_HEIGHT = GLYPH_ROWS * TEXT_SCALE;
 /** Baseline-to-baseline distance of wrapped lines. */
-const LINE_HEIGHT = (GLYPH_ROWS + 3) * TEXT_SCALE;
+const LINE_HEIGHT = (GLYPH_ROWS + 2) * TEXT_SCALE;
 
 /** The size of the box `text` fills, unrotated; characters outside ASCII and "±" draw as "?". */
 export function measureText(text: string, scale = TEXT_SCALE): { width: number; height: number } {
@@ -240,6 +242,9 @@ export class Canvas implements RgbaImage {
       );
     }
     const halfWidth = (options.width ?? 1) / 2;
+    if (options.dash && !(options.dash[0] > 0 && options.dash[1] > 0)) {
+      throw new Error(`Canvas.polyline: dash lengths must be positive, got [${options.dash}]`);
+    }
     const segments = options.dash ? dashSegments(points, options.dash) : points;
     const step = options.dash ? 4 : 2;
     const clip = options.clip ?? { x: 0, y: 0, width: this.width, height: this.height };
@@ -343,36 +348,72 @@ export function decodePNG(png: Uint8Array): RgbaImage {
 
 // ---- Ticks and colour maps -----------------------------------------------------------------------------
 
+export interface Ticks {
+  values: number[];
+  labels: string[];
+}
+
 /**
- * At most `maxTicks` round values in [min, max] with a step of 1, 2, 2.5 or 5 times a power of ten, and
- * their labels with the decimals that step needs (0, 0.2, ..., 1 gives "0.0", "0.2", ..., "1.0").
+ * The smallest step of 1, 2, 2.5 or 5 times a power of ten whose multiples from `first(step)` to `last(step)`
+ * are at most `maxTicks`, as those values and their labels with the decimals the step needs.
  */
-export function niceTicks(min: number, max: number, maxTicks = 6): { values: number[]; labels: string[] } {
-  if (!(Number.isFinite(min) && Number.isFinite(max) && max > min)) {
-    throw new Error(`niceTicks: need finite min < max, got [${min}, ${max}]`);
-  }
-  const eps = 1e-9;
-  for (let exponent = Math.floor(Math.log10((max - min) / Math.max(1, maxTicks)));; exponent++) {
+function roundSteps(
+  span: number,
+  maxTicks: number,
+  first: (step: number) => number,
+  last: (step: number) => number,
+): Ticks {
+  for (let exponent = Math.floor(Math.log10(span / Math.max(1, maxTicks)));; exponent++) {
     for (const mantissa of [1, 2, 2.5, 5]) {
       const step = mantissa * 10 ** exponent;
-      const first = Math.ceil(min / step - eps), last = Math.floor(max / step + eps);
-      if (last - first + 1 > maxTicks) continue;
+      const from = first(step), to = last(step);
+      if (to - from + 1 > maxTicks) continue;
       // k * mantissa / 10^-exponent keeps decimal steps exact (0.6, not 0.6000000000000001)
       const at = (k: number) => (exponent < 0 ? (k * mantissa) / 10 ** -exponent : k * step);
       const decimals = Math.max(0, -exponent) + (mantissa === 2.5 ? 1 : 0);
       const values: number[] = [];
-      for (let k = first; k <= last; k++) values.push(at(k));
+      for (let k = from; k <= to; k++) values.push(at(k));
       return { values, labels: values.map((v) => (v === 0 ? 0 : v).toFixed(decimals)) };
     }
   }
 }
 
-/** [min, max] widened to round tick values, for axes the caller left to the data. */
-function autoRange(min: number, max: number): [number, number] {
-  if (min === max) return min === 0 ? [0, 1] : [min - Math.abs(min) / 10, max + Math.abs(max) / 10];
-  const { values } = niceTicks(min, max);
-  const step = values.length > 1 ? values[1] - values[0] : max - min;
-  return [Math.floor(min / step + 1e-9) * step, Math.ceil(max / step - 1e-9) * step];
+const EPS = 1e-9; // a value within this many steps of a multiple counts as on it
+
+/**
+ * At most `maxTicks` round values in [min, max] (steps of 1, 2, 2.5 or 5 times a power of ten) and their
+ * labels with the decimals that step needs: [0, 1] gives 0.0, 0.2, ..., 1.0.
+ */
+export function niceTicks(min: number, max: number, maxTicks = 6): Ticks {
+  if (!(Number.isFinite(min) && Number.isFinite(max) && max > min)) {
+    throw new Error(`niceTicks: need finite min < max, got [${min}, ${max}]`);
+  }
+  return roundSteps(max - min, maxTicks, (s) => Math.ceil(min / s - EPS), (s) => Math.floor(max / s + EPS));
+}
+
+/**
+ * For an axis the caller left to the data: [min, max] widened out to the nearest ticks, so the frame starts
+ * and ends on a labelled value, and those ticks (up to 8, as widening can add one at each end).
+ */
+function autoAxis(min: number, max: number): { range: [number, number]; ticks: Ticks } {
+  if (min === max) return autoAxis(min - (Math.abs(min) || 1) / 10, max + (Math.abs(max) || 1) / 10);
+  const ticks = roundSteps(max - min, 8, (s) => Math.floor(min / s + EPS), (s) => Math.ceil(max / s - EPS));
+  return { range: [ticks.values[0], ticks.values[ticks.values.length - 1]], ticks };
+}
+
+/** The caller's range (checked) with ticks inside it, or, without one, a range fitted to data in [min, max]. */
+function axis(
+  where: string,
+  name: string,
+  range: readonly [number, number] | undefined,
+  min: number,
+  max: number,
+): { range: [number, number]; ticks: Ticks } {
+  if (!range) return autoAxis(min, max);
+  if (!(Number.isFinite(range[0]) && Number.isFinite(range[1]) && range[1] > range[0])) {
+    throw new Error(`${where}: ${name} must be finite with min < max, got [${range[0]}, ${range[1]}]`);
+  }
+  return { range: [range[0], range[1]], ticks: niceTicks(range[0], range[1]) };
 }
 
 function interpolateStops(stops: readonly Color[], t: number): Color {
@@ -426,19 +467,18 @@ function frameScales(frame: Rect, x: [number, number], y: [number, number], inse
   };
 }
 
-function drawTitle(canvas: Canvas, title: string): void {
-  if (title) canvas.text(canvas.width / 2, PAD, title, BLACK, { align: "center", bold: true });
+/** A bold title centred over `centre` (the plot frame's middle, as matplotlib does), kept on the canvas. */
+function drawTitle(canvas: Canvas, title: string, centre: number): void {
+  if (!title) return;
+  const half = measureText(title).width / 2;
+  const x = Math.min(canvas.width - PAD - half, Math.max(PAD + half, centre));
+  canvas.text(x, PAD, title, BLACK, { align: "center", bold: true });
 }
 
 const titleBand = (title: string) => (title ? PAD + TEXT_HEIGHT + TITLE_GAP : PAD);
 
 /** Value ticks on the left edge: gray grid lines across the frame, tick marks and right-aligned labels. */
-function drawYTicks(
-  canvas: Canvas,
-  frame: Rect,
-  scale: Scale,
-  ticks: { values: number[]; labels: string[] },
-) {
+function drawYTicks(canvas: Canvas, frame: Rect, scale: Scale, ticks: Ticks): void {
   ticks.values.forEach((v, k) => {
     const py = Math.floor(scale.at(v));
     canvas.fillRect(frame.x + 1, py, frame.width - 2, 1, GRID_GRAY);
@@ -447,12 +487,8 @@ function drawYTicks(
   });
 }
 
-function drawXTicks(
-  canvas: Canvas,
-  frame: Rect,
-  scale: Scale,
-  ticks: { values: number[]; labels: string[] },
-) {
+/** Value ticks on the bottom edge: gray grid lines up the frame, tick marks and centred labels. */
+function drawXTicks(canvas: Canvas, frame: Rect, scale: Scale, ticks: Ticks): void {
   const bottom = frame.y + frame.height;
   ticks.values.forEach((v, k) => {
     const px = Math.floor(scale.at(v));
@@ -464,8 +500,8 @@ function drawXTicks(
 
 const widest = (texts: readonly string[]) => Math.max(0, ...texts.map((t) => measureText(t).width));
 
-/** Labels under a row of slots (bars, matrix columns): wrapped between words, or turned upright if a word
- * does not fit its slot. */
+/** Labels under a row of slots (bars, matrix columns), each wrapped between words, or all turned upright
+ * when a word does not fit its slot; `height` is the band they take below the ticks. */
 interface SlotLabels {
   lines: string[][];
   upright: boolean;
@@ -483,10 +519,13 @@ function layoutSlotLabels(labels: readonly string[], slotWidth: number): SlotLab
 
 function drawSlotLabels(canvas: Canvas, layout: SlotLabels, centres: readonly number[], top: number): void {
   layout.lines.forEach((lines, k) => {
-    if (layout.upright) canvas.text(centres[k], top, lines[0], BLACK, { rotate: 90, align: "center" });
-    else {lines.forEach((line, j) =>
-        canvas.text(centres[k], top + j * LINE_HEIGHT, line, BLACK, { align: "center" })
-      );}
+    if (layout.upright) {
+      canvas.text(centres[k], top, lines[0], BLACK, { rotate: 90, align: "center" });
+      return;
+    }
+    lines.forEach((line, j) =>
+      canvas.text(centres[k], top + j * LINE_HEIGHT, line, BLACK, { align: "center" })
+    );
   });
 }
 
@@ -503,12 +542,6 @@ function checkFinite(where: string, what: string, values: ArrayLike<number>): vo
     if (!Number.isFinite(values[i])) {
       throw new Error(`${where}: ${what}[${i}] is ${values[i]}, not a finite number`);
     }
-  }
-}
-
-function checkRange(where: string, name: string, range: readonly [number, number] | undefined): void {
-  if (range && !(Number.isFinite(range[0]) && Number.isFinite(range[1]) && range[1] > range[0])) {
-    throw new Error(`${where}: ${name} must be finite with min < max, got [${range[0]}, ${range[1]}]`);
   }
 }
 
@@ -552,12 +585,13 @@ export function barChartWithErrors(options: BarChartOptions): Uint8Array {
   ) {
     throw new Error(`${where}: highlight ${highlight} is not a bar index in 0..${means.length - 1}`);
   }
-  checkRange(where, "yRange", options.yRange);
-  const yRange = options.yRange ??
-    autoRange(
-      Math.min(0, ...means.map((m, i) => m - stds[i])),
-      Math.max(0, ...means.map((m, i) => m + stds[i])),
-    );
+  const { range: yRange, ticks: yTicks } = axis(
+    where,
+    "yRange",
+    options.yRange,
+    Math.min(0, ...means.map((m, i) => m - stds[i])),
+    Math.max(0, ...means.map((m, i) => m + stds[i])),
+  );
 
   // Slots are wide enough for the longest word of any label, so labels usually wrap rather than turn.
   const longestWord = Math.max(...categories.flatMap((c) => c.split(/\s+/).map((w) => measureText(w).width)));
@@ -565,16 +599,15 @@ export function barChartWithErrors(options: BarChartOptions): Uint8Array {
   const frameWidth = Math.max(400, slotWidth * categories.length);
   const frameHeight = 400;
   const labels = layoutSlotLabels(categories, frameWidth / categories.length);
-  const yTicks = niceTicks(yRange[0], yRange[1]);
   const left = PAD + yTitleBand(yLabel) + widest(yTicks.labels) + GAP + TICK;
   const top = titleBand(title);
   const bottom = TICK + GAP + labels.height + (xLabel ? TITLE_GAP + TEXT_HEIGHT : 0) + PAD;
   const width = Math.max(left + frameWidth + PAD, measureText(title).width + 2 * PAD);
   const canvas = new Canvas(width, top + frameHeight + bottom);
   const frame: Rect = { x: left, y: top, width: frameWidth, height: frameHeight };
-  const y = frameScales(frame, [0, 1], yRange as [number, number], 0).y;
+  const y = frameScales(frame, [0, 1], yRange, 0).y;
 
-  drawTitle(canvas, title);
+  drawTitle(canvas, title, frame.x + frame.width / 2);
   drawYTicks(canvas, frame, y, yTicks);
   drawYTitle(canvas, frame, yLabel);
   const slot = frameWidth / categories.length, barWidth = Math.round(slot * 0.6);
@@ -595,12 +628,17 @@ export function barChartWithErrors(options: BarChartOptions): Uint8Array {
       canvas.line(cx - cap, errTop, cx + cap, errTop, BLACK, { width: 2 });
       canvas.line(cx - cap, errBottom, cx + cap, errBottom, BLACK, { width: 2 });
     }
-    // The mean goes above the error bar; when that would leave the frame, inside the bar's foot instead.
+    // The mean goes past the bar's outer end (above it, or below a negative one) and its error bar; where
+    // that would leave the frame, inside the bar's foot in white instead.
     const value = mean.toFixed(valueDigits);
-    const above = Math.min(errTop, y.at(clipToFrame(mean))) - 6;
-    if (above - TEXT_HEIGHT >= frame.y + 2) {
-      canvas.text(cx, above, value, BLACK, { align: "center", valign: "bottom" });
-    } else canvas.text(cx, baseRow - 6, value, WHITE, { align: "center", valign: "bottom" });
+    const up = mean >= 0;
+    const outer = up
+      ? Math.min(errTop, y.at(clipToFrame(mean))) - 6
+      : Math.max(errBottom, y.at(clipToFrame(mean))) + 6;
+    const fits = up ? outer - TEXT_HEIGHT >= frame.y + 2 : outer + TEXT_HEIGHT <= frame.y + frame.height - 2;
+    const valign = up ? "bottom" : "top";
+    if (fits) canvas.text(cx, outer, value, BLACK, { align: "center", valign });
+    else canvas.text(cx, up ? baseRow - 6 : baseRow + 7, value, WHITE, { align: "center", valign });
   });
   canvas.strokeRect(frame, BLACK);
   centres.forEach((c) => canvas.fillRect(Math.floor(c), frame.y + frame.height, 1, TICK, BLACK));
@@ -639,6 +677,13 @@ export interface LineChartOptions {
   height?: number;
 }
 
+/** [min, max] over several arrays, by a loop: curves can hold more points than a spread call takes. */
+function extent(arrays: readonly (readonly number[])[]): [number, number] {
+  let min = Infinity, max = -Infinity;
+  for (const values of arrays) for (const v of values) min = Math.min(min, v), max = Math.max(max, v);
+  return [min, max];
+}
+
 const CURVE_WIDTH = 2.5;
 const DATA_INSET = 6; // curves at the range's ends stay clear of the frame lines
 const LEGEND_PAD = 8, LEGEND_SWATCH = 28;
@@ -660,15 +705,12 @@ export function lineChart(options: LineChartOptions): Uint8Array {
     checkFinite(where, `${name} x`, s.x);
     checkFinite(where, `${name} y`, s.y);
   });
-  checkRange(where, "xRange", options.xRange);
-  checkRange(where, "yRange", options.yRange);
-  const allX = series.flatMap((s) => s.x), allY = series.flatMap((s) => s.y);
-  const xRange = options.xRange ?? autoRange(Math.min(...allX), Math.max(...allX));
-  const yRange = options.yRange ?? autoRange(Math.min(...allY), Math.max(...allY));
+  const [xMin, xMax] = extent(series.map((s) => s.x)), [yMin, yMax] = extent(series.map((s) => s.y));
+  const { range: xRange, ticks: xTicks } = axis(where, "xRange", options.xRange, xMin, xMax);
+  const { range: yRange, ticks: yTicks } = axis(where, "yRange", options.yRange, yMin, yMax);
 
   const legendWidth = 2 * LEGEND_PAD + LEGEND_SWATCH + GAP + widest(series.map((s) => s.name));
   const legendHeight = 2 * LEGEND_PAD + series.length * LINE_HEIGHT - (LINE_HEIGHT - TEXT_HEIGHT);
-  const xTicks = niceTicks(xRange[0], xRange[1], 6), yTicks = niceTicks(yRange[0], yRange[1], 6);
   const left = PAD + yTitleBand(yLabel) + widest(yTicks.labels) + GAP + TICK;
   const top = titleBand(title);
   const bottom = TICK + GAP + TEXT_HEIGHT + (xLabel ? TITLE_GAP + TEXT_HEIGHT : 0) + PAD;
@@ -684,9 +726,9 @@ export function lineChart(options: LineChartOptions): Uint8Array {
   // A legend that would hide much of the plot goes beside it instead, widening the figure.
   const outside = legendWidth > frame.width * 0.6 || legendHeight > frame.height * 0.7;
   const canvas = new Canvas(outside ? width + legendWidth + PAD : width, height);
-  const scales = frameScales(frame, xRange as [number, number], yRange as [number, number], DATA_INSET);
+  const scales = frameScales(frame, xRange, yRange, DATA_INSET);
 
-  drawTitle(canvas, title);
+  drawTitle(canvas, title, frame.x + frame.width / 2);
   drawXTicks(canvas, frame, scales.x, xTicks);
   drawYTicks(canvas, frame, scales.y, yTicks);
   drawYTitle(canvas, frame, yLabel);
@@ -814,7 +856,7 @@ export function confusionMatrixChart(options: ConfusionMatrixOptions): Uint8Arra
   const width = Math.max(left + frame.width + right, measureText(title).width + 2 * PAD);
   const canvas = new Canvas(width, top + frame.height + bottom);
 
-  drawTitle(canvas, title);
+  drawTitle(canvas, title, frame.x + frame.width / 2);
   for (let i = 0; i < n; i++) {
     for (let j = 0; j < n; j++) {
       const t = value(i, j) / colourMax;
@@ -863,13 +905,6 @@ export function confusionMatrixChart(options: ConfusionMatrixOptions): Uint8Arra
 }
 
 // ---- Class activation map overlay and image grid (Fig. 6) ----------------------------------------------
-
-export interface GrayImage {
-  width: number;
-  height: number;
-  /** row-major, width * height values; the X-ray in [0, 1], the heat map in any range */
-  data: Float32Array;
-}
 
 function checkGray(where: string, name: string, image: GrayImage): void {
   const { width, height, data } = image;
@@ -972,7 +1007,7 @@ export function heatmapOverlay(options: HeatmapOverlayOptions): Uint8Array {
 }
 
 export interface ImageGridOptions {
-  /** images a row (default: all in one row up to 6, then the square root's ceiling) */
+  /** images per row (default: all in one row up to 6, then the square root's ceiling) */
   columns?: number;
   /** each image is scaled to fit a tile this many pixels on its long side (default: the largest image's,
    * at most 320) */
@@ -1016,7 +1051,7 @@ export function imageGrid(
   const top = titleBand(title);
   const width = Math.max(2 * PAD + columns * cellWidth, measureText(title).width + 2 * PAD);
   const canvas = new Canvas(width, top + rows * cellHeight + PAD);
-  drawTitle(canvas, title);
+  drawTitle(canvas, title, width / 2);
   const gridLeft = Math.round((width - columns * cellWidth) / 2);
   rgba.forEach((image, k) => {
     const fit = tile / Math.max(image.width, image.height);
