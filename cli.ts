@@ -6,7 +6,12 @@ import * as fl from "./mod.ts";
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { writeFileAtomic } from "./src/io/files.ts";
 import { ProgressBar } from "./src/train/progress.ts";
-import { runStage2Experiment, type Stage2ExperimentResult, table3 } from "./src/train/stage2_experiment.ts";
+import {
+  runStage2Experiment,
+  type Stage2ExperimentResult,
+  table3,
+  withoutProbabilities,
+} from "./src/train/stage2_experiment.ts";
 
 const LEARNERS = ["InceptionV3", "VGG19-bn", "ResNeXt101-32x8d", "ResNet152", "DenseNet161"];
 
@@ -192,7 +197,7 @@ async function demo(args: string[]): Promise<void> {
   const out = resolve(values.out!);
   writeFileAtomic(
     join(out, "results.json"),
-    JSON.stringify({ data: "synthetic", adapter: info.adapter, ...result }, null, 1),
+    JSON.stringify({ data: "synthetic", adapter: info.adapter, ...result }, withoutProbabilities, 1),
   );
   writeFileAtomic(join(out, "report.md"), reportMarkdown(result, info.adapter, seconds));
   console.log(`\n${table3(result)}\n`);
@@ -424,8 +429,13 @@ async function experiment(args: string[]): Promise<void> {
   const seconds = (performance.now() - t0) / 1000;
   const resultsPath = join(run.out, "results.json"), reportPath = join(run.out, "report.md");
   const machine = { data: values.data, adapter: run.info.adapter, runtime: run.info.runtime, seconds };
-  writeFileAtomic(resultsPath, JSON.stringify({ ...result, machine, table1: run.summary }, null, 1));
+  writeFileAtomic(
+    resultsPath,
+    JSON.stringify({ ...result, machine, table1: run.summary }, withoutProbabilities, 1),
+  );
+  const figures = fl.train.writeFigures(run.out, result);
   writeFileAtomic(reportPath, experimentReport(result, run.summary, run.info.adapter, seconds));
+  console.log(`figures: ${figures.join(", ")}`);
   console.log(`\n${table3(result)}\n`);
   console.log(`wrote ${resultsPath} and ${reportPath} (${seconds.toFixed(0)} s)`);
 }
@@ -467,6 +477,15 @@ ${fl.data.formatSummary(summary)}
 ## Table 3: F1 per class and macro-F1 on the test part, mean (std) over folds
 
 ${table3(result)}
+
+## Figures
+
+COVID F1 per method with fold error bars (Fig. 2), COVID-vs-rest ROC and precision-recall curves (Fig. 3),
+FLANNEL's confusion matrix (Fig. 4):
+
+![Fig. 2](fig2_covid_f1.png)
+![Fig. 3 ROC](fig3_covid_roc.png) ![Fig. 3 PR](fig3_covid_pr.png)
+![Fig. 4](fig4_confusion.png)
 
 ## Stage 1: macro-F1 per learner and fold (held-out fold / test part)
 

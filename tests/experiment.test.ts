@@ -1,6 +1,6 @@
 // The image experiment end to end on ../shared/data/chestxray64 (two tiny learners, two folds, one epoch:
 // a check of the plumbing, not of accuracy), and stacking learner outputs.
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -94,6 +94,22 @@ test("experiment on chestxray64: two tiny learners, two folds; every Table 3 row
   const voting = fl.metrics.classificationReport(r.labels, mean);
   assertEquals(result.methods[2].folds[1].confusion, voting.confusion);
   assertEquals(result.stage1.length, 4);
+
+  // the figures: four PNGs that decode, and results.json without the per-sample probabilities
+  const figures = fl.train.writeFigures(tmp, result);
+  assertEquals(figures.map((f) => f.slice(tmp.length + 1)), [
+    "fig2_covid_f1.png",
+    "fig3_covid_roc.png",
+    "fig3_covid_pr.png",
+    "fig4_confusion.png",
+  ]);
+  for (const f of figures) {
+    const png = fl.train.plots.decodePNG(readFileSync(f));
+    assert(png.width >= 400 && png.height >= 300, `${f}: ${png.width}x${png.height}`);
+  }
+  const json = JSON.parse(JSON.stringify(result, fl.train.withoutProbabilities));
+  assertEquals([json.testLabels, json.methods[0].testProbs], [undefined, undefined]);
+  assertEquals(result.methods[0].testProbs.length, 2);
 
   // prediction on new files from the folder: Voting = the folds' mean of the learners' mean probabilities
   writeFileSync(join(tmp, "results.json"), JSON.stringify(result));

@@ -172,9 +172,12 @@ function pngRawSize(h: PngHeader): number {
 }
 
 // upng-js inflates with pako and no size limit; route it through node:zlib with the size the header implies.
-let inflateExpected = 0;
+// The limit is set only while `decodePng` decodes a file; other decodes (the project's own figures) inflate
+// without one.
+let inflateExpected: number | null = null;
 // deno-lint-ignore no-explicit-any
 (UPNG as any).decode._inflate = (data: Uint8Array): Uint8Array => {
+  if (inflateExpected === null) return inflateSync(data);
   let out: Uint8Array;
   try {
     out = inflateSync(data, { maxOutputLength: inflateExpected + 1024 });
@@ -202,6 +205,8 @@ function decodePng(bytes: Uint8Array, maxPixels: number): GrayImage {
   } catch (err) {
     if (err instanceof DecodeError) throw err;
     throw new DecodeError(`corrupt PNG (${(err as Error)?.message ?? String(err)})`);
+  } finally {
+    inflateExpected = null;
   }
   const { width, height, depth, ctype } = h;
   const raw = new Uint8Array(img.data as unknown as ArrayBuffer);

@@ -165,6 +165,7 @@ export async function runExperiment(config: ExperimentConfig): Promise<Experimen
       test: config.split.test.length,
       classCounts: CLASS_NAMES.map((_, c) => kept.filter((y) => y === c).length),
     },
+    testLabels: folds[0].test.labels,
     folds: folds.length,
     seed,
     epochs: stage2Epochs,

@@ -46,11 +46,20 @@ export interface MethodResult {
   folds: ClassificationReport[];
   summary: FoldSummary;
   bestEpochs: number[];
+  /** per fold, the test part's probabilities [S, M] (for curves; left out of results.json) */
+  testProbs: Float32Array[];
+}
+
+/** JSON.stringify replacer that leaves the bulky per-sample probabilities out of a results file. */
+export function withoutProbabilities(key: string, value: unknown): unknown {
+  return key === "testProbs" || key === "testLabels" ? undefined : value;
 }
 
 export interface Stage2ExperimentResult {
   classNames: string[];
   samples: { train: number; test: number; classCounts: number[] };
+  /** the test part's labels, the rows of every method's testProbs (left out of results.json) */
+  testLabels: Int32Array;
   folds: number;
   seed: number;
   epochs: number;
@@ -114,23 +123,19 @@ export async function runStage2Folds(
   if (options.learnerNames.length !== learners) {
     throw new Error(`stage 2: ${options.learnerNames.length} learner names for ${learners} learners`);
   }
-  const results: MethodResult[] = [
-    ...options.learnerNames.map((name) => ({
-      name,
-      folds: [] as ClassificationReport[],
-      summary: null!,
-      bestEpochs: [],
-    })),
-    ...methods.map((m) => ({
-      name: m.name,
-      folds: [] as ClassificationReport[],
-      summary: null!,
-      bestEpochs: [] as number[],
-    })),
-  ];
+  const row = (name: string): MethodResult => ({
+    name,
+    folds: [],
+    summary: null!,
+    bestEpochs: [],
+    testProbs: [],
+  });
+  const results: MethodResult[] = [...options.learnerNames.map(row), ...methods.map((m) => row(m.name))];
   for (const [f, { train, val, test }] of folds.entries()) {
     for (let i = 0; i < learners; i++) {
-      results[i].folds.push(classificationReport(test.labels, learnerColumn(test, i), classNames));
+      const probs = learnerColumn(test, i);
+      results[i].folds.push(classificationReport(test.labels, probs, classNames));
+      results[i].testProbs.push(probs);
     }
     for (const [j, method] of methods.entries()) {
       const t0 = performance.now();
@@ -140,11 +145,13 @@ export async function runStage2Folds(
         seed: seed + 100 * f + j,
         classNames,
       });
-      const report = classificationReport(test.labels, await predictStage2(run.model, test), classNames);
+      const probs = await predictStage2(run.model, test);
+      const report = classificationReport(test.labels, probs, classNames);
       await options.onModel?.(method, f, run.model);
       run.model.dispose();
       const r = results[learners + j];
       r.folds.push(report);
+      r.testProbs.push(probs);
       r.bestEpochs.push(run.bestEpoch);
       log(
         `fold ${f + 1}/${folds.length} ${method.name}: test macro-F1 ${report.macroF1.toFixed(3)}, covid F1 ${
@@ -180,6 +187,7 @@ export async function runStage2Experiment(
   return {
     classNames,
     samples: { train: split.train.length, test: split.test.length, classCounts },
+    testLabels: test.labels,
     folds,
     seed,
     epochs,

@@ -1,0 +1,90 @@
+// The paper's figures from an experiment's results, as PNG: Fig. 2 (COVID F1 per method, fold error bars),
+// Fig. 3 (COVID-vs-rest ROC and precision-recall curves of every row of Table 3 on the test part) and
+// Fig. 4 (FLANNEL's confusion matrix). The curves use each row's test probabilities averaged over the folds
+// (every fold scores the same test part), so a row's curve is that of its fold ensemble.
+import { join } from "node:path";
+import { averagePrecision, precisionRecallCurve, rocAuc, rocCurve } from "./metrics.ts";
+import { barChartWithErrors, confusionMatrixChart, lineChart, savePNG } from "./plots.ts";
+import type { Stage2ExperimentResult } from "./stage2_experiment.ts";
+
+/** Mean of the folds' test probabilities [S, M]. */
+function foldMean(probs: readonly Float32Array[]): Float32Array {
+  const out = new Float32Array(probs[0].length);
+  for (const p of probs) p.forEach((v, i) => (out[i] += v / probs.length));
+  return out;
+}
+
+/** Writes fig2_covid_f1.png, fig3_covid_roc.png, fig3_covid_pr.png and fig4_confusion.png; returns their paths. */
+export function writeFigures(outDir: string, result: Stage2ExperimentResult, focus = "FLANNEL"): string[] {
+  const covid = result.classNames[0];
+  const rows = result.methods;
+  const focusIndex = rows.findIndex((m) => m.name === focus);
+  const paths: string[] = [];
+  const save = (name: string, png: Uint8Array) => {
+    const path = join(outDir, name);
+    savePNG(path, png);
+    paths.push(path);
+  };
+  save(
+    "fig2_covid_f1.png",
+    barChartWithErrors({
+      title: `${covid} F1 on the test part, mean and std over ${result.folds} folds`,
+      yLabel: `${covid} F1`,
+      categories: rows.map((m) => m.name),
+      means: rows.map((m) => m.summary.perClass[covid].f1.mean),
+      stds: rows.map((m) => m.summary.perClass[covid].f1.std),
+      yRange: [0, 1],
+      highlight: focusIndex >= 0 ? focusIndex : undefined,
+    }),
+  );
+  const m = result.classNames.length;
+  const isCovid = Array.from(result.testLabels, (y) => (y === 0 ? 1 : 0));
+  const covidScores = rows.map((r) => {
+    const p = foldMean(r.testProbs);
+    return Array.from({ length: isCovid.length }, (_, i) => p[i * m]);
+  });
+  save(
+    "fig3_covid_roc.png",
+    lineChart({
+      title: `${covid} vs rest: ROC on the test part (fold-averaged probabilities)`,
+      xLabel: "false positive rate",
+      yLabel: "true positive rate",
+      series: rows.map((r, k) => {
+        const c = rocCurve(isCovid, covidScores[k]);
+        return { name: `${r.name} (AUC ${rocAuc(isCovid, covidScores[k]).toFixed(3)})`, x: c.fpr, y: c.tpr };
+      }),
+      xRange: [0, 1],
+      yRange: [0, 1],
+      diagonal: true,
+    }),
+  );
+  save(
+    "fig3_covid_pr.png",
+    lineChart({
+      title: `${covid} vs rest: precision-recall on the test part (fold-averaged probabilities)`,
+      xLabel: "recall",
+      yLabel: "precision",
+      series: rows.map((r, k) => {
+        const c = precisionRecallCurve(isCovid, covidScores[k]);
+        return {
+          name: `${r.name} (AP ${averagePrecision(isCovid, covidScores[k]).toFixed(3)})`,
+          x: c.recall,
+          y: c.precision,
+        };
+      }),
+      xRange: [0, 1],
+      yRange: [0, 1],
+    }),
+  );
+  const focusRow = rows[focusIndex >= 0 ? focusIndex : rows.length - 1];
+  save(
+    "fig4_confusion.png",
+    confusionMatrixChart({
+      title: `${focusRow.name}: confusion on the test part, summed over ${result.folds} folds`,
+      classNames: result.classNames,
+      matrix: focusRow.summary.confusion,
+      normalize: true,
+    }),
+  );
+  return paths;
+}
