@@ -70,6 +70,19 @@ export {
   STAGE2_METHODS,
   type Stage2Fold,
   table3,
+  withoutProbabilities,
 } from "./stage2_experiment.ts";
 export { type CamModel, type ClassActivationMap, classActivationMap, isCamModel } from "./cam.ts";
 export { predictFiles, type PredictionResult, readRunSettings, type RunSettings } from "./predict.ts";
+export * as plots from "./plots.ts";
+export { writeFigures } from "./figures.ts";
+export {
+  DEFAULT_SYNTHETIC_SIZE,
+  DEFAULT_SYNTHETIC_TOTAL,
+  SYNTHETIC_SOURCE,
+  syntheticClassCounts,
+  type SyntheticXrayDataset,
+  syntheticXrayDataset,
+  type SyntheticXrayOptions,
+  writeSyntheticPngs,
+} from "./synthetic_images.ts";
