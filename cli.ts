@@ -1,6 +1,6 @@
 // The command line: `deno task flannel <command>` or `bun run cli.ts <command>`, same behaviour.
 import process from "node:process";
-import { join, resolve } from "node:path";
+import { basename, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import * as fl from "./mod.ts";
 import { existsSync, readdirSync, statSync } from "node:fs";
@@ -44,6 +44,7 @@ Commands:
   stage1      trains base learners on every cross-validation fold; writes their out-of-fold outputs
   experiment  the whole protocol on images: stage 1 on every fold, stage 2, Table 3 (results.json, report.md)
   predict     class probabilities of new images from an experiment folder, as CSV
+  cam         class activation maps of each learner of an experiment on an image, as a PNG
   help        this text; every command also takes --help
 
 Run 'deno task flannel <command> --help' for a command's options.`,
@@ -123,6 +124,21 @@ Options:
   --images PATH    an image or a folder of images (repeat for several)
   --method NAME    the combiner (default FLANNEL; also Voting, Ensemble_MLP_1, Ensemble_MLP_2,
                    "FLANNEL w/o focal", "FLANNEL w/o focal + sampling")
+  --backend NAME   auto | webgpu (default auto)
+  --help`,
+  cam: `flannel cam: class activation maps of each learner of an experiment on one image (Fig. 6)
+
+Usage: deno task flannel cam --run DIR --image FILE [--fold F] [--out FILE.png]
+
+Each learner of the experiment in DIR (fold F's kept weights, default the first fold) classifies the image
+(centre crop, as in evaluation); its Grad-CAM map for the predicted class is laid over the image as it
+saw it, one tile per learner, captioned with the class and its probability.
+
+Options:
+  --run DIR        an 'experiment' output folder
+  --image FILE     a PNG or JPEG chest X-ray
+  --fold F         which fold's learners (default the first)
+  --out FILE.png   where to write (default DIR/cam/<image name>.png)
   --backend NAME   auto | webgpu (default auto)
   --help`,
 };
@@ -434,6 +450,14 @@ async function experiment(args: string[]): Promise<void> {
     JSON.stringify({ ...result, machine, table1: run.summary }, withoutProbabilities, 1),
   );
   const figures = fl.train.writeFigures(run.out, result);
+  // Fig. 6: the class activation maps of every learner on the first test image of each class
+  for (const [c, name] of fl.metrics.CLASS_NAMES.entries()) {
+    const first = run.split.test.find((i) => run.records[i].label === c);
+    if (first === undefined) continue;
+    const path = join(run.out, `fig6_cam_${name}.png`);
+    fl.train.plots.savePNG(path, await fl.train.camFigure(run.out, run.records[first].file));
+    figures.push(path);
+  }
   writeFileAtomic(reportPath, experimentReport(result, run.summary, run.info.adapter, seconds));
   console.log(`figures: ${figures.join(", ")}`);
   console.log(`\n${table3(result)}\n`);
@@ -487,6 +511,10 @@ FLANNEL's confusion matrix (Fig. 4):
 ![Fig. 3 ROC](fig3_covid_roc.png) ![Fig. 3 PR](fig3_covid_pr.png)
 ![Fig. 4](fig4_confusion.png)
 
+Class activation maps of each learner (fold 0) on the first test image of each class (Fig. 6):
+
+${fl.metrics.CLASS_NAMES.map((c) => `![Fig. 6 ${c}](fig6_cam_${c}.png)`).join("\n")}
+
 ## Stage 1: macro-F1 per learner and fold (held-out fold / test part)
 
 | learner | ${folds.map((f) => `fold ${f}`).join(" | ")} |
@@ -535,12 +563,39 @@ async function predict(args: string[]): Promise<void> {
   process.stdout.write(lines.join("\n") + "\n");
 }
 
+async function cam(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      run: { type: "string" },
+      image: { type: "string" },
+      fold: { type: "string" },
+      out: { type: "string" },
+      backend: { type: "string", default: "auto" },
+      help: { type: "boolean" },
+    },
+    strict: true,
+  });
+  if (values.help) return console.log(HELP.cam);
+  if (!values.run) fail("cam: give --run DIR (an experiment folder)");
+  if (!values.image) fail("cam: give --image FILE");
+  if (!existsSync(values.image)) fail(`cam: ${values.image} does not exist`);
+  const fold = values.fold === undefined ? undefined : intOption(values, "fold", 0, 0);
+  await fl.init({ backend: values.backend as "auto" });
+  const run = resolve(values.run);
+  const png = await fl.train.camFigure(run, resolve(values.image), { fold });
+  const out = values.out ?? join(run, "cam", `${basename(values.image).replace(/\.[^.]*$/, "")}.png`);
+  fl.train.plots.savePNG(out, png);
+  console.log(`wrote ${out}`);
+}
+
 const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
   demo,
   data,
   stage1,
   experiment,
   predict,
+  cam,
 };
 
 async function main(argv: string[]): Promise<void> {

@@ -141,6 +141,14 @@ test("experiment on chestxray64: two tiny learners, two folds; every Table 3 row
     /no trained Bagging for fold 0/,
   );
   await assertRejects(() => fl.train.predictFiles(join(tmp, "stage1"), files), /is not an experiment folder/);
+
+  // Fig. 6: one tile per learner, enlarged to at least 224 pixels
+  const camPng = fl.train.plots.decodePNG(await fl.train.camFigure(tmp, files[0], { fold: 1 }));
+  assert(camPng.width >= 2 * 224 && camPng.height >= 224, `${camPng.width}x${camPng.height}`);
+  await assertRejects(
+    () => fl.train.camFigure(tmp, files[0], { fold: 2 }),
+    /fold 2 is not in the experiment/,
+  );
 });
 
 test("experiment cleanup", () => {

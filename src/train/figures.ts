@@ -1,10 +1,27 @@
 // The paper's figures from an experiment's results, as PNG: Fig. 2 (COVID F1 per method, fold error bars),
 // Fig. 3 (COVID-vs-rest ROC and precision-recall curves of every row of Table 3 on the test part) and
 // Fig. 4 (FLANNEL's confusion matrix). The curves use each row's test probabilities averaged over the folds
-// (every fold scores the same test part), so a row's curve is that of its fold ensemble.
-import { join } from "node:path";
-import { averagePrecision, precisionRecallCurve, rocAuc, rocCurve } from "./metrics.ts";
-import { barChartWithErrors, confusionMatrixChart, lineChart, savePNG } from "./plots.ts";
+// (every fold scores the same test part), so a row's curve is that of its fold ensemble. And Fig. 6: class
+// activation maps of each learner of an experiment on one image.
+import { existsSync } from "node:fs";
+import { basename, join } from "node:path";
+import type { GrayImage } from "../io/images.ts";
+import { loadSafetensors } from "../io/safetensors.ts";
+import { createLearner, LEARNER_TITLES } from "../models/learners.ts";
+import type { TensorRecord } from "../nn/module.ts";
+import { classActivationMap } from "./cam.ts";
+import { averagePrecision, CLASS_NAMES, precisionRecallCurve, rocAuc, rocCurve } from "./metrics.ts";
+import {
+  barChartWithErrors,
+  confusionMatrixChart,
+  heatmapOverlay,
+  imageGrid,
+  lineChart,
+  savePNG,
+} from "./plots.ts";
+import { readRunSettings } from "./predict.ts";
+import { ImageCache } from "./preprocess.ts";
+import { stage1FoldDir } from "./stage1_folds.ts";
 import type { Stage2ExperimentResult } from "./stage2_experiment.ts";
 
 /** Mean of the folds' test probabilities [S, M]. */
@@ -87,4 +104,54 @@ export function writeFigures(outDir: string, result: Stage2ExperimentResult, foc
     }),
   );
   return paths;
+}
+
+/** The centre `crop` x `crop` of an image: the part a learner sees in evaluation. */
+function centreCrop(img: GrayImage, crop: number): GrayImage {
+  const top = Math.round((img.height - crop) / 2), left = Math.round((img.width - crop) / 2);
+  const data = new Float32Array(crop * crop);
+  for (let y = 0; y < crop; y++) {
+    data.set(img.data.subarray((top + y) * img.width + left, (top + y) * img.width + left + crop), y * crop);
+  }
+  return { width: crop, height: crop, data };
+}
+
+/**
+ * Fig. 6 for one image: the image as each learner of the experiment in `runDir` sees it (fold `fold`'s kept
+ * weights), with that learner's class activation map for its predicted class, one tile per learner.
+ */
+export async function camFigure(
+  runDir: string,
+  file: string,
+  { fold }: { fold?: number } = {},
+): Promise<Uint8Array> {
+  const settings = readRunSettings(runDir);
+  const f = fold ?? settings.folds[0];
+  if (!settings.folds.includes(f)) {
+    throw new Error(`fold ${f} is not in the experiment (folds ${settings.folds.join(", ")})`);
+  }
+  const image = await new ImageCache(settings.resize).get({ file });
+  const seen = centreCrop(image, settings.crop);
+  const tiles: Uint8Array[] = [], labels: string[] = [];
+  for (const arch of settings.archs) {
+    const weights = join(stage1FoldDir(runDir, arch, f), "checkpoint.safetensors.best");
+    if (!existsSync(weights)) throw new Error(`no trained ${arch} for fold ${f}: ${weights} is missing`);
+    const model = createLearner(arch, { scale: settings.scale });
+    try {
+      model.loadStateDict(await loadSafetensors(weights) as Record<string, TensorRecord>);
+      const cam = await classActivationMap(model, image, { crop: settings.crop });
+      tiles.push(heatmapOverlay({ gray: seen, heat: cam.map }));
+      labels.push(
+        `${LEARNER_TITLES[arch]}: ${CLASS_NAMES[cam.classIndex]} ${cam.probs[cam.classIndex].toFixed(2)}`,
+      );
+    } finally {
+      model.dispose();
+    }
+  }
+  // small crops (tiny learners see 64x64) are enlarged so the maps and captions are readable
+  const tileSize = Math.max(224, settings.crop);
+  return imageGrid(tiles, labels, {
+    title: `class activation maps, ${basename(file)} (fold ${f})`,
+    tileSize,
+  });
 }

@@ -75,7 +75,7 @@ export {
 export { type CamModel, type ClassActivationMap, classActivationMap, isCamModel } from "./cam.ts";
 export { predictFiles, type PredictionResult, readRunSettings, type RunSettings } from "./predict.ts";
 export * as plots from "./plots.ts";
-export { writeFigures } from "./figures.ts";
+export { camFigure, writeFigures } from "./figures.ts";
 export {
   DEFAULT_SYNTHETIC_SIZE,
   DEFAULT_SYNTHETIC_TOTAL,
