@@ -13,6 +13,7 @@
 // Determinism: every draw comes from the project's Threefry generator and the pixels use only +, -, *, /,
 // sqrt and floor (no Math.sin/exp/pow, whose last bits differ between V8 and JavaScriptCore), so a seed
 // gives the same bits in Deno and Bun.
+import { join } from "node:path";
 import { encodePngGray, type GrayImage } from "../io/images.ts";
 import { writeFileAtomic } from "../io/files.ts";
 import { Generator, threefry2x32 } from "../kernels/random.ts";
@@ -25,8 +26,7 @@ export const DEFAULT_SYNTHETIC_TOTAL = 800;
 export const DEFAULT_SYNTHETIC_SIZE = 72;
 /** The paper's covid share (1.7%) would leave a demo a dozen covid images; each class gets at least this. */
 const MIN_CLASS_SHARE = 0.08;
-/** Images per patient: 1, 2 or 3 with these probabilities. */
-const IMAGES_PER_PATIENT = [0.7, 0.2, 0.1];
+const SQRT3 = Math.sqrt(3);
 
 export interface SyntheticXrayOptions {
   /** Images per class (covid, viral, bacterial, normal); default `total` split by the paper's imbalance. */
@@ -153,7 +153,16 @@ interface Patient {
   ggoSides: [number, number];
   haze: ValueNoise;
   hazeLevel: number;
-  consolidation: { side: number; u: number; v: number; ru: number; rv: number; level: number } | null;
+  consolidation: {
+    side: number;
+    u: number;
+    v: number;
+    ru: number;
+    rv: number;
+    level: number;
+    /** height of a parapneumonic effusion at the lateral wall (0 for none) */
+    effusion: number;
+  } | null;
   outline: ValueNoise;
 }
 
@@ -177,12 +186,12 @@ function drawPatient(gen: Generator, label: number): Patient {
   const name = CLASSES[label];
   const view = chance(gen, 0.45) ? "AP" : "PA";
   const ap = view === "AP";
-  // a fifth of the sick are mild, down to nearly normal: the classes overlap there
+  // about one in eight of the sick is mild, down to nearly normal: the classes overlap there
   const severity = name === "normal"
     ? 0
     : chance(gen, 0.12)
     ? between(gen, 0.1, 0.4)
-    : between(gen, 0.5, 1);
+    : between(gen, 0.6, 1.1);
   const lungCenter = between(gen, 0.41, 0.46);
   const lungHalfWidth = between(gen, 0.3, 0.35);
   const lungTop = between(gen, -0.86, -0.76);
@@ -198,8 +207,8 @@ function drawPatient(gen: Generator, label: number): Patient {
     label,
     view,
     severity,
-    bodyLevel: between(gen, 0.55, 0.68),
-    lungDepth: between(gen, 0.33, 0.45),
+    bodyLevel: between(gen, 0.57, 0.66),
+    lungDepth: between(gen, 0.35, 0.43),
     lungCenter,
     lungHalfWidth,
     lungTop,
@@ -208,10 +217,10 @@ function drawPatient(gen: Generator, label: number): Patient {
     ribSpacing: between(gen, 0.12, 0.15),
     ribLevel: between(gen, 0.05, 0.1),
     vesselLevel: between(gen, 0.08, 0.18),
-    breastLevel: chance(gen, 0.45) ? between(gen, 0.08, 0.22) : 0,
+    breastLevel: chance(gen, 0.45) ? between(gen, 0.06, 0.16) : 0,
     leads,
     vessels: new ValueNoise(gen.nextStream(), 12),
-    reticular: new ValueNoise(gen.nextStream(), 18),
+    reticular: new ValueNoise(gen.nextStream(), 26),
     reticularLevel: 0,
     patches: new ValueNoise(gen.nextStream(), 7),
     ggoLevel: 0,
@@ -222,24 +231,25 @@ function drawPatient(gen: Generator, label: number): Patient {
     outline: new ValueNoise(gen.nextStream(), 6),
   };
   if (name === "covid") {
-    patient.ggoLevel = between(gen, 0.6, 0.95);
+    patient.ggoLevel = between(gen, 0.85, 1.15);
     patient.reticularLevel = chance(gen, 0.5) ? between(gen, 0.1, 0.3) : 0;
-    patient.hazeLevel = between(gen, 0.05, 0.15);
+    patient.hazeLevel = between(gen, 0.1, 0.2);
   } else if (name === "viral") {
-    patient.reticularLevel = between(gen, 0.6, 1);
-    patient.hazeLevel = between(gen, 0.1, 0.25);
+    patient.reticularLevel = between(gen, 0.75, 1.1);
+    patient.hazeLevel = between(gen, 0.15, 0.3);
     patient.ggoLevel = chance(gen, 0.35) ? between(gen, 0.1, 0.3) : 0;
   } else if (name === "bacterial") {
     const side = chance(gen, 0.5) ? -1 : 1;
-    // as a fraction of the lung's height: usually the lower zone, above the dome
-    const height = chance(gen, 0.75) ? between(gen, 0.55, 0.8) : between(gen, 0.2, 0.55);
+    // as a fraction of the lung's height: more often the lower zone, above the dome
+    const height = chance(gen, 0.65) ? between(gen, 0.5, 0.75) : between(gen, 0.15, 0.5);
     patient.consolidation = {
       side,
       u: side * (lungCenter + between(gen, -0.35, 0.35) * lungHalfWidth),
       v: lungTop + height * (diaphragm - lungTop),
-      ru: between(gen, 0.18, 0.3),
-      rv: between(gen, 0.18, 0.32),
+      ru: between(gen, 0.22, 0.34),
+      rv: between(gen, 0.22, 0.38),
       level: between(gen, 0.8, 1),
+      effusion: chance(gen, 0.5) ? between(gen, 0.15, 0.3) : 0,
     };
     patient.hazeLevel = between(gen, 0, 0.08);
   }
@@ -252,14 +262,14 @@ function drawShot(gen: Generator, patient: Patient, base: Shot | null): Shot {
   return {
     shiftU: (base?.shiftU ?? 0) + jitter * between(gen, -0.06, 0.06),
     shiftV: (base?.shiftV ?? 0) + jitter * between(gen, -0.06, 0.06),
-    rotation: (base?.rotation ?? 0) + jitter * between(gen, -0.08, 0.08),
+    rotation: (base?.rotation ?? 0) + jitter * between(gen, -0.06, 0.06),
     scale: base ? base.scale * between(gen, 0.98, 1.02) : between(gen, 0.9, 1.04),
     severity: patient.severity * between(gen, 0.9, 1.1),
     brightness: between(gen, -0.05, 0.05),
     contrast: between(gen, 0.85, 1.15),
     curve: between(gen, -0.2, 0.2),
-    gradientU: between(gen, -0.05, 0.05),
-    gradientV: between(gen, -0.05, 0.05),
+    gradientU: between(gen, -0.04, 0.04),
+    gradientV: between(gen, -0.04, 0.04),
     noiseStd: between(gen, 0.01, 0.03),
     noise: gen.nextStream(),
   };
@@ -308,6 +318,11 @@ function opacity(p: Patient, s: Shot, u: number, v: number, side: number): numbe
     const r = Math.sqrt(du * du + dv * dv) / (0.6 + 0.8 * p.outline.at(u, v));
     const inside = 1 - smoothstep(0.85, 1.05, r);
     o += sev * c.level * inside * (0.8 + 0.2 * p.patches.at(u, v));
+    if (c.effusion > 0) {
+      // fluid fills the costophrenic angle, its meniscus climbing the lateral wall
+      const surface = diaphragm - c.effusion * (0.3 + 0.9 * lateral);
+      o += sev * smoothstep(surface - 0.02, surface + 0.04, v);
+    }
   }
   return o > 1 ? 1 : o;
 }
@@ -366,8 +381,6 @@ function render(p: Patient, s: Shot, size: number): GrayImage {
   return { width: size, height: size, data };
 }
 
-const SQRT3 = Math.sqrt(3);
-
 // ---------------------------------------------------------------- data set
 
 /**
@@ -386,23 +399,17 @@ export function syntheticXrayDataset(options: SyntheticXrayOptions): SyntheticXr
       `syntheticXrayDataset: counts must be ${CLASSES.length} non-negative integers, got ${counts}`,
     );
   }
-  if (options.counts && options.total !== undefined && options.total !== counts.reduce((a, b) => a + b, 0)) {
-    throw new Error(
-      `syntheticXrayDataset: counts add up to ${
-        counts.reduce((a, b) => a + b, 0)
-      }, not total ${options.total}`,
-    );
+  const sum = counts.reduce((a, b) => a + b, 0);
+  if (options.counts && options.total !== undefined && options.total !== sum) {
+    throw new Error(`syntheticXrayDataset: counts add up to ${sum}, not total ${options.total}`);
   }
   const gen = new Generator(seed);
   const patients: { patient: Patient; images: number }[] = [];
   for (const [label, count] of counts.entries()) {
     for (let left = count; left > 0;) {
+      // 70% of patients have one image, 20% two, 10% three (fewer when the class is nearly full)
       const u = gen.uniform();
-      let images = 1;
-      for (let acc = IMAGES_PER_PATIENT[0]; u >= acc && images < IMAGES_PER_PATIENT.length; images++) {
-        acc += IMAGES_PER_PATIENT[images];
-      }
-      images = Math.min(images, left);
+      const images = Math.min(u < 0.7 ? 1 : u < 0.9 ? 2 : 3, left);
       patients.push({ patient: drawPatient(gen, label), images });
       left -= images;
     }
@@ -444,10 +451,10 @@ export function writeSyntheticPngs(dir: string, dataset: SyntheticXrayDataset): 
       throw new Error(`writeSyntheticPngs: ${r.file} is not a ${FILE_PREFIX} name`);
     }
     const name = r.file.slice(FILE_PREFIX.length);
-    writeFileAtomic(`${dir}/images/${name}`, encodePngGray(images[i]));
+    writeFileAtomic(join(dir, "images", name), encodePngGray(images[i]));
     lines.push([name, r.labelName, r.source, r.patientId, r.view].join(","));
   }
-  const labels = `${dir}/labels.csv`;
+  const labels = join(dir, "labels.csv");
   writeFileAtomic(labels, lines.join("\n") + "\n");
   return labels;
 }
