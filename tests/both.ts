@@ -3,9 +3,17 @@ import { spawn } from "node:child_process";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import process from "node:process";
 
-// tests/stage2.test.ts writes one seeded stage-2 run per runtime here; both must agree to 1e-6.
-const artifacts = { deno: "runs/test-artifacts/stage2-deno.json", bun: "runs/test-artifacts/stage2-bun.json" };
-for (const f of Object.values(artifacts)) rmSync(f, { force: true });
+// tests/stage2.test.ts and tests/experiment.test.ts write one seeded run per runtime here; the two runtimes
+// must agree to 1e-6.
+const ARTIFACTS = [
+  { name: "stage2", what: "one seeded stage-2 run" },
+  { name: "experiment", what: "one seeded image experiment (stage 1 and stage 2)" },
+].map((a) => ({
+  ...a,
+  deno: `runs/test-artifacts/${a.name}-deno.json`,
+  bun: `runs/test-artifacts/${a.name}-bun.json`,
+}));
+for (const a of ARTIFACTS) for (const f of [a.deno, a.bun]) rmSync(f, { force: true });
 
 const args = process.argv.slice(2);
 const runs: [string, string[]][] = [
@@ -57,15 +65,19 @@ function maxDiff(a: unknown, b: unknown): number {
   if (a && b && typeof a === "object" && typeof b === "object") {
     const ka = Object.keys(a).sort(), kb = Object.keys(b).sort();
     if (ka.join() !== kb.join()) return Infinity;
-    return ka.reduce((m, k) => Math.max(m, maxDiff((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k])), 0);
+    return ka.reduce(
+      (m, k) => Math.max(m, maxDiff((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k])),
+      0,
+    );
   }
   return a === b ? 0 : Infinity;
 }
 
-if (existsSync(artifacts.deno) && existsSync(artifacts.bun)) {
-  const diff = maxDiff(JSON.parse(readFileSync(artifacts.deno, "utf8")), JSON.parse(readFileSync(artifacts.bun, "utf8")));
+for (const a of ARTIFACTS) {
+  if (!existsSync(a.deno) || !existsSync(a.bun)) continue;
+  const diff = maxDiff(JSON.parse(readFileSync(a.deno, "utf8")), JSON.parse(readFileSync(a.bun, "utf8")));
   const ok = diff <= 1e-6;
-  console.log(`${ok ? "ok  " : "FAIL"}  deno vs bun: one seeded stage-2 run, largest difference ${diff}`);
+  console.log(`${ok ? "ok  " : "FAIL"}  deno vs bun: ${a.what}, largest difference ${diff}`);
   if (ok) passed++;
   else failed++;
 }
