@@ -48,21 +48,29 @@ Commands:
   help        this text; every command also takes --help
 
 Run 'deno task flannel <command> --help' for a command's options.`,
-  demo: `flannel demo: FLANNEL's stage 2 end to end on the embedded synthetic data set
+  demo: `flannel demo: the FLANNEL experiment end to end on the embedded synthetic chest X-rays
 
-The embedded default is a deterministic generator of the five base learners' class probabilities with the
-paper's class imbalance (covid about 1.7% of samples). The demo runs the paper's protocol on it: a 4:1
-train/test split, 5-fold cross-validation on the training part, and every stage-2 method of Table 3
-(soft voting, MLP stacking with 1 and 2 layers, FLANNEL without focal loss, with resampling, and FLANNEL
-with focal loss), reported as mean (std) over folds on the test part.
+Usage: deno task demo    (or: deno task flannel demo [options], bun run cli.ts demo [options])
+
+The embedded default data set is the project's deterministic generator of synthetic 4-class chest
+X-ray images (not real X-rays: drawn anatomy with covid, viral, bacterial and normal patterns; 800 images
+of 72x72 by default, covid 64, viral 188, bacterial 348, normal 200; patients with 1-3 images). They are
+written as PNG + labels.csv to OUT/data, and the whole protocol runs on them as 'experiment' would: a
+patient-disjoint 4:1 split with 5 folds, the five base learners (tiny variants: 64x64 crops) trained on
+every fold, every stage-2 method of Table 3 on the out-of-fold outputs, Table 1, Table 3 and the figures
+in OUT. About 10 minutes on a 2-core CPU with a software WebGPU adapter; a rerun reuses finished work.
+--data DIR runs the same on real data instead.
 
 Options:
-  --out DIR        where results.json and report.md go (default runs/demo)
-  --samples N      synthetic samples (default 5508, the paper's data set size)
-  --epochs N       stage-2 epochs per fold (default 20)
-  --folds K        cross-validation folds (default 5)
-  --seed S         seed of data, splits and training (default 0)
-  --backend NAME   auto | webgpu (default auto)
+  --out DIR         output folder (default runs/demo)
+  --data DIR        real data instead of the synthetic set (as 'experiment --data')
+  --images N        synthetic images (default 800)
+  --epochs N        stage-1 epochs per learner and fold (default 3)
+  --folds K         cross-validation folds (default 5)
+  --seed S          seed of data, split and training (default 0)
+  --stage2-only     only stage 2, on synthetic learner outputs (5508 samples with the paper's imbalance,
+                    about 2 minutes): the quick look at the ensembles
+  --backend NAME    auto | webgpu (default auto)
   --help`,
   data: `flannel data: load chest X-ray sources and print the data set summary (the paper's Table 1)
 
@@ -181,21 +189,59 @@ async function demo(args: string[]): Promise<void> {
     args,
     options: {
       out: { type: "string", default: "runs/demo" },
-      samples: { type: "string" },
+      data: { type: "string", multiple: true },
+      images: { type: "string" },
       epochs: { type: "string" },
       folds: { type: "string" },
       seed: { type: "string" },
+      "stage2-only": { type: "boolean" },
       backend: { type: "string", default: "auto" },
       help: { type: "boolean" },
     },
     strict: true,
   });
   if (values.help) return console.log(HELP.demo);
-  const samples = intOption(values, "samples", 5508, 50);
-  const epochs = intOption(values, "epochs", 20, 1);
-  const folds = intOption(values, "folds", 5, 2);
   const seed = intOption(values, "seed", 0, 0);
-  const info = await fl.init({ backend: values.backend as "auto" });
+  const out = resolve(values.out!);
+  if (values["stage2-only"]) return stage2Demo(out, seed, intOption(values, "folds", 5, 2), values.backend!);
+  let dataDirs = values.data ?? [];
+  if (dataDirs.length === 0) {
+    const total = intOption(values, "images", fl.train.DEFAULT_SYNTHETIC_TOTAL, 40);
+    const dir = join(out, "data");
+    const dataset = fl.train.syntheticXrayDataset({ total, seed });
+    const counts = fl.metrics.CLASS_NAMES.map((c, i) =>
+      `${c} ${dataset.records.filter((r) => r.label === i).length}`
+    );
+    console.log(
+      `data: the embedded synthetic chest X-ray generator (not real X-rays), ${total} images of ` +
+        `${fl.train.DEFAULT_SYNTHETIC_SIZE}x${fl.train.DEFAULT_SYNTHETIC_SIZE}, ${
+          counts.join(", ")
+        }, seed ${seed}; ` +
+        `written to ${dir}`,
+    );
+    fl.train.writeSyntheticPngs(dir, dataset);
+    dataDirs = [dir];
+  } else console.log(`data: ${dataDirs.join(", ")} (real data, as given by --data)`);
+  // a rerun continues: finished learners and folds are kept (the same seed gives the same work)
+  await runImageExperiment("demo", {
+    data: dataDirs,
+    out,
+    scale: "tiny",
+    size: "64",
+    resize: String(fl.train.DEFAULT_SYNTHETIC_SIZE),
+    epochs: values.epochs ?? "3",
+    lr: "0.003",
+    folds: values.folds,
+    seed: String(seed),
+    resume: true,
+    backend: values.backend,
+  }, 20);
+}
+
+/** The quick demo: stage 2 alone on synthetic learner outputs with the paper's imbalance. */
+async function stage2Demo(out: string, seed: number, folds: number, backend: string): Promise<void> {
+  const samples = 5508, epochs = 20;
+  const info = await fl.init({ backend: backend as "auto" });
   console.log(`backend: ${info.backend} on ${info.adapter} (${info.runtime})`);
   console.log(
     `data: embedded synthetic learner outputs, ${samples} samples, paper class imbalance (seed ${seed})`,
@@ -210,14 +256,15 @@ async function demo(args: string[]): Promise<void> {
     onProgress: (m) => console.log(m),
   });
   const seconds = (performance.now() - t0) / 1000;
-  const out = resolve(values.out!);
+  const resultsPath = join(out, "stage2-only", "results.json"),
+    reportPath = join(out, "stage2-only", "report.md");
   writeFileAtomic(
-    join(out, "results.json"),
+    resultsPath,
     JSON.stringify({ data: "synthetic", adapter: info.adapter, ...result }, withoutProbabilities, 1),
   );
-  writeFileAtomic(join(out, "report.md"), reportMarkdown(result, info.adapter, seconds));
+  writeFileAtomic(reportPath, reportMarkdown(result, info.adapter, seconds));
   console.log(`\n${table3(result)}\n`);
-  console.log(`wrote ${join(out, "results.json")} and ${join(out, "report.md")} (${seconds.toFixed(0)} s)`);
+  console.log(`wrote ${resultsPath} and ${reportPath} (${seconds.toFixed(0)} s)`);
 }
 
 async function data(args: string[]): Promise<void> {
@@ -438,8 +485,16 @@ async function experiment(args: string[]): Promise<void> {
     strict: true,
   });
   if (values.help) return console.log(HELP.experiment);
-  const stage2Epochs = intOption(values, "stage2-epochs", 20, 1);
-  const run = await prepareImageRun("experiment", values);
+  await runImageExperiment("experiment", values, intOption(values, "stage2-epochs", 20, 1));
+}
+
+/** The experiment and its outputs: results.json, the figures, report.md. */
+async function runImageExperiment(
+  command: string,
+  values: ImageRunValues,
+  stage2Epochs: number,
+): Promise<void> {
+  const run = await prepareImageRun(command, values);
   const t0 = performance.now();
   const result = await fl.train.runExperiment({ ...run, ...run.settings, ...run.progress, stage2Epochs });
   const seconds = (performance.now() - t0) / 1000;
@@ -458,7 +513,10 @@ async function experiment(args: string[]): Promise<void> {
     fl.train.plots.savePNG(path, await fl.train.camFigure(run.out, run.records[first].file));
     figures.push(path);
   }
-  writeFileAtomic(reportPath, experimentReport(result, run.summary, run.info.adapter, seconds));
+  writeFileAtomic(
+    reportPath,
+    experimentReport(result, run.summary, run.info.adapter, seconds, values.data ?? []),
+  );
   console.log(`figures: ${figures.join(", ")}`);
   console.log(`\n${table3(result)}\n`);
   console.log(`wrote ${resultsPath} and ${reportPath} (${seconds.toFixed(0)} s)`);
@@ -469,6 +527,7 @@ function experimentReport(
   summary: fl.data.DatasetSummary,
   adapter: string,
   seconds: number,
+  dataDirs: readonly string[],
 ): string {
   const settings = result.settings;
   const folds = [...new Set(result.stage1.map((r) => r.fold))].sort((a, b) => a - b);
@@ -480,6 +539,10 @@ function experimentReport(
     return `| ${title} | ${cells.join(" | ")} |`;
   });
   return `# FLANNEL experiment
+
+Data: ${dataDirs.join(", ")}${
+    summary.sources.synthetic ? " (the project's synthetic chest X-ray generator, not real X-rays)" : ""
+  }.
 
 Learners: ${
     result.learners.map((l) => l.title).join(", ")
