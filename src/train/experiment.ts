@@ -3,21 +3,13 @@
 // out-of-fold outputs (80%) and choose their epoch on the rest (20%, stratified), and every learner and
 // combiner is scored on the test part with that fold's learners. Mean (std) over the folds.
 import { join } from "node:path";
-import type { GrayImage } from "../io/images.ts";
 import { saveSafetensors } from "../io/safetensors.ts";
 import type { Ensemble } from "../models/flannel.ts";
 import { LEARNER_TITLES, type LearnerArch } from "../models/learners.ts";
-import type { ImageRecord } from "./data.ts";
 import { CLASS_NAMES } from "./metrics.ts";
-import type { PatientSplit } from "./splits.ts";
 import { stratifiedSplit } from "./splits.ts";
-import {
-  type LearnerOutputsFile,
-  loadLearnerOutputs,
-  type Stage1BatchProgress,
-  type Stage1EpochLog,
-} from "./stage1.ts";
-import { runStage1Folds, type Stage1FoldResult } from "./stage1_folds.ts";
+import { type LearnerOutputsFile, loadLearnerOutputs } from "./stage1.ts";
+import { runStage1Folds, type Stage1FoldResult, type Stage1FoldsConfig } from "./stage1_folds.ts";
 import {
   type MethodSpec,
   runStage2Folds,
@@ -27,28 +19,13 @@ import {
 } from "./stage2_experiment.ts";
 import type { LearnerOutputs } from "./synthetic.ts";
 
-export interface ExperimentConfig {
-  records: readonly Pick<ImageRecord, "file" | "label" | "patientId">[];
-  images: readonly GrayImage[];
-  split: PatientSplit;
-  archs: readonly LearnerArch[];
-  scale: "tiny" | "full";
-  outDir: string;
-  /** stage-1 epochs per learner and fold */
-  epochs: number;
-  batchSize?: number;
-  crop?: number;
+/** Stage 1's settings for every fold (folds and selectFraction at their defaults), and stage 2's. */
+export interface ExperimentConfig extends Omit<Stage1FoldsConfig, "folds" | "selectFraction"> {
   /** the short side `images` were resized to (recorded for prediction on new images) */
   resize: number;
-  lr?: number;
-  seed?: number;
   /** stage-2 epochs per combiner and fold (default 20) */
   stage2Epochs?: number;
   methods?: MethodSpec[];
-  resume?: boolean;
-  onMessage?: (message: string) => void;
-  onEpoch?: (arch: LearnerArch, fold: number, log: Stage1EpochLog) => void;
-  onBatch?: (arch: LearnerArch, fold: number, progress: Stage1BatchProgress) => void;
 }
 
 export interface ExperimentResult extends Stage2ExperimentResult {

@@ -3,12 +3,9 @@
 // Fig. 4 (FLANNEL's confusion matrix). The curves use each row's test probabilities averaged over the folds
 // (every fold scores the same test part), so a row's curve is that of its fold ensemble. And Fig. 6: class
 // activation maps of each learner of an experiment on one image.
-import { existsSync } from "node:fs";
 import { basename, join } from "node:path";
 import type { GrayImage } from "../io/images.ts";
-import { loadSafetensors } from "../io/safetensors.ts";
-import { createLearner, LEARNER_TITLES } from "../models/learners.ts";
-import type { TensorRecord } from "../nn/module.ts";
+import { LEARNER_TITLES } from "../models/learners.ts";
 import { classActivationMap } from "./cam.ts";
 import { averagePrecision, CLASS_NAMES, precisionRecallCurve, rocAuc, rocCurve } from "./metrics.ts";
 import {
@@ -21,7 +18,7 @@ import {
 } from "./plots.ts";
 import { readRunSettings } from "./predict.ts";
 import { ImageCache } from "./preprocess.ts";
-import { stage1FoldDir } from "./stage1_folds.ts";
+import { loadTrainedLearner } from "./stage1_folds.ts";
 import type { Stage2ExperimentResult } from "./stage2_experiment.ts";
 
 /** Mean of the folds' test probabilities [S, M]. */
@@ -134,11 +131,8 @@ export async function camFigure(
   const seen = centreCrop(image, settings.crop);
   const tiles: Uint8Array[] = [], labels: string[] = [];
   for (const arch of settings.archs) {
-    const weights = join(stage1FoldDir(runDir, arch, f), "checkpoint.safetensors.best");
-    if (!existsSync(weights)) throw new Error(`no trained ${arch} for fold ${f}: ${weights} is missing`);
-    const model = createLearner(arch, { scale: settings.scale });
+    const model = await loadTrainedLearner(runDir, arch, f, settings.scale);
     try {
-      model.loadStateDict(await loadSafetensors(weights) as Record<string, TensorRecord>);
       const cam = await classActivationMap(model, image, { crop: settings.crop });
       tiles.push(heatmapOverlay({ gray: seen, heat: cam.map }));
       labels.push(

@@ -6,12 +6,12 @@ import { join } from "node:path";
 import { Generator } from "../kernels/random.ts";
 import { loadSafetensors, readSafetensorsMetadata } from "../io/safetensors.ts";
 import type { TensorRecord } from "../nn/module.ts";
-import { createLearner, isLearnerArch, type LearnerArch } from "../models/learners.ts";
+import { isLearnerArch, type LearnerArch } from "../models/learners.ts";
 import type { Skipped } from "./data.ts";
 import { STAGE2_MODEL_FORMAT, stage2ModelPath } from "./experiment.ts";
 import { ImageCache } from "./preprocess.ts";
 import { predictStage1 } from "./stage1.ts";
-import { stage1FoldDir } from "./stage1_folds.ts";
+import { loadTrainedLearner } from "./stage1_folds.ts";
 import { buildEnsemble, predictStage2 } from "./stage2.ts";
 
 /** What `experiment` wrote into results.json's `settings` that prediction needs. */
@@ -80,11 +80,8 @@ export async function predictFiles(
     }
     const perLearner: Float32Array[] = [];
     for (const arch of settings.archs) {
-      const weights = join(stage1FoldDir(runDir, arch, fold), "checkpoint.safetensors.best");
-      if (!existsSync(weights)) throw new Error(`no trained ${arch} for fold ${fold}: ${weights} is missing`);
-      const model = createLearner(arch, { scale: settings.scale });
+      const model = await loadTrainedLearner(runDir, arch, fold, settings.scale);
       try {
-        model.loadStateDict(await loadSafetensors(weights) as Record<string, TensorRecord>);
         perLearner.push(await predictStage1(model, readable.images, { crop: settings.crop }));
       } finally {
         model.dispose();

@@ -15,6 +15,8 @@
 import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { GrayImage } from "../io/images.ts";
+import { loadSafetensors } from "../io/safetensors.ts";
+import type { Module, TensorRecord } from "../nn/module.ts";
 import { createLearner, type LearnerArch } from "../models/learners.ts";
 import type { ImageRecord } from "./data.ts";
 import { type ClassificationReport, classificationReport } from "./metrics.ts";
@@ -67,6 +69,25 @@ export interface Stage1FoldResult {
 
 export function stage1FoldDir(outDir: string, arch: string, fold: number): string {
   return join(outDir, "stage1", arch, `fold${fold}`);
+}
+
+/** A learner of a finished run with its kept epoch's weights (the caller disposes it). */
+export async function loadTrainedLearner(
+  outDir: string,
+  arch: LearnerArch,
+  fold: number,
+  scale: "tiny" | "full",
+): Promise<Module> {
+  const weights = join(stage1FoldDir(outDir, arch, fold), "checkpoint.safetensors.best");
+  if (!existsSync(weights)) throw new Error(`no trained ${arch} for fold ${fold}: ${weights} is missing`);
+  const model = createLearner(arch, { scale });
+  try {
+    model.loadStateDict(await loadSafetensors(weights) as Record<string, TensorRecord>);
+  } catch (err) {
+    model.dispose();
+    throw err;
+  }
+  return model;
 }
 
 /** Runs stage 1 for every (learner, fold) pair; see the file comment. */
