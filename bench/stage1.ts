@@ -1,0 +1,248 @@
+// Stage-1 training throughput (images/s) of each of FLANNEL's five base learners, measured with tinybench,
+// with the same model's inference throughput (same process, same batch) as the peer that gives each a ratio.
+//   deno task bench:stage1 [--full] [filter]      bun run bench/stage1.ts [--full] [filter]
+//   default: the tiny learners (`scale: "tiny"`) at crop 64, batch 16 (each learner takes a few seconds);
+//   --full: the full-size, torchvision-sized learners at crop 224, batch 2, 1 warmup + 2 measured steps (tens
+//   of seconds a step on lavapipe; every step's time is printed as it ends; about 10 minutes in all on 2 idle
+//   cores, and steps were seen up to 10x slower while other processes used the cores); filter: a substring of
+//   the learner names.
+//
+// What is measured
+// - Learners: `fl.models.createLearner(arch, { scale, seed })` for every name in `fl.models.LEARNER_ARCHS`
+//   (InceptionV3 without its aux head, as stage 1 trains it; 224 is above its 75x75 minimum).
+// - Train step: what `trainStage1` (src/train/stage1.ts) does for one batch: `makeBatch` assembles a
+//   [B, 3, crop, crop] batch with the training augmentation (random crop, flip, noise 0.01 from a
+//   `fl.Generator`) from synthetic gray images of side crop + 8 held in memory, then `trainStep` uploads it
+//   and runs the forward pass, cross-entropy, backward and Adam (lr 1e-3, weight decay 1e-4, as the
+//   trainer), adding the loss into a device accumulator; then `fl.syncDevice()` waits for the device, so the
+//   time is the device's. Train images/s = B / the median step time, batch assembly included.
+// - Batch assembly: `makeBatch` alone (CPU, the training augmentation), ms per batch: the CPU-side share of
+//   the step. (The trainer assembles batch b + 1 while the device runs batch b; this bench runs them one
+//   after the other. On lavapipe the "device" is the same 2 CPU cores, so the overlap gains little there.)
+// - Peer, inference: what `predictStage1` does for one batch: `makeBatch` with the centre crop (no
+//   augmentation), then the forward pass in eval mode under `fl.noGrad`, then `fl.syncDevice()` (the softmax
+//   and the read-back of [B, 4] left out). Inference images/s = B / the median time. The ratio train /
+//   inference shows what backward and the optimizer add: about 1/3 would be the textbook cost (backward
+//   about twice the forward), lower means the backward kernels or Adam are the slower part.
+// - Every iteration runs inside `fl.scope`, so it frees what it made. Each task runs once as a warmup, timed
+//   on its own and printed as "first" (the first train step also compiles the pipelines and makes Adam's
+//   state), then tinybench runs at least 3 iterations and a small time budget (exactly 2 iterations with
+//   --full); the median is reported, since the machine may be shared.
+// - After each learner: a check that the accumulated training loss and the inference logits are finite,
+//   then model, optimizer and loss accumulator are disposed and `fl.trimPool()` gives the pool's buffers
+//   back, so the full-size learners (VGG19-bn: 139.6 M parameters, a 411 MB classifier weight) do not pile
+//   up; tensors still alive after that are reported.
+import process from "node:process";
+import { Bench } from "tinybench";
+import * as fl from "../mod.ts";
+import type { GrayImage } from "../src/io/images.ts";
+import { trainStep } from "../src/train/step.ts";
+
+const args = process.argv.slice(2);
+const full = args.includes("--full");
+const filter = args.find((a) => !a.startsWith("-")) ?? "";
+
+const scale = full ? "full" : "tiny";
+const crop = full ? 224 : 64;
+const B = full ? 2 : 16;
+const numClasses = 4;
+
+const info = await fl.init();
+const runtime = `${info.runtime} ${
+  info.runtime === "deno"
+    ? (globalThis as unknown as { Deno: { version: { deno: string } } }).Deno.version.deno
+    : process.versions.bun ?? ""
+}`;
+console.log(
+  `${runtime} on ${info.adapter}; ${scale} learners, crop ${crop}, batch ${B}${
+    filter ? `; filter "${filter}"` : ""
+  }`,
+);
+
+/** Seeded gray images of side crop + 8 (values in [0, 1]: a smooth pattern plus noise), in memory. */
+function syntheticImages(count: number, side: number, seed: number): GrayImage[] {
+  let s = seed >>> 0;
+  const next = () => (s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32;
+  return Array.from({ length: count }, (_, i) => {
+    const data = new Float32Array(side * side);
+    for (let y = 0; y < side; y++) {
+      for (let x = 0; x < side; x++) {
+        const v = 0.5 + 0.25 * Math.sin((x + i) / 7) * Math.cos(y / 5) + 0.2 * (next() - 0.5);
+        data[y * side + x] = Math.min(1, Math.max(0, v));
+      }
+    }
+    return { width: side, height: side, data };
+  });
+}
+
+const images = syntheticImages(Math.max(2 * B, 8), crop + 8, 1);
+const labels = Int32Array.from({ length: B }, (_, i) => i % numClasses);
+/** The indices of the k-th batch: consecutive images, wrapping around. */
+const batchIndices = (k: number) => Int32Array.from({ length: B }, (_, i) => (k * B + i) % images.length);
+
+// JIT warmup of the batch assembly, so the first learner's assembly time is not the compiler's
+for (let k = 0; k < 20; k++) {
+  fl.train.makeBatch(images, batchIndices(k), { crop, train: true, generator: new fl.Generator(k) });
+}
+
+const fmt = (v: number) => (Number.isFinite(v) ? v.toPrecision(3) : "-");
+const seconds = (ms: number) => `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)} s`;
+
+/**
+ * Per task, the time of one warmup call (run here, before tinybench) and the median milliseconds of the
+ * measured ones; NaN (and a message) for a task that failed.
+ */
+async function timeTasks(
+  tasks: Record<string, { fn: () => unknown; time: number; iterations: number }>,
+): Promise<Record<string, { first: number; median: number }>> {
+  const out: Record<string, { first: number; median: number }> = {};
+  for (const [name, t] of Object.entries(tasks)) {
+    out[name] = { first: NaN, median: NaN };
+    try {
+      const s = performance.now();
+      await t.fn();
+      out[name].first = performance.now() - s;
+    } catch (err) {
+      console.log(`  ${name} failed in its warmup: ${(err as Error).message.split("\n")[0].slice(0, 300)}`);
+      continue;
+    }
+    // one Bench per task: each has its own time budget and iteration count
+    const bench = new Bench({ time: t.time, iterations: t.iterations, warmup: false });
+    bench.add(name, t.fn);
+    await bench.run();
+    const r = bench.getTask(name)?.result as
+      | { state: string; latency?: { p50: number }; error?: unknown }
+      | undefined;
+    if (!r || r.state !== "completed" || !r.latency) {
+      const msg = (r?.error as Error | undefined)?.message ?? String(r?.error ?? "");
+      console.log(`  ${name} failed (${r?.state}): ${msg.split("\n")[0].slice(0, 300)}`);
+    } else out[name].median = r.latency.p50;
+  }
+  return out;
+}
+
+interface Row {
+  arch: string;
+  params: number;
+  trainMs: number;
+  assemblyMs: number;
+  inferenceMs: number;
+}
+const rows: Row[] = [];
+const problems: string[] = [];
+
+for (const arch of fl.models.LEARNER_ARCHS) {
+  if (!arch.includes(filter)) continue;
+  const t0 = performance.now();
+  const liveBefore = fl.liveTensorCount();
+  const model = fl.models.createLearner(arch, { scale, seed: 1, numClasses });
+  const params = model.parameterCount();
+  const optimizer = new fl.optim.Adam(model.parameters(), { lr: 1e-3, weightDecay: 1e-4 });
+  const lossSum = fl.zeros([1]).keep();
+  const gen = new fl.Generator(7);
+  let batch = 0, trainSteps = 0;
+  console.log(`${arch}: ${params.toLocaleString("en-US")} parameters`);
+
+  /** Logs each call's time with --full, where a step takes long enough that progress matters. */
+  const logged = (label: string, fn: () => Promise<void>) => {
+    let calls = 0;
+    return async () => {
+      const s = performance.now();
+      await fn();
+      if (full) {
+        console.log(
+          `  ${label} ${calls++ === 0 ? "(warmup)" : calls - 1}: ${seconds(performance.now() - s)}`,
+        );
+      }
+    };
+  };
+
+  const trainTask = logged("train step", async () => {
+    model.train();
+    const x = fl.train.makeBatch(images, batchIndices(batch++), { crop, train: true, generator: gen });
+    trainStep(
+      optimizer,
+      () => fl.F.crossEntropy(model.forward(fl.tensor(x, [B, 3, crop, crop])), labels),
+      lossSum,
+      1 / B,
+    );
+    trainSteps++;
+    await fl.syncDevice();
+  });
+  const inferenceTask = logged("inference", async () => {
+    model.eval();
+    const x = fl.train.makeBatch(images, batchIndices(batch++), { crop, train: false });
+    fl.scope(() => void fl.noGrad(() => model.forward(fl.tensor(x, [B, 3, crop, crop]))));
+    await fl.syncDevice();
+  });
+  const assemblyTask = () =>
+    void fl.train.makeBatch(images, batchIndices(batch++), { crop, train: true, generator: gen });
+
+  const t = await timeTasks({
+    assembly: { fn: assemblyTask, time: 200, iterations: 5 },
+    train: { fn: trainTask, time: full ? 0 : 1500, iterations: full ? 2 : 3 },
+    inference: { fn: inferenceTask, time: full ? 0 : 800, iterations: full ? 2 : 3 },
+  });
+
+  // Sanity: the mean training loss over the steps run (warmup included) and one batch's logits are finite.
+  try {
+    const loss = ((await lossSum.item()) * B) / Math.max(1, trainSteps); // each step added loss / B
+    model.eval();
+    const x = fl.train.makeBatch(images, batchIndices(0), { crop, train: false });
+    const logits = await fl.scope(() =>
+      fl.noGrad(() => model.forward(fl.tensor(x, [B, 3, crop, crop]))).toArray()
+    );
+    const finite = Number.isFinite(loss) && logits.every(Number.isFinite);
+    console.log(`  mean training loss over ${trainSteps} steps ${loss.toFixed(4)}; logits finite: ${finite}`);
+    if (!finite) problems.push(`${arch}: non-finite training loss (${loss}) or logits`);
+  } catch (err) {
+    problems.push(`${arch}: sanity check failed: ${(err as Error).message.split("\n")[0]}`);
+  }
+
+  lossSum.dispose();
+  optimizer.dispose();
+  model.dispose();
+  fl.trimPool();
+  await fl.syncDevice();
+  const left = fl.liveTensorCount() - liveBefore;
+  if (left !== 0) problems.push(`${arch}: ${left} tensors still alive after disposing model and optimizer`);
+  const pool = fl.poolStats();
+  console.log(
+    `  train ${fmt(B / (t.train.median / 1000))} images/s (step ${seconds(t.train.median)}, first ${
+      seconds(t.train.first)
+    }), assembly ${fmt(t.assembly.median)} ms, inference ${fmt(B / (t.inference.median / 1000))} images/s` +
+      ` (first ${seconds(t.inference.first)}); ${
+        seconds(performance.now() - t0)
+      } in all; after disposal: ${left}` +
+      ` tensors, ${(pool.liveBytes / 2 ** 20).toFixed(1)} MiB live, ${
+        (pool.pooledBytes / 2 ** 20).toFixed(1)
+      } MiB pooled`,
+  );
+  rows.push({
+    arch,
+    params,
+    trainMs: t.train.median,
+    assemblyMs: t.assembly.median,
+    inferenceMs: t.inference.median,
+  });
+}
+
+console.log(`\n${runtime} on ${info.adapter}\n`);
+console.log(
+  "| learner | scale | crop | batch | params | train images/s | batch assembly ms | inference images/s | train/inference |",
+);
+console.log("|---|---|---|---|---|---|---|---|---|");
+for (const r of rows) {
+  const train = B / (r.trainMs / 1000), inference = B / (r.inferenceMs / 1000);
+  console.log(
+    `| ${r.arch} | ${scale} | ${crop} | ${B} | ${r.params.toLocaleString("en-US")} | ${fmt(train)} | ${
+      fmt(r.assemblyMs)
+    } | ${fmt(inference)} | ${Number.isFinite(train / inference) ? (train / inference).toFixed(2) : "-"} |`,
+  );
+}
+console.log(
+  "\ntrain: makeBatch (training augmentation) + forward + cross-entropy + backward + Adam, then a wait for the" +
+    " device; inference (the peer): makeBatch (centre crop) + forward in eval mode under noGrad, then a wait.",
+);
+if (problems.length) console.log(`\nproblems:\n${problems.map((p) => `- ${p}`).join("\n")}`);
+process.exit(problems.length ? 1 : 0);
