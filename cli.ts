@@ -29,6 +29,9 @@ const IMAGE_RUN_HELP = `Options:
   --seed S          seed of split, initial weights and augmentation (default 0)
   --subsample SPEC  per-class subsampling by patient before the split, e.g. covid=0.5,normal=200
                     (a fraction of the class, or an image count)
+  --pretrained DIR  start each learner from DIR/<arch>.safetensors (e.g. torchvision's ImageNet weights
+                    exported with safetensors.torch.save_file): matching tensors are loaded, the
+                    classifier head (1000 classes there, 4 here) keeps its fresh initialisation
   --resume          continue a run in OUT: finished learner/fold pairs are skipped, a started one
                     continues from its last checkpoint (after a crash or Ctrl-C)
   --backend NAME    auto | webgpu (default auto)`;
@@ -334,6 +337,7 @@ const IMAGE_RUN_OPTIONS = {
   folds: { type: "string" },
   seed: { type: "string" },
   subsample: { type: "string" },
+  pretrained: { type: "string" },
   resume: { type: "boolean" },
   backend: { type: "string", default: "auto" },
   help: { type: "boolean" },
@@ -381,6 +385,7 @@ async function prepareImageRun(command: string, values: ImageRunValues) {
     lr: numberOption(values, "lr", 1e-3),
     seed,
     resume: values.resume,
+    pretrained: values.pretrained,
   };
   const out = resolve(values.out);
 

@@ -312,6 +312,24 @@ test("runStage1Folds: out-of-fold and test outputs per learner and fold, patient
   await assertRejects(() => fl.train.runStage1Folds({ ...config, folds: [3] }), /fold 3 does not exist/);
 });
 
+test("loadPretrained: matching tensors loaded, a head of another class count kept fresh", async () => {
+  const source = fl.models.resnet152({ numClasses: 10, scale: "tiny", generator: new fl.Generator(8) });
+  const path = join(tmp, "resnet152.safetensors");
+  await fl.io.saveSafetensors(path, await source.downloadStateDict());
+  const model = fl.models.createLearner("resnet152", { scale: "tiny", seed: 9 });
+  const freshFc = await model.stateDict()["fc.weight"].toArray();
+  const { loaded, kept } = await fl.train.loadPretrained(model, path);
+  assertEquals(kept, ["fc.weight", "fc.bias"]);
+  assertEquals(loaded, Object.keys(source.stateDict()).length - 2);
+  const [a, b] = [source.stateDict(), model.stateDict()];
+  assertEquals(Array.from(await b["conv1.weight"].toArray()), Array.from(await a["conv1.weight"].toArray()));
+  assertEquals(Array.from(await b["fc.weight"].toArray()), Array.from(freshFc));
+  const vgg = fl.models.createLearner("vgg19_bn", { scale: "tiny" });
+  await assertRejects(() => fl.train.loadPretrained(vgg, path), /no tensor of .* fits the model/);
+  await assertRejects(() => fl.train.loadPretrained(vgg, join(tmp, "none.safetensors")), /does not exist/);
+  [source, model, vgg].forEach((m) => m.dispose());
+});
+
 test("progress line: bar, counts, rate and ETA", () => {
   assertEquals(
     fl.train.progressLine("epoch 1/3", 30, 120, 15, "images", 8),

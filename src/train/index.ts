@@ -50,6 +50,8 @@ export {
   trainStage1,
 } from "./stage1.ts";
 export {
+  loadPretrained,
+  loadTrainedLearner,
   runStage1Folds,
   stage1FoldDir,
   type Stage1FoldResult,

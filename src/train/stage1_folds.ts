@@ -48,6 +48,8 @@ export interface Stage1FoldsConfig {
   folds?: readonly number[];
   /** share of a fold's training images (by patient) that chooses the learner's epoch (default 0.1) */
   selectFraction?: number;
+  /** a folder with `<arch>.safetensors` to start each learner from (see loadPretrained) */
+  pretrained?: string;
   /** continue: skip finished pairs, resume started ones; without it, existing outputs are an error */
   resume?: boolean;
   onMessage?: (message: string) => void;
@@ -69,6 +71,30 @@ export interface Stage1FoldResult {
 
 export function stage1FoldDir(outDir: string, arch: string, fold: number): string {
   return join(outDir, "stage1", arch, `fold${fold}`);
+}
+
+/**
+ * Starts `model` from pretrained weights (torchvision's ImageNet ones exported with safetensors, say): every
+ * tensor whose name and shape match is loaded; the others (the 1000-class head against a 4-class one) keep
+ * their fresh initialisation and are returned by name.
+ */
+export async function loadPretrained(
+  model: Module,
+  path: string,
+): Promise<{ loaded: number; kept: string[] }> {
+  if (!existsSync(path)) throw new Error(`pretrained weights: ${path} does not exist`);
+  const dict = await loadSafetensors(path) as Record<string, TensorRecord>;
+  const own = model.stateDict();
+  const fits = Object.entries(dict).filter(([k, v]) =>
+    k in own && v.shape.reduce((a, b) => a * b, 1) === own[k].size &&
+    (v.shape.length === 0 || v.shape.join() === own[k].shape.join())
+  );
+  if (fits.length === 0) {
+    throw new Error(`pretrained weights: no tensor of ${path} fits the model (another architecture?)`);
+  }
+  model.loadStateDict(Object.fromEntries(fits), { strict: false });
+  const loaded = new Set(fits.map(([k]) => k));
+  return { loaded: fits.length, kept: Object.keys(own).filter((k) => !loaded.has(k)) };
 }
 
 /** A learner of a finished run with its kept epoch's weights (the caller disposes it). */
@@ -162,6 +188,17 @@ export async function runStage1Folds(config: Stage1FoldsConfig): Promise<Stage1F
       );
       const model = createLearner(arch, { scale: config.scale, seed: runSeed });
       try {
+        if (config.pretrained) {
+          const { loaded, kept } = await loadPretrained(
+            model,
+            join(config.pretrained, `${arch}.safetensors`),
+          );
+          say(
+            `${arch}: ${loaded} tensors from ${config.pretrained}; freshly initialised: ${
+              kept.join(", ") || "none"
+            }`,
+          );
+        }
         await trainStage1({
           model,
           train: { images: learnSet.images, labels: learnSet.labels },
