@@ -11,6 +11,15 @@ export interface TensorRecord {
 }
 export type StateDict = Record<string, Tensor | TensorRecord>;
 
+/**
+ * Whether a saved entry of `shape` can be loaded into `t`. PyTorch saves 0-d tensors (num_batches_tracked)
+ * with shape []: they fit a one-element tensor.
+ */
+export function shapeFits(shape: readonly number[], t: Tensor): boolean {
+  const count = shape.reduce((a, b) => a * b, 1);
+  return count === t.size && (shape.length === 0 || fmtShape(shape) === fmtShape(t.shape));
+}
+
 export abstract class Module {
   training = true;
   private readonly ownParams = new Map<string, Tensor>();
@@ -96,7 +105,10 @@ export abstract class Module {
    * Copies values into the module's tensors. With `strict` (the default) every key must match and every
    * shape agree; all problems are listed in one error and nothing is written unless all entries fit.
    */
-  loadStateDict(dict: StateDict, { strict = true }: { strict?: boolean } = {}): { missing: string[]; unexpected: string[] } {
+  loadStateDict(
+    dict: StateDict,
+    { strict = true }: { strict?: boolean } = {},
+  ): { missing: string[]; unexpected: string[] } {
     const own = this.stateDict();
     const missing = Object.keys(own).filter((k) => !(k in dict));
     const unexpected = Object.keys(dict).filter((k) => !(k in own));
@@ -104,11 +116,8 @@ export abstract class Module {
     for (const [k, t] of Object.entries(own)) {
       const entry = dict[k];
       if (!entry) continue;
-      const shape = entry.shape;
-      const count = shape.reduce((a, b) => a * b, 1);
-      // PyTorch saves 0-d tensors (num_batches_tracked) with shape []: they fit a one-element tensor.
-      if (count !== t.size || (shape.length > 0 && fmtShape(shape) !== fmtShape(t.shape))) {
-        mismatched.push(`${k}: checkpoint ${fmtShape(shape)}, model ${fmtShape(t.shape)}`);
+      if (!shapeFits(entry.shape, t)) {
+        mismatched.push(`${k}: checkpoint ${fmtShape(entry.shape)}, model ${fmtShape(t.shape)}`);
       }
     }
     const problems = [

@@ -124,14 +124,14 @@ export async function runExperiment(config: ExperimentConfig): Promise<Experimen
   const stage1 = await runStage1Folds(config);
   config.onMessage?.("stage 2: every combiner on each fold's out-of-fold outputs");
   const folds = await stage2FoldsFromStage1(stage1, config.archs, seed);
+  const foldIds = stage1Folds(stage1); // stage 2's fold i is stage 1's fold foldIds[i]
   const methods = await runStage2Folds(folds, {
     learnerNames: config.archs.map((a) => LEARNER_TITLES[a]),
     epochs: stage2Epochs,
     seed,
     methods: config.methods,
     onProgress: config.onMessage,
-    onModel: (method, i, model) =>
-      saveStage2Model(config.outDir, stage1Folds(stage1)[i], method, config.archs, model),
+    onModel: (method, i, model) => saveStage2Model(config.outDir, foldIds[i], method, config.archs, model),
   });
   const labelsOf = (idx: readonly number[]) => idx.map((i) => config.records[i].label);
   const kept = labelsOf([...config.split.train, ...config.split.test]);

@@ -4,7 +4,6 @@
 // (every fold scores the same test part), so a row's curve is that of its fold ensemble. And Fig. 6: class
 // activation maps of each learner of an experiment on one image.
 import { basename, join } from "node:path";
-import type { GrayImage } from "../io/images.ts";
 import { LEARNER_TITLES } from "../models/learners.ts";
 import { classActivationMap } from "./cam.ts";
 import { averagePrecision, CLASS_NAMES, precisionRecallCurve, rocAuc, rocCurve } from "./metrics.ts";
@@ -17,7 +16,7 @@ import {
   savePNG,
 } from "./plots.ts";
 import { readRunSettings } from "./predict.ts";
-import { ImageCache } from "./preprocess.ts";
+import { centreCrop, ImageCache } from "./preprocess.ts";
 import { loadTrainedLearner } from "./stage1_folds.ts";
 import type { Stage2ExperimentResult } from "./stage2_experiment.ts";
 
@@ -101,16 +100,6 @@ export function writeFigures(outDir: string, result: Stage2ExperimentResult, foc
     }),
   );
   return paths;
-}
-
-/** The centre `crop` x `crop` of an image: the part a learner sees in evaluation. */
-function centreCrop(img: GrayImage, crop: number): GrayImage {
-  const top = Math.round((img.height - crop) / 2), left = Math.round((img.width - crop) / 2);
-  const data = new Float32Array(crop * crop);
-  for (let y = 0; y < crop; y++) {
-    data.set(img.data.subarray((top + y) * img.width + left, (top + y) * img.width + left + crop), y * crop);
-  }
-  return { width: crop, height: crop, data };
 }
 
 /**

@@ -4,7 +4,7 @@
 // at 2x, so a figure needs no font file, browser or native library; upng-js encodes the PNG.
 import UPNG from "upng-js";
 import { writeFileAtomic } from "../io/files.ts";
-import type { GrayImage } from "../io/images.ts";
+import { type GrayImage, resizeGray } from "../io/images.ts";
 
 /** [r, g, b] or [r, g, b, a], each 0..255; alpha defaults to 255. */
 export type Color = readonly [number, number, number] | readonly [number, number, number, number];
@@ -916,57 +916,18 @@ function checkGray(where: string, name: string, image: GrayImage): void {
   }
 }
 
-/**
- * For each destination index, the source indices and weights that make it: bilinear with half-pixel centres
- * when enlarging (as cv2.resize), the overlap-weighted mean when shrinking (no aliasing).
- */
-function resampleTaps(sourceSize: number, targetSize: number): { index: number; weight: number }[][] {
-  const ratio = sourceSize / targetSize;
-  return Array.from({ length: targetSize }, (_, d) => {
-    if (ratio <= 1) {
-      const s = Math.min(sourceSize - 1, Math.max(0, (d + 0.5) * ratio - 0.5));
-      const i0 = Math.floor(s), f = s - i0;
-      return f === 0
-        ? [{ index: i0, weight: 1 }]
-        : [{ index: i0, weight: 1 - f }, { index: i0 + 1, weight: f }];
-    }
-    const start = d * ratio, end = (d + 1) * ratio, taps = [];
-    for (let i = Math.floor(start); i < Math.min(sourceSize, Math.ceil(end)); i++) {
-      taps.push({ index: i, weight: (Math.min(end, i + 1) - Math.max(start, i)) / ratio });
-    }
-    return taps;
-  });
-}
-
-/** Separable resize of `channels`-interleaved float pixels. */
-function resize(
-  data: ArrayLike<number>,
-  width: number,
-  height: number,
-  channels: number,
-  newWidth: number,
-  newHeight: number,
-): Float32Array {
-  const xTaps = resampleTaps(width, newWidth), yTaps = resampleTaps(height, newHeight);
-  const rows = new Float32Array(newWidth * height * channels);
-  for (let y = 0; y < height; y++) {
-    for (let x = 0; x < newWidth; x++) {
-      for (const { index, weight } of xTaps[x]) {
-        for (let c = 0; c < channels; c++) {
-          rows[(y * newWidth + x) * channels + c] += weight * data[(y * width + index) * channels + c];
-        }
-      }
+/** An RGBA image resized channel by channel with the project's image resampler (PIL's bilinear). */
+function resizeRgba(image: RgbaImage, width: number, height: number): RgbaImage {
+  const data = new Uint8Array(width * height * 4);
+  const plane = new Float32Array(image.width * image.height);
+  for (let c = 0; c < 4; c++) {
+    for (let p = 0; p < plane.length; p++) plane[p] = image.data[p * 4 + c];
+    const resized = resizeGray({ width: image.width, height: image.height, data: plane }, width, height).data;
+    for (let p = 0; p < resized.length; p++) {
+      data[p * 4 + c] = Math.min(255, Math.max(0, Math.round(resized[p])));
     }
   }
-  const out = new Float32Array(newWidth * newHeight * channels);
-  for (let y = 0; y < newHeight; y++) {
-    for (const { index, weight } of yTaps[y]) {
-      for (let i = 0; i < newWidth * channels; i++) {
-        out[y * newWidth * channels + i] += weight * rows[index * newWidth * channels + i];
-      }
-    }
-  }
-  return out;
+  return { width, height, data };
 }
 
 export interface HeatmapOverlayOptions {
@@ -990,7 +951,7 @@ export function heatmapOverlay(options: HeatmapOverlayOptions): Uint8Array {
   checkFinite(where, "gray.data", gray.data);
   checkFinite(where, "heat.data", heat.data);
   if (!(alpha >= 0 && alpha <= 1)) throw new Error(`${where}: alpha ${alpha} is outside [0, 1]`);
-  const resized = resize(heat.data, heat.width, heat.height, 1, gray.width, gray.height);
+  const resized = resizeGray(heat, gray.width, gray.height).data;
   let lo = Infinity, hi = -Infinity;
   for (const v of resized) lo = Math.min(lo, v), hi = Math.max(hi, v);
   const canvas = new Canvas(gray.width, gray.height);
@@ -1056,11 +1017,7 @@ export function imageGrid(
   rgba.forEach((image, k) => {
     const fit = tile / Math.max(image.width, image.height);
     const w = Math.max(1, Math.round(image.width * fit)), h = Math.max(1, Math.round(image.height * fit));
-    const scaled = w === image.width && h === image.height ? image : {
-      width: w,
-      height: h,
-      data: Uint8Array.from(resize(image.data, image.width, image.height, 4, w, h), Math.round),
-    };
+    const scaled = w === image.width && h === image.height ? image : resizeRgba(image, w, h);
     const x = gridLeft + (k % columns) * cellWidth + GAP, y = top + Math.floor(k / columns) * cellHeight;
     canvas.drawImage(scaled, x + Math.floor((tile - w) / 2), y + Math.floor((tile - h) / 2));
     captions[k].forEach((line, j) => {

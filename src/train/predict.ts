@@ -8,9 +8,9 @@ import { loadSafetensors, readSafetensorsMetadata } from "../io/safetensors.ts";
 import type { TensorRecord } from "../nn/module.ts";
 import { isLearnerArch, type LearnerArch } from "../models/learners.ts";
 import type { Skipped } from "./data.ts";
-import { STAGE2_MODEL_FORMAT, stage2ModelPath } from "./experiment.ts";
+import { stackLearnerOutputs, STAGE2_MODEL_FORMAT, stage2ModelPath } from "./experiment.ts";
 import { ImageCache } from "./preprocess.ts";
-import { predictStage1 } from "./stage1.ts";
+import { type LearnerOutputsFile, predictStage1 } from "./stage1.ts";
 import { loadTrainedLearner } from "./stage1_folds.ts";
 import { buildEnsemble, predictStage2 } from "./stage2.ts";
 
@@ -60,6 +60,7 @@ export async function predictFiles(
   const settings = readRunSettings(runDir);
   const cache = new ImageCache(settings.resize);
   const readable = await cache.getReadable(files.map((file) => ({ file })));
+  const readableFiles = readable.records.map((r) => r.file);
   const s = readable.images.length, n = settings.archs.length;
   if (s === 0) {
     throw new Error(
@@ -78,29 +79,21 @@ export async function predictFiles(
     if (meta.format !== STAGE2_MODEL_FORMAT) {
       throw new Error(`${modelPath} is not a ${STAGE2_MODEL_FORMAT} file`);
     }
-    const perLearner: Float32Array[] = [];
+    const perLearner: LearnerOutputsFile[] = [];
     for (const arch of settings.archs) {
       const model = await loadTrainedLearner(runDir, arch, fold, settings.scale);
       try {
-        perLearner.push(await predictStage1(model, readable.images, { crop: settings.crop }));
+        const probs = await predictStage1(model, readable.images, { crop: settings.crop });
+        perLearner.push({ files: readableFiles, labels: new Int32Array(s), probs, learner: arch, fold });
       } finally {
         model.dispose();
       }
     }
-    const m = perLearner[0].length / Math.max(s, 1);
-    const stacked = new Float32Array(s * n * m);
-    for (let i = 0; i < s; i++) {
-      perLearner.forEach((p, j) => stacked.set(p.subarray(i * m, (i + 1) * m), (i * n + j) * m));
-    }
-    const ensemble = buildEnsemble(JSON.parse(meta.config), n, m, new Generator(0));
+    const stacked = stackLearnerOutputs(perLearner);
+    const ensemble = buildEnsemble(JSON.parse(meta.config), n, stacked.classes, new Generator(0));
     try {
       ensemble.loadStateDict(await loadSafetensors(modelPath) as Record<string, TensorRecord>);
-      const probs = await predictStage2(ensemble, {
-        probs: stacked,
-        labels: new Int32Array(s),
-        learners: n,
-        classes: m,
-      });
+      const probs = await predictStage2(ensemble, stacked);
       sum ??= new Float32Array(probs.length);
       probs.forEach((p, i) => (sum![i] += p));
     } finally {
@@ -109,7 +102,7 @@ export async function predictFiles(
   }
   const probs = sum!.map((p) => p / settings.folds.length);
   return {
-    files: readable.records.map((r) => r.file),
+    files: readableFiles,
     probs,
     skipped: readable.skipped,
     folds: settings.folds,

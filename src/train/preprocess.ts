@@ -97,6 +97,25 @@ export function loadImages(
   return c.getAll(records);
 }
 
+/** torchvision's CenterCrop offsets: (top, left) = round((size - crop) / 2). */
+function centreOffsets(img: GrayImage, crop: number): [number, number] {
+  return [Math.round((img.height - crop) / 2), Math.round((img.width - crop) / 2)];
+}
+
+/** The centre `crop` x `crop` of an image: what a learner sees in evaluation (makeBatch with train false). */
+export function centreCrop(img: GrayImage, crop: number): GrayImage {
+  if (img.width < crop || img.height < crop) {
+    throw new Error(`centreCrop: image ${img.width}x${img.height} is smaller than ${crop}`);
+  }
+  const [top, left] = centreOffsets(img, crop);
+  const data = new Float32Array(crop * crop);
+  for (let y = 0; y < crop; y++) {
+    const from = (top + y) * img.width + left;
+    data.set(img.data.subarray(from, from + crop), y * crop);
+  }
+  return { width: crop, height: crop, data };
+}
+
 export interface BatchOptions {
   /** Side of the square crop (default 224; 64 for CPU runs). */
   crop?: number;
@@ -152,8 +171,7 @@ export function makeBatch(
       const key = gen.nextStream(); // drawn even without noise, so noiseStd does not shift later draws
       if (noiseStd > 0) noise = key;
     } else {
-      top = Math.round((h - crop) / 2);
-      left = Math.round((w - crop) / 2);
+      [top, left] = centreOffsets(img, crop);
     }
     const base = n * 3 * plane;
     for (let y = 0; y < crop; y++) {

@@ -16,7 +16,7 @@ import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { GrayImage } from "../io/images.ts";
 import { loadSafetensors } from "../io/safetensors.ts";
-import type { Module, TensorRecord } from "../nn/module.ts";
+import { type Module, shapeFits, type TensorRecord } from "../nn/module.ts";
 import { createLearner, type LearnerArch } from "../models/learners.ts";
 import type { ImageRecord } from "./data.ts";
 import { type ClassificationReport, classificationReport } from "./metrics.ts";
@@ -85,10 +85,7 @@ export async function loadPretrained(
   if (!existsSync(path)) throw new Error(`pretrained weights: ${path} does not exist`);
   const dict = await loadSafetensors(path) as Record<string, TensorRecord>;
   const own = model.stateDict();
-  const fits = Object.entries(dict).filter(([k, v]) =>
-    k in own && v.shape.reduce((a, b) => a * b, 1) === own[k].size &&
-    (v.shape.length === 0 || v.shape.join() === own[k].shape.join())
-  );
+  const fits = Object.entries(dict).filter(([k, v]) => k in own && shapeFits(v.shape, own[k]));
   if (fits.length === 0) {
     throw new Error(`pretrained weights: no tensor of ${path} fits the model (another architecture?)`);
   }
