@@ -1,15 +1,23 @@
-// One WebGPU device for Deno (built-in navigator.gpu) and Bun (Dawn through bun-webgpu).
-import { Engine } from "./engine.ts";
+// The backend every tensor lives on: a WebGPU device for Deno (built-in navigator.gpu) and Bun (Dawn through
+// bun-webgpu), or the WebAssembly backend (SIMD kernels on worker threads) where no adapter exists.
+import process from "node:process";
+import { type Engine, WebGpuEngine } from "./engine.ts";
+import { WasmEngine } from "./wasm/engine.ts";
 
 export type BackendName = "webgpu" | "wasm";
 export interface InitOptions {
-  /** "auto" picks WebGPU; "wasm" is reserved for the WebAssembly backend (not built yet). */
+  /**
+   * "auto" (the default) picks WebGPU and falls back to WebAssembly when no adapter exists, saying so on
+   * stderr. The environment variable FLANNEL_BACKEND sets the default (`FLANNEL_BACKEND=wasm deno task test`).
+   */
   backend?: "auto" | BackendName;
   powerPreference?: GPUPowerPreference;
+  /** Compute threads of the WebAssembly backend (default: the machine's cores). */
+  threads?: number;
 }
 export interface BackendInfo {
   backend: BackendName;
-  /** Adapter description, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)". */
+  /** Adapter description, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)" or "WebAssembly SIMD, 2 threads". */
   adapter: string;
   runtime: "deno" | "bun" | "other";
   isFallbackAdapter: boolean;
@@ -26,7 +34,8 @@ export function runtimeName(): BackendInfo["runtime"] {
   return "other";
 }
 
-const INSTALL_HINT = "Install a WebGPU adapter: a GPU driver with Vulkan, Metal or D3D12, or on Linux without a GPU " +
+const INSTALL_HINT =
+  "Install a WebGPU adapter: a GPU driver with Vulkan, Metal or D3D12, or on Linux without a GPU " +
   "Mesa's software Vulkan driver lavapipe (Debian: `apt-get install -t bookworm-backports mesa-vulkan-drivers`; " +
   "./setup.sh does it)";
 
@@ -39,7 +48,9 @@ async function gpuFor(runtime: BackendInfo["runtime"]): Promise<GPU> {
       mod = await import(specifier);
     } catch (err) {
       throw new Error(
-        `Bun has no built-in WebGPU and the package bun-webgpu could not be loaded (${(err as Error).message}). ` +
+        `Bun has no built-in WebGPU and the package bun-webgpu could not be loaded (${
+          (err as Error).message
+        }). ` +
           "Run `bun install` in the project (./setup.sh does it).",
       );
     }
@@ -63,31 +74,63 @@ function limitsRecord(limits: GPUSupportedLimits): Record<string, number> {
 }
 
 /**
- * Opens the device with the adapter's maximum limits (storage bindings of 128 MiB and more instead of the
- * default 128 MiB / 8 buffers). Calling it again returns the same backend.
+ * Opens the backend; calling it again returns the same one (asking for another kind then is an error).
+ * WebGPU opens the device with the adapter's maximum limits (storage bindings of 128 MiB and more instead
+ * of the default 128 MiB / 8 buffers).
  */
 export async function init(options: InitOptions = {}): Promise<BackendInfo> {
-  const wanted = options.backend ?? "auto";
-  if (wanted === "wasm") {
-    throw new Error('The "wasm" backend does not exist yet; use { backend: "webgpu" } or "auto".');
-  }
-  if (wanted !== "auto" && wanted !== "webgpu") {
+  const wanted = options.backend ?? (process.env.FLANNEL_BACKEND || "auto");
+  if (wanted !== "auto" && wanted !== "webgpu" && wanted !== "wasm") {
     throw new Error(`Unknown backend ${JSON.stringify(wanted)}: expected "auto", "webgpu" or "wasm".`);
   }
-  if (info) return info;
+  if (info) {
+    if (wanted !== "auto" && wanted !== info.backend) {
+      throw new Error(`The ${info.backend} backend is already open; a process uses one backend.`);
+    }
+    return info;
+  }
   const runtime = runtimeName();
+  if (wanted === "wasm") return await initWasm(runtime, options);
+  try {
+    return await initWebGpu(runtime, options);
+  } catch (err) {
+    if (wanted === "webgpu") throw err;
+    console.error(
+      `flannel: no WebGPU (${(err as Error).message.split(". ")[0]}); using the WebAssembly backend`,
+    );
+    return await initWasm(runtime, options);
+  }
+}
+
+async function initWasm(runtime: BackendInfo["runtime"], options: InitOptions): Promise<BackendInfo> {
+  const wasm = await WasmEngine.create({ threads: options.threads });
+  engine = wasm;
+  info = {
+    backend: "wasm",
+    adapter: `WebAssembly SIMD, ${wasm.threads} thread${wasm.threads === 1 ? "" : "s"}`,
+    runtime,
+    isFallbackAdapter: false,
+    limits: { maxStorageBufferBindingSize: wasm.maxStorageBinding, threads: wasm.threads },
+  };
+  return info;
+}
+
+async function initWebGpu(runtime: BackendInfo["runtime"], options: InitOptions): Promise<BackendInfo> {
   const gpu = await gpuFor(runtime);
-  const adapter = await gpu.requestAdapter({ powerPreference: options.powerPreference ?? "high-performance" });
+  const adapter = await gpu.requestAdapter({
+    powerPreference: options.powerPreference ?? "high-performance",
+  });
   if (!adapter) throw new Error(`No WebGPU adapter was found. ${INSTALL_HINT}.`);
   const limits = limitsRecord(adapter.limits);
   // Every limit is asked for explicitly: Dawn otherwise packs its defaults, some of which exceed what
   // lavapipe reports (e.g. storage buffers in fragment stages) and the request fails.
   const device = await adapter.requestDevice({ requiredLimits: limits });
   const adapterInfo = adapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean };
-  engine = new Engine(device);
+  engine = new WebGpuEngine(device);
   info = {
     backend: "webgpu",
-    adapter: adapterInfo.description || `${adapterInfo.vendor} ${adapterInfo.architecture} ${adapterInfo.device}`.trim(),
+    adapter: adapterInfo.description ||
+      `${adapterInfo.vendor} ${adapterInfo.architecture} ${adapterInfo.device}`.trim(),
     runtime,
     isFallbackAdapter: Boolean(adapterInfo.isFallbackAdapter),
     limits: limitsRecord(device.limits),

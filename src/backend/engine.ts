@@ -8,7 +8,13 @@ export type ScalarType = "f32" | "u32" | "i32";
 export interface KernelSpec {
   /** Unique per WGSL source: the pipeline cache key. */
   key: string;
+  /** WGSL source; empty for a kernel that exists only on the WebAssembly backend. */
   code: string;
+  /**
+   * The WebAssembly export that computes the same thing from the same bindings and uniforms (see
+   * src/kernels/wasm/common.ts); absent for a kernel that exists only on WebGPU.
+   */
+  wasm?: string;
   storage: Access[];
   /** Uniform fields in declaration order; every field is one 4-byte scalar, so no WGSL padding applies. */
   uniforms: ScalarType[];
@@ -18,7 +24,10 @@ export interface KernelSpec {
 export interface PooledBuffer {
   /** Unique per device buffer: part of the bind-group cache key. */
   id: number;
+  /** The WebGPU buffer (null on the WebAssembly backend). */
   buffer: GPUBuffer;
+  /** Byte address in the WebAssembly memory (0 on WebGPU). */
+  ptr: number;
   capacity: number;
   /** Bytes the current owner asked for (<= capacity). */
   bytes: number;
@@ -76,6 +85,7 @@ export class BufferPool {
       pb = {
         id: ++this.nextId,
         buffer: this.device.createBuffer({ size: capacity, usage: STORAGE_USAGE }),
+        ptr: 0,
         capacity,
         bytes,
         lastBatch: -1,
@@ -111,6 +121,56 @@ export class BufferPool {
   }
 }
 
+/** Splits `n` workgroups over x and y so no dimension passes `maxPerDim`. */
+export function splitGrid(workgroups: number, maxPerDim: number): [number, number] {
+  if (workgroups <= maxPerDim) return [workgroups, 1];
+  const y = Math.ceil(workgroups / maxPerDim);
+  return [Math.ceil(workgroups / y), y];
+}
+
+/** A bound buffer: the whole buffer or a byte range of it. */
+export type Binding = PooledBuffer | { pb: PooledBuffer; offset: number; size: number };
+
+/** What tensors and ops need of a backend; WebGPU (below) and WebAssembly (wasm/engine.ts) provide it. */
+export interface Engine {
+  readonly kind: "webgpu" | "wasm";
+  readonly pool: {
+    acquire(bytes: number): PooledBuffer;
+    release(pb: PooledBuffer): void;
+    snapshot(): PoolStats;
+  };
+  /** Largest byte range one kernel binding may cover. */
+  readonly maxStorageBinding: number;
+  readonly minStorageOffsetAlignment: number;
+  readonly maxWorkgroupsPerDim: number;
+  readonly pipelineCount: number;
+  submits: number;
+  dispatches: number;
+  /**
+   * Runs (WebGPU: records) one kernel. `buffers[i]` binds at @binding(i) as a whole buffer or as the given
+   * byte range; `params` fill the uniforms; `workgroups` is the WGSL grid (the Wasm twin sees it too).
+   */
+  dispatch(
+    spec: KernelSpec,
+    buffers: Binding[],
+    params: number[],
+    workgroups: [number, number?, number?],
+  ): void;
+  /** Copies bytes between buffers in order with the kernels. */
+  copy(src: PooledBuffer, srcOffset: number, dst: PooledBuffer, dstOffset: number, bytes: number): void;
+  /** Writes CPU data into a buffer, after every queued kernel that uses it. */
+  write(pb: PooledBuffer, byteOffset: number, data: ArrayBufferView): void;
+  /** Copies bytes back to the CPU. */
+  read(pb: PooledBuffer, byteOffset: number, bytes: number): Promise<ArrayBuffer>;
+  flush(): void;
+  /** Waits until everything queued has run. */
+  sync(): Promise<void>;
+  /** Gives the pool's free memory back. */
+  trimPool(): void;
+  /** Splits `n` workgroups over x and y within the per-dimension limit. */
+  grid(workgroups: number): [number, number];
+}
+
 interface CachedPipeline {
   id: number;
   pipeline: GPUComputePipeline;
@@ -125,7 +185,8 @@ interface CachedPipeline {
  */
 const MAX_BIND_GROUPS = 8192;
 
-export class Engine {
+export class WebGpuEngine implements Engine {
+  readonly kind = "webgpu" as const;
   readonly pool: BufferPool;
   readonly maxStorageBinding: number;
   readonly minStorageOffsetAlignment: number;
@@ -165,13 +226,18 @@ export class Engine {
   private pipelineFor(spec: KernelSpec): CachedPipeline {
     let cached = this.pipelines.get(spec.key);
     if (cached) return cached;
+    if (!spec.code) throw new Error(`kernel ${spec.key}: exists only on the WebAssembly backend`);
     const entries: GPUBindGroupLayoutEntry[] = spec.storage.map((access, binding) => ({
       binding,
       visibility: 4, /* COMPUTE */
       buffer: { type: access === "read" ? "read-only-storage" : "storage" },
     }));
     if (spec.uniforms.length > 0) {
-      entries.push({ binding: spec.storage.length, visibility: 4, buffer: { type: "uniform", hasDynamicOffset: true } });
+      entries.push({
+        binding: spec.storage.length,
+        visibility: 4,
+        buffer: { type: "uniform", hasDynamicOffset: true },
+      });
     }
     const layout = this.device.createBindGroupLayout({ entries });
     const module = this.device.createShaderModule({ code: spec.code, label: spec.key });
@@ -195,7 +261,7 @@ export class Engine {
    */
   dispatch(
     spec: KernelSpec,
-    buffers: (PooledBuffer | { pb: PooledBuffer; offset: number; size: number })[],
+    buffers: Binding[],
     params: number[],
     workgroups: [number, number?, number?],
   ): void {
@@ -203,12 +269,16 @@ export class Engine {
       throw new Error(`kernel ${spec.key}: ${buffers.length} buffers bound, ${spec.storage.length} declared`);
     }
     if (params.length !== spec.uniforms.length) {
-      throw new Error(`kernel ${spec.key}: ${params.length} uniforms given, ${spec.uniforms.length} declared`);
+      throw new Error(
+        `kernel ${spec.key}: ${params.length} uniforms given, ${spec.uniforms.length} declared`,
+      );
     }
     const [x, y = 1, z = 1] = workgroups;
     if (x === 0 || y === 0 || z === 0) return;
     if (x > this.maxWorkgroupsPerDim || y > this.maxWorkgroupsPerDim || z > this.maxWorkgroupsPerDim) {
-      throw new Error(`kernel ${spec.key}: grid ${x}x${y}x${z} exceeds ${this.maxWorkgroupsPerDim} per dimension`);
+      throw new Error(
+        `kernel ${spec.key}: grid ${x}x${y}x${z} exceeds ${this.maxWorkgroupsPerDim} per dimension`,
+      );
     }
     if (this.uniformSlot >= UNIFORM_SLOTS || this.pending >= MAX_PENDING_DISPATCHES) this.flush();
     const { id, pipeline, layout } = this.pipelineFor(spec);
@@ -233,7 +303,10 @@ export class Engine {
           : { binding, resource: { buffer: b.buffer, size: Math.min(b.capacity, this.maxStorageBinding) } }
       );
       if (spec.uniforms.length > 0) {
-        entries.push({ binding: spec.storage.length, resource: { buffer: this.uniformRing, offset: 0, size: spec.uniforms.length * 4 } });
+        entries.push({
+          binding: spec.storage.length,
+          resource: { buffer: this.uniformRing, offset: 0, size: spec.uniforms.length * 4 },
+        });
       }
       bindGroup = this.device.createBindGroup({ layout, entries });
       if (this.bindGroups.size >= MAX_BIND_GROUPS) this.bindGroups.clear();
@@ -292,7 +365,13 @@ export class Engine {
     this.endPass();
     if (!this.encoder) return;
     if (this.uniformSlot > 0) {
-      this.device.queue.writeBuffer(this.uniformRing, 0, this.uniformData, 0, this.uniformSlot * UNIFORM_SLOT);
+      this.device.queue.writeBuffer(
+        this.uniformRing,
+        0,
+        this.uniformData,
+        0,
+        this.uniformSlot * UNIFORM_SLOT,
+      );
     }
     this.device.queue.submit([this.encoder.finish()]);
     for (const b of this.stagingToDestroy) b.destroy();
@@ -313,10 +392,22 @@ export class Engine {
       this.device.queue.writeBuffer(pb.buffer, byteOffset, data.buffer, data.byteOffset, data.byteLength);
       return;
     }
-    const staging = this.device.createBuffer({ size: data.byteLength, usage: 0x04 /* COPY_SRC */, mappedAtCreation: true });
-    new Uint8Array(staging.getMappedRange()).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    const staging = this.device.createBuffer({
+      size: data.byteLength,
+      usage: 0x04, /* COPY_SRC */
+      mappedAtCreation: true,
+    });
+    new Uint8Array(staging.getMappedRange()).set(
+      new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
+    );
     staging.unmap();
-    this.copy({ id: 0, buffer: staging, capacity: data.byteLength, bytes: data.byteLength, lastBatch: -1 }, 0, pb, byteOffset, data.byteLength);
+    this.copy(
+      { id: 0, buffer: staging, ptr: 0, capacity: data.byteLength, bytes: data.byteLength, lastBatch: -1 },
+      0,
+      pb,
+      byteOffset,
+      data.byteLength,
+    );
     // Destroying after submit is allowed: the device frees it once the copy has run.
     this.stagingToDestroy.push(staging);
   }
@@ -326,9 +417,17 @@ export class Engine {
     const size = bucketSize(Math.max(bytes, 4));
     const staging = this.stagingFree.get(size)?.pop() ??
       this.device.createBuffer({ size, usage: MAP_READ_USAGE });
-    if (bytes > 0) this.copy(pb, byteOffset, { id: 0, buffer: staging, capacity: size, bytes, lastBatch: -1 }, 0, bytes);
+    if (bytes > 0) {
+      this.copy(
+        pb,
+        byteOffset,
+        { id: 0, buffer: staging, ptr: 0, capacity: size, bytes, lastBatch: -1 },
+        0,
+        bytes,
+      );
+    }
     await this.flushSoon();
-    await staging.mapAsync(1 /* GPUMapMode.READ */, 0, size);
+    await staging.mapAsync(1, /* GPUMapMode.READ */ 0, size);
     const out = staging.getMappedRange(0, size).slice(0, bytes);
     staging.unmap();
     let list = this.stagingFree.get(size);
@@ -365,10 +464,7 @@ export class Engine {
     }
   }
 
-  /** Splits `n` workgroups over x and y so no dimension passes the adapter's limit. */
   grid(workgroups: number): [number, number] {
-    if (workgroups <= this.maxWorkgroupsPerDim) return [workgroups, 1];
-    const y = Math.ceil(workgroups / this.maxWorkgroupsPerDim);
-    return [Math.ceil(workgroups / y), y];
+    return splitGrid(workgroups, this.maxWorkgroupsPerDim);
   }
 }

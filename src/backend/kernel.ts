@@ -8,6 +8,8 @@ export interface KernelDef {
   workgroupSize?: number;
   /** WGSL after the bindings; declares `@compute @workgroup_size(WG) fn main(...)`. */
   body: string;
+  /** The WebAssembly twin's export name (src/kernels/wasm); defaults to `name`. */
+  wasm?: string;
 }
 
 /**
@@ -37,11 +39,33 @@ export function defineKernel(def: KernelDef): KernelSpec {
   }
   lines.push(`const WG: u32 = ${wg}u;`, FLAT_ID, def.body);
   const code = lines.join("\n");
-  return { key: `${def.name}\n${code}`, code, storage: def.storage.map((s) => s.access), uniforms: uniforms.map((u) => u.type) };
+  return {
+    key: `${def.name}\n${code}`,
+    code,
+    wasm: def.wasm ?? def.name,
+    storage: def.storage.map((s) => s.access),
+    uniforms: uniforms.map((u) => u.type),
+  };
+}
+
+/**
+ * A kernel that exists only on the WebAssembly backend, for an op whose Wasm path is decomposed
+ * differently from its WGSL one (convolution: packed GEMM panels instead of one implicit-GEMM pass).
+ */
+export function wasmKernel(def: Pick<KernelDef, "name" | "storage" | "uniforms">): KernelSpec {
+  return {
+    key: `wasm:${def.name}`,
+    code: "",
+    wasm: def.name,
+    storage: def.storage.map((s) => s.access),
+    uniforms: (def.uniforms ?? []).map((u) => u.type),
+  };
 }
 
 /** Memoises kernels built from a variant key (an op name, a flag). */
-export function kernelFamily<K extends string | number>(build: (variant: K) => KernelDef): (variant: K) => KernelSpec {
+export function kernelFamily<K extends string | number>(
+  build: (variant: K) => KernelDef,
+): (variant: K) => KernelSpec {
   const cache = new Map<K, KernelSpec>();
   return (variant) => {
     let spec = cache.get(variant);

@@ -1,7 +1,7 @@
 // Batched matrix multiply with transposes folded into the indexing (so backward needs no transposed
 // copies), and `linear` on top of it.
 import { getEngine } from "../backend/device.ts";
-import { kernelFamily } from "../backend/kernel.ts";
+import { kernelFamily, wasmKernel } from "../backend/kernel.ts";
 import { chooseTile, gemmKernel, gemmWorkgroups } from "./gemm.ts";
 import { record, Tensor } from "../autograd/tensor.ts";
 import { add } from "./elementwise.ts";
@@ -38,6 +38,28 @@ const matmulKernel = kernelFamily((variant: string) => {
   if (u.accumulate == 1u) { out[i] += v; } else { out[i] = v; }`,
     tile: { rows, vecs, wx, wy },
   });
+});
+
+/** The WebAssembly GEMM (src/kernels/wasm/gemm.ts): any operand strides, a batch of products. */
+export const wasmGemmKernel = wasmKernel({
+  name: "gemm",
+  storage: [{ name: "a", access: "read" }, { name: "b", access: "read" }, { name: "c", access: "rw" }],
+  uniforms: [
+    "M",
+    "N",
+    "K",
+    "rsA",
+    "csA",
+    "rsB",
+    "csB",
+    "ldc",
+    "accumulate",
+    "batch",
+    "batchA",
+    "batchB",
+    "batchC",
+  ]
+    .map((name) => ({ name, type: "u32" as const })),
 });
 
 interface MatmulShape {
@@ -146,6 +168,15 @@ function matmulRaw(a: Tensor, b: Tensor, transA: boolean, transB: boolean): Tens
   const engine = getEngine();
   const limit = engine.maxStorageBinding, align = engine.minStorageOffsetAlignment;
   const lda = transA ? s.m : s.k, ldb = transB ? s.k : s.n, ldc = s.n;
+  if (engine.kind === "wasm") {
+    engine.dispatch(wasmGemmKernel, [a.buffer, b.buffer, out.buffer], [
+      ...[s.m, s.n, s.k],
+      ...(transA ? [1, lda] : [lda, 1]),
+      ...(transB ? [1, ldb] : [ldb, 1]),
+      ...[ldc, 0, s.batch, s.aBatched ? s.m * s.k : 0, s.bBatched ? s.k * s.n : 0, s.m * s.n],
+    ], [1]);
+    return out;
+  }
   for (const blk of planBlocks(s, transA, transB, limit)) {
     const m = blk.m1 - blk.m0, n = blk.n1 - blk.n0, k = blk.k1 - blk.k0;
     const tile = chooseTile(m, n);

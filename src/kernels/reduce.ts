@@ -48,6 +48,7 @@ fn reduced_offset(r: u32) -> u32 {
 /** One thread per output: for many outputs with short reductions. */
 const reduceThreadKernel = defineKernel({
   name: "reduce_sum_thread",
+  wasm: "reduce_sum",
   storage: [{ name: "x", access: "read" }, { name: "out", access: "rw" }],
   uniforms: UNIFORMS,
   body: `${DECODE}
@@ -63,6 +64,7 @@ ${main1d("j", "u.n_out")}
 const REDUCE_WG = 64;
 const reduceGroupKernel = defineKernel({
   name: "reduce_sum_group",
+  wasm: "reduce_sum",
   storage: [{ name: "x", access: "read" }, { name: "out", access: "rw" }],
   uniforms: UNIFORMS,
   workgroupSize: REDUCE_WG,

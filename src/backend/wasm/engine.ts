@@ -1,0 +1,347 @@
+// The WebAssembly backend: tensors live in one shared Wasm memory, kernels are the AssemblyScript twins of
+// the WGSL ones (src/kernels/wasm, compiled with SIMD), and a job runs on the main thread plus one worker
+// per further core, all calling the same export with their thread index. Kernels run when dispatched
+// (there is no queue to batch), so a read-back needs no wait.
+import { readFileSync } from "node:fs";
+import {
+  type Binding,
+  bucketSize,
+  type Engine,
+  type KernelSpec,
+  type PooledBuffer,
+  type PoolStats,
+  splitGrid,
+} from "../engine.ts";
+import { buildKernels, KERNEL_BINARY, kernelsStale } from "./build.ts";
+import { CTL } from "./protocol.ts";
+
+const PAGE = 65536;
+/** A Wasm32 memory addresses 4 GiB; the pool stops short of it with a clear error. */
+export const WASM_MEMORY_LIMIT = 65536 * PAGE;
+/** Per-thread scratch that kernels may use (GEMM packing panels); src/kernels/wasm/common.ts relies on it. */
+export const SCRATCH_PER_THREAD = 1 << 20;
+const ARGS_BYTES = 1024;
+/** Jobs touching fewer bytes run on the main thread alone: waking a worker costs more than they do. */
+const PARALLEL_MIN_BYTES = 1 << 16;
+const ALIGN = 64;
+
+type KernelFn = (tid: number, nth: number, args: number) => void;
+
+/**
+ * Blocks of the linear memory: exact-size free lists per pool bucket (a training loop asks for the same
+ * sizes every step, so it stops growing after the first), then first fit from coalesced spare blocks,
+ * then the top of the heap, growing the memory.
+ */
+class WasmPool {
+  private free = new Map<number, PooledBuffer[]>();
+  /** Address-ordered free blocks that no bucket list holds (after trim). */
+  private spare: { ptr: number; size: number }[] = [];
+  private nextId = 0;
+  private stats: PoolStats = { liveBytes: 0, liveBuffers: 0, pooledBytes: 0, pooledBuffers: 0, created: 0 };
+
+  constructor(private memory: WebAssembly.Memory, private top: number) {}
+
+  acquire(bytes: number): PooledBuffer {
+    const capacity = Math.ceil(bucketSize(bytes) / ALIGN) * ALIGN;
+    let pb = this.free.get(capacity)?.pop();
+    if (pb) {
+      this.stats.pooledBytes -= capacity;
+      this.stats.pooledBuffers--;
+    } else {
+      pb = {
+        id: ++this.nextId,
+        buffer: null as unknown as GPUBuffer,
+        ptr: this.carve(capacity),
+        capacity,
+        bytes,
+        lastBatch: -1,
+      };
+      this.stats.created++;
+    }
+    pb.bytes = bytes;
+    this.stats.liveBytes += capacity;
+    this.stats.liveBuffers++;
+    return pb;
+  }
+
+  private carve(size: number): number {
+    const i = this.spare.findIndex((b) => b.size >= size);
+    if (i >= 0) {
+      const b = this.spare[i];
+      const ptr = b.ptr;
+      if (b.size === size) this.spare.splice(i, 1);
+      else (b.ptr += size, b.size -= size);
+      return ptr;
+    }
+    const ptr = this.top;
+    if (ptr + size > WASM_MEMORY_LIMIT) {
+      throw new Error(
+        `WebAssembly backend: a tensor of ${size} bytes does not fit: ${this.stats.liveBytes} bytes are live and ` +
+          `a Wasm32 memory addresses at most 4 GiB. Use a smaller batch or model, or the WebGPU backend.`,
+      );
+    }
+    const have = this.memory.buffer.byteLength;
+    if (ptr + size > have) this.memory.grow(Math.ceil((ptr + size - have) / PAGE));
+    this.top = ptr + size;
+    return ptr;
+  }
+
+  release(pb: PooledBuffer): void {
+    this.stats.liveBytes -= pb.capacity;
+    this.stats.liveBuffers--;
+    this.stats.pooledBytes += pb.capacity;
+    this.stats.pooledBuffers++;
+    let list = this.free.get(pb.capacity);
+    if (!list) this.free.set(pb.capacity, list = []);
+    list.push(pb);
+  }
+
+  /**
+   * Merges every free block with its free neighbours (a Wasm memory cannot shrink, but merged space can
+   * hold tensors of other sizes) and lowers the top over free space at the end.
+   */
+  trim(): void {
+    const blocks = [...this.spare];
+    for (const list of this.free.values()) {
+      for (const pb of list) blocks.push({ ptr: pb.ptr, size: pb.capacity });
+    }
+    blocks.sort((a, b) => a.ptr - b.ptr);
+    const merged: { ptr: number; size: number }[] = [];
+    for (const b of blocks) {
+      const last = merged[merged.length - 1];
+      if (last && last.ptr + last.size === b.ptr) last.size += b.size;
+      else merged.push({ ...b });
+    }
+    const last = merged[merged.length - 1];
+    if (last && last.ptr + last.size === this.top) {
+      this.top = last.ptr;
+      merged.pop();
+    }
+    this.spare = merged;
+    this.free.clear();
+    this.stats.pooledBytes = 0;
+    this.stats.pooledBuffers = 0;
+  }
+
+  snapshot(): PoolStats {
+    return { ...this.stats };
+  }
+}
+
+export interface WasmEngineOptions {
+  /** Compute threads including the main thread; defaults to the machine's cores. */
+  threads?: number;
+}
+
+export class WasmEngine implements Engine {
+  readonly kind = "wasm" as const;
+  readonly pool: WasmPool;
+  // Twins index with 32-bit integers: one binding stays under 2 GiB (larger tensors go element-wise in chunks).
+  readonly maxStorageBinding = 2 ** 31 - 64;
+  readonly minStorageOffsetAlignment = ALIGN;
+  readonly maxWorkgroupsPerDim = 65535;
+  readonly pipelineCount = 0;
+  submits = 0;
+  dispatches = 0;
+  private views: { u8: Uint8Array; i32: Int32Array; f32: Float32Array } | null = null;
+  private ctl: Int32Array;
+  private fnIndex: Map<string, number>;
+  private fns: KernelFn[];
+
+  private constructor(
+    readonly memory: WebAssembly.Memory,
+    names: string[],
+    exports: WebAssembly.Exports,
+    private workers: Worker[],
+    readonly threads: number,
+    private ctlPtr: number,
+    private argsPtr: number,
+    private scratchPtr: number,
+    heapStart: number,
+  ) {
+    this.pool = new WasmPool(memory, heapStart);
+    this.ctl = new Int32Array(memory.buffer, ctlPtr, CTL.SLOTS);
+    this.fnIndex = new Map(names.map((n, i) => [n, i]));
+    this.fns = names.map((n) => exports[n] as KernelFn);
+  }
+
+  /** Loads (building first when the sources changed) the kernels and starts the worker threads. */
+  static async create(options: WasmEngineOptions = {}): Promise<WasmEngine> {
+    if (typeof WebAssembly === "undefined" || typeof SharedArrayBuffer === "undefined") {
+      throw new Error(
+        "The WebAssembly backend needs WebAssembly with shared memory (threads) in this runtime.",
+      );
+    }
+    if (kernelsStale()) {
+      console.error(`flannel: building the WebAssembly kernels (${KERNEL_BINARY})`);
+      await buildKernels();
+    }
+    const module = new WebAssembly.Module(readFileSync(KERNEL_BINARY));
+    const cores =
+      (globalThis.navigator as { hardwareConcurrency?: number } | undefined)?.hardwareConcurrency ?? 1;
+    const threads = Math.max(1, Math.floor(options.threads ?? cores));
+    const memory = new WebAssembly.Memory({ initial: 1, maximum: 65536, shared: true });
+    const instance = new WebAssembly.Instance(module, { env: { memory } });
+    const heapBase = (instance.exports.heap_base as () => number)();
+    const ctlPtr = Math.ceil(heapBase / ALIGN) * ALIGN;
+    const argsPtr = ctlPtr + ALIGN;
+    const scratchPtr = argsPtr + ARGS_BYTES;
+    const heapStart = scratchPtr + threads * SCRATCH_PER_THREAD;
+    memory.grow(Math.ceil(heapStart / PAGE) - memory.buffer.byteLength / PAGE);
+    const names = WebAssembly.Module.exports(module).filter((e) => e.kind === "function").map((e) => e.name);
+    const workers: Worker[] = [];
+    try {
+      for (let tid = 1; tid < threads; tid++) {
+        const worker = new Worker(new URL("./worker.ts", import.meta.url).href, { type: "module" });
+        workers.push(worker);
+        await new Promise<void>((resolve, reject) => {
+          worker.onmessage = () => resolve();
+          worker.onerror = (ev) => {
+            ev.preventDefault?.();
+            reject(new Error(`WebAssembly backend: compute worker ${tid} failed to start: ${ev.message}`));
+          };
+          worker.postMessage({ module, memory, names, tid, ctlPtr });
+        });
+      }
+    } catch (err) {
+      for (const w of workers) w.terminate();
+      throw err;
+    }
+    return new WasmEngine(
+      memory,
+      names,
+      instance.exports,
+      workers,
+      threads,
+      ctlPtr,
+      argsPtr,
+      scratchPtr,
+      heapStart,
+    );
+  }
+
+  private get mem() {
+    if (!this.views || this.views.u8.byteLength !== this.memory.buffer.byteLength) {
+      const buf = this.memory.buffer;
+      this.views = { u8: new Uint8Array(buf), i32: new Int32Array(buf), f32: new Float32Array(buf) };
+    }
+    return this.views;
+  }
+
+  dispatch(
+    spec: KernelSpec,
+    buffers: Binding[],
+    params: number[],
+    workgroups: [number, number?, number?],
+  ): void {
+    const name = spec.key.split("\n", 1)[0];
+    if (buffers.length !== spec.storage.length) {
+      throw new Error(`kernel ${name}: ${buffers.length} buffers bound, ${spec.storage.length} declared`);
+    }
+    if (params.length !== spec.uniforms.length) {
+      throw new Error(`kernel ${name}: ${params.length} uniforms given, ${spec.uniforms.length} declared`);
+    }
+    const index = spec.wasm === undefined ? undefined : this.fnIndex.get(spec.wasm);
+    if (index === undefined) {
+      throw new Error(`kernel ${name} has no WebAssembly twin (export "${spec.wasm}")`);
+    }
+    const [x, y = 1, z = 1] = workgroups;
+    if (x === 0 || y === 0 || z === 0) return;
+    // The argument block: binding addresses, uniforms, the WGSL grid, the scratch base (common.ts).
+    const { i32, f32 } = this.mem;
+    let slot = this.argsPtr >> 2;
+    let bytes = 0;
+    for (const b of buffers) {
+      const pb = "pb" in b ? b.pb : b;
+      if (!("pb" in b) && pb.bytes > this.maxStorageBinding) {
+        throw new Error(
+          `${name}: a tensor of ${pb.bytes} bytes exceeds one binding; this op does not split such tensors`,
+        );
+      }
+      i32[slot++] = pb.ptr + ("pb" in b ? b.offset : 0);
+      bytes += "pb" in b ? b.size : pb.bytes;
+    }
+    spec.uniforms.forEach((t, i) => {
+      if (t === "f32") f32[slot++] = params[i];
+      else i32[slot++] = params[i] | 0;
+    });
+    i32[slot++] = x;
+    i32[slot++] = y;
+    i32[slot++] = z;
+    i32[slot++] = this.scratchPtr;
+    this.run(index, bytes >= PARALLEL_MIN_BYTES ? this.threads : 1, name);
+    this.dispatches++;
+  }
+
+  private run(index: number, nth: number, name: string): void {
+    const fn = this.fns[index];
+    if (nth === 1 || this.workers.length === 0) {
+      fn(0, 1, this.argsPtr);
+      return;
+    }
+    const ctl = this.ctl;
+    ctl[CTL.FN] = index;
+    ctl[CTL.ARGS] = this.argsPtr;
+    ctl[CTL.NTH] = nth;
+    ctl[CTL.ERROR] = 0;
+    Atomics.store(ctl, CTL.DONE, 0);
+    Atomics.add(ctl, CTL.GEN, 1);
+    Atomics.notify(ctl, CTL.GEN);
+    let failure: unknown = null;
+    try {
+      fn(0, nth, this.argsPtr);
+    } catch (err) {
+      failure = err;
+    }
+    // Every worker acknowledges every job, so none can mistake the next job's fields for this one's.
+    for (
+      let done = Atomics.load(ctl, CTL.DONE);
+      done < this.workers.length;
+      done = Atomics.load(ctl, CTL.DONE)
+    ) {
+      Atomics.wait(ctl, CTL.DONE, done);
+    }
+    if (failure) throw failure;
+    if (ctl[CTL.ERROR]) {
+      throw new Error(`WebAssembly kernel ${name} trapped in compute thread ${ctl[CTL.ERROR]}`);
+    }
+  }
+
+  copy(src: PooledBuffer, srcOffset: number, dst: PooledBuffer, dstOffset: number, bytes: number): void {
+    if (bytes === 0) return;
+    const at = src.ptr + srcOffset;
+    this.mem.u8.copyWithin(dst.ptr + dstOffset, at, at + bytes);
+  }
+
+  write(pb: PooledBuffer, byteOffset: number, data: ArrayBufferView): void {
+    this.mem.u8.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), pb.ptr + byteOffset);
+  }
+
+  read(pb: PooledBuffer, byteOffset: number, bytes: number): Promise<ArrayBuffer> {
+    const at = pb.ptr + byteOffset;
+    return Promise.resolve(this.mem.u8.slice(at, at + bytes).buffer);
+  }
+
+  flush(): void {}
+
+  sync(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  trimPool(): void {
+    this.pool.trim();
+  }
+
+  grid(workgroups: number): [number, number] {
+    return splitGrid(workgroups, this.maxWorkgroupsPerDim);
+  }
+
+  /** Stops the worker threads (a process exits without this; tests that make several engines call it). */
+  close(): void {
+    this.ctl[CTL.FN] = -1;
+    Atomics.add(this.ctl, CTL.GEN, 1);
+    Atomics.notify(this.ctl, CTL.GEN);
+    for (const w of this.workers) w.terminate();
+    this.workers = [];
+  }
+}

@@ -1,0 +1,40 @@
+// A compute thread of the WebAssembly backend: it instantiates the kernels over the shared memory and then
+// runs its share of every job the main thread posts in the control block (see engine.ts), never returning
+// to its event loop: a job costs a futex wake, not a message.
+import { CTL } from "./protocol.ts";
+
+interface Start {
+  module: WebAssembly.Module;
+  memory: WebAssembly.Memory;
+  names: string[];
+  tid: number;
+  ctlPtr: number;
+}
+
+type KernelFn = (tid: number, nth: number, args: number) => void;
+
+self.onmessage = (ev: MessageEvent<Start>) => {
+  const { module, memory, names, tid, ctlPtr } = ev.data;
+  const instance = new WebAssembly.Instance(module, { env: { memory } });
+  const fns = names.map((n) => instance.exports[n] as KernelFn);
+  const ctl = new Int32Array(memory.buffer, ctlPtr, CTL.SLOTS);
+  // Read before saying ready, so a job posted right after is not mistaken for an old one.
+  let seen = Atomics.load(ctl, CTL.GEN);
+  self.postMessage("ready");
+  for (;;) {
+    Atomics.wait(ctl, CTL.GEN, seen);
+    seen = Atomics.load(ctl, CTL.GEN);
+    if (ctl[CTL.FN] < 0) break;
+    const nth = ctl[CTL.NTH];
+    if (tid < nth) {
+      try {
+        fns[ctl[CTL.FN]](tid, nth, ctl[CTL.ARGS]);
+      } catch {
+        Atomics.store(ctl, CTL.ERROR, tid);
+      }
+    }
+    Atomics.add(ctl, CTL.DONE, 1);
+    Atomics.notify(ctl, CTL.DONE);
+  }
+  self.close();
+};

@@ -1,0 +1,36 @@
+// AssemblyScript (compiled to kernels.wasm by src/backend/wasm/build.ts). Each kernel twin is
+//   export function <name>(tid: i32, nth: i32, args: usize): void
+// and is called on every compute thread at once (tid in [0, nth)), each doing its share. `args` points to
+// 4-byte slots: the byte address of each binding, in the WGSL kernel's order, then its uniforms in
+// declaration order (u32/i32/f32 bits), then the WGSL grid (x, y, z), then the base of the per-thread
+// scratch (SCRATCH bytes a thread, at base + tid * SCRATCH).
+
+export const SCRATCH: usize = 1 << 20;
+
+@inline export function argI(args: usize, i: i32): i32 {
+  return load<i32>(args + (<usize>i << 2));
+}
+
+@inline export function argF(args: usize, i: i32): f32 {
+  return load<f32>(args + (<usize>i << 2));
+}
+
+@inline export function argP(args: usize, i: i32): usize {
+  return <usize>load<u32>(args + (<usize>i << 2));
+}
+
+/** Thread tid's part [begin, end) of n items, in multiples of `align` (the last part takes the rest). */
+@inline export function shareBegin(tid: i32, nth: i32, n: i32, align: i32): i32 {
+  const per = ((n + nth - 1) / nth + align - 1) / align * align;
+  return min(n, tid * per);
+}
+
+@inline export function shareEnd(tid: i32, nth: i32, n: i32, align: i32): i32 {
+  const per = ((n + nth - 1) / nth + align - 1) / align * align;
+  return min(n, (tid + 1) * per);
+}
+
+/** The address of element i of f32/i32 array `base`. */
+@inline export function at(base: usize, i: i32): usize {
+  return base + (<usize>i << 2);
+}
