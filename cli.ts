@@ -34,7 +34,8 @@ const IMAGE_RUN_HELP = `Options:
                     classifier head (1000 classes there, 4 here) keeps its fresh initialisation
   --resume          continue a run in OUT: finished learner/fold pairs are skipped, a started one
                     continues from its last checkpoint (after a crash or Ctrl-C)
-  --backend NAME    auto | webgpu (default auto)`;
+  --backend NAME    auto | webgpu | wasm (default: $FLANNEL_BACKEND, else auto:
+                    WebGPU, or WebAssembly where no adapter exists)`;
 
 const HELP: Record<string, string> = {
   main: `flannel: FLANNEL (focal-loss neural-network ensemble for COVID-19 detection) on WebGPU
@@ -73,7 +74,8 @@ Options:
   --seed S          seed of data, split and training (default 0)
   --stage2-only     only stage 2, on synthetic learner outputs (5508 samples with the paper's imbalance,
                     about 2 minutes): the quick look at the ensembles
-  --backend NAME    auto | webgpu (default auto)
+  --backend NAME    auto | webgpu | wasm (default: $FLANNEL_BACKEND, else auto:
+                    WebGPU, or WebAssembly where no adapter exists)
   --help`,
   data: `flannel data: load chest X-ray sources and print the data set summary (the paper's Table 1)
 
@@ -135,7 +137,8 @@ Options:
   --images PATH    an image or a folder of images (repeat for several)
   --method NAME    the combiner (default FLANNEL; also Voting, Ensemble_MLP_1, Ensemble_MLP_2,
                    "FLANNEL w/o focal", "FLANNEL w/o focal + sampling")
-  --backend NAME   auto | webgpu (default auto)
+  --backend NAME   auto | webgpu | wasm (default: $FLANNEL_BACKEND, else auto:
+                    WebGPU, or WebAssembly where no adapter exists)
   --help`,
   cam: `flannel cam: class activation maps of each learner of an experiment on one image (Fig. 6)
 
@@ -150,7 +153,8 @@ Options:
   --image FILE     a PNG or JPEG chest X-ray
   --fold F         which fold's learners (default the first)
   --out FILE.png   where to write (default DIR/cam/<image name>.png)
-  --backend NAME   auto | webgpu (default auto)
+  --backend NAME   auto | webgpu | wasm (default: $FLANNEL_BACKEND, else auto:
+                    WebGPU, or WebAssembly where no adapter exists)
   --help`,
 };
 
@@ -198,7 +202,7 @@ async function demo(args: string[]): Promise<void> {
       folds: { type: "string" },
       seed: { type: "string" },
       "stage2-only": { type: "boolean" },
-      backend: { type: "string", default: "auto" },
+      backend: { type: "string" },
       help: { type: "boolean" },
     },
     strict: true,
@@ -206,7 +210,7 @@ async function demo(args: string[]): Promise<void> {
   if (values.help) return console.log(HELP.demo);
   const seed = intOption(values, "seed", 0, 0);
   const out = resolve(values.out!);
-  if (values["stage2-only"]) return stage2Demo(out, seed, intOption(values, "folds", 5, 2), values.backend!);
+  if (values["stage2-only"]) return stage2Demo(out, seed, intOption(values, "folds", 5, 2), values.backend);
   let dataDirs = values.data ?? [];
   if (dataDirs.length === 0) {
     const total = intOption(values, "images", fl.train.DEFAULT_SYNTHETIC_TOTAL, 40);
@@ -242,9 +246,9 @@ async function demo(args: string[]): Promise<void> {
 }
 
 /** The quick demo: stage 2 alone on synthetic learner outputs with the paper's imbalance. */
-async function stage2Demo(out: string, seed: number, folds: number, backend: string): Promise<void> {
+async function stage2Demo(out: string, seed: number, folds: number, backend?: string): Promise<void> {
   const samples = 5508, epochs = 20;
-  const info = await fl.init({ backend: backend as "auto" });
+  const info = await fl.init({ backend: backend as fl.InitOptions["backend"] });
   console.log(`backend: ${info.backend} on ${info.adapter} (${info.runtime})`);
   console.log(
     `data: embedded synthetic learner outputs, ${samples} samples, paper class imbalance (seed ${seed})`,
@@ -339,7 +343,7 @@ const IMAGE_RUN_OPTIONS = {
   subsample: { type: "string" },
   pretrained: { type: "string" },
   resume: { type: "boolean" },
-  backend: { type: "string", default: "auto" },
+  backend: { type: "string" },
   help: { type: "boolean" },
 } as const;
 
@@ -389,7 +393,7 @@ async function prepareImageRun(command: string, values: ImageRunValues) {
   };
   const out = resolve(values.out);
 
-  const info = await fl.init({ backend: values.backend as "auto" });
+  const info = await fl.init({ backend: values.backend as fl.InitOptions["backend"] });
   console.log(`backend: ${info.backend} on ${info.adapter} (${info.runtime})`);
   const loaded = fl.data.loadDataset(dirs);
   console.log(
@@ -600,7 +604,7 @@ async function predict(args: string[]): Promise<void> {
       run: { type: "string" },
       images: { type: "string", multiple: true },
       method: { type: "string", default: "FLANNEL" },
-      backend: { type: "string", default: "auto" },
+      backend: { type: "string" },
       help: { type: "boolean" },
     },
     strict: true,
@@ -618,7 +622,7 @@ async function predict(args: string[]): Promise<void> {
       files.push(...found);
     } else files.push(resolve(p));
   }
-  await fl.init({ backend: values.backend as "auto" });
+  await fl.init({ backend: values.backend as fl.InitOptions["backend"] });
   const result = await fl.train.predictFiles(resolve(values.run), files, { method: values.method });
   for (const s of result.skipped) console.error(`unreadable, left out: ${s.reason}`);
   const classes = fl.metrics.CLASS_NAMES;
@@ -639,7 +643,7 @@ async function cam(args: string[]): Promise<void> {
       image: { type: "string" },
       fold: { type: "string" },
       out: { type: "string" },
-      backend: { type: "string", default: "auto" },
+      backend: { type: "string" },
       help: { type: "boolean" },
     },
     strict: true,
@@ -649,7 +653,7 @@ async function cam(args: string[]): Promise<void> {
   if (!values.image) fail("cam: give --image FILE");
   if (!existsSync(values.image)) fail(`cam: ${values.image} does not exist`);
   const fold = values.fold === undefined ? undefined : intOption(values, "fold", 0, 0);
-  await fl.init({ backend: values.backend as "auto" });
+  await fl.init({ backend: values.backend as fl.InitOptions["backend"] });
   const run = resolve(values.run);
   const png = await fl.train.camFigure(run, resolve(values.image), { fold });
   const out = values.out ?? join(run, "cam", `${basename(values.image).replace(/\.[^.]*$/, "")}.png`);

@@ -52,7 +52,11 @@ test("a Linear(25088, 4096) as VGG19's classifier: init, forward, both gradients
   const w2 = await layer.weight.toArray();
   // Adam's first step moves every weight with a non-zero gradient by lr (times the sign of its gradient).
   for (const i of [0, 1337 * inF + 5, outF * inF - 1]) {
-    assertClose(w2[i], w[i] - 0.01 * Math.sign(gw[i]), { rtol: 1e-4, atol: 1e-6, msg: `w after Adam [${i}]` });
+    assertClose(w2[i], w[i] - 0.01 * Math.sign(gw[i]), {
+      rtol: 1e-4,
+      atol: 1e-6,
+      msg: `w after Adam [${i}]`,
+    });
   }
   opt.dispose();
   layer.dispose();

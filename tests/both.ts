@@ -3,23 +3,26 @@ import { spawn } from "node:child_process";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import process from "node:process";
 
-// tests/stage2.test.ts and tests/experiment.test.ts write one seeded run per runtime here; the two runtimes
-// must agree to 1e-6.
-const ARTIFACTS = [
+// The suite runs four times: Deno and Bun, each on WebGPU and on the WebAssembly backend. Tests leave
+// results in runs/test-artifacts/<name>-<runtime>-<backend>.json (tests/harness.ts `artifactPath`): one seeded
+// stage-2 run and one seeded image experiment must agree between the runtimes to 1e-6 on each backend and
+// between the backends to 1e-4; every op's forward output and gradients (tests/opcheck.ts) between the
+// backends to 1e-4 relative to the tensor's largest magnitude.
+const RUNTIMES = ["deno", "bun"] as const;
+const BACKENDS = ["webgpu", "wasm"] as const;
+const artifact = (name: string, runtime: string, backend: string) =>
+  `runs/test-artifacts/${name}-${runtime}-${backend}.json`;
+const RESULTS = [
   { name: "stage2", what: "one seeded stage-2 run" },
   { name: "experiment", what: "one seeded image experiment (stage 1 and stage 2)" },
-].map((a) => ({
-  ...a,
-  deno: `runs/test-artifacts/${a.name}-deno.json`,
-  bun: `runs/test-artifacts/${a.name}-bun.json`,
-}));
-for (const a of ARTIFACTS) for (const f of [a.deno, a.bun]) rmSync(f, { force: true });
+];
+rmSync("runs/test-artifacts", { recursive: true, force: true });
 
 const args = process.argv.slice(2);
-const runs: [string, string[]][] = [
-  ["deno", ["run", "-A", "tests/run.ts", ...args]],
-  ["bun", ["run", "tests/run.ts", ...args]],
-];
+const runs: [string, string[]][] = BACKENDS.flatMap((backend) => [
+  ["deno", ["run", "-A", "tests/run.ts", "--backend", backend, ...args]] as [string, string[]],
+  ["bun", ["run", "tests/run.ts", "--backend", backend, ...args]] as [string, string[]],
+]);
 
 function runOne(cmd: string, cmdArgs: string[]): Promise<{ passed: number; failed: number }> {
   return new Promise((resolve) => {
@@ -35,7 +38,7 @@ function runOne(cmd: string, cmdArgs: string[]): Promise<{ passed: number; faile
         const m = /^(\d+) passed, (\d+) failed$/.exec(line);
         // Each runtime's own closing line is shown prefixed so that only the combined one stands alone.
         if (m) last = { passed: +m[1], failed: +m[2] };
-        console.log(m ? `${cmd}: ${line}` : line);
+        console.log(m ? `${cmd} ${cmdArgs[cmdArgs.indexOf("--backend") + 1]}: ${line}` : line);
       }
     });
     child.on("error", (err) => {
@@ -73,13 +76,60 @@ function maxDiff(a: unknown, b: unknown): number {
   return a === b ? 0 : Infinity;
 }
 
-for (const a of ARTIFACTS) {
-  if (!existsSync(a.deno) || !existsSync(a.bun)) continue;
-  const diff = maxDiff(JSON.parse(readFileSync(a.deno, "utf8")), JSON.parse(readFileSync(a.bun, "utf8")));
-  const ok = diff <= 1e-6;
-  console.log(`${ok ? "ok  " : "FAIL"}  deno vs bun: ${a.what}, largest difference ${diff}`);
+/** Largest difference between two tensors' values relative to the larger of their largest magnitudes. */
+function relativeDiff(a: number[], b: number[]): number {
+  if (a.length !== b.length) return Infinity;
+  let diff = 0, scale = 0;
+  a.forEach((v, i) => {
+    diff = Math.max(diff, Math.abs(v - b[i]));
+    scale = Math.max(scale, Math.abs(v), Math.abs(b[i]));
+  });
+  return scale === 0 ? diff : diff / scale;
+}
+
+function check(ok: boolean, line: string): void {
+  console.log(`${ok ? "ok  " : "FAIL"}  ${line}`);
   if (ok) passed++;
   else failed++;
+}
+
+const readJson = (f: string) => existsSync(f) ? JSON.parse(readFileSync(f, "utf8")) : null;
+for (const r of RESULTS) {
+  for (const backend of BACKENDS) {
+    const [d, b] = RUNTIMES.map((rt) => readJson(artifact(r.name, rt, backend)));
+    if (!d || !b) continue;
+    const diff = maxDiff(d, b);
+    check(diff <= 1e-6, `deno vs bun on ${backend}: ${r.what}, largest difference ${diff}`);
+  }
+  for (const runtime of RUNTIMES) {
+    const [g, w] = BACKENDS.map((be) => readJson(artifact(r.name, runtime, be)));
+    if (!g || !w) continue;
+    const diff = maxDiff(g, w);
+    check(diff <= 1e-4, `webgpu vs wasm in ${runtime}: ${r.what}, largest difference ${diff}`);
+  }
+}
+for (const runtime of RUNTIMES) {
+  const [g, w] = BACKENDS.map((be) =>
+    readJson(artifact("ops", runtime, be)) as Record<string, number[][]> | null
+  );
+  if (!g || !w) continue;
+  const names = Object.keys(g);
+  let worst = { name: "", diff: 0 };
+  const missing = names.filter((n) => !w[n]);
+  for (const n of names) {
+    if (!w[n]) continue;
+    const diff = w[n].length === g[n].length
+      ? Math.max(...g[n].map((t, i) => relativeDiff(t, w[n][i])))
+      : Infinity;
+    if (!(diff <= worst.diff)) worst = { name: n, diff };
+  }
+  check(
+    missing.length === 0 && worst.diff <= 1e-4,
+    `webgpu vs wasm in ${runtime}: forward and gradients of ${names.length} op cases, largest relative difference ` +
+      `${worst.diff.toExponential(2)} (${worst.name})${
+        missing.length ? `; missing on wasm: ${missing.join(", ")}` : ""
+      }`,
+  );
 }
 console.log(`\n${passed} passed, ${failed} failed`);
 process.exit(failed > 0 ? 1 : 0);

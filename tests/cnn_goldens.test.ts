@@ -110,7 +110,8 @@ const OP_TOL = { rtol: 1e-4, atol: 1e-5 };
 // Five float32 training steps against PyTorch's float32 run.
 const TRAJ_TOL = { rtol: 1e-3, atol: 1e-5 };
 
-const upload = (t: T, requiresGrad = false) => fl.tensor(Float32Array.from(t.data), t.shape, { requiresGrad });
+const upload = (t: T, requiresGrad = false) =>
+  fl.tensor(Float32Array.from(t.data), t.shape, { requiresGrad });
 
 async function expectTensor(actual: fl.Tensor, want: T, msg: string, tol = OP_TOL): Promise<void> {
   assertEquals(actual.shape, want.shape, `${msg} shape`);
@@ -217,7 +218,11 @@ for (const c of goldens.avgPool2d) {
 
 for (const c of goldens.adaptiveAvgPool2d) {
   test(`adaptiveAvgPool2d golden ${c.name}`, async () => {
-    await checkOp(c, [{ name: "x", value: c.x, grad: c.grad_x }], (xs) => fl.F.adaptiveAvgPool2d(xs[0], c.output_size));
+    await checkOp(
+      c,
+      [{ name: "x", value: c.x, grad: c.grad_x }],
+      (xs) => fl.F.adaptiveAvgPool2d(xs[0], c.output_size),
+    );
   });
 }
 
@@ -294,12 +299,19 @@ for (const c of goldens.trajectory) {
         const want = c.final_state[key];
         const got = state[key];
         assertEquals(got.size, want.data.length, `${c.name}: ${key} size`);
-        const values = Array.from(got.dtype === "int32" ? await got.toInt32Array() : await got.toArray(), Number);
+        const values = Array.from(
+          got.dtype === "int32" ? await got.toInt32Array() : await got.toArray(),
+          Number,
+        );
         if (isCount(key)) {
           assertEquals(values, want.data, `${c.name}: ${key}`);
         } else if (c.noise_keys.includes(key)) {
           // Rounding noise decides these (see the fixture's docstring): only a bound holds.
-          assertClose(values, want.data, { rtol: 0, atol: 2 * c.lr * c.steps, msg: `${c.name}: ${key} (noise key)` });
+          assertClose(values, want.data, {
+            rtol: 0,
+            atol: 2 * c.lr * c.steps,
+            msg: `${c.name}: ${key} (noise key)`,
+          });
         } else {
           assertClose(values, want.data, { ...TRAJ_TOL, msg: `${c.name}: final ${key}` });
         }

@@ -8,7 +8,7 @@ await fl.init();
 import { assert, assertClose, assertEquals, assertThrows, test } from "./harness.ts";
 import * as ref from "./reference.ts";
 import type { Arr } from "./reference.ts";
-import { checkOp as checkOpWith, type OpCase, rng, type Tol, toDevice } from "./opcheck.ts";
+import { checkOp as checkOpWith, type OpCase, rng, toDevice, type Tol } from "./opcheck.ts";
 
 type Tensor = fl.Tensor;
 const FWD: Tol = { rtol: 1e-5, atol: 1e-5 };

@@ -1,11 +1,12 @@
 // The image experiment end to end on ../shared/data/chestxray64 (two tiny learners, two folds, one epoch:
 // a check of the plumbing, not of accuracy), and stacking learner outputs.
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as fl from "../mod.ts";
 import {
+  artifactPath,
   assert,
   assertClose,
   assertEquals,
@@ -95,11 +96,8 @@ test("experiment on chestxray64: two tiny learners, two folds; every Table 3 row
   assertEquals(result.methods[2].folds[1].confusion, voting.confusion);
   assertEquals(result.stage1.length, 4);
   // tests/both.ts compares this file between Deno and Bun: the same seed must give the same experiment.
-  const artifacts = join(repo, "runs", "test-artifacts");
-  mkdirSync(artifacts, { recursive: true });
-  const runtime = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined" ? "bun" : "deno";
   writeFileSync(
-    join(artifacts, `experiment-${runtime}.json`),
+    artifactPath("experiment"),
     JSON.stringify({
       stage1: result.stage1,
       methods: result.methods.map((m) => ({

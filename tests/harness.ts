@@ -1,3 +1,7 @@
+import { mkdirSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { backendInfo } from "../src/backend/device.ts";
 // A test harness that runs unchanged in Deno and Bun: tests register here, tests/run.ts runs them.
 export type TestFn = () => void | Promise<void>;
 export interface TestCase {
@@ -44,7 +48,10 @@ export function assertClose(
   for (let i = 0; i < a.length; i++) {
     const diff = Math.abs(a[i] - e[i]);
     const excess = diff - (atol + rtol * Math.abs(e[i]));
-    if (Number.isNaN(a[i]) !== Number.isNaN(e[i]) || excess > worstExcess || (Number.isNaN(diff) && !Number.isNaN(e[i]))) {
+    if (
+      Number.isNaN(a[i]) !== Number.isNaN(e[i]) || excess > worstExcess ||
+      (Number.isNaN(diff) && !Number.isNaN(e[i]))
+    ) {
       if (worst < 0 || excess > worstExcess || Number.isNaN(excess)) {
         worst = i;
         worstExcess = Number.isNaN(excess) ? Infinity : excess;
@@ -53,7 +60,9 @@ export function assertClose(
   }
   if (worst >= 0) {
     throw new AssertionError(
-      `${prefix}element ${worst} of ${a.length}: got ${a[worst]}, expected ${e[worst]} (rtol ${rtol}, atol ${atol})`,
+      `${prefix}element ${worst} of ${a.length}: got ${a[worst]}, expected ${
+        e[worst]
+      } (rtol ${rtol}, atol ${atol})`,
     );
   }
 }
@@ -69,7 +78,9 @@ export function assertThrows(fn: () => unknown, pattern: RegExp | string): void 
     fn();
   } catch (err) {
     if (!errorMatches(err, pattern)) {
-      throw new AssertionError(`error message ${JSON.stringify(String((err as Error)?.message ?? err))} does not match ${pattern}`);
+      throw new AssertionError(
+        `error message ${JSON.stringify(String((err as Error)?.message ?? err))} does not match ${pattern}`,
+      );
     }
     return;
   }
@@ -81,9 +92,24 @@ export async function assertRejects(fn: () => Promise<unknown>, pattern: RegExp 
     await fn();
   } catch (err) {
     if (!errorMatches(err, pattern)) {
-      throw new AssertionError(`error message ${JSON.stringify(String((err as Error)?.message ?? err))} does not match ${pattern}`);
+      throw new AssertionError(
+        `error message ${JSON.stringify(String((err as Error)?.message ?? err))} does not match ${pattern}`,
+      );
     }
     return;
   }
   throw new AssertionError(`expected a rejection matching ${pattern}, but the promise resolved`);
+}
+
+/**
+ * Where a test leaves a result that tests/both.ts compares across runtimes and backends:
+ * runs/test-artifacts/<name>-<runtime>-<backend>.json.
+ */
+export function artifactPath(name: string): string {
+  const g = globalThis as { Bun?: unknown };
+  const runtime = g.Bun !== undefined ? "bun" : "deno";
+  const backend = backendInfo()?.backend ?? "none";
+  const dir = join(dirname(fileURLToPath(import.meta.url)), "..", "runs", "test-artifacts");
+  mkdirSync(dir, { recursive: true });
+  return join(dir, `${name}-${runtime}-${backend}.json`);
 }

@@ -27,6 +27,12 @@ export const toDevice = (x: Arr, requiresGrad = false): Tensor =>
 
 export const rng = (seed: number) => new Rng(seed);
 
+/**
+ * Every checked op's forward output and input gradients, by case name: tests/run.ts writes them out and
+ * tests/both.ts compares the WebAssembly backend's with WebGPU's.
+ */
+export const opRecords: Record<string, number[][]> = {};
+
 /** Runs `c` with the file's default tolerances (`c.fwd`/`c.bwd` override them). */
 export async function checkOp(c: OpCase, defaults: { fwd: Tol; bwd: Tol }): Promise<void> {
   const before = fl.liveTensorCount();
@@ -36,7 +42,9 @@ export async function checkOp(c: OpCase, defaults: { fwd: Tol; bwd: Tol }): Prom
     const out = c.device(ts);
     const expected = c.ref(c.inputs);
     assertEquals(out.shape, expected.shape, `${c.name}: output shape`);
-    assertClose(await out.toArray(), expected.data, { ...defaults.fwd, ...c.fwd, msg: `${c.name}: forward` });
+    const values = await out.toArray();
+    const record = opRecords[c.name] = [Array.from(values)];
+    assertClose(values, expected.data, { ...defaults.fwd, ...c.fwd, msg: `${c.name}: forward` });
     if (!which.some(Boolean)) return;
     const r = new Rng(c.seed ?? 1234).randn(expected.shape);
     fl.F.sum(fl.F.mul(out, toDevice(r))).backward();
@@ -49,7 +57,9 @@ export async function checkOp(c: OpCase, defaults: { fwd: Tol; bwd: Tol }): Prom
       const g = ts[k].grad;
       assert(g !== null, `${c.name}: input ${k} has no gradient`);
       assertEquals(g.shape, ts[k].shape, `${c.name}: gradient ${k} shape`);
-      assertClose(await g.toArray(), num[k]!, { ...defaults.bwd, ...c.bwd, msg: `${c.name}: gradient of input ${k}` });
+      const grad = await g.toArray();
+      record.push(Array.from(grad));
+      assertClose(grad, num[k]!, { ...defaults.bwd, ...c.bwd, msg: `${c.name}: gradient of input ${k}` });
     }
   });
   assertEquals(fl.liveTensorCount(), before, `${c.name}: live tensors after the scope`);

@@ -7,7 +7,7 @@ await fl.init();
 import { assert, assertClose, assertEquals, assertRejects, assertThrows, test } from "./harness.ts";
 import * as ref from "./reference.ts";
 import { type Arr, Rng } from "./reference.ts";
-import { checkOp as checkOpWith, type OpCase, rng, type Tol, toDevice } from "./opcheck.ts";
+import { checkOp as checkOpWith, type OpCase, rng, toDevice, type Tol } from "./opcheck.ts";
 import { threefry2x32 } from "../src/kernels/random.ts";
 
 type Tensor = fl.Tensor;
@@ -15,7 +15,6 @@ const FWD: Tol = { rtol: 1e-5, atol: 1e-6 };
 const BWD: Tol = { rtol: 1e-4, atol: 1e-5 };
 const TOL = { fwd: FWD, bwd: BWD };
 const checkOp = (c: OpCase) => checkOpWith(c, TOL);
-
 
 // ---------------------------------------------------------------------------------------------------------
 // Element-wise

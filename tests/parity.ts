@@ -21,7 +21,9 @@ const BUILDERS: Record<string, Builder> = {
 };
 
 const names = process.argv.slice(2).filter((a) => !a.startsWith("-"));
-for (const n of names) if (!(n in BUILDERS)) throw new Error(`unknown model ${n}; one of ${Object.keys(BUILDERS).join(", ")}`);
+for (const n of names) {
+  if (!(n in BUILDERS)) throw new Error(`unknown model ${n}; one of ${Object.keys(BUILDERS).join(", ")}`);
+}
 const models = names.length ? names : Object.keys(BUILDERS);
 const info = await fl.init();
 const dir = mkdtempSync(join(tmpdir(), "flannel-parity-"));
@@ -31,7 +33,9 @@ let failures = 0;
 try {
   for (const name of models) {
     const py = spawnSync("/usr/bin/python3", [script, dir, name], { encoding: "utf8" });
-    if (py.status !== 0) throw new Error(`make_parity.py ${name} failed (is python3-torchvision installed?):\n${py.stderr}`);
+    if (py.status !== 0) {
+      throw new Error(`make_parity.py ${name} failed (is python3-torchvision installed?):\n${py.stderr}`);
+    }
     const t0 = performance.now();
     const record = await fl.io.loadSafetensors(join(dir, `${name}.safetensors`));
     rmSync(join(dir, `${name}.safetensors`));
@@ -40,16 +44,18 @@ try {
     model.loadStateDict(stateDict);
     model.eval();
     const t1 = performance.now();
-    const logits = await fl.scope(() => fl.noGrad(() => model.forward(fl.tensor(input.data as Float32Array, input.shape))).toArray());
+    const logits = await fl.scope(() =>
+      fl.noGrad(() => model.forward(fl.tensor(input.data as Float32Array, input.shape))).toArray()
+    );
     const t2 = performance.now();
     const scaleOf = Math.max(...Array.from(expected.data, Math.abs));
     const diff = Math.max(...Array.from(logits, (v, i) => Math.abs(v - expected.data[i])));
     const ok = diff <= 1e-3 * scaleOf;
     if (!ok) failures++;
     rows.push(
-      `| ${name} | ${model.parameterCount().toLocaleString("en")} | ${(diff / scaleOf).toExponential(2)} | ${ok ? "ok" : "FAIL"} | ${
-        ((t1 - t0) / 1000).toFixed(1)
-      } s | ${((t2 - t1) / 1000).toFixed(1)} s |`,
+      `| ${name} | ${model.parameterCount().toLocaleString("en")} | ${(diff / scaleOf).toExponential(2)} | ${
+        ok ? "ok" : "FAIL"
+      } | ${((t1 - t0) / 1000).toFixed(1)} s | ${((t2 - t1) / 1000).toFixed(1)} s |`,
     );
     console.log(rows[rows.length - 1]);
     model.dispose();

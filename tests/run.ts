@@ -1,13 +1,19 @@
 // Runs tests/*.test.ts (or those whose path contains one of the arguments) in this runtime, one after the
 // other, and ends with the line `N passed, N failed`. The same file runs under Deno and Bun.
-import { readdirSync } from "node:fs";
+//   --backend wasm|webgpu   the backend every test's `fl.init()` opens (default: FLANNEL_BACKEND, else auto)
+import { readdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import process from "node:process";
-import { registry, setCurrentFile } from "./harness.ts";
+import { artifactPath, registry, setCurrentFile } from "./harness.ts";
+import { opRecords } from "./opcheck.ts";
+import { backendInfo } from "../src/backend/device.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const filters = process.argv.slice(2).filter((a) => !a.startsWith("-"));
+const argv = process.argv.slice(2);
+const backendAt = argv.indexOf("--backend");
+if (backendAt >= 0) process.env.FLANNEL_BACKEND = argv.splice(backendAt, 2)[1];
+const filters = argv.filter((a) => !a.startsWith("-"));
 const files = readdirSync(here)
   .filter((f) => f.endsWith(".test.ts"))
   .filter((f) => filters.length === 0 || filters.some((p) => f.includes(p)))
@@ -33,6 +39,13 @@ for (const t of registry) {
     console.log("      " + String((err as Error)?.stack ?? err).split("\n").slice(0, 6).join("\n      "));
   }
 }
-console.log(`${runtime}: ${registry.length} tests in ${((performance.now() - started) / 1000).toFixed(1)}s`);
+// Every op's outputs and gradients, for tests/both.ts to compare between backends.
+if (Object.keys(opRecords).length > 0) writeFileSync(artifactPath("ops"), JSON.stringify(opRecords));
+const backend = backendInfo();
+console.log(
+  `${runtime} (${
+    backend ? `${backend.backend}: ${backend.adapter}` : "no backend opened"
+  }): ${registry.length} tests in ${((performance.now() - started) / 1000).toFixed(1)}s`,
+);
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed > 0 ? 1 : 0);

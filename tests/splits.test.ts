@@ -8,7 +8,13 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Generator } from "../src/kernels/random.ts";
 import { CLASS_NAMES } from "../src/train/metrics.ts";
-import { loadSplit, type PatientSplit, patientSplit, saveSplit, type SplitRecord } from "../src/train/splits.ts";
+import {
+  loadSplit,
+  type PatientSplit,
+  patientSplit,
+  saveSplit,
+  type SplitRecord,
+} from "../src/train/splits.ts";
 import { assert, assertEquals, assertThrows, test } from "./harness.ts";
 import { parseCsv } from "../src/train/data.ts";
 
@@ -81,7 +87,9 @@ function checkSplit(records: readonly SplitRecord[], split: PatientSplit, kept?:
   assertEquals(seen.size, all.size, "images placed");
   const trainSet = new Set(train);
   assertEquals(trainSet.size, train.length, "train has no duplicates");
-  for (const i of all) assert(trainSet.has(i) !== test.includes(i), `image ${i} must be in exactly one of train/test`);
+  for (const i of all) {
+    assert(trainSet.has(i) !== test.includes(i), `image ${i} must be in exactly one of train/test`);
+  }
   for (const [k, f] of foldSplits.entries()) {
     assert(f.val.length > 0 && f.train.length > 0, `fold ${k} is empty`);
     assertEquals(f.train.length + f.val.length, train.length, `fold ${k} covers train`);
@@ -96,7 +104,9 @@ function checkSplit(records: readonly SplitRecord[], split: PatientSplit, kept?:
     partOf.set(id, part);
   }
   // Class quotas.
-  const total = new Map<number, number>(), maxPerPatient = new Map<number, number>(), perPatient = new Map<string, number>();
+  const total = new Map<number, number>(),
+    maxPerPatient = new Map<number, number>(),
+    perPatient = new Map<string, number>();
   for (const i of all) {
     const l = records[i].label;
     total.set(l, (total.get(l) ?? 0) + 1);
@@ -107,7 +117,10 @@ function checkSplit(records: readonly SplitRecord[], split: PatientSplit, kept?:
   const parts: [string, number[], number][] = [
     ["test", test, testFraction],
     ["train", train, 1 - testFraction],
-    ...foldSplits.map((f, k): [string, number[], number] => [`fold ${k} val`, f.val, (1 - testFraction) / folds]),
+    ...foldSplits.map((
+      f,
+      k,
+    ): [string, number[], number] => [`fold ${k} val`, f.val, (1 - testFraction) / folds]),
   ];
   const dev: Deviation = { worst: -Infinity, worstImages: 0, worstShare: 0, where: "" };
   for (const [name, idx, share] of parts) {
@@ -116,7 +129,12 @@ function checkSplit(records: readonly SplitRecord[], split: PatientSplit, kept?:
     for (const [l, n] of total) {
       const diff = Math.abs((count.get(l) ?? 0) - share * n);
       const excess = diff - Math.max(1, maxPerPatient.get(l)!);
-      if (excess > dev.worst) [dev.worst, dev.where] = [excess, `${name}, class ${l}: ${count.get(l) ?? 0} images, target ${(share * n).toFixed(2)}`];
+      if (excess > dev.worst) {
+        [dev.worst, dev.where] = [
+          excess,
+          `${name}, class ${l}: ${count.get(l) ?? 0} images, target ${(share * n).toFixed(2)}`,
+        ];
+      }
       dev.worstImages = Math.max(dev.worstImages, diff);
       dev.worstShare = Math.max(dev.worstShare, Math.abs((count.get(l) ?? 0) / idx.length - n / all.size));
     }
@@ -132,11 +150,17 @@ test("synthetic records: patient-disjoint, every image once, class counts within
   for (const [testFraction, folds] of [[0.2, 5], [0.3, 3], [0.1, 10], [0.5, 2]]) {
     for (const seed of [0, 1, 2, 3, 12345]) {
       const split = patientSplit(records, { testFraction, folds, seed });
-      assertEquals([split.seed, split.testFraction, split.folds], [seed, testFraction, folds], "echoed options");
+      assertEquals(
+        [split.seed, split.testFraction, split.folds],
+        [seed, testFraction, folds],
+        "echoed options",
+      );
       worst = Math.max(worst, checkSplit(records, split).worstImages);
     }
   }
-  console.log(`      synthetic (${records.length} images): worst class-count deviation ${worst.toFixed(2)} images`);
+  console.log(
+    `      synthetic (${records.length} images): worst class-count deviation ${worst.toFixed(2)} images`,
+  );
 });
 
 test("defaults: a 4:1 split with 5 folds; indices ascending; the file-list hash only when every record has a file", () => {
@@ -152,7 +176,11 @@ test("defaults: a 4:1 split with 5 folds; indices ascending; the file-list hash 
   const noFiles = records.map(({ label, patientId }) => ({ label, patientId }));
   const bare = patientSplit(noFiles, { seed: 1 });
   assertEquals(bare.fileListHash, undefined, "no hash without files");
-  assertEquals([bare.train, bare.test, bare.foldSplits], [split.train, split.test, split.foldSplits], "files do not change the split");
+  assertEquals(
+    [bare.train, bare.test, bare.foldSplits],
+    [split.train, split.test, split.foldSplits],
+    "files do not change the split",
+  );
 });
 
 test("two-label patients move together and are stratified under their majority label", () => {
@@ -171,7 +199,11 @@ test("two-label patients move together and are stratified under their majority l
   assertEquals(kept.filter((i) => records[i].patientId === "mixed-a").length, 3, "mixed-a kept whole");
   assertEquals(kept.length, records.length, "nothing dropped: viral has exactly 23 images by majority");
   const covidTie = patientSplit(records, { seed: 4, folds: 3, subsample: { covid: 24 } });
-  assertEquals([...covidTie.train, ...covidTie.test].length, records.length, "the 2-2 patient counts under covid");
+  assertEquals(
+    [...covidTie.train, ...covidTie.test].length,
+    records.length,
+    "the 2-2 patient counts under covid",
+  );
 });
 
 test("same seed, same split; another seed, another split", () => {
@@ -183,7 +215,10 @@ test("same seed, same split; another seed, another split", () => {
   assert(JSON.stringify(a.foldSplits) !== JSON.stringify(c.foldSplits), "seed 43 gives other folds");
   // A fixed fingerprint: the same in Deno and Bun (the generator is the project's counter RNG).
   const fp = (s: PatientSplit) =>
-    createHash("sha256").update(JSON.stringify([s.test, s.foldSplits.map((f) => f.val)])).digest("hex").slice(0, 16);
+    createHash("sha256").update(JSON.stringify([s.test, s.foldSplits.map((f) => f.val)])).digest("hex").slice(
+      0,
+      16,
+    );
   assertEquals(fp(a), "1b2275fb2580a14e");
 });
 
@@ -200,11 +235,14 @@ test("chest X-ray labels.csv: patient-disjoint and stratified within one patient
   let worst: Deviation = { worst: -Infinity, worstImages: 0, worstShare: 0, where: "" };
   for (const seed of [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]) {
     const d = checkSplit(records, patientSplit(records, { seed }));
-    if (d.worstImages > worst.worstImages) worst = { ...d, worstShare: Math.max(d.worstShare, worst.worstShare) };
-    else worst.worstShare = Math.max(d.worstShare, worst.worstShare);
+    if (d.worstImages > worst.worstImages) {
+      worst = { ...d, worstShare: Math.max(d.worstShare, worst.worstShare) };
+    } else worst.worstShare = Math.max(d.worstShare, worst.worstShare);
   }
   console.log(
-    `      chestxray (1052 images, 10 seeds, 4:1 + 5 folds): worst class-count deviation ${worst.worstImages.toFixed(2)} images, ` +
+    `      chestxray (1052 images, 10 seeds, 4:1 + 5 folds): worst class-count deviation ${
+      worst.worstImages.toFixed(2)
+    } images, ` +
       `worst class-share deviation ${(100 * worst.worstShare).toFixed(2)} points`,
   );
   const split = patientSplit(records, { seed: 0, subsample: { covid: 30, viral: 100 } });
@@ -229,7 +267,12 @@ test("subsampling draws by patient, seeded, to the requested counts and fraction
 
   const cases: [Record<string, number>, number[]][] = [
     [{ covid: 20, bacterial: 100 }, [20, classTotal[1], 100, classTotal[3]]],
-    [{ "1": 0.5, normal: 0.25 }, [classTotal[0], Math.round(0.5 * classTotal[1]), classTotal[2], Math.round(0.25 * classTotal[3])]],
+    [{ "1": 0.5, normal: 0.25 }, [
+      classTotal[0],
+      Math.round(0.5 * classTotal[1]),
+      classTotal[2],
+      Math.round(0.25 * classTotal[3]),
+    ]],
   ];
   for (const [spec, want] of cases) {
     for (const seed of [0, 1, 2]) {
@@ -239,7 +282,10 @@ test("subsampling draws by patient, seeded, to the requested counts and fraction
       const got = [0, 0, 0, 0];
       for (const i of kept) got[classOf.get(records[i].patientId)!]++;
       for (let c = 0; c < 4; c++) {
-        assert(got[c] <= want[c] && want[c] - got[c] < largest, `class ${c}: kept ${got[c]}, asked ${want[c]} (seed ${seed})`);
+        assert(
+          got[c] <= want[c] && want[c] - got[c] < largest,
+          `class ${c}: kept ${got[c]}, asked ${want[c]} (seed ${seed})`,
+        );
       }
       // Whole patients only.
       for (const [id] of byPatient) {
@@ -254,21 +300,43 @@ test("subsampling draws by patient, seeded, to the requested counts and fraction
   assertEquals(a, patientSplit(records, { seed: 5, subsample: { normal: 60 } }), "seeded");
   const b = patientSplit(records, { seed: 6, subsample: { normal: 60 } });
   assert(JSON.stringify(a.train) !== JSON.stringify(b.train), "another seed, another draw");
-  assertThrows(() => patientSplit(records, { seed: 0, subsample: { covid: 100000 } }), /covid has \d+ images .*cannot draw 100000/);
-  assertThrows(() => patientSplit(records, { seed: 0, subsample: { pneumonia: 10 } }), /unknown class "pneumonia"/);
-  assertThrows(() => patientSplit(records, { seed: 0, subsample: { covid: 1.5 } }), /image count .* or a fraction/);
-  assertThrows(() => patientSplit(records, { seed: 0, subsample: { covid: 0 } }), /image count .* or a fraction/);
+  assertThrows(
+    () => patientSplit(records, { seed: 0, subsample: { covid: 100000 } }),
+    /covid has \d+ images .*cannot draw 100000/,
+  );
+  assertThrows(
+    () => patientSplit(records, { seed: 0, subsample: { pneumonia: 10 } }),
+    /unknown class "pneumonia"/,
+  );
+  assertThrows(
+    () => patientSplit(records, { seed: 0, subsample: { covid: 1.5 } }),
+    /image count .* or a fraction/,
+  );
+  assertThrows(
+    () => patientSplit(records, { seed: 0, subsample: { covid: 0 } }),
+    /image count .* or a fraction/,
+  );
 });
 
 test("saveSplit / loadSplit: JSON round trip by file name; a split of another dataset is refused", () => {
   const records = syntheticRecords();
   const dir = mkdtempSync(join(tmpdir(), "flannel-splits-"));
   try {
-    const split = patientSplit(records, { seed: 9, testFraction: 0.25, folds: 4, subsample: { bacterial: 0.5 } });
+    const split = patientSplit(records, {
+      seed: 9,
+      testFraction: 0.25,
+      folds: 4,
+      subsample: { bacterial: 0.5 },
+    });
     const path = join(dir, "nested", "split.json");
     saveSplit(path, split, records);
     const json = JSON.parse(readFileSync(path, "utf8"));
-    assertEquals([json.seed, json.testFraction, json.folds, json.fileListHash], [9, 0.25, 4, split.fileListHash]);
+    assertEquals([json.seed, json.testFraction, json.folds, json.fileListHash], [
+      9,
+      0.25,
+      4,
+      split.fileListHash,
+    ]);
     assertEquals(json.subsample, { bacterial: 0.5 });
     assertEquals(json.test.length, split.test.length);
     assert(json.test.every((f: unknown) => typeof f === "string" && f.endsWith(".png")), "files by name");
@@ -286,7 +354,11 @@ test("saveSplit / loadSplit: JSON round trip by file name; a split of another da
     const renamed = records.map((r, i) => (i === 3 ? { ...r, file: "other.png" } : r));
     assertThrows(() => loadSplit(path, renamed), /different dataset/);
     assertThrows(() => saveSplit(join(dir, "x.json"), split, renamed), /different file list/);
-    assertThrows(() => saveSplit(join(dir, "y.json"), split, records.map(({ label, patientId }) => ({ label, patientId }))), /has no file name/);
+    assertThrows(
+      () =>
+        saveSplit(join(dir, "y.json"), split, records.map(({ label, patientId }) => ({ label, patientId }))),
+      /has no file name/,
+    );
     const dup = records.map((r, i) => (i === 1 ? { ...r, file: records[0].file } : r));
     assertThrows(() => patientSplit(dup, { seed: 0 }), /appears twice/);
 
@@ -306,11 +378,17 @@ test("bad input: folds, testFraction, empty records, too few patients, bad label
   assertThrows(() => patientSplit(records, { seed: 0, folds: 1 }), /folds must be an integer >= 2, got 1/);
   assertThrows(() => patientSplit(records, { seed: 0, folds: 2.5 }), /folds must be an integer >= 2/);
   for (const tf of [0, 1, -0.1, 1.5, NaN]) {
-    assertThrows(() => patientSplit(records, { seed: 0, testFraction: tf }), /testFraction must be in \(0, 1\)/);
+    assertThrows(
+      () => patientSplit(records, { seed: 0, testFraction: tf }),
+      /testFraction must be in \(0, 1\)/,
+    );
   }
   assertThrows(() => patientSplit([], { seed: 0 }), /no records/);
   const few = Array.from({ length: 12 }, (_, i) => ({ label: i % 2, patientId: `p${i % 4}` }));
-  assertThrows(() => patientSplit(few, { seed: 0, folds: 5 }), /4 patients cannot fill a test part and 5 folds/);
+  assertThrows(
+    () => patientSplit(few, { seed: 0, folds: 5 }),
+    /4 patients cannot fill a test part and 5 folds/,
+  );
   assertThrows(() => patientSplit(few, { seed: 0, folds: 4 }), /4 patients cannot fill/);
   assertThrows(() => patientSplit([{ label: -1, patientId: "a" }], { seed: 0 }), /label -1/);
   assertThrows(() => patientSplit([{ label: 0.5, patientId: "a" }], { seed: 0 }), /label 0.5/);

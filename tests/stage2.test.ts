@@ -1,11 +1,18 @@
 // FLANNEL's stage 2: the Neural Weight Module against PyTorch, the baselines, the trainer's promises
 // (determinism, best epoch, focal loss on imbalanced data), and its errors on bad input.
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as fl from "../mod.ts";
-import { assert, assertClose, assertEquals, assertRejects, assertThrows, test } from "./harness.ts";
-import { runtimeName } from "../src/backend/device.ts";
+import {
+  artifactPath,
+  assert,
+  assertClose,
+  assertEquals,
+  assertRejects,
+  assertThrows,
+  test,
+} from "./harness.ts";
 
 await fl.init();
 const here = dirname(fileURLToPath(import.meta.url));
@@ -29,7 +36,9 @@ interface NwmCase {
   grad_dense_bias: T;
   grad_P: T;
 }
-const goldens = JSON.parse(readFileSync(join(here, "fixtures", "goldens.json"), "utf8")) as { nwm: NwmCase[] };
+const goldens = JSON.parse(readFileSync(join(here, "fixtures", "goldens.json"), "utf8")) as {
+  nwm: NwmCase[];
+};
 
 for (const c of goldens.nwm) {
   test(`NeuralWeightModule forward and gradients match PyTorch: ${c.name}`, async () => {
@@ -47,8 +56,16 @@ for (const c of goldens.nwm) {
       const loss = fl.F.focalLoss(logits, c.target, { gamma: c.gamma, alpha: c.alpha });
       assertClose(await loss.item(), c.loss, { rtol: 1e-5, msg: "loss" });
       loss.backward();
-      assertClose(await model.dense.weight.grad!.toArray(), c.grad_dense_weight.data, { rtol: 1e-5, atol: 1e-7, msg: "dense.weight grad" });
-      assertClose(await model.dense.bias!.grad!.toArray(), c.grad_dense_bias.data, { rtol: 1e-5, atol: 1e-7, msg: "dense.bias grad" });
+      assertClose(await model.dense.weight.grad!.toArray(), c.grad_dense_weight.data, {
+        rtol: 1e-5,
+        atol: 1e-7,
+        msg: "dense.weight grad",
+      });
+      assertClose(await model.dense.bias!.grad!.toArray(), c.grad_dense_bias.data, {
+        rtol: 1e-5,
+        atol: 1e-7,
+        msg: "dense.bias grad",
+      });
       assertClose(await p.grad!.toArray(), c.grad_P.data, { rtol: 1e-5, atol: 1e-7, msg: "P grad" });
     });
     model.dispose();
@@ -100,7 +117,9 @@ test("MLP stacking with 1 and 2 layers: shapes, parameter counts, probabilities 
     const model = new fl.models.MLPStacking({ learners: 5, classes: 4, layers, hidden: 16 });
     assertEquals(model.parameterCount(), params);
     const probs = await fl.train.predictStage2(model, data);
-    for (let s = 0; s < 9; s++) assertClose(probs.slice(s * 4, s * 4 + 4).reduce((a, b) => a + b, 0), 1, { rtol: 1e-6 });
+    for (let s = 0; s < 9; s++) {
+      assertClose(probs.slice(s * 4, s * 4 + 4).reduce((a, b) => a + b, 0), 1, { rtol: 1e-6 });
+    }
     model.dispose();
   }
 });
@@ -132,12 +151,18 @@ test("on imbalanced learner outputs FLANNEL with focal loss beats cross-entropy 
   const test = fl.train.syntheticLearnerOutputs({ samples: 2000, seed: 3 });
   const covidF1 = async (loss: "focal" | "ce") => {
     const run = await fl.train.trainStage2(train, val, { method: "flannel", loss, epochs: 8, seed: 7 });
-    const report = fl.metrics.classificationReport(test.labels, await fl.train.predictStage2(run.model, test));
+    const report = fl.metrics.classificationReport(
+      test.labels,
+      await fl.train.predictStage2(run.model, test),
+    );
     run.model.dispose();
     return report.perClass.covid.f1;
   };
   const focal = await covidF1("focal"), ce = await covidF1("ce");
-  assert(focal > ce, `covid F1 with focal loss ${focal.toFixed(4)} should exceed cross-entropy's ${ce.toFixed(4)}`);
+  assert(
+    focal > ce,
+    `covid F1 with focal loss ${focal.toFixed(4)} should exceed cross-entropy's ${ce.toFixed(4)}`,
+  );
 });
 
 test("stage 2 training is deterministic for a seed, keeps its best epoch, and every method runs", async () => {
@@ -158,7 +183,12 @@ test("stage 2 training is deterministic for a seed, keeps its best epoch, and ev
     const runs = [];
     for (let r = 0; r < 2; r++) {
       const run = await fl.train.trainStage2(train, val, { ...config, epochs: 4, batchSize: 32, seed: 3 });
-      runs.push({ history: run.history, f1: run.valReport.macroF1, best: run.bestEpoch, probs: await fl.train.predictStage2(run.model, val) });
+      runs.push({
+        history: run.history,
+        f1: run.valReport.macroF1,
+        best: run.bestEpoch,
+        probs: await fl.train.predictStage2(run.model, val),
+      });
       run.model.dispose();
     }
     const name = JSON.stringify(config);
@@ -168,20 +198,30 @@ test("stage 2 training is deterministic for a seed, keeps its best epoch, and ev
       const bestF1 = Math.max(...runs[0].history.map((h) => h.valMacroF1));
       assertEquals(runs[0].f1, bestF1, `${name}: the kept epoch has the best validation macro-F1`);
       assertEquals(runs[0].history[runs[0].best - 1].valMacroF1, bestF1);
-      assert(runs[0].history.every((h) => Number.isFinite(h.trainLoss) && h.trainLoss > 0), `${name}: finite losses`);
+      assert(
+        runs[0].history.every((h) => Number.isFinite(h.trainLoss) && h.trainLoss > 0),
+        `${name}: finite losses`,
+      );
     }
-    summary[name] = { history: runs[0].history, f1: runs[0].f1, probsHead: Array.from(runs[0].probs.slice(0, 8)) };
+    summary[name] = {
+      history: runs[0].history,
+      f1: runs[0].f1,
+      probsHead: Array.from(runs[0].probs.slice(0, 8)),
+    };
   }
   // tests/both.ts compares this file between Deno and Bun: one seeded run must agree in both runtimes.
-  const dir = join(here, "..", "runs", "test-artifacts");
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, `stage2-${runtimeName()}.json`), JSON.stringify(summary));
+  writeFileSync(artifactPath("stage2"), JSON.stringify(summary));
 });
 
 test("inverse-frequency alpha sums to M and weights rare classes up; absent classes get 0", () => {
   const alpha = fl.train.inverseFrequencyAlpha([0, 1, 1, 1, 2, 2, 2, 2, 2, 2], 4);
   assertClose(alpha.reduce((a, b) => a + b, 0), 4, { rtol: 1e-12 });
-  assertClose(alpha, [4 * 1 / (1 + 1 / 3 + 1 / 6), 4 * (1 / 3) / (1 + 1 / 3 + 1 / 6), 4 * (1 / 6) / (1 + 1 / 3 + 1 / 6), 0], { rtol: 1e-12 });
+  assertClose(alpha, [
+    4 * 1 / (1 + 1 / 3 + 1 / 6),
+    4 * (1 / 3) / (1 + 1 / 3 + 1 / 6),
+    4 * (1 / 6) / (1 + 1 / 3 + 1 / 6),
+    0,
+  ], { rtol: 1e-12 });
 });
 
 test("stage 2 rejects bad input with a message that names the problem", async () => {
@@ -193,17 +233,35 @@ test("stage 2 rejects bad input with a message that names the problem", async ()
   };
   const run = (train: fl.train.LearnerOutputs, config: Partial<fl.train.Stage2Config> = {}) =>
     fl.train.trainStage2(train, good, { method: "flannel", epochs: 1, ...config });
-  await assertRejects(() => run(withProbs((p) => (p[13] = NaN))), /probability NaN at sample 0, learner 3, class 1/);
+  await assertRejects(
+    () => run(withProbs((p) => (p[13] = NaN))),
+    /probability NaN at sample 0, learner 3, class 1/,
+  );
   await assertRejects(() => run(withProbs((p) => (p[0] = 1.5))), /not in \[0, 1\]/);
-  await assertRejects(() => run({ ...good, labels: good.labels.map((y, i) => (i === 4 ? 7 : y)) }), /label 7 of sample 4 is outside 0\.\.3/);
-  await assertRejects(() => run({ ...good, probs: good.probs.subarray(0, 10) }), /probs hold 10 values, expected/);
-  await assertRejects(() => run({ probs: new Float32Array(0), labels: new Int32Array(0), learners: 5, classes: 4 }), /empty/);
+  await assertRejects(
+    () => run({ ...good, labels: good.labels.map((y, i) => (i === 4 ? 7 : y)) }),
+    /label 7 of sample 4 is outside 0\.\.3/,
+  );
+  await assertRejects(
+    () => run({ ...good, probs: good.probs.subarray(0, 10) }),
+    /probs hold 10 values, expected/,
+  );
+  await assertRejects(
+    () => run({ probs: new Float32Array(0), labels: new Int32Array(0), learners: 5, classes: 4 }),
+    /empty/,
+  );
   await assertRejects(() => run(good, { method: "boosting" as "flannel" }), /unknown method "boosting"/);
   await assertRejects(() => run(good, { epochs: -1 }), /epochs must be a non-negative integer/);
   const model = new fl.models.NeuralWeightModule({ learners: 5, classes: 4 });
-  assertThrows(() => model.forward(fl.zeros([2, 4, 4])), /learner probabilities \[batch, 5, 4\], got \[2, 4, 4\]/);
+  assertThrows(
+    () => model.forward(fl.zeros([2, 4, 4])),
+    /learner probabilities \[batch, 5, 4\], got \[2, 4, 4\]/,
+  );
   assertThrows(() => model.forward(fl.zeros([0, 5, 4])), /empty batch/);
-  assertThrows(() => new fl.models.NeuralWeightModule({ learners: 5, classes: 4, activation: "relu" as "tanh" }), /activation must be/);
+  assertThrows(
+    () => new fl.models.NeuralWeightModule({ learners: 5, classes: 4, activation: "relu" as "tanh" }),
+    /activation must be/,
+  );
   model.dispose();
 });
 
@@ -229,7 +287,10 @@ test("200 training steps: the pool's live bytes and device buffers do not grow",
   assertEquals(after.liveBytes, before.liveBytes, "live bytes");
   assertEquals(after.created, before.created, "device buffers created");
   assertEquals(fl.liveTensorCount(), tensorsBefore, "live tensors");
-  assert(after.submits - before.submits < 20, `200 steps took ${after.submits - before.submits} submits (batched: expected few)`);
+  assert(
+    after.submits - before.submits < 20,
+    `200 steps took ${after.submits - before.submits} submits (batched: expected few)`,
+  );
   x.dispose();
   opt.dispose();
   model.dispose();

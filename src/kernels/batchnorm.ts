@@ -40,6 +40,8 @@ type StatsVariant = `${"track" | "plain"}_${GroupSize}`;
 /** stats[c] = batch mean, stats[C + c] = 1 / sqrt(biased var + eps); with "track" the running stats move. */
 const statsKernel = kernelFamily((v: StatsVariant) => ({
   name: `batchnorm_stats_${v}`,
+  // One twin per binding layout: it loops over each channel's values whatever the WGSL's group size.
+  wasm: `batchnorm_stats_${v.split("_")[0]}`,
   storage: [
     { name: "x", access: "read" },
     { name: "stats", access: "rw" },
@@ -123,6 +125,7 @@ const applyKernel = kernelFamily((affine: "affine" | "plain") => ({
 /** Per channel: sg = sum(g) (the bias gradient) and sgx = sum(g * xhat) (the weight gradient). */
 const gradSumsKernel = kernelFamily((wg: GroupSize) => ({
   name: `batchnorm_grad_sums_${wg}`,
+  wasm: "batchnorm_grad_sums",
   storage: [
     { name: "g", access: "read" },
     { name: "x", access: "read" },

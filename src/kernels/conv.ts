@@ -6,7 +6,17 @@ import { getEngine } from "../backend/device.ts";
 import { kernelFamily } from "../backend/kernel.ts";
 import type { KernelSpec } from "../backend/engine.ts";
 import { record, Tensor } from "../autograd/tensor.ts";
-import { chooseTile, gemmKernel, gemmThreads, type GemmTile, gemmWorkgroups } from "./gemm.ts";
+import {
+  chooseTile,
+  gemmKernel,
+  gemmThreads,
+  type GemmTile,
+  gemmWorkgroups,
+  WASM_A,
+  WASM_B,
+  type WasmGemm,
+  wasmGemm,
+} from "./gemm.ts";
 import { sum } from "./reduce.ts";
 import { fmtShape } from "./shape.ts";
 
@@ -335,12 +345,101 @@ function weightGrad(dy: Tensor, x: Tensor, weight: Tensor, g: ConvGeometry, vari
   return dw;
 }
 
+/**
+ * The three passes as products for the WebAssembly GEMM, per (image, group) or per group; the packers read
+ * the windows (src/kernels/wasm/gemm.ts). Pointwise convolutions read plain strided matrices.
+ */
+function wasmConvProducts(g: ConvGeometry): Record<"forward" | "inputGrad" | "weightGrad", WasmGemm> {
+  const cg = g.c / g.groups, ocg = g.oc / g.groups, khw = g.kh * g.kw;
+  const hw = g.h * g.w, p = g.oh * g.ow, pointwise = isPointwise(g);
+  const geometry = [
+    g.c,
+    g.h,
+    g.w,
+    g.oc,
+    g.oh,
+    g.ow,
+    g.kh,
+    g.kw,
+    g.sh,
+    g.sw,
+    g.ph,
+    g.pw,
+    g.dh,
+    g.dw,
+    g.groups,
+  ];
+  const z: [number, number] = [g.n, g.groups];
+  return {
+    // Y[img, g] = W[g] (ocg x cg*khw) . cols(X[img, g]) (cg*khw x p)
+    forward: {
+      m: ocg,
+      n: p,
+      k: cg * khw,
+      a: { mode: WASM_A.strided, rs: cg * khw, cs: 1, z2: ocg * cg * khw },
+      b: pointwise
+        ? { mode: WASM_B.strided, rs: hw, cs: 1, z1: g.c * hw, z2: cg * hw }
+        : { mode: WASM_B.im2col, z1: g.c * hw, z2: cg * hw },
+      c: { ld: p, z1: g.oc * p, z2: ocg * p },
+      z,
+      geometry,
+    },
+    // dX[img, g] = W[g]^T (cg x ocg*khw) . windows of dY[img, g] over each input pixel (ocg*khw x hw)
+    inputGrad: {
+      m: cg,
+      n: hw,
+      k: ocg * khw,
+      a: pointwise
+        ? { mode: WASM_A.strided, rs: 1, cs: cg, z2: ocg * cg }
+        : { mode: WASM_A.weightT, z2: ocg * cg * khw },
+      b: pointwise
+        ? { mode: WASM_B.strided, rs: p, cs: 1, z1: g.oc * p, z2: ocg * p }
+        : { mode: WASM_B.dyCol, z1: g.oc * p, z2: ocg * p },
+      c: { ld: hw, z1: g.c * hw, z2: cg * hw },
+      z,
+      geometry,
+    },
+    // dW[g] = dY[:, g] (ocg x n*p) . cols(X[:, g])^T (n*p x cg*khw), K running over every image's pixels
+    weightGrad: {
+      m: ocg,
+      n: cg * khw,
+      k: g.n * p,
+      a: { mode: WASM_A.dyImages, z2: ocg * p },
+      b: { mode: WASM_B.im2colT, z2: cg * hw },
+      c: { ld: cg * khw, z2: ocg * cg * khw },
+      z: [1, g.groups],
+      geometry,
+    },
+  };
+}
+
+function conv2dWasm(x: Tensor, weight: Tensor, bias: Tensor | null, g: ConvGeometry): Tensor {
+  const products = wasmConvProducts(g);
+  const out = Tensor.empty([g.n, g.oc, g.oh, g.ow]);
+  wasmGemm(weight, x, out, { ...products.forward, bias: bias ?? undefined });
+  const inputs = bias ? [x, weight, bias] : [x, weight];
+  return record(out, "conv2d", inputs, (dy) => {
+    let dx: Tensor | null = null, dw: Tensor | null = null;
+    if (x.requiresGrad) {
+      dx = Tensor.empty([...x.shape]);
+      wasmGemm(weight, dy, dx, products.inputGrad);
+    }
+    if (weight.requiresGrad) {
+      dw = Tensor.empty([...weight.shape]);
+      wasmGemm(dy, x, dw, products.weightGrad);
+    }
+    const db = bias?.requiresGrad ? sum(dy, [0, 2, 3]) : null;
+    return bias ? [dx, dw, db] : [dx, dw];
+  });
+}
+
 /** PyTorch's conv2d: x [N, C, H, W], weight [Cout, C/groups, KH, KW], optional bias [Cout]. */
 export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor | null, options: Conv2dOptions = {}): Tensor {
   const g = geometry(x, weight, options);
   if (bias && (bias.rank !== 1 || bias.shape[0] !== g.oc)) {
     throw new Error(`conv2d: bias must be [${g.oc}], got ${fmtShape(bias.shape)}`);
   }
+  if (getEngine().kind === "wasm") return conv2dWasm(x, weight, bias ?? null, g);
   const variant: Variant = isPointwise(g) ? "pointwise" : "general";
   const cg = g.c / g.groups, ocg = g.oc / g.groups;
   const khw = g.kh * g.kw;

@@ -6,7 +6,9 @@
 // straight from global memory: no workgroup memory, no barriers. On lavapipe (the CPU adapter) that runs
 // a 512^3 product 2-4x faster than a 32x32-tile kernel staged through workgroup memory, whose barriers
 // the software rasterizer pays dearly for; caches give the reuse that workgroup memory gives a GPU.
-import type { KernelDef } from "../backend/kernel.ts";
+import { getEngine } from "../backend/device.ts";
+import { type KernelDef, wasmKernel } from "../backend/kernel.ts";
+import type { Tensor } from "../autograd/tensor.ts";
 
 export interface GemmTemplate {
   name: string;
@@ -103,7 +105,9 @@ export function gemmKernel(t: GemmTemplate): KernelDef {
       { name: "M", type: "u32" },
       { name: "N", type: "u32" },
       { name: "K", type: "u32" },
-      ...(t.splitK ? [{ name: "k_chunk", type: "u32" as const }, { name: "z_count", type: "u32" as const }] : []),
+      ...(t.splitK
+        ? [{ name: "k_chunk", type: "u32" as const }, { name: "z_count", type: "u32" as const }]
+        : []),
       ...t.uniforms,
     ],
     workgroupSize: wx * wy,
@@ -173,4 +177,53 @@ fn b4_fits(c0: u32) -> bool { return c0 + 3u < u.N && (${t.loadB4.when}); }`
     }
 }`,
   };
+}
+
+// The WebAssembly backend's GEMM (src/kernels/wasm/gemm.ts): one kernel whose packers read A and B either
+// as strided matrices or as a convolution's windows, so matmul and all three convolution passes share it.
+
+/** How the Wasm GEMM reads an operand: a strided matrix, or one of a convolution's implicit matrices. */
+export const WASM_A = { strided: 0, weightT: 1, dyImages: 2 } as const;
+export const WASM_B = { strided: 0, im2col: 1, dyCol: 2, im2colT: 3 } as const;
+
+const GEOMETRY = ["c", "h", "w", "oc", "oh", "ow", "kh", "kw", "sh", "sw", "ph", "pw", "dh", "dw", "groups"];
+const wasmGemmKernel = wasmKernel({
+  name: "gemm",
+  storage: [
+    { name: "a", access: "read" },
+    { name: "b", access: "read" },
+    { name: "c", access: "rw" },
+    { name: "bias", access: "read" },
+  ],
+  uniforms: [
+    ...["M", "N", "K", "rsA", "csA", "rsB", "csB", "ldc", "accumulate", "z1", "z2", "a1", "a2", "b1", "b2"],
+    ...["c1", "c2", "amode", "bmode", "has_bias", ...GEOMETRY],
+  ].map((name) => ({ name, type: "u32" as const })),
+});
+
+export interface WasmGemm {
+  m: number;
+  n: number;
+  k: number;
+  /** Mode, strides (row, column; strided mode only) and the offsets per z1 and z2, in elements. */
+  a: { mode: number; rs?: number; cs?: number; z1?: number; z2?: number };
+  b: { mode: number; rs?: number; cs?: number; z1?: number; z2?: number };
+  c: { ld: number; z1?: number; z2?: number };
+  /** Products: z1 x z2 (a batch, or images x groups). */
+  z?: [number, number];
+  accumulate?: boolean;
+  /** Added per row: bias[z2 * m + row]. */
+  bias?: Tensor;
+  /** The convolution's sizes, in GEOMETRY's order, for the window packers. */
+  geometry?: number[];
+}
+
+/** C (+)= A B on the WebAssembly backend. */
+export function wasmGemm(a: Tensor, b: Tensor, c: Tensor, g: WasmGemm): void {
+  const [z1, z2] = g.z ?? [1, 1];
+  getEngine().dispatch(wasmGemmKernel, [a.buffer, b.buffer, c.buffer, (g.bias ?? c).buffer], [
+    ...[g.m, g.n, g.k, g.a.rs ?? 0, g.a.cs ?? 0, g.b.rs ?? 0, g.b.cs ?? 0, g.c.ld, g.accumulate ? 1 : 0],
+    ...[z1, z2, g.a.z1 ?? 0, g.a.z2 ?? 0, g.b.z1 ?? 0, g.b.z2 ?? 0, g.c.z1 ?? 0, g.c.z2 ?? 0],
+    ...[g.a.mode, g.b.mode, g.bias ? 1 : 0, ...(g.geometry ?? GEOMETRY.map(() => 0))],
+  ], [1]);
 }

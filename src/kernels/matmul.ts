@@ -1,8 +1,8 @@
 // Batched matrix multiply with transposes folded into the indexing (so backward needs no transposed
 // copies), and `linear` on top of it.
 import { getEngine } from "../backend/device.ts";
-import { kernelFamily, wasmKernel } from "../backend/kernel.ts";
-import { chooseTile, gemmKernel, gemmWorkgroups } from "./gemm.ts";
+import { kernelFamily } from "../backend/kernel.ts";
+import { chooseTile, gemmKernel, gemmWorkgroups, WASM_A, WASM_B, wasmGemm } from "./gemm.ts";
 import { record, Tensor } from "../autograd/tensor.ts";
 import { add } from "./elementwise.ts";
 import { sumToShape } from "./reduce.ts";
@@ -38,28 +38,6 @@ const matmulKernel = kernelFamily((variant: string) => {
   if (u.accumulate == 1u) { out[i] += v; } else { out[i] = v; }`,
     tile: { rows, vecs, wx, wy },
   });
-});
-
-/** The WebAssembly GEMM (src/kernels/wasm/gemm.ts): any operand strides, a batch of products. */
-export const wasmGemmKernel = wasmKernel({
-  name: "gemm",
-  storage: [{ name: "a", access: "read" }, { name: "b", access: "read" }, { name: "c", access: "rw" }],
-  uniforms: [
-    "M",
-    "N",
-    "K",
-    "rsA",
-    "csA",
-    "rsB",
-    "csB",
-    "ldc",
-    "accumulate",
-    "batch",
-    "batchA",
-    "batchB",
-    "batchC",
-  ]
-    .map((name) => ({ name, type: "u32" as const })),
 });
 
 interface MatmulShape {
@@ -169,12 +147,16 @@ function matmulRaw(a: Tensor, b: Tensor, transA: boolean, transB: boolean): Tens
   const limit = engine.maxStorageBinding, align = engine.minStorageOffsetAlignment;
   const lda = transA ? s.m : s.k, ldb = transB ? s.k : s.n, ldc = s.n;
   if (engine.kind === "wasm") {
-    engine.dispatch(wasmGemmKernel, [a.buffer, b.buffer, out.buffer], [
-      ...[s.m, s.n, s.k],
-      ...(transA ? [1, lda] : [lda, 1]),
-      ...(transB ? [1, ldb] : [ldb, 1]),
-      ...[ldc, 0, s.batch, s.aBatched ? s.m * s.k : 0, s.bBatched ? s.k * s.n : 0, s.m * s.n],
-    ], [1]);
+    const [rsA, csA] = transA ? [1, lda] : [lda, 1], [rsB, csB] = transB ? [1, ldb] : [ldb, 1];
+    wasmGemm(a, b, out, {
+      m: s.m,
+      n: s.n,
+      k: s.k,
+      a: { mode: WASM_A.strided, rs: rsA, cs: csA, z1: s.aBatched ? s.m * s.k : 0 },
+      b: { mode: WASM_B.strided, rs: rsB, cs: csB, z1: s.bBatched ? s.k * s.n : 0 },
+      c: { ld: ldc, z1: s.m * s.n },
+      z: [s.batch, 1],
+    });
     return out;
   }
   for (const blk of planBlocks(s, transA, transB, limit)) {

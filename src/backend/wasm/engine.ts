@@ -3,6 +3,7 @@
 // per further core, all calling the same export with their thread index. Kernels run when dispatched
 // (there is no queue to batch), so a read-back needs no wait.
 import { readFileSync } from "node:fs";
+import { Worker } from "node:worker_threads";
 import {
   type Binding,
   bucketSize,
@@ -192,16 +193,18 @@ export class WasmEngine implements Engine {
     const workers: Worker[] = [];
     try {
       for (let tid = 1; tid < threads; tid++) {
-        const worker = new Worker(new URL("./worker.ts", import.meta.url).href, { type: "module" });
+        // node:worker_threads (in Deno and Bun alike) because its workers can be unref'd: a worker parked
+        // in Atomics.wait must not keep the process alive after the program's last line.
+        const worker = new Worker(new URL("./worker.ts", import.meta.url));
         workers.push(worker);
         await new Promise<void>((resolve, reject) => {
-          worker.onmessage = () => resolve();
-          worker.onerror = (ev) => {
-            ev.preventDefault?.();
-            reject(new Error(`WebAssembly backend: compute worker ${tid} failed to start: ${ev.message}`));
-          };
+          worker.once("message", () => resolve());
+          worker.once("error", (err) => {
+            reject(new Error(`WebAssembly backend: compute worker ${tid} failed to start: ${err.message}`));
+          });
           worker.postMessage({ module, memory, names, tid, ctlPtr });
         });
+        worker.unref();
       }
     } catch (err) {
       for (const w of workers) w.terminate();
@@ -334,14 +337,5 @@ export class WasmEngine implements Engine {
 
   grid(workgroups: number): [number, number] {
     return splitGrid(workgroups, this.maxWorkgroupsPerDim);
-  }
-
-  /** Stops the worker threads (a process exits without this; tests that make several engines call it). */
-  close(): void {
-    this.ctl[CTL.FN] = -1;
-    Atomics.add(this.ctl, CTL.GEN, 1);
-    Atomics.notify(this.ctl, CTL.GEN);
-    for (const w of this.workers) w.terminate();
-    this.workers = [];
   }
 }

@@ -1,6 +1,7 @@
 // A compute thread of the WebAssembly backend: it instantiates the kernels over the shared memory and then
 // runs its share of every job the main thread posts in the control block (see engine.ts), never returning
 // to its event loop: a job costs a futex wake, not a message.
+import { parentPort } from "node:worker_threads";
 import { CTL } from "./protocol.ts";
 
 interface Start {
@@ -13,14 +14,14 @@ interface Start {
 
 type KernelFn = (tid: number, nth: number, args: number) => void;
 
-self.onmessage = (ev: MessageEvent<Start>) => {
-  const { module, memory, names, tid, ctlPtr } = ev.data;
+parentPort!.once("message", (start: Start) => {
+  const { module, memory, names, tid, ctlPtr } = start;
   const instance = new WebAssembly.Instance(module, { env: { memory } });
   const fns = names.map((n) => instance.exports[n] as KernelFn);
   const ctl = new Int32Array(memory.buffer, ctlPtr, CTL.SLOTS);
   // Read before saying ready, so a job posted right after is not mistaken for an old one.
   let seen = Atomics.load(ctl, CTL.GEN);
-  self.postMessage("ready");
+  parentPort!.postMessage("ready");
   for (;;) {
     Atomics.wait(ctl, CTL.GEN, seen);
     seen = Atomics.load(ctl, CTL.GEN);
@@ -36,5 +37,5 @@ self.onmessage = (ev: MessageEvent<Start>) => {
     Atomics.add(ctl, CTL.DONE, 1);
     Atomics.notify(ctl, CTL.DONE);
   }
-  self.close();
-};
+  parentPort!.close();
+});

@@ -1,133 +1,307 @@
-// GEMM: C = A B (+ C when accumulating), A [M, K] and B [K, N] read through element strides, so transposed
-// operands cost nothing extra. Blocked as BLIS does: a thread takes a (batch, 64-row, 256-column) block,
-// packs A's rows four at a time and B's columns eight at a time for K in chunks of 256, and a 4 x 8
-// register tile (eight f32x4 accumulators) runs over the packed panels.
-import { argI, argP, SCRATCH } from "./common";
+// The one GEMM of the WebAssembly backend, for matmul and the three convolution passes: C = A B (+ C, + bias),
+// blocked as BLIS does. A thread takes (batch item, 64-row, nb-column) blocks; for K in chunks of 256 it
+// packs A four rows at a time and B eight columns at a time, and a 4 x 8 register tile (eight f32x4
+// accumulators, the A value broadcast by load32_splat) runs over the packed panels. How A and B are read
+// (a strided matrix, or a convolution's implicit im2col) is the packers' business only, so the
+// convolution needs no im2col buffer: its windows are unrolled into the packed panel directly.
+import { argI, argP, at, SCRATCH } from "./common";
 
-export const MB: i32 = 64;
-export const NB: i32 = 256;
-export const KB: i32 = 256;
-// Packed A, packed B and an edge tile: (MB * KB + KB * NB + 32) * 4 bytes, within a thread's SCRATCH.
+const MB: i32 = 64;
+const KB: i32 = 256;
+const NB_MAX: i32 = 256;
+// Scratch a thread uses: packed A (MB x KB), packed B (KB x NB_MAX), an edge tile, 3 x 8 column offsets.
+const PACK_A: usize = 0;
+const PACK_B: usize = PACK_A + <usize>(MB * KB) * 4;
+const EDGE: usize = PACK_B + <usize>(KB * NB_MAX) * 4;
+const COLS: usize = EDGE + 32 * 4;
 
-// @ts-ignore: decorator
-@inline function packA(pa: usize, a: usize, rows: i32, kc: i32, rsA: i32, csA: i32): void {
-  // Strips of 4 rows; within a strip k-major, 4 rows per k. Rows past the edge are zero.
+// How A and B are read (uniforms amode, bmode).
+const STRIDED = 0;
+/** A of the input gradient: A[ci, (co, r)] = W[co, ci, r] (r the window position). */
+const A_WEIGHT_T = 1;
+/** A of the weight gradient: A[co, (img, p)] = dY[img, co, p] (p the output pixel). */
+const A_DY_IMAGES = 2;
+/** B of the forward pass: B[(ci, r), (oh, ow)] = X[ci, oh * sh - ph + kh * dh, ow * sw - pw + kw * dw]. */
+const B_IM2COL = 1;
+/** B of the input gradient: B[(co, r), (ih, iw)] = dY[co, oh, ow] where the window at (oh, ow) covers (ih, iw) by r. */
+const B_DYCOL = 2;
+/** B of the weight gradient: B[(img, p), (ci, r)] = X[img, ci, ...] of output pixel p's window. */
+const B_IM2COL_T = 3;
+
+// Argument slots: bindings a, b, c, bias; then the uniforms in this order (conv.ts/matmul.ts pass them).
+const A_ = 0, B_ = 1, C_ = 2, BIAS_ = 3;
+const M_ = 4, N_ = 5, K_ = 6, RSA = 7, CSA = 8, RSB = 9, CSB = 10, LDC = 11, ACC = 12;
+const Z1 = 13, Z2 = 14, A1 = 15, A2 = 16, B1 = 17, B2 = 18, C1 = 19, C2 = 20, AMODE = 21, BMODE = 22, HAS_BIAS = 23;
+const GC = 24, GH = 25, GW = 26, GOC = 27, GOH = 28, GOW = 29, GKH = 30, GKW = 31;
+const GSH = 32, GSW = 33, GPH = 34, GPW = 35, GDH = 36, GDW = 37, GGROUPS = 38, SCRATCH_ = 42;
+
+@inline function zero4(): v128 {
+  return f32x4.splat(0);
+}
+
+/** Packs A[m0.., k0..] (rows x kc) into strips of 4 rows, k-major; rows past the edge are zero. */
+function packA(pa: usize, args: usize, a: usize, m0: i32, rows: i32, k0: i32, kc: i32): void {
+  const mode = argI(args, AMODE);
   for (let s = 0; s < rows; s += 4) {
     const strip = pa + <usize>(s * kc) * 4;
     for (let r = 0; r < 4; r++) {
       const dst = strip + <usize>r * 4;
-      if (s + r < rows) {
-        let src = a + <usize>((s + r) * rsA) * 4;
+      const m = m0 + s + r;
+      if (s + r >= rows) {
+        for (let k = 0; k < kc; k++) store<f32>(dst + <usize>k * 16, 0);
+      } else if (mode == STRIDED) {
+        const csA = argI(args, CSA);
+        let src = at(a, m * argI(args, RSA) + k0 * csA);
         const step = <usize>csA * 4;
         for (let k = 0; k < kc; k++) {
           store<f32>(dst + <usize>k * 16, load<f32>(src));
           src += step;
         }
+      } else if (mode == A_WEIGHT_T) {
+        const khw = argI(args, GKH) * argI(args, GKW), cgkhw = (argI(args, GC) / argI(args, GGROUPS)) * khw;
+        let co = k0 / khw, rr = k0 % khw;
+        for (let k = 0; k < kc; k++) {
+          store<f32>(dst + <usize>k * 16, load<f32>(at(a, co * cgkhw + m * khw + rr)));
+          if (++rr == khw) (rr = 0, co++);
+        }
       } else {
-        for (let k = 0; k < kc; k++) store<f32>(dst + <usize>k * 16, 0);
-      }
-    }
-  }
-}
-
-// @ts-ignore: decorator
-@inline function packB(pb: usize, b: usize, cols: i32, kc: i32, rsB: i32, csB: i32): void {
-  // Panels of 8 columns; within a panel k-major, 8 columns per k. Columns past the edge are zero.
-  for (let p = 0; p < cols; p += 8) {
-    const panel = pb + <usize>(p * kc) * 4;
-    const width = min(8, cols - p);
-    if (csB == 1 && width == 8) {
-      for (let k = 0; k < kc; k++) {
-        const src = b + <usize>(k * rsB + p) * 4;
-        v128.store(panel + <usize>k * 32, v128.load(src));
-        v128.store(panel + <usize>k * 32 + 16, v128.load(src + 16));
-      }
-    } else {
-      for (let k = 0; k < kc; k++) {
-        const dst = panel + <usize>k * 32;
-        for (let c = 0; c < 8; c++) {
-          store<f32>(dst + <usize>c * 4, c < width ? load<f32>(b + <usize>(k * rsB + (p + c) * csB) * 4) : 0);
+        const p = argI(args, GOH) * argI(args, GOW), ocp = argI(args, GOC) * p;
+        let img = k0 / p, px = k0 % p;
+        for (let k = 0; k < kc; k++) {
+          store<f32>(dst + <usize>k * 16, load<f32>(at(a, img * ocp + m * p + px)));
+          if (++px == p) (px = 0, img++);
         }
       }
     }
   }
 }
 
-// @ts-ignore: decorator
+/** Packs B[k0.., n0..] (kc x cols) into panels of 8 columns, k-major; columns past the edge are zero. */
+function packB(pb: usize, cols_: usize, args: usize, b: usize, k0: i32, kc: i32, n0: i32, cols: i32): void {
+  const mode = argI(args, BMODE);
+  for (let p = 0; p < cols; p += 8) {
+    const panel = pb + <usize>(p * kc) * 4;
+    const width = min(8, cols - p);
+    if (mode == STRIDED) packStrided(panel, args, b, k0, kc, n0 + p, width);
+    else if (mode == B_IM2COL_T) packIm2colT(panel, cols_, args, b, k0, kc, n0 + p, width);
+    else packWindows(panel, cols_, args, b, k0, kc, n0 + p, width, mode == B_DYCOL);
+  }
+}
+
+@inline function packStrided(panel: usize, args: usize, b: usize, k0: i32, kc: i32, c0: i32, width: i32): void {
+  const rsB = argI(args, RSB), csB = argI(args, CSB);
+  if (csB == 1 && width == 8) {
+    for (let k = 0; k < kc; k++) {
+      const src = at(b, (k0 + k) * rsB + c0);
+      v128.store(panel + <usize>k * 32, v128.load(src));
+      v128.store(panel + <usize>k * 32, v128.load(src, 16), 16);
+    }
+    return;
+  }
+  for (let k = 0; k < kc; k++) {
+    const dst = panel + <usize>k * 32;
+    for (let c = 0; c < 8; c++) {
+      store<f32>(at(dst, c), c < width ? load<f32>(at(b, (k0 + k) * rsB + (c0 + c) * csB)) : 0);
+    }
+  }
+}
+
+/**
+ * B of the forward pass (im2col of X) or of the input gradient (the windows of dY that cover each input
+ * pixel): rows k = (channel, kh, kw), columns = pixels of one image. Per column, the window origin is
+ * found once; per row, one offset. Eight columns in one row with unit stride and no edge are two vector loads.
+ */
+@inline function packWindows(
+  panel: usize, cols_: usize, args: usize, src: usize, k0: i32, kc: i32, c0: i32, width: i32, dy: bool,
+): void {
+  const kh_ = argI(args, GKH), kw_ = argI(args, GKW), khw = kh_ * kw_;
+  const sh = argI(args, GSH), sw = argI(args, GSW), dh = argI(args, GDH), dw = argI(args, GDW);
+  // Source maps (sh x sw), destination grid (columns) and their sizes.
+  const srcH = dy ? argI(args, GOH) : argI(args, GH), srcW = dy ? argI(args, GOW) : argI(args, GW);
+  const dstW = dy ? argI(args, GW) : argI(args, GOW);
+  const ph = argI(args, GPH), pw = argI(args, GPW);
+  // Column origins: forward ih = oh * sh - ph + kh * dh; gradient th = ih + ph - kh * dh, oh = th / sh.
+  for (let c = 0; c < 8; c++) {
+    const col = c0 + min(c, width - 1);
+    const y = col / dstW, x = col % dstW;
+    store<i32>(at(cols_, c), dy ? y + ph : y * sh - ph);
+    store<i32>(at(cols_, 8 + c), dy ? x + pw : x * sw - pw);
+  }
+  const y0 = load<i32>(cols_), x0 = load<i32>(at(cols_, 8));
+  const oneRow = width == 8 && load<i32>(at(cols_, 7)) == y0 && (dy ? sw == 1 && sh == 1 : sw == 1);
+  const plane = srcH * srcW;
+  let ch = k0 / khw, r = k0 % khw;
+  for (let k = 0; k < kc; k++) {
+    const kh = r / kw_, kw = r % kw_;
+    const dst = panel + <usize>k * 32;
+    const base = at(src, ch * plane);
+    if (oneRow) {
+      const y = dy ? y0 - kh * dh : y0 + kh * dh, x = dy ? x0 - kw * dw : x0 + kw * dw;
+      if (y >= 0 && y < srcH && x >= 0 && x + 8 <= srcW) {
+        const row = at(base, y * srcW + x);
+        v128.store(dst, v128.load(row));
+        v128.store(dst, v128.load(row, 16), 16);
+        if (++r == khw) (r = 0, ch++);
+        continue;
+      }
+    }
+    for (let c = 0; c < 8; c++) {
+      let v: f32 = 0;
+      if (c < width) {
+        let y = load<i32>(at(cols_, c)), x = load<i32>(at(cols_, 8 + c));
+        if (dy) {
+          y -= kh * dh;
+          x -= kw * dw;
+          if (y >= 0 && x >= 0 && y % sh == 0 && x % sw == 0) {
+            y /= sh;
+            x /= sw;
+            if (y < srcH && x < srcW) v = load<f32>(at(base, y * srcW + x));
+          }
+        } else {
+          y += kh * dh;
+          x += kw * dw;
+          if (y >= 0 && y < srcH && x >= 0 && x < srcW) v = load<f32>(at(base, y * srcW + x));
+        }
+      }
+      store<f32>(at(dst, c), v);
+    }
+    if (++r == khw) (r = 0, ch++);
+  }
+}
+
+/** B of the weight gradient: rows k = (image, output pixel), columns n = (ci, kh, kw) of the filter. */
+@inline function packIm2colT(panel: usize, cols_: usize, args: usize, x: usize, k0: i32, kc: i32, c0: i32, width: i32): void {
+  const kh_ = argI(args, GKH), kw_ = argI(args, GKW), khw = kh_ * kw_;
+  const h = argI(args, GH), w = argI(args, GW), chw = argI(args, GC) * h * w;
+  const oh_ = argI(args, GOH), ow_ = argI(args, GOW), p = oh_ * ow_;
+  const sh = argI(args, GSH), sw = argI(args, GSW), ph = argI(args, GPH), pw = argI(args, GPW);
+  const dh = argI(args, GDH), dw = argI(args, GDW);
+  // Per column: the channel plane's offset and the window position's (dy, dx).
+  for (let c = 0; c < 8; c++) {
+    const n = c0 + min(c, width - 1);
+    const ci = n / khw, r = n % khw;
+    store<i32>(at(cols_, c), ci * h * w);
+    store<i32>(at(cols_, 8 + c), (r / kw_) * dh);
+    store<i32>(at(cols_, 16 + c), (r % kw_) * dw);
+  }
+  let img = k0 / p, px = k0 % p;
+  let oh = px / ow_, ow = px % ow_;
+  for (let k = 0; k < kc; k++) {
+    const dst = panel + <usize>k * 32;
+    const y0 = oh * sh - ph, x0 = ow * sw - pw;
+    const base = at(x, img * chw);
+    for (let c = 0; c < 8; c++) {
+      const y = y0 + load<i32>(at(cols_, 8 + c)), xx = x0 + load<i32>(at(cols_, 16 + c));
+      let v: f32 = 0;
+      if (c < width && y >= 0 && y < h && xx >= 0 && xx < w) v = load<f32>(at(base, load<i32>(at(cols_, c)) + y * w + xx));
+      store<f32>(at(dst, c), v);
+    }
+    if (++ow == ow_) {
+      ow = 0;
+      if (++oh == oh_) (oh = 0, img++);
+    }
+  }
+}
+
+/** The 4 x 8 tile over kc packed rows; C rows ldc apart, accumulated into C when `accumulate`. */
 @inline function micro(kc: i32, pa: usize, pb: usize, c: usize, ldc: usize, accumulate: bool): void {
-  let c00 = f32x4.splat(0), c01 = f32x4.splat(0), c10 = f32x4.splat(0), c11 = f32x4.splat(0);
-  let c20 = f32x4.splat(0), c21 = f32x4.splat(0), c30 = f32x4.splat(0), c31 = f32x4.splat(0);
+  let c00 = zero4(), c01 = zero4(), c10 = zero4(), c11 = zero4();
+  let c20 = zero4(), c21 = zero4(), c30 = zero4(), c31 = zero4();
   for (let k = 0; k < kc; k++) {
     const b0 = v128.load(pb), b1 = v128.load(pb, 16);
     const a0 = v128.load32_splat(pa), a1 = v128.load32_splat(pa, 4);
     const a2 = v128.load32_splat(pa, 8), a3 = v128.load32_splat(pa, 12);
-    c00 = f32x4.add(c00, f32x4.mul(a0, b0)); c01 = f32x4.add(c01, f32x4.mul(a0, b1));
-    c10 = f32x4.add(c10, f32x4.mul(a1, b0)); c11 = f32x4.add(c11, f32x4.mul(a1, b1));
-    c20 = f32x4.add(c20, f32x4.mul(a2, b0)); c21 = f32x4.add(c21, f32x4.mul(a2, b1));
-    c30 = f32x4.add(c30, f32x4.mul(a3, b0)); c31 = f32x4.add(c31, f32x4.mul(a3, b1));
+    c00 = f32x4.add(c00, f32x4.mul(a0, b0));
+    c01 = f32x4.add(c01, f32x4.mul(a0, b1));
+    c10 = f32x4.add(c10, f32x4.mul(a1, b0));
+    c11 = f32x4.add(c11, f32x4.mul(a1, b1));
+    c20 = f32x4.add(c20, f32x4.mul(a2, b0));
+    c21 = f32x4.add(c21, f32x4.mul(a2, b1));
+    c30 = f32x4.add(c30, f32x4.mul(a3, b0));
+    c31 = f32x4.add(c31, f32x4.mul(a3, b1));
     pa += 16;
     pb += 32;
   }
   const r1 = c + ldc * 4, r2 = r1 + ldc * 4, r3 = r2 + ldc * 4;
   if (accumulate) {
-    c00 = f32x4.add(c00, v128.load(c)); c01 = f32x4.add(c01, v128.load(c, 16));
-    c10 = f32x4.add(c10, v128.load(r1)); c11 = f32x4.add(c11, v128.load(r1, 16));
-    c20 = f32x4.add(c20, v128.load(r2)); c21 = f32x4.add(c21, v128.load(r2, 16));
-    c30 = f32x4.add(c30, v128.load(r3)); c31 = f32x4.add(c31, v128.load(r3, 16));
+    c00 = f32x4.add(c00, v128.load(c));
+    c01 = f32x4.add(c01, v128.load(c, 16));
+    c10 = f32x4.add(c10, v128.load(r1));
+    c11 = f32x4.add(c11, v128.load(r1, 16));
+    c20 = f32x4.add(c20, v128.load(r2));
+    c21 = f32x4.add(c21, v128.load(r2, 16));
+    c30 = f32x4.add(c30, v128.load(r3));
+    c31 = f32x4.add(c31, v128.load(r3, 16));
   }
-  v128.store(c, c00); v128.store(c, c01, 16);
-  v128.store(r1, c10); v128.store(r1, c11, 16);
-  v128.store(r2, c20); v128.store(r2, c21, 16);
-  v128.store(r3, c30); v128.store(r3, c31, 16);
+  v128.store(c, c00);
+  v128.store(c, c01, 16);
+  v128.store(r1, c10);
+  v128.store(r1, c11, 16);
+  v128.store(r2, c20);
+  v128.store(r2, c21, 16);
+  v128.store(r3, c30);
+  v128.store(r3, c31, 16);
 }
 
 /**
- * Bindings a, b, c; uniforms M, N, K, rsA, csA, rsB, csB, ldc, accumulate, batch, batchA, batchB, batchC
- * (strides in elements: A[i, k] at i * rsA + k * csA, batch z's operands at z * batch*).
+ * C[z] (+)= A[z] B[z] for z = (z1, z2) in Z1 x Z2, operand z offsets z1 * (A1, B1, C1) + z2 * (A2, B2, C2);
+ * with HAS_BIAS, bias[z2 * M + row] is added to each row (the convolution's per-channel bias by group).
  */
 export function gemm(tid: i32, nth: i32, args: usize): void {
-  const a = <usize>argI(args, 0), b = <usize>argI(args, 1), c = <usize>argI(args, 2);
-  const M = argI(args, 3), N = argI(args, 4), K = argI(args, 5);
-  const rsA = argI(args, 6), csA = argI(args, 7), rsB = argI(args, 8), csB = argI(args, 9);
-  const ldc = argI(args, 10), accumulate = argI(args, 11) != 0;
-  const batch = argI(args, 12), batchA = argI(args, 13), batchB = argI(args, 14), batchC = argI(args, 15);
-  const scratch = argP(args, 19) + <usize>tid * SCRATCH;
-  const pa = scratch, pb = pa + <usize>(MB * KB) * 4, edge = pb + <usize>(KB * NB) * 4;
-  const mBlocks = (M + MB - 1) / MB, nBlocks = (N + NB - 1) / NB;
-  const units = batch * mBlocks * nBlocks;
+  const M = argI(args, M_), N = argI(args, N_), K = argI(args, K_);
+  const ldc = argI(args, LDC), accumulate = argI(args, ACC) != 0, hasBias = argI(args, HAS_BIAS) != 0;
+  const z1n = argI(args, Z1), z2n = argI(args, Z2);
+  const scratch = argP(args, SCRATCH_) + <usize>tid * SCRATCH;
+  const pa = scratch + PACK_A, pb = scratch + PACK_B, edge = scratch + EDGE, cols_ = scratch + COLS;
+  const mBlocks = (M + MB - 1) / MB;
+  // Columns per block: up to NB_MAX, fewer when that leaves threads idle (a filter bank's gradient is small).
+  const perBatch = z1n * z2n * mBlocks;
+  let nb = NB_MAX;
+  while (nb > 32 && perBatch * ((N + nb - 1) / nb) < 2 * nth) nb >>= 1;
+  const nBlocks = (N + nb - 1) / nb;
+  const units = perBatch * nBlocks;
   for (let u = tid; u < units; u += nth) {
     const z = u / (mBlocks * nBlocks), rest = u % (mBlocks * nBlocks);
-    const m0 = (rest / nBlocks) * MB, n0 = (rest % nBlocks) * NB;
-    const rows = min(MB, M - m0), cols = min(NB, N - n0);
-    const az = a + <usize>(z * batchA) * 4, bz = b + <usize>(z * batchB) * 4;
-    const cz = c + <usize>(z * batchC + m0 * ldc + n0) * 4;
+    const z1 = z / z2n, z2 = z % z2n;
+    const m0 = (rest / nBlocks) * MB, n0 = (rest % nBlocks) * nb;
+    const rows = min(MB, M - m0), cols = min(nb, N - n0);
+    const az = at(argP(args, A_), z1 * argI(args, A1) + z2 * argI(args, A2));
+    const bz = at(argP(args, B_), z1 * argI(args, B1) + z2 * argI(args, B2));
+    const cz = at(argP(args, C_), z1 * argI(args, C1) + z2 * argI(args, C2) + m0 * ldc + n0);
     if (K == 0 && !accumulate) {
-      for (let r = 0; r < rows; r++) memory.fill(cz + <usize>(r * ldc) * 4, 0, <usize>cols * 4);
+      for (let r = 0; r < rows; r++) memory.fill(at(cz, r * ldc), 0, <usize>cols * 4);
     }
     for (let k0 = 0; k0 < K; k0 += KB) {
       const kc = min(KB, K - k0);
-      packA(pa, az + <usize>(m0 * rsA + k0 * csA) * 4, rows, kc, rsA, csA);
-      packB(pb, bz + <usize>(k0 * rsB + n0 * csB) * 4, cols, kc, rsB, csB);
+      packA(pa, args, az, m0, rows, k0, kc);
+      packB(pb, cols_, args, bz, k0, kc, n0, cols);
       const acc = accumulate || k0 > 0;
       for (let p = 0; p < cols; p += 8) {
         for (let s = 0; s < rows; s += 4) {
           const pas = pa + <usize>(s * kc) * 4, pbp = pb + <usize>(p * kc) * 4;
-          const dst = cz + <usize>(s * ldc + p) * 4;
+          const dst = at(cz, s * ldc + p);
           if (s + 4 <= rows && p + 8 <= cols) {
             micro(kc, pas, pbp, dst, <usize>ldc, acc);
           } else {
-            // Edge tile: compute into scratch with stride 8, copy the part inside C.
+            // Edge tile: into scratch with rows 8 apart, then the part inside C.
             micro(kc, pas, pbp, edge, 8, false);
             const h = min(4, rows - s), w = min(8, cols - p);
             for (let r = 0; r < h; r++) {
               for (let q = 0; q < w; q++) {
-                const at = dst + <usize>(r * ldc + q) * 4;
-                const v = load<f32>(edge + <usize>(r * 8 + q) * 4);
-                store<f32>(at, acc ? load<f32>(at) + v : v);
+                const to = at(dst, r * ldc + q);
+                const v = load<f32>(at(edge, r * 8 + q));
+                store<f32>(to, acc ? load<f32>(to) + v : v);
               }
             }
           }
         }
+      }
+    }
+    if (hasBias) {
+      const bias = at(argP(args, BIAS_), z2 * M + m0);
+      for (let r = 0; r < rows; r++) {
+        const v = load<f32>(at(bias, r)), row = at(cz, r * ldc);
+        for (let q = 0; q < cols; q++) store<f32>(at(row, q), load<f32>(at(row, q)) + v);
       }
     }
   }
