@@ -4,17 +4,24 @@ import { existsSync, readFileSync, rmSync } from "node:fs";
 import process from "node:process";
 
 // The suite runs four times: Deno and Bun, each on WebGPU and on the WebAssembly backend. Tests leave
-// results in runs/test-artifacts/<name>-<runtime>-<backend>.json (tests/harness.ts `artifactPath`): one seeded
-// stage-2 run and one seeded image experiment must agree between the runtimes to 1e-6 on each backend and
-// between the backends to 1e-4; every op's forward output and gradients (tests/opcheck.ts) between the
-// backends to 1e-4 relative to the tensor's largest magnitude.
+// results in runs/test-artifacts/<name>-<runtime>-<backend>.json (tests/harness.ts `artifactPath`):
+// - a seeded stage-2 run, a short seeded stage-1 run and a seeded image experiment must agree between the
+//   runtimes to 1e-6 on each backend;
+// - the stage-2 and short stage-1 runs also between the backends, to 1e-4 (losses, metrics, probabilities).
+//   The image experiment (two learners, two folds, three epochs each, then every stage-2 method) is not
+//   compared across backends: float32 sums in another order differ in the last bits, and over hundreds of
+//   training steps that grows until a few borderline test images change class;
+// - every op's forward output and gradients (tests/opcheck.ts) between the backends to 1e-4 relative to the
+//   tensor's largest magnitude, a magnitude under 1e-3 counting as 1e-3: a gradient that is exactly zero
+//   in exact arithmetic (batch norm over two values) is float32 rounding noise on both backends.
 const RUNTIMES = ["deno", "bun"] as const;
 const BACKENDS = ["webgpu", "wasm"] as const;
 const artifact = (name: string, runtime: string, backend: string) =>
   `runs/test-artifacts/${name}-${runtime}-${backend}.json`;
 const RESULTS = [
-  { name: "stage2", what: "one seeded stage-2 run" },
-  { name: "experiment", what: "one seeded image experiment (stage 1 and stage 2)" },
+  { name: "stage2", what: "one seeded stage-2 run", acrossBackends: true },
+  { name: "stage1", what: "a short seeded stage-1 run", acrossBackends: true },
+  { name: "experiment", what: "one seeded image experiment (stage 1 and stage 2)", acrossBackends: false },
 ];
 rmSync("runs/test-artifacts", { recursive: true, force: true });
 
@@ -76,15 +83,15 @@ function maxDiff(a: unknown, b: unknown): number {
   return a === b ? 0 : Infinity;
 }
 
-/** Largest difference between two tensors' values relative to the larger of their largest magnitudes. */
+/** Largest difference between two tensors' values relative to their largest magnitude (at least 1e-3). */
 function relativeDiff(a: number[], b: number[]): number {
   if (a.length !== b.length) return Infinity;
-  let diff = 0, scale = 0;
+  let diff = 0, scale = 1e-3;
   a.forEach((v, i) => {
     diff = Math.max(diff, Math.abs(v - b[i]));
     scale = Math.max(scale, Math.abs(v), Math.abs(b[i]));
   });
-  return scale === 0 ? diff : diff / scale;
+  return diff / scale;
 }
 
 function check(ok: boolean, line: string): void {
@@ -101,7 +108,7 @@ for (const r of RESULTS) {
     const diff = maxDiff(d, b);
     check(diff <= 1e-6, `deno vs bun on ${backend}: ${r.what}, largest difference ${diff}`);
   }
-  for (const runtime of RUNTIMES) {
+  for (const runtime of r.acrossBackends ? RUNTIMES : []) {
     const [g, w] = BACKENDS.map((be) => readJson(artifact(r.name, runtime, be)));
     if (!g || !w) continue;
     const diff = maxDiff(g, w);
