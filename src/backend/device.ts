@@ -12,7 +12,7 @@ export interface InitOptions {
    */
   backend?: "auto" | BackendName;
   powerPreference?: GPUPowerPreference;
-  /** Compute threads of the WebAssembly backend (default: the machine's cores). */
+  /** Compute threads of the WebAssembly backend (default: FLANNEL_THREADS, else the machine's cores). */
   threads?: number;
 }
 export interface BackendInfo {
@@ -103,7 +103,17 @@ export async function init(options: InitOptions = {}): Promise<BackendInfo> {
 }
 
 async function initWasm(runtime: BackendInfo["runtime"], options: InitOptions): Promise<BackendInfo> {
-  const wasm = await WasmEngine.create({ threads: options.threads });
+  const fromEnv = (name: string) => {
+    const v = process.env[name];
+    if (v === undefined || v === "") return undefined;
+    if (!/^\d+$/.test(v)) throw new Error(`${name} must be a non-negative integer, got ${JSON.stringify(v)}`);
+    return Number(v);
+  };
+  const wasm = await WasmEngine.create({
+    threads: options.threads ?? fromEnv("FLANNEL_THREADS"),
+    // FLANNEL_WASM_SPLIT_BYTES=0 splits every kernel over all threads (tests/both.ts uses it).
+    parallelMinBytes: fromEnv("FLANNEL_WASM_SPLIT_BYTES"),
+  });
   engine = wasm;
   info = {
     backend: "wasm",
@@ -121,11 +131,18 @@ async function initWebGpu(runtime: BackendInfo["runtime"], options: InitOptions)
     powerPreference: options.powerPreference ?? "high-performance",
   });
   if (!adapter) throw new Error(`No WebGPU adapter was found. ${INSTALL_HINT}.`);
+  const adapterInfo = adapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean };
+  // Dawn without any driver (no Vulkan ICD) offers its "null" backend, whose kernels never run: every
+  // result would silently be zeros.
+  if (adapterInfo.device === "null-backend" || adapterInfo.description === "null-backend") {
+    throw new Error(
+      `No WebGPU adapter was found (Dawn offered only its null backend, which computes nothing). ${INSTALL_HINT}.`,
+    );
+  }
   const limits = limitsRecord(adapter.limits);
   // Every limit is asked for explicitly: Dawn otherwise packs its defaults, some of which exceed what
   // lavapipe reports (e.g. storage buffers in fragment stages) and the request fails.
   const device = await adapter.requestDevice({ requiredLimits: limits });
-  const adapterInfo = adapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean };
   engine = new WebGpuEngine(device);
   info = {
     backend: "webgpu",

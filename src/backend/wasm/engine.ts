@@ -23,7 +23,7 @@ export const WASM_MEMORY_LIMIT = 65536 * PAGE;
 export const SCRATCH_PER_THREAD = 1 << 20;
 const ARGS_BYTES = 1024;
 /** Jobs touching fewer bytes run on the main thread alone: waking a worker costs more than they do. */
-const PARALLEL_MIN_BYTES = 1 << 16;
+export const PARALLEL_MIN_BYTES = 1 << 16;
 const ALIGN = 64;
 
 type KernelFn = (tid: number, nth: number, args: number) => void;
@@ -132,6 +132,11 @@ class WasmPool {
 export interface WasmEngineOptions {
   /** Compute threads including the main thread; defaults to the machine's cores. */
   threads?: number;
+  /**
+   * Jobs binding fewer bytes run on the main thread alone (default PARALLEL_MIN_BYTES); 0 splits every
+   * job over all threads, which the test suite uses to check that results do not depend on the split.
+   */
+  parallelMinBytes?: number;
 }
 
 export class WasmEngine implements Engine {
@@ -159,6 +164,7 @@ export class WasmEngine implements Engine {
     private argsPtr: number,
     private scratchPtr: number,
     heapStart: number,
+    private parallelMinBytes: number,
   ) {
     this.pool = new WasmPool(memory, heapStart);
     this.ctl = new Int32Array(memory.buffer, ctlPtr, CTL.SLOTS);
@@ -220,6 +226,7 @@ export class WasmEngine implements Engine {
       argsPtr,
       scratchPtr,
       heapStart,
+      options.parallelMinBytes ?? PARALLEL_MIN_BYTES,
     );
   }
 
@@ -272,7 +279,7 @@ export class WasmEngine implements Engine {
     i32[slot++] = y;
     i32[slot++] = z;
     i32[slot++] = this.scratchPtr;
-    this.run(index, bytes >= PARALLEL_MIN_BYTES ? this.threads : 1, name);
+    this.run(index, bytes >= this.parallelMinBytes ? this.threads : 1, name);
     this.dispatches++;
   }
 

@@ -23,8 +23,12 @@ parentPort!.once("message", (start: Start) => {
   let seen = Atomics.load(ctl, CTL.GEN);
   parentPort!.postMessage("ready");
   for (;;) {
-    Atomics.wait(ctl, CTL.GEN, seen);
-    seen = Atomics.load(ctl, CTL.GEN);
+    // Atomics.wait may return without a new job (measured in Bun: a wake-up with the generation unchanged,
+    // which ran a job twice and acknowledged it twice, so the main thread went on while a worker still
+    // wrote): wait until the generation really moved.
+    let gen: number;
+    while ((gen = Atomics.load(ctl, CTL.GEN)) === seen) Atomics.wait(ctl, CTL.GEN, seen);
+    seen = gen;
     if (ctl[CTL.FN] < 0) break;
     const nth = ctl[CTL.NTH];
     if (tid < nth) {
