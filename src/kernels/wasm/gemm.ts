@@ -1,7 +1,7 @@
 // The one GEMM of the WebAssembly backend, for matmul and the three convolution passes: C = A B (+ C, + bias),
-// blocked as BLIS does. A thread takes (batch item, 64-row, nb-column) blocks; for K in chunks of 256 it
-// packs A four rows at a time and B eight columns at a time, and a 4 x 8 register tile (eight f32x4
-// accumulators, the A value broadcast by load32_splat) runs over the packed panels. How A and B are read
+// blocked as BLIS does. A thread takes (batch item, column block, rows) units; for K in chunks of 256 it
+// packs B eight columns at a time, then for each 64-row block A four rows at a time, and a 4 x 8 register
+// tile (eight f32x4 accumulators, the A value broadcast by load32_splat) runs over the packed panels. How A and B are read
 // (a strided matrix, or a convolution's implicit im2col) is the packers' business only, so the
 // convolution needs no im2col buffer: its windows are unrolled into the packed panel directly.
 import { argI, argP, at, SCRATCH } from "./common";
@@ -250,47 +250,53 @@ function packB(pb: usize, cols_: usize, args: usize, b: usize, k0: i32, kc: i32,
 export function gemm(tid: i32, nth: i32, args: usize): void {
   const M = argI(args, M_), N = argI(args, N_), K = argI(args, K_);
   const ldc = argI(args, LDC), accumulate = argI(args, ACC) != 0, hasBias = argI(args, HAS_BIAS) != 0;
-  const z1n = argI(args, Z1), z2n = argI(args, Z2);
+  const z1n = argI(args, Z1), z2n = argI(args, Z2), zn = z1n * z2n;
   const scratch = argP(args, SCRATCH_) + <usize>tid * SCRATCH;
   const pa = scratch + PACK_A, pb = scratch + PACK_B, edge = scratch + EDGE, cols_ = scratch + COLS;
   const mBlocks = (M + MB - 1) / MB;
-  // Columns per block: up to NB_MAX, fewer when that leaves threads idle (a filter bank's gradient is small).
-  const perBatch = z1n * z2n * mBlocks;
+  // A unit is (z, column block, group of row blocks): B's panel is packed once per K chunk and serves every
+  // row block of the group (the window packers are the costly ones). Columns per block: up to NB_MAX,
+  // fewer, and then rows split into groups, while that leaves threads idle.
   let nb = NB_MAX;
-  while (nb > 32 && perBatch * ((N + nb - 1) / nb) < 2 * nth) nb >>= 1;
+  while (nb > 32 && zn * ((N + nb - 1) / nb) < 2 * nth) nb >>= 1;
   const nBlocks = (N + nb - 1) / nb;
-  const units = perBatch * nBlocks;
+  const mGroups = min(mBlocks, max(1, (2 * nth + zn * nBlocks - 1) / (zn * nBlocks)));
+  const perGroup = (mBlocks + mGroups - 1) / mGroups;
+  const units = zn * nBlocks * mGroups;
   for (let u = tid; u < units; u += nth) {
-    const z = u / (mBlocks * nBlocks), rest = u % (mBlocks * nBlocks);
+    const z = u / (nBlocks * mGroups), rest = u % (nBlocks * mGroups);
     const z1 = z / z2n, z2 = z % z2n;
-    const m0 = (rest / nBlocks) * MB, n0 = (rest % nBlocks) * nb;
-    const rows = min(MB, M - m0), cols = min(nb, N - n0);
+    const n0 = (rest / mGroups) * nb, cols = min(nb, N - n0);
+    const mFirst = (rest % mGroups) * perGroup * MB, mEnd = min(M, mFirst + perGroup * MB);
     const az = at(argP(args, A_), z1 * argI(args, A1) + z2 * argI(args, A2));
     const bz = at(argP(args, B_), z1 * argI(args, B1) + z2 * argI(args, B2));
-    const cz = at(argP(args, C_), z1 * argI(args, C1) + z2 * argI(args, C2) + m0 * ldc + n0);
+    const cz = at(argP(args, C_), z1 * argI(args, C1) + z2 * argI(args, C2) + n0);
     if (K == 0 && !accumulate) {
-      for (let r = 0; r < rows; r++) memory.fill(at(cz, r * ldc), 0, <usize>cols * 4);
+      for (let r = mFirst; r < mEnd; r++) memory.fill(at(cz, r * ldc), 0, <usize>cols * 4);
     }
     for (let k0 = 0; k0 < K; k0 += KB) {
       const kc = min(KB, K - k0);
-      packA(pa, args, az, m0, rows, k0, kc);
       packB(pb, cols_, args, bz, k0, kc, n0, cols);
       const acc = accumulate || k0 > 0;
-      for (let p = 0; p < cols; p += 8) {
-        for (let s = 0; s < rows; s += 4) {
-          const pas = pa + <usize>(s * kc) * 4, pbp = pb + <usize>(p * kc) * 4;
-          const dst = at(cz, s * ldc + p);
-          if (s + 4 <= rows && p + 8 <= cols) {
-            micro(kc, pas, pbp, dst, <usize>ldc, acc);
-          } else {
-            // Edge tile: into scratch with rows 8 apart, then the part inside C.
-            micro(kc, pas, pbp, edge, 8, false);
-            const h = min(4, rows - s), w = min(8, cols - p);
-            for (let r = 0; r < h; r++) {
-              for (let q = 0; q < w; q++) {
-                const to = at(dst, r * ldc + q);
-                const v = load<f32>(at(edge, r * 8 + q));
-                store<f32>(to, acc ? load<f32>(to) + v : v);
+      for (let m0 = mFirst; m0 < mEnd; m0 += MB) {
+        const rows = min(MB, M - m0);
+        packA(pa, args, az, m0, rows, k0, kc);
+        for (let p = 0; p < cols; p += 8) {
+          for (let s = 0; s < rows; s += 4) {
+            const pas = pa + <usize>(s * kc) * 4, pbp = pb + <usize>(p * kc) * 4;
+            const dst = at(cz, (m0 + s) * ldc + p);
+            if (s + 4 <= rows && p + 8 <= cols) {
+              micro(kc, pas, pbp, dst, <usize>ldc, acc);
+            } else {
+              // Edge tile: into scratch with rows 8 apart, then the part inside C.
+              micro(kc, pas, pbp, edge, 8, false);
+              const h = min(4, rows - s), w = min(8, cols - p);
+              for (let r = 0; r < h; r++) {
+                for (let q = 0; q < w; q++) {
+                  const to = at(dst, r * ldc + q);
+                  const v = load<f32>(at(edge, r * 8 + q));
+                  store<f32>(to, acc ? load<f32>(to) + v : v);
+                }
               }
             }
           }
@@ -298,8 +304,8 @@ export function gemm(tid: i32, nth: i32, args: usize): void {
       }
     }
     if (hasBias) {
-      const bias = at(argP(args, BIAS_), z2 * M + m0);
-      for (let r = 0; r < rows; r++) {
+      const bias = at(argP(args, BIAS_), z2 * M);
+      for (let r = mFirst; r < mEnd; r++) {
         const v = load<f32>(at(bias, r)), row = at(cz, r * ldc);
         for (let q = 0; q < cols; q++) store<f32>(at(row, q), load<f32>(at(row, q)) + v);
       }
