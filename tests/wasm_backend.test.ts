@@ -10,6 +10,7 @@ import process from "node:process";
 import { buildKernels, KERNEL_BINARY } from "../src/backend/wasm/build.ts";
 import { WASM_MEMORY_LIMIT, WasmEngine } from "../src/backend/wasm/engine.ts";
 import { defineKernel } from "../src/backend/kernel.ts";
+import { fillKernel } from "../src/kernels/basic.ts";
 import { assert, assertEquals, assertThrows, test } from "./harness.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -57,13 +58,6 @@ test("kernels.wasm is what its sources build to, byte for byte", async () => {
   }
 });
 
-const fill = defineKernel({
-  name: "fill",
-  storage: [{ name: "out", access: "rw" }],
-  uniforms: [{ name: "n", type: "u32" }, { name: "value", type: "f32" }],
-  body: "",
-});
-
 test("Wasm pool: exact-size reuse without growth, merging on trim, a clear error before the 4 GiB limit", async () => {
   const engine = await WasmEngine.create({ threads: 2, parallelMinBytes: 0 });
   const pool = engine.pool;
@@ -80,7 +74,7 @@ test("Wasm pool: exact-size reuse without growth, merging on trim, a clear error
   const big = pool.acquire(1_200_000 * 4);
   assertEquals(engine.memory.buffer.byteLength, memory, "a merged block served the larger tensor");
   // A kernel through this engine, split over both threads: every element written.
-  engine.dispatch(fill, [big], [1_200_000, 2.5], [1]);
+  engine.dispatch(fillKernel, [big], [1_200_000, 2.5], [1]);
   const back = new Float32Array(await engine.read(big, 0, 1_200_000 * 4));
   assert(back.every((v) => v === 2.5), "fill over two threads");
   pool.release(big);

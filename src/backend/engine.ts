@@ -6,6 +6,8 @@ export type Access = "read" | "rw";
 export type ScalarType = "f32" | "u32" | "i32";
 
 export interface KernelSpec {
+  /** The kernel's name, for messages. */
+  name: string;
   /** Unique per WGSL source: the pipeline cache key. */
   key: string;
   /** WGSL source; empty for a kernel that exists only on the WebAssembly backend. */
@@ -63,33 +65,26 @@ export interface PoolStats {
   created: number;
 }
 
-export class BufferPool {
+/**
+ * Exact-size free lists per pool bucket and their accounting, shared by both backends; a subclass says how
+ * big a bucket is and how a new block is made (a WebGPU buffer, or a range of the Wasm memory).
+ */
+export abstract class BucketPool {
   private free = new Map<number, PooledBuffer[]>();
   private nextId = 0;
   private stats: PoolStats = { liveBytes: 0, liveBuffers: 0, pooledBytes: 0, pooledBuffers: 0, created: 0 };
-  constructor(private device: GPUDevice, private maxBufferSize: number) {}
+
+  protected abstract capacityFor(bytes: number): number;
+  protected abstract create(capacity: number): Pick<PooledBuffer, "buffer" | "ptr">;
 
   acquire(bytes: number): PooledBuffer {
-    const capacity = bucketSize(bytes);
-    if (capacity > this.maxBufferSize) {
-      throw new Error(
-        `A tensor of ${bytes} bytes exceeds this adapter's maxBufferSize (${this.maxBufferSize} bytes).`,
-      );
-    }
-    const list = this.free.get(capacity);
-    let pb = list?.pop();
+    const capacity = this.capacityFor(bytes);
+    let pb = this.free.get(capacity)?.pop();
     if (pb) {
       this.stats.pooledBytes -= capacity;
       this.stats.pooledBuffers--;
     } else {
-      pb = {
-        id: ++this.nextId,
-        buffer: this.device.createBuffer({ size: capacity, usage: STORAGE_USAGE }),
-        ptr: 0,
-        capacity,
-        bytes,
-        lastBatch: -1,
-      };
+      pb = { id: ++this.nextId, ...this.create(capacity), capacity, bytes, lastBatch: -1 };
       this.stats.created++;
     }
     pb.bytes = bytes;
@@ -108,16 +103,47 @@ export class BufferPool {
     list.push(pb);
   }
 
-  /** Gives every free buffer back to the device. */
-  trim(): void {
-    for (const list of this.free.values()) for (const pb of list) pb.buffer.destroy();
+  /** Empties the free lists and returns what they held (for the subclass's trim). */
+  protected drainFree(): PooledBuffer[] {
+    const all = [...this.free.values()].flat();
     this.free.clear();
     this.stats.pooledBytes = 0;
     this.stats.pooledBuffers = 0;
+    return all;
+  }
+
+  /** Bytes held by live tensors. */
+  get liveBytes(): number {
+    return this.stats.liveBytes;
   }
 
   snapshot(): PoolStats {
     return { ...this.stats };
+  }
+}
+
+export class BufferPool extends BucketPool {
+  constructor(private device: GPUDevice, private maxBufferSize: number) {
+    super();
+  }
+
+  protected capacityFor(bytes: number): number {
+    const capacity = bucketSize(bytes);
+    if (capacity > this.maxBufferSize) {
+      throw new Error(
+        `A tensor of ${bytes} bytes exceeds this adapter's maxBufferSize (${this.maxBufferSize} bytes).`,
+      );
+    }
+    return capacity;
+  }
+
+  protected create(capacity: number): Pick<PooledBuffer, "buffer" | "ptr"> {
+    return { buffer: this.device.createBuffer({ size: capacity, usage: STORAGE_USAGE }), ptr: 0 };
+  }
+
+  /** Gives every free buffer back to the device. */
+  trim(): void {
+    for (const pb of this.drainFree()) pb.buffer.destroy();
   }
 }
 
@@ -134,11 +160,7 @@ export type Binding = PooledBuffer | { pb: PooledBuffer; offset: number; size: n
 /** What tensors and ops need of a backend; WebGPU (below) and WebAssembly (wasm/engine.ts) provide it. */
 export interface Engine {
   readonly kind: "webgpu" | "wasm";
-  readonly pool: {
-    acquire(bytes: number): PooledBuffer;
-    release(pb: PooledBuffer): void;
-    snapshot(): PoolStats;
-  };
+  readonly pool: BucketPool;
   /** Largest byte range one kernel binding may cover. */
   readonly maxStorageBinding: number;
   readonly minStorageOffsetAlignment: number;
@@ -287,7 +309,7 @@ export class WebGpuEngine implements Engine {
       const pb = "pb" in b ? b.pb : b;
       if (!("pb" in b) && pb.bytes > this.maxStorageBinding) {
         throw new Error(
-          `${spec.key.split("\n", 1)[0]}: a tensor of ${pb.bytes} bytes exceeds one storage binding ` +
+          `${spec.name}: a tensor of ${pb.bytes} bytes exceeds one storage binding ` +
             `(maxStorageBufferBindingSize ${this.maxStorageBinding}); this op does not split such tensors`,
         );
       }

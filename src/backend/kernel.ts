@@ -40,6 +40,7 @@ export function defineKernel(def: KernelDef): KernelSpec {
   lines.push(`const WG: u32 = ${wg}u;`, FLAT_ID, def.body);
   const code = lines.join("\n");
   return {
+    name: def.name,
     key: `${def.name}\n${code}`,
     code,
     wasm: def.wasm ?? def.name,
@@ -54,6 +55,7 @@ export function defineKernel(def: KernelDef): KernelSpec {
  */
 export function wasmKernel(def: Pick<KernelDef, "name" | "storage" | "uniforms">): KernelSpec {
   return {
+    name: def.name,
     key: `wasm:${def.name}`,
     code: "",
     wasm: def.name,

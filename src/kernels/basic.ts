@@ -5,7 +5,7 @@ import type { KernelSpec } from "../backend/engine.ts";
 import { checkShape, shapeSize, Tensor, type TensorOptions } from "../autograd/tensor.ts";
 import { fmtShape } from "./shape.ts";
 
-const fillKernel = defineKernel({
+export const fillKernel = defineKernel({
   name: "fill",
   storage: [{ name: "out", access: "rw" }],
   uniforms: [{ name: "n", type: "u32" }, { name: "value", type: "f32" }],
@@ -43,10 +43,9 @@ export function dispatch1d(
     engine.dispatch(spec, tensors.map((t) => t.buffer), params, engine.grid(Math.ceil(n / 256)));
     return;
   }
-  const name = spec.key.split("\n", 1)[0];
   if (tensors.some((t) => t.size !== n)) {
     throw new Error(
-      `${name}: tensors over ${limit} bytes (one storage binding) are only supported element-wise`,
+      `${spec.name}: tensors over ${limit} bytes (one storage binding) are only supported element-wise`,
     );
   }
   const align = engine.minStorageOffsetAlignment;

@@ -413,24 +413,47 @@ function wasmConvProducts(g: ConvGeometry): Record<"forward" | "inputGrad" | "we
   };
 }
 
-function conv2dWasm(x: Tensor, weight: Tensor, bias: Tensor | null, g: ConvGeometry): Tensor {
+/** How one backend runs a convolution's three passes; conv2d's gradient rule is the same for both. */
+interface ConvPasses {
+  forward(out: Tensor): void;
+  inputGrad(dy: Tensor): Tensor;
+  weightGrad(dy: Tensor): Tensor;
+}
+
+function wasmPasses(x: Tensor, weight: Tensor, bias: Tensor | null, g: ConvGeometry): ConvPasses {
   const products = wasmConvProducts(g);
-  const out = Tensor.empty([g.n, g.oc, g.oh, g.ow]);
-  wasmGemm(weight, x, out, { ...products.forward, bias: bias ?? undefined });
-  const inputs = bias ? [x, weight, bias] : [x, weight];
-  return record(out, "conv2d", inputs, (dy) => {
-    let dx: Tensor | null = null, dw: Tensor | null = null;
-    if (x.requiresGrad) {
-      dx = Tensor.empty([...x.shape]);
+  return {
+    forward: (out) => wasmGemm(weight, x, out, { ...products.forward, bias: bias ?? undefined }),
+    inputGrad: (dy) => {
+      const dx = Tensor.empty([...x.shape]);
       wasmGemm(weight, dy, dx, products.inputGrad);
-    }
-    if (weight.requiresGrad) {
-      dw = Tensor.empty([...weight.shape]);
+      return dx;
+    },
+    weightGrad: (dy) => {
+      const dw = Tensor.empty([...weight.shape]);
       wasmGemm(dy, x, dw, products.weightGrad);
-    }
-    const db = bias?.requiresGrad ? sum(dy, [0, 2, 3]) : null;
-    return bias ? [dx, dw, db] : [dx, dw];
-  });
+      return dw;
+    },
+  };
+}
+
+function webgpuPasses(x: Tensor, weight: Tensor, bias: Tensor | null, g: ConvGeometry): ConvPasses {
+  const variant: Variant = isPointwise(g) ? "pointwise" : "general";
+  const cg = g.c / g.groups, ocg = g.oc / g.groups;
+  const khw = g.kh * g.kw;
+  return {
+    forward: (out) => {
+      const buffers = [x, weight, ...(bias ? [bias] : []), out, ...(variant === "pointwise" ? [x] : [])];
+      run(forwardKernel, buffers, g, { variant, bias: Boolean(bias) }, [ocg, g.n * g.oh * g.ow, cg * khw]);
+    },
+    inputGrad: (dy) => {
+      const dx = Tensor.empty([...x.shape]);
+      const buffers = [dy, weight, dx, ...(variant === "pointwise" ? [dy] : [])];
+      run(inputGradKernel, buffers, g, { variant }, [cg, g.n * g.h * g.w, ocg * khw]);
+      return dx;
+    },
+    weightGrad: (dy) => weightGrad(dy, x, weight, g, variant),
+  };
 }
 
 /** PyTorch's conv2d: x [N, C, H, W], weight [Cout, C/groups, KH, KW], optional bias [Cout]. */
@@ -439,27 +462,13 @@ export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor | null, options:
   if (bias && (bias.rank !== 1 || bias.shape[0] !== g.oc)) {
     throw new Error(`conv2d: bias must be [${g.oc}], got ${fmtShape(bias.shape)}`);
   }
-  if (getEngine().kind === "wasm") return conv2dWasm(x, weight, bias ?? null, g);
-  const variant: Variant = isPointwise(g) ? "pointwise" : "general";
-  const cg = g.c / g.groups, ocg = g.oc / g.groups;
-  const khw = g.kh * g.kw;
+  const passes = (getEngine().kind === "wasm" ? wasmPasses : webgpuPasses)(x, weight, bias ?? null, g);
   const out = Tensor.empty([g.n, g.oc, g.oh, g.ow]);
-  const buffers = [x, weight, ...(bias ? [bias] : []), out, ...(variant === "pointwise" ? [x] : [])];
-  run(forwardKernel, buffers, g, { variant, bias: Boolean(bias) }, [ocg, g.n * g.oh * g.ow, cg * khw]);
+  passes.forward(out);
   const inputs = bias ? [x, weight, bias] : [x, weight];
   return record(out, "conv2d", inputs, (dy) => {
-    let dx: Tensor | null = null;
-    if (x.requiresGrad) {
-      dx = Tensor.empty([...x.shape]);
-      run(
-        inputGradKernel,
-        [dy, weight, dx, ...(variant === "pointwise" ? [dy] : [])],
-        g,
-        { variant },
-        [cg, g.n * g.h * g.w, ocg * khw],
-      );
-    }
-    const dw = weight.requiresGrad ? weightGrad(dy, x, weight, g, variant) : null;
+    const dx = x.requiresGrad ? passes.inputGrad(dy) : null;
+    const dw = weight.requiresGrad ? passes.weightGrad(dy) : null;
     const db = bias?.requiresGrad ? sum(dy, [0, 2, 3]) : null;
     return bias ? [dx, dw, db] : [dx, dw];
   });

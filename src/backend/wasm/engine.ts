@@ -6,6 +6,7 @@ import { readFileSync } from "node:fs";
 import { Worker } from "node:worker_threads";
 import {
   type Binding,
+  BucketPool,
   bucketSize,
   type Engine,
   type KernelSpec,
@@ -33,36 +34,21 @@ type KernelFn = (tid: number, nth: number, args: number) => void;
  * sizes every step, so it stops growing after the first), then first fit from coalesced spare blocks,
  * then the top of the heap, growing the memory.
  */
-class WasmPool {
-  private free = new Map<number, PooledBuffer[]>();
+class WasmPool extends BucketPool {
   /** Address-ordered free blocks that no bucket list holds (after trim). */
   private spare: { ptr: number; size: number }[] = [];
-  private nextId = 0;
-  private stats: PoolStats = { liveBytes: 0, liveBuffers: 0, pooledBytes: 0, pooledBuffers: 0, created: 0 };
 
-  constructor(private memory: WebAssembly.Memory, private top: number) {}
+  /** `onGrow` runs after the memory grew (views over the old buffer end short of the new space). */
+  constructor(private memory: WebAssembly.Memory, private top: number, private onGrow: () => void) {
+    super();
+  }
 
-  acquire(bytes: number): PooledBuffer {
-    const capacity = Math.ceil(bucketSize(bytes) / ALIGN) * ALIGN;
-    let pb = this.free.get(capacity)?.pop();
-    if (pb) {
-      this.stats.pooledBytes -= capacity;
-      this.stats.pooledBuffers--;
-    } else {
-      pb = {
-        id: ++this.nextId,
-        buffer: null as unknown as GPUBuffer,
-        ptr: this.carve(capacity),
-        capacity,
-        bytes,
-        lastBatch: -1,
-      };
-      this.stats.created++;
-    }
-    pb.bytes = bytes;
-    this.stats.liveBytes += capacity;
-    this.stats.liveBuffers++;
-    return pb;
+  protected capacityFor(bytes: number): number {
+    return Math.ceil(bucketSize(bytes) / ALIGN) * ALIGN;
+  }
+
+  protected create(capacity: number): Pick<PooledBuffer, "buffer" | "ptr"> {
+    return { buffer: null as unknown as GPUBuffer, ptr: this.carve(capacity) };
   }
 
   private carve(size: number): number {
@@ -77,24 +63,17 @@ class WasmPool {
     const ptr = this.top;
     if (ptr + size > WASM_MEMORY_LIMIT) {
       throw new Error(
-        `WebAssembly backend: a tensor of ${size} bytes does not fit: ${this.stats.liveBytes} bytes are live and ` +
+        `WebAssembly backend: a tensor of ${size} bytes does not fit: ${this.liveBytes} bytes are live and ` +
           `a Wasm32 memory addresses at most 4 GiB. Use a smaller batch or model, or the WebGPU backend.`,
       );
     }
     const have = this.memory.buffer.byteLength;
-    if (ptr + size > have) this.memory.grow(Math.ceil((ptr + size - have) / PAGE));
+    if (ptr + size > have) {
+      this.memory.grow(Math.ceil((ptr + size - have) / PAGE));
+      this.onGrow();
+    }
     this.top = ptr + size;
     return ptr;
-  }
-
-  release(pb: PooledBuffer): void {
-    this.stats.liveBytes -= pb.capacity;
-    this.stats.liveBuffers--;
-    this.stats.pooledBytes += pb.capacity;
-    this.stats.pooledBuffers++;
-    let list = this.free.get(pb.capacity);
-    if (!list) this.free.set(pb.capacity, list = []);
-    list.push(pb);
   }
 
   /**
@@ -102,10 +81,7 @@ class WasmPool {
    * hold tensors of other sizes) and lowers the top over free space at the end.
    */
   trim(): void {
-    const blocks = [...this.spare];
-    for (const list of this.free.values()) {
-      for (const pb of list) blocks.push({ ptr: pb.ptr, size: pb.capacity });
-    }
+    const blocks = [...this.spare, ...this.drainFree().map((pb) => ({ ptr: pb.ptr, size: pb.capacity }))];
     blocks.sort((a, b) => a.ptr - b.ptr);
     const merged: { ptr: number; size: number }[] = [];
     for (const b of blocks) {
@@ -119,13 +95,6 @@ class WasmPool {
       merged.pop();
     }
     this.spare = merged;
-    this.free.clear();
-    this.stats.pooledBytes = 0;
-    this.stats.pooledBuffers = 0;
-  }
-
-  snapshot(): PoolStats {
-    return { ...this.stats };
   }
 }
 
@@ -166,7 +135,7 @@ export class WasmEngine implements Engine {
     heapStart: number,
     private parallelMinBytes: number,
   ) {
-    this.pool = new WasmPool(memory, heapStart);
+    this.pool = new WasmPool(memory, heapStart, () => (this.views = null));
     this.ctl = new Int32Array(memory.buffer, ctlPtr, CTL.SLOTS);
     this.fnIndex = new Map(names.map((n, i) => [n, i]));
     this.fns = names.map((n) => exports[n] as KernelFn);
@@ -230,8 +199,9 @@ export class WasmEngine implements Engine {
     );
   }
 
+  /** Views over the whole memory, remade only after the pool grew it. */
   private get mem() {
-    if (!this.views || this.views.u8.byteLength !== this.memory.buffer.byteLength) {
+    if (!this.views) {
       const buf = this.memory.buffer;
       this.views = { u8: new Uint8Array(buf), i32: new Int32Array(buf), f32: new Float32Array(buf) };
     }
@@ -244,7 +214,7 @@ export class WasmEngine implements Engine {
     params: number[],
     workgroups: [number, number?, number?],
   ): void {
-    const name = spec.key.split("\n", 1)[0];
+    const name = spec.name;
     if (buffers.length !== spec.storage.length) {
       throw new Error(`kernel ${name}: ${buffers.length} buffers bound, ${spec.storage.length} declared`);
     }
@@ -279,11 +249,11 @@ export class WasmEngine implements Engine {
     i32[slot++] = y;
     i32[slot++] = z;
     i32[slot++] = this.scratchPtr;
-    this.run(index, bytes >= this.parallelMinBytes ? this.threads : 1, name);
+    this.run(index, bytes >= this.parallelMinBytes ? this.threads : 1, spec);
     this.dispatches++;
   }
 
-  private run(index: number, nth: number, name: string): void {
+  private run(index: number, nth: number, spec: KernelSpec): void {
     const fn = this.fns[index];
     if (nth === 1 || this.workers.length === 0) {
       fn(0, 1, this.argsPtr);
@@ -313,7 +283,7 @@ export class WasmEngine implements Engine {
     }
     if (failure) throw failure;
     if (ctl[CTL.ERROR]) {
-      throw new Error(`WebAssembly kernel ${name} trapped in compute thread ${ctl[CTL.ERROR]}`);
+      throw new Error(`WebAssembly kernel ${spec.name} trapped in compute thread ${ctl[CTL.ERROR]}`);
     }
   }
 
