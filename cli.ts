@@ -3,6 +3,7 @@ import process from "node:process";
 import { basename, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import * as fl from "./mod.ts";
+import * as flannel from "./src/flannel/mod.ts";
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { writeFileAtomic } from "./src/io/files.ts";
 import { ProgressBar } from "./src/train/progress.ts";
@@ -11,14 +12,14 @@ import {
   type Stage2ExperimentResult,
   table3,
   withoutProbabilities,
-} from "./src/train/stage2_experiment.ts";
+} from "./src/flannel/stage2_experiment.ts";
 
 const LEARNERS = ["InceptionV3", "VGG19-bn", "ResNeXt101-32x8d", "ResNet152", "DenseNet161"];
 
 const IMAGE_RUN_HELP = `Options:
   --data DIR        a source folder (repeat for several)
   --out DIR         output folder (required)
-  --archs LIST      comma-separated learners (default all five): ${fl.models.LEARNER_ARCHS.join(",")}
+  --archs LIST      comma-separated learners (default all five): ${flannel.LEARNER_ARCHS.join(",")}
   --scale S         tiny | full (default tiny: small variants of the same families, for CPUs)
   --size N          crop side (default 64 for tiny, 224 for full)
   --resize N        short side images are resized to before cropping (default size * 8 / 7: 72 or 256)
@@ -213,20 +214,20 @@ async function demo(args: string[]): Promise<void> {
   if (values["stage2-only"]) return stage2Demo(out, seed, intOption(values, "folds", 5, 2), values.backend);
   let dataDirs = values.data ?? [];
   if (dataDirs.length === 0) {
-    const total = intOption(values, "images", fl.train.DEFAULT_SYNTHETIC_TOTAL, 40);
+    const total = intOption(values, "images", flannel.DEFAULT_SYNTHETIC_TOTAL, 40);
     const dir = join(out, "data");
-    const dataset = fl.train.syntheticXrayDataset({ total, seed });
+    const dataset = flannel.syntheticXrayDataset({ total, seed });
     const counts = fl.metrics.CLASS_NAMES.map((c, i) =>
       `${c} ${dataset.records.filter((r) => r.label === i).length}`
     );
     console.log(
       `data: the embedded synthetic chest X-ray generator (not real X-rays), ${total} images of ` +
-        `${fl.train.DEFAULT_SYNTHETIC_SIZE}x${fl.train.DEFAULT_SYNTHETIC_SIZE}, ${
+        `${flannel.DEFAULT_SYNTHETIC_SIZE}x${flannel.DEFAULT_SYNTHETIC_SIZE}, ${
           counts.join(", ")
         }, seed ${seed}; ` +
         `written to ${dir}`,
     );
-    fl.train.writeSyntheticPngs(dir, dataset);
+    flannel.writeSyntheticPngs(dir, dataset);
     dataDirs = [dir];
   } else console.log(`data: ${dataDirs.join(", ")} (real data, as given by --data)`);
   // a rerun continues: finished learners and folds are kept (the same seed gives the same work)
@@ -235,7 +236,7 @@ async function demo(args: string[]): Promise<void> {
     out,
     scale: "tiny",
     size: "64",
-    resize: String(fl.train.DEFAULT_SYNTHETIC_SIZE),
+    resize: String(flannel.DEFAULT_SYNTHETIC_SIZE),
     epochs: values.epochs ?? "3",
     lr: "0.003",
     folds: values.folds,
@@ -253,7 +254,7 @@ async function stage2Demo(out: string, seed: number, folds: number, backend?: st
   console.log(
     `data: embedded synthetic learner outputs, ${samples} samples, paper class imbalance (seed ${seed})`,
   );
-  const data = fl.train.syntheticLearnerOutputs({ samples, seed });
+  const data = flannel.syntheticLearnerOutputs({ samples, seed });
   const t0 = performance.now();
   const result = await runStage2Experiment(data, {
     learnerNames: LEARNERS.map((n) => `${n} (synthetic)`),
@@ -367,11 +368,11 @@ async function prepareImageRun(command: string, values: ImageRunValues) {
   if (scale !== "tiny" && scale !== "full") {
     fail(`${command}: --scale must be tiny or full, got ${JSON.stringify(scale)}`);
   }
-  const archs = values.archs ? values.archs.split(",").map((a) => a.trim()) : [...fl.models.LEARNER_ARCHS];
+  const archs = values.archs ? values.archs.split(",").map((a) => a.trim()) : [...flannel.LEARNER_ARCHS];
   for (const a of archs) {
-    if (!fl.models.isLearnerArch(a)) {
+    if (!flannel.isLearnerArch(a)) {
       fail(
-        `${command}: unknown learner ${JSON.stringify(a)}; expected ${fl.models.LEARNER_ARCHS.join(", ")}`,
+        `${command}: unknown learner ${JSON.stringify(a)}; expected ${flannel.LEARNER_ARCHS.join(", ")}`,
       );
     }
   }
@@ -380,7 +381,7 @@ async function prepareImageRun(command: string, values: ImageRunValues) {
   const nFolds = intOption(values, "folds", 5, 2);
   const seed = intOption(values, "seed", 0, 0);
   const settings = {
-    archs: archs as fl.models.LearnerArch[],
+    archs: archs as flannel.LearnerArch[],
     scale: scale as "tiny" | "full",
     crop: size,
     resize,
@@ -401,7 +402,7 @@ async function prepareImageRun(command: string, values: ImageRunValues) {
       dirs.join(", ")
     } (${loaded.skipped.length} rows skipped); decoding`,
   );
-  const cache = new fl.train.ImageCache(resize);
+  const cache = new fl.data.ImageCache(resize);
   const bar = new ProgressBar();
   const decodeStart = performance.now();
   const readable = await cache.getReadable(
@@ -413,12 +414,12 @@ async function prepareImageRun(command: string, values: ImageRunValues) {
   const records = readable.records;
 
   const splitPath = join(out, "split.json");
-  let split: fl.train.PatientSplit;
+  let split: fl.data.PatientSplit;
   if (existsSync(splitPath)) {
     if (!values.resume) {
       fail(`${command}: ${splitPath} exists; pass --resume to continue that run, or use another --out`);
     }
-    split = fl.train.loadSplit(splitPath, records);
+    split = fl.data.loadSplit(splitPath, records);
     if (split.folds !== nFolds || split.seed !== seed) {
       fail(
         `${command}: ${splitPath} has ${split.folds} folds and seed ${split.seed}; this run asks for ${nFolds} and ${seed}`,
@@ -426,8 +427,8 @@ async function prepareImageRun(command: string, values: ImageRunValues) {
     }
   } else {
     const subsample = values.subsample ? parseSubsample(values.subsample) : undefined;
-    split = fl.train.patientSplit(records, { folds: nFolds, seed, subsample });
-    fl.train.saveSplit(splitPath, split, records);
+    split = fl.data.patientSplit(records, { folds: nFolds, seed, subsample });
+    fl.data.saveSplit(splitPath, split, records);
   }
   // Table 1 of the images the run uses (after any --subsample)
   const used = [...split.train, ...split.test].sort((a, b) => a - b).map((i) => records[i]);
@@ -440,9 +441,9 @@ async function prepareImageRun(command: string, values: ImageRunValues) {
   );
   const progress = {
     onMessage: (m: string) => console.log(m),
-    onBatch: (arch: string, f: number, p: fl.train.Stage1BatchProgress) =>
+    onBatch: (arch: string, f: number, p: flannel.Stage1BatchProgress) =>
       bar.update(`${arch} fold ${f} epoch ${p.epoch}/${p.epochs}`, p.done, p.total, p.imagesPerSecond),
-    onEpoch: (arch: string, f: number, log: fl.train.Stage1EpochLog) => {
+    onEpoch: (arch: string, f: number, log: flannel.Stage1EpochLog) => {
       bar.done();
       console.log(
         `${arch} fold ${f} epoch ${log.epoch}: loss ${log.trainLoss.toFixed(4)}, selection macro-F1 ` +
@@ -472,7 +473,7 @@ async function stage1(args: string[]): Promise<void> {
     return v;
   });
   const t0 = performance.now();
-  const results = await fl.train.runStage1Folds({ ...run, ...run.settings, ...run.progress, folds });
+  const results = await flannel.runStage1Folds({ ...run, ...run.settings, ...run.progress, folds });
   console.log(
     "\n| learner | fold | held-out macro-F1 | test macro-F1 | test covid F1 |\n|---|---|---|---|---|",
   );
@@ -505,7 +506,7 @@ async function runImageExperiment(
 ): Promise<void> {
   const run = await prepareImageRun(command, values);
   const t0 = performance.now();
-  const result = await fl.train.runExperiment({ ...run, ...run.settings, ...run.progress, stage2Epochs });
+  const result = await flannel.runExperiment({ ...run, ...run.settings, ...run.progress, stage2Epochs });
   const seconds = (performance.now() - t0) / 1000;
   const resultsPath = join(run.out, "results.json"), reportPath = join(run.out, "report.md");
   const machine = { data: values.data, adapter: run.info.adapter, runtime: run.info.runtime, seconds };
@@ -513,13 +514,13 @@ async function runImageExperiment(
     resultsPath,
     JSON.stringify({ ...result, machine, table1: run.summary }, withoutProbabilities, 1),
   );
-  const figures = fl.train.writeFigures(run.out, result);
+  const figures = flannel.writeFigures(run.out, result);
   // Fig. 6: the class activation maps of every learner on the first test image of each class
   for (const [c, name] of fl.metrics.CLASS_NAMES.entries()) {
     const first = run.split.test.find((i) => run.records[i].label === c);
     if (first === undefined) continue;
     const path = join(run.out, `fig6_cam_${name}.png`);
-    fl.train.plots.savePNG(path, await fl.train.camFigure(run.out, run.records[first].file));
+    fl.train.plots.savePNG(path, await flannel.camFigure(run.out, run.records[first].file));
     figures.push(path);
   }
   writeFileAtomic(
@@ -532,7 +533,7 @@ async function runImageExperiment(
 }
 
 function experimentReport(
-  result: fl.train.ExperimentResult,
+  result: flannel.ExperimentResult,
   summary: fl.data.DatasetSummary,
   adapter: string,
   seconds: number,
@@ -623,7 +624,7 @@ async function predict(args: string[]): Promise<void> {
     } else files.push(resolve(p));
   }
   await fl.init({ backend: values.backend as fl.InitOptions["backend"] });
-  const result = await fl.train.predictFiles(resolve(values.run), files, { method: values.method });
+  const result = await flannel.predictFiles(resolve(values.run), files, { method: values.method });
   for (const s of result.skipped) console.error(`unreadable, left out: ${s.reason}`);
   const classes = fl.metrics.CLASS_NAMES;
   const lines = [["file", ...classes, "predicted"].join(",")];
@@ -655,7 +656,7 @@ async function cam(args: string[]): Promise<void> {
   const fold = values.fold === undefined ? undefined : intOption(values, "fold", 0, 0);
   await fl.init({ backend: values.backend as fl.InitOptions["backend"] });
   const run = resolve(values.run);
-  const png = await fl.train.camFigure(run, resolve(values.image), { fold });
+  const png = await flannel.camFigure(run, resolve(values.image), { fold });
   const out = values.out ?? join(run, "cam", `${basename(values.image).replace(/\.[^.]*$/, "")}.png`);
   fl.train.plots.savePNG(out, png);
   console.log(`wrote ${out}`);

@@ -1,16 +1,58 @@
-// FLANNEL on WebGPU: the public surface (see ../shared/API.md and README.md).
+/**
+ * A deep-learning library for Deno and Bun on WebGPU (hand-written WGSL kernels) and on CPUs (WebAssembly
+ * SIMD kernels on worker threads): tensors with reverse-mode autograd, the ops and layers of CNNs, Adam and
+ * SGD, torchvision-exact ResNet/ResNeXt, VGG, DenseNet and Inception v3, safetensors and image I/O, chest
+ * X-ray data sets with patient-disjoint splits, metrics and Grad-CAM.
+ *
+ * FLANNEL (Qiao et al., "Focal Loss Based Neural Network Ensemble for COVID-19 Detection"), the application
+ * built on this library, is its own entry point: `flannel-webgpu/flannel` (`src/flannel/mod.ts`).
+ *
+ * @example Train one step
+ * ```ts
+ * import * as fl from "flannel-webgpu";
+ * await fl.init(); // WebGPU where an adapter exists, else WebAssembly
+ * const x = fl.randn([8, 3], { seed: 1 });
+ * const w = fl.randn([4, 3], { seed: 2, requiresGrad: true });
+ * await fl.scope(async () => {
+ *   const loss = fl.F.crossEntropy(fl.F.linear(x, w), [0, 1, 2, 3, 0, 1, 2, 3]);
+ *   loss.backward();
+ *   console.log(await loss.item(), await w.grad!.toArray());
+ * });
+ * ```
+ * @module
+ */
 import "./src/autograd/tape.ts";
 
-export { backendInfo, type BackendInfo, init, type InitOptions } from "./src/backend/device.ts";
-export { liveTensorCount, noGrad, scope, Tensor, type TensorOptions } from "./src/autograd/tensor.ts";
+export {
+  type BackendInfo,
+  backendInfo,
+  type BackendName,
+  init,
+  type InitOptions,
+} from "./src/backend/device.ts";
+export {
+  type DType,
+  liveTensorCount,
+  noGrad,
+  scope,
+  Tensor,
+  type TensorOptions,
+} from "./src/autograd/tensor.ts";
 export { full, intTensor, ones, tensor, zeros } from "./src/kernels/basic.ts";
-export { Generator, manualSeed, rand, randn } from "./src/kernels/random.ts";
+export {
+  Generator,
+  manualSeed,
+  rand,
+  randn,
+  type RandomOptions,
+  threefry2x32,
+} from "./src/kernels/random.ts";
 export { poolStats, syncDevice, trimPool } from "./src/backend/stats.ts";
 export * as F from "./src/functional.ts";
-export * as optim from "./src/optim/optimizers.ts";
-export * as metrics from "./src/train/metrics.ts";
 export * as nn from "./src/nn/index.ts";
+export * as optim from "./src/optim/optimizers.ts";
 export * as models from "./src/models/index.ts";
-export * as train from "./src/train/index.ts";
 export * as io from "./src/io/index.ts";
-export * as data from "./src/train/data.ts";
+export * as data from "./src/data/index.ts";
+export * as metrics from "./src/train/metrics.ts";
+export * as train from "./src/train/index.ts";

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks: Deno and Bun (from npm), the project's npm packages (bun install),
-# Mesa's lavapipe Vulkan driver from bookworm-backports (Dawn, which Bun uses, needs the newer one), and
-# builds the WebAssembly kernels (src/kernels/wasm -> kernels.wasm) with the AssemblyScript compiler.
+# and Mesa's lavapipe Vulkan driver from bookworm-backports (Dawn, which Bun uses, needs the newer one).
+# A user of the installed package needs none of this: see README, "Use it from your project".
 # Idempotent: each step is skipped when its result is already there.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -17,7 +17,7 @@ if ! command -v bun >/dev/null || [ "$(bun --version)" != "$BUN_VERSION" ]; then
   echo "setup: installing bun@$BUN_VERSION from npm"
   as_root npm install -g --silent "bun@$BUN_VERSION"
 fi
-if [ ! -d node_modules/bun-webgpu ] || [ ! -d node_modules/assemblyscript ] || [ bun.lock -nt node_modules ]; then
+if [ ! -d node_modules/bun-webgpu ] || [ ! -d node_modules/typescript ] || [ bun.lock -nt node_modules ]; then
   echo "setup: bun install"
   bun install --frozen-lockfile
   touch node_modules
@@ -31,5 +31,4 @@ if command -v apt-get >/dev/null && ! dpkg-query -W -f='${Version}' mesa-vulkan-
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq -t bookworm-backports mesa-vulkan-drivers >/dev/null
 fi
-deno run -A src/backend/wasm/build.ts >/dev/null
 echo "setup: ready (deno $(deno --version | head -1 | cut -d' ' -f2), bun $(bun --version))"

@@ -5,6 +5,7 @@
 import process from "node:process";
 import { Bench } from "tinybench";
 import * as fl from "../mod.ts";
+import * as flannel from "../src/flannel/mod.ts";
 
 const info = await fl.init();
 const filter = process.argv.slice(2).find((a) => !a.startsWith("-")) ?? "";
@@ -147,15 +148,15 @@ for (const size of [256, 512, 1024]) {
 
 {
   // One epoch of FLANNEL's stage 2 on a fold-sized training set (the paper's 5508 images, 4/5 x 4/5).
-  const train = fl.train.syntheticLearnerOutputs({ samples: 3525, seed: 1 });
-  const val = fl.train.syntheticLearnerOutputs({ samples: 64, seed: 2 });
+  const train = flannel.syntheticLearnerOutputs({ samples: 3525, seed: 1 });
+  const val = flannel.syntheticLearnerOutputs({ samples: 64, seed: 2 });
   for (const method of ["flannel", "mlp2"] as const) {
     cases.push({
       name: `stage 2 training, ${method}, 1 epoch of 3525 (batch 64)`,
       unit: "samples/s",
       work: 3525,
       device: async () => {
-        const run = await fl.train.trainStage2(train, val, {
+        const run = await flannel.trainStage2(train, val, {
           method,
           loss: method === "flannel" ? "focal" : "ce",
           epochs: 1,

@@ -8,7 +8,7 @@
 //   the learner names.
 //
 // What is measured
-// - Learners: `fl.models.createLearner(arch, { scale, seed })` for every name in `fl.models.LEARNER_ARCHS`
+// - Learners: `flannel.createLearner(arch, { scale, seed })` for every name in `flannel.LEARNER_ARCHS`
 //   (InceptionV3 without its aux head, as stage 1 trains it; 224 is above its 75x75 minimum).
 // - Train step: what `trainStage1` (src/train/stage1.ts) does for one batch: `makeBatch` assembles a
 //   [B, 3, crop, crop] batch with the training augmentation (random crop, flip, noise 0.01 from a
@@ -35,6 +35,7 @@
 import process from "node:process";
 import { Bench } from "tinybench";
 import * as fl from "../mod.ts";
+import * as flannel from "../src/flannel/mod.ts";
 import type { GrayImage } from "../src/io/images.ts";
 import { trainStep } from "../src/train/step.ts";
 
@@ -82,7 +83,7 @@ const batchIndices = (k: number) => Int32Array.from({ length: B }, (_, i) => (k 
 
 // JIT warmup of the batch assembly, so the first learner's assembly time is not the compiler's
 for (let k = 0; k < 20; k++) {
-  fl.train.makeBatch(images, batchIndices(k), { crop, train: true, generator: new fl.Generator(k) });
+  fl.data.makeBatch(images, batchIndices(k), { crop, train: true, generator: new fl.Generator(k) });
 }
 
 const fmt = (v: number) => (Number.isFinite(v) ? v.toPrecision(3) : "-");
@@ -131,11 +132,11 @@ interface Row {
 const rows: Row[] = [];
 const problems: string[] = [];
 
-for (const arch of fl.models.LEARNER_ARCHS) {
+for (const arch of flannel.LEARNER_ARCHS) {
   if (!arch.includes(filter)) continue;
   const t0 = performance.now();
   const liveBefore = fl.liveTensorCount();
-  const model = fl.models.createLearner(arch, { scale, seed: 1, numClasses });
+  const model = flannel.createLearner(arch, { scale, seed: 1, numClasses });
   const params = model.parameterCount();
   const optimizer = new fl.optim.Adam(model.parameters(), { lr: 1e-3, weightDecay: 1e-4 });
   const lossSum = fl.zeros([1]).keep();
@@ -159,7 +160,7 @@ for (const arch of fl.models.LEARNER_ARCHS) {
 
   const trainTask = logged("train step", async () => {
     model.train();
-    const x = fl.train.makeBatch(images, batchIndices(batch++), { crop, train: true, generator: gen });
+    const x = fl.data.makeBatch(images, batchIndices(batch++), { crop, train: true, generator: gen });
     trainStep(
       optimizer,
       () => fl.F.crossEntropy(model.forward(fl.tensor(x, [B, 3, crop, crop])), labels),
@@ -171,12 +172,12 @@ for (const arch of fl.models.LEARNER_ARCHS) {
   });
   const inferenceTask = logged("inference", async () => {
     model.eval();
-    const x = fl.train.makeBatch(images, batchIndices(batch++), { crop, train: false });
+    const x = fl.data.makeBatch(images, batchIndices(batch++), { crop, train: false });
     fl.scope(() => void fl.noGrad(() => model.forward(fl.tensor(x, [B, 3, crop, crop]))));
     await fl.syncDevice();
   });
   const assemblyTask = () =>
-    void fl.train.makeBatch(images, batchIndices(batch++), { crop, train: true, generator: gen });
+    void fl.data.makeBatch(images, batchIndices(batch++), { crop, train: true, generator: gen });
 
   const t = await timeTasks({
     assembly: { fn: assemblyTask, time: 200, iterations: 5 },
@@ -188,7 +189,7 @@ for (const arch of fl.models.LEARNER_ARCHS) {
   try {
     const loss = ((await lossSum.item()) * B) / Math.max(1, trainSteps); // each step added loss / B
     model.eval();
-    const x = fl.train.makeBatch(images, batchIndices(0), { crop, train: false });
+    const x = fl.data.makeBatch(images, batchIndices(0), { crop, train: false });
     const logits = await fl.scope(() =>
       fl.noGrad(() => model.forward(fl.tensor(x, [B, 3, crop, crop]))).toArray()
     );

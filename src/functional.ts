@@ -1,13 +1,40 @@
 // `fl.F`: every differentiable op by its PyTorch-like name.
-export { add, addScalar, div, exp, log, mul, neg, relu, scale, sigmoid, sqrt, sub, tanh } from "./kernels/elementwise.ts";
+export {
+  add,
+  addScalar,
+  div,
+  exp,
+  log,
+  mul,
+  neg,
+  relu,
+  scale,
+  sigmoid,
+  sqrt,
+  sub,
+  tanh,
+} from "./kernels/elementwise.ts";
 export { mean, sum } from "./kernels/reduce.ts";
 export { linear, matmul } from "./kernels/matmul.ts";
 export { logSoftmax, softmax } from "./kernels/softmax.ts";
 export { outer, weightedSum } from "./kernels/ensemble.ts";
-export { crossEntropy, type CrossEntropyOptions, focalLoss, type FocalOptions, type Reduction } from "./kernels/loss.ts";
+export {
+  crossEntropy,
+  type CrossEntropyOptions,
+  focalLoss,
+  type FocalOptions,
+  type Reduction,
+} from "./kernels/loss.ts";
 export { dropout } from "./kernels/random.ts";
 export { flatten, reshape } from "./kernels/view.ts";
 export { batchNorm2d, type BatchNormOptions } from "./kernels/batchnorm.ts";
-export { adaptiveAvgPool2d, avgPool2d, type AvgPool2dOptions, maxPool2d, type MaxPool2dOptions } from "./kernels/pool.ts";
+export {
+  adaptiveAvgPool2d,
+  avgPool2d,
+  type AvgPool2dOptions,
+  maxPool2d,
+  type MaxPool2dOptions,
+} from "./kernels/pool.ts";
 export { cat } from "./kernels/concat.ts";
 export { conv2d, type Conv2dOptions } from "./kernels/conv.ts";
+export { gatherRows } from "./kernels/gather.ts";

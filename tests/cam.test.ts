@@ -2,11 +2,12 @@
 // whose head is global average pooling and one Linear; the model is left as it was; every learner has the
 // feature-map split.
 import * as fl from "../mod.ts";
+import * as flannel from "../src/flannel/mod.ts";
 import { assert, assertClose, assertEquals, assertRejects, test } from "./harness.ts";
 
 await fl.init();
 
-function image(size: number, seed: number): fl.data.GrayImage {
+function image(size: number, seed: number): fl.io.GrayImage {
   const gen = new fl.Generator(seed);
   return { width: size, height: size, data: Float32Array.from({ length: size * size }, () => gen.uniform()) };
 }
@@ -19,7 +20,7 @@ test("Grad-CAM of a tiny ResNet = CAM of Zhou et al.: relu(sum_k W[c,k] A_k), sc
   for (const classIndex of [undefined, 0, 1, 2, 3]) {
     const cam = await fl.train.classActivationMap(model, img, { crop: 64, classIndex });
     // the reference: feature maps and fc weights read back, the map made on the CPU
-    const x = fl.tensor(fl.train.makeBatch([img], [0], { crop: 64, train: false }), [1, 3, 64, 64]);
+    const x = fl.tensor(fl.data.makeBatch([img], [0], { crop: 64, train: false }), [1, 3, 64, 64]);
     model.eval();
     const maps = fl.noGrad(() => model.featureMaps(x));
     const a = await maps.toArray(), wFc = await model.fc.weight.toArray();
@@ -52,11 +53,11 @@ test("Grad-CAM of a tiny ResNet = CAM of Zhou et al.: relu(sum_k W[c,k] A_k), sc
 });
 
 test("every learner has the featureMaps/classify split, and forward = classify(featureMaps)", async () => {
-  for (const arch of fl.models.LEARNER_ARCHS) {
-    const model = fl.models.createLearner(arch, { scale: "tiny", seed: 1 });
+  for (const arch of flannel.LEARNER_ARCHS) {
+    const model = flannel.createLearner(arch, { scale: "tiny", seed: 1 });
     model.eval();
     assert(fl.train.isCamModel(model), arch);
-    const x = fl.tensor(fl.train.makeBatch([image(64, 1)], [0], { crop: 64, train: false }), [1, 3, 64, 64]);
+    const x = fl.tensor(fl.data.makeBatch([image(64, 1)], [0], { crop: 64, train: false }), [1, 3, 64, 64]);
     const direct = await fl.noGrad(() => model.forward(x)).toArray();
     const split = await fl.noGrad(() => model.classify(model.featureMaps(x))).toArray();
     assertClose(split, direct, { msg: arch });

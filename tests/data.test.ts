@@ -9,7 +9,7 @@ import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { deflateSync } from "node:zlib";
 import UPNG from "upng-js";
-import * as data from "../src/train/data.ts";
+import * as data from "../src/data/datasets.ts";
 import {
   crc32,
   decodeImage,

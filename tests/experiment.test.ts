@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as fl from "../mod.ts";
+import * as flannel from "../src/flannel/mod.ts";
 import {
   artifactPath,
   assert,
@@ -21,7 +22,7 @@ const repo = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const dataDir = resolve(repo, "..", "shared", "data", "chestxray64");
 const tmp = mkdtempSync(join(tmpdir(), "fl-experiment-"));
 
-const outputs = (learner: string, files: string[], probs: number[]): fl.train.LearnerOutputsFile => ({
+const outputs = (learner: string, files: string[], probs: number[]): flannel.LearnerOutputsFile => ({
   files,
   labels: Int32Array.from(files, (_, i) => i % 4),
   probs: Float32Array.from(probs),
@@ -32,15 +33,15 @@ const outputs = (learner: string, files: string[], probs: number[]): fl.train.Le
 test("stackLearnerOutputs: [S, N, M] in learner order; other images or class counts are refused", () => {
   const a = outputs("a", ["x", "y"], [0.1, 0.2, 0.3, 0.4, 0.5, 0.5, 0, 0]);
   const b = outputs("b", ["x", "y"], [1, 0, 0, 0, 0, 1, 0, 0]);
-  const s = fl.train.stackLearnerOutputs([a, b]);
+  const s = flannel.stackLearnerOutputs([a, b]);
   assertEquals([s.learners, s.classes, s.labels.length], [2, 4, 2]);
   assertClose(Array.from(s.probs), [0.1, 0.2, 0.3, 0.4, 1, 0, 0, 0, 0.5, 0.5, 0, 0, 0, 1, 0, 0]);
   assertThrows(
-    () => fl.train.stackLearnerOutputs([a, outputs("c", ["x", "z"], [...a.probs])]),
+    () => flannel.stackLearnerOutputs([a, outputs("c", ["x", "z"], [...a.probs])]),
     /c \(fold 0\) has other images than a/,
   );
   assertThrows(
-    () => fl.train.stackLearnerOutputs([a, outputs("d", ["x", "y"], [1, 0, 0, 1, 0, 0])]),
+    () => flannel.stackLearnerOutputs([a, outputs("d", ["x", "y"], [1, 0, 0, 1, 0, 0])]),
     /d has 3 classes, a 4/,
   );
 });
@@ -48,15 +49,15 @@ test("stackLearnerOutputs: [S, N, M] in learner order; other images or class cou
 test("experiment on chestxray64: two tiny learners, two folds; every Table 3 row per fold, voting = mean of probabilities", async () => {
   if (!existsSync(join(dataDir, "labels.csv"))) throw new AssertionError(`test data missing: ${dataDir}`);
   const { records: all } = fl.data.loadDataset([dataDir]);
-  const cache = new fl.train.ImageCache(64);
+  const cache = new fl.data.ImageCache(64);
   const { records, images } = await cache.getReadable(all);
-  const split = fl.train.patientSplit(records, {
+  const split = fl.data.patientSplit(records, {
     folds: 2,
     seed: 2,
     subsample: { covid: 40, viral: 40, bacterial: 40, normal: 40 },
   });
-  const archs: fl.models.LearnerArch[] = ["resnet152", "densenet161"];
-  const result = await fl.train.runExperiment({
+  const archs: flannel.LearnerArch[] = ["resnet152", "densenet161"];
+  const result = await flannel.runExperiment({
     records,
     images,
     split,
@@ -87,7 +88,7 @@ test("experiment on chestxray64: two tiny learners, two folds; every Table 3 row
   }
   // each learner's row and the voting row, recomputed from the stage-1 files of fold 1
   const load = (arch: string) =>
-    fl.train.loadLearnerOutputs(join(fl.train.stage1FoldDir(tmp, arch, 1), "test.safetensors"));
+    flannel.loadLearnerOutputs(join(flannel.stage1FoldDir(tmp, arch, 1), "test.safetensors"));
   const [r, d] = [await load("resnet152"), await load("densenet161")];
   assertClose(result.methods[0].folds[1].macroF1, fl.metrics.classificationReport(r.labels, r.probs).macroF1);
   assertClose(result.methods[1].folds[1].macroF1, fl.metrics.classificationReport(d.labels, d.probs).macroF1);
@@ -109,7 +110,7 @@ test("experiment on chestxray64: two tiny learners, two folds; every Table 3 row
   );
 
   // the figures: four PNGs that decode, and results.json without the per-sample probabilities
-  const figures = fl.train.writeFigures(tmp, result);
+  const figures = flannel.writeFigures(tmp, result);
   assertEquals(figures.map((f) => f.slice(tmp.length + 1)), [
     "fig2_covid_f1.png",
     "fig3_covid_roc.png",
@@ -120,14 +121,14 @@ test("experiment on chestxray64: two tiny learners, two folds; every Table 3 row
     const png = fl.train.plots.decodePNG(readFileSync(f));
     assert(png.width >= 400 && png.height >= 300, `${f}: ${png.width}x${png.height}`);
   }
-  const json = JSON.parse(JSON.stringify(result, fl.train.withoutProbabilities));
+  const json = JSON.parse(JSON.stringify(result, flannel.withoutProbabilities));
   assertEquals([json.testLabels, json.methods[0].testProbs], [undefined, undefined]);
   assertEquals(result.methods[0].testProbs.length, 2);
 
   // prediction on new files from the folder: Voting = the folds' mean of the learners' mean probabilities
   writeFileSync(join(tmp, "results.json"), JSON.stringify(result));
   const files = split.test.slice(0, 3).map((i) => records[i].file);
-  const predicted = await fl.train.predictFiles(tmp, [...files, join(tmp, "results.json")], {
+  const predicted = await flannel.predictFiles(tmp, [...files, join(tmp, "results.json")], {
     method: "Voting",
   });
   assertEquals(predicted.files, files);
@@ -135,8 +136,8 @@ test("experiment on chestxray64: two tiny learners, two folds; every Table 3 row
   const expected = new Float64Array(12);
   for (const f of [0, 1]) {
     for (const arch of archs) {
-      const out = await fl.train.loadLearnerOutputs(
-        join(fl.train.stage1FoldDir(tmp, arch, f), "test.safetensors"),
+      const out = await flannel.loadLearnerOutputs(
+        join(flannel.stage1FoldDir(tmp, arch, f), "test.safetensors"),
       );
       files.forEach((file, i) => {
         const row = out.files.indexOf(file);
@@ -145,21 +146,23 @@ test("experiment on chestxray64: two tiny learners, two folds; every Table 3 row
     }
   }
   assertClose(predicted.probs, expected, { atol: 1e-5 });
-  const flannel = await fl.train.predictFiles(tmp, files);
+  const flannelPredicted = await flannel.predictFiles(tmp, files);
   for (let i = 0; i < 3; i++) {
-    assertClose(flannel.probs.subarray(4 * i, 4 * i + 4).reduce((a, b) => a + b, 0), 1, { atol: 1e-5 });
+    assertClose(flannelPredicted.probs.subarray(4 * i, 4 * i + 4).reduce((a, b) => a + b, 0), 1, {
+      atol: 1e-5,
+    });
   }
   await assertRejects(
-    () => fl.train.predictFiles(tmp, files, { method: "Bagging" }),
+    () => flannel.predictFiles(tmp, files, { method: "Bagging" }),
     /no trained Bagging for fold 0/,
   );
-  await assertRejects(() => fl.train.predictFiles(join(tmp, "stage1"), files), /is not an experiment folder/);
+  await assertRejects(() => flannel.predictFiles(join(tmp, "stage1"), files), /is not an experiment folder/);
 
   // Fig. 6: one tile per learner, enlarged to at least 224 pixels
-  const camPng = fl.train.plots.decodePNG(await fl.train.camFigure(tmp, files[0], { fold: 1 }));
+  const camPng = fl.train.plots.decodePNG(await flannel.camFigure(tmp, files[0], { fold: 1 }));
   assert(camPng.width >= 2 * 224 && camPng.height >= 224, `${camPng.width}x${camPng.height}`);
   await assertRejects(
-    () => fl.train.camFigure(tmp, files[0], { fold: 2 }),
+    () => flannel.camFigure(tmp, files[0], { fold: 2 }),
     /fold 2 is not in the experiment/,
   );
 });

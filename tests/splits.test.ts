@@ -14,9 +14,9 @@ import {
   patientSplit,
   saveSplit,
   type SplitRecord,
-} from "../src/train/splits.ts";
+} from "../src/data/splits.ts";
 import { assert, assertEquals, assertThrows, test } from "./harness.ts";
-import { parseCsv } from "../src/train/data.ts";
+import { parseCsv } from "../src/data/datasets.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const LABELS_CSV = join(here, "..", "..", "shared", "data", "chestxray", "labels.csv");

@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as fl from "../mod.ts";
+import * as flannel from "../src/flannel/mod.ts";
 import {
   artifactPath,
   assert,
@@ -32,13 +33,13 @@ function needData(): string {
 }
 
 /** A w x h image whose pixel (x, y) is (y * w + x) / (w * h). */
-function ramp(w: number, h: number): fl.data.GrayImage {
+function ramp(w: number, h: number): fl.io.GrayImage {
   return { width: w, height: h, data: Float32Array.from({ length: w * h }, (_, i) => i / (w * h)) };
 }
 
 test("makeBatch: shape, ImageNet normalisation per channel, exact centre crop", () => {
   const img = ramp(10, 8);
-  const out = fl.train.makeBatch([img, img], [0, 1], { crop: 4, train: false });
+  const out = fl.data.makeBatch([img, img], [0, 1], { crop: 4, train: false });
   assertEquals(out.length, 2 * 3 * 4 * 4);
   // CenterCrop: top = round((8 - 4) / 2) = 2, left = round((10 - 4) / 2) = 3
   const expected: number[] = [];
@@ -50,21 +51,21 @@ test("makeBatch: shape, ImageNet normalisation per channel, exact centre crop", 
   assertClose(out.subarray(0, 48), expected, { rtol: 1e-6, atol: 1e-6 });
   assertClose(out.subarray(48), expected, { rtol: 1e-6, atol: 1e-6 });
   // an odd margin rounds as torchvision (round half to even is not used: Math.round(0.5) = 1)
-  const odd = fl.train.makeBatch([ramp(5, 5)], [0], { crop: 4, train: false });
+  const odd = fl.data.makeBatch([ramp(5, 5)], [0], { crop: 4, train: false });
   assertClose(odd[0], (ramp(5, 5).data[6] - MEAN[0]) / STD[0], { rtol: 1e-6 });
 });
 
 test("makeBatch: training augmentation is deterministic for a seed, flips happen, noise is small", () => {
   const img = ramp(12, 12);
   const idx = Array.from({ length: 32 }, () => 0);
-  const a = fl.train.makeBatch([img], idx, { crop: 8, train: true, generator: new fl.Generator(5) });
-  const b = fl.train.makeBatch([img], idx, { crop: 8, train: true, generator: new fl.Generator(5) });
-  const c = fl.train.makeBatch([img], idx, { crop: 8, train: true, generator: new fl.Generator(6) });
+  const a = fl.data.makeBatch([img], idx, { crop: 8, train: true, generator: new fl.Generator(5) });
+  const b = fl.data.makeBatch([img], idx, { crop: 8, train: true, generator: new fl.Generator(5) });
+  const c = fl.data.makeBatch([img], idx, { crop: 8, train: true, generator: new fl.Generator(6) });
   assertEquals(a.length, 32 * 3 * 64);
   assert(a.every((v, i) => v === b[i]), "same seed, same batch");
   assert(a.some((v, i) => v !== c[i]), "another seed, another batch");
   // without noise every sample is an exact (possibly flipped) crop of the ramp: find which
-  const clean = fl.train.makeBatch([img], idx, {
+  const clean = fl.data.makeBatch([img], idx, {
     crop: 8,
     train: true,
     generator: new fl.Generator(5),
@@ -95,10 +96,10 @@ test("makeBatch: training augmentation is deterministic for a seed, flips happen
 });
 
 test("resizeShortSide and ImageCache: short side resized, each file decoded once", async () => {
-  const r = fl.train.resizeShortSide(ramp(20, 10), 5);
+  const r = fl.data.resizeShortSide(ramp(20, 10), 5);
   assertEquals([r.width, r.height], [10, 5]);
   const { records } = fl.data.loadDataset([needData()]);
-  const cache = new fl.train.ImageCache(48);
+  const cache = new fl.data.ImageCache(48);
   const [a] = await cache.getAll(records.slice(0, 1));
   const again = await cache.get(records[0]);
   assert(a === again, "cached object returned");
@@ -109,7 +110,7 @@ test("resizeShortSide and ImageCache: short side resized, each file decoded once
 /** A seeded class-balanced subset: `perClass` images of each class, split patient-disjointly. */
 function subset(perClass: number, seed: number) {
   const { records } = fl.data.loadDataset([needData()]);
-  const split = fl.train.patientSplit(records, {
+  const split = fl.data.patientSplit(records, {
     seed,
     testFraction: 0.25,
     folds: 2,
@@ -121,10 +122,10 @@ function subset(perClass: number, seed: number) {
 test("tiny ResNet on chestxray64: 360 train images, 3 epochs, validation macro-F1 ~0.69 (> 0.5; chance ~0.25)", async () => {
   const { train, val } = subset(120, 1);
   const model = fl.models.resnet152({ numClasses: 4, scale: "tiny", generator: new fl.Generator(3) });
-  const cache = new fl.train.ImageCache(64);
+  const cache = new fl.data.ImageCache(64);
   const logPath = join(tmp, "train.jsonl");
   const t0 = performance.now();
-  const run = await fl.train.trainStage1({
+  const run = await flannel.trainStage1({
     model,
     train: { records: train },
     val: { records: val },
@@ -155,26 +156,26 @@ test("tiny ResNet on chestxray64: 360 train images, 3 epochs, validation macro-F
   assert(best > 0.5, `macro-F1 ${best} not above 0.5 (chance ~0.25)`);
   // probabilities for stage 2, saved and read back
   const images = await cache.getAll(val);
-  const probs = await fl.train.predictStage1(model, images, { crop: 56, batchSize: 16 });
+  const probs = await flannel.predictStage1(model, images, { crop: 56, batchSize: 16 });
   assertEquals(probs.length, val.length * 4);
   for (let i = 0; i < val.length; i++) {
     assertClose(probs[i * 4] + probs[i * 4 + 1] + probs[i * 4 + 2] + probs[i * 4 + 3], 1, { atol: 1e-5 });
   }
   const path = join(tmp, "oof.safetensors");
-  await fl.train.saveLearnerOutputs(path, {
+  await flannel.saveLearnerOutputs(path, {
     files: val.map((r) => r.file),
     labels: val.map((r) => r.label),
     probs,
     learner: "resnet152",
     fold: 0,
   });
-  const back = await fl.train.loadLearnerOutputs(path);
+  const back = await flannel.loadLearnerOutputs(path);
   assertEquals(back.files, val.map((r) => r.file));
   assert(back.probs.every((v, i) => v === probs[i]), "probabilities round trip");
   assertEquals([back.learner, back.fold], ["resnet152", 0]);
   await assertRejects(
     () =>
-      fl.train.saveLearnerOutputs(path, {
+      flannel.saveLearnerOutputs(path, {
         files: ["a"],
         labels: [0],
         probs: new Float32Array(3),
@@ -193,8 +194,8 @@ test("tiny ResNet on chestxray64: 360 train images, 3 epochs, validation macro-F
 test("a short seeded stage-1 run (tiny ResNet, one Adam step) for the cross-backend check", async () => {
   const { train, val } = subset(24, 2);
   const model = fl.models.resnet152({ numClasses: 4, scale: "tiny", generator: new fl.Generator(5) });
-  const cache = new fl.train.ImageCache(64);
-  const run = await fl.train.trainStage1({
+  const cache = new fl.data.ImageCache(64);
+  const run = await flannel.trainStage1({
     model,
     train: { records: train.slice(0, 16) },
     val: { records: val },
@@ -208,7 +209,7 @@ test("a short seeded stage-1 run (tiny ResNet, one Adam step) for the cross-back
   });
   assertEquals(run.history.length, 1);
   assert(run.history.every((h) => Number.isFinite(h.trainLoss) && h.trainLoss > 0), "finite training losses");
-  const probs = await fl.train.predictStage1(model, await cache.getAll(val), { crop: 56, batchSize: 16 });
+  const probs = await flannel.predictStage1(model, await cache.getAll(val), { crop: 56, batchSize: 16 });
   const report = fl.metrics.classificationReport(Int32Array.from(val, (r) => r.label), probs);
   model.dispose();
   // tests/both.ts compares this between runtimes (1e-6) and between backends (1e-4).
@@ -230,7 +231,7 @@ test("a short seeded stage-1 run (tiny ResNet, one Adam step) for the cross-back
 
 test("resume from a checkpoint: the same final weights as an uninterrupted run, exactly", async () => {
   const { train, val } = subset(6, 2);
-  const images = await new fl.train.ImageCache(40).getAll([...train, ...val]);
+  const images = await new fl.data.ImageCache(40).getAll([...train, ...val]);
   const set = {
     train: { images: images.slice(0, train.length), labels: train.map((r) => r.label) },
     val: { images: images.slice(train.length), labels: val.map((r) => r.label) },
@@ -245,10 +246,10 @@ test("resume from a checkpoint: the same final weights as an uninterrupted run, 
     return out;
   };
 
-  const full = await fl.train.trainStage1({ ...common, model: make() });
+  const full = await flannel.trainStage1({ ...common, model: make() });
   const ckpt = join(tmp, "resume.safetensors");
   const logPath = join(tmp, "resume.jsonl");
-  const partA = await fl.train.trainStage1({
+  const partA = await flannel.trainStage1({
     ...common,
     model: make(),
     checkpointPath: ckpt,
@@ -261,7 +262,7 @@ test("resume from a checkpoint: the same final weights as an uninterrupted run, 
       full.history.map((h) => h.valMacroF1.toFixed(3)).join(" ")
     }, best epoch ${full.bestEpoch}`,
   );
-  const resumed = await fl.train.trainStage1({
+  const resumed = await flannel.trainStage1({
     ...common,
     model: make(),
     checkpointPath: ckpt,
@@ -288,7 +289,7 @@ test("resume from a checkpoint: the same final weights as an uninterrupted run, 
   // a checkpoint of another configuration is refused
   const other = make();
   await assertRejects(
-    () => fl.train.trainStage1({ ...common, seed: 12, model: other, checkpointPath: ckpt, resume: true }),
+    () => flannel.trainStage1({ ...common, seed: 12, model: other, checkpointPath: ckpt, resume: true }),
     /trained with seed 11, this run has 12/,
   );
   other.dispose();
@@ -299,7 +300,7 @@ test("resume from a checkpoint: the same final weights as an uninterrupted run, 
 
 test("runStage1Folds: out-of-fold and test outputs per learner and fold, patient-disjoint, resumable", async () => {
   const { records: all } = fl.data.loadDataset([needData()]);
-  const cache = new fl.train.ImageCache(64);
+  const cache = new fl.data.ImageCache(64);
   // a corrupt file among the records is left out with its name, not fatal
   const bad = join(tmp, "corrupt.png");
   writeFileSync(bad, new Uint8Array([0x89, 0x50, 0x4e, 0x47, 1, 2, 3]));
@@ -310,7 +311,7 @@ test("runStage1Folds: out-of-fold and test outputs per learner and fold, patient
   assert(readable.skipped[0].reason.includes("corrupt.png"), readable.skipped[0].reason);
 
   const { records, images } = readable;
-  const split = fl.train.patientSplit(records, {
+  const split = fl.data.patientSplit(records, {
     folds: 3,
     seed: 5,
     subsample: { covid: 50, viral: 50, bacterial: 50, normal: 50 },
@@ -320,7 +321,7 @@ test("runStage1Folds: out-of-fold and test outputs per learner and fold, patient
     records,
     images,
     split,
-    archs: ["resnet152"] as fl.models.LearnerArch[],
+    archs: ["resnet152"] as flannel.LearnerArch[],
     scale: "tiny" as const,
     outDir,
     epochs: 1,
@@ -330,14 +331,14 @@ test("runStage1Folds: out-of-fold and test outputs per learner and fold, patient
     folds: [1],
   };
   const batches: { done: number; total: number }[] = [];
-  const [r] = await fl.train.runStage1Folds({ ...config, onBatch: (_a, _f, p) => batches.push(p) });
+  const [r] = await flannel.runStage1Folds({ ...config, onBatch: (_a, _f, p) => batches.push(p) });
   assertEquals([r.arch, r.fold, r.trained], ["resnet152", 1, true]);
   // progress: one report per batch of 16, the last one at the whole training part
   const last = batches.at(-1)!;
   assertEquals(batches.length, Math.ceil(last.total / 16) - (last.total % 16 === 1 ? 1 : 0));
   assert(last.done >= last.total - 1 && last.total > 80, JSON.stringify(last));
-  const val = await fl.train.loadLearnerOutputs(r.valPath),
-    testOut = await fl.train.loadLearnerOutputs(r.testPath);
+  const val = await flannel.loadLearnerOutputs(r.valPath),
+    testOut = await flannel.loadLearnerOutputs(r.testPath);
   // out of fold: the held-out fold's files, in order, and the test part's
   assertEquals(val.files, split.foldSplits[1].val.map((i) => records[i].file));
   assertEquals(testOut.files, split.test.map((i) => records[i].file));
@@ -353,31 +354,31 @@ test("runStage1Folds: out-of-fold and test outputs per learner and fold, patient
   assert(split.foldSplits[1].train.every((i) => !heldPatients.has(records[i].patientId)), "patient leak");
   assertEquals(r.val.macroF1, fl.metrics.classificationReport(val.labels, val.probs).macroF1);
   // a second run needs resume, and then skips the finished pair with the same results
-  await assertRejects(() => fl.train.runStage1Folds(config), /exists; pass resume/);
-  const [again] = await fl.train.runStage1Folds({ ...config, resume: true });
+  await assertRejects(() => flannel.runStage1Folds(config), /exists; pass resume/);
+  const [again] = await flannel.runStage1Folds({ ...config, resume: true });
   assertEquals([again.trained, again.val.macroF1, again.test.macroF1], [
     false,
     r.val.macroF1,
     r.test.macroF1,
   ]);
-  await assertRejects(() => fl.train.runStage1Folds({ ...config, folds: [3] }), /fold 3 does not exist/);
+  await assertRejects(() => flannel.runStage1Folds({ ...config, folds: [3] }), /fold 3 does not exist/);
 });
 
 test("loadPretrained: matching tensors loaded, a head of another class count kept fresh", async () => {
   const source = fl.models.resnet152({ numClasses: 10, scale: "tiny", generator: new fl.Generator(8) });
   const path = join(tmp, "resnet152.safetensors");
   await fl.io.saveSafetensors(path, await source.downloadStateDict());
-  const model = fl.models.createLearner("resnet152", { scale: "tiny", seed: 9 });
+  const model = flannel.createLearner("resnet152", { scale: "tiny", seed: 9 });
   const freshFc = await model.stateDict()["fc.weight"].toArray();
-  const { loaded, kept } = await fl.train.loadPretrained(model, path);
+  const { loaded, kept } = await flannel.loadPretrained(model, path);
   assertEquals(kept, ["fc.weight", "fc.bias"]);
   assertEquals(loaded, Object.keys(source.stateDict()).length - 2);
   const [a, b] = [source.stateDict(), model.stateDict()];
   assertEquals(Array.from(await b["conv1.weight"].toArray()), Array.from(await a["conv1.weight"].toArray()));
   assertEquals(Array.from(await b["fc.weight"].toArray()), Array.from(freshFc));
-  const vgg = fl.models.createLearner("vgg19_bn", { scale: "tiny" });
-  await assertRejects(() => fl.train.loadPretrained(vgg, path), /no tensor of .* fits the model/);
-  await assertRejects(() => fl.train.loadPretrained(vgg, join(tmp, "none.safetensors")), /does not exist/);
+  const vgg = flannel.createLearner("vgg19_bn", { scale: "tiny" });
+  await assertRejects(() => flannel.loadPretrained(vgg, path), /no tensor of .* fits the model/);
+  await assertRejects(() => flannel.loadPretrained(vgg, join(tmp, "none.safetensors")), /does not exist/);
   [source, model, vgg].forEach((m) => m.dispose());
 });
 

@@ -4,6 +4,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as fl from "../mod.ts";
+import * as flannel from "../src/flannel/mod.ts";
 import {
   artifactPath,
   assert,
@@ -43,7 +44,7 @@ const goldens = JSON.parse(readFileSync(join(here, "fixtures", "goldens.json"), 
 for (const c of goldens.nwm) {
   test(`NeuralWeightModule forward and gradients match PyTorch: ${c.name}`, async () => {
     const [, n, m] = c.P.shape;
-    const model = new fl.models.NeuralWeightModule({ learners: n, classes: m, activation: c.activation });
+    const model = new flannel.NeuralWeightModule({ learners: n, classes: m, activation: c.activation });
     model.loadStateDict({
       "dense.weight": { dtype: "F32", shape: c.dense_weight.shape, data: c.dense_weight.data },
       "dense.bias": { dtype: "F32", shape: c.dense_bias.shape, data: c.dense_bias.data },
@@ -73,7 +74,7 @@ for (const c of goldens.nwm) {
 }
 
 test("NeuralWeightModule state dict has PyTorch's keys and shapes", () => {
-  const model = new fl.models.NeuralWeightModule({ learners: 5, classes: 4 });
+  const model = new flannel.NeuralWeightModule({ learners: 5, classes: 4 });
   const sd = model.stateDict();
   assertEquals(Object.keys(sd), ["dense.weight", "dense.bias"]);
   assertEquals(sd["dense.weight"].shape, [5, 400]);
@@ -83,7 +84,7 @@ test("NeuralWeightModule state dict has PyTorch's keys and shapes", () => {
 });
 
 test("loadStateDict lists every missing key, unexpected key and shape mismatch in one error", () => {
-  const model = new fl.models.MLPStacking({ learners: 5, classes: 4, layers: 2, hidden: 8 });
+  const model = new flannel.MLPStacking({ learners: 5, classes: 4, layers: 2, hidden: 8 });
   assertEquals(Object.keys(model.stateDict()), ["net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias"]);
   assertThrows(
     () =>
@@ -97,9 +98,9 @@ test("loadStateDict lists every missing key, unexpected key and shape mismatch i
 });
 
 test("soft voting is the mean of the learners' probabilities", async () => {
-  const data = fl.train.syntheticLearnerOutputs({ samples: 7, seed: 4 });
-  const voting = new fl.models.SoftVoting({ learners: 5, classes: 4 });
-  const probs = await fl.train.predictStage2(voting, data);
+  const data = flannel.syntheticLearnerOutputs({ samples: 7, seed: 4 });
+  const voting = new flannel.SoftVoting({ learners: 5, classes: 4 });
+  const probs = await flannel.predictStage2(voting, data);
   const expected = new Float32Array(7 * 4);
   for (let s = 0; s < 7; s++) {
     for (let m = 0; m < 4; m++) {
@@ -112,11 +113,11 @@ test("soft voting is the mean of the learners' probabilities", async () => {
 });
 
 test("MLP stacking with 1 and 2 layers: shapes, parameter counts, probabilities summing to one", async () => {
-  const data = fl.train.syntheticLearnerOutputs({ samples: 9, seed: 5 });
+  const data = flannel.syntheticLearnerOutputs({ samples: 9, seed: 5 });
   for (const [layers, params] of [[1, 20 * 4 + 4], [2, 20 * 16 + 16 + 16 * 4 + 4]] as const) {
-    const model = new fl.models.MLPStacking({ learners: 5, classes: 4, layers, hidden: 16 });
+    const model = new flannel.MLPStacking({ learners: 5, classes: 4, layers, hidden: 16 });
     assertEquals(model.parameterCount(), params);
-    const probs = await fl.train.predictStage2(model, data);
+    const probs = await flannel.predictStage2(model, data);
     for (let s = 0; s < 9; s++) {
       assertClose(probs.slice(s * 4, s * 4 + 4).reduce((a, b) => a + b, 0), 1, { rtol: 1e-6 });
     }
@@ -125,8 +126,8 @@ test("MLP stacking with 1 and 2 layers: shapes, parameter counts, probabilities 
 });
 
 test("the tanh Neural Weight Module's output is sum_i w_i P_i with |w_i| <= 1", async () => {
-  const data = fl.train.syntheticLearnerOutputs({ samples: 6, seed: 6 });
-  const model = new fl.models.NeuralWeightModule({ learners: 5, classes: 4, generator: new fl.Generator(1) });
+  const data = flannel.syntheticLearnerOutputs({ samples: 6, seed: 6 });
+  const model = new flannel.NeuralWeightModule({ learners: 5, classes: 4, generator: new fl.Generator(1) });
   await fl.scope(async () => {
     const p = fl.tensor(data.probs, [6, 5, 4]);
     const w = await model.learnerWeights(p).toArray();
@@ -146,14 +147,14 @@ test("the tanh Neural Weight Module's output is sum_i w_i P_i with |w_i| <= 1", 
 // The paper's imbalance (covid ~1.7%): focal loss with inverse-frequency alpha should serve the minority
 // class better than plain cross-entropy. Seeded, so the comparison is reproducible.
 test("on imbalanced learner outputs FLANNEL with focal loss beats cross-entropy on covid F1", async () => {
-  const train = fl.train.syntheticLearnerOutputs({ samples: 2000, seed: 1 });
-  const val = fl.train.syntheticLearnerOutputs({ samples: 500, seed: 2 });
-  const test = fl.train.syntheticLearnerOutputs({ samples: 2000, seed: 3 });
+  const train = flannel.syntheticLearnerOutputs({ samples: 2000, seed: 1 });
+  const val = flannel.syntheticLearnerOutputs({ samples: 500, seed: 2 });
+  const test = flannel.syntheticLearnerOutputs({ samples: 2000, seed: 3 });
   const covidF1 = async (loss: "focal" | "ce") => {
-    const run = await fl.train.trainStage2(train, val, { method: "flannel", loss, epochs: 8, seed: 7 });
+    const run = await flannel.trainStage2(train, val, { method: "flannel", loss, epochs: 8, seed: 7 });
     const report = fl.metrics.classificationReport(
       test.labels,
-      await fl.train.predictStage2(run.model, test),
+      await flannel.predictStage2(run.model, test),
     );
     run.model.dispose();
     return report.perClass.covid.f1;
@@ -166,8 +167,8 @@ test("on imbalanced learner outputs FLANNEL with focal loss beats cross-entropy 
 });
 
 test("stage 2 training is deterministic for a seed, keeps its best epoch, and every method runs", async () => {
-  const train = fl.train.syntheticLearnerOutputs({ samples: 400, seed: 11 });
-  const val = fl.train.syntheticLearnerOutputs({ samples: 150, seed: 12 });
+  const train = flannel.syntheticLearnerOutputs({ samples: 400, seed: 11 });
+  const val = flannel.syntheticLearnerOutputs({ samples: 150, seed: 12 });
   const summary: Record<string, unknown> = {};
   for (
     const config of [
@@ -178,16 +179,16 @@ test("stage 2 training is deterministic for a seed, keeps its best epoch, and ev
       { method: "flannel", loss: "ce", resample: true },
       { method: "flannel", loss: "focal" },
       { method: "flannel", loss: "focal", activation: "softmax" },
-    ] as fl.train.Stage2Config[]
+    ] as flannel.Stage2Config[]
   ) {
     const runs = [];
     for (let r = 0; r < 2; r++) {
-      const run = await fl.train.trainStage2(train, val, { ...config, epochs: 4, batchSize: 32, seed: 3 });
+      const run = await flannel.trainStage2(train, val, { ...config, epochs: 4, batchSize: 32, seed: 3 });
       runs.push({
         history: run.history,
         f1: run.valReport.macroF1,
         best: run.bestEpoch,
-        probs: await fl.train.predictStage2(run.model, val),
+        probs: await flannel.predictStage2(run.model, val),
       });
       run.model.dispose();
     }
@@ -214,7 +215,7 @@ test("stage 2 training is deterministic for a seed, keeps its best epoch, and ev
 });
 
 test("inverse-frequency alpha sums to M and weights rare classes up; absent classes get 0", () => {
-  const alpha = fl.train.inverseFrequencyAlpha([0, 1, 1, 1, 2, 2, 2, 2, 2, 2], 4);
+  const alpha = flannel.inverseFrequencyAlpha([0, 1, 1, 1, 2, 2, 2, 2, 2, 2], 4);
   assertClose(alpha.reduce((a, b) => a + b, 0), 4, { rtol: 1e-12 });
   assertClose(alpha, [
     4 * 1 / (1 + 1 / 3 + 1 / 6),
@@ -225,14 +226,14 @@ test("inverse-frequency alpha sums to M and weights rare classes up; absent clas
 });
 
 test("stage 2 rejects bad input with a message that names the problem", async () => {
-  const good = fl.train.syntheticLearnerOutputs({ samples: 20, seed: 1 });
+  const good = flannel.syntheticLearnerOutputs({ samples: 20, seed: 1 });
   const withProbs = (f: (p: Float32Array) => void) => {
     const probs = good.probs.slice();
     f(probs);
     return { ...good, probs };
   };
-  const run = (train: fl.train.LearnerOutputs, config: Partial<fl.train.Stage2Config> = {}) =>
-    fl.train.trainStage2(train, good, { method: "flannel", epochs: 1, ...config });
+  const run = (train: flannel.LearnerOutputs, config: Partial<flannel.Stage2Config> = {}) =>
+    flannel.trainStage2(train, good, { method: "flannel", epochs: 1, ...config });
   await assertRejects(
     () => run(withProbs((p) => (p[13] = NaN))),
     /probability NaN at sample 0, learner 3, class 1/,
@@ -252,14 +253,14 @@ test("stage 2 rejects bad input with a message that names the problem", async ()
   );
   await assertRejects(() => run(good, { method: "boosting" as "flannel" }), /unknown method "boosting"/);
   await assertRejects(() => run(good, { epochs: -1 }), /epochs must be a non-negative integer/);
-  const model = new fl.models.NeuralWeightModule({ learners: 5, classes: 4 });
+  const model = new flannel.NeuralWeightModule({ learners: 5, classes: 4 });
   assertThrows(
     () => model.forward(fl.zeros([2, 4, 4])),
     /learner probabilities \[batch, 5, 4\], got \[2, 4, 4\]/,
   );
   assertThrows(() => model.forward(fl.zeros([0, 5, 4])), /empty batch/);
   assertThrows(
-    () => new fl.models.NeuralWeightModule({ learners: 5, classes: 4, activation: "relu" as "tanh" }),
+    () => new flannel.NeuralWeightModule({ learners: 5, classes: 4, activation: "relu" as "tanh" }),
     /activation must be/,
   );
   model.dispose();
@@ -267,9 +268,9 @@ test("stage 2 rejects bad input with a message that names the problem", async ()
 
 // A training loop must reuse pooled buffers: after warm-up, 200 more steps allocate nothing new.
 test("200 training steps: the pool's live bytes and device buffers do not grow", async () => {
-  const model = new fl.models.NeuralWeightModule({ learners: 5, classes: 4, generator: new fl.Generator(2) });
+  const model = new flannel.NeuralWeightModule({ learners: 5, classes: 4, generator: new fl.Generator(2) });
   const opt = new fl.optim.Adam(model.parameters(), { lr: 1e-3 });
-  const data = fl.train.syntheticLearnerOutputs({ samples: 32, seed: 9 });
+  const data = flannel.syntheticLearnerOutputs({ samples: 32, seed: 9 });
   const x = fl.tensor(data.probs, [32, 5, 4]).keep();
   const step = () =>
     fl.scope(() => {

@@ -5,9 +5,10 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as fl from "../mod.ts";
+import * as flannel from "../src/flannel/mod.ts";
 import { assert, assertEquals, assertThrows, test } from "./harness.ts";
 
-const { syntheticClassCounts, syntheticXrayDataset, writeSyntheticPngs } = fl.train;
+const { syntheticClassCounts, syntheticXrayDataset, writeSyntheticPngs } = flannel;
 type Dataset = ReturnType<typeof syntheticXrayDataset>;
 
 /** FNV-1a over the images' float bits and the records' JSON. */
@@ -85,7 +86,7 @@ test("patients: 1-3 consecutive images of one class and view, all sizes present,
 });
 
 /** Mean gray over the pixels whose centre (u, v) in [-1, 1]^2 lies in the box, both sides when mirrored. */
-function boxMean(img: fl.data.GrayImage, u0: number, u1: number, v0: number, v1: number, mirrored: boolean) {
+function boxMean(img: fl.io.GrayImage, u0: number, u1: number, v0: number, v1: number, mirrored: boolean) {
   let sum = 0, n = 0;
   for (let y = 0; y < img.height; y++) {
     const v = (2 * (y + 0.5)) / img.height - 1;
@@ -101,7 +102,7 @@ function boxMean(img: fl.data.GrayImage, u0: number, u1: number, v0: number, v1:
 }
 
 /** Mean |discrete Laplacian| over both lung boxes: fine texture. */
-function lungTexture(img: fl.data.GrayImage): number {
+function lungTexture(img: fl.io.GrayImage): number {
   const w = img.width;
   let sum = 0, n = 0;
   for (let y = 1; y < img.height - 1; y++) {
@@ -167,7 +168,7 @@ test("PNG + labels.csv round trip: loadDataset gives the same labels, patients, 
     );
     for (const [i, r] of loaded.records.entries()) {
       assertEquals(r.file, join(dir, "images", ds.records[i].file.slice("synthetic://".length)));
-      const img = fl.data.decodeImage(readFileSync(r.file), r.file);
+      const img = fl.io.decodeImage(readFileSync(r.file), r.file);
       assertEquals([img.width, img.height], [48, 48]);
       const worst = img.data.reduce((m, v, p) => Math.max(m, Math.abs(v - ds.images[i].data[p])), 0);
       assert(worst <= 0.5 / 255 + 1e-6, `${r.file}: off by ${worst * 255} / 255`);

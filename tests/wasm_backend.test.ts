@@ -2,12 +2,11 @@
 // where no WebGPU adapter exists, the kernels' reproducible build, and the pool over the Wasm memory (a
 // private engine, so these checks run in the WebGPU runs too).
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { readFileSync } from "node:fs";
+import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import process from "node:process";
-import { buildKernels, KERNEL_BINARY } from "../src/backend/wasm/build.ts";
+import { compileKernels, KERNELS_MODULE, kernelsModuleSource } from "../tools/build_wasm.ts";
 import { WASM_MEMORY_LIMIT, WasmEngine } from "../src/backend/wasm/engine.ts";
 import { defineKernel } from "../src/backend/kernel.ts";
 import { fillKernel } from "../src/kernels/basic.ts";
@@ -42,20 +41,15 @@ test("auto falls back to WebAssembly where no WebGPU adapter exists, and says so
   );
 });
 
-test("kernels.wasm is what its sources build to, byte for byte", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "fl-wasm-build-"));
-  try {
-    const out = join(dir, "kernels.wasm");
-    await buildKernels(out);
-    const fresh = readFileSync(out), shipped = readFileSync(KERNEL_BINARY);
-    assertEquals(fresh.length, shipped.length, "size");
-    assert(
-      fresh.equals(shipped),
-      "a rebuild differs from kernels.wasm: the build is not reproducible or stale",
-    );
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+test("the shipped kernels (kernels_wasm.ts) are what their sources build to, byte for byte", async () => {
+  const fresh = await compileKernels();
+  const shipped = readFileSync(KERNELS_MODULE, "utf8");
+  const expected = kernelsModuleSource(fresh);
+  assertEquals(shipped.length, expected.length, "size of kernels_wasm.ts (run `deno task build:wasm`)");
+  assert(
+    shipped === expected,
+    "kernels_wasm.ts differs from a fresh build of src/kernels/wasm: run `deno task build:wasm` and commit it",
+  );
 });
 
 test("Wasm pool: exact-size reuse without growth, merging on trim, a clear error before the 4 GiB limit", async () => {

@@ -35,7 +35,9 @@ function backward(root: Tensor): void {
     throw new Error(`backward() needs a tensor of one element (a loss), got shape ${fmtShape(root.shape)}`);
   }
   if (!root.requiresGrad) {
-    throw new Error("backward(): the tensor does not require grad (no input had requiresGrad, or it was made under noGrad)");
+    throw new Error(
+      "backward(): the tensor does not require grad (no input had requiresGrad, or it was made under noGrad)",
+    );
   }
   if (!root.node && !root.isLeaf) {
     throw new Error("backward(): the graph behind this tensor was already used by an earlier backward()");
@@ -67,7 +69,11 @@ function backward(root: Tensor): void {
           return;
         }
         if (!sameShape(gi.shape, input.shape)) {
-          throw new Error(`gradient rule of ${op}: input ${i} has shape ${fmtShape(input.shape)}, gradient ${fmtShape(gi.shape)}`);
+          throw new Error(
+            `gradient rule of ${op}: input ${i} has shape ${fmtShape(input.shape)}, gradient ${
+              fmtShape(gi.shape)
+            }`,
+          );
         }
         const prev = grads.get(input);
         if (prev) {

@@ -32,7 +32,9 @@ export function shapeSize(shape: readonly number[]): number {
 }
 
 export function checkShape(shape: readonly number[], what = "shape"): number[] {
-  if (!Array.isArray(shape)) throw new Error(`${what} must be an array of non-negative integers, got ${String(shape)}`);
+  if (!Array.isArray(shape)) {
+    throw new Error(`${what} must be an array of non-negative integers, got ${String(shape)}`);
+  }
   for (const d of shape) {
     if (!Number.isInteger(d) || d < 0) {
       throw new Error(`${what} must hold non-negative integers, got [${shape.join(", ")}]`);
@@ -123,7 +125,9 @@ export class Tensor {
 
   /** The value of a one-element tensor. */
   async item(): Promise<number> {
-    if (this.size !== 1) throw new Error(`item() needs a tensor of one element, got shape [${this.shape.join(", ")}]`);
+    if (this.size !== 1) {
+      throw new Error(`item() needs a tensor of one element, got shape [${this.shape.join(", ")}]`);
+    }
     return (await this.toArray())[0];
   }
 
@@ -169,7 +173,9 @@ export function noGrad<T>(fn: () => T): T {
   try {
     const out = fn();
     if (out instanceof Promise) {
-      throw new Error("noGrad takes a synchronous function: an async one would leave recording off across awaits");
+      throw new Error(
+        "noGrad takes a synchronous function: an async one would leave recording off across awaits",
+      );
     }
     return out;
   } finally {
@@ -197,8 +203,8 @@ function collectTensors(value: unknown, into: Set<Tensor>, seen = new Set<unknow
   }
   if (value === null || typeof value !== "object" || seen.has(value)) return;
   seen.add(value);
-  if (Array.isArray(value)) for (const v of value) collectTensors(v, into, seen);
-  else if (value instanceof Map) for (const v of value.values()) collectTensors(v, into, seen);
+  if (Array.isArray(value)) { for (const v of value) collectTensors(v, into, seen); }
+  else if (value instanceof Map) { for (const v of value.values()) collectTensors(v, into, seen); }
   else if (Object.getPrototypeOf(value) === Object.prototype) {
     for (const v of Object.values(value)) collectTensors(v, into, seen);
   }

@@ -7,8 +7,7 @@
 import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { deflateSync, inflateSync } from "node:zlib";
-import UPNG from "upng-js";
-import jpeg from "jpeg-js";
+import { jpeg, UPNG } from "../npm.ts";
 
 export interface GrayImage {
   width: number;

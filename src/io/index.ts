@@ -1,4 +1,5 @@
-// fl.io: safetensors weights, training checkpoints and atomic file writes.
+// `fl.io`: images (decoding, resizing, PNG writing), safetensors weights, training checkpoints and atomic
+// file writes.
 export {
   encodeSafetensors,
   inspectSafetensors,
@@ -19,3 +20,15 @@ export {
   saveCheckpoint,
   type SaveCheckpointOptions,
 } from "./checkpoint.ts";
+export {
+  decodeImage,
+  type DecodeOptions,
+  DEFAULT_MAX_PIXELS,
+  detectFormat,
+  encodePngGray,
+  type GrayImage,
+  type ImageFormat,
+  readImage,
+  readImageSync,
+  resizeGray,
+} from "./images.ts";

@@ -53,7 +53,6 @@ export const DENSENET161_CONFIGS: Record<"full" | "tiny", Omit<DenseNetConfig, "
 export const DENSENET_TINY_CONFIG =
   "DenseNet-BC, growth 16, blocks (2,4,6,4), 32 initial features, bn_size 2 (bottleneck 32), classifier over 136 features; 139,316 parameters with 4 classes";
 
-
 /** Children registered under the given names, applied in order (torch.nn.Sequential with an OrderedDict). */
 class NamedSequential extends Module {
   private readonly order: Module[] = [];

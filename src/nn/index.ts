@@ -1,3 +1,12 @@
-export { Module, type StateDict, type TensorRecord } from "./module.ts";
-export { Dropout, Flatten, Linear, ReLU, Sequential, Tanh } from "./layers.ts";
-export { AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, type BatchNorm2dOptions, Conv2d, type Conv2dOptions, MaxPool2d } from "./cnn_layers.ts";
+// `fl.nn`: modules with parameters and state dicts, and the layers built on the ops.
+export { Module, shapeFits, type StateDict, type TensorRecord } from "./module.ts";
+export { Dropout, Flatten, type InitOptions, Linear, ReLU, Sequential, Tanh } from "./layers.ts";
+export {
+  AdaptiveAvgPool2d,
+  AvgPool2d,
+  BatchNorm2d,
+  type BatchNorm2dOptions,
+  Conv2d,
+  type Conv2dOptions,
+  MaxPool2d,
+} from "./cnn_layers.ts";

@@ -20,12 +20,21 @@ export function uniformInit(shape: number[], fanIn: number, options: InitOptions
 export class Linear extends Module {
   readonly weight: Tensor;
   readonly bias: Tensor | null;
-  constructor(readonly inFeatures: number, readonly outFeatures: number, options: InitOptions & { bias?: boolean } = {}) {
+  constructor(
+    readonly inFeatures: number,
+    readonly outFeatures: number,
+    options: InitOptions & { bias?: boolean } = {},
+  ) {
     super();
     for (const [k, v] of [["inFeatures", inFeatures], ["outFeatures", outFeatures]] as const) {
-      if (!Number.isInteger(v) || v <= 0) throw new Error(`Linear: ${k} must be a positive integer, got ${v}`);
+      if (!Number.isInteger(v) || v <= 0) {
+        throw new Error(`Linear: ${k} must be a positive integer, got ${v}`);
+      }
     }
-    this.weight = this.registerParameter("weight", uniformInit([outFeatures, inFeatures], inFeatures, options));
+    this.weight = this.registerParameter(
+      "weight",
+      uniformInit([outFeatures, inFeatures], inFeatures, options),
+    );
     this.bias = options.bias === false
       ? null
       : this.registerParameter("bias", uniformInit([outFeatures], inFeatures, options));
@@ -49,7 +58,7 @@ export class Tanh extends Module {
 }
 
 export class Flatten extends Module {
-  constructor(readonly startDim = 1, readonly endDim = -1) {
+  constructor(readonly startDim: number = 1, readonly endDim: number = -1) {
     super();
   }
 

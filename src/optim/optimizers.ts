@@ -1,18 +1,22 @@
 // Optimizers over parameter tensors; their state lives on the device next to the parameters.
 import { Tensor } from "../autograd/tensor.ts";
 import { fillInPlace, tensor, zerosLike } from "../kernels/basic.ts";
-import { adamStep, type AdamHyper, sgdStep, type SgdHyper } from "../kernels/optim.ts";
+import { type AdamHyper, adamStep, type SgdHyper, sgdStep } from "../kernels/optim.ts";
 
 function checkParams(params: Tensor[], name: string): Tensor[] {
   if (!Array.isArray(params) || params.length === 0) throw new Error(`${name}: no parameters to optimize`);
   for (const p of params) {
-    if (!(p instanceof Tensor) || p.dtype !== "float32") throw new Error(`${name}: parameters must be float32 tensors`);
+    if (!(p instanceof Tensor) || p.dtype !== "float32") {
+      throw new Error(`${name}: parameters must be float32 tensors`);
+    }
   }
   return [...params];
 }
 
 function checkNumber(name: string, key: string, v: number, lo: number, hi = Infinity): void {
-  if (!Number.isFinite(v) || v < lo || v > hi) throw new Error(`${name}: ${key} must be in [${lo}, ${hi}], got ${v}`);
+  if (!Number.isFinite(v) || v < lo || v > hi) {
+    throw new Error(`${name}: ${key} must be in [${lo}, ${hi}], got ${v}`);
+  }
 }
 
 abstract class Optimizer {
@@ -40,17 +44,33 @@ export interface OptimizerStateRecord {
 }
 export type OptimizerState = Record<string, OptimizerStateRecord>;
 
-const scalarI64 = (v: number): OptimizerStateRecord => ({ dtype: "I64", shape: [], data: new Int32Array([v]) });
-const scalarF32 = (v: number): OptimizerStateRecord => ({ dtype: "F32", shape: [], data: new Float32Array([v]) });
+const scalarI64 = (v: number): OptimizerStateRecord => ({
+  dtype: "I64",
+  shape: [],
+  data: new Int32Array([v]),
+});
+const scalarF32 = (v: number): OptimizerStateRecord => ({
+  dtype: "F32",
+  shape: [],
+  data: new Float32Array([v]),
+});
 
 /**
  * Checks a state record against the optimizer's parameters: `step_count`, `hyper.<name>` scalars and
  * `state.<i>.<slot>` tensors (i = parameter index, slot one of `slots`) shaped like parameter i. All
  * problems are listed in one error; nothing is changed on error.
  */
-function checkState(name: string, params: Tensor[], record: OptimizerState, hyperKeys: string[], slots: string[]): void {
+function checkState(
+  name: string,
+  params: Tensor[],
+  record: OptimizerState,
+  hyperKeys: string[],
+  slots: string[],
+): void {
   const problems: string[] = [];
-  if (typeof record !== "object" || record === null) throw new Error(`${name}.loadStateDict: expected a record`);
+  if (typeof record !== "object" || record === null) {
+    throw new Error(`${name}.loadStateDict: expected a record`);
+  }
   for (const [k, e] of Object.entries(record)) {
     const count = Array.isArray(e?.shape) ? e.shape.reduce((a, b) => a * b, 1) : -1;
     if (!e || count < 0 || !e.data || e.data.length !== count) {
@@ -63,14 +83,18 @@ function checkState(name: string, params: Tensor[], record: OptimizerState, hype
     } else if (m && Number(m[1]) < params.length && (m[2] === "step" || slots.includes(m[2]))) {
       const want = m[2] === "step" ? [] : params[Number(m[1])].shape;
       if (count !== want.reduce((a, b) => a * b, 1)) {
-        problems.push(`${k}: shape [${e.shape.join(", ")}] does not fit parameter ${m[1]} of shape [${want.join(", ")}]`);
+        problems.push(
+          `${k}: shape [${e.shape.join(", ")}] does not fit parameter ${m[1]} of shape [${want.join(", ")}]`,
+        );
       }
     } else {
       problems.push(`unexpected key ${k}`);
     }
   }
   for (let i = 0; i < params.length; i++) {
-    const present = [...slots, ...(name === "Adam" ? ["step"] : [])].filter((s) => `state.${i}.${s}` in record);
+    const present = [...slots, ...(name === "Adam" ? ["step"] : [])].filter((s) =>
+      `state.${i}.${s}` in record
+    );
     if (present.length > 0 && present.length < slots.length + (name === "Adam" ? 1 : 0)) {
       problems.push(`state.${i}: incomplete (has ${present.join(", ")})`);
     }
@@ -86,7 +110,9 @@ function restoreHyper(own: number, stored: OptimizerStateRecord | undefined): nu
 }
 
 const uploadState = (e: OptimizerStateRecord, shape: number[]): Tensor =>
-  tensor(e.data instanceof Float32Array ? e.data : Float32Array.from(e.data as ArrayLike<number>, Number), [...shape]).keep();
+  tensor(e.data instanceof Float32Array ? e.data : Float32Array.from(e.data as ArrayLike<number>, Number), [
+    ...shape,
+  ]).keep();
 
 export interface AdamOptions {
   lr?: number;
@@ -103,7 +129,13 @@ export class Adam extends Optimizer {
   constructor(params: Tensor[], options: AdamOptions = {}) {
     super(params, "Adam");
     const [beta1, beta2] = options.betas ?? [0.9, 0.999];
-    this.hyper = { lr: options.lr ?? 1e-3, beta1, beta2, eps: options.eps ?? 1e-8, weightDecay: options.weightDecay ?? 0 };
+    this.hyper = {
+      lr: options.lr ?? 1e-3,
+      beta1,
+      beta2,
+      eps: options.eps ?? 1e-8,
+      weightDecay: options.weightDecay ?? 0,
+    };
     checkNumber("Adam", "lr", this.hyper.lr, 0);
     checkNumber("Adam", "betas[0]", beta1, 0, 0.999999);
     checkNumber("Adam", "betas[1]", beta2, 0, 0.999999);
@@ -136,8 +168,12 @@ export class Adam extends Optimizer {
       if (!s) continue;
       const shape = [...this.params[i].shape];
       out[`state.${i}.step`] = scalarI64(s.step);
-      reads.push(s.m.toArray().then((data) => void (out[`state.${i}.exp_avg`] = { dtype: "F32", shape, data })));
-      reads.push(s.v.toArray().then((data) => void (out[`state.${i}.exp_avg_sq`] = { dtype: "F32", shape, data })));
+      reads.push(
+        s.m.toArray().then((data) => void (out[`state.${i}.exp_avg`] = { dtype: "F32", shape, data })),
+      );
+      reads.push(
+        s.v.toArray().then((data) => void (out[`state.${i}.exp_avg_sq`] = { dtype: "F32", shape, data })),
+      );
     }
     await Promise.all(reads);
     return out;
@@ -229,7 +265,13 @@ export class SGD extends Optimizer {
     for (let i = 0; i < this.params.length; i++) {
       const b = this.buffers.get(this.params[i]);
       const shape = [...this.params[i].shape];
-      if (b) reads.push(b.toArray().then((data) => void (out[`state.${i}.momentum_buffer`] = { dtype: "F32", shape, data })));
+      if (b) {
+        reads.push(
+          b.toArray().then((data) =>
+            void (out[`state.${i}.momentum_buffer`] = { dtype: "F32", shape, data })
+          ),
+        );
+      }
     }
     await Promise.all(reads);
     return out;
@@ -242,7 +284,9 @@ export class SGD extends Optimizer {
     this.dispose();
     const h = this.hyper as unknown as Record<string, number | boolean>;
     for (const k of hyperKeys) {
-      h[k] = k === "nesterov" ? restoreHyper(h[k] ? 1 : 0, record[`hyper.${k}`]) !== 0 : restoreHyper(h[k] as number, record[`hyper.${k}`]);
+      h[k] = k === "nesterov"
+        ? restoreHyper(h[k] ? 1 : 0, record[`hyper.${k}`]) !== 0
+        : restoreHyper(h[k] as number, record[`hyper.${k}`]);
     }
     if (record.step_count) this.stepCount = Number(record.step_count.data[0]);
     for (let i = 0; i < this.params.length; i++) {

@@ -10,7 +10,7 @@ import { sum } from "../kernels/reduce.ts";
 import { softmax } from "../functional.ts";
 import type { GrayImage } from "../io/images.ts";
 import type { Module } from "../nn/module.ts";
-import { makeBatch } from "./preprocess.ts";
+import { makeBatch } from "../data/preprocess.ts";
 
 /** A classifier split where a class activation map looks: feature maps, then the head. */
 export interface CamModel extends Module {

@@ -2,7 +2,7 @@
 // ROC and precision-recall curves (Fig. 3), confusion matrices (Fig. 4) and class-activation-map overlays on
 // the X-ray (Fig. 6). Everything is rasterised here on an RGBA canvas with a built-in 5x8 bitmap font drawn
 // at 2x, so a figure needs no font file, browser or native library; upng-js encodes the PNG.
-import UPNG from "upng-js";
+import { UPNG } from "../npm.ts";
 import { writeFileAtomic } from "../io/files.ts";
 import { type GrayImage, resizeGray } from "../io/images.ts";
 

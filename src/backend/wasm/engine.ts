@@ -2,7 +2,7 @@
 // the WGSL ones (src/kernels/wasm, compiled with SIMD), and a job runs on the main thread plus one worker
 // per further core, all calling the same export with their thread index. Kernels run when dispatched
 // (there is no queue to batch), so a read-back needs no wait.
-import { readFileSync } from "node:fs";
+import { Buffer } from "node:buffer";
 import { Worker } from "node:worker_threads";
 import {
   type Binding,
@@ -11,11 +11,11 @@ import {
   type Engine,
   type KernelSpec,
   type PooledBuffer,
-  type PoolStats,
   splitGrid,
 } from "../engine.ts";
-import { buildKernels, KERNEL_BINARY, kernelsStale } from "./build.ts";
+import { KERNELS_WASM_BASE64 } from "./kernels_wasm.ts";
 import { CTL } from "./protocol.ts";
+import { computeWorkerMain, type WorkerStart } from "./worker.ts";
 
 const PAGE = 65536;
 /** A Wasm32 memory addresses 4 GiB; the pool stops short of it with a clear error. */
@@ -141,18 +141,14 @@ export class WasmEngine implements Engine {
     this.fns = names.map((n) => exports[n] as KernelFn);
   }
 
-  /** Loads (building first when the sources changed) the kernels and starts the worker threads. */
+  /** Compiles the kernels (shipped in kernels_wasm.ts) and starts the worker threads. */
   static async create(options: WasmEngineOptions = {}): Promise<WasmEngine> {
     if (typeof WebAssembly === "undefined" || typeof SharedArrayBuffer === "undefined") {
       throw new Error(
         "The WebAssembly backend needs WebAssembly with shared memory (threads) in this runtime.",
       );
     }
-    if (kernelsStale()) {
-      console.error(`flannel: building the WebAssembly kernels (${KERNEL_BINARY})`);
-      await buildKernels();
-    }
-    const module = new WebAssembly.Module(readFileSync(KERNEL_BINARY));
+    const module = new WebAssembly.Module(Buffer.from(KERNELS_WASM_BASE64, "base64"));
     const cores =
       (globalThis.navigator as { hardwareConcurrency?: number } | undefined)?.hardwareConcurrency ?? 1;
     const threads = Math.max(1, Math.floor(options.threads ?? cores));
@@ -170,14 +166,14 @@ export class WasmEngine implements Engine {
       for (let tid = 1; tid < threads; tid++) {
         // node:worker_threads (in Deno and Bun alike) because its workers can be unref'd: a worker parked
         // in Atomics.wait must not keep the process alive after the program's last line.
-        const worker = new Worker(new URL("./worker.ts", import.meta.url));
+        const worker = new Worker(`(${computeWorkerMain.toString()})()`, { eval: true });
         workers.push(worker);
         await new Promise<void>((resolve, reject) => {
           worker.once("message", () => resolve());
           worker.once("error", (err) => {
             reject(new Error(`WebAssembly backend: compute worker ${tid} failed to start: ${err.message}`));
           });
-          worker.postMessage({ module, memory, names, tid, ctlPtr });
+          worker.postMessage({ module, memory, names, tid, ctlPtr, ctl: CTL } satisfies WorkerStart);
         });
         worker.unref();
       }

@@ -4,19 +4,9 @@
 // (every fold scores the same test part), so a row's curve is that of its fold ensemble. And Fig. 6: class
 // activation maps of each learner of an experiment on one image.
 import { basename, join } from "node:path";
-import { LEARNER_TITLES } from "../models/learners.ts";
-import { classActivationMap } from "./cam.ts";
-import { averagePrecision, CLASS_NAMES, precisionRecallCurve, rocAuc, rocCurve } from "./metrics.ts";
-import {
-  barChartWithErrors,
-  confusionMatrixChart,
-  heatmapOverlay,
-  imageGrid,
-  lineChart,
-  savePNG,
-} from "./plots.ts";
+import * as fl from "../../mod.ts";
+import { LEARNER_TITLES } from "./learners.ts";
 import { readRunSettings } from "./predict.ts";
-import { centreCrop, ImageCache } from "./preprocess.ts";
 import { loadTrainedLearner } from "./stage1_folds.ts";
 import type { Stage2ExperimentResult } from "./stage2_experiment.ts";
 
@@ -35,12 +25,12 @@ export function writeFigures(outDir: string, result: Stage2ExperimentResult, foc
   const paths: string[] = [];
   const save = (name: string, png: Uint8Array) => {
     const path = join(outDir, name);
-    savePNG(path, png);
+    fl.train.plots.savePNG(path, png);
     paths.push(path);
   };
   save(
     "fig2_covid_f1.png",
-    barChartWithErrors({
+    fl.train.plots.barChartWithErrors({
       title: `${covid} F1 on the test part, mean and std over ${result.folds} folds`,
       yLabel: `${covid} F1`,
       categories: rows.map((m) => m.name),
@@ -58,13 +48,17 @@ export function writeFigures(outDir: string, result: Stage2ExperimentResult, foc
   });
   save(
     "fig3_covid_roc.png",
-    lineChart({
+    fl.train.plots.lineChart({
       title: `${covid} vs rest: ROC on the test part (fold-averaged probabilities)`,
       xLabel: "false positive rate",
       yLabel: "true positive rate",
       series: rows.map((r, k) => {
-        const c = rocCurve(isCovid, covidScores[k]);
-        return { name: `${r.name} (AUC ${rocAuc(isCovid, covidScores[k]).toFixed(3)})`, x: c.fpr, y: c.tpr };
+        const c = fl.metrics.rocCurve(isCovid, covidScores[k]);
+        return {
+          name: `${r.name} (AUC ${fl.metrics.rocAuc(isCovid, covidScores[k]).toFixed(3)})`,
+          x: c.fpr,
+          y: c.tpr,
+        };
       }),
       xRange: [0, 1],
       yRange: [0, 1],
@@ -73,14 +67,14 @@ export function writeFigures(outDir: string, result: Stage2ExperimentResult, foc
   );
   save(
     "fig3_covid_pr.png",
-    lineChart({
+    fl.train.plots.lineChart({
       title: `${covid} vs rest: precision-recall on the test part (fold-averaged probabilities)`,
       xLabel: "recall",
       yLabel: "precision",
       series: rows.map((r, k) => {
-        const c = precisionRecallCurve(isCovid, covidScores[k]);
+        const c = fl.metrics.precisionRecallCurve(isCovid, covidScores[k]);
         return {
-          name: `${r.name} (AP ${averagePrecision(isCovid, covidScores[k]).toFixed(3)})`,
+          name: `${r.name} (AP ${fl.metrics.averagePrecision(isCovid, covidScores[k]).toFixed(3)})`,
           x: c.recall,
           y: c.precision,
         };
@@ -92,7 +86,7 @@ export function writeFigures(outDir: string, result: Stage2ExperimentResult, foc
   const focusRow = rows[focusIndex >= 0 ? focusIndex : rows.length - 1];
   save(
     "fig4_confusion.png",
-    confusionMatrixChart({
+    fl.train.plots.confusionMatrixChart({
       title: `${focusRow.name}: confusion on the test part, summed over ${result.folds} folds`,
       classNames: result.classNames,
       matrix: focusRow.summary.confusion,
@@ -116,16 +110,18 @@ export async function camFigure(
   if (!settings.folds.includes(f)) {
     throw new Error(`fold ${f} is not in the experiment (folds ${settings.folds.join(", ")})`);
   }
-  const image = await new ImageCache(settings.resize).get({ file });
-  const seen = centreCrop(image, settings.crop);
+  const image = await new fl.data.ImageCache(settings.resize).get({ file });
+  const seen = fl.data.centreCrop(image, settings.crop);
   const tiles: Uint8Array[] = [], labels: string[] = [];
   for (const arch of settings.archs) {
     const model = await loadTrainedLearner(runDir, arch, f, settings.scale);
     try {
-      const cam = await classActivationMap(model, image, { crop: settings.crop });
-      tiles.push(heatmapOverlay({ gray: seen, heat: cam.map }));
+      const cam = await fl.train.classActivationMap(model, image, { crop: settings.crop });
+      tiles.push(fl.train.plots.heatmapOverlay({ gray: seen, heat: cam.map }));
       labels.push(
-        `${LEARNER_TITLES[arch]}: ${CLASS_NAMES[cam.classIndex]} ${cam.probs[cam.classIndex].toFixed(2)}`,
+        `${LEARNER_TITLES[arch]}: ${fl.metrics.CLASS_NAMES[cam.classIndex]} ${
+          cam.probs[cam.classIndex].toFixed(2)
+        }`,
       );
     } finally {
       model.dispose();
@@ -133,7 +129,7 @@ export async function camFigure(
   }
   // small crops (tiny learners see 64x64) are enlarged so the maps and captions are readable
   const tileSize = Math.max(224, settings.crop);
-  return imageGrid(tiles, labels, {
+  return fl.train.plots.imageGrid(tiles, labels, {
     title: `class activation maps, ${basename(file)} (fold ${f})`,
     tileSize,
   });

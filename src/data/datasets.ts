@@ -7,18 +7,6 @@ import { readdirSync, readFileSync, statSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { type DecodeOptions, type GrayImage, readImage } from "../io/images.ts";
 
-// the image functions, reachable as fl.data.* (src/io/index.ts belongs to the weights code)
-export {
-  decodeImage,
-  type DecodeOptions,
-  DEFAULT_MAX_PIXELS,
-  detectFormat,
-  encodePngGray,
-  type GrayImage,
-  readImage,
-  resizeGray,
-} from "../io/images.ts";
-
 export const CLASSES = ["covid", "viral", "bacterial", "normal"] as const;
 export type ClassName = typeof CLASSES[number];
 

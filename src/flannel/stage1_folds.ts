@@ -14,13 +14,8 @@
 //                                      test.safetensors is written last: its presence marks the pair done
 import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
-import type { GrayImage } from "../io/images.ts";
-import { loadSafetensors } from "../io/safetensors.ts";
-import { type Module, shapeFits, type TensorRecord } from "../nn/module.ts";
-import { createLearner, type LearnerArch } from "../models/learners.ts";
-import type { ImageRecord } from "./data.ts";
-import { type ClassificationReport, classificationReport } from "./metrics.ts";
-import { type PatientSplit, patientSplit } from "./splits.ts";
+import * as fl from "../../mod.ts";
+import { createLearner, type LearnerArch } from "./learners.ts";
 import {
   loadLearnerOutputs,
   predictStage1,
@@ -32,9 +27,9 @@ import {
 
 export interface Stage1FoldsConfig {
   /** the records `split` indexes, with their decoded images (same order) */
-  records: readonly Pick<ImageRecord, "file" | "label" | "patientId">[];
-  images: readonly GrayImage[];
-  split: PatientSplit;
+  records: readonly Pick<fl.data.ImageRecord, "file" | "label" | "patientId">[];
+  images: readonly fl.io.GrayImage[];
+  split: fl.data.PatientSplit;
   archs: readonly LearnerArch[];
   scale: "tiny" | "full";
   outDir: string;
@@ -65,8 +60,8 @@ export interface Stage1FoldResult {
   valPath: string;
   testPath: string;
   /** on the held-out fold and on the test part */
-  val: ClassificationReport;
-  test: ClassificationReport;
+  val: fl.metrics.ClassificationReport;
+  test: fl.metrics.ClassificationReport;
 }
 
 export function stage1FoldDir(outDir: string, arch: string, fold: number): string {
@@ -79,13 +74,13 @@ export function stage1FoldDir(outDir: string, arch: string, fold: number): strin
  * their fresh initialisation and are returned by name.
  */
 export async function loadPretrained(
-  model: Module,
+  model: fl.nn.Module,
   path: string,
 ): Promise<{ loaded: number; kept: string[] }> {
   if (!existsSync(path)) throw new Error(`pretrained weights: ${path} does not exist`);
-  const dict = await loadSafetensors(path) as Record<string, TensorRecord>;
+  const dict = await fl.io.loadSafetensors(path) as Record<string, fl.nn.TensorRecord>;
   const own = model.stateDict();
-  const fits = Object.entries(dict).filter(([k, v]) => k in own && shapeFits(v.shape, own[k]));
+  const fits = Object.entries(dict).filter(([k, v]) => k in own && fl.nn.shapeFits(v.shape, own[k]));
   if (fits.length === 0) {
     throw new Error(`pretrained weights: no tensor of ${path} fits the model (another architecture?)`);
   }
@@ -100,12 +95,12 @@ export async function loadTrainedLearner(
   arch: LearnerArch,
   fold: number,
   scale: "tiny" | "full",
-): Promise<Module> {
+): Promise<fl.nn.Module> {
   const weights = join(stage1FoldDir(outDir, arch, fold), "checkpoint.safetensors.best");
   if (!existsSync(weights)) throw new Error(`no trained ${arch} for fold ${fold}: ${weights} is missing`);
   const model = createLearner(arch, { scale });
   try {
-    model.loadStateDict(await loadSafetensors(weights) as Record<string, TensorRecord>);
+    model.loadStateDict(await fl.io.loadSafetensors(weights) as Record<string, fl.nn.TensorRecord>);
   } catch (err) {
     model.dispose();
     throw err;
@@ -157,8 +152,8 @@ export async function runStage1Folds(config: Stage1FoldsConfig): Promise<Stage1F
           trained: false,
           valPath,
           testPath,
-          val: classificationReport(v.labels, v.probs),
-          test: classificationReport(t.labels, t.probs),
+          val: fl.metrics.classificationReport(v.labels, v.probs),
+          test: fl.metrics.classificationReport(t.labels, t.probs),
         });
         continue;
       }
@@ -171,7 +166,7 @@ export async function runStage1Folds(config: Stage1FoldsConfig): Promise<Stage1F
       mkdirSync(dir, { recursive: true });
       // The fold's training part, split by patient into what the learner trains on and what picks its epoch.
       const trainIdx = split.foldSplits[f].train;
-      const inner = patientSplit(trainIdx.map((i) => records[i]), {
+      const inner = fl.data.patientSplit(trainIdx.map((i) => records[i]), {
         testFraction: selectFraction,
         folds: 2,
         seed: seed + 7919 * (f + 1),
@@ -229,8 +224,8 @@ export async function runStage1Folds(config: Stage1FoldsConfig): Promise<Stage1F
           learner: arch,
           fold: f,
         });
-        const val = classificationReport(held.labels, valProbs),
-          testReport = classificationReport(test.labels, testProbs);
+        const val = fl.metrics.classificationReport(held.labels, valProbs),
+          testReport = fl.metrics.classificationReport(test.labels, testProbs);
         say(
           `${arch} fold ${f}: held-out macro-F1 ${val.macroF1.toFixed(3)}, test macro-F1 ${
             testReport.macroF1.toFixed(3)

@@ -3,13 +3,9 @@
 // another method is named) combines them; the folds' probabilities are averaged.
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { Generator } from "../kernels/random.ts";
-import { loadSafetensors, readSafetensorsMetadata } from "../io/safetensors.ts";
-import type { TensorRecord } from "../nn/module.ts";
-import { isLearnerArch, type LearnerArch } from "../models/learners.ts";
-import type { Skipped } from "./data.ts";
+import * as fl from "../../mod.ts";
+import { isLearnerArch, type LearnerArch } from "./learners.ts";
 import { stackLearnerOutputs, STAGE2_MODEL_FORMAT, stage2ModelPath } from "./experiment.ts";
-import { ImageCache } from "./preprocess.ts";
 import { type LearnerOutputsFile, predictStage1 } from "./stage1.ts";
 import { loadTrainedLearner } from "./stage1_folds.ts";
 import { buildEnsemble, predictStage2 } from "./stage2.ts";
@@ -47,7 +43,7 @@ export interface PredictionResult {
   files: string[];
   /** [files, classes], averaged over the folds */
   probs: Float32Array;
-  skipped: Skipped[];
+  skipped: fl.data.Skipped[];
   folds: number[];
 }
 
@@ -58,7 +54,7 @@ export async function predictFiles(
   { method = "FLANNEL" }: { method?: string } = {},
 ): Promise<PredictionResult> {
   const settings = readRunSettings(runDir);
-  const cache = new ImageCache(settings.resize);
+  const cache = new fl.data.ImageCache(settings.resize);
   const readable = await cache.getReadable(files.map((file) => ({ file })));
   const readableFiles = readable.records.map((r) => r.file);
   const s = readable.images.length, n = settings.archs.length;
@@ -75,7 +71,7 @@ export async function predictFiles(
     if (!existsSync(modelPath)) {
       throw new Error(`no trained ${method} for fold ${fold}: ${modelPath} is missing`);
     }
-    const meta = await readSafetensorsMetadata(modelPath);
+    const meta = await fl.io.readSafetensorsMetadata(modelPath);
     if (meta.format !== STAGE2_MODEL_FORMAT) {
       throw new Error(`${modelPath} is not a ${STAGE2_MODEL_FORMAT} file`);
     }
@@ -90,9 +86,9 @@ export async function predictFiles(
       }
     }
     const stacked = stackLearnerOutputs(perLearner);
-    const ensemble = buildEnsemble(JSON.parse(meta.config), n, stacked.classes, new Generator(0));
+    const ensemble = buildEnsemble(JSON.parse(meta.config), n, stacked.classes, new fl.Generator(0));
     try {
-      ensemble.loadStateDict(await loadSafetensors(modelPath) as Record<string, TensorRecord>);
+      ensemble.loadStateDict(await fl.io.loadSafetensors(modelPath) as Record<string, fl.nn.TensorRecord>);
       const probs = await predictStage2(ensemble, stacked);
       sum ??= new Float32Array(probs.length);
       probs.forEach((p, i) => (sum![i] += p));

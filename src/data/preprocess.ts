@@ -5,7 +5,7 @@
 // Every random choice comes from a `Generator`, so a seed gives the same batch in Deno and Bun.
 import { type GrayImage, resizeGray } from "../io/images.ts";
 import { Generator, threefry2x32 } from "../kernels/random.ts";
-import { type ImageRecord, loadImage, type Skipped } from "./data.ts";
+import { type ImageRecord, loadImage, type Skipped } from "./datasets.ts";
 
 export const IMAGENET_MEAN = [0.485, 0.456, 0.406] as const;
 export const IMAGENET_STD = [0.229, 0.224, 0.225] as const;

@@ -1,15 +1,8 @@
 // Stage 2: train a combiner (FLANNEL's Neural Weight Module or an MLP) on the learners' probabilities with
 // focal loss or cross-entropy, Adam, seeded shuffles, and the epoch with the best validation macro-F1 kept.
-import { noGrad, scope } from "../autograd/tensor.ts";
-import { intTensor, tensor, zeros } from "../kernels/basic.ts";
-import { gatherRows } from "../kernels/gather.ts";
-import { crossEntropy, focalLoss } from "../kernels/loss.ts";
-import { Generator } from "../kernels/random.ts";
-import { type Ensemble, MLPStacking, NeuralWeightModule, SoftVoting } from "../models/flannel.ts";
-import { Adam } from "../optim/optimizers.ts";
-import { CLASS_NAMES, type ClassificationReport, classificationReport } from "./metrics.ts";
-import type { LearnerOutputs } from "./synthetic.ts";
-import { takeEpochLoss, trainStep } from "./step.ts";
+import * as fl from "../../mod.ts";
+import { type Ensemble, MLPStacking, NeuralWeightModule, SoftVoting } from "./ensembles.ts";
+import type { LearnerOutputs } from "./synthetic_outputs.ts";
 
 export type Stage2Method = "flannel" | "mlp1" | "mlp2" | "voting";
 
@@ -43,7 +36,7 @@ export interface Stage2Result {
   /** 1-based epoch whose weights the model holds (0: nothing trained, as soft voting). */
   bestEpoch: number;
   history: EpochLog[];
-  valReport: ClassificationReport;
+  valReport: fl.metrics.ClassificationReport;
   alpha: number[] | null;
 }
 
@@ -91,7 +84,7 @@ export function buildEnsemble(
   config: Stage2Config,
   learners: number,
   classes: number,
-  generator: Generator,
+  generator: fl.Generator,
 ): Ensemble {
   switch (config.method) {
     case "flannel":
@@ -110,7 +103,7 @@ export function buildEnsemble(
 }
 
 /** Class-balanced draw with replacement: every class equally likely, then a uniform sample within it. */
-function balancedOrder(labels: Int32Array, classes: number, gen: Generator): Int32Array {
+function balancedOrder(labels: Int32Array, classes: number, gen: fl.Generator): Int32Array {
   const byClass: number[][] = Array.from({ length: classes }, () => []);
   labels.forEach((y, i) => byClass[y].push(i));
   const present = byClass.filter((list) => list.length > 0);
@@ -139,7 +132,9 @@ export async function predictStage2(
   for (let start = 0; start < s; start += batchSize) {
     const count = Math.min(batchSize, s - start);
     const chunk = set.probs.subarray(start * n * m, (start + count) * n * m);
-    const probs = await scope(() => noGrad(() => model.predictProba(tensor(chunk, [count, n, m]))).toArray());
+    const probs = await fl.scope(() =>
+      fl.noGrad(() => model.predictProba(fl.tensor(chunk, [count, n, m]))).toArray()
+    );
     out.set(probs, start * m);
   }
   return out;
@@ -163,7 +158,9 @@ export async function trainStage2(
   }
   const { learners: n, classes: m } = train;
   const classNames = config.classNames ??
-    (m === CLASS_NAMES.length ? [...CLASS_NAMES] : Array.from({ length: m }, (_, i) => `class${i}`));
+    (m === fl.metrics.CLASS_NAMES.length
+      ? [...fl.metrics.CLASS_NAMES]
+      : Array.from({ length: m }, (_, i) => `class${i}`));
   const epochs = config.epochs ?? 30, batchSize = config.batchSize ?? 64, seed = config.seed ?? 0;
   if (!Number.isInteger(epochs) || epochs < 0) {
     throw new Error(`stage 2: epochs must be a non-negative integer, got ${epochs}`);
@@ -171,9 +168,10 @@ export async function trainStage2(
   if (!Number.isInteger(batchSize) || batchSize < 1) {
     throw new Error(`stage 2: batchSize must be a positive integer, got ${batchSize}`);
   }
-  const gen = new Generator(seed);
+  const gen = new fl.Generator(seed);
   const model = buildEnsemble(config, n, m, gen);
-  const evaluate = async () => classificationReport(val.labels, await predictStage2(model, val), classNames);
+  const evaluate = async () =>
+    fl.metrics.classificationReport(val.labels, await predictStage2(model, val), classNames);
 
   if (config.method === "voting" || epochs === 0) {
     return { model, bestEpoch: 0, history: [], valReport: await evaluate(), alpha: null };
@@ -184,45 +182,45 @@ export async function trainStage2(
   }
   const alpha = lossKind === "focal" ? config.alpha ?? inverseFrequencyAlpha(train.labels, m) : null;
   const gamma = config.gamma ?? 3;
-  const optimizer = new Adam(model.parameters(), {
+  const optimizer = new fl.optim.Adam(model.parameters(), {
     lr: config.lr ?? 1e-3,
     weightDecay: config.weightDecay ?? 0,
   });
   const s = train.labels.length;
   // The training set goes to the device once; batches are gathered there by index.
-  const probsT = tensor(train.probs, [s, n, m]).keep();
-  const labelsT = intTensor(train.labels).keep();
-  const lossSum = zeros([1]).keep();
+  const probsT = fl.tensor(train.probs, [s, n, m]).keep();
+  const labelsT = fl.intTensor(train.labels).keep();
+  const lossSum = fl.zeros([1]).keep();
   const history: EpochLog[] = [];
   let best = {
     epoch: 0,
     f1: -Infinity,
     weights: await model.downloadStateDict(),
-    report: null as ClassificationReport | null,
+    report: null as fl.metrics.ClassificationReport | null,
   };
   try {
     for (let epoch = 1; epoch <= epochs; epoch++) {
       model.train();
       const order = config.resample ? balancedOrder(train.labels, m, gen) : gen.permutation(s);
-      scope(() => {
-        const index = intTensor(order);
+      fl.scope(() => {
+        const index = fl.intTensor(order);
         for (let start = 0; start < s; start += batchSize) {
           const count = Math.min(batchSize, s - start);
-          trainStep(
+          fl.train.trainStep(
             optimizer,
             () => {
-              const logits = model.forward(gatherRows(probsT, index, start, count));
-              const y = gatherRows(labelsT, index, start, count);
+              const logits = model.forward(fl.F.gatherRows(probsT, index, start, count));
+              const y = fl.F.gatherRows(labelsT, index, start, count);
               return lossKind === "focal"
-                ? focalLoss(logits, y, { gamma, alpha: alpha! })
-                : crossEntropy(logits, y);
+                ? fl.F.focalLoss(logits, y, { gamma, alpha: alpha! })
+                : fl.F.crossEntropy(logits, y);
             },
             lossSum,
             count / s,
           );
         }
       });
-      const trainLoss = await takeEpochLoss(lossSum);
+      const trainLoss = await fl.train.takeEpochLoss(lossSum);
       model.eval();
       const report = await evaluate();
       history.push({ epoch, trainLoss, valMacroF1: report.macroF1 });

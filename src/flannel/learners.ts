@@ -1,11 +1,6 @@
 // The five base learners of FLANNEL by name: one place that maps the names the command line, the
 // experiment's files and the benches use to the model factories.
-import type { Module } from "../nn/module.ts";
-import { Generator } from "../kernels/random.ts";
-import { densenet161 } from "./densenet.ts";
-import { inception_v3 } from "./inception.ts";
-import { resnet152, resnext101_32x8d } from "./resnet.ts";
-import { vgg19_bn } from "./vgg.ts";
+import * as fl from "../../mod.ts";
 
 /** In the paper's order (Table 3's rows). */
 export const LEARNER_ARCHS = [
@@ -41,25 +36,25 @@ export function isLearnerArch(name: string): name is LearnerArch {
  * A base learner with `numClasses` outputs (default 4). InceptionV3 is built without its auxiliary head:
  * stage 1 trains every learner on its main logits alone, so all five share one training step.
  */
-export function createLearner(arch: string, options: LearnerOptions = {}): Module {
+export function createLearner(arch: string, options: LearnerOptions = {}): fl.nn.Module {
   if (!isLearnerArch(arch)) {
     throw new Error(`unknown learner "${arch}"; expected one of ${LEARNER_ARCHS.join(", ")}`);
   }
   const common = {
     numClasses: options.numClasses ?? 4,
     scale: options.scale ?? "full",
-    generator: new Generator(options.seed ?? 0),
+    generator: new fl.Generator(options.seed ?? 0),
   };
   switch (arch) {
     case "inception_v3":
-      return inception_v3({ ...common, auxLogits: false });
+      return fl.models.inception_v3({ ...common, auxLogits: false });
     case "vgg19_bn":
-      return vgg19_bn(common);
+      return fl.models.vgg19_bn(common);
     case "resnext101_32x8d":
-      return resnext101_32x8d(common);
+      return fl.models.resnext101_32x8d(common);
     case "resnet152":
-      return resnet152(common);
+      return fl.models.resnet152(common);
     case "densenet161":
-      return densenet161(common);
+      return fl.models.densenet161(common);
   }
 }

@@ -17,28 +17,14 @@
 //                                  (JSON list of S paths, the rows' order)
 import { appendFileSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
-import { noGrad, scope } from "../autograd/tensor.ts";
-import { tensor, zeros } from "../kernels/basic.ts";
-import { crossEntropy } from "../kernels/loss.ts";
-import { softmax } from "../functional.ts";
-import { Generator } from "../kernels/random.ts";
-import { syncDevice } from "../backend/stats.ts";
-import type { GrayImage } from "../io/images.ts";
-import { loadCheckpoint, saveCheckpoint } from "../io/checkpoint.ts";
-import { loadSafetensors, readSafetensorsMetadata, saveSafetensors } from "../io/safetensors.ts";
-import type { Module, TensorRecord } from "../nn/module.ts";
-import { Adam } from "../optim/optimizers.ts";
-import { CLASS_NAMES, type ClassificationReport, classificationReport } from "./metrics.ts";
-import type { ImageRecord } from "./data.ts";
-import { ImageCache, makeBatch } from "./preprocess.ts";
-import { takeEpochLoss, trainStep } from "./step.ts";
+import * as fl from "../../mod.ts";
 
 export const LEARNER_OUTPUTS_FORMAT = "flannel-learner-outputs/1";
 
 /** A labelled image set: records (decoded and resized through the cache) or images already in memory. */
 export type Stage1Set =
-  | { records: readonly Pick<ImageRecord, "file" | "label">[] }
-  | { images: readonly GrayImage[]; labels: ArrayLike<number> };
+  | { records: readonly Pick<fl.data.ImageRecord, "file" | "label">[] }
+  | { images: readonly fl.io.GrayImage[]; labels: ArrayLike<number> };
 
 export interface Stage1EpochLog {
   epoch: number;
@@ -61,7 +47,7 @@ export interface Stage1BatchProgress {
 }
 
 export interface Stage1Config {
-  model: Module;
+  model: fl.nn.Module;
   train: Stage1Set;
   val: Stage1Set;
   epochs: number;
@@ -75,7 +61,7 @@ export interface Stage1Config {
   resize?: number;
   /** Gaussian noise std added in training (default 0.01) */
   noiseStd?: number;
-  cache?: ImageCache;
+  cache?: fl.data.ImageCache;
   checkpointPath?: string;
   /** continue from `checkpointPath` when it exists */
   resume?: boolean;
@@ -89,28 +75,33 @@ export interface Stage1Config {
 }
 
 export interface Stage1Result {
-  model: Module;
+  model: fl.nn.Module;
   /** 1-based epoch whose weights the model holds (0 when no epoch ran) */
   bestEpoch: number;
   history: Stage1EpochLog[];
-  valReport: ClassificationReport | null;
+  valReport: fl.metrics.ClassificationReport | null;
 }
 
-async function materialize(set: Stage1Set, resize: number, cache: ImageCache | undefined, what: string) {
+async function materialize(
+  set: Stage1Set,
+  resize: number,
+  cache: fl.data.ImageCache | undefined,
+  what: string,
+) {
   if ("images" in set) {
     if (set.images.length !== set.labels.length) {
       throw new Error(`stage 1: ${what} has ${set.images.length} images and ${set.labels.length} labels`);
     }
     return { images: set.images, labels: Int32Array.from(set.labels) };
   }
-  const c = cache ?? new ImageCache(resize);
+  const c = cache ?? new fl.data.ImageCache(resize);
   return { images: await c.getAll(set.records), labels: Int32Array.from(set.records, (r) => r.label) };
 }
 
 /** Class probabilities [S, M] (eval mode, centre crop, no augmentation, no graph). */
 export async function predictStage1(
-  model: Module,
-  images: readonly GrayImage[],
+  model: fl.nn.Module,
+  images: readonly fl.io.GrayImage[],
   { crop = 224, batchSize = 32 }: { crop?: number; batchSize?: number } = {},
 ): Promise<Float32Array> {
   const wasTraining = model.training;
@@ -120,9 +111,9 @@ export async function predictStage1(
     for (let start = 0; start < images.length; start += batchSize) {
       const count = Math.min(batchSize, images.length - start);
       const idx = Int32Array.from({ length: count }, (_, i) => start + i);
-      const x = makeBatch(images, idx, { crop, train: false });
-      const p = await scope(() =>
-        noGrad(() => softmax(model.forward(tensor(x, [count, 3, crop, crop])), -1)).toArray()
+      const x = fl.data.makeBatch(images, idx, { crop, train: false });
+      const p = await fl.scope(() =>
+        fl.noGrad(() => fl.F.softmax(model.forward(fl.tensor(x, [count, 3, crop, crop])), -1)).toArray()
       );
       const m = p.length / count;
       out ??= new Float32Array(images.length * m);
@@ -148,11 +139,11 @@ type Stage1Settings = {
 async function resumeFrom(
   path: string,
   bestPath: string,
-  model: Module,
-  optimizer: Adam,
+  model: fl.nn.Module,
+  optimizer: fl.optim.Adam,
   settings: Stage1Settings,
 ) {
-  const meta = await loadCheckpoint(path, { model, optimizer });
+  const meta = await fl.io.loadCheckpoint(path, { model, optimizer });
   const saved = meta.stage1 as Stage1Settings | undefined;
   for (const k of ["batchSize", "seed", "crop", "noiseStd"] as const) {
     if (saved?.[k] !== settings[k]) {
@@ -161,18 +152,18 @@ async function resumeFrom(
   }
   const epoch = meta.epoch as number;
   const best = meta.best as { epoch: number; macroF1: number };
-  let bestWeights: Record<string, TensorRecord> | null = null;
+  let bestWeights: Record<string, fl.nn.TensorRecord> | null = null;
   // the best file is written after the checkpoint: when the checkpoint's own epoch is the best, its
   // weights are the best ones (the best file may not have been written yet)
   if (best.epoch === epoch) bestWeights = await model.downloadStateDict();
   else if (best.epoch > 0) {
-    const bestMeta = await readSafetensorsMetadata(bestPath);
+    const bestMeta = await fl.io.readSafetensorsMetadata(bestPath);
     if (Number(bestMeta.epoch) !== best.epoch) {
       throw new Error(
         `stage 1: ${bestPath} holds epoch ${bestMeta.epoch}, the checkpoint's best is epoch ${best.epoch}`,
       );
     }
-    bestWeights = await loadSafetensors(bestPath) as Record<string, TensorRecord>;
+    bestWeights = await fl.io.loadSafetensors(bestPath) as Record<string, fl.nn.TensorRecord>;
   }
   return { history: meta.history as Stage1EpochLog[], best, bestWeights, startEpoch: epoch + 1 };
 }
@@ -184,7 +175,7 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
   const { model, epochs } = config;
   const batchSize = config.batchSize ?? 32, seed = config.seed ?? 0, crop = config.crop ?? 224;
   const resize = config.resize ?? config.cache?.resize ?? 256;
-  const classNames = config.classNames ?? CLASS_NAMES;
+  const classNames = config.classNames ?? fl.metrics.CLASS_NAMES;
   if (!Number.isInteger(epochs) || epochs < 0) {
     throw new Error(`stage 1: epochs must be a non-negative integer, got ${epochs}`);
   }
@@ -200,7 +191,7 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
   if (train.labels.length === 0) throw new Error("stage 1: the training set is empty");
   if (val.labels.length === 0) throw new Error("stage 1: the validation set is empty");
 
-  const optimizer = new Adam(model.parameters(), {
+  const optimizer = new fl.optim.Adam(model.parameters(), {
     lr: config.lr ?? 1e-3,
     weightDecay: config.weightDecay ?? 1e-4,
   });
@@ -216,7 +207,7 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
   const bestPath = config.checkpointPath ? config.checkpointPath + ".best" : null;
   let history: Stage1EpochLog[] = [];
   let best = { epoch: 0, macroF1: -Infinity };
-  let bestWeights: Record<string, TensorRecord> | null = null;
+  let bestWeights: Record<string, fl.nn.TensorRecord> | null = null;
   let startEpoch = 1;
 
   if (config.resume && config.checkpointPath && existsSync(config.checkpointPath)) {
@@ -240,13 +231,13 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
     writeFileSync(config.logPath, history.map((h) => JSON.stringify(h) + "\n").join(""));
   }
   const s = train.labels.length;
-  const lossSum = zeros([1]).keep();
+  const lossSum = fl.zeros([1]).keep();
   const lastEpoch = Math.min(epochs, config.stopAfterEpoch ?? epochs);
-  let lastReport: ClassificationReport | null = null;
+  let lastReport: fl.metrics.ClassificationReport | null = null;
   try {
     for (let epoch = startEpoch; epoch <= lastEpoch; epoch++) {
       const t0 = performance.now();
-      const gen = new Generator(seed * 1000 + epoch);
+      const gen = new fl.Generator(seed * 1000 + epoch);
       const order = gen.permutation(s);
       model.train();
       // batch norm needs two samples: a last batch of one is dropped
@@ -256,7 +247,7 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
       }
       const assemble = (start: number) => {
         const idx = order.subarray(start, Math.min(start + batchSize, s));
-        const x = makeBatch(train.images, idx, {
+        const x = fl.data.makeBatch(train.images, idx, {
           crop,
           train: true,
           generator: gen,
@@ -272,13 +263,13 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
       for (let b = 0; b < starts.length; b++) {
         const { x, y } = next!;
         const count = y.length;
-        trainStep(
+        fl.train.trainStep(
           optimizer,
-          () => crossEntropy(model.forward(tensor(x, [count, 3, crop, crop])), y),
+          () => fl.F.crossEntropy(model.forward(fl.tensor(x, [count, 3, crop, crop])), y),
           lossSum,
           count / s,
         );
-        const submitted = syncDevice(); // submits this batch now; resolves when the device has run it
+        const submitted = fl.syncDevice(); // submits this batch now; resolves when the device has run it
         next = b + 1 < starts.length ? assemble(starts[b + 1]) : null;
         await previous;
         previous = submitted;
@@ -292,10 +283,10 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
         });
       }
       await previous;
-      const trainLoss = await takeEpochLoss(lossSum);
+      const trainLoss = await fl.train.takeEpochLoss(lossSum);
       const trainSeconds = (performance.now() - t0) / 1000;
       const probs = await predictStage1(model, val.images, { crop, batchSize });
-      const report = classificationReport(val.labels, probs, classNames);
+      const report = fl.metrics.classificationReport(val.labels, probs, classNames);
       lastReport = report;
       const log: Stage1EpochLog = {
         epoch,
@@ -312,13 +303,13 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
         bestWeights = await model.downloadStateDict();
       }
       if (config.checkpointPath) {
-        await saveCheckpoint(config.checkpointPath, {
+        await fl.io.saveCheckpoint(config.checkpointPath, {
           model,
           optimizer,
           meta: { epoch, seed, best, history, stage1: settings },
         });
         if (improved) {
-          await saveSafetensors(bestPath!, bestWeights!, {
+          await fl.io.saveSafetensors(bestPath!, bestWeights!, {
             epoch: String(epoch),
             macroF1: String(report.macroF1),
           });
@@ -334,7 +325,7 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
   if (lastEpoch < epochs) return { model, bestEpoch: best.epoch, history, valReport: lastReport };
   if (bestWeights) model.loadStateDict(bestWeights);
   const valReport = best.epoch > 0
-    ? classificationReport(
+    ? fl.metrics.classificationReport(
       val.labels,
       await predictStage1(model, val.images, { crop, batchSize }),
       classNames,
@@ -355,14 +346,14 @@ export interface LearnerOutputsFile {
 
 /** Saves one learner's (out-of-fold) probabilities as safetensors; see the file comment for the layout. */
 export async function saveLearnerOutputs(path: string, out: LearnerOutputsFile): Promise<void> {
-  const s = out.files.length, classes = out.classNames ?? CLASS_NAMES;
+  const s = out.files.length, classes = out.classNames ?? fl.metrics.CLASS_NAMES;
   const m = classes.length;
   if (out.labels.length !== s || out.probs.length !== s * m) {
     throw new Error(
       `saveLearnerOutputs: ${s} files, ${out.labels.length} labels and ${out.probs.length} probabilities (expected ${s} x ${m})`,
     );
   }
-  await saveSafetensors(path, {
+  await fl.io.saveSafetensors(path, {
     probs: { dtype: "F32", shape: [s, m], data: out.probs },
     labels: { dtype: "I32", shape: [s], data: Int32Array.from(out.labels) },
   }, {
@@ -376,11 +367,11 @@ export async function saveLearnerOutputs(path: string, out: LearnerOutputsFile):
 
 /** Reads a file written by saveLearnerOutputs. */
 export async function loadLearnerOutputs(path: string): Promise<LearnerOutputsFile> {
-  const meta = await readSafetensorsMetadata(path);
+  const meta = await fl.io.readSafetensorsMetadata(path);
   if (meta.format !== LEARNER_OUTPUTS_FORMAT) {
     throw new Error(`loadLearnerOutputs: ${path} is not a ${LEARNER_OUTPUTS_FORMAT} file`);
   }
-  const t = await loadSafetensors(path);
+  const t = await fl.io.loadSafetensors(path);
   return {
     files: JSON.parse(meta.files),
     labels: t.labels.data as Int32Array,

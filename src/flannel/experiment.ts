@@ -3,11 +3,9 @@
 // out-of-fold outputs (80%) and choose their epoch on the rest (20%, stratified), and every learner and
 // combiner is scored on the test part with that fold's learners. Mean (std) over the folds.
 import { join } from "node:path";
-import { saveSafetensors } from "../io/safetensors.ts";
-import type { Ensemble } from "../models/flannel.ts";
-import { LEARNER_TITLES, type LearnerArch } from "../models/learners.ts";
-import { CLASS_NAMES } from "./metrics.ts";
-import { stratifiedSplit } from "./splits.ts";
+import * as fl from "../../mod.ts";
+import type { Ensemble } from "./ensembles.ts";
+import { LEARNER_TITLES, type LearnerArch } from "./learners.ts";
 import { type LearnerOutputsFile, loadLearnerOutputs } from "./stage1.ts";
 import { runStage1Folds, type Stage1FoldResult, type Stage1FoldsConfig } from "./stage1_folds.ts";
 import {
@@ -17,7 +15,7 @@ import {
   type Stage2Fold,
   subset,
 } from "./stage2_experiment.ts";
-import type { LearnerOutputs } from "./synthetic.ts";
+import type { LearnerOutputs } from "./synthetic_outputs.ts";
 
 /** Stage 1's settings for every fold (folds and selectFraction at their defaults), and stage 2's. */
 export interface ExperimentConfig extends Omit<Stage1FoldsConfig, "folds" | "selectFraction"> {
@@ -85,7 +83,7 @@ export async function stage2FoldsFromStage1(
     });
     const oof = stackLearnerOutputs(await Promise.all(pairs.map((r) => loadLearnerOutputs(r.valPath))));
     const test = stackLearnerOutputs(await Promise.all(pairs.map((r) => loadLearnerOutputs(r.testPath))));
-    const inner = stratifiedSplit(oof.labels, 0.2, seed + 31 * (f + 1));
+    const inner = fl.data.stratifiedSplit(oof.labels, 0.2, seed + 31 * (f + 1));
     out.push({ train: subset(oof, inner.train), val: subset(oof, inner.test), test });
   }
   return out;
@@ -108,7 +106,7 @@ async function saveStage2Model(
   archs: readonly LearnerArch[],
   model: Ensemble,
 ): Promise<void> {
-  await saveSafetensors(stage2ModelPath(outDir, fold, method.name), await model.downloadStateDict(), {
+  await fl.io.saveSafetensors(stage2ModelPath(outDir, fold, method.name), await model.downloadStateDict(), {
     format: STAGE2_MODEL_FORMAT,
     method: method.name,
     config: JSON.stringify(method.config),
@@ -136,11 +134,11 @@ export async function runExperiment(config: ExperimentConfig): Promise<Experimen
   const labelsOf = (idx: readonly number[]) => idx.map((i) => config.records[i].label);
   const kept = labelsOf([...config.split.train, ...config.split.test]);
   return {
-    classNames: [...CLASS_NAMES],
+    classNames: [...fl.metrics.CLASS_NAMES],
     samples: {
       train: config.split.train.length,
       test: config.split.test.length,
-      classCounts: CLASS_NAMES.map((_, c) => kept.filter((y) => y === c).length),
+      classCounts: fl.metrics.CLASS_NAMES.map((_, c) => kept.filter((y) => y === c).length),
     },
     testLabels: folds[0].test.labels,
     folds: folds.length,

@@ -5,7 +5,7 @@
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { writeFileAtomic } from "../io/files.ts";
-import { CLASS_NAMES } from "./metrics.ts";
+import { CLASS_NAMES } from "../train/metrics.ts";
 import { Generator } from "../kernels/random.ts";
 
 function shuffledByClass(labels: ArrayLike<number>, gen: Generator): number[][] {

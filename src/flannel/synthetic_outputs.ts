@@ -1,6 +1,6 @@
 // Synthetic learner outputs for stage 2: N learners with different per-class skills and the confusions of
 // chest X-ray classes (covid with viral, viral with bacterial), drawn with the paper's class imbalance.
-import { Generator } from "../kernels/random.ts";
+import * as fl from "../../mod.ts";
 
 /** The paper's training counts (covid, viral, bacterial, normal): covid is about 1.7% of samples. */
 export const PAPER_CLASS_COUNTS = [100, 1493, 2772, 1591];
@@ -23,7 +23,7 @@ export interface SyntheticOptions {
   skill?: number;
 }
 
-function normal(gen: Generator): number {
+function normal(gen: fl.Generator): number {
   const u1 = 1 - gen.uniform();
   return Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * gen.uniform());
 }
@@ -39,7 +39,7 @@ export function syntheticLearnerOutputs(options: SyntheticOptions): LearnerOutpu
   if (classes < 2 || shares.some((s) => !(s >= 0)) || shares.every((s) => s === 0)) {
     throw new Error(`synthetic: classShares must be >= 2 non-negative numbers, not all 0`);
   }
-  const gen = new Generator(seed);
+  const gen = new fl.Generator(seed);
   const total = shares.reduce((a, b) => a + b, 0);
   const cumulative = shares.map((_, i) => shares.slice(0, i + 1).reduce((a, b) => a + b, 0) / total);
   const labels = new Int32Array(samples);

@@ -2,18 +2,10 @@
 // scored on the test part per fold, mean (std) over the folds. `runStage2Folds` takes the folds' learner
 // outputs as they are (the image experiment's out-of-fold outputs); `runStage2Experiment` makes the
 // folds from one set of outputs (the demo's synthetic ones).
-import {
-  aggregateFolds,
-  CLASS_NAMES,
-  type ClassificationReport,
-  classificationReport,
-  type FoldSummary,
-  formatMeanStd,
-} from "./metrics.ts";
+import * as fl from "../../mod.ts";
 import { predictStage2, type Stage2Config, trainStage2 } from "./stage2.ts";
-import type { Ensemble } from "../models/flannel.ts";
-import { stratifiedKFold, stratifiedSplit } from "./splits.ts";
-import type { LearnerOutputs } from "./synthetic.ts";
+import type { Ensemble } from "./ensembles.ts";
+import type { LearnerOutputs } from "./synthetic_outputs.ts";
 
 export interface MethodSpec {
   name: string;
@@ -43,8 +35,8 @@ export interface Stage2ExperimentOptions {
 
 export interface MethodResult {
   name: string;
-  folds: ClassificationReport[];
-  summary: FoldSummary;
+  folds: fl.metrics.ClassificationReport[];
+  summary: fl.metrics.FoldSummary;
   bestEpochs: number[];
   /** per fold, the test part's probabilities [S, M] (for curves; left out of results.json) */
   testProbs: Float32Array[];
@@ -116,7 +108,7 @@ export async function runStage2Folds(
   options: Stage2FoldsOptions,
 ): Promise<MethodResult[]> {
   const { epochs = 20, seed = 0, methods = STAGE2_METHODS } = options;
-  const classNames = options.classNames ?? [...CLASS_NAMES];
+  const classNames = options.classNames ?? [...fl.metrics.CLASS_NAMES];
   const log = options.onProgress ?? (() => {});
   const learners = folds[0]?.test.learners ?? 0;
   if (folds.length === 0) throw new Error("stage 2: no folds");
@@ -134,7 +126,7 @@ export async function runStage2Folds(
   for (const [f, { train, val, test }] of folds.entries()) {
     for (let i = 0; i < learners; i++) {
       const probs = learnerColumn(test, i);
-      results[i].folds.push(classificationReport(test.labels, probs, classNames));
+      results[i].folds.push(fl.metrics.classificationReport(test.labels, probs, classNames));
       results[i].testProbs.push(probs);
     }
     for (const [j, method] of methods.entries()) {
@@ -146,7 +138,7 @@ export async function runStage2Folds(
         classNames,
       });
       const probs = await predictStage2(run.model, test);
-      const report = classificationReport(test.labels, probs, classNames);
+      const report = fl.metrics.classificationReport(test.labels, probs, classNames);
       await options.onModel?.(method, f, run.model);
       run.model.dispose();
       const r = results[learners + j];
@@ -160,7 +152,7 @@ export async function runStage2Folds(
       );
     }
   }
-  for (const r of results) r.summary = aggregateFolds(r.folds);
+  for (const r of results) r.summary = fl.metrics.aggregateFolds(r.folds);
   return results;
 }
 
@@ -174,10 +166,10 @@ export async function runStage2Experiment(
   options: Stage2ExperimentOptions,
 ): Promise<Stage2ExperimentResult> {
   const { folds = 5, testFraction = 0.2, epochs = 20, seed = 0 } = options;
-  const classNames = options.classNames ?? [...CLASS_NAMES];
-  const split = stratifiedSplit(data.labels, testFraction, seed);
+  const classNames = options.classNames ?? [...fl.metrics.CLASS_NAMES];
+  const split = fl.data.stratifiedSplit(data.labels, testFraction, seed);
   const test = subset(data, split.test);
-  const foldData = stratifiedKFold(data.labels, split.train, folds, seed + 1).map((f) => ({
+  const foldData = fl.data.stratifiedKFold(data.labels, split.train, folds, seed + 1).map((f) => ({
     train: subset(data, f.train),
     val: subset(data, f.val),
     test,
@@ -200,9 +192,9 @@ export function table3(result: Stage2ExperimentResult): string {
   const head = `| Method | ${result.classNames.map((c) => `${c} F1`).join(" | ")} | macro-F1 |`;
   const rule = `|---|${result.classNames.map(() => "---").join("|")}|---|`;
   const rows = result.methods.map((m) =>
-    `| ${m.name} | ${result.classNames.map((c) => formatMeanStd(m.summary.perClass[c].f1)).join(" | ")} | ${
-      formatMeanStd(m.summary.macroF1)
-    } |`
+    `| ${m.name} | ${
+      result.classNames.map((c) => fl.metrics.formatMeanStd(m.summary.perClass[c].f1)).join(" | ")
+    } | ${fl.metrics.formatMeanStd(m.summary.macroF1)} |`
   );
   return [head, rule, ...rows].join("\n");
 }

@@ -14,11 +14,8 @@
 // sqrt and floor (no Math.sin/exp/pow, whose last bits differ between V8 and JavaScriptCore), so a seed
 // gives the same bits in Deno and Bun.
 import { join } from "node:path";
-import { encodePngGray, type GrayImage } from "../io/images.ts";
-import { writeFileAtomic } from "../io/files.ts";
-import { Generator, threefry2x32 } from "../kernels/random.ts";
-import { CLASSES, type ClassName, type ImageRecord } from "./data.ts";
-import { PAPER_CLASS_COUNTS } from "./synthetic.ts";
+import * as fl from "../../mod.ts";
+import { PAPER_CLASS_COUNTS } from "./synthetic_outputs.ts";
 
 export const SYNTHETIC_SOURCE = "synthetic";
 const FILE_PREFIX = "synthetic://";
@@ -40,14 +37,16 @@ export interface SyntheticXrayOptions {
 
 export interface SyntheticXrayDataset {
   /** `file` is a name such as `synthetic://covid/000123.png`; `source` is "synthetic". */
-  records: ImageRecord[];
-  images: GrayImage[];
+  records: fl.data.ImageRecord[];
+  images: fl.io.GrayImage[];
 }
 
 /** Class counts for `total` images: the paper's shares with each class raised to MIN_CLASS_SHARE. */
 export function syntheticClassCounts(total: number): number[] {
-  if (!Number.isInteger(total) || total < CLASSES.length) {
-    throw new Error(`syntheticClassCounts: total must be an integer >= ${CLASSES.length}, got ${total}`);
+  if (!Number.isInteger(total) || total < fl.data.CLASSES.length) {
+    throw new Error(
+      `syntheticClassCounts: total must be an integer >= ${fl.data.CLASSES.length}, got ${total}`,
+    );
   }
   const paperTotal = PAPER_CLASS_COUNTS.reduce((a, b) => a + b, 0);
   const raw = PAPER_CLASS_COUNTS.map((c) => c / paperTotal);
@@ -66,8 +65,8 @@ export function syntheticClassCounts(total: number): number[] {
 
 type StreamKey = readonly [number, number, number];
 
-const between = (gen: Generator, lo: number, hi: number) => lo + (hi - lo) * gen.uniform();
-const chance = (gen: Generator, p: number) => gen.uniform() < p;
+const between = (gen: fl.Generator, lo: number, hi: number) => lo + (hi - lo) * gen.uniform();
+const chance = (gen: fl.Generator, p: number) => gen.uniform() < p;
 
 /** Value noise on a (cells + 1)^2 lattice over [-EXTENT, EXTENT]^2, smoothly interpolated, in [0, 1). */
 class ValueNoise {
@@ -76,7 +75,7 @@ class ValueNoise {
   constructor(key: StreamKey, private readonly cells: number) {
     this.lattice = Float64Array.from(
       { length: (cells + 1) * (cells + 1) },
-      (_, i) => threefry2x32(key[0], key[1], i, key[2])[0] / 2 ** 32,
+      (_, i) => fl.threefry2x32(key[0], key[1], i, key[2])[0] / 2 ** 32,
     );
   }
 
@@ -182,8 +181,8 @@ interface Shot {
   noise: StreamKey;
 }
 
-function drawPatient(gen: Generator, label: number): Patient {
-  const name = CLASSES[label];
+function drawPatient(gen: fl.Generator, label: number): Patient {
+  const name = fl.data.CLASSES[label];
   const view = chance(gen, 0.45) ? "AP" : "PA";
   const ap = view === "AP";
   // about one in eight of the sick is mild, down to nearly normal: the classes overlap there
@@ -256,7 +255,7 @@ function drawPatient(gen: Generator, label: number): Patient {
   return patient;
 }
 
-function drawShot(gen: Generator, patient: Patient, base: Shot | null): Shot {
+function drawShot(gen: fl.Generator, patient: Patient, base: Shot | null): Shot {
   // a patient's later images move a little and have their own exposure and noise
   const jitter = base ? 0.3 : 1;
   return {
@@ -327,7 +326,7 @@ function opacity(p: Patient, s: Shot, u: number, v: number, side: number): numbe
   return o > 1 ? 1 : o;
 }
 
-function render(p: Patient, s: Shot, size: number): GrayImage {
+function render(p: Patient, s: Shot, size: number): fl.io.GrayImage {
   const data = new Float32Array(size * size);
   const [sin, cos] = sinCosSmall(s.rotation);
   const heartU = 0.1,
@@ -372,7 +371,7 @@ function render(p: Patient, s: Shot, size: number): GrayImage {
       value = clamp(value, 0, 1);
       value += s.curve * value * (1 - value);
       // near-Gaussian noise: the sum of four 16-bit uniforms (Irwin-Hall), scaled to unit variance
-      const [b0, b1] = threefry2x32(s.noise[0], s.noise[1], y * size + x, s.noise[2]);
+      const [b0, b1] = fl.threefry2x32(s.noise[0], s.noise[1], y * size + x, s.noise[2]);
       const sum = ((b0 & 0xffff) + (b0 >>> 16) + (b1 & 0xffff) + (b1 >>> 16)) / 65536;
       value += s.noiseStd * (sum - 2) * SQRT3;
       data[y * size + x] = clamp(value, 0, 1);
@@ -394,16 +393,16 @@ export function syntheticXrayDataset(options: SyntheticXrayOptions): SyntheticXr
     throw new Error(`syntheticXrayDataset: size must be an integer >= 16, got ${size}`);
   }
   const counts = options.counts ?? syntheticClassCounts(options.total ?? DEFAULT_SYNTHETIC_TOTAL);
-  if (counts.length !== CLASSES.length || counts.some((c) => !Number.isInteger(c) || c < 0)) {
+  if (counts.length !== fl.data.CLASSES.length || counts.some((c) => !Number.isInteger(c) || c < 0)) {
     throw new Error(
-      `syntheticXrayDataset: counts must be ${CLASSES.length} non-negative integers, got ${counts}`,
+      `syntheticXrayDataset: counts must be ${fl.data.CLASSES.length} non-negative integers, got ${counts}`,
     );
   }
   const sum = counts.reduce((a, b) => a + b, 0);
   if (options.counts && options.total !== undefined && options.total !== sum) {
     throw new Error(`syntheticXrayDataset: counts add up to ${sum}, not total ${options.total}`);
   }
-  const gen = new Generator(seed);
+  const gen = new fl.Generator(seed);
   const patients: { patient: Patient; images: number }[] = [];
   for (const [label, count] of counts.entries()) {
     for (let left = count; left > 0;) {
@@ -414,10 +413,10 @@ export function syntheticXrayDataset(options: SyntheticXrayOptions): SyntheticXr
       left -= images;
     }
   }
-  const records: ImageRecord[] = [], images: GrayImage[] = [];
+  const records: fl.data.ImageRecord[] = [], images: fl.io.GrayImage[] = [];
   for (const [n, k] of gen.permutation(patients.length).entries()) {
     const { patient, images: shots } = patients[k];
-    const labelName: ClassName = CLASSES[patient.label];
+    const labelName: fl.data.ClassName = fl.data.CLASSES[patient.label];
     let first: Shot | null = null;
     for (let i = 0; i < shots; i++) {
       const shot = drawShot(gen, patient, first);
@@ -451,10 +450,10 @@ export function writeSyntheticPngs(dir: string, dataset: SyntheticXrayDataset): 
       throw new Error(`writeSyntheticPngs: ${r.file} is not a ${FILE_PREFIX} name`);
     }
     const name = r.file.slice(FILE_PREFIX.length);
-    writeFileAtomic(join(dir, "images", name), encodePngGray(images[i]));
+    fl.io.writeFileAtomic(join(dir, "images", name), fl.io.encodePngGray(images[i]));
     lines.push([name, r.labelName, r.source, r.patientId, r.view].join(","));
   }
   const labels = join(dir, "labels.csv");
-  writeFileAtomic(labels, lines.join("\n") + "\n");
+  fl.io.writeFileAtomic(labels, lines.join("\n") + "\n");
   return labels;
 }
