@@ -5,14 +5,6 @@ import { parseArgs } from "node:util";
 import * as fl from "./mod.ts";
 import * as flannel from "./src/flannel/mod.ts";
 import { existsSync, readdirSync, statSync } from "node:fs";
-import { writeFileAtomic } from "./src/io/files.ts";
-import { ProgressBar } from "./src/train/progress.ts";
-import {
-  runStage2Experiment,
-  type Stage2ExperimentResult,
-  table3,
-  withoutProbabilities,
-} from "./src/flannel/stage2_experiment.ts";
 
 const LEARNERS = ["InceptionV3", "VGG19-bn", "ResNeXt101-32x8d", "ResNet152", "DenseNet161"];
 
@@ -85,7 +77,7 @@ Usage: deno task flannel data --data DIR [--data DIR...] [--json] [--decode]
 Each DIR is one source, its kind detected from the folder (or a folder holding several sources):
   Kaggle chest-xray-pneumonia   chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg
   covid-chestxray-dataset       metadata.csv + images/ (frontal X-rays; findings mapped to the 4 classes)
-  labels.csv + images/          columns file,label,source,patient_id,view,... (as ../shared/data/chestxray)
+  labels.csv + images/          columns file,label,source,patient_id,view,... (one row per image)
 Prints images per source, view and class (covid, viral, bacterial, normal) and every skipped file with
 its reason (CT rows, lateral views, findings outside the 4 classes, missing files).
 
@@ -174,7 +166,7 @@ function intOption(values: Record<string, unknown>, key: string, fallback: numbe
   return v;
 }
 
-function reportMarkdown(result: Stage2ExperimentResult, adapter: string, seconds: number): string {
+function reportMarkdown(result: flannel.Stage2ExperimentResult, adapter: string, seconds: number): string {
   const counts = result.classNames.map((c, i) => `${c} ${result.samples.classCounts[i]}`).join(", ");
   return `# FLANNEL stage 2 on synthetic learner outputs
 
@@ -188,7 +180,7 @@ The learner rows are the synthetic learners' own probabilities on the test part 
 
 ## Table 3: F1 per class and macro-F1 on the test part, mean (std) over folds
 
-${table3(result)}
+${flannel.table3(result)}
 `;
 }
 
@@ -256,7 +248,7 @@ async function stage2Demo(out: string, seed: number, folds: number, backend?: st
   );
   const data = flannel.syntheticLearnerOutputs({ samples, seed });
   const t0 = performance.now();
-  const result = await runStage2Experiment(data, {
+  const result = await flannel.runStage2Experiment(data, {
     learnerNames: LEARNERS.map((n) => `${n} (synthetic)`),
     folds,
     epochs,
@@ -266,12 +258,12 @@ async function stage2Demo(out: string, seed: number, folds: number, backend?: st
   const seconds = (performance.now() - t0) / 1000;
   const resultsPath = join(out, "stage2-only", "results.json"),
     reportPath = join(out, "stage2-only", "report.md");
-  writeFileAtomic(
+  fl.io.writeFileAtomic(
     resultsPath,
-    JSON.stringify({ data: "synthetic", adapter: info.adapter, ...result }, withoutProbabilities, 1),
+    JSON.stringify({ data: "synthetic", adapter: info.adapter, ...result }, flannel.withoutProbabilities, 1),
   );
-  writeFileAtomic(reportPath, reportMarkdown(result, info.adapter, seconds));
-  console.log(`\n${table3(result)}\n`);
+  fl.io.writeFileAtomic(reportPath, reportMarkdown(result, info.adapter, seconds));
+  console.log(`\n${flannel.table3(result)}\n`);
   console.log(`wrote ${resultsPath} and ${reportPath} (${seconds.toFixed(0)} s)`);
 }
 
@@ -403,7 +395,7 @@ async function prepareImageRun(command: string, values: ImageRunValues) {
     } (${loaded.skipped.length} rows skipped); decoding`,
   );
   const cache = new fl.data.ImageCache(resize);
-  const bar = new ProgressBar();
+  const bar = new fl.train.ProgressBar();
   const decodeStart = performance.now();
   const readable = await cache.getReadable(
     loaded.records,
@@ -510,9 +502,9 @@ async function runImageExperiment(
   const seconds = (performance.now() - t0) / 1000;
   const resultsPath = join(run.out, "results.json"), reportPath = join(run.out, "report.md");
   const machine = { data: values.data, adapter: run.info.adapter, runtime: run.info.runtime, seconds };
-  writeFileAtomic(
+  fl.io.writeFileAtomic(
     resultsPath,
-    JSON.stringify({ ...result, machine, table1: run.summary }, withoutProbabilities, 1),
+    JSON.stringify({ ...result, machine, table1: run.summary }, flannel.withoutProbabilities, 1),
   );
   const figures = flannel.writeFigures(run.out, result);
   // Fig. 6: the class activation maps of every learner on the first test image of each class
@@ -523,12 +515,12 @@ async function runImageExperiment(
     fl.train.plots.savePNG(path, await flannel.camFigure(run.out, run.records[first].file));
     figures.push(path);
   }
-  writeFileAtomic(
+  fl.io.writeFileAtomic(
     reportPath,
     experimentReport(result, run.summary, run.info.adapter, seconds, values.data ?? []),
   );
   console.log(`figures: ${figures.join(", ")}`);
-  console.log(`\n${table3(result)}\n`);
+  console.log(`\n${flannel.table3(result)}\n`);
   console.log(`wrote ${resultsPath} and ${reportPath} (${seconds.toFixed(0)} s)`);
 }
 
@@ -573,7 +565,7 @@ ${fl.data.formatSummary(summary)}
 
 ## Table 3: F1 per class and macro-F1 on the test part, mean (std) over folds
 
-${table3(result)}
+${flannel.table3(result)}
 
 ## Figures
 

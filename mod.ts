@@ -47,12 +47,33 @@ export {
   type RandomOptions,
   threefry2x32,
 } from "./src/kernels/random.ts";
-export { poolStats, syncDevice, trimPool } from "./src/backend/stats.ts";
+export { type PoolStats, poolStats, syncDevice, trimPool } from "./src/backend/stats.ts";
+/**
+ * Functional ops by their PyTorch names (as torch.nn.functional and torch.*): element-wise and broadcasting
+ * arithmetic, reductions, matmul/linear, conv2d, pooling, batch norm, softmax, dropout, cat, reshape and the
+ * cross-entropy and focal losses. Every op records its gradient when an input requires one.
+ */
 export * as F from "./src/functional.ts";
+/**
+ * Layers as modules (torch.nn): Module with parameters, buffers and state dicts; Linear, Conv2d, BatchNorm2d,
+ * the pooling layers, Dropout, Flatten, ReLU, Tanh and Sequential.
+ */
 export * as nn from "./src/nn/index.ts";
+/** Optimizers (torch.optim): Adam and SGD, with device-side updates and state dicts for checkpoints. */
 export * as optim from "./src/optim/optimizers.ts";
+/** torchvision-exact CNNs: ResNet/ResNeXt, VGG, DenseNet and Inception v3, with tiny variants for tests. */
 export * as models from "./src/models/index.ts";
+/** safetensors weights, training checkpoints, image decoding and resizing, PNG output, atomic file writes. */
 export * as io from "./src/io/index.ts";
+/** Chest X-ray data sets (three layouts), patient-disjoint splits and batch preprocessing. */
 export * as data from "./src/data/index.ts";
+/**
+ * Classification metrics following scikit-learn: per-class precision/recall/F1, ROC-AUC, average precision,
+ * confusion matrices, and mean (std) over folds.
+ */
 export * as metrics from "./src/train/metrics.ts";
+/**
+ * Training helpers: the train step with its loss accumulated on the device, progress display, Grad-CAM and
+ * PNG charts (`train.plots`).
+ */
 export * as train from "./src/train/index.ts";

@@ -1,4 +1,9 @@
-// `fl.F`: every differentiable op by its PyTorch-like name.
+/**
+ * `fl.F`: every differentiable op by its PyTorch-like name (torch.nn.functional and the torch tensor
+ * functions), with the option and argument types they take.
+ *
+ * @module
+ */
 export {
   add,
   addScalar,
@@ -24,6 +29,7 @@ export {
   focalLoss,
   type FocalOptions,
   type Reduction,
+  type Targets,
 } from "./kernels/loss.ts";
 export { dropout } from "./kernels/random.ts";
 export { flatten, reshape } from "./kernels/view.ts";
@@ -36,5 +42,6 @@ export {
   type MaxPool2dOptions,
 } from "./kernels/pool.ts";
 export { cat } from "./kernels/concat.ts";
+export type { Pair } from "./kernels/shape.ts";
 export { conv2d, type Conv2dOptions } from "./kernels/conv.ts";
 export { gatherRows } from "./kernels/gather.ts";

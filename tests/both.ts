@@ -2,6 +2,7 @@
 import { spawn } from "node:child_process";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import process from "node:process";
+import { consumerChecks } from "./consumer.ts";
 
 // The suite runs four times: Deno and Bun, each on WebGPU and on the WebAssembly backend. Tests leave
 // results in runs/test-artifacts/<name>-<runtime>-<backend>.json (tests/harness.ts `artifactPath`):
@@ -146,6 +147,12 @@ for (const runtime of RUNTIMES) {
         missing.length ? `; missing on wasm: ${missing.join(", ")}` : ""
       }`,
   );
+}
+// The packed package installed and used from other folders (tests/consumer.ts): with the whole suite, or
+// when asked for by name (`deno task test consumer`).
+if (args.filter((a) => !a.startsWith("-")).length === 0 || args.includes("consumer")) {
+  console.log("\n=== the package as a user installs it (tests/consumer.ts)");
+  consumerChecks(check);
 }
 console.log(`\n${passed} passed, ${failed} failed`);
 process.exit(failed > 0 ? 1 : 0);

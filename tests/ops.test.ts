@@ -6,7 +6,7 @@ await fl.init();
 
 import { assert, assertClose, assertEquals, assertRejects, assertThrows, test } from "./harness.ts";
 import * as ref from "./reference.ts";
-import { type Arr, Rng } from "./reference.ts";
+import type { Arr, Rng } from "./reference.ts";
 import { checkOp as checkOpWith, type OpCase, rng, toDevice, type Tol } from "./opcheck.ts";
 import { threefry2x32 } from "../src/kernels/random.ts";
 

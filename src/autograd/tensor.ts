@@ -2,6 +2,7 @@
 import { getEngine } from "../backend/device.ts";
 import type { PooledBuffer } from "../backend/engine.ts";
 
+/** Element types: float32 for values and gradients, int32 for class indices and counters (4 bytes each). */
 export type DType = "float32" | "int32";
 
 /** A pooled device buffer shared by a tensor and its reshaped views; freed when the last one is disposed. */
@@ -12,12 +13,17 @@ interface Storage {
 
 /** How a tensor was made: its inputs and the rule that maps the output's gradient to theirs. */
 export interface GradNode {
+  /** The op's name, for messages. */
   op: string;
+  /** The tensors the op read, in the order `backward` returns their gradients. */
   inputs: Tensor[];
+  /** Maps the output's gradient to one gradient per input (null where none is needed). */
   backward: (grad: Tensor) => (Tensor | null)[];
 }
 
+/** Options of the tensor factories (`fl.tensor`, `fl.zeros`, `fl.randn`, ...). */
 export interface TensorOptions {
+  /** Make the tensor a leaf that collects a gradient in `.grad` on backward (default false). */
   requiresGrad?: boolean;
 }
 
@@ -25,12 +31,14 @@ let gradEnabled = true;
 const scopes: Set<Tensor>[] = [];
 let liveTensors = 0;
 
+/** Number of elements of a shape (1 for `[]`). */
 export function shapeSize(shape: readonly number[]): number {
   let n = 1;
   for (const d of shape) n *= d;
   return n;
 }
 
+/** A copy of `shape`; throws naming `what` unless it is an array of non-negative integers. */
 export function checkShape(shape: readonly number[], what = "shape"): number[] {
   if (!Array.isArray(shape)) {
     throw new Error(`${what} must be an array of non-negative integers, got ${String(shape)}`);
@@ -43,12 +51,36 @@ export function checkShape(shape: readonly number[], what = "shape"): number[] {
   return [...shape];
 }
 
+/**
+ * An n-dimensional array in device memory (a WebGPU buffer or WebAssembly memory), row-major, float32 or
+ * int32. Ops queue kernels and return at once; only `toArray`, `toInt32Array` and `item` wait for the
+ * device.
+ *
+ * Memory is explicit: a tensor holds its buffer until `dispose()`, or until the {@link scope} that created
+ * it ends (unless returned from it or `keep()`-ed). Views from `view`/reshape share the buffer, which is
+ * freed with the last of them.
+ */
 export class Tensor {
+  /** Dims, outermost first; `[]` for a scalar. Do not mutate. */
   readonly shape: number[];
+  /** Number of elements (product of the shape). */
   readonly size: number;
+  /** Element type. */
   readonly dtype: DType;
+  /**
+   * Whether backward computes a gradient for this tensor: set on leaves by the caller, and on op results
+   * when an input requires one and recording is on (see {@link noGrad}).
+   */
   requiresGrad: boolean;
+  /**
+   * The gradient accumulated by backward into a leaf that requires one (same shape, float32); null until
+   * then. Outlives scopes and is disposed with the tensor; zero it between steps (optimizer.zeroGrad).
+   */
   grad: Tensor | null = null;
+  /**
+   * The op that made this tensor, while the graph is recorded; null for leaves and after backward.
+   * @ignore
+   */
   node: GradNode | null = null;
   /** False once backward has consumed the graph that made this tensor (it is then neither leaf nor node). */
   isLeaf = true;
@@ -76,15 +108,20 @@ export class Tensor {
     return new Tensor(shape, dtype, { pb: getEngine().pool.acquire(bytes), refs: 1 });
   }
 
+  /** Number of dims (shape.length). */
   get rank(): number {
     return this.shape.length;
   }
 
+  /** True once `dispose()` has freed this tensor (using it then throws). */
   get disposed(): boolean {
     return this.storage === null;
   }
 
-  /** The device buffer; throws if the tensor was disposed. */
+  /**
+   * The device buffer; throws if the tensor was disposed.
+   * @ignore
+   */
   get buffer(): PooledBuffer {
     if (!this.storage) throw new Error(`A disposed tensor of shape [${this.shape.join(", ")}] was used.`);
     return this.storage.pb;
@@ -112,12 +149,13 @@ export class Tensor {
     }
   }
 
-  /** Downloads the values; the only call that waits for the device. */
+  /** Downloads the values of a float32 tensor (throws for int32); waits for the device. */
   async toArray(): Promise<Float32Array> {
     if (this.dtype !== "float32") throw new Error("toArray() reads float32 tensors; use toInt32Array()");
     return new Float32Array(await getEngine().read(this.buffer, 0, this.size * 4));
   }
 
+  /** Downloads the values of an int32 tensor (throws for float32); waits for the device. */
   async toInt32Array(): Promise<Int32Array> {
     if (this.dtype !== "int32") throw new Error("toInt32Array() reads int32 tensors; use toArray()");
     return new Int32Array(await getEngine().read(this.buffer, 0, this.size * 4));
@@ -142,13 +180,17 @@ export class Tensor {
     return this;
   }
 
-  /** Internal (scopes): hands this tensor to another scope, or to none. */
+  /**
+   * Internal (scopes): hands this tensor to another scope, or to none.
+   * @ignore
+   */
   moveToScope(target: Set<Tensor> | null): void {
     this.scope?.delete(this);
     this.scope = target;
     target?.add(this);
   }
 
+  /** Shape, dtype and requiresGrad, e.g. `Tensor([2, 3], float32, requiresGrad)`; reads no values. */
   toString(): string {
     return `Tensor([${this.shape.join(", ")}], ${this.dtype}${this.requiresGrad ? ", requiresGrad" : ""})`;
   }
@@ -162,6 +204,7 @@ export function installBackward(fn: (t: Tensor) => void): void {
   runBackward = fn;
 }
 
+/** Whether ops record the graph now (false inside {@link noGrad}). */
 export function isGradEnabled(): boolean {
   return gradEnabled;
 }

@@ -4,29 +4,41 @@ import process from "node:process";
 import { type Engine, WebGpuEngine } from "./engine.ts";
 import { WasmEngine } from "./wasm/engine.ts";
 
+/** The two backends: WebGPU (WGSL kernels) or WebAssembly (SIMD kernels on worker threads). */
 export type BackendName = "webgpu" | "wasm";
+/** Options of {@link init}. */
 export interface InitOptions {
   /**
    * "auto" (the default) picks WebGPU and falls back to WebAssembly when no adapter exists, saying so on
    * stderr. The environment variable FLANNEL_BACKEND sets the default (`FLANNEL_BACKEND=wasm deno task test`).
    */
   backend?: "auto" | BackendName;
+  /** Which adapter WebGPU asks for (default "high-performance"); ignored by the WebAssembly backend. */
   powerPreference?: GPUPowerPreference;
   /** Compute threads of the WebAssembly backend (default: FLANNEL_THREADS, else the machine's cores). */
   threads?: number;
 }
+/** The open backend, as {@link init} and {@link backendInfo} report it. */
 export interface BackendInfo {
+  /** Which backend is in use. */
   backend: BackendName;
   /** Adapter description, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)" or "WebAssembly SIMD, 2 threads". */
   adapter: string;
+  /** The JavaScript runtime. */
   runtime: "deno" | "bun" | "other";
+  /** WebGPU's flag for a software or reduced adapter, where the runtime reports it; false on Wasm. */
   isFallbackAdapter: boolean;
+  /**
+   * The device's limits by WebGPU name (e.g. maxStorageBufferBindingSize); on WebAssembly the largest
+   * binding and `threads`.
+   */
   limits: Record<string, number>;
 }
 
 let engine: Engine | null = null;
 let info: BackendInfo | null = null;
 
+/** The JavaScript runtime this process runs on. */
 export function runtimeName(): BackendInfo["runtime"] {
   const g = globalThis as { Deno?: unknown; Bun?: unknown };
   if (g.Bun !== undefined) return "bun";
@@ -155,11 +167,13 @@ async function initWebGpu(runtime: BackendInfo["runtime"], options: InitOptions)
   return info;
 }
 
+/** The open backend's engine; throws before `init()`. */
 export function getEngine(): Engine {
   if (!engine) throw new Error("No backend: call `await fl.init()` before creating tensors.");
   return engine;
 }
 
+/** What {@link init} opened, or null before it has. */
 export function backendInfo(): BackendInfo | null {
   return info;
 }

@@ -3,8 +3,10 @@
 
 /** How a kernel reads a storage binding. */
 export type Access = "read" | "rw";
+/** The WGSL type of one 4-byte uniform field. */
 export type ScalarType = "f32" | "u32" | "i32";
 
+/** A compiled-once kernel as engines dispatch it: WGSL source, its WebAssembly twin and its bindings. */
 export interface KernelSpec {
   /** The kernel's name, for messages. */
   name: string;
@@ -17,6 +19,7 @@ export interface KernelSpec {
    * src/kernels/wasm/common.ts); absent for a kernel that exists only on WebGPU.
    */
   wasm?: string;
+  /** Access of each storage binding, in @binding order. */
   storage: Access[];
   /** Uniform fields in declaration order; every field is one 4-byte scalar, so no WGSL padding applies. */
   uniforms: ScalarType[];
@@ -30,6 +33,7 @@ export interface PooledBuffer {
   buffer: GPUBuffer;
   /** Byte address in the WebAssembly memory (0 on WebGPU). */
   ptr: number;
+  /** Bytes allocated: the pool bucket of the first request. */
   capacity: number;
   /** Bytes the current owner asked for (<= capacity). */
   bytes: number;
@@ -54,12 +58,18 @@ export function bucketSize(bytes: number): number {
   return Math.ceil(bytes / step) * step;
 }
 
+/**
+ * The device buffer pool's accounting, as `fl.poolStats()` reports it: memory held by live tensors and
+ * memory kept free for reuse (freed only by `fl.trimPool()`).
+ */
 export interface PoolStats {
   /** Bytes held by live tensors (bucket capacity). */
   liveBytes: number;
+  /** Buffers held by live tensors (views of one buffer count once). */
   liveBuffers: number;
   /** Bytes kept free in the pool for reuse. */
   pooledBytes: number;
+  /** Buffers kept free in the pool for reuse. */
   pooledBuffers: number;
   /** Buffers ever created on the device. */
   created: number;
@@ -77,6 +87,7 @@ export abstract class BucketPool {
   protected abstract capacityFor(bytes: number): number;
   protected abstract create(capacity: number): Pick<PooledBuffer, "buffer" | "ptr">;
 
+  /** A buffer of at least `bytes`: a free one of the same bucket, else a new one. */
   acquire(bytes: number): PooledBuffer {
     const capacity = this.capacityFor(bytes);
     let pb = this.free.get(capacity)?.pop();
@@ -93,6 +104,7 @@ export abstract class BucketPool {
     return pb;
   }
 
+  /** Returns a buffer to its bucket's free list for reuse (nothing is freed on the device). */
   release(pb: PooledBuffer): void {
     this.stats.liveBytes -= pb.capacity;
     this.stats.liveBuffers--;
@@ -117,12 +129,15 @@ export abstract class BucketPool {
     return this.stats.liveBytes;
   }
 
+  /** A copy of the current accounting. */
   snapshot(): PoolStats {
     return { ...this.stats };
   }
 }
 
+/** The WebGPU pool: buckets from {@link bucketSize}, blocks are storage buffers of the device. */
 export class BufferPool extends BucketPool {
+  /** Throws on requests whose bucket exceeds `maxBufferSize` (the adapter's limit). */
   constructor(private device: GPUDevice, private maxBufferSize: number) {
     super();
   }
@@ -159,14 +174,21 @@ export type Binding = PooledBuffer | { pb: PooledBuffer; offset: number; size: n
 
 /** What tensors and ops need of a backend; WebGPU (below) and WebAssembly (wasm/engine.ts) provide it. */
 export interface Engine {
+  /** Which backend this is. */
   readonly kind: "webgpu" | "wasm";
+  /** The buffer pool every tensor allocates from. */
   readonly pool: BucketPool;
   /** Largest byte range one kernel binding may cover. */
   readonly maxStorageBinding: number;
+  /** Alignment, in bytes, of a binding's byte offset into a buffer. */
   readonly minStorageOffsetAlignment: number;
+  /** Largest workgroup count along one grid dimension. */
   readonly maxWorkgroupsPerDim: number;
+  /** Kernels compiled so far. */
   readonly pipelineCount: number;
+  /** Batches submitted so far (always 0 on WebAssembly, which has no submits). */
   submits: number;
+  /** Kernels dispatched so far. */
   dispatches: number;
   /**
    * Runs (WebGPU: records) one kernel. `buffers[i]` binds at @binding(i) as a whole buffer or as the given
@@ -184,6 +206,7 @@ export interface Engine {
   write(pb: PooledBuffer, byteOffset: number, data: ArrayBufferView): void;
   /** Copies bytes back to the CPU. */
   read(pb: PooledBuffer, byteOffset: number, bytes: number): Promise<ArrayBuffer>;
+  /** Submits what is recorded (a no-op where kernels run at once). */
   flush(): void;
   /** Waits until everything queued has run. */
   sync(): Promise<void>;
@@ -207,11 +230,17 @@ interface CachedPipeline {
  */
 const MAX_BIND_GROUPS = 8192;
 
+/** The WebGPU engine: one device, its buffer pool, a pipeline and bind-group cache, and batched submits. */
 export class WebGpuEngine implements Engine {
+  /** Always "webgpu". */
   readonly kind = "webgpu" as const;
+  /** Storage buffers of this device, bucketed. */
   readonly pool: BufferPool;
+  /** The device's maxStorageBufferBindingSize. */
   readonly maxStorageBinding: number;
+  /** The device's minStorageBufferOffsetAlignment. */
   readonly minStorageOffsetAlignment: number;
+  /** The device's maxComputeWorkgroupsPerDimension. */
   readonly maxWorkgroupsPerDim: number;
   private pipelines = new Map<string, CachedPipeline>();
   private bindGroups = new Map<string, GPUBindGroup>();
@@ -228,8 +257,10 @@ export class WebGpuEngine implements Engine {
   private deviceError: string | null = null;
   /** Submits so far: a measure of batching for tests and benches. */
   submits = 0;
+  /** Dispatches recorded so far. */
   dispatches = 0;
 
+  /** Wraps an opened device; its uncaptured errors are rethrown by the next read or sync. */
   constructor(readonly device: GPUDevice) {
     this.pool = new BufferPool(device, device.limits.maxBufferSize);
     this.maxStorageBinding = device.limits.maxStorageBufferBindingSize;
@@ -273,6 +304,7 @@ export class WebGpuEngine implements Engine {
     return cached;
   }
 
+  /** Compute pipelines compiled so far. */
   get pipelineCount(): number {
     return this.pipelines.size;
   }
@@ -486,6 +518,7 @@ export class WebGpuEngine implements Engine {
     }
   }
 
+  /** Splits `workgroups` over x and y within the device's per-dimension limit. */
   grid(workgroups: number): [number, number] {
     return splitGrid(workgroups, this.maxWorkgroupsPerDim);
   }

@@ -2,6 +2,12 @@
 import { getEngine } from "./device.ts";
 import type { PoolStats } from "./engine.ts";
 
+export type { PoolStats };
+
+/**
+ * A snapshot of the backend's bookkeeping: the buffer pool's {@link PoolStats} plus the submits and
+ * dispatches so far and the pipelines compiled. Throws before `init()`.
+ */
 export function poolStats(): PoolStats & { submits: number; dispatches: number; pipelines: number } {
   const e = getEngine();
   return { ...e.pool.snapshot(), submits: e.submits, dispatches: e.dispatches, pipelines: e.pipelineCount };

@@ -1,27 +1,35 @@
 // Chest X-ray data sources -> one index of labelled images (FLANNEL's 4 classes), plus the paper's Table 1.
 // Three layouts, detected from the folder: Kaggle chest-xray-pneumonia (`chest_xray/{train,val,test}/
 // {NORMAL,PNEUMONIA}/*.jpeg`), covid-chestxray-dataset (`metadata.csv` + `images/`) and a plain
-// `labels.csv` + `images/` (as ../shared/data/chestxray). Loading the index reads no pixels; `loadImage`
+// `labels.csv` + `images/` (one row per image). Loading the index reads no pixels; `loadImage`
 // decodes one record and `validateImages` decodes all, moving unreadable files to `skipped`.
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { type DecodeOptions, type GrayImage, readImage } from "../io/images.ts";
 
+/** FLANNEL's four classes in label order: an {@linkcode ImageRecord}'s `label` indexes this. */
 export const CLASSES = ["covid", "viral", "bacterial", "normal"] as const;
+/** One of {@linkcode CLASSES}. */
 export type ClassName = typeof CLASSES[number];
 
+/** `source` of records from covid-chestxray-dataset (Cohen et al., github.com/ieee8023). */
 export const SOURCE_IEEE = "ieee8023";
+/** `source` of records from Kaggle's chest-xray-pneumonia (Kermany et al.). */
 export const SOURCE_KAGGLE = "kaggle_chest_xray_pneumonia";
 
+/** One labelled image of the index; no pixels (see {@linkcode loadImage}). */
 export interface ImageRecord {
   /** absolute path of the image */
   file: string;
+  /** Class index in [0, 4): the position of `labelName` in {@linkcode CLASSES}. */
   label: number;
+  /** The class by name. */
   labelName: ClassName;
   /** `ieee8023:<patientid>`, `kaggle:personN`, `kaggle:IM-xxxx` or `kaggle:NORMAL2-IM-xxxx` */
   patientId: string;
   /** PA, AP, AP Supine, ... */
   view: string;
+  /** The data set it came from: {@linkcode SOURCE_IEEE}, {@linkcode SOURCE_KAGGLE}, or a labels.csv `source`. */
   source: string;
   /** the source's own finding text or folder, for reference */
   finding?: string;
@@ -29,32 +37,51 @@ export interface ImageRecord {
   split?: string;
 }
 
+/** An image left out of the index, and why. */
 export interface Skipped {
+  /** The file, or `<csv path>:row N` for a CSV row naming no file. */
   file: string;
+  /** Human-readable cause: unreadable, missing, unknown finding, not frontal, duplicate, ... */
   reason: string;
 }
 
+/** Images per class, and their sum in `total`. */
 export type ClassCounts = Record<ClassName, number> & { total: number };
 
+/** The paper's Table 1 for a loaded index: counts by class, source and view. */
 export interface DatasetSummary {
+  /** Number of records. */
   images: number;
+  /** Records per class. */
   classes: Record<ClassName, number>;
+  /** Number of skipped files. */
   skipped: number;
+  /** Counts per {@linkcode ImageRecord.source}. */
   sources: Record<string, ClassCounts>;
+  /** Counts per {@linkcode ImageRecord.view}. */
   views: Record<string, ClassCounts>;
   /** Table 1 rows: one per (source, view) */
   table: ({ source: string; view: string } & ClassCounts)[];
 }
 
+/** The index of one data source: usable records and the files left out. */
 export interface LoadedSource {
+  /** Labelled images, in folder or CSV order. */
   records: ImageRecord[];
+  /** Files left out, each with its reason. */
   skipped: Skipped[];
 }
 
+/** The combined index of several sources, with its Table 1 summary. */
 export interface LoadedDataset extends LoadedSource {
+  /** {@linkcode summarize} of `records` and `skipped`. */
   summary: DatasetSummary;
 }
 
+/**
+ * A folder layout: `"kaggle"` (`chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/`),
+ * `"covid-chestxray-dataset"` (`metadata.csv` + `images/`) or `"labels-csv"` (`labels.csv` + `images/`).
+ */
 export type SourceKind = "kaggle" | "covid-chestxray-dataset" | "labels-csv";
 
 // ---------------------------------------------------------------- CSV
@@ -158,7 +185,7 @@ function record(
 
 const KAGGLE_SPLITS = ["train", "val", "test"];
 const KAGGLE_CLASSES = ["NORMAL", "PNEUMONIA"];
-/** Kermany et al.'s pediatric radiographs are anteroposterior; ../shared/data/chestxray/labels.csv says AP too. */
+/** Kermany et al.'s pediatric radiographs are anteroposterior; the labels.csv of the assembled chest X-ray set says AP too. */
 export const KAGGLE_VIEW = "AP";
 
 function findKaggleClassDirs(dir: string, depth = 4): { dir: string; cls: string; split: string }[] {
@@ -195,6 +222,12 @@ export function parseKaggleName(
   };
 }
 
+/**
+ * Indexes a Kaggle chest-xray-pneumonia folder: NORMAL and PNEUMONIA folders up to four levels down, label
+ * and patient from the file name ({@linkcode parseKaggleName}), view {@linkcode KAGGLE_VIEW}. The archive's
+ * second copy under `chest_xray/chest_xray` is skipped as duplicates.
+ * @throws Error when no NORMAL or PNEUMONIA folder is found.
+ */
 export function loadKaggle(dir: string): LoadedSource {
   const root = resolve(dir);
   const records: ImageRecord[] = [], skipped: Skipped[] = [];
@@ -232,6 +265,7 @@ export function loadKaggle(dir: string): LoadedSource {
 
 // ---------------------------------------------------------------- covid-chestxray-dataset
 
+/** The covid-chestxray-dataset views kept (matched ignoring case); lateral and CT images are skipped. */
 export const FRONTAL_VIEWS = ["PA", "AP", "AP Supine", "AP semi erect", "AP Erect"];
 
 const VIRAL = [
@@ -279,6 +313,12 @@ export function classifyFinding(finding: string): ClassName | { reason: string }
   return { reason: `finding "${text}" is none of covid, viral, bacterial, normal` };
 }
 
+/**
+ * Indexes covid-chestxray-dataset from its `metadata.csv`: X-ray rows in a {@linkcode FRONTAL_VIEWS} view
+ * whose finding {@linkcode classifyFinding} maps to a class and whose file exists; every other row is skipped
+ * with its reason. Patients are `ieee8023:<patientid>`.
+ * @throws Error when `metadata.csv` cannot be read or parsed.
+ */
 export function loadCovidChestxray(dir: string): LoadedSource {
   const root = resolve(dir);
   const meta = join(root, "metadata.csv");
@@ -330,6 +370,12 @@ export function loadCovidChestxray(dir: string): LoadedSource {
 
 // ---------------------------------------------------------------- labels.csv + images/
 
+/**
+ * Indexes a `labels.csv` folder. Columns: `file` (under `images/`, or the folder itself when there is none)
+ * and `label` (a class name, any case), required; `patient_id`, `view`, `source` and `finding` optional
+ * (a missing patient becomes `<folder name>:<file>`, view `"unknown"`, source the folder's name).
+ * @throws Error when `labels.csv` cannot be read or parsed.
+ */
 export function loadLabelsCsv(dir: string): LoadedSource {
   const root = resolve(dir);
   const path = join(root, "labels.csv");
@@ -404,6 +450,7 @@ export function detectSources(dir: string): { kind: SourceKind; dir: string }[] 
   return found;
 }
 
+/** Indexes `dir` with the loader for `kind`. */
 export function loadSource(kind: SourceKind, dir: string): LoadedSource {
   if (kind === "kaggle") return loadKaggle(dir);
   if (kind === "covid-chestxray-dataset") return loadCovidChestxray(dir);

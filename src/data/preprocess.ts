@@ -4,10 +4,12 @@
 // otherwise, normalised with ImageNet's per-channel mean and std (the gray image replicated to 3 channels).
 // Every random choice comes from a `Generator`, so a seed gives the same batch in Deno and Bun.
 import { type GrayImage, resizeGray } from "../io/images.ts";
-import { Generator, threefry2x32 } from "../kernels/random.ts";
+import { type Generator, threefry2x32 } from "../kernels/random.ts";
 import { type ImageRecord, loadImage, type Skipped } from "./datasets.ts";
 
+/** ImageNet's per-channel (R, G, B) mean of [0, 1] pixels, as torchvision's pretrained models expect. */
 export const IMAGENET_MEAN = [0.485, 0.456, 0.406] as const;
+/** ImageNet's per-channel (R, G, B) standard deviation of [0, 1] pixels. */
 export const IMAGENET_STD = [0.229, 0.224, 0.225] as const;
 const SQRT3 = Math.sqrt(3);
 
@@ -23,8 +25,13 @@ export function resizeShortSide(img: GrayImage, size: number): GrayImage {
 
 /** Decoded, resized images in memory, by file: each file is decoded once. */
 export class ImageCache {
+  /** The short side every cached image is resized to, in pixels. */
   readonly resize: number;
   private readonly images = new Map<string, Promise<GrayImage>>();
+  /**
+   * An empty cache whose images get short side `resize` (default 256).
+   * @throws Error when `resize` is not a positive integer.
+   */
   constructor(resize = 256) {
     if (!Number.isInteger(resize) || resize < 1) {
       throw new Error(`ImageCache: resize must be a positive integer, got ${resize}`);
@@ -32,10 +39,15 @@ export class ImageCache {
     this.resize = resize;
   }
 
+  /** Number of files cached or being decoded. */
   get size(): number {
     return this.images.size;
   }
 
+  /**
+   * The record's image, gray in [0, 1] with short side `resize`: decoded and resized on first use, then
+   * shared. Rejects with the decoder's error (naming the file); a failed decode is not cached.
+   */
   get(record: Pick<ImageRecord, "file">): Promise<GrayImage> {
     let p = this.images.get(record.file);
     if (!p) {
@@ -80,6 +92,7 @@ export class ImageCache {
     return { records: ok, images, skipped };
   }
 
+  /** Drops every cached image. */
   clear(): void {
     this.images.clear();
   }
@@ -116,6 +129,7 @@ export function centreCrop(img: GrayImage, crop: number): GrayImage {
   return { width: crop, height: crop, data };
 }
 
+/** Options of {@linkcode makeBatch}. */
 export interface BatchOptions {
   /** Side of the square crop (default 224; 64 for CPU runs). */
   crop?: number;
@@ -127,7 +141,9 @@ export interface BatchOptions {
   flipProbability?: number;
   /** Standard deviation of the Gaussian noise added to the gray values in [0, 1] in training (default 0.01; 0 for none). */
   noiseStd?: number;
+  /** Per-channel mean subtracted, 3 values (default {@linkcode IMAGENET_MEAN}). */
   mean?: readonly number[];
+  /** Per-channel standard deviation divided by, 3 values (default {@linkcode IMAGENET_STD}). */
   std?: readonly number[];
 }
 

@@ -71,8 +71,11 @@ export function stratifiedKFold(
 
 /** One image: its class index and the patient it belongs to (`file` is needed to save and load splits). */
 export interface SplitRecord {
+  /** Class index, an integer >= 0. */
   label: number;
+  /** Groups images: all of one patient's images land in the same part and fold. Non-empty. */
   patientId: string;
+  /** The image's path; unique. Required by {@linkcode saveSplit}, {@linkcode loadSplit} and the hash. */
   file?: string;
 }
 
@@ -84,6 +87,7 @@ export interface SplitRecord {
  */
 export type SubsampleSpec = Record<string, number>;
 
+/** Options of {@linkcode patientSplit}. */
 export interface PatientSplitOptions {
   /** Share of every class that goes to the test part, in (0, 1). Default 0.2 (the paper's 4:1). */
   testFraction?: number;
@@ -91,20 +95,27 @@ export interface PatientSplitOptions {
   folds?: number;
   /** Seeds every random choice (subsampling and the order of equal-sized patients). */
   seed: number;
+  /** Per-class subsampling by patient before splitting; none by default. */
   subsample?: SubsampleSpec;
   /** Names for `subsample` keys, by class index. Default FLANNEL's covid, viral, bacterial, normal. */
   classNames?: readonly string[];
 }
 
+/** A patient-disjoint train/test split with cross-validation folds on the training part, as indices. */
 export interface PatientSplit {
+  /** The seed it was made with. */
   seed: number;
+  /** The test share it was made with, in (0, 1). */
   testFraction: number;
+  /** Number of cross-validation folds, >= 2. */
   folds: number;
+  /** The subsampling applied, when any. */
   subsample?: SubsampleSpec;
   /** SHA-256 (hex) of the sorted `file` list of all records given (before subsampling), when every record has one. */
   fileListHash?: string;
   /** Indices into the records, ascending. Records dropped by subsampling are in neither part. */
   train: number[];
+  /** Indices of the held-out test images, ascending; no patient here has an image in `train`. */
   test: number[];
   /** Fold f validates on `val` and trains on `train` (the other folds); together the vals cover `train`. */
   foldSplits: { train: number[]; val: number[] }[];

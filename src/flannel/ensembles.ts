@@ -2,6 +2,7 @@
 // stacking with one and two layers). Every model maps learner probabilities [B, N, M] to class scores.
 import * as fl from "../../mod.ts";
 
+/** The input shape a stage-2 combiner is built for: probabilities [B, N, M]. */
 export interface EnsembleShape {
   /** N: base learners. */
   learners: number;
@@ -31,16 +32,34 @@ function checkInput(name: string, p: fl.Tensor, { learners, classes }: EnsembleS
 
 /** A stage-2 combiner: `forward` gives logits, `predictProba` class probabilities. */
 export abstract class Ensemble extends fl.nn.Module {
+  /** The method's name as Table 3 prints it ("FLANNEL", "Voting", "Ensemble_MLP_1", "Ensemble_MLP_2"). */
   abstract readonly name: string;
-  constructor(readonly learners: number, readonly classes: number) {
+  /**
+   * Records the shape; subclasses validate it before calling this.
+   *
+   * @param learners N, the base learners combined.
+   * @param classes M, the classes of every learner's probabilities and of the output.
+   */
+  constructor(
+    /** N: base learners combined. */
+    readonly learners: number,
+    /** M: classes. */
+    readonly classes: number,
+  ) {
     super();
   }
 
+  /**
+   * Class probabilities [B, M] for learner probabilities `p` [B, N, M]: the softmax of `forward`'s logits.
+   *
+   * @throws {Error} when `p` is not [B, N, M] with B > 0.
+   */
   predictProba(p: fl.Tensor): fl.Tensor {
     return fl.F.softmax(this.forward(p), 1);
   }
 }
 
+/** Options of {@link NeuralWeightModule}: its shape, the weights' activation and the initialising generator. */
 export interface NeuralWeightOptions extends EnsembleShape, fl.nn.InitOptions {
   /** "tanh" as in the paper; "softmax" as in the authors' code (weights sum to one). */
   activation?: "tanh" | "softmax";
@@ -51,9 +70,17 @@ export interface NeuralWeightOptions extends EnsembleShape, fl.nn.InitOptions {
  * State dict: `dense.weight` [N, (N M)^2], `dense.bias` [N].
  */
 export class NeuralWeightModule extends Ensemble {
+  /** "FLANNEL", its row in Table 3. */
   readonly name = "FLANNEL";
+  /** What maps the dense layer's output to learner weights (default "tanh"). */
   readonly activation: "tanh" | "softmax";
+  /** The dense layer (N M)^2 -> N that scores the learners from the outer product of their outputs. */
   readonly dense: fl.nn.Linear;
+  /**
+   * A freshly initialised module (weights drawn from `options.generator`, else the global generator).
+   *
+   * @throws {Error} when learners < 1, classes < 2 or the activation is neither "tanh" nor "softmax".
+   */
   constructor(options: NeuralWeightOptions) {
     checkEnsembleShape("NeuralWeightModule", options);
     super(options.learners, options.classes);
@@ -75,6 +102,7 @@ export class NeuralWeightModule extends Ensemble {
     return this.activation === "tanh" ? fl.F.tanh(h) : fl.F.softmax(h, 1);
   }
 
+  /** Logits [B, M] = sum_i w_i P_i for learner probabilities `p` [B, N, M]. */
   forward(p: fl.Tensor): fl.Tensor {
     return fl.F.weightedSum(this.learnerWeights(p), p);
   }
@@ -82,7 +110,13 @@ export class NeuralWeightModule extends Ensemble {
 
 /** Soft voting: the mean of the learners' probabilities (no parameters). */
 export class SoftVoting extends Ensemble {
+  /** "Voting", its row in Table 3. */
   readonly name = "Voting";
+  /**
+   * Soft voting over `options.learners` learners and `options.classes` classes.
+   *
+   * @throws {Error} when learners < 1 or classes < 2.
+   */
   constructor(options: EnsembleShape) {
     checkEnsembleShape("SoftVoting", options);
     super(options.learners, options.classes);
@@ -94,21 +128,31 @@ export class SoftVoting extends Ensemble {
     return fl.F.mean(p, 1);
   }
 
+  /** The mean probabilities [B, M] as they are (no second softmax). */
   override predictProba(p: fl.Tensor): fl.Tensor {
     return this.forward(p);
   }
 }
 
+/** Options of {@link MLPStacking}: its shape, depth, hidden width and the initialising generator. */
 export interface MLPStackingOptions extends EnsembleShape, fl.nn.InitOptions {
   /** 1: NM -> M; 2: NM -> hidden -> ReLU -> M. */
   layers: 1 | 2;
+  /** Width of the hidden layer when `layers` is 2 (default 32); ignored for 1. */
   hidden?: number;
 }
 
 /** Stacking: an MLP on the concatenated learner probabilities (Ensemble_MLP_1 / _2 of the paper). */
 export class MLPStacking extends Ensemble {
+  /** "Ensemble_MLP_1" or "Ensemble_MLP_2", its row in Table 3. */
   readonly name: string;
+  /** The MLP on the flattened probabilities [B, N M]; state-dict keys `net.0.*` (and `net.2.*` for two layers). */
   readonly net: fl.nn.Sequential;
+  /**
+   * A freshly initialised MLP (weights drawn from `options.generator`, else the global generator).
+   *
+   * @throws {Error} when learners < 1, classes < 2, layers is not 1 or 2, or hidden is not a positive integer.
+   */
   constructor(options: MLPStackingOptions) {
     checkEnsembleShape("MLPStacking", options);
     super(options.learners, options.classes);
@@ -132,6 +176,7 @@ export class MLPStacking extends Ensemble {
     this.name = `Ensemble_MLP_${options.layers}`;
   }
 
+  /** Logits [B, M] for learner probabilities `p` [B, N, M]. */
   forward(p: fl.Tensor): fl.Tensor {
     checkInput(this.name, p, this);
     return this.net.forward(fl.F.reshape(p, [p.shape[0], this.learners * this.classes]));

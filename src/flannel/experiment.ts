@@ -23,27 +23,48 @@ export interface ExperimentConfig extends Omit<Stage1FoldsConfig, "folds" | "sel
   resize: number;
   /** stage-2 epochs per combiner and fold (default 20) */
   stage2Epochs?: number;
+  /** The ensemble rows (default STAGE2_METHODS, those of Table 3). */
   methods?: MethodSpec[];
 }
 
+/**
+ * What {@link runExperiment} returns: Table 3's rows (scored on the test part, mean (std) over folds) with
+ * the run's settings and every stage-1 pair's macro-F1; the command line writes it to results.json.
+ */
 export interface ExperimentResult extends Stage2ExperimentResult {
   /** what a later prediction on new images needs, and the training settings */
   settings: {
+    /** The learners, in the N order of stage 2's inputs. */
     archs: LearnerArch[];
+    /** The learners' size. */
     scale: "tiny" | "full";
+    /** Crop side in pixels. */
     crop: number;
+    /** Short side the images were resized to, in pixels. */
     resize: number;
+    /** Stage-1 epochs. */
     epochs: number;
+    /** Stage-1 batch size. */
     batchSize: number;
+    /** Stage-1 learning rate. */
     lr: number;
+    /** The run's seed. */
     seed: number;
+    /** Stage-2 epochs per combiner and fold. */
     stage2Epochs: number;
   };
+  /** The learners with their names in the paper (LEARNER_TITLES). */
   learners: { arch: LearnerArch; title: string }[];
+  /** Every (learner, fold) pair of stage 1: macro-F1 on the held-out fold and on the test part. */
   stage1: { arch: LearnerArch; fold: number; heldOutMacroF1: number; testMacroF1: number }[];
 }
 
-/** The learners' outputs on the same images, side by side: probs [S, N, M]. */
+/**
+ * The learners' outputs on the same images, side by side: probs [S, N, M], learners in the order given,
+ * labels from the first.
+ *
+ * @throws {Error} when there are no outputs, or they differ in their files (or their order) or classes.
+ */
 export function stackLearnerOutputs(outputs: readonly LearnerOutputsFile[]): LearnerOutputs {
   if (outputs.length === 0) throw new Error("stackLearnerOutputs: no learners");
   const [first] = outputs;
@@ -67,7 +88,12 @@ export function stackLearnerOutputs(outputs: readonly LearnerOutputsFile[]): Lea
   return { probs, labels: Int32Array.from(first.labels), learners: n, classes: m };
 }
 
-/** Stage 2's folds from stage 1's files: fold f's out-of-fold outputs split 80/20, its test outputs. */
+/**
+ * Stage 2's folds from stage 1's files: fold f's out-of-fold outputs split 80/20 (stratified, seeded by
+ * `seed` and f) into training and validation, and its test outputs; folds ascending.
+ *
+ * @throws {Error} when a fold lacks one of the learners' outputs.
+ */
 export async function stage2FoldsFromStage1(
   stage1: readonly Stage1FoldResult[],
   archs: readonly LearnerArch[],
@@ -94,7 +120,10 @@ function stage1Folds(stage1: readonly Stage1FoldResult[]): number[] {
   return [...new Set(stage1.map((r) => r.fold))].sort((a, b) => a - b);
 }
 
-/** File of a trained combiner: OUT/stage2/fold<f>/<method name as a file name>.safetensors. */
+/**
+ * File of a trained combiner: OUT/stage2/fold<f>/<method name as a file name>.safetensors (runs of
+ * characters other than letters, digits and `_` become `_`).
+ */
 export function stage2ModelPath(outDir: string, fold: number, methodName: string): string {
   return join(outDir, "stage2", `fold${fold}`, `${methodName.replace(/[^A-Za-z0-9_]+/g, "_")}.safetensors`);
 }
@@ -115,8 +144,20 @@ async function saveStage2Model(
   });
 }
 
+/**
+ * The `format` metadata of a trained combiner's file (at {@link stage2ModelPath}): its state dict, with
+ * metadata `method` (name), `config` (JSON MethodSpec config), `learners` (JSON archs) and `fold`.
+ */
 export const STAGE2_MODEL_FORMAT = "flannel-stage2-model/1";
 
+/**
+ * The whole FLANNEL experiment on images: stage 1 for every learner on every fold (runStage1Folds), stage 2
+ * on each fold's out-of-fold outputs (every combiner of `methods`, saved at {@link stage2ModelPath}), every
+ * learner and combiner scored on the test part. With `resume`, finished stage-1 pairs are skipped and
+ * started ones continue; stage 2 always runs anew.
+ *
+ * @throws {Error} as runStage1Folds, stage2FoldsFromStage1 and runStage2Folds do.
+ */
 export async function runExperiment(config: ExperimentConfig): Promise<ExperimentResult> {
   const seed = config.seed ?? 0, stage2Epochs = config.stage2Epochs ?? 20;
   const stage1 = await runStage1Folds(config);

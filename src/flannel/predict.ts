@@ -12,12 +12,22 @@ import { buildEnsemble, predictStage2 } from "./stage2.ts";
 
 /** What `experiment` wrote into results.json's `settings` that prediction needs. */
 export interface RunSettings {
+  /** The learners, in the N order the combiners were trained with. */
   archs: LearnerArch[];
+  /** The learners' size. */
   scale: "tiny" | "full";
+  /** Centre-crop side in pixels. */
   crop: number;
+  /** Short side new images are resized to, in pixels. */
   resize: number;
 }
 
+/**
+ * The settings of the experiment in `runDir`, read from its results.json, with the stage-1 folds it ran
+ * (ascending).
+ *
+ * @throws {Error} when results.json is missing, unreadable, lacks usable settings or lists no folds.
+ */
 export function readRunSettings(runDir: string): RunSettings & { folds: number[] } {
   const path = join(runDir, "results.json");
   if (!existsSync(path)) throw new Error(`${runDir} is not an experiment folder: ${path} is missing`);
@@ -38,16 +48,25 @@ export function readRunSettings(runDir: string): RunSettings & { folds: number[]
   return { archs: s.archs, scale: s.scale, crop: s.crop, resize: s.resize, folds };
 }
 
+/** What {@link predictFiles} returns. */
 export interface PredictionResult {
   /** the readable files, in the order given */
   files: string[];
   /** [files, classes], averaged over the folds */
   probs: Float32Array;
+  /** The files that could not be read, with the reason. */
   skipped: fl.data.Skipped[];
+  /** The folds whose models were averaged. */
   folds: number[];
 }
 
-/** Probabilities of `files` by `method` (default FLANNEL) of the experiment in `runDir`. */
+/**
+ * Probabilities of `files` by `method` (default FLANNEL; a Table 3 method name) of the experiment in
+ * `runDir`: on each fold, the fold's learners give their probabilities and its trained combiner combines
+ * them; the folds' results are averaged. Unreadable files are skipped and listed.
+ *
+ * @throws {Error} when no file is readable, or the run lacks a fold's combiner or learner.
+ */
 export async function predictFiles(
   runDir: string,
   files: readonly string[],

@@ -19,6 +19,7 @@ import { appendFileSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import * as fl from "../../mod.ts";
 
+/** The `format` metadata of a {@link saveLearnerOutputs} file; {@link loadLearnerOutputs} refuses other values. */
 export const LEARNER_OUTPUTS_FORMAT = "flannel-learner-outputs/1";
 
 /** A labelled image set: records (decoded and resized through the cache) or images already in memory. */
@@ -26,34 +27,53 @@ export type Stage1Set =
   | { records: readonly Pick<fl.data.ImageRecord, "file" | "label">[] }
   | { images: readonly fl.io.GrayImage[]; labels: ArrayLike<number> };
 
+/** One epoch of stage 1, as `onProgress` receives it and `logPath` records it (one JSON line). */
 export interface Stage1EpochLog {
+  /** 1-based. */
   epoch: number;
+  /** Mean cross-entropy over the epoch's training images. */
   trainLoss: number;
+  /** Macro-F1 on the validation set after the epoch (what chooses the best epoch). */
   valMacroF1: number;
+  /** Accuracy on the validation set after the epoch. */
   valAccuracy: number;
+  /** Wall-clock seconds of the epoch, validation included. */
   seconds: number;
   /** training images per second (the validation pass excluded) */
   imagesPerSecond: number;
 }
 
+/** Progress within one stage-1 epoch, given to `onBatch` after every training batch. */
 export interface Stage1BatchProgress {
+  /** 1-based epoch under way. */
   epoch: number;
+  /** Epochs of the whole run. */
   epochs: number;
   /** training images of this epoch submitted so far, and in all */
   done: number;
+  /** Training images of the epoch in all. */
   total: number;
   /** training images per second so far in this epoch */
   imagesPerSecond: number;
 }
 
+/** Settings of {@link trainStage1}: one learner, its data, Adam's hyperparameters and the files it writes. */
 export interface Stage1Config {
+  /** The learner (logits [B, M] for images [B, 3, crop, crop]); trained in place. */
   model: fl.nn.Module;
+  /** What the learner trains on (with random crops, flips and noise). */
   train: Stage1Set;
+  /** What chooses the epoch kept: macro-F1 after every epoch (centre crops). */
   val: Stage1Set;
+  /** Epochs to train, an integer >= 0 (0 trains nothing). */
   epochs: number;
+  /** Images per batch (default 32); a last batch of one image is dropped (batch norm needs two). */
   batchSize?: number;
+  /** Adam's learning rate (default 1e-3). */
   lr?: number;
+  /** Adam's weight decay (default 1e-4). */
   weightDecay?: number;
+  /** Seeds every epoch's shuffle and augmentation: epoch e uses `seed * 1000 + e` (default 0). */
   seed?: number;
   /** crop side (default 224; 64 for CPU runs) */
   crop?: number;
@@ -61,24 +81,36 @@ export interface Stage1Config {
   resize?: number;
   /** Gaussian noise std added in training (default 0.01) */
   noiseStd?: number;
+  /** Decodes and resizes the records' images (default a new cache at `resize`); unused for in-memory images. */
   cache?: fl.data.ImageCache;
+  /**
+   * Where to checkpoint after every epoch (model, Adam state, history); the best epoch's weights go to
+   * `checkpointPath + ".best"`. No files when omitted.
+   */
   checkpointPath?: string;
   /** continue from `checkpointPath` when it exists */
   resume?: boolean;
+  /** JSON-lines log, one {@link Stage1EpochLog} per epoch (rewritten from the checkpoint's history on resume). */
   logPath?: string;
+  /** After every epoch's validation. */
   onProgress?: (log: Stage1EpochLog) => void;
   /** After every training batch has been submitted (for a progress bar). */
   onBatch?: (progress: Stage1BatchProgress) => void;
   /** stop after this epoch (as if interrupted), without restoring the best weights; for tests */
   stopAfterEpoch?: number;
+  /** Names of the M classes in the reports (default covid, viral, bacterial, normal). */
   classNames?: readonly string[];
 }
 
+/** What {@link trainStage1} returns. */
 export interface Stage1Result {
+  /** `config.model`, holding the best epoch's weights (the last epoch's when stopped by `stopAfterEpoch`). */
   model: fl.nn.Module;
   /** 1-based epoch whose weights the model holds (0 when no epoch ran) */
   bestEpoch: number;
+  /** Every epoch so far, resumed ones included. */
   history: Stage1EpochLog[];
+  /** The kept model on the validation set (the last epoch's report when stopped early); null when no epoch ran. */
   valReport: fl.metrics.ClassificationReport | null;
 }
 
@@ -98,7 +130,11 @@ async function materialize(
   return { images: await c.getAll(set.records), labels: Int32Array.from(set.records, (r) => r.label) };
 }
 
-/** Class probabilities [S, M] (eval mode, centre crop, no augmentation, no graph). */
+/**
+ * Class probabilities [S, M], row-major, of `model` on `images` (eval mode, centre crop of side `crop`
+ * (default 224), batches of `batchSize` (default 32), no augmentation, no graph); the model's training
+ * mode is restored afterwards. These are a learner's outputs for stage 2.
+ */
 export async function predictStage1(
   model: fl.nn.Module,
   images: readonly fl.io.GrayImage[],
@@ -169,7 +205,14 @@ async function resumeFrom(
 }
 
 /**
- * Trains `config.model` in place and returns it holding its best validation macro-F1 epoch's weights.
+ * Stage 1 for one learner: trains `config.model` in place with Adam and cross-entropy, validates macro-F1
+ * after every epoch, and returns it holding its best validation macro-F1 epoch's weights. Writes the
+ * files of `checkpointPath` and `logPath` when they are given, and with `resume` continues from the
+ * checkpoint to the same final weights, bit for bit, as an uninterrupted run.
+ *
+ * @throws {Error} on invalid epochs, batchSize or seed, on `resume` without `checkpointPath`, on an empty
+ * training or validation set, or when a resumed checkpoint was trained with another batchSize, seed, crop
+ * or noiseStd.
  */
 export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
   const { model, epochs } = config;
@@ -334,17 +377,28 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
   return { model, bestEpoch: best.epoch, history, valReport };
 }
 
+/** One learner's probabilities on one image set, as {@link saveLearnerOutputs} writes them. */
 export interface LearnerOutputsFile {
+  /** The S images, in the rows' order. */
   files: readonly string[];
+  /** S class indices. */
   labels: ArrayLike<number>;
   /** [S, M] row-major */
   probs: Float32Array;
+  /** The learner's architecture name (see LEARNER_ARCHS). */
   learner: string;
+  /** The cross-validation fold whose model gave these outputs. */
   fold: number;
+  /** Names of the M classes (default covid, viral, bacterial, normal). */
   classNames?: readonly string[];
 }
 
-/** Saves one learner's (out-of-fold) probabilities as safetensors; see the file comment for the layout. */
+/**
+ * Saves one learner's (out-of-fold) probabilities as safetensors: `probs` F32 [S, M] and `labels` I32 [S],
+ * with metadata `format` ({@link LEARNER_OUTPUTS_FORMAT}), `learner`, `fold`, `classes` and `files` (JSON).
+ *
+ * @throws {Error} when the labels or probabilities do not match the S files and M classes.
+ */
 export async function saveLearnerOutputs(path: string, out: LearnerOutputsFile): Promise<void> {
   const s = out.files.length, classes = out.classNames ?? fl.metrics.CLASS_NAMES;
   const m = classes.length;
@@ -365,7 +419,11 @@ export async function saveLearnerOutputs(path: string, out: LearnerOutputsFile):
   });
 }
 
-/** Reads a file written by saveLearnerOutputs. */
+/**
+ * Reads a file written by {@link saveLearnerOutputs}.
+ *
+ * @throws {Error} when the file's `format` is not {@link LEARNER_OUTPUTS_FORMAT}.
+ */
 export async function loadLearnerOutputs(path: string): Promise<LearnerOutputsFile> {
   const meta = await fl.io.readSafetensorsMetadata(path);
   if (meta.format !== LEARNER_OUTPUTS_FORMAT) {

@@ -25,19 +25,31 @@ import {
   trainStage1,
 } from "./stage1.ts";
 
+/** Settings of {@link runStage1Folds}: the data and its split, the learners, and stage 1's training settings. */
 export interface Stage1FoldsConfig {
   /** the records `split` indexes, with their decoded images (same order) */
   records: readonly Pick<fl.data.ImageRecord, "file" | "label" | "patientId">[];
+  /** The decoded (resized) images of `records`, in the same order. */
   images: readonly fl.io.GrayImage[];
+  /** The patient-wise test part and cross-validation folds of the training part. */
   split: fl.data.PatientSplit;
+  /** The learners to train, each on every fold. */
   archs: readonly LearnerArch[];
+  /** The learners' size (see LearnerOptions.scale). */
   scale: "tiny" | "full";
+  /** Root of the output files (`outDir/stage1/<arch>/fold<f>/`). */
   outDir: string;
+  /** Stage-1 epochs per (learner, fold) pair. */
   epochs: number;
+  /** Images per batch (default 32). */
   batchSize?: number;
+  /** Crop side in pixels (default 224). */
   crop?: number;
+  /** Adam's learning rate (default 1e-3). */
   lr?: number;
+  /** Adam's weight decay (default 1e-4). */
   weightDecay?: number;
+  /** Seeds the learners' initial weights, their training and the epoch-choosing split (default 0). */
   seed?: number;
   /** folds to run (default all) */
   folds?: readonly number[];
@@ -47,23 +59,33 @@ export interface Stage1FoldsConfig {
   pretrained?: string;
   /** continue: skip finished pairs, resume started ones; without it, existing outputs are an error */
   resume?: boolean;
+  /** One line of progress per event (a pair started, skipped or finished, pretrained weights loaded). */
   onMessage?: (message: string) => void;
+  /** After every epoch of every pair. */
   onEpoch?: (arch: LearnerArch, fold: number, log: Stage1EpochLog) => void;
+  /** After every training batch of every pair. */
   onBatch?: (arch: LearnerArch, fold: number, progress: Stage1BatchProgress) => void;
 }
 
+/** One (learner, fold) pair of stage 1: where its outputs are and how well it did. */
 export interface Stage1FoldResult {
+  /** The learner. */
   arch: LearnerArch;
+  /** The fold held out (its index in `split.foldSplits`). */
   fold: number;
   /** false when it was already done (resume) */
   trained: boolean;
+  /** The learner's out-of-fold outputs on the held-out fold (a saveLearnerOutputs file): stage 2's training data. */
   valPath: string;
+  /** The learner's outputs on the test part (a saveLearnerOutputs file). */
   testPath: string;
   /** on the held-out fold and on the test part */
   val: fl.metrics.ClassificationReport;
+  /** The learner on the test part. */
   test: fl.metrics.ClassificationReport;
 }
 
+/** The folder of one (learner, fold) pair's files: `outDir/stage1/<arch>/fold<fold>`. */
 export function stage1FoldDir(outDir: string, arch: string, fold: number): string {
   return join(outDir, "stage1", arch, `fold${fold}`);
 }
@@ -72,6 +94,9 @@ export function stage1FoldDir(outDir: string, arch: string, fold: number): strin
  * Starts `model` from pretrained weights (torchvision's ImageNet ones exported with safetensors, say): every
  * tensor whose name and shape match is loaded; the others (the 1000-class head against a 4-class one) keep
  * their fresh initialisation and are returned by name.
+ *
+ * @returns how many tensors were loaded, and the names of those kept.
+ * @throws {Error} when `path` does not exist or none of its tensors fits the model.
  */
 export async function loadPretrained(
   model: fl.nn.Module,
@@ -89,7 +114,12 @@ export async function loadPretrained(
   return { loaded: fits.length, kept: Object.keys(own).filter((k) => !loaded.has(k)) };
 }
 
-/** A learner of a finished run with its kept epoch's weights (the caller disposes it). */
+/**
+ * A learner of a finished run with its kept epoch's weights (the caller disposes it), read from
+ * `checkpoint.safetensors.best` in {@link stage1FoldDir}.
+ *
+ * @throws {Error} when that file is missing or does not fit the learner.
+ */
 export async function loadTrainedLearner(
   outDir: string,
   arch: LearnerArch,
@@ -108,7 +138,15 @@ export async function loadTrainedLearner(
   return model;
 }
 
-/** Runs stage 1 for every (learner, fold) pair; see the file comment. */
+/**
+ * Runs stage 1 for every (learner, fold) pair: trains on the fold's training part (its epoch chosen on a
+ * patient-disjoint `selectFraction` of it), then writes the learner's out-of-fold outputs on the held-out
+ * fold (`val.safetensors`) and its outputs on the test part (`test.safetensors`) under {@link stage1FoldDir}.
+ * Pairs run learner by learner, folds ascending.
+ *
+ * @throws {Error} when records and images differ in length, a fold does not exist, or a pair's files exist
+ * without `resume`.
+ */
 export async function runStage1Folds(config: Stage1FoldsConfig): Promise<Stage1FoldResult[]> {
   const { records, images, split, outDir } = config;
   const seed = config.seed ?? 0, selectFraction = config.selectFraction ?? 0.1;

@@ -4,43 +4,72 @@ import * as fl from "../../mod.ts";
 import { type Ensemble, MLPStacking, NeuralWeightModule, SoftVoting } from "./ensembles.ts";
 import type { LearnerOutputs } from "./synthetic_outputs.ts";
 
+/**
+ * A stage-2 combiner: "flannel" (NeuralWeightModule), "mlp1" / "mlp2" (MLPStacking with one or two layers,
+ * Ensemble_MLP_1 / _2), "voting" (SoftVoting, untrained).
+ */
 export type Stage2Method = "flannel" | "mlp1" | "mlp2" | "voting";
 
+/** Settings of {@link trainStage2}: the combiner, its loss and Adam's hyperparameters. */
 export interface Stage2Config {
+  /** Which combiner to build (see {@link buildEnsemble}). */
   method: Stage2Method;
   /** "focal" (FLANNEL) or "ce" (the "w/o focal" ablations); default focal. */
   loss?: "focal" | "ce";
+  /** Focal loss's focusing parameter (default 3). */
   gamma?: number;
   /** Per-class focal weights; default inverse class frequency of the training labels, summing to M. */
   alpha?: number[];
   /** Class-balanced resampling of each epoch (the "+ sampling" ablation). */
   resample?: boolean;
+  /** The Neural Weight Module's weight activation (default "tanh"); "flannel" only. */
   activation?: "tanh" | "softmax";
+  /** The hidden width of "mlp2" (default 32). */
   hidden?: number;
+  /** Training epochs (default 30); 0 returns the freshly initialised model. */
   epochs?: number;
+  /** Samples per batch (default 64). */
   batchSize?: number;
+  /** Adam's learning rate (default 1e-3). */
   lr?: number;
+  /** Adam's weight decay (default 0). */
   weightDecay?: number;
+  /** Seeds the initial weights and every epoch's order (default 0). */
   seed?: number;
+  /** Names of the M classes in the reports (default covid, viral, bacterial, normal when M is 4, else class0...). */
   classNames?: string[];
 }
 
+/** One epoch of stage 2. */
 export interface EpochLog {
+  /** 1-based. */
   epoch: number;
+  /** Mean training loss (focal or cross-entropy) over the epoch's samples. */
   trainLoss: number;
+  /** Macro-F1 on the validation set after the epoch (what chooses the epoch kept). */
   valMacroF1: number;
 }
 
+/** What {@link trainStage2} returns. */
 export interface Stage2Result {
+  /** The combiner, holding its best epoch's weights; the caller disposes it. */
   model: Ensemble;
   /** 1-based epoch whose weights the model holds (0: nothing trained, as soft voting). */
   bestEpoch: number;
+  /** Every epoch trained (empty for voting or 0 epochs). */
   history: EpochLog[];
+  /** The kept model on the validation set. */
   valReport: fl.metrics.ClassificationReport;
+  /** The focal loss's class weights used (given or inverse frequency); null for cross-entropy or no training. */
   alpha: number[] | null;
 }
 
-/** Checks a set of learner outputs: sizes, finite probabilities in [0, 1], labels in range. */
+/**
+ * Checks a set of learner outputs: sizes, finite probabilities in [0, 1], labels in range.
+ *
+ * @param what names the set in the error messages.
+ * @throws {Error} at the first problem, naming the sample (and learner and class) at fault.
+ */
 export function validateLearnerOutputs(set: LearnerOutputs, what = "learner outputs"): void {
   const { probs, labels, learners: n, classes: m } = set;
   const s = labels?.length ?? 0;
@@ -71,7 +100,10 @@ export function validateLearnerOutputs(set: LearnerOutputs, what = "learner outp
   }
 }
 
-/** Inverse class frequency, scaled to sum to M; classes absent from the labels get 0. */
+/**
+ * Focal loss's default class weights alpha [M]: inverse class frequency of `labels`, scaled to sum to M;
+ * classes absent from the labels get 0.
+ */
 export function inverseFrequencyAlpha(labels: ArrayLike<number>, classes: number): number[] {
   const counts = new Array(classes).fill(0);
   for (let i = 0; i < labels.length; i++) counts[labels[i]]++;
@@ -80,6 +112,12 @@ export function inverseFrequencyAlpha(labels: ArrayLike<number>, classes: number
   return inv.map((v) => (v * classes) / total);
 }
 
+/**
+ * A fresh, untrained combiner for `config.method` on N `learners` and M `classes` (it uses `activation` and
+ * `hidden` of the config), initialised from `generator`.
+ *
+ * @throws {Error} on an unknown method.
+ */
 export function buildEnsemble(
   config: Stage2Config,
   learners: number,
@@ -115,7 +153,12 @@ function balancedOrder(labels: Int32Array, classes: number, gen: fl.Generator): 
   return order;
 }
 
-/** Class probabilities [S, M] of a trained (or parameter-free) combiner, in batches, without a graph. */
+/**
+ * Class probabilities [S, M], row-major, of a trained (or parameter-free) combiner on `set`, in batches of
+ * `batchSize` samples (default 2048), without a graph.
+ *
+ * @throws {Error} when `set` is invalid (see {@link validateLearnerOutputs}) or its N x M differs from the model's.
+ */
 export async function predictStage2(
   model: Ensemble,
   set: LearnerOutputs,
@@ -141,8 +184,11 @@ export async function predictStage2(
 }
 
 /**
- * Trains `config.method` on `train`, evaluates macro-F1 on `val` after each epoch, and returns the model
- * holding its best epoch's weights. Deterministic for a given seed.
+ * Stage 2: trains `config.method` on `train` (learner outputs [S, N, M]) with Adam and focal loss or
+ * cross-entropy, evaluates macro-F1 on `val` after each epoch, and returns the model holding its best
+ * epoch's weights. Deterministic for a given seed. Voting (or 0 epochs) trains nothing and is only evaluated.
+ *
+ * @throws {Error} when either set is invalid, the two differ in N or M, or epochs, batchSize or loss is invalid.
  */
 export async function trainStage2(
   train: LearnerOutputs,

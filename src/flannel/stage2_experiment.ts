@@ -7,8 +7,11 @@ import { predictStage2, type Stage2Config, trainStage2 } from "./stage2.ts";
 import type { Ensemble } from "./ensembles.ts";
 import type { LearnerOutputs } from "./synthetic_outputs.ts";
 
+/** One ensemble row of Table 3: its name and how to train it (seed, epochs and class names come from the run). */
 export interface MethodSpec {
+  /** The row's name in Table 3, the results and the saved models' file names ("FLANNEL", ...). */
   name: string;
+  /** The combiner and its loss settings. */
   config: Omit<Stage2Config, "seed" | "epochs" | "classNames">;
 }
 
@@ -22,21 +25,35 @@ export const STAGE2_METHODS: MethodSpec[] = [
   { name: "FLANNEL", config: { method: "flannel", loss: "focal" } },
 ];
 
+/** Settings of {@link runStage2Experiment}. */
 export interface Stage2ExperimentOptions {
+  /** The N learners' names, the single-learner rows of Table 3 (one per learner of the data). */
   learnerNames: string[];
+  /** Names of the M classes (default covid, viral, bacterial, normal). */
   classNames?: string[];
+  /** Cross-validation folds on the training part (default 5). */
   folds?: number;
+  /** Share of the samples, stratified by class, held out as the test part (default 0.2). */
   testFraction?: number;
+  /** Stage-2 epochs per combiner and fold (default 20). */
   epochs?: number;
+  /** Seeds the split, the folds and every combiner (default 0). */
   seed?: number;
+  /** The ensemble rows (default {@link STAGE2_METHODS}). */
   methods?: MethodSpec[];
+  /** One line per combiner and fold, with its test macro-F1 and COVID F1. */
   onProgress?: (message: string) => void;
 }
 
+/** One row of Table 3 (a learner alone or a combiner): its test scores per fold and over the folds. */
 export interface MethodResult {
+  /** The learner's or method's name. */
   name: string;
+  /** The test part's report for each fold. */
   folds: fl.metrics.ClassificationReport[];
+  /** Mean (std) over the folds. */
   summary: fl.metrics.FoldSummary;
+  /** The epoch each fold's combiner kept (empty for single learners; 0 for voting). */
   bestEpochs: number[];
   /** per fold, the test part's probabilities [S, M] (for curves; left out of results.json) */
   testProbs: Float32Array[];
@@ -47,17 +64,28 @@ export function withoutProbabilities(key: string, value: unknown): unknown {
   return key === "testProbs" || key === "testLabels" ? undefined : value;
 }
 
+/**
+ * The results of a stage-2 experiment: Table 3's rows with the data's sizes and the run's settings (what
+ * the command line writes to results.json, through {@link withoutProbabilities}).
+ */
 export interface Stage2ExperimentResult {
+  /** Names of the M classes; the first is the one the figures focus on (covid). */
   classNames: string[];
+  /** Samples in the training and test parts, and per class in both together. */
   samples: { train: number; test: number; classCounts: number[] };
   /** the test part's labels, the rows of every method's testProbs (left out of results.json) */
   testLabels: Int32Array;
+  /** Cross-validation folds. */
   folds: number;
+  /** The run's seed. */
   seed: number;
+  /** Stage-2 epochs per combiner and fold. */
   epochs: number;
+  /** Table 3's rows: every learner alone, then every method. */
   methods: MethodResult[];
 }
 
+/** The samples `indices` of `set` (in that order), as a new set of learner outputs. */
 export function subset(set: LearnerOutputs, indices: readonly number[]): LearnerOutputs {
   const row = set.learners * set.classes;
   const probs = new Float32Array(indices.length * row);
@@ -83,17 +111,27 @@ function learnerColumn(set: LearnerOutputs, learner: number): Float32Array {
 
 /** One fold of stage 2: combiners train on `train`, choose their epoch on `val`, are scored on `test`. */
 export interface Stage2Fold {
+  /** What the combiners train on (out-of-fold learner outputs). */
   train: LearnerOutputs;
+  /** What chooses each combiner's epoch. */
   val: LearnerOutputs;
+  /** What every row is scored on (the test part: the same images in every fold). */
   test: LearnerOutputs;
 }
 
+/** Settings of {@link runStage2Folds}. */
 export interface Stage2FoldsOptions {
+  /** The N learners' names, the single-learner rows of Table 3 (one per learner of the folds' data). */
   learnerNames: string[];
+  /** Names of the M classes (default covid, viral, bacterial, normal). */
   classNames?: string[];
+  /** Stage-2 epochs per combiner and fold (default 20). */
   epochs?: number;
+  /** Seeds every combiner: method j on fold f uses `seed + 100 f + j` (default 0). */
   seed?: number;
+  /** The ensemble rows (default {@link STAGE2_METHODS}). */
   methods?: MethodSpec[];
+  /** One line per combiner and fold, with its test macro-F1 and COVID F1. */
   onProgress?: (message: string) => void;
   /** Each trained combiner before it is disposed (to save it). */
   onModel?: (method: MethodSpec, fold: number, model: Ensemble) => Promise<void>;
@@ -102,6 +140,8 @@ export interface Stage2FoldsOptions {
 /**
  * Every learner alone and every method on each fold, scored on the fold's test outputs; the rows of
  * Table 3 with their per-fold reports and mean (std) over folds.
+ *
+ * @throws {Error} when there are no folds or `learnerNames` does not name every learner.
  */
 export async function runStage2Folds(
   folds: Stage2Fold[],
@@ -187,7 +227,10 @@ export async function runStage2Experiment(
   };
 }
 
-/** Table 3 of the paper: F1 per class and macro-F1, mean (std) over folds. */
+/**
+ * Table 3 of the paper as a Markdown table: F1 per class and macro-F1, mean (std) over folds, one row per
+ * entry of `result.methods` (the learners alone, then the ensembles).
+ */
 export function table3(result: Stage2ExperimentResult): string {
   const head = `| Method | ${result.classNames.map((c) => `${c} F1`).join(" | ")} | macro-F1 |`;
   const rule = `|---|${result.classNames.map(() => "---").join("|")}|---|`;

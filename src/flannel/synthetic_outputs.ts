@@ -5,19 +5,27 @@ import * as fl from "../../mod.ts";
 /** The paper's training counts (covid, viral, bacterial, normal): covid is about 1.7% of samples. */
 export const PAPER_CLASS_COUNTS = [100, 1493, 2772, 1591];
 
+/** Stage 2's data: N learners' class probabilities for S labelled samples. */
 export interface LearnerOutputs {
   /** Row-major [samples, learners, classes] probabilities. */
   probs: Float32Array;
+  /** S class indices in 0..M-1. */
   labels: Int32Array;
+  /** N. */
   learners: number;
+  /** M. */
   classes: number;
 }
 
+/** Options of {@link syntheticLearnerOutputs}. */
 export interface SyntheticOptions {
+  /** S, a positive integer. */
   samples: number;
   /** Relative class frequencies (default the paper's counts). */
   classShares?: number[];
+  /** N (default 5, as the paper's learners). */
   learners?: number;
+  /** Seeds every draw (default 0). */
   seed?: number;
   /** Scales every learner's skill: lower is a harder task (default 1). */
   skill?: number;
@@ -28,7 +36,14 @@ function normal(gen: fl.Generator): number {
   return Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * gen.uniform());
 }
 
-/** Draws labels by the class shares, then each learner's softmax output for every sample. */
+/**
+ * Draws labels by the class shares, then each learner's softmax output for every sample. Learner i is
+ * strongest on class i mod M and the last one a generalist, so a combiner gains by trusting each learner
+ * where it is strong. Deterministic for a seed.
+ *
+ * @throws {Error} when `samples` is not a positive integer or `classShares` has fewer than 2 entries, a
+ * negative one, or only zeros.
+ */
 export function syntheticLearnerOutputs(options: SyntheticOptions): LearnerOutputs {
   const { samples, learners = 5, seed = 0, skill = 1 } = options;
   const shares = options.classShares ?? PAPER_CLASS_COUNTS;

@@ -17,14 +17,18 @@ import { join } from "node:path";
 import * as fl from "../../mod.ts";
 import { PAPER_CLASS_COUNTS } from "./synthetic_outputs.ts";
 
+/** The `source` of every synthetic record (and of the rows of a written labels.csv). */
 export const SYNTHETIC_SOURCE = "synthetic";
 const FILE_PREFIX = "synthetic://";
+/** Images in the demo's synthetic data set when neither `counts` nor `total` is given. */
 export const DEFAULT_SYNTHETIC_TOTAL = 800;
+/** Side of the synthetic images in pixels: room for the 64-pixel random crops of tiny learners. */
 export const DEFAULT_SYNTHETIC_SIZE = 72;
 /** The paper's covid share (1.7%) would leave a demo a dozen covid images; each class gets at least this. */
 const MIN_CLASS_SHARE = 0.08;
 const SQRT3 = Math.sqrt(3);
 
+/** Options of {@link syntheticXrayDataset}. */
 export interface SyntheticXrayOptions {
   /** Images per class (covid, viral, bacterial, normal); default `total` split by the paper's imbalance. */
   counts?: number[];
@@ -32,16 +36,24 @@ export interface SyntheticXrayOptions {
   total?: number;
   /** Side of the square images in pixels (default 72, for 64-pixel crops). */
   size?: number;
+  /** Seeds every draw: the same seed gives the same images, bit for bit, in Deno and Bun. */
   seed: number;
 }
 
+/** The synthetic images and their records, in the same order (a patient's images together). */
 export interface SyntheticXrayDataset {
   /** `file` is a name such as `synthetic://covid/000123.png`; `source` is "synthetic". */
   records: fl.data.ImageRecord[];
+  /** The decoded gray images, `size` x `size`. */
   images: fl.io.GrayImage[];
 }
 
-/** Class counts for `total` images: the paper's shares with each class raised to MIN_CLASS_SHARE. */
+/**
+ * Class counts (covid, viral, bacterial, normal) for `total` images: the paper's shares with each class
+ * raised to at least 8%, rounded so that they add up to `total`.
+ *
+ * @throws {Error} when `total` is not an integer of at least 4 (one per class).
+ */
 export function syntheticClassCounts(total: number): number[] {
   if (!Number.isInteger(total) || total < fl.data.CLASSES.length) {
     throw new Error(
@@ -386,6 +398,9 @@ function render(p: Patient, s: Shot, size: number): fl.io.GrayImage {
  * A deterministic synthetic 4-class chest X-ray data set: `counts[c]` images of class c (or `total` split
  * by the paper's imbalance), each patient 1-3 images, patients in a seeded random order with each
  * patient's images together.
+ *
+ * @throws {Error} when `size` is below 16, `counts` is not 4 non-negative integers, or `counts` and
+ * `total` disagree.
  */
 export function syntheticXrayDataset(options: SyntheticXrayOptions): SyntheticXrayDataset {
   const { seed, size = DEFAULT_SYNTHETIC_SIZE } = options;
@@ -438,6 +453,8 @@ export function syntheticXrayDataset(options: SyntheticXrayOptions): SyntheticXr
 /**
  * Writes `dir/images/<class>/<n>.png` (8-bit gray) and `dir/labels.csv` (file, label, source, patient_id,
  * view), the layout `loadDataset([dir])` reads, each file atomically. Returns the labels.csv path.
+ *
+ * @throws {Error} when records and images differ in number or a record's file is not a synthetic name.
  */
 export function writeSyntheticPngs(dir: string, dataset: SyntheticXrayDataset): string {
   const { records, images } = dataset;

@@ -12,18 +12,26 @@ import {
 } from "./safetensors.ts";
 import type { Tensor } from "../autograd/tensor.ts";
 
+/** The `checkpoint.format` metadata value that marks a file as this library's checkpoint, version 1. */
 export const CHECKPOINT_FORMAT = "flannel-checkpoint/1";
 
 /** What a checkpoint needs of an optimizer (fl.optim.Adam and SGD have it). */
 export interface CheckpointOptimizer {
+  /** Hyper-parameters (learning rate, betas, ...); saved exactly as JSON and restored on load. */
   readonly hyper: object;
+  /** The parameters it updates; a checkpoint records their count and checks it on load. */
   readonly params: readonly Tensor[];
+  /** The per-parameter state (moments, step counts, ...) as tensors by key. */
   stateDict(): Promise<OptimizerState>;
+  /** Restores state from {@linkcode CheckpointOptimizer.stateDict}'s form; throws on a mismatch. */
   loadStateDict(record: OptimizerState): void;
 }
 
+/** What {@linkcode saveCheckpoint} writes. */
 export interface SaveCheckpointOptions {
+  /** The model whose state dict is saved under `model.<key>`. */
   model: Module;
+  /** When given, its state is saved under `optim.<key>`, with its class name and hyper-parameters. */
   optimizer?: CheckpointOptimizer;
   /** Any JSON-serialisable values by key (arch, config, epoch, seed, metrics, ...). */
   meta?: Record<string, unknown>;
@@ -65,8 +73,11 @@ export async function saveCheckpoint(
   await saveSafetensors(path, record, metadata);
 }
 
+/** What {@linkcode loadCheckpoint} restores into. */
 export interface LoadCheckpointOptions {
+  /** Receives the saved weights; its state dict must match the file's exactly. */
   model: Module;
+  /** When given, receives the saved optimizer state; it must be of the saved class over as many parameters. */
   optimizer?: CheckpointOptimizer;
 }
 

@@ -9,20 +9,26 @@ import { readFile } from "node:fs/promises";
 import { deflateSync, inflateSync } from "node:zlib";
 import { jpeg, UPNG } from "../npm.ts";
 
+/** A single-channel image: the form every decoder returns and every resizer and crop takes. */
 export interface GrayImage {
+  /** Width in pixels. */
   width: number;
+  /** Height in pixels. */
   height: number;
   /** row-major, `width * height` values in [0, 1] */
   data: Float32Array;
 }
 
+/** Limits applied while decoding. */
 export interface DecodeOptions {
   /** refuse images with more pixels than this (default 50e6) */
   maxPixels?: number;
 }
 
+/** The formats this module decodes. */
 export type ImageFormat = "png" | "jpeg";
 
+/** Default {@linkcode DecodeOptions.maxPixels}: 50 megapixels, far above any chest X-ray. */
 export const DEFAULT_MAX_PIXELS = 50_000_000;
 const LUMA_R = 0.299, LUMA_G = 0.587, LUMA_B = 0.114;
 
@@ -361,6 +367,7 @@ export async function readImage(path: string, opts: DecodeOptions = {}): Promise
   return decodeImage(bytes, path, opts);
 }
 
+/** {@linkcode readImage}, synchronously; errors name the file. */
 export function readImageSync(path: string, opts: DecodeOptions = {}): GrayImage {
   let bytes: Uint8Array;
   try {

@@ -13,7 +13,9 @@ import { writeFileAtomic } from "./files.ts";
 
 /** A tensor as `loadSafetensors` returns it: `dtype` is the stored dtype string ("F32", "F16", "I64", ...). */
 export interface SafetensorsTensor {
+  /** The dtype as stored in the header ("F32", "F16", "I64", ...), before any widening or narrowing. */
   dtype: string;
+  /** Dimensions, outermost first; `[]` for a scalar. */
   shape: number[];
   /** F32, F16, BF16 and F64 come back as Float32Array; I32 and I64 as Int32Array. */
   data: Float32Array | Int32Array;
@@ -21,8 +23,11 @@ export interface SafetensorsTensor {
 
 /** What `saveSafetensors` accepts per key: a record (`dtype` "F32" | "I32" | "I64") or a Tensor. */
 export interface SafetensorsInput {
+  /** "F32", "I32" or "I64"; any other dtype is refused. */
   dtype: string;
+  /** Dimensions, non-negative integers; their product must equal the number of values. */
   shape: number[];
+  /** Row-major values; integers (in range) for I32 and I64, bigints allowed for I64. */
   data: Float32Array | Int32Array | BigInt64Array | ArrayLike<number>;
 }
 

@@ -5,6 +5,7 @@ import type { KernelSpec } from "../backend/engine.ts";
 import { checkShape, shapeSize, Tensor, type TensorOptions } from "../autograd/tensor.ts";
 import { fmtShape } from "./shape.ts";
 
+/** Sets out[i] = value for i < n (uniforms n, value); shared by {@link full} and {@link fillInPlace}. */
 export const fillKernel = defineKernel({
   name: "fill",
   storage: [{ name: "out", access: "rw" }],
@@ -63,6 +64,10 @@ export function dispatch1d(
   }
 }
 
+/**
+ * A float32 tensor of `shape` filled with `value` (torch.full). Throws unless `shape` holds non-negative
+ * integers. The tensor belongs to the enclosing scope, if any; otherwise dispose it.
+ */
 export function full(shape: number[], value: number, options: TensorOptions = {}): Tensor {
   const out = Tensor.empty(checkShape(shape));
   dispatch1d(fillKernel, [out], [out.size, value], out.size);
@@ -70,14 +75,17 @@ export function full(shape: number[], value: number, options: TensorOptions = {}
   return out;
 }
 
+/** A float32 tensor of zeros (torch.zeros); see {@link full}. */
 export function zeros(shape: number[], options: TensorOptions = {}): Tensor {
   return full(shape, 0, options);
 }
 
+/** A float32 tensor of ones (torch.ones); see {@link full}. */
 export function ones(shape: number[], options: TensorOptions = {}): Tensor {
   return full(shape, 1, options);
 }
 
+/** A float32 tensor of zeros with `t`'s shape, without requiresGrad (torch.zeros_like). */
 export function zerosLike(t: Tensor): Tensor {
   return full(t.shape, 0);
 }

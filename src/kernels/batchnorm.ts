@@ -7,6 +7,7 @@ import { record, Tensor } from "../autograd/tensor.ts";
 import { dispatch1d } from "./basic.ts";
 import { fmtShape } from "./shape.ts";
 
+/** Options of {@link batchNorm2d}, as torch.nn.functional.batch_norm's keyword arguments. */
 export interface BatchNormOptions {
   /** Normalise with the batch statistics and update the running ones (default false). */
   training?: boolean;

@@ -18,17 +18,23 @@ import {
   wasmGemm,
 } from "./gemm.ts";
 import { sum } from "./reduce.ts";
-import { fmtShape } from "./shape.ts";
+import { fmtShape, type Pair } from "./shape.ts";
 
-export type Pair = number | [number, number];
+export type { Pair };
 
+/** Options of {@link conv2d}, as the keyword arguments of torch.nn.functional.conv2d. */
 export interface Conv2dOptions {
+  /** Step of the window over (H, W) (default 1). */
   stride?: Pair;
+  /** Zeros added on each side of (H, W) (default 0). */
   padding?: Pair;
+  /** Spacing between the window's taps (default 1). */
   dilation?: Pair;
+  /** Channel groups (default 1): C and Cout must divide by it; the weight has C/groups input channels. */
   groups?: number;
 }
 
+/** A {@link Pair} (`fallback` when undefined) as `[h, w]`; throws unless both are integers >= `min`. */
 export function pair(
   v: Pair | undefined,
   fallback: number,
@@ -456,7 +462,11 @@ function webgpuPasses(x: Tensor, weight: Tensor, bias: Tensor | null, g: ConvGeo
   };
 }
 
-/** PyTorch's conv2d: x [N, C, H, W], weight [Cout, C/groups, KH, KW], optional bias [Cout]. */
+/**
+ * PyTorch's conv2d (torch.nn.functional.conv2d): x [N, C, H, W], weight [Cout, C/groups, KH, KW], optional
+ * bias [Cout] -> [N, Cout, OH, OW] with OH = floor((H + 2 ph - dh (KH - 1) - 1) / sh) + 1. Differentiable in
+ * x, weight and bias. Throws on mismatched shapes or groups and on an output smaller than 1x1.
+ */
 export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor | null, options: Conv2dOptions = {}): Tensor {
   const g = geometry(x, weight, options);
   if (bias && (bias.rank !== 1 || bias.shape[0] !== g.oc)) {

@@ -35,6 +35,10 @@ function binary(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
   return out;
 }
 
+/**
+ * a + b with NumPy broadcasting (torch.add). Both float32; throws when the shapes do not broadcast. The
+ * gradient to each input is summed back over its broadcast dims.
+ */
 export function add(a: Tensor, b: Tensor): Tensor {
   const out = binary("add", a, b);
   return record(out, "add", [a, b], (g) => [
@@ -43,6 +47,7 @@ export function add(a: Tensor, b: Tensor): Tensor {
   ]);
 }
 
+/** a - b with NumPy broadcasting (torch.sub); float32, gradients as in {@link add}. */
 export function sub(a: Tensor, b: Tensor): Tensor {
   const out = binary("sub", a, b);
   return record(out, "sub", [a, b], (g) => [
@@ -67,6 +72,7 @@ function reduceScaled(g: Tensor, shape: number[], scale: number): Tensor {
   return out;
 }
 
+/** Element-wise a * b with NumPy broadcasting (torch.mul); float32, gradients as in {@link add}. */
 export function mul(a: Tensor, b: Tensor): Tensor {
   const out = binary("mul", a, b);
   return record(out, "mul", [a, b], (g) => [
@@ -75,6 +81,7 @@ export function mul(a: Tensor, b: Tensor): Tensor {
   ]);
 }
 
+/** Element-wise a / b with NumPy broadcasting (torch.div; IEEE results for division by 0); float32. */
 export function div(a: Tensor, b: Tensor): Tensor {
   const out = binary("div", a, b);
   return record(out, "div", [a, b], (g) => {
@@ -91,6 +98,7 @@ export function div(a: Tensor, b: Tensor): Tensor {
   });
 }
 
+/** The element-wise maps with a kernel and a gradient rule (`scale` and `addScalar` take a scalar alpha). */
 export type UnaryOp = "neg" | "exp" | "log" | "relu" | "tanh" | "sigmoid" | "sqrt" | "scale" | "addScalar";
 
 /** Forward expression of x (and the uniform alpha); gradient expression of g, x, y = f(x) and alpha. */
@@ -153,14 +161,21 @@ function unary(op: UnaryOp, x: Tensor, alpha = 0): Tensor {
   });
 }
 
+/** -x, element-wise (torch.neg); float32. */
 export const neg = (x: Tensor): Tensor => unary("neg", x);
+/** e^x, element-wise (torch.exp); float32. */
 export const exp = (x: Tensor): Tensor => unary("exp", x);
+/** Natural logarithm, element-wise (torch.log): -Infinity at 0, NaN below; float32. */
 export const log = (x: Tensor): Tensor => unary("log", x);
+/** max(x, 0), element-wise (torch.relu); the gradient is 0 at x = 0. */
 export const relu = (x: Tensor): Tensor => unary("relu", x);
+/** Hyperbolic tangent, element-wise (torch.tanh); saturates to +-1 for large |x| without NaN. */
 export const tanh = (x: Tensor): Tensor => unary("tanh", x);
+/** Logistic 1 / (1 + e^-x), element-wise (torch.sigmoid); stable for large |x|. */
 export const sigmoid = (x: Tensor): Tensor => unary("sigmoid", x);
+/** Square root, element-wise (torch.sqrt); the gradient is infinite at 0. */
 export const sqrt = (x: Tensor): Tensor => unary("sqrt", x);
-/** x * alpha */
+/** x * alpha, element-wise, for a scalar alpha (torch.mul with a number). */
 export const scale = (x: Tensor, alpha: number): Tensor => unary("scale", x, alpha);
-/** x + alpha */
+/** x + alpha, element-wise, for a scalar alpha (torch.add with a number). */
 export const addScalar = (x: Tensor, alpha: number): Tensor => unary("addScalar", x, alpha);

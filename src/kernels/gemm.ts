@@ -10,8 +10,11 @@ import { getEngine } from "../backend/device.ts";
 import { type KernelDef, wasmKernel } from "../backend/kernel.ts";
 import type { Tensor } from "../autograd/tensor.ts";
 
+/** One GEMM-shaped op for {@link gemmKernel}: its bindings and the WGSL that reads A and B and writes C. */
 export interface GemmTemplate {
+  /** Kernel name (also the base of its cache key). */
   name: string;
+  /** Storage bindings, in @binding order. */
   storage: KernelDef["storage"];
   /** Uniforms beyond M, N, K (which every GEMM has, in that order, first). */
   uniforms: NonNullable<KernelDef["uniforms"]>;
@@ -22,7 +25,9 @@ export interface GemmTemplate {
    * bounds checks of their own.
    */
   loadA: string;
+  /** WGSL body of `load_b` (see `loadA`). */
   loadB: string;
+  /** WGSL body of `store_c` (see `loadA`). */
   store: string;
   /** Extra WGSL (constants, helper functions) placed before the loaders. */
   helpers?: string;
@@ -50,14 +55,19 @@ export interface GemmTemplate {
    * thread per output block leaves most of the machine idle. Adds uniforms k_chunk and z_count after K.
    */
   splitK?: boolean;
+  /** Per-thread blocking and workgroup shape, usually from {@link chooseTile}. */
   tile: GemmTile;
 }
 
 /** Rows and vec4 column groups per thread, and the workgroup's shape in threads (x along columns, y along rows). */
 export interface GemmTile {
+  /** Output rows per thread (4 or 8). */
   rows: number;
+  /** vec4 column groups per thread (1 or 2). */
   vecs: number;
+  /** Threads along the columns. */
   wx: number;
+  /** Threads along the rows. */
   wy: number;
 }
 
@@ -82,12 +92,14 @@ export function gemmThreads(tile: GemmTile, m: number, n: number, z: number): nu
   return Math.ceil(m / tile.rows) * Math.ceil(n / (4 * tile.vecs)) * z;
 }
 
+/** The dispatch grid [x, y, z] covering M x N outputs in `z` blocks with `tile`. */
 export function gemmWorkgroups(tile: GemmTile, m: number, n: number, z: number): [number, number, number] {
   return [Math.ceil(n / (4 * tile.vecs * tile.wx)), Math.ceil(m / (tile.rows * tile.wy)), z];
 }
 
 const COLS = [0, 1, 2, 3];
 
+/** Builds the WGSL kernel of a GEMM template: the shared blocked K loop around the op's loaders and store. */
 export function gemmKernel(t: GemmTemplate): KernelDef {
   const { rows, vecs, wx, wy } = t.tile;
   const R = [...Array(rows).keys()];
@@ -184,6 +196,10 @@ fn b4_fits(c0: u32) -> bool { return c0 + 3u < u.N && (${t.loadB4.when}); }`
 
 /** How the Wasm GEMM reads an operand: a strided matrix, or one of a convolution's implicit matrices. */
 export const WASM_A = { strided: 0, weightT: 1, dyImages: 2 } as const;
+/**
+ * How the Wasm GEMM reads B: a strided matrix, or one of a convolution's implicit matrices (im2col, dy by
+ * columns, im2col transposed).
+ */
 export const WASM_B = { strided: 0, im2col: 1, dyCol: 2, im2colT: 3 } as const;
 
 const GEOMETRY = ["c", "h", "w", "oc", "oh", "ow", "kh", "kw", "sh", "sw", "ph", "pw", "dh", "dw", "groups"];
@@ -201,16 +217,23 @@ const wasmGemmKernel = wasmKernel({
   ].map((name) => ({ name, type: "u32" as const })),
 });
 
+/** One call of the WebAssembly GEMM: sizes, how each operand is read, and where C goes. */
 export interface WasmGemm {
+  /** Rows of A and C. */
   m: number;
+  /** Columns of B and C. */
   n: number;
+  /** Columns of A, rows of B. */
   k: number;
   /** Mode, strides (row, column; strided mode only) and the offsets per z1 and z2, in elements. */
   a: { mode: number; rs?: number; cs?: number; z1?: number; z2?: number };
+  /** B's mode (a {@link WASM_B} value), strides and offsets, as for `a`. */
   b: { mode: number; rs?: number; cs?: number; z1?: number; z2?: number };
+  /** C's leading dimension and offsets per z1 and z2, in elements. */
   c: { ld: number; z1?: number; z2?: number };
   /** Products: z1 x z2 (a batch, or images x groups). */
   z?: [number, number];
+  /** Add into C instead of overwriting it. */
   accumulate?: boolean;
   /** Added per row: bias[z2 * m + row]. */
   bias?: Tensor;

@@ -81,10 +81,12 @@ ${ROW_PROLOGUE}
 }`,
 });
 
+/** How per-sample losses become one scalar: their mean (see each loss for weighting) or their sum. */
 export type Reduction = "mean" | "sum";
 /**
- * Class indices: on the CPU (checked here), or an int32 tensor already on the device (checked by whoever
- * uploaded it, as the stage-2 trainer does once for the whole data set).
+ * Class indices, one per sample in 0..M-1: on the CPU (range-checked by the loss), or an int32 [B] tensor
+ * already on the device (not range-checked: whoever uploaded it checks it, as the stage-2 trainer does once
+ * for the whole data set).
  */
 export type Targets = Int32Array | readonly number[] | Tensor;
 
@@ -176,15 +178,23 @@ function reduce(losses: Tensor, reduction: Reduction, divisor: number, op: strin
   return reduction === "sum" ? total : scale(total, 1 / divisor);
 }
 
+/** Options of {@link focalLoss}. */
 export interface FocalOptions {
+  /** Focusing exponent, finite and >= 0 (default 2); 0 gives (alpha-weighted) cross-entropy. */
   gamma?: number;
+  /** Per-class weights, one finite non-negative value per class (default all 1). */
   alpha?: readonly number[];
+  /** Default "mean": the mean over samples (divided by the batch size, not by the alpha weights). */
   reduction?: Reduction;
 }
 
 /**
- * Multi-class focal loss: mean (or sum) over samples of -alpha[y] (1 - p_y)^gamma log p_y with
+ * Multi-class focal loss (Lin et al.): mean (or sum) over samples of -alpha[y] (1 - p_y)^gamma log p_y with
  * p = softmax(logits). gamma 0 and alpha of ones is cross-entropy.
+ *
+ * `logits` is float32 [B, M]; `target` holds B class indices in 0..M-1. Returns a scalar tensor (shape
+ * []); differentiable in `logits` only. Throws on a bad shape, an empty batch, an out-of-range target or
+ * an invalid option, before anything is allocated.
  */
 export function focalLoss(logits: Tensor, target: Targets, options: FocalOptions = {}): Tensor {
   const { gamma = 2, alpha, reduction = "mean" } = options;
@@ -203,12 +213,22 @@ export function focalLoss(logits: Tensor, target: Targets, options: FocalOptions
   );
 }
 
+/** Options of {@link crossEntropy}. */
 export interface CrossEntropyOptions {
+  /** Per-class weights, one finite non-negative value per class, as PyTorch's `weight` (default all 1). */
   weight?: readonly number[];
+  /** Default "mean"; with `weight` the mean divides by the sum of the targets' weights. */
   reduction?: Reduction;
 }
 
-/** Cross-entropy from logits; with `weight`, "mean" divides by the sum of the targets' weights (PyTorch). */
+/**
+ * Cross-entropy from logits, as torch.nn.functional.cross_entropy with class-index targets; with
+ * `weight`, "mean" divides by the sum of the targets' weights (PyTorch).
+ *
+ * `logits` is float32 [B, M]; `target` holds B class indices in 0..M-1. Returns a scalar tensor (shape
+ * []); differentiable in `logits` only. A weighted mean needs CPU targets (it throws for a target
+ * tensor), and throws when the targets' weights sum to 0.
+ */
 export function crossEntropy(logits: Tensor, target: Targets, options: CrossEntropyOptions = {}): Tensor {
   const { weight, reduction = "mean" } = options;
   checkInputs("crossEntropy", logits, target, weight, "weight");

@@ -33,14 +33,24 @@ const adamKernel = defineKernel({
 }`,
 });
 
+/** Adam's hyper-parameters as the update kernel takes them (PyTorch's lr, betas, eps, weight_decay). */
 export interface AdamHyper {
+  /** Learning rate. */
   lr: number;
+  /** Decay of the running mean of gradients (betas[0]). */
   beta1: number;
+  /** Decay of the running mean of squared gradients (betas[1]). */
   beta2: number;
+  /** Added to the bias-corrected sqrt of the second moment. */
   eps: number;
+  /** L2 penalty added to the gradient (weight_decay * p), not decoupled as in AdamW. */
   weightDecay: number;
 }
 
+/**
+ * One Adam update in place on the device: `m`, `v` (the moment estimates, shaped like `p`) and `p` move;
+ * `step` counts from 1 and sets the bias corrections.
+ */
 export function adamStep(p: Tensor, g: Tensor, m: Tensor, v: Tensor, step: number, h: AdamHyper): void {
   dispatch1d(adamKernel, [p, g, m, v], [
     p.size,
@@ -85,15 +95,24 @@ const sgdKernel = kernelFamily((withMomentum: number) => ({
 }`,
 }));
 
+/** SGD's hyper-parameters as the update kernel takes them (PyTorch's torch.optim.SGD names). */
 export interface SgdHyper {
+  /** Learning rate. */
   lr: number;
+  /** Momentum factor (0: plain SGD, no buffer). */
   momentum: number;
+  /** Dampening of the gradient's share in the momentum buffer. */
   dampening: number;
+  /** L2 penalty added to the gradient (weight_decay * p). */
   weightDecay: number;
+  /** Nesterov momentum (needs momentum > 0 and dampening 0). */
   nesterov: boolean;
 }
 
-/** `buf` is the momentum buffer, null without momentum. */
+/**
+ * One SGD update in place on the device. `buf` is the momentum buffer, null without momentum; `first`
+ * marks its first step, which sets the buffer to the gradient as PyTorch does.
+ */
 export function sgdStep(p: Tensor, g: Tensor, buf: Tensor | null, first: boolean, h: SgdHyper): void {
   dispatch1d(sgdKernel(buf ? 1 : 0), buf ? [p, g, buf] : [p, g], [
     p.size,

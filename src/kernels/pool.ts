@@ -5,24 +5,36 @@
 import { kernelFamily, main1d } from "../backend/kernel.ts";
 import { record, Tensor } from "../autograd/tensor.ts";
 import { dispatch1d } from "./basic.ts";
-import { fmtShape } from "./shape.ts";
+import { fmtShape, type Pair } from "./shape.ts";
 
-export type Pair = number | [number, number];
+export type { Pair };
 
+/** Options of {@link maxPool2d}, as the arguments of torch.nn.functional.max_pool2d. */
 export interface MaxPool2dOptions {
+  /** Window size (required). */
   kernelSize: Pair;
   /** Default: kernelSize. */
   stride?: Pair;
+  /** Implicit -infinity padding on each side; at most half the kernel size (default 0). */
   padding?: Pair;
+  /** Spacing between the window's taps (default 1). */
   dilation?: Pair;
+  /**
+   * Round the output size up instead of down (default false); a last window must still start inside the
+   * input or the left padding, as in PyTorch.
+   */
   ceilMode?: boolean;
 }
 
+/** Options of {@link avgPool2d}, as the arguments of torch.nn.functional.avg_pool2d. */
 export interface AvgPool2dOptions {
+  /** Window size (required). */
   kernelSize: Pair;
   /** Default: kernelSize. */
   stride?: Pair;
+  /** Implicit zero padding on each side; at most half the kernel size (default 0). */
   padding?: Pair;
+  /** Round the output size up instead of down, as PyTorch's ceil_mode (default false). */
   ceilMode?: boolean;
   /** Count the zero padding in the divisor (default true). */
   countIncludePad?: boolean;

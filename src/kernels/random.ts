@@ -49,6 +49,7 @@ fn threefry(k0: u32, k1: u32, c0: u32, c1: u32) -> vec2u {
 fn unit_open_hi(x: u32) -> f32 { return f32(x >> 8u) * 5.9604645e-8; }
 fn unit_open_lo(x: u32) -> f32 { return f32((x >> 8u) + 1u) * 5.9604645e-8; }`;
 
+/** What the random kernel draws: uniform, normal, or an inverted-dropout mask (0 or 1 / (1 - p)). */
 export type Distribution = "uniform" | "normal" | "bernoulliScale";
 
 const randomKernel = defineKernel({
@@ -87,6 +88,7 @@ export class Generator {
   private k0: number;
   private k1: number;
   private stream = 0;
+  /** Keys the generator with `seed`, a non-negative safe integer (throws otherwise); streams start at 0. */
   constructor(seed: number) {
     if (!Number.isSafeInteger(seed) || seed < 0) {
       throw new Error(`seed must be a non-negative safe integer, got ${seed}`);
@@ -95,6 +97,7 @@ export class Generator {
     this.k1 = Math.floor(seed / 2 ** 32) >>> 0;
   }
 
+  /** The key (k0, k1) and the next unused stream number: the inputs of one draw. */
   nextStream(): [number, number, number] {
     return [this.k0, this.k1, this.stream++ >>> 0];
   }
@@ -123,9 +126,11 @@ export function manualSeed(seed: number): void {
   globalGenerator = new Generator(seed);
 }
 
+/** Options of {@link rand}, {@link randn} and {@link dropout}: where the random bits come from. */
 export interface RandomOptions extends TensorOptions {
   /** A seed for this draw alone; without it the global generator advances. */
   seed?: number;
+  /** A generator to advance instead of the global one; takes precedence over `seed`. */
   generator?: Generator;
 }
 
@@ -139,12 +144,12 @@ function draw(shape: number[], dist: Distribution, a: number, b: number, options
   return out;
 }
 
-/** Uniform on [low, high). */
+/** A float32 tensor uniform on [low, high) (default [0, 1)), as torch.rand; 24 random bits per value. */
 export function rand(shape: number[], options: RandomOptions & { low?: number; high?: number } = {}): Tensor {
   return draw(shape, "uniform", options.low ?? 0, options.high ?? 1, options);
 }
 
-/** Normal with the given mean and std (default standard normal). */
+/** A float32 tensor normal with the given mean and std (default 0 and 1), as torch.randn (Box-Muller). */
 export function randn(
   shape: number[],
   options: RandomOptions & { mean?: number; std?: number } = {},
@@ -152,7 +157,10 @@ export function randn(
   return draw(shape, "normal", options.mean ?? 0, options.std ?? 1, options);
 }
 
-/** Inverted dropout: zeroes each element with probability p and scales the rest by 1 / (1 - p). */
+/**
+ * Inverted dropout (torch.nn.functional.dropout): zeroes each element with probability p and scales the rest
+ * by 1 / (1 - p). Returns `x` itself (not a copy) when not `training` or p is 0; throws unless 0 <= p < 1.
+ */
 export function dropout(x: Tensor, p: number, training: boolean, options: RandomOptions = {}): Tensor {
   if (!(p >= 0 && p < 1)) throw new Error(`dropout: p must be in [0, 1), got ${p}`);
   if (!training || p === 0) return x;

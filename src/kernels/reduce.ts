@@ -143,11 +143,19 @@ function reduceOp(
   });
 }
 
-/** Sum over `dim` (a dim, a list, or every element when omitted). */
+/**
+ * Sum over `dim` (a dim, a list, or every element when omitted), as torch.sum; negative dims count from
+ * the end. The reduced dims are dropped, or kept with size 1 when `keepDim`. float32 only; the gradient
+ * broadcasts back to `x`'s shape.
+ */
 export function sum(x: Tensor, dim?: number | number[], keepDim = false): Tensor {
   return reduceOp(x, dim, keepDim, false, "sum");
 }
 
+/**
+ * Mean over `dim` (a dim, a list, or every element when omitted), as torch.mean; dims and `keepDim` as in
+ * {@link sum}. Throws for a mean over an empty dimension.
+ */
 export function mean(x: Tensor, dim?: number | number[], keepDim = false): Tensor {
   return reduceOp(x, dim, keepDim, true, "mean");
 }

@@ -1,7 +1,15 @@
 // Shape arithmetic shared by the kernels: broadcasting, strides, axis checks.
 
+/** Highest tensor rank the broadcasting and reduction kernels support. */
 export const MAX_RANK = 6;
 
+/**
+ * A size given once for both spatial dims or as `[h, w]`, as PyTorch's `_pair` arguments (kernel size,
+ * stride, padding, dilation, output size).
+ */
+export type Pair = number | [number, number];
+
+/** The NumPy broadcast of two shapes; throws naming `op` and the first incompatible dim. */
 export function broadcastShapes(a: readonly number[], b: readonly number[], op = "op"): number[] {
   const rank = Math.max(a.length, b.length);
   const out: number[] = [];
@@ -47,10 +55,12 @@ export function normAxis(dim: number, rank: number, op: string): number {
   return dim < 0 ? dim + rank : dim;
 }
 
+/** Whether two shapes are equal dim for dim. */
 export function sameShape(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((d, i) => d === b[i]);
 }
 
+/** A shape as `[2, 3]`, for error messages. */
 export function fmtShape(shape: readonly number[]): string {
   return `[${shape.join(", ")}]`;
 }

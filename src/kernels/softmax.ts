@@ -71,5 +71,10 @@ function run(v: Variant, x: Tensor, dim: number): Tensor {
   });
 }
 
+/** softmax along `dim` (default the last), as torch.softmax; max-subtracted, so large logits don't overflow. */
 export const softmax = (x: Tensor, dim = -1): Tensor => run("softmax", x, dim);
+/**
+ * log(softmax(x)) along `dim` (default the last), as torch.log_softmax, computed as (x - max) - log-sum-exp
+ * for accuracy.
+ */
 export const logSoftmax = (x: Tensor, dim = -1): Tensor => run("log_softmax", x, dim);

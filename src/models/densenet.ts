@@ -19,6 +19,7 @@ import { AvgPool2d, BatchNorm2d, Conv2d, MaxPool2d } from "../nn/cnn_layers.ts";
 import { type InitOptions, Linear, ReLU } from "../nn/layers.ts";
 import { Module } from "../nn/module.ts";
 
+/** A DenseNet-BC architecture (torchvision's DenseNet arguments). */
 export interface DenseNetConfig {
   /** k: feature maps each dense layer adds. */
   growthRate: number;
@@ -28,10 +29,13 @@ export interface DenseNetConfig {
   numInitFeatures: number;
   /** Bottleneck width = bnSize * growthRate. */
   bnSize: number;
+  /** Outputs of the classifier. */
   numClasses: number;
 }
 
+/** Options of `densenet161`. */
 export interface DenseNetOptions extends InitOptions {
+  /** Outputs of the classifier (default 1000). */
   numClasses?: number;
   /** "full": torchvision's densenet161; "tiny": DENSENET_TINY_CONFIG. */
   scale?: "full" | "tiny";
@@ -53,14 +57,19 @@ export const DENSENET161_CONFIGS: Record<"full" | "tiny", Omit<DenseNetConfig, "
 export const DENSENET_TINY_CONFIG =
   "DenseNet-BC, growth 16, blocks (2,4,6,4), 32 initial features, bn_size 2 (bottleneck 32), classifier over 136 features; 139,316 parameters with 4 classes";
 
-/** Children registered under the given names, applied in order (torch.nn.Sequential with an OrderedDict). */
-class NamedSequential extends Module {
+/**
+ * Children registered under the given names, applied in order (torch.nn.Sequential with an OrderedDict):
+ * DenseNet's `features` and the base of `Transition`.
+ */
+export class NamedSequential extends Module {
   private readonly order: Module[] = [];
+  /** Appends `m` as the child `name` (its keys become `name.*`); returns `m`. */
   add<M extends Module>(name: string, m: M): M {
     this.order.push(m);
     return this.registerModule(name, m);
   }
 
+  /** `x` passed through every child in the order they were added. */
   forward(x: Tensor): Tensor {
     return this.order.reduce((h, m) => m.forward(h), x);
   }
@@ -68,12 +77,19 @@ class NamedSequential extends Module {
 
 /** torchvision.models.densenet._DenseLayer: BN-ReLU-1x1 conv (bnSize*k) - BN-ReLU-3x3 conv (k). */
 export class DenseLayer extends Module {
+  /** BN over the numInputFeatures concatenated input channels. */
   readonly norm1: BatchNorm2d;
+  /** ReLU after norm1. */
   readonly relu1: ReLU;
+  /** 1x1 bottleneck conv numInputFeatures -> bnSize * growthRate, no bias. */
   readonly conv1: Conv2d;
+  /** BN after conv1. */
   readonly norm2: BatchNorm2d;
+  /** ReLU after norm2. */
   readonly relu2: ReLU;
+  /** 3x3 conv (padding 1) bnSize * growthRate -> growthRate, no bias. */
   readonly conv2: Conv2d;
+  /** Builds the layer; both convs are kaiming normal (fan_in), as torchvision. */
   constructor(numInputFeatures: number, growthRate: number, bnSize: number, init: InitOptions = {}) {
     super();
     this.norm1 = this.registerModule("norm1", new BatchNorm2d(numInputFeatures));
@@ -99,6 +115,7 @@ export class DenseLayer extends Module {
     return this.conv2.forward(this.relu2.forward(this.norm2.forward(bottleneck)));
   }
 
+  /** The growthRate new maps [N, growthRate, H, W] of x [N, numInputFeatures, H, W]. */
   forward(x: Tensor): Tensor {
     return this.forwardFeatures([x]);
   }
@@ -106,7 +123,12 @@ export class DenseLayer extends Module {
 
 /** torchvision.models.densenet._DenseBlock: layers `denselayer1..n`; output = cat(input, every new map). */
 export class DenseBlock extends Module {
+  /**
+   * The dense layers in order (`denselayer1..n`); layer i reads numInputFeatures + (i - 1) * growthRate
+   * maps.
+   */
   readonly layers: DenseLayer[] = [];
+  /** Builds `numLayers` dense layers over `numInputFeatures` input channels. */
   constructor(
     numLayers: number,
     numInputFeatures: number,
@@ -125,6 +147,7 @@ export class DenseBlock extends Module {
     }
   }
 
+  /** x [N, C, H, W] with every layer's maps appended: [N, C + numLayers * growthRate, H, W]. */
   forward(x: Tensor): Tensor {
     const features = [x];
     for (const layer of this.layers) features.push(layer.forwardFeatures(features));
@@ -134,6 +157,7 @@ export class DenseBlock extends Module {
 
 /** torchvision.models.densenet._Transition: BN-ReLU-1x1 conv-2x2 average pool. */
 export class Transition extends NamedSequential {
+  /** Children `norm`, `relu`, `conv` (1x1, no bias, kaiming normal fan_in) and `pool` (2x2, stride 2). */
   constructor(numInputFeatures: number, numOutputFeatures: number, init: InitOptions = {}) {
     super();
     this.add("norm", new BatchNorm2d(numInputFeatures));
@@ -174,10 +198,23 @@ function checkConfig(c: DenseNetConfig): void {
  * denseblock1, transition1, ..., denseblockN, norm5) then ReLU, global average pool, flatten, `classifier`.
  */
 export class DenseNet extends Module {
+  /** The convolutional trunk, a NamedSequential from conv0 to norm5 (no final ReLU). */
   readonly features: Module;
+  /** Linear numFeatures -> numClasses, bias 0. */
   readonly classifier: Linear;
+  /** Channels after norm5 (2208 for densenet161, 136 tiny): the classifier's input size. */
   readonly numFeatures: number;
-  constructor(readonly config: DenseNetConfig, init: InitOptions = {}) {
+  /**
+   * Builds and initialises the network: convs kaiming normal (fan_in), BN weight 1 bias 0, classifier
+   * weight nn.Linear's default and bias 0, as torchvision.
+   * @throws Error when a size is not a positive integer or blockConfig is not a non-empty list of
+   * counts >= 0.
+   */
+  constructor(
+    /** The architecture it was built from. */
+    readonly config: DenseNetConfig,
+    init: InitOptions = {},
+  ) {
     super();
     checkConfig(config);
     const { growthRate, blockConfig, numInitFeatures, bnSize, numClasses } = config;
@@ -206,7 +243,10 @@ export class DenseNet extends Module {
     noGrad(() => fillInPlace(this.classifier.bias!, 0));
   }
 
-  /** Logits [N, numClasses] of images [N, 3, H, W] (H, W >= 29). */
+  /**
+   * Logits [N, numClasses] of images [N, 3, H, W] (H, W >= 29).
+   * @throws Error for another shape or smaller images.
+   */
   forward(x: Tensor): Tensor {
     if (x.rank !== 4 || x.shape[1] !== 3) {
       throw new Error(`DenseNet: expected images [N, 3, H, W], got shape [${x.shape.join(", ")}]`);
@@ -228,7 +268,11 @@ export class DenseNet extends Module {
   }
 }
 
-/** torchvision.models.densenet161: 26,480,836 parameters with numClasses 4; `scale: "tiny"` is DENSENET_TINY_CONFIG. */
+/**
+ * torchvision.models.densenet161: 26,480,836 parameters with numClasses 4; `scale: "tiny"` is
+ * DENSENET_TINY_CONFIG.
+ * @throws Error when `scale` is neither "full" nor "tiny".
+ */
 export function densenet161(options: DenseNetOptions = {}): DenseNet {
   const scale = options.scale ?? "full";
   if (scale !== "full" && scale !== "tiny") {

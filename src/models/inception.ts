@@ -28,13 +28,18 @@ import { AdaptiveAvgPool2d, BatchNorm2d, Conv2d, MaxPool2d } from "../nn/cnn_lay
 import { Dropout, type InitOptions, Linear } from "../nn/layers.ts";
 import { Module } from "../nn/module.ts";
 
+/** Which Inception block a Mixed module is: InceptionA .. InceptionE. */
 export type MixedKind = "A" | "B" | "C" | "D" | "E";
 /** [name, kind, extra]: extra is pool_features for A, channels_7x7 for C (full-size values), else 0. */
 export type MixedSpec = readonly [string, MixedKind, number];
 
+/** An Inception3 architecture: torchvision's arguments plus the knobs the tiny variant changes. */
 export interface InceptionConfig {
+  /** Outputs of fc (and of AuxLogits.fc). */
   numClasses: number;
+  /** Build the AuxLogits head. */
   auxLogits: boolean;
+  /** torchvision's transform_input: rescale ImageNet-normalised inputs first (see `Inception3.transform`). */
   transformInput: boolean;
   /** Every channel count of torchvision's model is divided by this (1: full size). */
   divisor: number;
@@ -48,7 +53,9 @@ export interface InceptionConfig {
   dropout: number;
 }
 
+/** Options of `inception_v3`. */
 export interface InceptionOptions extends InitOptions {
+  /** Outputs of fc and AuxLogits.fc (default 1000). */
   numClasses?: number;
   /** Build AuxLogits (default true, as torchvision). */
   auxLogits?: boolean;
@@ -58,6 +65,7 @@ export interface InceptionOptions extends InitOptions {
   scale?: "full" | "tiny";
 }
 
+/** torchvision's eleven Mixed modules, Mixed_5b .. Mixed_7c. */
 export const INCEPTION_FULL_MIXED: readonly MixedSpec[] = [
   ["Mixed_5b", "A", 32],
   ["Mixed_5c", "A", 64],
@@ -72,6 +80,7 @@ export const INCEPTION_FULL_MIXED: readonly MixedSpec[] = [
   ["Mixed_7c", "E", 0],
 ];
 
+/** The tiny variant's Mixed modules: one of each kind, under torchvision's names. */
 export const INCEPTION_TINY_MIXED: readonly MixedSpec[] = [
   ["Mixed_5b", "A", 32],
   ["Mixed_6a", "B", 0],
@@ -101,9 +110,13 @@ export const INCEPTION_TINY_CONFIG =
 // torchvision's init_weights: trunc_normal_(std, a=-2, b=2) on conv and linear weights (a plain normal here:
 // the bounds lie 20 or more standard deviations out); BN weight 1, bias 0.
 
-interface ConvSpec {
+/** Geometry and init of a `BasicConv2d`. */
+export interface ConvSpec {
+  /** One side or [kh, kw]. */
   kernelSize: number | [number, number];
+  /** Default 1. */
   stride?: number;
+  /** Zero padding, one number or [ph, pw] (default 0). */
   padding?: number | [number, number];
   /** Init std (0.1; 0.01 for AuxLogits.conv1). */
   std?: number;
@@ -111,8 +124,11 @@ interface ConvSpec {
 
 /** torchvision.models.inception.BasicConv2d: conv (no bias) -> BN (eps 0.001) -> ReLU. */
 export class BasicConv2d extends Module {
+  /** The convolution, no bias, weight N(0, spec.std). */
   readonly conv: Conv2d;
+  /** BatchNorm2d with eps 0.001. */
   readonly bn: BatchNorm2d;
+  /** A conv `inChannels` -> `outChannels` shaped by `spec`, then its BN. */
   constructor(inChannels: number, outChannels: number, spec: ConvSpec, init: InitOptions = {}) {
     super();
     this.conv = this.registerModule(
@@ -128,6 +144,7 @@ export class BasicConv2d extends Module {
     this.bn = this.registerModule("bn", new BatchNorm2d(outChannels, { eps: 0.001 }));
   }
 
+  /** relu(bn(conv(x))) for x [N, inChannels, H, W]: [N, outChannels, H', W']. */
   forward(x: Tensor): Tensor {
     return relu(this.bn.forward(this.conv.forward(x)));
   }
@@ -135,30 +152,44 @@ export class BasicConv2d extends Module {
 
 type Width = (c: number) => number;
 
-/** A Mixed module: its output channel count is known at construction. */
-/** A module built of named BasicConv2d children (every Inception part). */
-abstract class BasicConvOwner extends Module {
+/** A module built of named BasicConv2d children (Inception3 and every Mixed block). */
+export abstract class BasicConvOwner extends Module {
   /** `b(name, in, out, spec)`: a BasicConv2d registered under `name`. */
   protected convMaker(init: InitOptions): (name: string, i: number, o: number, s: ConvSpec) => BasicConv2d {
     return (name, i, o, s) => this.registerModule(name, new BasicConv2d(i, o, s, init));
   }
 }
 
+/** A Mixed module (InceptionA .. InceptionE): its output channel count is known at construction. */
 export abstract class InceptionBlock extends BasicConvOwner {
+  /** Channels of the block's output (the sum over its concatenated branches). */
   abstract readonly outChannels: number;
 }
 
 const chain = (x: Tensor, ...ms: Module[]): Tensor => ms.reduce((h, m) => m.forward(h), x);
 
+/**
+ * torchvision.models.inception.InceptionA (Mixed_5b .. 5d): 1x1, 5x5, double 3x3 and pooled 1x1 branches,
+ * concatenated; keeps H and W. Channel counts below are full-size ones (divided by the divisor in tiny).
+ */
 export class InceptionA extends InceptionBlock {
+  /** 64 + 64 + 96 + poolFeatures. */
   readonly outChannels: number;
+  /** 1x1 conv cin -> 64. */
   readonly branch1x1: BasicConv2d;
+  /** 1x1 conv cin -> 48. */
   readonly branch5x5_1: BasicConv2d;
+  /** 5x5 conv (padding 2) 48 -> 64. */
   readonly branch5x5_2: BasicConv2d;
+  /** 1x1 conv cin -> 64. */
   readonly branch3x3dbl_1: BasicConv2d;
+  /** 3x3 conv (padding 1) 64 -> 96. */
   readonly branch3x3dbl_2: BasicConv2d;
+  /** 3x3 conv (padding 1) 96 -> 96. */
   readonly branch3x3dbl_3: BasicConv2d;
+  /** 1x1 conv cin -> poolFeatures after a 3x3 average pool (stride 1, padding 1). */
   readonly branch_pool: BasicConv2d;
+  /** A block over `cin` channels; `w` maps a full-size channel count to this model's. */
   constructor(cin: number, poolFeatures: number, w: Width, init: InitOptions = {}) {
     super();
     const b = this.convMaker(init);
@@ -172,6 +203,7 @@ export class InceptionA extends InceptionBlock {
     this.outChannels = w(64) + w(64) + w(96) + poolFeatures;
   }
 
+  /** The four branches of x [N, cin, H, W], concatenated: [N, outChannels, H, W]. */
   forward(x: Tensor): Tensor {
     return cat([
       this.branch1x1.forward(x),
@@ -182,12 +214,22 @@ export class InceptionA extends InceptionBlock {
   }
 }
 
+/**
+ * torchvision.models.inception.InceptionB (Mixed_6a): a grid reduction, stride-2 3x3, double 3x3 and
+ * max-pool branches concatenated. Channel counts below are full-size ones.
+ */
 export class InceptionB extends InceptionBlock {
+  /** 384 + 96 + cin. */
   readonly outChannels: number;
+  /** 3x3 conv stride 2 cin -> 384. */
   readonly branch3x3: BasicConv2d;
+  /** 1x1 conv cin -> 64. */
   readonly branch3x3dbl_1: BasicConv2d;
+  /** 3x3 conv (padding 1) 64 -> 96. */
   readonly branch3x3dbl_2: BasicConv2d;
+  /** 3x3 conv stride 2 96 -> 96. */
   readonly branch3x3dbl_3: BasicConv2d;
+  /** A block over `cin` channels; `w` maps a full-size channel count to this model's. */
   constructor(cin: number, w: Width, init: InitOptions = {}) {
     super();
     const b = this.convMaker(init);
@@ -198,6 +240,10 @@ export class InceptionB extends InceptionBlock {
     this.outChannels = w(384) + w(96) + cin;
   }
 
+  /**
+   * The branches of x [N, cin, H, W], concatenated: [N, outChannels, H', W'] with
+   * H' = floor((H - 3) / 2) + 1.
+   */
   forward(x: Tensor): Tensor {
     return cat([
       this.branch3x3.forward(x),
@@ -207,18 +253,34 @@ export class InceptionB extends InceptionBlock {
   }
 }
 
+/**
+ * torchvision.models.inception.InceptionC (Mixed_6b .. 6e): 1x1, factorised 7x7, double factorised 7x7 and
+ * pooled 1x1 branches, concatenated; keeps H and W. c7 is channels_7x7; counts below are full-size ones.
+ */
 export class InceptionC extends InceptionBlock {
+  /** 4 * 192. */
   readonly outChannels: number;
+  /** 1x1 conv cin -> 192. */
   readonly branch1x1: BasicConv2d;
+  /** 1x1 conv cin -> c7. */
   readonly branch7x7_1: BasicConv2d;
+  /** 1x7 conv c7 -> c7. */
   readonly branch7x7_2: BasicConv2d;
+  /** 7x1 conv c7 -> 192. */
   readonly branch7x7_3: BasicConv2d;
+  /** 1x1 conv cin -> c7. */
   readonly branch7x7dbl_1: BasicConv2d;
+  /** 7x1 conv c7 -> c7. */
   readonly branch7x7dbl_2: BasicConv2d;
+  /** 1x7 conv c7 -> c7. */
   readonly branch7x7dbl_3: BasicConv2d;
+  /** 7x1 conv c7 -> c7. */
   readonly branch7x7dbl_4: BasicConv2d;
+  /** 1x7 conv c7 -> 192. */
   readonly branch7x7dbl_5: BasicConv2d;
+  /** 1x1 conv cin -> 192 after a 3x3 average pool (stride 1, padding 1). */
   readonly branch_pool: BasicConv2d;
+  /** A block over `cin` channels with `c7` (already scaled) in the 7x7 branches; `w` scales the rest. */
   constructor(cin: number, c7: number, w: Width, init: InitOptions = {}) {
     super();
     const b = this.convMaker(init);
@@ -237,6 +299,7 @@ export class InceptionC extends InceptionBlock {
     this.outChannels = 4 * w(192);
   }
 
+  /** The four branches of x [N, cin, H, W], concatenated: [N, outChannels, H, W]. */
   forward(x: Tensor): Tensor {
     return cat([
       this.branch1x1.forward(x),
@@ -254,14 +317,26 @@ export class InceptionC extends InceptionBlock {
   }
 }
 
+/**
+ * torchvision.models.inception.InceptionD (Mixed_7a): a grid reduction, 3x3, 7x7-then-3x3 (both stride 2)
+ * and max-pool branches concatenated. Channel counts below are full-size ones.
+ */
 export class InceptionD extends InceptionBlock {
+  /** 320 + 192 + cin. */
   readonly outChannels: number;
+  /** 1x1 conv cin -> 192. */
   readonly branch3x3_1: BasicConv2d;
+  /** 3x3 conv stride 2 192 -> 320. */
   readonly branch3x3_2: BasicConv2d;
+  /** 1x1 conv cin -> 192. */
   readonly branch7x7x3_1: BasicConv2d;
+  /** 1x7 conv 192 -> 192. */
   readonly branch7x7x3_2: BasicConv2d;
+  /** 7x1 conv 192 -> 192. */
   readonly branch7x7x3_3: BasicConv2d;
+  /** 3x3 conv stride 2 192 -> 192. */
   readonly branch7x7x3_4: BasicConv2d;
+  /** A block over `cin` channels; `w` maps a full-size channel count to this model's. */
   constructor(cin: number, w: Width, init: InitOptions = {}) {
     super();
     const b = this.convMaker(init);
@@ -274,6 +349,10 @@ export class InceptionD extends InceptionBlock {
     this.outChannels = w(320) + w(192) + cin;
   }
 
+  /**
+   * The branches of x [N, cin, H, W], concatenated: [N, outChannels, H', W'] with
+   * H' = floor((H - 3) / 2) + 1.
+   */
   forward(x: Tensor): Tensor {
     return cat([
       chain(x, this.branch3x3_1, this.branch3x3_2),
@@ -283,17 +362,32 @@ export class InceptionD extends InceptionBlock {
   }
 }
 
+/**
+ * torchvision.models.inception.InceptionE (Mixed_7b, 7c): 1x1, split 3x3, double split 3x3 and pooled 1x1
+ * branches, concatenated; keeps H and W. Channel counts below are full-size ones.
+ */
 export class InceptionE extends InceptionBlock {
+  /** 320 + 2 * 384 + 2 * 384 + 192 = 2048. */
   readonly outChannels: number;
+  /** 1x1 conv cin -> 320. */
   readonly branch1x1: BasicConv2d;
+  /** 1x1 conv cin -> 384. */
   readonly branch3x3_1: BasicConv2d;
+  /** 1x3 conv 384 -> 384 on branch3x3_1's output. */
   readonly branch3x3_2a: BasicConv2d;
+  /** 3x1 conv 384 -> 384 on branch3x3_1's output. */
   readonly branch3x3_2b: BasicConv2d;
+  /** 1x1 conv cin -> 448. */
   readonly branch3x3dbl_1: BasicConv2d;
+  /** 3x3 conv (padding 1) 448 -> 384. */
   readonly branch3x3dbl_2: BasicConv2d;
+  /** 1x3 conv 384 -> 384 on branch3x3dbl_2's output. */
   readonly branch3x3dbl_3a: BasicConv2d;
+  /** 3x1 conv 384 -> 384 on branch3x3dbl_2's output. */
   readonly branch3x3dbl_3b: BasicConv2d;
+  /** 1x1 conv cin -> 192 after a 3x3 average pool (stride 1, padding 1). */
   readonly branch_pool: BasicConv2d;
+  /** A block over `cin` channels; `w` maps a full-size channel count to this model's. */
   constructor(cin: number, w: Width, init: InitOptions = {}) {
     super();
     const b = this.convMaker(init);
@@ -311,6 +405,7 @@ export class InceptionE extends InceptionBlock {
     this.outChannels = w(320) + 4 * w(384) + w(192);
   }
 
+  /** The branches of x [N, cin, H, W], concatenated: [N, outChannels, H, W]. */
   forward(x: Tensor): Tensor {
     const b3 = this.branch3x3_1.forward(x);
     const bd = chain(x, this.branch3x3dbl_1, this.branch3x3dbl_2);
@@ -325,9 +420,13 @@ export class InceptionE extends InceptionBlock {
 
 /** torchvision.models.inception.InceptionAux: avg pool 5/3 -> conv0 1x1 -> conv1 (5x5) -> global pool -> fc. */
 export class InceptionAux extends Module {
+  /** 1x1 conv cin -> 128 (full size). */
   readonly conv0: BasicConv2d;
+  /** kernel x kernel conv 128 -> 768 (full size), init std 0.01. */
   readonly conv1: BasicConv2d;
+  /** Linear 768 (full size) -> numClasses, weight N(0, 0.001). */
   readonly fc: Linear;
+  /** A head over `cin` channels; `kernel` is conv1's size (5 in torchvision), `w` scales channel counts. */
   constructor(cin: number, numClasses: number, w: Width, kernel = 5, init: InitOptions = {}) {
     super();
     this.conv0 = this.registerModule("conv0", new BasicConv2d(cin, w(128), { kernelSize: 1 }, init));
@@ -339,6 +438,7 @@ export class InceptionAux extends Module {
     normal_(this.fc.weight, 0.001, init.generator);
   }
 
+  /** Aux logits [N, numClasses] of the feature map [N, cin, H, W] it taps. */
   forward(x: Tensor): Tensor {
     const h = chain(avgPool2d(x, { kernelSize: 5, stride: 3 }), this.conv0, this.conv1);
     return this.fc.forward(flatten(adaptiveAvgPool2d(h, [1, 1]), 1));
@@ -350,6 +450,7 @@ const down3 = (h: number, s = 2) => Math.floor((h - 3) / s) + 1;
 /**
  * The smallest square input (H = W) a configuration accepts: for `forward`, or for `forwardWithAux` with
  * `withAux` (full: 75 and 299; tiny: 39 and 55).
+ * @throws Error when no size below 4096 fits.
  */
 export function inceptionMinInputSize(
   config: Pick<InceptionConfig, "mixed" | "stemStride" | "auxKernel">,
@@ -425,22 +526,46 @@ const TRANSFORM_SHIFT = [(0.485 - 0.5) / 0.5, (0.456 - 0.5) / 0.5, (0.406 - 0.5)
 
 /** torchvision.models.Inception3 (see the comment at the top of this file for outputs and input sizes). */
 export class Inception3 extends BasicConvOwner {
+  /** 3x3 conv 3 -> 32 with stride stemStride (channel counts here are full-size ones). */
   readonly Conv2d_1a_3x3: BasicConv2d;
+  /** 3x3 conv 32 -> 32. */
   readonly Conv2d_2a_3x3: BasicConv2d;
+  /** 3x3 conv (padding 1) 32 -> 64. */
   readonly Conv2d_2b_3x3: BasicConv2d;
+  /** 3x3 max pool, stride 2. */
   readonly maxpool1: MaxPool2d;
+  /** 1x1 conv 64 -> 80. */
   readonly Conv2d_3b_1x1: BasicConv2d;
+  /** 3x3 conv 80 -> 192. */
   readonly Conv2d_4a_3x3: BasicConv2d;
+  /** 3x3 max pool, stride 2. */
   readonly maxpool2: MaxPool2d;
+  /** The Mixed modules as [name, block] in config.mixed's order, each registered under its name. */
   readonly mixed: [string, InceptionBlock][] = [];
+  /** The auxiliary classifier; null when built with auxLogits false. */
   readonly AuxLogits: InceptionAux | null = null;
+  /** Adaptive average pool to 1x1. */
   readonly avgpool: AdaptiveAvgPool2d;
+  /** Dropout (config.dropout) before fc. */
   readonly dropout: Dropout;
+  /** Linear last Mixed channels (2048 at full size) -> numClasses, weight N(0, 0.1). */
   readonly fc: Linear;
+  /** Smallest square side `forward` and `featureMaps` accept (inceptionMinInputSize). */
   readonly minInputSize: number;
+  /** Smallest square side `forwardWithAux` accepts when the model has AuxLogits. */
   readonly minInputSizeWithAux: number;
   private readonly auxAt: number;
-  constructor(readonly config: InceptionConfig, init: InitOptions = {}) {
+  /**
+   * Builds and initialises the network: conv and linear weights normal (std 0.1; 0.01 and 0.001 in the aux
+   * head), BN weight 1 bias 0.
+   * @throws Error when a size is not a positive integer, dropout is outside [0, 1), or `mixed` is empty,
+   * names an unknown kind or repeats a name.
+   */
+  constructor(
+    /** The architecture it was built from. */
+    readonly config: InceptionConfig,
+    init: InitOptions = {},
+  ) {
     super();
     checkConfig(config);
     const d = config.divisor;
@@ -492,6 +617,7 @@ export class Inception3 extends BasicConvOwner {
     return add(mul(x, a), s);
   }
 
+  /** Throws unless `x` is images [N, 3, H, W] at least as large as the mode (`withAux` or not) needs. */
   private check(x: Tensor, withAux: boolean): void {
     if (x.rank !== 4 || x.shape[1] !== 3) {
       throw new Error(`Inception3: expected images [N, 3, H, W], got shape [${x.shape.join(", ")}]`);
@@ -528,7 +654,10 @@ export class Inception3 extends BasicConvOwner {
     return { maps: h, aux };
   }
 
-  /** Logits [N, numClasses]; never runs the aux head (torchvision's eval-mode output). */
+  /**
+   * Logits [N, numClasses] of images [N, 3, H, W]; never runs the aux head (torchvision's eval-mode output).
+   * @throws Error for another shape or images smaller than minInputSize.
+   */
   forward(x: Tensor): Tensor {
     this.check(x, false);
     return this.classify(this.trunk(x, false).maps);
@@ -559,6 +688,7 @@ export class Inception3 extends BasicConvOwner {
 /**
  * torchvision.models.inception_v3(num_classes, aux_logits, transform_input): 24,354,536 parameters with
  * numClasses 4 and aux logits, 21,793,764 without. `scale: "tiny"` is INCEPTION_TINY_CONFIG.
+ * @throws Error when `scale` is neither "full" nor "tiny".
  */
 export function inception_v3(options: InceptionOptions = {}): Inception3 {
   const scale = options.scale ?? "full";

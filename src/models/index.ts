@@ -1,4 +1,8 @@
-// `fl.models`: the torchvision-exact CNNs (ResNet/ResNeXt, VGG, DenseNet, Inception v3) and tiny variants.
+/**
+ * `fl.models`: the torchvision-exact CNNs (ResNet/ResNeXt, VGG, DenseNet, Inception v3) and tiny variants.
+ *
+ * @module
+ */
 export {
   Bottleneck,
   type ModelInit,
@@ -21,10 +25,13 @@ export {
   DENSENET_TINY_CONFIG,
   type DenseNetConfig,
   type DenseNetOptions,
+  type NamedSequential,
   Transition,
 } from "./densenet.ts";
 export {
   BasicConv2d,
+  type BasicConvOwner,
+  type ConvSpec,
   Inception3,
   INCEPTION_TINY_CONFIG,
   inception_v3,
@@ -32,11 +39,13 @@ export {
   InceptionA,
   InceptionAux,
   InceptionB,
+  type InceptionBlock,
   InceptionC,
   type InceptionConfig,
   InceptionD,
   InceptionE,
   inceptionMinInputSize,
   type InceptionOptions,
+  type MixedKind,
   type MixedSpec,
 } from "./inception.ts";

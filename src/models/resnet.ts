@@ -21,6 +21,7 @@ import { AdaptiveAvgPool2d, BatchNorm2d, Conv2d, MaxPool2d } from "../nn/cnn_lay
 import { type InitOptions, Linear, ReLU, Sequential } from "../nn/layers.ts";
 import { Module } from "../nn/module.ts";
 
+/** "full": torchvision's architecture; "tiny": the 8x narrower variant for CPU runs (same key names). */
 export type ModelScale = "full" | "tiny";
 
 /** The generator and which initialisation to apply. */
@@ -45,10 +46,15 @@ function conv(inC: number, outC: number, k: number, stride: number, groups: numb
   return c;
 }
 
+/** Options of `Bottleneck` (torchvision's Bottleneck arguments after inplanes and planes). */
 export interface BottleneckOptions extends ModelInit {
+  /** Stride of the 3x3 conv (default 1; 2 in the first block of a downsampling stage). */
   stride?: number;
+  /** Shortcut projection (1x1 conv + BN), registered as `downsample`; null or omitted: identity shortcut. */
   downsample?: Module | null;
+  /** Groups of the 3x3 conv (default 1; ResNeXt's cardinality). */
   groups?: number;
+  /** Channels per group at baseWidth planes (default 64). */
   widthPerGroup?: number;
   /** torchvision's constant 64 in width = floor(planes * widthPerGroup / 64) * groups. */
   baseWidth?: number;
@@ -56,15 +62,29 @@ export interface BottleneckOptions extends ModelInit {
 
 /** torchvision.models.resnet.Bottleneck: 1x1 -> 3x3 (stride, groups) -> 1x1 (x4), plus the shortcut. */
 export class Bottleneck extends Module {
+  /** Output channels per planes: a block outputs planes * 4 channels. */
   static readonly expansion = 4;
+  /** 1x1 conv inplanes -> width. */
   readonly conv1: Conv2d;
+  /** BN after conv1. */
   readonly bn1: BatchNorm2d;
+  /** 3x3 conv width -> width with the block's stride and groups. */
   readonly conv2: Conv2d;
+  /** BN after conv2. */
   readonly bn2: BatchNorm2d;
+  /** 1x1 conv width -> planes * 4. */
   readonly conv3: Conv2d;
+  /** BN after conv3. */
   readonly bn3: BatchNorm2d;
+  /** Registered for torchvision's module tree; forward applies relu functionally. */
   readonly relu: ReLU;
+  /** The shortcut projection, or null for the identity. */
   readonly downsample: Module | null;
+  /**
+   * A block from `inplanes` input channels to planes * 4 outputs.
+   * @throws Error when the bottleneck width floor(planes * widthPerGroup / baseWidth) * groups is not
+   * positive.
+   */
   constructor(inplanes: number, planes: number, options: BottleneckOptions = {}) {
     super();
     const groups = options.groups ?? 1;
@@ -81,6 +101,10 @@ export class Bottleneck extends Module {
     this.downsample = options.downsample ? this.registerModule("downsample", options.downsample) : null;
   }
 
+  /**
+   * relu(bn3(conv3(...)) + shortcut(x)) for x [N, inplanes, H, W]: [N, planes * 4, H', W'] with
+   * H' = ceil(H / stride).
+   */
   forward(x: Tensor): Tensor {
     let out = relu(this.bn1.forward(this.conv1.forward(x)));
     out = relu(this.bn2.forward(this.conv2.forward(out)));
@@ -90,6 +114,7 @@ export class Bottleneck extends Module {
   }
 }
 
+/** A ResNet architecture (torchvision's ResNet arguments, with Bottleneck blocks). */
 export interface ResNetConfig {
   /** Bottleneck blocks per stage; 1 to 4 stages (torchvision always has 4: layer1..layer4). */
   layers: number[];
@@ -97,9 +122,13 @@ export interface ResNetConfig {
   stemWidth?: number;
   /** planes of each stage (torchvision: [64, 128, 256, 512]); stage i > 0 has stride 2. */
   planes?: number[];
+  /** Groups of every 3x3 conv (default 1; ResNeXt's cardinality). */
   groups?: number;
+  /** Channels per group at baseWidth planes (default 64). */
   widthPerGroup?: number;
+  /** torchvision's constant 64 in the bottleneck width formula (default 64; 8 in the tiny configs). */
   baseWidth?: number;
+  /** Outputs of fc (default 1000). */
   numClasses?: number;
 }
 
@@ -110,14 +139,27 @@ export interface ResNetConfig {
  * `generator` (else the global one).
  */
 export class ResNet extends Module {
+  /** Stem conv 7x7 stride 2, 3 -> stemWidth channels, no bias. */
   readonly conv1: Conv2d;
+  /** BN after the stem conv. */
   readonly bn1: BatchNorm2d;
+  /** Registered for torchvision's module tree; forward applies relu functionally. */
   readonly relu: ReLU;
+  /** Max pool 3x3 stride 2 padding 1 after the stem. */
   readonly maxpool: MaxPool2d;
+  /** The stages, registered as `layer1`..`layerN`, each a Sequential of Bottlenecks. */
   readonly stages: Sequential[];
+  /** Adaptive average pool to 1x1. */
   readonly avgpool: AdaptiveAvgPool2d;
+  /** Classifier, last stage's channels -> numClasses. */
   readonly fc: Linear;
+  /** The config with every default filled in. */
   readonly config: Required<ResNetConfig>;
+  /**
+   * Builds and initialises the network (see the class description).
+   * @throws Error when there are not 1 to 4 stages, `planes` does not match `layers`, or a block count is
+   * not a positive integer.
+   */
   constructor(config: ResNetConfig, options: ModelInit = {}) {
     super();
     const c: Required<ResNetConfig> = {
@@ -178,11 +220,13 @@ export class ResNet extends Module {
     return this.fc.forward(flatten(this.avgpool.forward(maps), 1));
   }
 
+  /** Logits [N, numClasses] for images [N, 3, H, W]. */
   forward(x: Tensor): Tensor {
     return this.classify(this.featureMaps(x));
   }
 }
 
+/** Options of the model factories `resnet152`, `resnext101_32x8d` and `vgg19_bn`. */
 export interface ModelOptions extends ModelInit {
   /** Outputs of the last Linear (torchvision's default 1000). */
   numClasses?: number;
@@ -190,6 +234,7 @@ export interface ModelOptions extends ModelInit {
   scale?: ModelScale;
 }
 
+/** The ResNet configs behind each factory and scale (see the comment at the top of this file). */
 const RESNET_CONFIGS = {
   resnet152: {
     full: { layers: [3, 8, 36, 3] },
@@ -226,7 +271,7 @@ export function resnext101_32x8d(options: ModelOptions = {}): ResNet {
   return build("resnext101_32x8d", options);
 }
 
-/** The ResNet configs behind each factory and scale (see the comment at the top of this file). */
+/** Plain-text descriptions of the tiny variant of each ResNet factory (the configs: RESNET_CONFIGS). */
 export const RESNET_TINY_CONFIGS = {
   resnet152:
     "Bottleneck ResNet, layers [1,1,1,1], stem 8, planes [8,16,32,64] (block outputs 32,64,128,256), groups 1, bottleneck width = planes",

@@ -16,10 +16,15 @@ import { flatten } from "../kernels/view.ts";
 import { AdaptiveAvgPool2d, BatchNorm2d, Conv2d, MaxPool2d } from "../nn/cnn_layers.ts";
 import { Dropout, Linear, ReLU, Sequential } from "../nn/layers.ts";
 import { Module } from "../nn/module.ts";
-import { type ModelInit, type ModelOptions, type ModelScale } from "./resnet.ts";
+import type { ModelInit, ModelOptions, ModelScale } from "./resnet.ts";
 
+/**
+ * VGG feature layers as torchvision's cfgs: a number is a 3x3 conv (+ BN + ReLU) to that many channels,
+ * "M" a 2x2 max pool.
+ */
 export type VGGCfg = (number | "M")[];
 
+/** A VGG architecture (torchvision's VGG arguments plus the head sizes it fixes). */
 export interface VGGConfig {
   /** Conv output channels in order, "M" for a 2x2 max pool (torchvision's cfgs). */
   cfg: VGGCfg;
@@ -27,10 +32,13 @@ export interface VGGConfig {
   poolSize?: number;
   /** Width of the two hidden classifier layers (torchvision: 4096). */
   hidden?: number;
+  /** Probability of both classifier Dropouts (default 0.5). */
   dropout?: number;
+  /** Outputs of the last Linear (default 1000). */
   numClasses?: number;
 }
 
+/** torchvision's cfg "E" (VGG-19): 16 convs in five stages of 2, 2, 4, 4, 4, each ending in a max pool. */
 export const VGG19_CFG: VGGCfg = [
   64,
   64,
@@ -61,10 +69,15 @@ export const VGG19_CFG: VGGCfg = [
  * seeded by `generator` (else the global one).
  */
 export class VGG extends Module {
+  /** Conv, BatchNorm2d, ReLU per cfg number and MaxPool2d per "M" (keys `features.<i>`). */
   readonly features: Sequential;
+  /** Adaptive average pool to poolSize x poolSize. */
   readonly avgpool: AdaptiveAvgPool2d;
+  /** Linear, ReLU, Dropout, Linear, ReLU, Dropout, Linear (keys `classifier.0`, `.3`, `.6`). */
   readonly classifier: Sequential;
+  /** The config with every default filled in. */
   readonly config: Required<VGGConfig>;
+  /** Builds and initialises the network (see the class description). */
   constructor(config: VGGConfig, options: ModelInit = {}) {
     super();
     const c: Required<VGGConfig> = {
@@ -115,7 +128,10 @@ export class VGG extends Module {
     );
   }
 
-  /** The last conv block's feature map [B, 512, h, w] (what a class activation map uses). */
+  /**
+   * The last conv block's feature map [B, C, h, w] (C = 512 at full size; what a class activation map
+   * uses).
+   */
   featureMaps(x: Tensor): Tensor {
     return this.features.forward(x);
   }
@@ -125,6 +141,7 @@ export class VGG extends Module {
     return this.classifier.forward(flatten(this.avgpool.forward(maps), 1));
   }
 
+  /** Logits [N, numClasses] for images [N, 3, H, W]. */
   forward(x: Tensor): Tensor {
     return this.classify(this.featureMaps(x));
   }
@@ -135,7 +152,10 @@ const VGG_CONFIGS = {
   tiny: { cfg: [4, "M", 8, "M", 16, "M", 32, "M", 32, "M"], poolSize: 2, hidden: 128 },
 } satisfies Record<ModelScale, VGGConfig>;
 
-/** torchvision.models.vgg19_bn (139,597,636 parameters with numClasses 4). */
+/**
+ * torchvision.models.vgg19_bn (139,597,636 parameters with numClasses 4).
+ * @throws Error when `scale` is neither "full" nor "tiny".
+ */
 export function vgg19_bn(options: ModelOptions = {}): VGG {
   const scale = options.scale ?? "full";
   if (scale !== "full" && scale !== "tiny") {
@@ -144,6 +164,7 @@ export function vgg19_bn(options: ModelOptions = {}): VGG {
   return new VGG({ ...VGG_CONFIGS[scale], numClasses: options.numClasses ?? 1000 }, options);
 }
 
+/** Plain-text description of the tiny variant of each VGG factory (`scale: "tiny"`). */
 export const VGG_TINY_CONFIGS = {
   vgg19_bn:
     "VGG-BN, cfg [4,M,8,M,16,M,32,M,32,M] (cfg E channels / 16, one conv per stage), AdaptiveAvgPool2d(2), classifier 128-128-numClasses",

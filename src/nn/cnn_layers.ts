@@ -22,20 +22,34 @@ function positiveInt(op: string, name: string, v: number): number {
 
 /** conv2d's options plus the layer's: whether it has a bias, and the generator of its initial weights. */
 export interface Conv2dOptions extends ConvOptions, InitOptions {
+  /** Learn an additive bias per output channel (default true). */
   bias?: boolean;
 }
 
 /** torch.nn.Conv2d: weight [out, in / groups, kh, kw] and bias [out], both U(-1/sqrt(fan_in), 1/sqrt(fan_in)). */
 export class Conv2d extends Module {
+  /** Parameter `weight`, [outChannels, inChannels / groups, kh, kw]. */
   readonly weight: Tensor;
+  /** Parameter `bias`, [outChannels]; null when built with `bias: false`. */
   readonly bias: Tensor | null;
+  /** [kh, kw]. */
   readonly kernelSize: [number, number];
+  /** [sh, sw] (default [1, 1]). */
   readonly stride: [number, number];
+  /** Zero padding [ph, pw] added on both sides (default [0, 0]). */
   readonly padding: [number, number];
+  /** Spacing between kernel taps [dh, dw] (default [1, 1]). */
   readonly dilation: [number, number];
+  /** Channel groups (default 1; inChannels for a depthwise conv). */
   readonly groups: number;
+  /**
+   * Builds the layer; `kernelSize` is one side or [kh, kw].
+   * @throws Error when a size is not a positive integer or a channel count is not divisible by `groups`.
+   */
   constructor(
+    /** Channels C of the input [N, C, H, W]. */
     readonly inChannels: number,
+    /** Channels of the output. */
     readonly outChannels: number,
     kernelSize: Pair,
     options: Conv2dOptions = {},
@@ -66,6 +80,7 @@ export class Conv2d extends Module {
       : this.registerParameter("bias", uniformInit([outChannels], fanIn, options));
   }
 
+  /** The convolution of x [N, inChannels, H, W]: [N, outChannels, H', W']. */
   forward(x: Tensor): Tensor {
     return conv2d(x, this.weight, this.bias, {
       stride: this.stride,
@@ -76,10 +91,18 @@ export class Conv2d extends Module {
   }
 }
 
+/** Options of `BatchNorm2d`, as torch.nn.BatchNorm2d's keyword arguments. */
 export interface BatchNorm2dOptions {
+  /** Added to the variance before the square root (default 1e-5). */
   eps?: number;
+  /**
+   * Weight of the batch statistic in each running-statistics update, in [0, 1] (default 0.1); null
+   * (PyTorch's cumulative average) is rejected.
+   */
   momentum?: number;
+  /** Learn a per-channel scale and shift (default true). */
   affine?: boolean;
+  /** Keep running mean and variance for eval mode (default true). */
   trackRunningStats?: boolean;
 }
 
@@ -89,14 +112,36 @@ export interface BatchNorm2dOptions {
  * normalises with batch statistics and updates the buffers in place; eval mode uses the running ones.
  */
 export class BatchNorm2d extends Module {
+  /** Parameter `weight` (per-channel scale) [numFeatures]; null without affine. */
   readonly weight: Tensor | null;
+  /** Parameter `bias` (per-channel shift) [numFeatures]; null without affine. */
   readonly bias: Tensor | null;
+  /** Buffer `running_mean` [numFeatures]: moving average of batch means; null without trackRunningStats. */
   readonly runningMean: Tensor | null;
+  /**
+   * Buffer `running_var` [numFeatures]: moving average of unbiased batch variances; null without
+   * trackRunningStats.
+   */
   readonly runningVar: Tensor | null;
+  /**
+   * Buffer `num_batches_tracked`, int32 [1], counting training-mode forwards; null without
+   * trackRunningStats.
+   */
   readonly numBatchesTracked: Tensor | null;
+  /** Added to the variance before the square root. */
   readonly eps: number;
+  /** Weight of the batch statistic in each running-statistics update. */
   readonly momentum: number;
-  constructor(readonly numFeatures: number, options: BatchNorm2dOptions = {}) {
+  /**
+   * Builds the layer for `numFeatures` channels.
+   * @throws Error when numFeatures is not a positive integer, eps is negative or not finite, or momentum is
+   * null or outside [0, 1].
+   */
+  constructor(
+    /** Channels C of the input [N, C, H, W]. */
+    readonly numFeatures: number,
+    options: BatchNorm2dOptions = {},
+  ) {
     super();
     positiveInt("BatchNorm2d", "numFeatures", numFeatures);
     if ((options.momentum as unknown) === null) {
@@ -121,6 +166,10 @@ export class BatchNorm2d extends Module {
     this.numBatchesTracked = track ? this.registerBuffer("num_batches_tracked", intTensor([0], [1])) : null;
   }
 
+  /**
+   * Normalised x [N, numFeatures, H, W], same shape; in training mode also updates the running buffers.
+   * @throws Error when `x` is not 4-D or has another channel count.
+   */
   forward(x: Tensor): Tensor {
     if (x.rank !== 4) {
       throw new Error(`BatchNorm2d: expected a 4-D [N, C, H, W] input, got shape ${fmtShape(x.shape)}`);
@@ -140,41 +189,80 @@ export class BatchNorm2d extends Module {
   }
 }
 
+/** Options of `MaxPool2d`: torch.nn.MaxPool2d's keyword arguments after kernel_size. */
 export interface MaxPool2dLayerOptions {
+  /** Window step, one number or [sh, sw] (default: kernelSize). */
   stride?: Pair;
+  /** Implicit -infinity padding on each side; at most half the kernel size (default 0). */
   padding?: Pair;
+  /** Spacing between window taps (default 1). */
   dilation?: Pair;
+  /** Round the output size up instead of down (default false). */
   ceilMode?: boolean;
 }
 
+/** torch.nn.MaxPool2d: the maximum of each window, per channel; no parameters. */
 export class MaxPool2d extends Module {
-  constructor(readonly kernelSize: Pair, readonly options: MaxPool2dLayerOptions = {}) {
+  /**
+   * Builds the layer; the options are checked on each forward.
+   * @throws Error when `kernelSize` is not a positive integer or a pair of them.
+   */
+  constructor(
+    /** Window size, one side or [kh, kw]. */
+    readonly kernelSize: Pair,
+    /** Stride, padding, dilation and ceilMode of every forward. */
+    readonly options: MaxPool2dLayerOptions = {},
+  ) {
     super();
     toPair("MaxPool2d", "kernelSize", kernelSize, 1);
   }
 
+  /** Max-pooled x [N, C, H, W]: [N, C, H', W']. */
   forward(x: Tensor): Tensor {
     return maxPool2d(x, { kernelSize: this.kernelSize, ...this.options });
   }
 }
 
+/** torch.nn.AvgPool2d: the mean of each window, per channel; no parameters. */
 export class AvgPool2d extends Module {
-  constructor(readonly kernelSize: Pair, readonly options: Omit<AvgPool2dOptions, "kernelSize"> = {}) {
+  /**
+   * Builds the layer; the options are checked on each forward.
+   * @throws Error when `kernelSize` is not a positive integer or a pair of them.
+   */
+  constructor(
+    /** Window size, one side or [kh, kw]. */
+    readonly kernelSize: Pair,
+    /** Stride (default kernelSize), padding, ceilMode, countIncludePad, divisorOverride. */
+    readonly options: Omit<AvgPool2dOptions, "kernelSize"> = {},
+  ) {
     super();
     toPair("AvgPool2d", "kernelSize", kernelSize, 1);
   }
 
+  /** Average-pooled x [N, C, H, W]: [N, C, H', W']. */
   forward(x: Tensor): Tensor {
     return avgPool2d(x, { kernelSize: this.kernelSize, ...this.options });
   }
 }
 
+/**
+ * torch.nn.AdaptiveAvgPool2d: averages [N, C, H, W] down to a fixed [N, C, oh, ow] whatever H and W (1 gives
+ * global average pooling); no parameters.
+ */
 export class AdaptiveAvgPool2d extends Module {
-  constructor(readonly outputSize: Pair) {
+  /**
+   * Builds the layer.
+   * @throws Error when `outputSize` is not a positive integer or a pair of them.
+   */
+  constructor(
+    /** Output side, or [oh, ow]. */
+    readonly outputSize: Pair,
+  ) {
     super();
     toPair("AdaptiveAvgPool2d", "outputSize", outputSize, 1);
   }
 
+  /** x [N, C, H, W] averaged to [N, C, oh, ow]. */
   forward(x: Tensor): Tensor {
     return adaptiveAvgPool2d(x, this.outputSize);
   }

@@ -1,4 +1,8 @@
-// `fl.nn`: modules with parameters and state dicts, and the layers built on the ops.
+/**
+ * `fl.nn`: modules with parameters and state dicts, and the layers built on the ops.
+ *
+ * @module
+ */
 export { Module, shapeFits, type StateDict, type TensorRecord } from "./module.ts";
 export { Dropout, Flatten, type InitOptions, Linear, ReLU, Sequential, Tanh } from "./layers.ts";
 export {
@@ -9,4 +13,5 @@ export {
   Conv2d,
   type Conv2dOptions,
   MaxPool2d,
+  type MaxPool2dLayerOptions,
 } from "./cnn_layers.ts";

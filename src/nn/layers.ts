@@ -6,6 +6,7 @@ import { dropout, type Generator, rand } from "../kernels/random.ts";
 import { flatten } from "../kernels/view.ts";
 import { Module } from "./module.ts";
 
+/** Options shared by every layer with random initial weights. */
 export interface InitOptions {
   /** Draws the initial weights; the global generator (fl.manualSeed) when omitted. */
   generator?: Generator;
@@ -17,11 +18,23 @@ export function uniformInit(shape: number[], fanIn: number, options: InitOptions
   return rand(shape, { low: -bound, high: bound, generator: options.generator });
 }
 
+/**
+ * torch.nn.Linear: y = x W^T + b, [N, inFeatures] -> [N, outFeatures]. Weight and
+ * bias are U(-1/sqrt(inFeatures), 1/sqrt(inFeatures)), PyTorch's default.
+ */
 export class Linear extends Module {
+  /** Parameter `weight`, [outFeatures, inFeatures]. */
   readonly weight: Tensor;
+  /** Parameter `bias`, [outFeatures]; null when built with `bias: false`. */
   readonly bias: Tensor | null;
+  /**
+   * Builds the layer; `bias` defaults to true.
+   * @throws Error when `inFeatures` or `outFeatures` is not a positive integer.
+   */
   constructor(
+    /** Features of each input row. */
     readonly inFeatures: number,
+    /** Features of each output row. */
     readonly outFeatures: number,
     options: InitOptions & { bias?: boolean } = {},
   ) {
@@ -40,39 +53,66 @@ export class Linear extends Module {
       : this.registerParameter("bias", uniformInit([outFeatures], inFeatures, options));
   }
 
+  /** x W^T + b for x [N, inFeatures]: [N, outFeatures]. */
   forward(x: Tensor): Tensor {
     return linear(x, this.weight, this.bias);
   }
 }
 
+/** torch.nn.ReLU: max(x, 0) elementwise; no parameters. */
 export class ReLU extends Module {
+  /** max(x, 0), same shape as `x`. */
   forward(x: Tensor): Tensor {
     return relu(x);
   }
 }
 
+/** torch.nn.Tanh: tanh(x) elementwise; no parameters. */
 export class Tanh extends Module {
+  /** tanh(x), same shape as `x`. */
   forward(x: Tensor): Tensor {
     return tanh(x);
   }
 }
 
+/** torch.nn.Flatten: merges dimensions startDim..endDim (default 1..-1: [N, ...] -> [N, rest]). */
 export class Flatten extends Module {
-  constructor(readonly startDim: number = 1, readonly endDim: number = -1) {
+  /** Flattens `startDim` through `endDim` (inclusive; negative counts from the end). */
+  constructor(
+    /** First dimension merged (default 1, keeping the batch). */
+    readonly startDim: number = 1,
+    /** Last dimension merged (default -1, the last). */
+    readonly endDim: number = -1,
+  ) {
     super();
   }
 
+  /** `x` with dimensions startDim..endDim merged into one. */
   forward(x: Tensor): Tensor {
     return flatten(x, this.startDim, this.endDim);
   }
 }
 
+/**
+ * torch.nn.Dropout: in training mode zeroes each element with probability `p` and scales the rest by
+ * 1 / (1 - p); the identity in eval mode.
+ */
 export class Dropout extends Module {
-  constructor(readonly p = 0.5, readonly options: InitOptions = {}) {
+  /**
+   * Builds the layer; it draws a fresh mask on every training-mode forward.
+   * @throws Error when `p` is not in [0, 1).
+   */
+  constructor(
+    /** Probability of zeroing an element (default 0.5). */
+    readonly p = 0.5,
+    /** `generator` draws the masks (the global one when omitted). */
+    readonly options: InitOptions = {},
+  ) {
     super();
     if (!(p >= 0 && p < 1)) throw new Error(`Dropout: p must be in [0, 1), got ${p}`);
   }
 
+  /** `x` with dropout applied in training mode; `x` itself in eval mode. */
   forward(x: Tensor): Tensor {
     return dropout(x, this.p, this.training, { generator: this.options.generator });
   }
@@ -80,13 +120,16 @@ export class Dropout extends Module {
 
 /** Children named "0", "1", ... as torch.nn.Sequential. */
 export class Sequential extends Module {
+  /** The children in order (child i is registered as "i"). */
   readonly layers: Module[];
+  /** Registers `layers` as children "0", "1", ... */
   constructor(...layers: Module[]) {
     super();
     this.layers = layers;
     layers.forEach((m, i) => this.registerModule(String(i), m));
   }
 
+  /** `x` passed through every layer in order. */
   forward(x: Tensor): Tensor {
     return this.layers.reduce((h, m) => m.forward(h), x);
   }

@@ -5,10 +5,18 @@ import { fmtShape } from "../kernels/shape.ts";
 
 /** A state-dict entry as `fl.io.loadSafetensors` returns it. */
 export interface TensorRecord {
+  /** Safetensors dtype tag ("F32", "I32", "I64", ...). */
   dtype: string;
+  /** Dimensions; [] for a 0-d tensor. */
   shape: number[];
+  /** The values, row-major; `loadStateDict` converts them to the target tensor's dtype. */
   data: Float32Array | Int32Array | BigInt64Array | ArrayLike<number>;
 }
+
+/**
+ * What `Module.loadStateDict` accepts: entries keyed by PyTorch's dotted names, as live tensors or CPU
+ * records.
+ */
 export type StateDict = Record<string, Tensor | TensorRecord>;
 
 /**
@@ -20,12 +28,18 @@ export function shapeFits(shape: readonly number[], t: Tensor): boolean {
   return count === t.size && (shape.length === 0 || fmtShape(shape) === fmtShape(t.shape));
 }
 
+/**
+ * Base class of every layer and model, as torch.nn.Module: parameters, buffers and child modules are
+ * registered by name, so `stateDict()` keys are PyTorch's dotted paths (`layer1.0.conv1.weight`).
+ */
 export abstract class Module {
+  /** Training mode (the default) or eval mode; set through `train()` / `eval()` so children follow. */
   training = true;
   private readonly ownParams = new Map<string, Tensor>();
   private readonly ownBuffers = new Map<string, Tensor>();
   private readonly ownChildren = new Map<string, Module>();
 
+  /** The module's output for input `x`. */
   abstract forward(x: Tensor): Tensor;
 
   /** Registers a trainable tensor; it outlives every scope until the module is disposed. */
@@ -41,15 +55,18 @@ export abstract class Module {
     return t;
   }
 
+  /** Registers a child under `name` (its keys get the prefix `name.`); returns `m`. */
   protected registerModule<M extends Module>(name: string, m: M): M {
     this.ownChildren.set(name, m);
     return m;
   }
 
+  /** The direct children as [name, module], in registration order. */
   namedChildren(): [string, Module][] {
     return [...this.ownChildren];
   }
 
+  /** Every parameter of this subtree as [dotted name, tensor], each name prefixed with `prefix`. */
   namedParameters(prefix = ""): [string, Tensor][] {
     const out: [string, Tensor][] = [];
     for (const [k, t] of this.ownParams) out.push([prefix + k, t]);
@@ -57,6 +74,7 @@ export abstract class Module {
     return out;
   }
 
+  /** Every buffer of this subtree (BatchNorm's running statistics) as [dotted name, tensor]. */
   namedBuffers(prefix = ""): [string, Tensor][] {
     const out: [string, Tensor][] = [];
     for (const [k, t] of this.ownBuffers) out.push([prefix + k, t]);
@@ -64,6 +82,7 @@ export abstract class Module {
     return out;
   }
 
+  /** Every parameter of this subtree, frozen ones included, in `namedParameters` order. */
   parameters(): Tensor[] {
     return this.namedParameters().map(([, t]) => t);
   }
@@ -154,6 +173,7 @@ export abstract class Module {
     return this;
   }
 
+  /** Switches this subtree to eval mode: `train(false)`. */
   eval(): this {
     return this.train(false);
   }
@@ -169,6 +189,7 @@ export abstract class Module {
     for (const t of [...this.parameters(), ...this.namedBuffers().map(([, b]) => b)]) t.dispose();
   }
 
+  /** Number of scalar parameters in this subtree (buffers not counted), as sum(p.numel()) in PyTorch. */
   parameterCount(): number {
     return this.parameters().reduce((a, t) => a + t.size, 0);
   }

@@ -3,6 +3,8 @@ import { Tensor } from "../autograd/tensor.ts";
 import { fillInPlace, tensor, zerosLike } from "../kernels/basic.ts";
 import { type AdamHyper, adamStep, type SgdHyper, sgdStep } from "../kernels/optim.ts";
 
+export type { AdamHyper, SgdHyper };
+
 function checkParams(params: Tensor[], name: string): Tensor[] {
   if (!Array.isArray(params) || params.length === 0) throw new Error(`${name}: no parameters to optimize`);
   for (const p of params) {
@@ -19,9 +21,16 @@ function checkNumber(name: string, key: string, v: number, lo: number, hi = Infi
   }
 }
 
-abstract class Optimizer {
+/**
+ * What Adam and SGD share: the parameter list, a step counter and zeroGrad. The optimizer owns its state
+ * tensors (kept out of every scope) until `dispose()`; the parameters stay the caller's.
+ */
+export abstract class Optimizer {
+  /** The optimized tensors (a copy of the list passed in; the tensors themselves are shared). */
   readonly params: Tensor[];
+  /** Steps taken so far (restored by loadStateDict). */
   stepCount = 0;
+  /** Checks that `params` is a non-empty list of float32 tensors; `name` prefixes the error. */
   constructor(params: Tensor[], name: string) {
     this.params = checkParams(params, name);
   }
@@ -33,15 +42,20 @@ abstract class Optimizer {
 
   /** Frees the optimizer's state tensors. */
   abstract dispose(): void;
+  /** Updates every parameter that has a `.grad` in place; parameters without one are skipped. */
   abstract step(): void;
 }
 
 /** An optimizer state entry, as `fl.io.loadSafetensors` returns it and `saveSafetensors` takes it. */
 export interface OptimizerStateRecord {
+  /** safetensors dtype name: "F32" for tensors and hyper-parameters, "I64" for step counts. */
   dtype: string;
+  /** Tensor shape; `[]` for a scalar. */
   shape: number[];
+  /** The values, row-major; as many as the shape holds. */
   data: Float32Array | Int32Array | ArrayLike<number>;
 }
+/** An optimizer's state by key (`step_count`, `hyper.<name>`, `state.<i>.<slot>`), as stateDict returns it. */
 export type OptimizerState = Record<string, OptimizerStateRecord>;
 
 const scalarI64 = (v: number): OptimizerStateRecord => ({
@@ -114,18 +128,25 @@ const uploadState = (e: OptimizerStateRecord, shape: number[]): Tensor =>
     ...shape,
   ]).keep();
 
+/** Options of {@link Adam}, with torch.optim.Adam's defaults. */
 export interface AdamOptions {
+  /** Learning rate, >= 0 (default 1e-3). */
   lr?: number;
+  /** Decay rates of the first and second moment estimates, each in [0, 1) (default [0.9, 0.999]). */
   betas?: [number, number];
+  /** Added to the denominator for stability, >= 0 (default 1e-8). */
   eps?: number;
+  /** L2 penalty added to the gradient, >= 0 (default 0). */
   weightDecay?: number;
 }
 
 /** Adam as PyTorch's torch.optim.Adam (weight decay as L2 on the gradient). */
 export class Adam extends Optimizer {
+  /** The hyper-parameters in use; loadStateDict may replace them with stored ones. */
   readonly hyper: AdamHyper;
   private state = new Map<Tensor, { m: Tensor; v: Tensor; step: number }>();
 
+  /** Throws when `params` is empty or not float32, or an option is out of range. */
   constructor(params: Tensor[], options: AdamOptions = {}) {
     super(params, "Adam");
     const [beta1, beta2] = options.betas ?? [0.9, 0.999];
@@ -143,6 +164,10 @@ export class Adam extends Optimizer {
     checkNumber("Adam", "weightDecay", this.hyper.weightDecay, 0);
   }
 
+  /**
+   * One Adam update of every parameter with a `.grad`, in place on the device; the moment buffers are
+   * created on a parameter's first step, with a per-parameter step count for the bias corrections.
+   */
   step(): void {
     this.stepCount++;
     for (const p of this.params) {
@@ -203,6 +228,7 @@ export class Adam extends Optimizer {
     }
   }
 
+  /** Frees the moment buffers; a later step starts them (and their step counts) from zero again. */
   dispose(): void {
     for (const s of this.state.values()) {
       s.m.dispose();
@@ -212,19 +238,27 @@ export class Adam extends Optimizer {
   }
 }
 
+/** Options of {@link SGD}, with torch.optim.SGD's defaults (except lr, which PyTorch requires). */
 export interface SgdOptions {
+  /** Learning rate, >= 0 (default 1e-2). */
   lr?: number;
+  /** Momentum factor, >= 0 (default 0: no momentum buffer). */
   momentum?: number;
+  /** Dampening for momentum, in [0, 1] (default 0). */
   dampening?: number;
+  /** L2 penalty added to the gradient, >= 0 (default 0). */
   weightDecay?: number;
+  /** Nesterov momentum; needs momentum > 0 and dampening 0 (default false). */
   nesterov?: boolean;
 }
 
 /** SGD as PyTorch's torch.optim.SGD. */
 export class SGD extends Optimizer {
+  /** The hyper-parameters in use; loadStateDict may replace them with stored ones. */
   readonly hyper: SgdHyper;
   private buffers = new Map<Tensor, Tensor>();
 
+  /** Throws when `params` is empty or not float32, an option is out of range, or Nesterov lacks momentum. */
   constructor(params: Tensor[], options: SgdOptions = {}) {
     super(params, "SGD");
     this.hyper = {
@@ -243,6 +277,10 @@ export class SGD extends Optimizer {
     }
   }
 
+  /**
+   * One SGD update of every parameter with a `.grad`, in place on the device; with momentum, the buffer is
+   * created on a parameter's first step and set to its gradient, as PyTorch does.
+   */
   step(): void {
     this.stepCount++;
     for (const p of this.params) {
@@ -295,6 +333,7 @@ export class SGD extends Optimizer {
     }
   }
 
+  /** Frees the momentum buffers; a later step starts them afresh. */
   dispose(): void {
     for (const b of this.buffers.values()) b.dispose();
     this.buffers.clear();

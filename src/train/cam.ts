@@ -20,11 +20,13 @@ export interface CamModel extends Module {
   classify(maps: Tensor): Tensor;
 }
 
+/** Whether the model has the `featureMaps`/`classify` split that {@linkcode classActivationMap} needs. */
 export function isCamModel(model: Module): model is CamModel {
   const m = model as unknown as Partial<Pick<CamModel, "featureMaps" | "classify">>;
   return typeof m.featureMaps === "function" && typeof m.classify === "function";
 }
 
+/** The result of {@linkcode classActivationMap}. */
 export interface ClassActivationMap {
   /** the model's class probabilities for the image */
   probs: Float32Array;

@@ -3,11 +3,16 @@
 // Definitions follow scikit-learn (tests/fixtures/metrics_goldens.json holds its values) so the numbers
 // can be set beside the paper's, which were computed with it.
 
+/** The four FLANNEL classes in label order: label `i` is `CLASS_NAMES[i]`. */
 export const CLASS_NAMES = ["covid", "viral", "bacterial", "normal"] as const;
 
+/** One class's one-vs-rest metrics, as in scikit-learn's `classification_report` plus the two curve areas. */
 export interface ClassMetrics {
+  /** TP / (TP + FP); 0 when the class is never predicted. */
   precision: number;
+  /** TP / (TP + FN); 0 when the class has no samples. */
   recall: number;
+  /** Harmonic mean of precision and recall; 0 when both are 0. */
   f1: number;
   /** Number of samples whose true label is this class. */
   support: number;
@@ -17,34 +22,49 @@ export interface ClassMetrics {
   prAuc: number;
 }
 
+/** The result of {@linkcode classificationReport}. */
 export interface ClassificationReport {
+  /** The class names, in label order. */
   classNames: string[];
+  /** Metrics keyed by class name. */
   perClass: Record<string, ClassMetrics>;
+  /** Unweighted mean of the per-class F1 (scikit-learn's `average="macro"`). */
   macroF1: number;
+  /** Unweighted mean of the per-class precision. */
   macroPrecision: number;
+  /** Unweighted mean of the per-class recall. */
   macroRecall: number;
+  /** Share of samples whose argmax prediction is the true label, in [0, 1]. */
   accuracy: number;
   /** confusion[true][predicted], counts. */
   confusion: number[][];
+  /** Number of samples. */
   n: number;
 }
 
+/** Class indices in [0, M), one per sample. */
 export type Labels = Int32Array | ArrayLike<number>;
 /** Row-major [n, M] scores, flat or as one array per row. */
 export type Probabilities = ArrayLike<number> | ArrayLike<number>[];
 
+/** A metric's mean and spread over cross-validation folds. */
 export interface MeanStd {
+  /** Arithmetic mean. */
   mean: number;
   /** Sample standard deviation (n - 1 denominator); 0 for a single value. */
   std: number;
 }
 
+/** The result of {@linkcode aggregateFolds}: each metric as mean (std) over the folds. */
 export interface FoldSummary {
+  /** Per-class metrics keyed by class name. */
   perClass: Record<
     string,
     { precision: MeanStd; recall: MeanStd; f1: MeanStd; rocAuc: MeanStd; prAuc: MeanStd }
   >;
+  /** Macro-averaged F1 over folds. */
   macroF1: MeanStd;
+  /** Accuracy over folds. */
   accuracy: MeanStd;
   /** Summed over folds: each sample is in exactly one test fold, so this is the whole data set's matrix. */
   confusion: number[][];
@@ -111,6 +131,10 @@ export function argmaxRows(probs: Probabilities, numClasses: number): Int32Array
   return out;
 }
 
+/**
+ * Counts `m[true][predicted]` over samples, an M x M matrix as scikit-learn's `confusion_matrix`.
+ * @throws Error when the lengths differ or a label is not an integer in [0, numClasses).
+ */
 export function confusionMatrix(yTrue: Labels, yPred: Labels, numClasses: number): number[][] {
   if (!Number.isInteger(numClasses) || numClasses < 1) {
     throw new Error(`numClasses must be a positive integer, got ${numClasses}`);
@@ -283,6 +307,10 @@ export function classificationReport(
   };
 }
 
+/**
+ * Mean and sample standard deviation (n - 1 denominator, numpy's `ddof=1`); std is 0 for one value.
+ * @throws Error on an empty array.
+ */
 export function meanStd(values: number[]): MeanStd {
   if (values.length === 0) throw new Error("meanStd of no values");
   const mean = values.reduce((s, v) => s + v, 0) / values.length;

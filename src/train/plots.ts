@@ -11,19 +11,27 @@ export type Color = readonly [number, number, number] | readonly [number, number
 
 /** Row-major RGBA, 4 bytes a pixel; a Canvas is one. */
 export interface RgbaImage {
+  /** Width in pixels. */
   width: number;
+  /** Height in pixels. */
   height: number;
+  /** `width * height * 4` bytes: r, g, b, a of each pixel, rows top to bottom. */
   data: Uint8Array;
 }
 
 /** A pixel rectangle; x, y is its top-left pixel. */
 export interface Rect {
+  /** Left edge, pixels from the canvas's left. */
   x: number;
+  /** Top edge, pixels from the canvas's top. */
   y: number;
+  /** Width in pixels. */
   width: number;
+  /** Height in pixels. */
   height: number;
 }
 
+/** How {@linkcode Canvas.text} places and draws a string. */
 export interface TextOptions {
   /** pixels per font pixel (default 2) */
   scale?: number;
@@ -37,6 +45,7 @@ export interface TextOptions {
   bold?: boolean;
 }
 
+/** Stroke style for {@linkcode Canvas.line} and {@linkcode Canvas.polyline}. */
 export interface LineOptions {
   /** stroke width in pixels (default 1) */
   width?: number;
@@ -46,7 +55,9 @@ export interface LineOptions {
   clip?: Rect;
 }
 
+/** Opaque white, the default canvas background. */
 export const WHITE: Color = [255, 255, 255];
+/** Opaque black, for axes and text. */
 export const BLACK: Color = [0, 0, 0];
 const GRID_GRAY: Color = [225, 225, 225];
 const DIAGONAL_GRAY: Color = [150, 150, 150];
@@ -178,8 +189,13 @@ function dashSegments(points: readonly number[], dash: readonly [number, number]
  * are pixel-exact (crisp axes and glyphs); lines and circles are anti-aliased (smooth curves).
  */
 export class Canvas implements RgbaImage {
+  /** The pixels, row-major RGBA, 4 bytes a pixel; drawing writes here. */
   readonly data: Uint8Array;
 
+  /**
+   * A `width` x `height` canvas filled with `background` (default {@linkcode WHITE}).
+   * @throws Error when the size is not two positive integers.
+   */
   constructor(readonly width: number, readonly height: number, background: Color = WHITE) {
     if (!(Number.isInteger(width) && Number.isInteger(height) && width > 0 && height > 0)) {
       throw new Error(`Canvas: size must be positive integers, got ${width} x ${height}`);
@@ -226,6 +242,7 @@ export class Canvas implements RgbaImage {
     this.fillRect(x + width - 1, y, 1, height, color);
   }
 
+  /** An anti-aliased straight line from (x0, y0) to (x1, y1); a two-point {@linkcode Canvas.polyline}. */
   line(x0: number, y0: number, x1: number, y1: number, color: Color, options: LineOptions = {}): void {
     this.polyline([x0, y0, x1, y1], color, options);
   }
@@ -348,8 +365,11 @@ export function decodePNG(png: Uint8Array): RgbaImage {
 
 // ---- Ticks and colour maps -----------------------------------------------------------------------------
 
+/** Axis ticks: values ascending and their labels, one per value. */
 export interface Ticks {
+  /** Tick positions in data units, ascending. */
   values: number[];
+  /** Each value formatted with the decimals the tick step needs (`"0.2"`, `"2.50"`). */
   labels: string[];
 }
 
@@ -547,11 +567,15 @@ function checkFinite(where: string, what: string, values: ArrayLike<number>): vo
 
 // ---- Bar chart with error bars (Fig. 2) ----------------------------------------------------------------
 
+/** Input of {@linkcode barChartWithErrors}. */
 export interface BarChartOptions {
+  /** Bold text over the plot; `""` for none. */
   title: string;
+  /** Value axis title, drawn upright at the left; `""` for none. */
   yLabel: string;
   /** one per bar, drawn under it; long names are wrapped, or turned upright when a word does not fit */
   categories: readonly string[];
+  /** Bar heights, one per category (e.g. mean F1 over folds); finite. */
   means: readonly number[];
   /** error bar half-lengths (the standard deviation over folds); 0 draws no error bar */
   stds: readonly number[];
@@ -559,6 +583,7 @@ export interface BarChartOptions {
   yRange?: readonly [number, number];
   /** index of a bar to draw in the second palette colour (FLANNEL against its base learners) */
   highlight?: number;
+  /** Category axis title under the labels (default none). */
   xLabel?: string;
   /** decimals of the mean printed over each bar (default 3) */
   valueDigits?: number;
@@ -654,26 +679,35 @@ export function barChartWithErrors(options: BarChartOptions): Uint8Array {
 
 // ---- Line chart: ROC and precision-recall curves (Fig. 3) ----------------------------------------------
 
+/** One curve of a {@linkcode lineChart}: points (x[i], y[i]) joined in order. */
 export interface Series {
   /** legend text, e.g. "covid (AUC 0.95)" */
   name: string;
+  /** Horizontal coordinates in data units; finite, as many as `y`, at least one. */
   x: readonly number[];
+  /** Vertical coordinates in data units; finite, as many as `x`. A single point draws as a dot. */
   y: readonly number[];
 }
 
+/** Input of {@linkcode lineChart}. */
 export interface LineChartOptions {
+  /** Bold text over the plot; `""` for none. */
   title: string;
+  /** Horizontal axis title under the tick labels; `""` for none. */
   xLabel: string;
+  /** Vertical axis title, drawn upright at the left; `""` for none. */
   yLabel: string;
   /** at most 12, each in its own PALETTE colour */
   series: readonly Series[];
   /** default: round values around the data */
   xRange?: readonly [number, number];
+  /** default: round values around the data */
   yRange?: readonly [number, number];
   /** a dashed gray y = x line, the chance level of a ROC curve */
   diagonal?: boolean;
   /** figure size in pixels (default 720 x 560); a legend too big for the plot widens it */
   width?: number;
+  /** figure height in pixels (default 560) */
   height?: number;
 }
 
@@ -807,8 +841,11 @@ function emptiestCorner(frame: Rect, width: number, height: number, curves: read
 
 // ---- Confusion matrix (Fig. 4) -------------------------------------------------------------------------
 
+/** Input of {@linkcode confusionMatrixChart}. */
 export interface ConfusionMatrixOptions {
+  /** Bold text over the matrix; `""` for none. */
   title: string;
+  /** Row and column labels, one per class, in label order. */
   classNames: readonly string[];
   /** counts, rows the true class, columns the predicted one */
   matrix: readonly (readonly number[])[];
@@ -930,6 +967,7 @@ function resizeRgba(image: RgbaImage, width: number, height: number): RgbaImage 
   return { width, height, data };
 }
 
+/** Input of {@linkcode heatmapOverlay}. */
 export interface HeatmapOverlayOptions {
   /** the X-ray, values in [0, 1] */
   gray: GrayImage;
@@ -967,12 +1005,14 @@ export function heatmapOverlay(options: HeatmapOverlayOptions): Uint8Array {
   return canvas.toPNG();
 }
 
+/** Layout of {@linkcode imageGrid}. */
 export interface ImageGridOptions {
   /** images per row (default: all in one row up to 6, then the square root's ceiling) */
   columns?: number;
   /** each image is scaled to fit a tile this many pixels on its long side (default: the largest image's,
    * at most 320) */
   tileSize?: number;
+  /** Bold text over the grid (default none). */
   title?: string;
 }
 

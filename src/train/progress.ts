@@ -3,6 +3,10 @@
 // `everySeconds`, so logs stay readable.
 import process from "node:process";
 
+/**
+ * A duration for display: `"1h05m"`, `"3m07s"` or `"42s"`, rounded to whole seconds; `"?"` when `seconds`
+ * is negative or not finite (an unknown ETA).
+ */
 export function formatDuration(seconds: number): string {
   if (!Number.isFinite(seconds) || seconds < 0) return "?";
   const s = Math.round(seconds);
@@ -30,15 +34,26 @@ export function progressLine(
     `${rate.toFixed(1)} ${unit}/s, ETA ${formatDuration(eta)}`;
 }
 
+/**
+ * Draws {@linkcode progressLine}s: on a terminal it redraws one line in place; otherwise it prints a plain
+ * line at most every `everySeconds`, and always at completion.
+ */
 export class ProgressBar {
   private lastPrint = -Infinity;
   private drawn = false;
+  /**
+   * A bar that writes through `write`.
+   * @param write where the text goes; standard error by default.
+   * @param tty whether to redraw in place (default: whether standard error is a terminal).
+   * @param everySeconds the least interval between plain lines when not a terminal; default 10.
+   */
   constructor(
     private readonly write: (text: string) => void = (t) => process.stderr.write(t),
     private readonly tty: boolean = Boolean(process.stderr.isTTY),
     private readonly everySeconds = 10,
   ) {}
 
+  /** Shows progress `done` of `total` at `rate` `unit`s per second (`unit` defaults to `"images"`). */
   update(label: string, done: number, total: number, rate: number, unit = "images"): void {
     const line = progressLine(label, done, total, rate, unit);
     if (this.tty) {

@@ -3,8 +3,11 @@
 import { scope, type Tensor } from "../autograd/tensor.ts";
 import { axpyInPlace, fillInPlace } from "../kernels/basic.ts";
 
-interface Steppable {
+/** What {@linkcode trainStep} needs of an optimizer; every optimizer in `fl.optim` satisfies it. */
+export interface Steppable {
+  /** Clears the gradients of the parameters it updates. */
   zeroGrad(): void;
+  /** Updates the parameters from their current gradients. */
   step(): void;
 }
 

@@ -1,0 +1,192 @@
+// The package as a user gets it (tests/both.ts runs this after the four suite runs): `npm pack` (which
+// builds dist/ from these sources), the tarball's size and contents, an install into an empty folder with
+// its own package.json, and tests/consumer/main.ts run there by package name in Deno and Bun on WebGPU and
+// on WebAssembly (and in Node.js on WebAssembly), each run checking its own values and all runs agreeing;
+// a Deno script in another folder importing this checkout's mod.ts by path; the declarations type-checked
+// by Deno from the installed package; `deno doc --lint` over the public surface; `deno publish --dry-run`.
+import { spawnSync, type SpawnSyncReturns } from "node:child_process";
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import process from "node:process";
+import ts from "typescript";
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+/** The modules whose exports make the public surface (the entry points and the namespaces they export). */
+export const DOC_ENTRIES = [
+  "mod.ts",
+  "src/flannel/mod.ts",
+  "cli.ts",
+  "src/functional.ts",
+  "src/nn/index.ts",
+  "src/optim/optimizers.ts",
+  "src/models/index.ts",
+  "src/io/index.ts",
+  "src/data/index.ts",
+  "src/train/metrics.ts",
+  "src/train/index.ts",
+  "src/train/plots.ts",
+];
+/** The packed tarball's budget (issue 12): under 2 MB. */
+const TARBALL_BUDGET = 2_000_000;
+
+type Check = (ok: boolean, line: string) => void;
+interface RunOutput {
+  runtime: string;
+  backend: string;
+  ce: number;
+  gradW: number[];
+  losses: number[];
+  moved: number;
+}
+
+function run(
+  cmd: string,
+  args: string[],
+  cwd: string,
+  timeout = 600_000,
+): SpawnSyncReturns<string> & { s: string } {
+  const t0 = performance.now();
+  const r = spawnSync(cmd, args, { cwd, encoding: "utf8", timeout, env: { ...process.env, NO_COLOR: "1" } });
+  return Object.assign(r, { s: ((performance.now() - t0) / 1000).toFixed(1) });
+}
+
+const tail = (r: SpawnSyncReturns<string>) =>
+  `${r.error?.message ?? ""}${r.stdout ?? ""}${r.stderr ?? ""}`.trim().split("\n").slice(-12).join(
+    "\n      ",
+  );
+
+export function consumerChecks(check: Check): void {
+  const tmp = mkdtempSync(join(tmpdir(), "flannel-consumer-"));
+  try {
+    // npm pack runs package.json's prepack (tools/build_npm.ts), so the tarball holds a fresh build.
+    const pack = run("npm", ["pack", "--json", "--pack-destination", tmp], ROOT);
+    if (pack.status !== 0) return check(false, `npm pack failed (${pack.s} s):\n      ${tail(pack)}`);
+    const info = JSON.parse(pack.stdout.slice(pack.stdout.indexOf("[")))[0] as {
+      filename: string;
+      size: number;
+      unpackedSize: number;
+      files: { path: string }[];
+    };
+    const paths = info.files.map((f) => f.path);
+    const stray = paths.filter((p) => !/^(dist\/.*\.(js|d\.ts)|README\.md|LICENSE|package\.json)$/.test(p));
+    check(
+      info.size < TARBALL_BUDGET && stray.length === 0 && paths.includes("dist/mod.js") &&
+        paths.includes("dist/mod.d.ts"),
+      `npm pack (${pack.s} s): ${info.filename}, ${info.size} bytes packed (budget ${TARBALL_BUDGET}), ` +
+        `${info.unpackedSize} unpacked, ${paths.length} files (dist/ JavaScript and declarations, README.md, ` +
+        `LICENSE, package.json)${stray.length ? `; unexpected: ${stray.slice(0, 10).join(", ")}` : ""}`,
+    );
+
+    const app = join(tmp, "app");
+    mkdirSync(app);
+    writeFileSync(join(app, "package.json"), JSON.stringify({ name: "app", private: true, type: "module" }));
+    // @types/node: the script imports node:process, which Deno type-checks from node_modules here.
+    const add = run("bun", ["add", join(tmp, info.filename), "@types/node@22"], app);
+    check(
+      add.status === 0,
+      `bun add ${info.filename} into an empty project (${add.s} s)${
+        add.status ? `:\n      ${tail(add)}` : ""
+      }`,
+    );
+    if (add.status !== 0) return;
+    copyFileSync(join(ROOT, "tests/consumer/main.ts"), join(app, "main.ts"));
+    // Node runs JavaScript: the same script, its types stripped.
+    const js = ts.transpileModule(readFileSync(join(app, "main.ts"), "utf8"), {
+      compilerOptions: { target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.ESNext },
+    }).outputText;
+    writeFileSync(join(app, "main.mjs"), js);
+
+    const outputs = new Map<string, RunOutput>();
+    const runs: [string, string, string[]][] = [
+      ["deno webgpu", "deno", ["run", "-A", "main.ts", "webgpu"]],
+      ["bun webgpu", "bun", ["main.ts", "webgpu"]],
+      ["deno wasm", "deno", ["run", "-A", "main.ts", "wasm"]],
+      ["bun wasm", "bun", ["main.ts", "wasm"]],
+      ["node wasm", "node", ["main.mjs", "wasm"]],
+    ];
+    for (const [label, cmd, args] of runs) {
+      const r = run(cmd, args, app);
+      const line = r.stdout.trim().split("\n").pop() ?? "";
+      let out: RunOutput | null = null;
+      try {
+        out = JSON.parse(line);
+      } catch { /* reported below */ }
+      if (r.status === 0 && out) outputs.set(label, out);
+      check(
+        r.status === 0 && out !== null,
+        `${label}: import "flannel-webgpu" and "flannel-webgpu/flannel", cross-entropy and its gradient against ` +
+          `float64, a tiny ResNet-152 learner's forward, backward and 2 Adam steps (${r.s} s)` +
+          (out
+            ? `: loss ${out.ce.toFixed(6)}, learner losses ${out.losses.map((l) => l.toFixed(5)).join(", ")}`
+            : "") +
+          (r.status !== 0 || !out ? `:\n      ${tail(r)}` : ""),
+      );
+    }
+    const same = (a: string, b: string) => {
+      const x = outputs.get(a), y = outputs.get(b);
+      if (!x || !y) return check(false, `${a} vs ${b}: a run is missing`);
+      const equal = JSON.stringify([x.ce, x.gradW, x.losses]) === JSON.stringify([y.ce, y.gradW, y.losses]);
+      check(equal, `${a} vs ${b}: the same bits`);
+    };
+    same("deno webgpu", "bun webgpu");
+    same("deno wasm", "bun wasm");
+    same("deno wasm", "node wasm");
+    const g = outputs.get("deno webgpu"), w = outputs.get("deno wasm");
+    if (g && w) {
+      const rel = (a: number, b: number) => Math.abs(a - b) / Math.max(1e-3, Math.abs(a), Math.abs(b));
+      const worst = Math.max(
+        rel(g.ce, w.ce),
+        ...g.gradW.map((v, i) => rel(v, w.gradW[i])),
+        rel(g.losses[0], w.losses[0]),
+      );
+      check(
+        worst <= 1e-4,
+        `webgpu vs wasm: loss, gradient and the learner's first loss within ${worst.toExponential(2)} (1e-4)`,
+      );
+    } else check(false, "webgpu vs wasm: a run is missing");
+
+    const typed = run("deno", ["check", "main.ts"], app);
+    check(
+      typed.status === 0,
+      `deno check of the script against the package's declarations (${typed.s} s)${
+        typed.status ? `:\n      ${tail(typed)}` : ""
+      }`,
+    );
+
+    const elsewhere = join(tmp, "elsewhere");
+    mkdirSync(elsewhere);
+    writeFileSync(
+      join(elsewhere, "main.ts"),
+      readFileSync(join(ROOT, "tests/consumer/path_import.ts"), "utf8").replace(
+        "CHECKOUT/mod.ts",
+        join(ROOT, "mod.ts"),
+      ),
+    );
+    const byPath = run("deno", ["run", "-A", "main.ts"], elsewhere);
+    check(
+      byPath.status === 0 && byPath.stdout.includes('{"png":[0,1],"relu":[0,2]}'),
+      `a Deno script in another folder imports ${join(ROOT, "mod.ts")} by path (${byPath.s} s)` +
+        (byPath.status !== 0 || !byPath.stdout.includes("png") ? `:\n      ${tail(byPath)}` : ""),
+    );
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+
+  const doc = run("deno", ["doc", "--lint", ...DOC_ENTRIES], ROOT);
+  const errors = (doc.stderr.match(/^error\[[a-z-]+\]/gm) ?? []).length;
+  check(
+    doc.status === 0,
+    `deno doc --lint over the public surface: ${errors} problems (${doc.s} s)${
+      doc.status ? `:\n      ${tail(doc)}` : ""
+    }`,
+  );
+  const publish = run("deno", ["publish", "--dry-run", "--allow-dirty"], ROOT);
+  check(
+    publish.status === 0 && /Success Dry run complete/.test(publish.stdout + publish.stderr),
+    `deno publish --dry-run: JSR package with no slow types (${publish.s} s)${
+      publish.status ? `:\n      ${tail(publish)}` : ""
+    }`,
+  );
+}
