@@ -115,7 +115,7 @@ export function consumerChecks(check: Check): void {
       } catch { /* reported below */ }
       if (r.status === 0 && out) outputs.set(label, out);
       check(
-        r.status === 0 && out !== null,
+        r.status === 0 && out !== null && `${out.runtime} ${out.backend}` === label,
         `${label}: import "flannel-webgpu" and "flannel-webgpu/flannel", cross-entropy and its gradient against ` +
           `float64, a tiny ResNet-152 learner's forward, backward and 2 Adam steps (${r.s} s)` +
           (out

@@ -25,7 +25,7 @@ export interface BackendInfo {
   /** Adapter description, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)" or "WebAssembly SIMD, 2 threads". */
   adapter: string;
   /** The JavaScript runtime. */
-  runtime: "deno" | "bun" | "other";
+  runtime: "deno" | "bun" | "node" | "other";
   /** WebGPU's flag for a software or reduced adapter, where the runtime reports it; false on Wasm. */
   isFallbackAdapter: boolean;
   /**
@@ -43,7 +43,9 @@ export function runtimeName(): BackendInfo["runtime"] {
   const g = globalThis as { Deno?: unknown; Bun?: unknown };
   if (g.Bun !== undefined) return "bun";
   if (g.Deno !== undefined) return "deno";
-  return "other";
+  // Deno and Bun set process.versions.node too (their Node compatibility), hence last.
+  const node = (globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node;
+  return node !== undefined ? "node" : "other";
 }
 
 const INSTALL_HINT =
@@ -70,7 +72,7 @@ async function gpuFor(runtime: BackendInfo["runtime"]): Promise<GPU> {
   }
   const gpu = (globalThis.navigator as Navigator & { gpu?: GPU })?.gpu;
   if (!gpu) {
-    throw new Error(`This runtime (${runtime}) exposes no navigator.gpu. Use Deno 2 or Bun with bun-webgpu.`);
+    throw new Error(`This runtime (${runtime}) exposes no navigator.gpu. Use Deno 2 or Bun with bun-webgpu (Node.js has no WebGPU: use the WebAssembly backend there).`);
   }
   return gpu;
 }
