@@ -89,7 +89,9 @@ export function buildNpm(): void {
   }
   chmodSync(join(DIST, "cli.js"), 0o755);
   const stray = filesUnder(DIST).filter((f) => /(from |import\()"npm:/.test(readFileSync(f, "utf8")));
-  if (stray.length) throw new Error(`npm: specifiers left in ${stray.map((f) => relative(ROOT, f)).join(", ")}`);
+  if (stray.length) {
+    throw new Error(`npm: specifiers left in ${stray.map((f) => relative(ROOT, f)).join(", ")}`);
+  }
 }
 
 if (import.meta.main || process.argv[1] === fileURLToPath(import.meta.url)) {

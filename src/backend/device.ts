@@ -72,7 +72,9 @@ async function gpuFor(runtime: BackendInfo["runtime"]): Promise<GPU> {
   }
   const gpu = (globalThis.navigator as Navigator & { gpu?: GPU })?.gpu;
   if (!gpu) {
-    throw new Error(`This runtime (${runtime}) exposes no navigator.gpu. Use Deno 2 or Bun with bun-webgpu (Node.js has no WebGPU: use the WebAssembly backend there).`);
+    throw new Error(
+      `This runtime (${runtime}) exposes no navigator.gpu. Use Deno 2 or Bun with bun-webgpu (Node.js has no WebGPU: use the WebAssembly backend there).`,
+    );
   }
   return gpu;
 }
