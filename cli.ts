@@ -33,7 +33,8 @@ const IMAGE_RUN_HELP = `Options:
 const HELP: Record<string, string> = {
   main: `flannel: FLANNEL (focal-loss neural-network ensemble for COVID-19 detection) on WebGPU
 
-Usage: deno task flannel <command> [options]    (or: bun run cli.ts <command> [options])
+Usage: flannel <command> [options]     (the installed package: npx/bunx flannel, deno run -A npm:flannel-webgpu/cli;
+                                        in this repository: deno task flannel, bun run cli.ts)
 
 Commands:
   demo        the main job on the embedded default data, no arguments needed
