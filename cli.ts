@@ -28,7 +28,8 @@ const IMAGE_RUN_HELP = `Options:
   --resume          continue a run in OUT: finished learner/fold pairs are skipped, a started one
                     continues from its last checkpoint (after a crash or Ctrl-C)
   --backend NAME    auto | webgpu | wasm (default: $FLANNEL_BACKEND, else auto:
-                    WebGPU, or WebAssembly where no adapter exists)`;
+                    WebGPU on a GPU, else WebAssembly: also where the only
+                    adapter is a CPU implementation such as lavapipe)`;
 
 const HELP: Record<string, string> = {
   main: `flannel: FLANNEL (focal-loss neural-network ensemble for COVID-19 detection) on WebGPU
@@ -56,7 +57,7 @@ of 72x72 by default, covid 64, viral 188, bacterial 348, normal 200; patients wi
 written as PNG + labels.csv to OUT/data, and the whole protocol runs on them as 'experiment' would: a
 patient-disjoint 4:1 split with 5 folds, the five base learners (tiny variants: 64x64 crops) trained on
 every fold, every stage-2 method of Table 3 on the out-of-fold outputs, Table 1, Table 3 and the figures
-in OUT. About 10 minutes on a 2-core CPU with a software WebGPU adapter; a rerun reuses finished work.
+in OUT. About 3 minutes on a 2-core CPU (WebAssembly backend); a rerun reuses finished work.
 --data DIR runs the same on real data instead.
 
 Options:
@@ -69,7 +70,8 @@ Options:
   --stage2-only     only stage 2, on synthetic learner outputs (5508 samples with the paper's imbalance,
                     about 2 minutes): the quick look at the ensembles
   --backend NAME    auto | webgpu | wasm (default: $FLANNEL_BACKEND, else auto:
-                    WebGPU, or WebAssembly where no adapter exists)
+                    WebGPU on a GPU, else WebAssembly: also where the only
+                    adapter is a CPU implementation such as lavapipe)
   --help`,
   data: `flannel data: load chest X-ray sources and print the data set summary (the paper's Table 1)
 
@@ -132,7 +134,8 @@ Options:
   --method NAME    the combiner (default FLANNEL; also Voting, Ensemble_MLP_1, Ensemble_MLP_2,
                    "FLANNEL w/o focal", "FLANNEL w/o focal + sampling")
   --backend NAME   auto | webgpu | wasm (default: $FLANNEL_BACKEND, else auto:
-                    WebGPU, or WebAssembly where no adapter exists)
+                    WebGPU on a GPU, else WebAssembly: also where the only
+                    adapter is a CPU implementation such as lavapipe)
   --help`,
   cam: `flannel cam: class activation maps of each learner of an experiment on one image (Fig. 6)
 
@@ -148,7 +151,8 @@ Options:
   --fold F         which fold's learners (default the first)
   --out FILE.png   where to write (default DIR/cam/<image name>.png)
   --backend NAME   auto | webgpu | wasm (default: $FLANNEL_BACKEND, else auto:
-                    WebGPU, or WebAssembly where no adapter exists)
+                    WebGPU on a GPU, else WebAssembly: also where the only
+                    adapter is a CPU implementation such as lavapipe)
   --help`,
 };
 

@@ -58,7 +58,7 @@ const quick = args.includes("--quick");
 const filter = args.find((a) => !a.startsWith("-")) ?? "";
 const N = quick ? 2 : 8;
 
-const info = await fl.init();
+const info = await fl.init({ backend: "webgpu" }); // the peer is tfjs-backend-webgpu: WebGPU on both sides
 
 // ---------------------------------------------------------------------------------------------------------
 // tfjs on WebGPU

@@ -8,22 +8,106 @@ import { fileURLToPath } from "node:url";
 import process from "node:process";
 import { compileKernels, KERNELS_MODULE, kernelsModuleSource } from "../tools/build_wasm.ts";
 import { WASM_MEMORY_LIMIT, WasmEngine } from "../src/backend/wasm/engine.ts";
+import { cpuAdapterReason } from "../src/backend/device.ts";
 import { defineKernel } from "../src/backend/kernel.ts";
 import { fillKernel } from "../src/kernels/basic.ts";
 import { assert, assertEquals, assertThrows, test } from "./harness.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
+/** Adapter names of CPU implementations, as this suite's machine (lavapipe) reports them. */
+const CPU_ADAPTER_NAMES = /llvmpipe|lavapipe|swiftshader/i;
 
-/** Runs tests/fixtures/init_auto.ts in this runtime with an environment that hides every WebGPU adapter. */
+/** Runs tests/fixtures/init_auto.ts in this runtime (FLANNEL_BACKEND unset), with extra environment. */
+function runInitAuto(backend: "auto" | "webgpu", extraEnv: Record<string, string> = {}) {
+  const args = [...(isBun ? ["run"] : ["run", "-A"]), "fixtures/init_auto.ts", backend];
+  const env: Record<string, string | undefined> = { ...process.env, ...extraEnv };
+  delete env.FLANNEL_BACKEND;
+  return spawnSync(process.execPath, args, { cwd: here, env, encoding: "utf8", timeout: 120_000 });
+}
+
+/** The same with every WebGPU adapter hidden. */
 function runWithoutAdapter(backend: "auto" | "webgpu") {
   // Deno (wgpu) offers no adapter for a backend this OS lacks; Bun (Dawn) finds no Vulkan driver and offers
   // only its null backend, which the library refuses.
-  const hide = isBun ? { VK_ICD_FILENAMES: "/nonexistent/icd.json" } : { DENO_WEBGPU_BACKEND: "dx12" };
-  const args = [...(isBun ? ["run"] : ["run", "-A"]), "fixtures/init_auto.ts", backend];
-  const env = { ...process.env, ...hide };
-  return spawnSync(process.execPath, args, { cwd: here, env, encoding: "utf8", timeout: 120_000 });
+  return runInitAuto(
+    backend,
+    isBun ? { VK_ICD_FILENAMES: "/nonexistent/icd.json" } : { DENO_WEBGPU_BACKEND: "dx12" },
+  );
 }
+
+test("cpuAdapterReason: lavapipe as Deno and Bun report it, SwiftShader and WARP are CPUs; GPUs are not", () => {
+  // What Deno (wgpu) and Bun (Dawn) report for lavapipe on this machine, and other adapters' reports.
+  const cpus = [
+    { vendor: "65541", architecture: "", device: "0", description: "llvmpipe (LLVM 15.0.6, 256 bits)" },
+    {
+      vendor: "mesa",
+      architecture: "software",
+      device: "llvmpipe-llvm-15-0-6-256-bits",
+      description: "llvmpipe: Mesa 25.0.7-2~bpo12+1 (LLVM 15.0.6) 0.0.1",
+    },
+    {
+      vendor: "google",
+      architecture: "",
+      device: "swiftshader",
+      description: "SwiftShader Device (Subzero)",
+    },
+    { vendor: "microsoft", architecture: "", device: "", description: "Microsoft Basic Render Driver" },
+    { vendor: "", architecture: "", device: "", description: "some adapter", isFallbackAdapter: true },
+  ];
+  assertEquals(cpus.map((a) => cpuAdapterReason(a)), [
+    "is llvmpipe, a CPU implementation",
+    "is llvmpipe, a CPU implementation",
+    "is swiftshader, a CPU implementation",
+    "is basic render driver, a CPU implementation",
+    "is a fallback adapter (software)",
+  ]);
+  const gpus = [
+    { vendor: "nvidia", architecture: "hopper", device: "0x2335", description: "NVIDIA H200" },
+    {
+      vendor: "amd",
+      architecture: "rdna-3",
+      device: "",
+      description: "AMD Radeon RX 7900 XTX (RADV NAVI31)",
+    },
+    { vendor: "apple", architecture: "metal-3", device: "", description: "Apple M2" },
+    {
+      vendor: "intel",
+      architecture: "gen-12lp",
+      device: "",
+      description: "Intel(R) UHD Graphics 770 (ADL-S GT1)",
+    },
+  ];
+  assertEquals(gpus.map((a) => cpuAdapterReason(a)), [null, null, null, null]);
+});
+
+test("auto passes over a CPU WebGPU adapter for WebAssembly and says why; webgpu still opens it", () => {
+  const gpu = runInitAuto("webgpu");
+  assertEquals(gpu.status, 0, `webgpu: exit status (stderr: ${gpu.stderr})`);
+  const opened = JSON.parse(gpu.stdout.trim().split("\n").pop()!) as { adapter: string; reason: string };
+  assertEquals(opened.reason, "asked for");
+  const auto = runInitAuto("auto");
+  assertEquals(auto.status, 0, `auto: exit status (stderr: ${auto.stderr})`);
+  const chosen = JSON.parse(auto.stdout.trim().split("\n").pop()!) as { adapter: string; reason: string };
+  // This machine's adapter decides what auto must pick: lavapipe here, a GPU elsewhere.
+  const cpu = CPU_ADAPTER_NAMES.test(opened.adapter);
+  if (cpu) {
+    assert(auto.stdout.startsWith("backend wasm; dot 32"), `auto on ${opened.adapter}: ${auto.stdout}`);
+    assert(
+      /a CPU implementation: the WebAssembly backend is faster on CPUs/.test(chosen.reason),
+      chosen.reason,
+    );
+    assert(
+      /flannel: the WebGPU adapter is (llvmpipe|lavapipe|swiftshader).*using it \(--backend webgpu/.test(
+        auto.stderr,
+      ),
+      `stderr: ${auto.stderr}`,
+    );
+  } else {
+    assert(auto.stdout.startsWith("backend webgpu; dot 32"), `auto on ${opened.adapter}: ${auto.stdout}`);
+    assertEquals(chosen.reason, "a GPU adapter");
+  }
+});
 
 test("auto falls back to WebAssembly where no WebGPU adapter exists, and says so; webgpu then fails clearly", () => {
   const auto = runWithoutAdapter("auto");

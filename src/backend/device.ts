@@ -1,5 +1,7 @@
 // The backend every tensor lives on: a WebGPU device for Deno (built-in navigator.gpu) and Bun (Dawn through
-// bun-webgpu), or the WebAssembly backend (SIMD kernels on worker threads) where no adapter exists.
+// bun-webgpu), or the WebAssembly backend (SIMD kernels on worker threads) where no adapter exists or the
+// only adapter is a CPU implementation of WebGPU (lavapipe, SwiftShader, WARP), which trains 2-4x slower
+// than the WebAssembly backend on the same cores.
 import process from "node:process";
 import { type Engine, WebGpuEngine } from "./engine.ts";
 import { WasmEngine } from "./wasm/engine.ts";
@@ -9,8 +11,10 @@ export type BackendName = "webgpu" | "wasm";
 /** Options of {@link init}. */
 export interface InitOptions {
   /**
-   * "auto" (the default) picks WebGPU and falls back to WebAssembly when no adapter exists, saying so on
-   * stderr. The environment variable FLANNEL_BACKEND sets the default (`FLANNEL_BACKEND=wasm deno task test`).
+   * "auto" (the default) picks WebGPU on a GPU, and WebAssembly where no adapter exists or the adapter is a
+   * CPU implementation of WebGPU (see {@link cpuAdapterReason}), saying which and why on stderr. "webgpu"
+   * uses any adapter, a CPU one too. The environment variable FLANNEL_BACKEND sets the default
+   * (`FLANNEL_BACKEND=wasm deno task test`).
    */
   backend?: "auto" | BackendName;
   /** Which adapter WebGPU asks for (default "high-performance"); ignored by the WebAssembly backend. */
@@ -28,6 +32,8 @@ export interface BackendInfo {
   runtime: "deno" | "bun" | "node" | "other";
   /** WebGPU's flag for a software or reduced adapter, where the runtime reports it; false on Wasm. */
   isFallbackAdapter: boolean;
+  /** Why this backend: "asked for", or what `auto` found (a GPU, a CPU adapter, no adapter). */
+  reason: string;
   /**
    * The device's limits by WebGPU name (e.g. maxStorageBufferBindingSize); on WebAssembly the largest
    * binding and `threads`.
@@ -106,19 +112,66 @@ export async function init(options: InitOptions = {}): Promise<BackendInfo> {
     return info;
   }
   const runtime = runtimeName();
-  if (wanted === "wasm") return await initWasm(runtime, options);
+  if (wanted === "wasm") return await initWasm(runtime, options, "asked for");
+  let adapter: GPUAdapter;
   try {
-    return await initWebGpu(runtime, options);
+    adapter = await requestAdapter(runtime, options);
   } catch (err) {
     if (wanted === "webgpu") throw err;
-    console.error(
-      `flannel: no WebGPU (${(err as Error).message.split(". ")[0]}); using the WebAssembly backend`,
-    );
-    return await initWasm(runtime, options);
+    const reason = `no WebGPU (${(err as Error).message.split(". ")[0]})`;
+    console.error(`flannel: ${reason}; using the WebAssembly backend`);
+    return await initWasm(runtime, options, reason);
   }
+  const onCpu = cpuAdapterReason(adapter.info);
+  if (wanted === "auto" && onCpu) {
+    const reason = `the WebGPU adapter ${onCpu}: the WebAssembly backend is faster on CPUs`;
+    console.error(
+      `flannel: ${reason}; using it (--backend webgpu or FLANNEL_BACKEND=webgpu uses the adapter)`,
+    );
+    return await initWasm(runtime, options, reason);
+  }
+  const opened = await initWebGpu(runtime, adapter, wanted === "webgpu" ? "asked for" : "a GPU adapter");
+  if (wanted === "auto") console.error(`flannel: using WebGPU on ${opened.adapter} (a GPU)`);
+  return opened;
 }
 
-async function initWasm(runtime: BackendInfo["runtime"], options: InitOptions): Promise<BackendInfo> {
+/** What WebGPU says of an adapter (GPUAdapterInfo, with the fallback flag where the runtime reports it). */
+export interface AdapterDescription {
+  /** Vendor, e.g. "mesa", "nvidia", "google". */
+  vendor?: string;
+  /** Architecture, e.g. "turing"; often empty. */
+  architecture?: string;
+  /** Device, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)" or "swiftshader". */
+  device?: string;
+  /** Free-form description, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)" (Deno) or "llvmpipe: Mesa 25.0.7" (Bun). */
+  description?: string;
+  /** WebGPU's flag for an adapter with reduced performance, typically a software one. */
+  isFallbackAdapter?: boolean;
+}
+
+/** Names of WebGPU implementations that run on the CPU: Mesa's llvmpipe/lavapipe and softpipe, Google's
+ * SwiftShader, Microsoft's WARP ("Basic Render Driver"). */
+const CPU_ADAPTER = /\b(llvmpipe|lavapipe|softpipe|swiftshader|basic render driver|warp)\b/i;
+
+/**
+ * Why an adapter computes on the CPU ("is llvmpipe, a CPU implementation", "is a fallback adapter"), or null
+ * for a GPU. `init({ backend: "auto" })` passes over such an adapter for the WebAssembly backend.
+ */
+export function cpuAdapterReason(adapter: AdapterDescription): string | null {
+  const text = [adapter.vendor, adapter.architecture, adapter.device, adapter.description].join(" ");
+  const name = CPU_ADAPTER.exec(text);
+  if (name) return `is ${name[1].toLowerCase()}, a CPU implementation`;
+  // Dawn (Bun) reports lavapipe's architecture as "software".
+  if (adapter.architecture === "software") return "is a software implementation";
+  if (adapter.isFallbackAdapter) return "is a fallback adapter (software)";
+  return null;
+}
+
+async function initWasm(
+  runtime: BackendInfo["runtime"],
+  options: InitOptions,
+  reason: string,
+): Promise<BackendInfo> {
   const fromEnv = (name: string) => {
     const v = process.env[name];
     if (v === undefined || v === "") return undefined;
@@ -136,18 +189,19 @@ async function initWasm(runtime: BackendInfo["runtime"], options: InitOptions): 
     adapter: `WebAssembly SIMD, ${wasm.threads} thread${wasm.threads === 1 ? "" : "s"}`,
     runtime,
     isFallbackAdapter: false,
+    reason,
     limits: { maxStorageBufferBindingSize: wasm.maxStorageBinding, threads: wasm.threads },
   };
   return info;
 }
 
-async function initWebGpu(runtime: BackendInfo["runtime"], options: InitOptions): Promise<BackendInfo> {
+async function requestAdapter(runtime: BackendInfo["runtime"], options: InitOptions): Promise<GPUAdapter> {
   const gpu = await gpuFor(runtime);
   const adapter = await gpu.requestAdapter({
     powerPreference: options.powerPreference ?? "high-performance",
   });
   if (!adapter) throw new Error(`No WebGPU adapter was found. ${INSTALL_HINT}.`);
-  const adapterInfo = adapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean };
+  const adapterInfo = adapter.info;
   // Dawn without any driver (no Vulkan ICD) offers its "null" backend, whose kernels never run: every
   // result would silently be zeros.
   if (adapterInfo.device === "null-backend" || adapterInfo.description === "null-backend") {
@@ -155,6 +209,15 @@ async function initWebGpu(runtime: BackendInfo["runtime"], options: InitOptions)
       `No WebGPU adapter was found (Dawn offered only its null backend, which computes nothing). ${INSTALL_HINT}.`,
     );
   }
+  return adapter;
+}
+
+async function initWebGpu(
+  runtime: BackendInfo["runtime"],
+  adapter: GPUAdapter,
+  reason: string,
+): Promise<BackendInfo> {
+  const adapterInfo = adapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean };
   const limits = limitsRecord(adapter.limits);
   // Every limit is asked for explicitly: Dawn otherwise packs its defaults, some of which exceed what
   // lavapipe reports (e.g. storage buffers in fragment stages) and the request fails.
@@ -166,6 +229,7 @@ async function initWebGpu(runtime: BackendInfo["runtime"], options: InitOptions)
       `${adapterInfo.vendor} ${adapterInfo.architecture} ${adapterInfo.device}`.trim(),
     runtime,
     isFallbackAdapter: Boolean(adapterInfo.isFallbackAdapter),
+    reason,
     limits: limitsRecord(device.limits),
   };
   return info;
