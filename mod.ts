@@ -48,6 +48,7 @@ export {
   threefry2x32,
 } from "./src/kernels/random.ts";
 export { type PoolStats, poolStats, syncDevice, trimPool } from "./src/backend/stats.ts";
+export { type ProfileRow, startProfile, stopProfile } from "./src/backend/profile.ts";
 /**
  * Functional ops by their PyTorch names (as torch.nn.functional and torch.*): element-wise and broadcasting
  * arithmetic, reductions, matmul/linear, conv2d, pooling, batch norm, softmax, dropout, cat, reshape and the

@@ -1,6 +1,9 @@
 // Stage-1 training throughput (images/s) of each of FLANNEL's five base learners, measured with tinybench,
 // with the same model's inference throughput (same process, same batch) as the peer that gives each a ratio.
-//   deno task bench:stage1 [--full] [filter]      bun run bench/stage1.ts [--full] [filter]
+//   deno task bench:stage1 [--full] [--profile] [filter]      bun run bench/stage1.ts [--full] [--profile] [filter]
+//   --profile: one more train step per learner under fl.startProfile, printed by phase and kernel.
+//   The PyTorch CPU peer (bench/stage1_torch.py) runs after ours when python3-torch is installed (--no-torch
+//   skips it), and the last table gives ours / PyTorch per learner and the geometric mean.
 //   default: the tiny learners (`scale: "tiny"`) at crop 64, batch 16 (each learner takes a few seconds);
 //   --full: the full-size, torchvision-sized learners at crop 224, batch 2, 1 warmup + 2 measured steps (tens
 //   of seconds a step on lavapipe; every step's time is printed as it ends; about 10 minutes in all on 2 idle
@@ -32,6 +35,8 @@
 //   then model, optimizer and loss accumulator are disposed and `fl.trimPool()` gives the pool's buffers
 //   back, so the full-size learners (VGG19-bn: 139.6 M parameters, a 411 MB classifier weight) do not pile
 //   up; tensors still alive after that are reported.
+import { spawnSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
 import process from "node:process";
 import { Bench } from "tinybench";
 import * as fl from "../mod.ts";
@@ -41,6 +46,7 @@ import { trainStep } from "../src/train/step.ts";
 
 const args = process.argv.slice(2);
 const full = args.includes("--full");
+const profile = args.includes("--profile");
 const filter = args.find((a) => !a.startsWith("-")) ?? "";
 
 const scale = full ? "full" : "tiny";
@@ -122,6 +128,61 @@ async function timeTasks(
   return out;
 }
 
+/** A profiled step: time per phase, then the kernels that take the most, with their share of the step. */
+function printProfile(rows: fl.ProfileRow[], wallMs: number): void {
+  const kernelMs = rows.reduce((t, r) => t + r.ms, 0);
+  const byPhase = new Map<string, number>();
+  for (const r of rows) byPhase.set(r.phase, (byPhase.get(r.phase) ?? 0) + r.ms);
+  const pct = (ms: number) => `${(100 * ms / wallMs).toFixed(1)}%`;
+  console.log(
+    `  profile of one train step: ${seconds(wallMs)} wall, kernels ${seconds(kernelMs)} (${
+      pct(kernelMs)
+    }; the ` +
+      `rest is batch assembly, upload and dispatch overhead); ${
+        [...byPhase].map(([p, ms]) => `${p} ${seconds(ms)} (${pct(ms)})`).join(", ")
+      }`,
+  );
+  for (const r of rows.slice(0, 14)) {
+    console.log(
+      `    ${pct(r.ms).padStart(6)}  ${r.phase.padEnd(9)} ${r.kernel} (${r.calls} calls, ${seconds(r.ms)})`,
+    );
+  }
+}
+
+/** Runs bench/stage1_torch.py on the same learners; null (said why) where PyTorch is not installed. */
+function torchPeer(
+  archs: string[],
+):
+  | { version: string; threads: number; rows: { arch: string; train_ms: number; inference_ms: number }[] }
+  | null {
+  const python = "/usr/bin/python3";
+  const probe = spawnSync(python, ["-c", "import torch, torchvision; print(torch.__version__)"], {
+    encoding: "utf8",
+  });
+  if (probe.status !== 0) {
+    console.log("\n(no PyTorch peer: Debian's python3-torch and python3-torchvision are not installed)");
+    return null;
+  }
+  // OpenBLAS's tuning variables of this machine slow PyTorch down; unset for the peer alone.
+  const env: Record<string, string | undefined> = { ...process.env };
+  delete env.OPENBLAS_CORETYPE;
+  delete env.OPENBLAS_L2_SIZE;
+  const script = fileURLToPath(new URL("./stage1_torch.py", import.meta.url));
+  const steps = full ? "2" : "5";
+  console.log(`\nPyTorch peer: ${archs.join(", ")} (${full ? "tens of seconds" : "seconds"} each)`);
+  const r = spawnSync(
+    python,
+    [script, "--scale", scale, "--crop", String(crop), "--batch", String(B), "--steps", steps, ...archs],
+    { encoding: "utf8", env },
+  );
+  if (r.status !== 0) {
+    problems.push(`PyTorch peer failed: ${r.stderr.trim().split("\n").pop()}`);
+    return null;
+  }
+  const rows = r.stdout.trim().split("\n").map((l) => JSON.parse(l));
+  return { version: probe.stdout.trim(), threads: rows[0]?.threads ?? 0, rows };
+}
+
 interface Row {
   arch: string;
   params: number;
@@ -185,6 +246,15 @@ for (const arch of flannel.LEARNER_ARCHS) {
     inference: { fn: inferenceTask, time: full ? 0 : 800, iterations: full ? 2 : 3 },
   });
 
+  if (profile) {
+    // One more train step, profiled: where its time goes, by phase and kernel (exact on WebAssembly).
+    fl.startProfile();
+    const s = performance.now();
+    await trainTask();
+    const wall = performance.now() - s;
+    printProfile(fl.stopProfile(), wall);
+  }
+
   // Sanity: the mean training loss over the steps run (warmup included) and one batch's logits are finite.
   try {
     const loss = ((await lossSum.item()) * B) / Math.max(1, trainSteps); // each step added loss / B
@@ -245,5 +315,35 @@ console.log(
   "\ntrain: makeBatch (training augmentation) + forward + cross-entropy + backward + Adam, then a wait for the" +
     " device; inference (the peer): makeBatch (centre crop) + forward in eval mode under noGrad, then a wait.",
 );
+// The PyTorch CPU peer (bench/stage1_torch.py) in the same run, where Debian's python3-torch is installed.
+const torch = args.includes("--no-torch") ? null : torchPeer(rows.map((r) => r.arch));
+if (torch) {
+  console.log(
+    `\nPyTorch ${torch.version} CPU, ${torch.threads} threads, same learners, input and batch (the step without` +
+      " batch assembly on both sides: ours is train minus assembly):\n",
+  );
+  console.log(
+    "| learner | ours: train images/s | PyTorch: train images/s | ratio | ours: inference | PyTorch: inference | ratio |",
+  );
+  console.log("|---|---|---|---|---|---|---|");
+  const ratios: number[] = [];
+  for (const r of rows) {
+    const peer = torch.rows.find((t) => t.arch === r.arch);
+    if (!peer) continue;
+    const ours = B / ((r.trainMs - r.assemblyMs) / 1000), theirs = B / (peer.train_ms / 1000);
+    const oursInf = B / (r.inferenceMs / 1000), theirsInf = B / (peer.inference_ms / 1000);
+    ratios.push(ours / theirs);
+    console.log(
+      `| ${r.arch} | ${fmt(ours)} | ${fmt(theirs)} | ${(ours / theirs).toFixed(2)} | ${fmt(oursInf)} | ${
+        fmt(theirsInf)
+      } | ${(oursInf / theirsInf).toFixed(2)} |`,
+    );
+  }
+  const geomean = Math.exp(ratios.reduce((t, v) => t + Math.log(v), 0) / ratios.length);
+  console.log(
+    `\ntraining, ours / PyTorch: geometric mean ${geomean.toFixed(2)} over ${ratios.length} learners`,
+  );
+}
+
 if (problems.length) console.log(`\nproblems:\n${problems.map((p) => `- ${p}`).join("\n")}`);
 process.exit(problems.length ? 1 : 0);

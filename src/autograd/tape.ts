@@ -4,6 +4,7 @@ import { installBackward, noGrad, type Tensor } from "./tensor.ts";
 import { add } from "../kernels/elementwise.ts";
 import { axpyInPlace, ones } from "../kernels/basic.ts";
 import { fmtShape, sameShape } from "../kernels/shape.ts";
+import { profilePhase } from "../backend/profile.ts";
 
 function topoOrder(root: Tensor): Tensor[] {
   const order: Tensor[] = [];
@@ -42,50 +43,53 @@ function backward(root: Tensor): void {
   if (!root.node && !root.isLeaf) {
     throw new Error("backward(): the graph behind this tensor was already used by an earlier backward()");
   }
-  noGrad(() => {
-    const order = topoOrder(root);
-    const grads = new Map<Tensor, Tensor>([[root, ones(root.shape)]]);
-    for (const t of order) {
-      const g = grads.get(t);
-      if (!g) continue;
-      grads.delete(t);
-      if (!t.node) {
-        accumulateLeaf(t, g);
-        continue;
+  profilePhase("backward", () =>
+    noGrad(() => {
+      const order = topoOrder(root);
+      const grads = new Map<Tensor, Tensor>([[root, ones(root.shape)]]);
+      for (const t of order) {
+        const g = grads.get(t);
+        if (!g) continue;
+        grads.delete(t);
+        if (!t.node) {
+          accumulateLeaf(t, g);
+          continue;
+        }
+        const { inputs, backward: rule, op } = t.node;
+        for (const input of inputs) {
+          if (input.requiresGrad && input.disposed) {
+            throw new Error(
+              `backward(): an input of ${op} was disposed before backward(); keep it until then`,
+            );
+          }
+        }
+        const inputGrads = rule(g);
+        g.dispose();
+        inputs.forEach((input, i) => {
+          const gi = inputGrads[i];
+          if (!gi) return;
+          if (!input.requiresGrad) {
+            gi.dispose();
+            return;
+          }
+          if (!sameShape(gi.shape, input.shape)) {
+            throw new Error(
+              `gradient rule of ${op}: input ${i} has shape ${fmtShape(input.shape)}, gradient ${
+                fmtShape(gi.shape)
+              }`,
+            );
+          }
+          const prev = grads.get(input);
+          if (prev) {
+            grads.set(input, add(prev, gi));
+            prev.dispose();
+            gi.dispose();
+          } else grads.set(input, gi);
+        });
+        // The graph is consumed: saved tensors may now be freed by their owners.
+        t.node = null;
       }
-      const { inputs, backward: rule, op } = t.node;
-      for (const input of inputs) {
-        if (input.requiresGrad && input.disposed) {
-          throw new Error(`backward(): an input of ${op} was disposed before backward(); keep it until then`);
-        }
-      }
-      const inputGrads = rule(g);
-      g.dispose();
-      inputs.forEach((input, i) => {
-        const gi = inputGrads[i];
-        if (!gi) return;
-        if (!input.requiresGrad) {
-          gi.dispose();
-          return;
-        }
-        if (!sameShape(gi.shape, input.shape)) {
-          throw new Error(
-            `gradient rule of ${op}: input ${i} has shape ${fmtShape(input.shape)}, gradient ${
-              fmtShape(gi.shape)
-            }`,
-          );
-        }
-        const prev = grads.get(input);
-        if (prev) {
-          grads.set(input, add(prev, gi));
-          prev.dispose();
-          gi.dispose();
-        } else grads.set(input, gi);
-      });
-      // The graph is consumed: saved tensors may now be freed by their owners.
-      t.node = null;
-    }
-  });
+    }));
 }
 
 function accumulateLeaf(leaf: Tensor, g: Tensor): void {

@@ -1,6 +1,8 @@
 // The device side of every tensor: a size-bucketed buffer pool, a pipeline cache, and dispatches recorded
 // into one compute pass and submitted together (a submit is paid once per batch, not per op).
 
+import { profiling, recordKernel } from "./profile.ts";
+
 /** How a kernel reads a storage binding. */
 export type Access = "read" | "rw";
 /** The WGSL type of one 4-byte uniform field. */
@@ -193,12 +195,14 @@ export interface Engine {
   /**
    * Runs (WebGPU: records) one kernel. `buffers[i]` binds at @binding(i) as a whole buffer or as the given
    * byte range; `params` fill the uniforms; `workgroups` is the WGSL grid (the Wasm twin sees it too).
+   * `label` names the kernel in a profile where its name alone would not say what it computes.
    */
   dispatch(
     spec: KernelSpec,
     buffers: Binding[],
     params: number[],
     workgroups: [number, number?, number?],
+    label?: string,
   ): void;
   /** Copies bytes between buffers in order with the kernels. */
   copy(src: PooledBuffer, srcOffset: number, dst: PooledBuffer, dstOffset: number, bytes: number): void;
@@ -318,7 +322,10 @@ export class WebGpuEngine implements Engine {
     buffers: Binding[],
     params: number[],
     workgroups: [number, number?, number?],
+    label?: string,
   ): void {
+    // A dispatch only records work here: a profile counts it (its time is the device's, later).
+    if (profiling()) recordKernel(label ?? spec.name, NaN);
     if (buffers.length !== spec.storage.length) {
       throw new Error(`kernel ${spec.key}: ${buffers.length} buffers bound, ${spec.storage.length} declared`);
     }

@@ -428,16 +428,21 @@ interface ConvPasses {
 
 function wasmPasses(x: Tensor, weight: Tensor, bias: Tensor | null, g: ConvGeometry): ConvPasses {
   const products = wasmConvProducts(g);
+  // How a profile names the three products: window, stride and groups say which of a network's convs it is.
+  const conv = `conv2d ${g.kh}x${g.kw}${g.sh > 1 || g.sw > 1 ? `/${g.sh}` : ""}${
+    g.groups > 1 ? ` g${g.groups}` : ""
+  }`;
   return {
-    forward: (out) => wasmGemm(weight, x, out, { ...products.forward, bias: bias ?? undefined }),
+    forward: (out) =>
+      wasmGemm(weight, x, out, { ...products.forward, bias: bias ?? undefined, use: `${conv} forward` }),
     inputGrad: (dy) => {
       const dx = Tensor.empty([...x.shape]);
-      wasmGemm(weight, dy, dx, products.inputGrad);
+      wasmGemm(weight, dy, dx, { ...products.inputGrad, use: `${conv} input grad` });
       return dx;
     },
     weightGrad: (dy) => {
       const dw = Tensor.empty([...weight.shape]);
-      wasmGemm(dy, x, dw, products.weightGrad);
+      wasmGemm(dy, x, dw, { ...products.weightGrad, use: `${conv} weight grad` });
       return dw;
     },
   };

@@ -239,6 +239,8 @@ export interface WasmGemm {
   bias?: Tensor;
   /** The convolution's sizes, in GEOMETRY's order, for the window packers. */
   geometry?: number[];
+  /** What the product computes, for a profile (e.g. "conv2d 3x3 forward"); default "matmul". */
+  use?: string;
 }
 
 /** C (+)= A B on the WebAssembly backend. */
@@ -248,5 +250,5 @@ export function wasmGemm(a: Tensor, b: Tensor, c: Tensor, g: WasmGemm): void {
     ...[g.m, g.n, g.k, g.a.rs ?? 0, g.a.cs ?? 0, g.b.rs ?? 0, g.b.cs ?? 0, g.c.ld, g.accumulate ? 1 : 0],
     ...[z1, z2, g.a.z1 ?? 0, g.a.z2 ?? 0, g.b.z1 ?? 0, g.b.z2 ?? 0, g.c.z1 ?? 0, g.c.z2 ?? 0],
     ...[g.a.mode, g.b.mode, g.bias ? 1 : 0, ...(g.geometry ?? GEOMETRY.map(() => 0))],
-  ], [1]);
+  ], [1], `gemm: ${g.use ?? "matmul"}`);
 }

@@ -1,5 +1,6 @@
 // Optimizers over parameter tensors; their state lives on the device next to the parameters.
 import { Tensor } from "../autograd/tensor.ts";
+import { profilePhase } from "../backend/profile.ts";
 import { fillInPlace, tensor, zerosLike } from "../kernels/basic.ts";
 import { type AdamHyper, adamStep, type SgdHyper, sgdStep } from "../kernels/optim.ts";
 
@@ -169,6 +170,10 @@ export class Adam extends Optimizer {
    * created on a parameter's first step, with a per-parameter step count for the bias corrections.
    */
   step(): void {
+    profilePhase("optimizer", () => this.update());
+  }
+
+  private update(): void {
     this.stepCount++;
     for (const p of this.params) {
       if (!p.grad) continue;
@@ -282,6 +287,10 @@ export class SGD extends Optimizer {
    * created on a parameter's first step and set to its gradient, as PyTorch does.
    */
   step(): void {
+    profilePhase("optimizer", () => this.update());
+  }
+
+  private update(): void {
     this.stepCount++;
     for (const p of this.params) {
       if (!p.grad) continue;

@@ -15,6 +15,7 @@ import {
 } from "../engine.ts";
 import { KERNELS_WASM_BASE64 } from "./kernels_wasm.ts";
 import { CTL } from "./protocol.ts";
+import { profiling, recordKernel } from "../profile.ts";
 import { computeWorkerMain, type WorkerStart } from "./worker.ts";
 
 const PAGE = 65536;
@@ -209,6 +210,7 @@ export class WasmEngine implements Engine {
     buffers: Binding[],
     params: number[],
     workgroups: [number, number?, number?],
+    label?: string,
   ): void {
     const name = spec.name;
     if (buffers.length !== spec.storage.length) {
@@ -245,7 +247,12 @@ export class WasmEngine implements Engine {
     i32[slot++] = y;
     i32[slot++] = z;
     i32[slot++] = this.scratchPtr;
-    this.run(index, bytes >= this.parallelMinBytes ? this.threads : 1, spec);
+    const nth = bytes >= this.parallelMinBytes ? this.threads : 1;
+    if (profiling()) {
+      const t0 = performance.now();
+      this.run(index, nth, spec);
+      recordKernel(label ?? name, performance.now() - t0);
+    } else this.run(index, nth, spec);
     this.dispatches++;
   }
 

@@ -1,0 +1,97 @@
+"""PyTorch CPU peer of bench/stage1.ts: the same learners' training step in the same run.
+
+Prints one JSON line per learner: {"arch", "train_ms", "inference_ms", "threads"}, the medians of the
+measured steps. A train step is what bench/stage1.ts times without its batch assembly: forward in training
+mode, cross-entropy, backward and Adam (lr 1e-3, weight decay 1e-4) on a [batch, 3, crop, crop] input;
+inference is the forward pass in eval mode under no_grad. Full size: torchvision's models
+(inception_v3 without the aux head); tiny: the library's tiny variants, re-created in PyTorch by the
+fixture scripts of tests/fixtures (the same module trees and shapes the goldens check).
+
+    /usr/bin/python3 bench/stage1_torch.py --scale tiny|full --crop N --batch B --steps S ARCH...
+
+Threads: torch.set_num_threads(os.cpu_count()) (Debian's build defaults to one here). Run it with
+OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (bench/stage1.ts does): they slow this OpenBLAS down.
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torchvision
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures"))
+
+
+def tiny(arch):
+    """The library's `scale: "tiny"` learners (src/models/*.ts *_TINY_CONFIG(S))."""
+    if arch in ("resnet152", "resnext101_32x8d", "vgg19_bn"):
+        from make_resnet_vgg_goldens import FIXTURES, build
+        name = {"resnet152": "resnet152_tiny", "resnext101_32x8d": "resnext101_tiny", "vgg19_bn": "vgg19_bn_tiny"}
+        kind, config = FIXTURES[name[arch]]
+        return build(kind, config)
+    from make_densenet_inception_goldens import TINY_MIXED, DenseNet, Inception
+    if arch == "densenet161":
+        return DenseNet(num_classes=4, growth_rate=16, block_config=[2, 4, 6, 4], num_init_features=32, bn_size=2)
+    return Inception(num_classes=4, aux_logits=False, divisor=8, mixed=TINY_MIXED, stem_stride=1, aux_kernel=1,
+                     transform_input=False)
+
+
+def full(arch):
+    if arch == "inception_v3":
+        return torchvision.models.inception_v3(num_classes=4, aux_logits=False, init_weights=True)
+    return getattr(torchvision.models, arch)(num_classes=4)
+
+
+def median_ms(fn, steps):
+    fn()  # warmup: allocator, Adam's state
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--scale", choices=["tiny", "full"], required=True)
+    p.add_argument("--crop", type=int, required=True)
+    p.add_argument("--batch", type=int, required=True)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("archs", nargs="+")
+    args = p.parse_args()
+    torch.manual_seed(0)
+    x = torch.randn(args.batch, 3, args.crop, args.crop)
+    y = torch.arange(args.batch) % 4
+    for arch in args.archs:
+        model = (tiny if args.scale == "tiny" else full)(arch)
+        torch.set_num_threads(os.cpu_count())  # after the fixture imports, which pin one thread for goldens
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
+        loss_fn = nn.CrossEntropyLoss()
+
+        def train():
+            model.train()
+            loss = loss_fn(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        def inference():
+            model.eval()
+            with torch.no_grad():
+                model(x)
+
+        print(json.dumps({
+            "arch": arch,
+            "train_ms": median_ms(train, args.steps),
+            "inference_ms": median_ms(inference, args.steps),
+            "threads": torch.get_num_threads(),
+        }), flush=True)
+
+
+if __name__ == "__main__":
+    main()

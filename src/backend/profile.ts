@@ -1,0 +1,57 @@
+// A kernel-level profile: time and calls per kernel and phase (forward, backward, optimizer). On the
+// WebAssembly backend a kernel runs inside its dispatch, so its wall time is exact; on WebGPU a dispatch only
+// records work, so the profile counts calls and leaves the time NaN.
+
+/** One row of a profile: a kernel (a GEMM named by its use, e.g. "gemm: conv2d weight grad") in one phase. */
+export interface ProfileRow {
+  /** "forward" (anything outside backward() and optimizer steps), "backward" or "optimizer". */
+  phase: string;
+  /** The kernel's name, or the use of the one WebAssembly GEMM. */
+  kernel: string;
+  /** Dispatches. */
+  calls: number;
+  /** Milliseconds spent in them (WebAssembly), or NaN (WebGPU). */
+  ms: number;
+}
+
+let rows: Map<string, ProfileRow> | null = null;
+let phase = "forward";
+
+/** Starts collecting (and clears an earlier profile); see {@link stopProfile}. */
+export function startProfile(): void {
+  rows = new Map();
+}
+
+/** Stops collecting and returns the rows, the most time first (on WebGPU: the most calls first). */
+export function stopProfile(): ProfileRow[] {
+  const out = [...(rows ?? new Map<string, ProfileRow>()).values()];
+  rows = null;
+  return out.sort((a, b) => (b.ms - a.ms) || (b.calls - a.calls));
+}
+
+/** Whether a profile is being collected (engines time kernels only then). */
+export function profiling(): boolean {
+  return rows !== null;
+}
+
+/** Runs `fn` with its kernels counted under `name` (the tape's backward and the optimizers use it). */
+export function profilePhase<T>(name: string, fn: () => T): T {
+  const outer = phase;
+  phase = name;
+  try {
+    return fn();
+  } finally {
+    phase = outer;
+  }
+}
+
+/** Adds one dispatch of `kernel` taking `ms` to the profile being collected. */
+export function recordKernel(kernel: string, ms: number): void {
+  if (!rows) return;
+  const key = `${phase}\u0000${kernel}`;
+  const row = rows.get(key);
+  if (row) {
+    row.calls++;
+    row.ms += ms;
+  } else rows.set(key, { phase, kernel, calls: 1, ms });
+}
