@@ -173,6 +173,7 @@ export class Adam extends Optimizer {
     profilePhase("optimizer", () => this.update());
   }
 
+  /** The update itself; `step` runs it as the "optimizer" phase of a profile. */
   private update(): void {
     this.stepCount++;
     for (const p of this.params) {
@@ -290,6 +291,7 @@ export class SGD extends Optimizer {
     profilePhase("optimizer", () => this.update());
   }
 
+  /** The update itself; `step` runs it as the "optimizer" phase of a profile. */
   private update(): void {
     this.stepCount++;
     for (const p of this.params) {
