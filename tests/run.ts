@@ -8,6 +8,7 @@ import process from "node:process";
 import { artifactPath, registry, setCurrentFile } from "./harness.ts";
 import { opRecords } from "./opcheck.ts";
 import { backendInfo } from "../src/backend/device.ts";
+import { poolStats } from "../src/backend/stats.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const argv = process.argv.slice(2);
@@ -45,7 +46,9 @@ const backend = backendInfo();
 console.log(
   `${runtime} (${
     backend ? `${backend.backend}: ${backend.adapter}` : "no backend opened"
-  }): ${registry.length} tests in ${((performance.now() - started) / 1000).toFixed(1)}s`,
+  }): ${registry.length} tests in ${((performance.now() - started) / 1000).toFixed(1)}s${
+    backend ? `, ${poolStats().pipelines} kernels compiled` : ""
+  }`,
 );
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed > 0 ? 1 : 0);
