@@ -47,7 +47,7 @@ console.log(
   `${runtime} (${
     backend ? `${backend.backend}: ${backend.adapter}` : "no backend opened"
   }): ${registry.length} tests in ${((performance.now() - started) / 1000).toFixed(1)}s${
-    backend ? `, ${poolStats().pipelines} kernels compiled` : ""
+    backend?.backend === "webgpu" ? `, ${poolStats().pipelines} kernels compiled` : ""
   }`,
 );
 console.log(`${passed} passed, ${failed} failed`);
