@@ -589,6 +589,58 @@ test("Conv2d: parameter shapes, PyTorch keys, kaiming-uniform bounds (fan_in = i
   assertEquals(fl.liveTensorCount(), before);
 });
 
+test("conv2d weight gradient over a large K (split over image slices or along K) equals a float64 sum", async () => {
+  // 8 images of 48x48 (K = 18,432 output pixels a filter): the WebAssembly backend sums 4 slices of 2 images
+  // separately, WebGPU splits K; plain and grouped, stride 1 and 2.
+  for (
+    const { c, oc, groups, stride } of [{ c: 3, oc: 4, groups: 1, stride: 1 }, {
+      c: 4,
+      oc: 6,
+      groups: 2,
+      stride: 2,
+    }]
+  ) {
+    await fl.scope(async () => {
+      const n = 8, h = 48, w = 48, k = 3, pad = 1, cg = c / groups, ocg = oc / groups;
+      const oh = Math.floor((h + 2 * pad - k) / stride) + 1, ow = Math.floor((w + 2 * pad - k) / stride) + 1;
+      const xa = rng(3900 + c).randn([n, c, h, w]), ra = rng(3950 + c).randn([n, oc, oh, ow]);
+      const wt = fl.randn([oc, cg, k, k], { seed: 39, requiresGrad: true });
+      const y = fl.F.conv2d(toDevice(xa), wt, null, { stride, padding: pad, groups });
+      fl.F.sum(fl.F.mul(y, toDevice(ra))).backward();
+      const expected = new Float64Array(oc * cg * k * k);
+      for (let o = 0; o < oc; o++) {
+        const grp = Math.floor(o / ocg);
+        for (let ci = 0; ci < cg; ci++) {
+          for (let a = 0; a < k; a++) {
+            for (let bb = 0; bb < k; bb++) {
+              let acc = 0;
+              for (let img = 0; img < n; img++) {
+                for (let i = 0; i < oh; i++) {
+                  const yy = i * stride - pad + a;
+                  if (yy < 0 || yy >= h) continue;
+                  for (let j = 0; j < ow; j++) {
+                    const xx = j * stride - pad + bb;
+                    if (xx < 0 || xx >= w) continue;
+                    acc += ra.data[((img * oc + o) * oh + i) * ow + j] *
+                      xa.data[((img * c + grp * cg + ci) * h + yy) * w + xx];
+                  }
+                }
+              }
+              expected[((o * cg + ci) * k + a) * k + bb] = acc;
+            }
+          }
+        }
+      }
+      assertClose(await wt.grad!.toArray(), expected, {
+        rtol: 1e-4,
+        atol: 1e-3,
+        msg: `dW, ${c}->${oc} channels, groups ${groups}, stride ${stride}`,
+      });
+      wt.grad!.dispose();
+    });
+  }
+});
+
 // ---------------------------------------------------------------------------------------------------------
 // Bad arguments
 

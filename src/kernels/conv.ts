@@ -442,12 +442,50 @@ function wasmPasses(x: Tensor, weight: Tensor, bias: Tensor | null, g: ConvGeome
       return dx;
     },
     weightGrad: (dy) => {
-      const dw = Tensor.empty([...weight.shape]);
-      wasmGemm(dy, x, dw, { ...products.weightGrad, use: `${conv} weight grad` });
+      const slices = wasmWeightGradSlices(g);
+      const use = `${conv} weight grad`;
+      if (slices === 1) {
+        const dw = Tensor.empty([...weight.shape]);
+        wasmGemm(dy, x, dw, { ...products.weightGrad, use });
+        return dw;
+      }
+      // Each slice of images sums into its own copy of dW; the copies are added in slice order after.
+      const wg = products.weightGrad, per = g.n / slices, pixels = g.oh * g.ow;
+      const partials = Tensor.empty([slices, ...weight.shape]);
+      wasmGemm(dy, x, partials, {
+        ...wg,
+        k: per * pixels,
+        a: { ...wg.a, z1: per * g.oc * pixels },
+        b: { ...wg.b, z1: per * g.c * g.h * g.w },
+        c: { ...wg.c, z1: weight.size },
+        z: [slices, g.groups],
+        use,
+      });
+      const dw = sum(partials, 0);
+      partials.dispose();
       return dw;
     },
   };
 }
+
+/**
+ * Slices of the batch that a weight gradient on WebAssembly sums separately: a filter bank with few outputs
+ * over many pixels (VGG19-bn tiny's first layer: 108 outputs, K = 65,536) is one unit of work for the GEMM,
+ * so all but one thread would idle; slices of images give each thread its own. A function of the shapes
+ * alone, never of the thread count, so the sums (and so the results) are the same on any number of threads.
+ */
+function wasmWeightGradSlices(g: ConvGeometry): number {
+  const pixels = g.n * g.oh * g.ow, outputs = g.oc * (g.c / g.groups) * g.kh * g.kw;
+  if (outputs > WASM_SPLIT_MAX_OUTPUTS) return 1;
+  let slices = Math.min(WASM_SPLIT_MAX_SLICES, g.n, Math.floor(pixels / WASM_SPLIT_MIN_PIXELS));
+  while (slices > 1 && g.n % slices !== 0) slices--;
+  return Math.max(1, slices);
+}
+/** Filter banks up to this many values are split (256 KiB: the partial copies stay small next to K). */
+const WASM_SPLIT_MAX_OUTPUTS = 65536;
+/** At most this many slices, each at least this many output pixels. */
+const WASM_SPLIT_MAX_SLICES = 8;
+const WASM_SPLIT_MIN_PIXELS = 4096;
 
 function webgpuPasses(x: Tensor, weight: Tensor, bias: Tensor | null, g: ConvGeometry): ConvPasses {
   const variant: Variant = isPointwise(g) ? "pointwise" : "general";
