@@ -3,6 +3,7 @@
 // WebGPU adapter in the same process, measured with tinybench.
 //   deno run -A bench/conv.ts [--quick] [filter]      bun run bench/conv.ts [--quick] [filter]
 //   --quick: batch 2 instead of 8 and a subset of the shapes; filter: a substring of the case names.
+//   --gemm staged|streamed: force the workgroup-memory GEMM (a GPU's default) or the streamed one (a CPU's).
 //
 // What is measured
 // - Shapes: the convolutions of ResNet-152 (bottleneck 1x1 and 3x3 at 56x56 and 28x28), ResNeXt-101 32x8d
@@ -52,9 +53,13 @@
 import process from "node:process";
 import { Bench } from "tinybench";
 import * as fl from "../mod.ts";
+import { type GemmChoice, setGemmChoice } from "../src/kernels/gemm.ts";
 
 const args = process.argv.slice(2);
 const quick = args.includes("--quick");
+const gemmAt = args.indexOf("--gemm");
+// --gemm staged|streamed forces one GEMM (default auto: staged on a GPU, streamed on a CPU adapter).
+if (gemmAt >= 0) setGemmChoice(args.splice(gemmAt, 2)[1] as GemmChoice);
 const filter = args.find((a) => !a.startsWith("-")) ?? "";
 const N = quick ? 2 : 8;
 

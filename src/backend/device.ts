@@ -222,7 +222,7 @@ async function initWebGpu(
   // Every limit is asked for explicitly: Dawn otherwise packs its defaults, some of which exceed what
   // lavapipe reports (e.g. storage buffers in fragment stages) and the request fails.
   const device = await adapter.requestDevice({ requiredLimits: limits });
-  engine = new WebGpuEngine(device);
+  engine = new WebGpuEngine(device, cpuAdapterReason(adapter.info) !== null);
   info = {
     backend: "webgpu",
     adapter: adapterInfo.description ||

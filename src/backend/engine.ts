@@ -186,6 +186,8 @@ export interface Engine {
   readonly minStorageOffsetAlignment: number;
   /** Largest workgroup count along one grid dimension. */
   readonly maxWorkgroupsPerDim: number;
+  /** Whether kernels run on the CPU (the WebAssembly backend, or a CPU implementation of WebGPU). */
+  readonly onCpu: boolean;
   /** Kernels compiled so far. */
   readonly pipelineCount: number;
   /** Batches submitted so far (always 0 on WebAssembly, which has no submits). */
@@ -264,8 +266,11 @@ export class WebGpuEngine implements Engine {
   /** Dispatches recorded so far. */
   dispatches = 0;
 
-  /** Wraps an opened device; its uncaptured errors are rethrown by the next read or sync. */
-  constructor(readonly device: GPUDevice) {
+  /**
+   * Wraps an opened device; its uncaptured errors are rethrown by the next read or sync. `onCpu`: the adapter
+   * is a CPU implementation (lavapipe), where kernels without workgroup memory run faster.
+   */
+  constructor(readonly device: GPUDevice, readonly onCpu: boolean) {
     this.pool = new BufferPool(device, device.limits.maxBufferSize);
     this.maxStorageBinding = device.limits.maxStorageBufferBindingSize;
     this.minStorageOffsetAlignment = device.limits.minStorageBufferOffsetAlignment;

@@ -69,7 +69,35 @@ export interface GemmTile {
   wx: number;
   /** Threads along the rows. */
   wy: number;
+  /**
+   * Stage A and B through workgroup memory in 64 x 64 output tiles (16 x 16 threads of 4 x 4 outputs, K in
+   * steps of 16): the classic GPU kernel, chosen on GPUs for products with room for such tiles (see
+   * {@link chooseTile}); rows 4, vecs 1, wx = wy = 16 then.
+   */
+  shared?: boolean;
 }
+
+/** Which GEMM WebGPU runs: "auto" (staged on a GPU, streamed on a CPU adapter) or one of them forced. */
+export type GemmChoice = "auto" | "staged" | "streamed";
+let gemmChoice: GemmChoice = "auto";
+
+/**
+ * Forces the staged (workgroup-memory) or streamed GEMM on WebGPU, e.g. to test the GPU kernel on a CPU
+ * adapter, and returns the earlier choice. Kernels already dispatched keep theirs.
+ */
+export function setGemmChoice(choice: GemmChoice): GemmChoice {
+  if (choice !== "auto" && choice !== "staged" && choice !== "streamed") {
+    throw new Error(`GEMM choice must be "auto", "staged" or "streamed", got ${JSON.stringify(choice)}`);
+  }
+  const before = gemmChoice;
+  gemmChoice = choice;
+  return before;
+}
+
+/** The staged kernel's tile: 16 x 16 threads of 4 x 4 outputs. */
+const STAGED_TILE: GemmTile = { rows: 4, vecs: 1, wx: 16, wy: 16, shared: true };
+/** The staged kernel's K step (rows of B, columns of A, staged per barrier). */
+const STAGED_K = 16;
 
 /**
  * Eight rows by two vec4s of columns per thread where the output has them: each B element (the costly
@@ -78,6 +106,9 @@ export interface GemmTile {
  * 1.6x. Workgroups of 64 threads, one row of threads when M is too small to fill several.
  */
 export function chooseTile(m: number, n: number): GemmTile {
+  const staged = gemmChoice === "staged" ||
+    (gemmChoice === "auto" && !getEngine().onCpu && m >= 32 && n >= 32);
+  if (staged) return STAGED_TILE;
   const vecs = n > 4 ? 2 : 1;
   if (m <= 8) {
     // One row of threads, no wider than the columns need (idle lanes cost as much as busy ones on a CPU).
@@ -99,31 +130,11 @@ export function gemmWorkgroups(tile: GemmTile, m: number, n: number, z: number):
 
 const COLS = [0, 1, 2, 3];
 
-/** Builds the WGSL kernel of a GEMM template: the shared blocked K loop around the op's loaders and store. */
-export function gemmKernel(t: GemmTemplate): KernelDef {
-  const { rows, vecs, wx, wy } = t.tile;
-  const R = [...Array(rows).keys()];
-  const V = [...Array(vecs).keys()];
+/** The WGSL functions every GEMM kernel has: the op's loaders and store, and the column and K-row state. */
+function gemmFunctions(t: GemmTemplate): string {
   const bCol = t.bColumn ?? { type: "u32", body: "return c;" };
   const kRow = t.kRow ?? { type: "u32", init: "return k;", next: "return kr + 1u;" };
-  const fmas = R.map((i) =>
-    V.map((g) => `acc${i}_${g} = fma(vec4<f32>(a${i}), bv${g}, acc${i}_${g});`).join(" ")
-  ).join("\n    ");
-  const aReads = R.map((i) => `let a${i} = load_a(z, r${i}, k, kr);`).join(" ");
-  return {
-    name: `${t.name}_${rows}r${vecs}v${wx}x${wy}`,
-    storage: t.storage,
-    uniforms: [
-      { name: "M", type: "u32" },
-      { name: "N", type: "u32" },
-      { name: "K", type: "u32" },
-      ...(t.splitK
-        ? [{ name: "k_chunk", type: "u32" as const }, { name: "z_count", type: "u32" as const }]
-        : []),
-      ...t.uniforms,
-    ],
-    workgroupSize: wx * wy,
-    body: `${t.helpers ?? ""}
+  return `${t.helpers ?? ""}
 alias BCol = ${bCol.type};
 alias KRow = ${kRow.type};
 fn b_column(z: u32, c: u32) -> BCol { ${bCol.body} }
@@ -131,16 +142,114 @@ fn k_row_init(z: u32, k: u32) -> KRow { ${kRow.init} }
 fn k_row_next(kr: KRow) -> KRow { ${kRow.next} }
 fn load_a(z: u32, r: u32, k: u32, kr: KRow) -> f32 { ${t.loadA} }
 fn load_b(z: u32, k: u32, col: BCol, kr: KRow) -> f32 { ${t.loadB} }
-fn store_c(z: u32, s: u32, r: u32, c: u32, v: f32) { ${t.store} }${
+fn store_c(z: u32, s: u32, r: u32, c: u32, v: f32) { ${t.store} }`;
+}
+
+/** M, N, K, the split's uniforms, then the op's. */
+function gemmUniforms(t: GemmTemplate): NonNullable<KernelDef["uniforms"]> {
+  return [
+    { name: "M", type: "u32" },
+    { name: "N", type: "u32" },
+    { name: "K", type: "u32" },
+    ...(t.splitK
+      ? [{ name: "k_chunk", type: "u32" as const }, { name: "z_count", type: "u32" as const }]
+      : []),
+    ...t.uniforms,
+  ];
+}
+
+/** The split (s), the batch or group (z) and the K range of this workgroup. */
+function gemmSplit(t: GemmTemplate): string {
+  return `${t.splitK ? "let s = wid.z / u.z_count; let z = wid.z % u.z_count;" : "let s = 0u; let z = wid.z;"}
+  let k_begin = ${t.splitK ? "s * u.k_chunk" : "0u"};
+  let k_end = ${t.splitK ? "min(u.K, k_begin + u.k_chunk)" : "u.K"};`;
+}
+
+/**
+ * The staged kernel: each step, the workgroup's 256 threads copy a 64 x 16 block of A and a 16 x 64 block of
+ * B into workgroup memory (each thread always the same row of A and column of B, so its b_column is made
+ * once), then every thread multiplies its 4 x 4 outputs out of them. Out-of-range rows, columns and K rows
+ * are staged as zeros. The loaders take a K row's state from k_row_init (no increments across threads).
+ */
+function stagedGemmKernel(t: GemmTemplate): KernelDef {
+  const T = 64, KS = STAGED_K;
+  return {
+    name: `${t.name}_staged`,
+    storage: t.storage,
+    uniforms: gemmUniforms(t),
+    workgroupSize: 256,
+    body: `${gemmFunctions(t)}
+var<workgroup> tile_a: array<f32, ${T * KS}>;
+var<workgroup> tile_b: array<vec4<f32>, ${KS * (T / 4)}>;
+@compute @workgroup_size(16, 16, 1) fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  ${gemmSplit(t)}
+  let t = lid.y * 16u + lid.x;
+  let row_base = wid.y * ${T}u;
+  let col_base = wid.x * ${T}u;
+  // What this thread stages: row (t % 64) of A's block and column (t % 64) of B's, at K offsets t / 64 + 4j.
+  let stage_row = row_base + t % ${T}u;
+  let a_row = min(stage_row, u.M - 1u);
+  let stage_col = col_base + t % ${T}u;
+  let b_col = b_column(z, min(stage_col, u.N - 1u));
+  let k_lane = t / ${T}u;
+  var acc: array<vec4<f32>, 4>;
+  for (var k0 = k_begin; k0 < k_end; k0 += ${KS}u) {
+    for (var j = 0u; j < ${KS / 4}u; j++) {
+      let kk = k_lane + 4u * j;
+      let k = k0 + kk;
+      var av = 0.0;
+      var bv = 0.0;
+      if (k < k_end) {
+        let kr = k_row_init(z, k);
+        if (stage_row < u.M) { av = load_a(z, a_row, k, kr); }
+        if (stage_col < u.N) { bv = load_b(z, k, b_col, kr); }
+      }
+      tile_a[(t % ${T}u) * ${KS}u + kk] = av;
+      tile_b[kk * ${T / 4}u + (t % ${T}u) / 4u][t % 4u] = bv;
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < ${KS}u; kk++) {
+      let b = tile_b[kk * ${T / 4}u + lid.x];
+      for (var i = 0u; i < 4u; i++) {
+        acc[i] = fma(vec4<f32>(tile_a[(lid.y * 4u + i) * ${KS}u + kk]), b, acc[i]);
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var i = 0u; i < 4u; i++) {
+    let r = row_base + lid.y * 4u + i;
+    for (var j = 0u; j < 4u; j++) {
+      let c = col_base + lid.x * 4u + j;
+      if (r < u.M && c < u.N) { store_c(z, s, r, c, acc[i][j]); }
+    }
+  }
+}`,
+  };
+}
+
+/** Builds the WGSL kernel of a GEMM template: the shared blocked K loop around the op's loaders and store. */
+export function gemmKernel(t: GemmTemplate): KernelDef {
+  if (t.tile.shared) return stagedGemmKernel(t);
+  const { rows, vecs, wx, wy } = t.tile;
+  const R = [...Array(rows).keys()];
+  const V = [...Array(vecs).keys()];
+  const fmas = R.map((i) =>
+    V.map((g) => `acc${i}_${g} = fma(vec4<f32>(a${i}), bv${g}, acc${i}_${g});`).join(" ")
+  ).join("\n    ");
+  const aReads = R.map((i) => `let a${i} = load_a(z, r${i}, k, kr);`).join(" ");
+  return {
+    name: `${t.name}_${rows}r${vecs}v${wx}x${wy}`,
+    storage: t.storage,
+    uniforms: gemmUniforms(t),
+    workgroupSize: wx * wy,
+    body: `${gemmFunctions(t)}${
       t.loadB4
         ? `\nfn load_b4(z: u32, k: u32, col: BCol, kr: KRow) -> vec4<f32> { ${t.loadB4.body} }
 fn b4_fits(c0: u32) -> bool { return c0 + 3u < u.N && (${t.loadB4.when}); }`
         : ""
     }
 @compute @workgroup_size(${wx}, ${wy}, 1) fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  ${t.splitK ? "let s = wid.z / u.z_count; let z = wid.z % u.z_count;" : "let s = 0u; let z = wid.z;"}
-  let k_begin = ${t.splitK ? "s * u.k_chunk" : "0u"};
-  let k_end = ${t.splitK ? "min(u.K, k_begin + u.k_chunk)" : "u.K"};
+  ${gemmSplit(t)}
   let row0 = (wid.y * ${wy}u + lid.y) * ${rows}u;
   let c0 = (wid.x * ${wx}u + lid.x) * ${4 * vecs}u;
   if (row0 >= u.M || c0 >= u.N) { return; }
@@ -246,9 +355,15 @@ export interface WasmGemm {
 /** C (+)= A B on the WebAssembly backend. */
 export function wasmGemm(a: Tensor, b: Tensor, c: Tensor, g: WasmGemm): void {
   const [z1, z2] = g.z ?? [1, 1];
-  getEngine().dispatch(wasmGemmKernel, [a.buffer, b.buffer, c.buffer, (g.bias ?? c).buffer], [
-    ...[g.m, g.n, g.k, g.a.rs ?? 0, g.a.cs ?? 0, g.b.rs ?? 0, g.b.cs ?? 0, g.c.ld, g.accumulate ? 1 : 0],
-    ...[z1, z2, g.a.z1 ?? 0, g.a.z2 ?? 0, g.b.z1 ?? 0, g.b.z2 ?? 0, g.c.z1 ?? 0, g.c.z2 ?? 0],
-    ...[g.a.mode, g.b.mode, g.bias ? 1 : 0, ...(g.geometry ?? GEOMETRY.map(() => 0))],
-  ], [1], `gemm: ${g.use ?? "matmul"}`);
+  getEngine().dispatch(
+    wasmGemmKernel,
+    [a.buffer, b.buffer, c.buffer, (g.bias ?? c).buffer],
+    [
+      ...[g.m, g.n, g.k, g.a.rs ?? 0, g.a.cs ?? 0, g.b.rs ?? 0, g.b.cs ?? 0, g.c.ld, g.accumulate ? 1 : 0],
+      ...[z1, z2, g.a.z1 ?? 0, g.a.z2 ?? 0, g.b.z1 ?? 0, g.b.z2 ?? 0, g.c.z1 ?? 0, g.c.z2 ?? 0],
+      ...[g.a.mode, g.b.mode, g.bias ? 1 : 0, ...(g.geometry ?? GEOMETRY.map(() => 0))],
+    ],
+    [1],
+    `gemm: ${g.use ?? "matmul"}`,
+  );
 }

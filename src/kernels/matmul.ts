@@ -12,7 +12,7 @@ import { fmtShape } from "./shape.ts";
 // leading dims (lda, ldb, ldc) are the full matrices': a sub-block of a product can run on its own, which
 // is how operands larger than one storage binding (VGG's 411 MB classifier weight) are multiplied.
 const matmulKernel = kernelFamily((variant: string) => {
-  const [transA, transB, rows, vecs, wx, wy] = variant.split(",").map(Number);
+  const [transA, transB, rows, vecs, wx, wy, shared] = variant.split(",").map(Number);
   return gemmKernel({
     name: `matmul_${transA ? "t" : "n"}${transB ? "t" : "n"}`,
     storage: [{ name: "a", access: "read" }, { name: "b", access: "read" }, { name: "out", access: "rw" }],
@@ -36,7 +36,7 @@ const matmulKernel = kernelFamily((variant: string) => {
     };`,
     store: `let i = u.c_off + z * u.c_batch_stride + r * u.ldc + c;
   if (u.accumulate == 1u) { out[i] += v; } else { out[i] = v; }`,
-    tile: { rows, vecs, wx, wy },
+    tile: { rows, vecs, wx, wy, shared: shared === 1 },
   });
 });
 
@@ -169,7 +169,11 @@ function matmulRaw(a: Tensor, b: Tensor, transA: boolean, transB: boolean): Tens
     const B = bindRange(b, bAt(blk.k0, blk.n0), bAt(blk.k1 - 1, blk.n1 - 1), limit, align);
     const C = bindRange(out, blk.m0 * ldc + blk.n0, (blk.m1 - 1) * ldc + blk.n1 - 1, limit, align);
     engine.dispatch(
-      matmulKernel(`${transA ? 1 : 0},${transB ? 1 : 0},${tile.rows},${tile.vecs},${tile.wx},${tile.wy}`),
+      matmulKernel(
+        `${transA ? 1 : 0},${transB ? 1 : 0},${tile.rows},${tile.vecs},${tile.wx},${tile.wy},${
+          tile.shared ? 1 : 0
+        }`,
+      ),
       [A.binding, B.binding, C.binding],
       [
         m,

@@ -111,6 +111,8 @@ export interface WasmEngineOptions {
 
 export class WasmEngine implements Engine {
   readonly kind = "wasm" as const;
+  /** Always true: the kernels are the CPU's. */
+  readonly onCpu = true;
   readonly pool: WasmPool;
   // Twins index with 32-bit integers: one binding stays under 2 GiB (larger tensors go element-wise in chunks).
   readonly maxStorageBinding = 2 ** 31 - 64;
