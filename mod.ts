@@ -21,7 +21,6 @@
  * ```
  * @module
  */
-import "./src/autograd/tape.ts";
 
 export {
   type BackendInfo,

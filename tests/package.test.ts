@@ -3,7 +3,9 @@
 // src/npm.ts alone, with the versions package.json installs and the paths tsconfig.json gives Bun; the two
 // manifests (deno.json for JSR, package.json for npm) agree on version and entry points. The packed
 // package itself is installed and used by tests/consumer.ts.
+import { spawnSync } from "node:child_process";
 import { readdirSync, readFileSync, statSync } from "node:fs";
+import process from "node:process";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { assert, assertEquals, test } from "./harness.ts";
@@ -102,4 +104,12 @@ test("deno.json (JSR) and package.json (npm) agree on version, license and entry
   }
   assertEquals(pkg.bin.flannel, pkg.exports["./cli"].default, "bin");
   assertEquals(pkg.files.sort(), ["LICENSE", "README.md", "dist/"], "package.json files");
+});
+
+test("an op module imported alone (without mod.ts) differentiates: the tape comes with the ops", () => {
+  const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
+  const args = [...(isBun ? ["run"] : ["run", "-A"]), join(ROOT, "tests/fixtures/direct_op_import.ts")];
+  const r = spawnSync(process.execPath, args, { cwd: ROOT, encoding: "utf8", timeout: 60_000 });
+  assertEquals(r.status, 0, `exit status (stderr: ${r.stderr})`);
+  assertEquals(r.stdout.trim(), "grad 2,4,6");
 });

@@ -1,10 +1,23 @@
 // Reverse-mode differentiation: walk the graph behind a scalar in reverse topological order, apply each
 // op's gradient rule, and accumulate into the leaves' `.grad`.
-import { installBackward, noGrad, type Tensor } from "./tensor.ts";
+import { type GradNode, installBackward, isGradEnabled, noGrad, scope, type Tensor } from "./tensor.ts";
 import { add } from "../kernels/elementwise.ts";
 import { axpyInPlace, ones } from "../kernels/basic.ts";
 import { fmtShape, sameShape } from "../kernels/shape.ts";
 import { profilePhase } from "../backend/profile.ts";
+
+/**
+ * Records how `out` was made when any input needs a gradient and recording is on; returns `out`.
+ * Ops call this after dispatching their forward kernel.
+ */
+export function record(out: Tensor, op: string, inputs: Tensor[], backward: GradNode["backward"]): Tensor {
+  if (isGradEnabled() && inputs.some((t) => t.requiresGrad)) {
+    out.requiresGrad = true;
+    out.isLeaf = false;
+    out.node = { op, inputs, backward };
+  }
+  return out;
+}
 
 function topoOrder(root: Tensor): Tensor[] {
   const order: Tensor[] = [];
@@ -63,7 +76,8 @@ function backward(root: Tensor): void {
             );
           }
         }
-        const inputGrads = rule(g);
+        // A rule runs in a scope of its own: what it makes besides the gradients it returns is freed.
+        const inputGrads = scope(() => rule(g));
         g.dispose();
         inputs.forEach((input, i) => {
           const gi = inputGrads[i];

@@ -199,7 +199,10 @@ export class Tensor {
 let runBackward: (t: Tensor) => void = () => {
   throw new Error("autograd tape not loaded");
 };
-/** The tape (src/autograd/tape.ts) installs backward here, so this file needs no kernels. */
+/**
+ * The tape (src/autograd/tape.ts) installs backward here, so this file needs no kernels. Every op records its
+ * node with the tape's `record`, so any graph to walk comes with the tape loaded.
+ */
 export function installBackward(fn: (t: Tensor) => void): void {
   runBackward = fn;
 }
@@ -224,19 +227,6 @@ export function noGrad<T>(fn: () => T): T {
   } finally {
     gradEnabled = prev;
   }
-}
-
-/**
- * Records how `out` was made when any input needs a gradient and recording is on; returns `out`.
- * Ops call this after dispatching their forward kernel.
- */
-export function record(out: Tensor, op: string, inputs: Tensor[], backward: GradNode["backward"]): Tensor {
-  if (gradEnabled && inputs.some((t) => t.requiresGrad)) {
-    out.requiresGrad = true;
-    out.isLeaf = false;
-    out.node = { op, inputs, backward };
-  }
-  return out;
 }
 
 function collectTensors(value: unknown, into: Set<Tensor>, seen = new Set<unknown>()): void {

@@ -3,7 +3,8 @@
 // into the running variance), running statistics in eval mode; gradients to x, weight and bias in both.
 import { getEngine } from "../backend/device.ts";
 import { defineKernel, kernelFamily, main1d } from "../backend/kernel.ts";
-import { record, Tensor } from "../autograd/tensor.ts";
+import { Tensor } from "../autograd/tensor.ts";
+import { record } from "../autograd/tape.ts";
 import { dispatch1d } from "./basic.ts";
 import { fmtShape } from "./shape.ts";
 

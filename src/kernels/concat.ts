@@ -1,7 +1,8 @@
 // Concatenation along any dim (DenseNet's and Inception's channel concatenation), with a backward that
 // slices the gradient back into each input on the device.
 import { defineKernel, main1d } from "../backend/kernel.ts";
-import { record, Tensor } from "../autograd/tensor.ts";
+import { Tensor } from "../autograd/tensor.ts";
+import { record } from "../autograd/tape.ts";
 import { dispatch1d } from "./basic.ts";
 import { fmtShape, normAxis } from "./shape.ts";
 

@@ -5,7 +5,8 @@
 import { getEngine } from "../backend/device.ts";
 import { kernelFamily } from "../backend/kernel.ts";
 import type { KernelSpec } from "../backend/engine.ts";
-import { record, Tensor } from "../autograd/tensor.ts";
+import { Tensor } from "../autograd/tensor.ts";
+import { record } from "../autograd/tape.ts";
 import {
   chooseTile,
   gemmKernel,

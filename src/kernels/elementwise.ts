@@ -1,7 +1,8 @@
 // Element-wise ops: binary with NumPy broadcasting (add, sub, mul, div) and unary maps (relu, tanh,
 // sigmoid, exp, log, neg, sqrt, scalar affine), each with its gradient rule.
 import { kernelFamily, main1d } from "../backend/kernel.ts";
-import { record, Tensor } from "../autograd/tensor.ts";
+import { Tensor } from "../autograd/tensor.ts";
+import { record } from "../autograd/tape.ts";
 import { broadcastDecode, broadcastParams, broadcastShapes, broadcastUniforms, sameShape } from "./shape.ts";
 import { dispatch1d } from "./basic.ts";
 import { sumToShape } from "./reduce.ts";

@@ -2,7 +2,8 @@
 // probabilities, and the weighted combination of the learners' probabilities.
 import { getEngine } from "../backend/device.ts";
 import { defineKernel, main1d } from "../backend/kernel.ts";
-import { record, Tensor } from "../autograd/tensor.ts";
+import { Tensor } from "../autograd/tensor.ts";
+import { record } from "../autograd/tape.ts";
 import { dispatch1d } from "./basic.ts";
 import { fmtShape } from "./shape.ts";
 

@@ -2,7 +2,8 @@
 // a log-softmax for stability and both from one per-sample kernel (cross-entropy is focal with gamma 0).
 import { getEngine } from "../backend/device.ts";
 import { defineKernel, main1d } from "../backend/kernel.ts";
-import { record, Tensor } from "../autograd/tensor.ts";
+import { Tensor } from "../autograd/tensor.ts";
+import { record } from "../autograd/tape.ts";
 import { intTensor, tensor } from "./basic.ts";
 import { scale } from "./elementwise.ts";
 import { sum } from "./reduce.ts";

@@ -3,7 +3,8 @@
 import { getEngine } from "../backend/device.ts";
 import { kernelFamily } from "../backend/kernel.ts";
 import { chooseTile, gemmKernel, gemmWorkgroups, WASM_A, WASM_B, wasmGemm } from "./gemm.ts";
-import { record, Tensor } from "../autograd/tensor.ts";
+import { Tensor } from "../autograd/tensor.ts";
+import { record } from "../autograd/tape.ts";
 import { add } from "./elementwise.ts";
 import { sumToShape } from "./reduce.ts";
 import { fmtShape } from "./shape.ts";

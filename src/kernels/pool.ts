@@ -3,7 +3,8 @@
 // Every backward runs one thread per input element that sums the gradients of the outputs whose window
 // holds it: a gather instead of a scatter, so no float atomics.
 import { kernelFamily, main1d } from "../backend/kernel.ts";
-import { record, Tensor } from "../autograd/tensor.ts";
+import { Tensor } from "../autograd/tensor.ts";
+import { record } from "../autograd/tape.ts";
 import { dispatch1d } from "./basic.ts";
 import { fmtShape, type Pair } from "./shape.ts";
 

@@ -2,7 +2,8 @@
 // gradient back to its input's shape.
 import { getEngine } from "../backend/device.ts";
 import { defineKernel, main1d } from "../backend/kernel.ts";
-import { record, shapeSize, Tensor } from "../autograd/tensor.ts";
+import { shapeSize, Tensor } from "../autograd/tensor.ts";
+import { record } from "../autograd/tape.ts";
 import {
   broadcastDecode,
   broadcastParams,

@@ -1,7 +1,8 @@
 // softmax and logSoftmax along any dim, stable (max subtracted), with fused backward kernels.
 import { getEngine } from "../backend/device.ts";
 import { kernelFamily } from "../backend/kernel.ts";
-import { record, Tensor } from "../autograd/tensor.ts";
+import { Tensor } from "../autograd/tensor.ts";
+import { record } from "../autograd/tape.ts";
 import { normAxis } from "./shape.ts";
 
 type Variant = "softmax" | "log_softmax";

@@ -1,5 +1,6 @@
 // Shape-only ops: the result shares the input's device memory.
-import { checkShape, record, shapeSize, type Tensor } from "../autograd/tensor.ts";
+import { checkShape, shapeSize, type Tensor } from "../autograd/tensor.ts";
+import { record } from "../autograd/tape.ts";
 import { fmtShape, normAxis } from "./shape.ts";
 
 /** Same values, new shape; one dim may be -1 (inferred). */
