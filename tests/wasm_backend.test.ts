@@ -2,14 +2,24 @@
 // where no WebGPU adapter exists, the kernels' reproducible build, and the pool over the Wasm memory (a
 // private engine, so these checks run in the WebGPU runs too).
 import { spawnSync } from "node:child_process";
-import { readFileSync } from "node:fs";
-import { dirname } from "node:path";
+import { readdirSync, readFileSync } from "node:fs";
+import { Buffer } from "node:buffer";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import process from "node:process";
-import { compileKernels, KERNELS_MODULE, kernelsModuleSource } from "../tools/build_wasm.ts";
+import {
+  checkExports,
+  compileKernels,
+  KERNELS_MODULE,
+  kernelsModuleSource,
+  LAYOUT_MODULE,
+  layoutModuleSource,
+  twinDeclarations,
+} from "../tools/build_wasm.ts";
 import { WASM_MEMORY_LIMIT, WasmEngine } from "../src/backend/wasm/engine.ts";
+import { KERNELS_WASM_BASE64 } from "../src/backend/wasm/kernels_wasm.ts";
 import { cpuAdapterReason } from "../src/backend/device.ts";
-import { defineKernel } from "../src/backend/kernel.ts";
+import type { KernelSpec } from "../src/backend/engine.ts";
 import { fillKernel } from "../src/kernels/basic.ts";
 import { assert, assertEquals, assertThrows, test } from "./harness.ts";
 
@@ -125,6 +135,37 @@ test("auto falls back to WebAssembly where no WebGPU adapter exists, and says so
   );
 });
 
+test("layout.ts is what the kernel declarations generate, and no twin types a slot number", async () => {
+  const declarations = await twinDeclarations();
+  assert(declarations.twins.size >= 60, `${declarations.twins.size} twins declared`);
+  const committed = readFileSync(LAYOUT_MODULE, "utf8").split("\n");
+  const generated = layoutModuleSource(declarations).split("\n");
+  const first = generated.findIndex((line, i) => line !== committed[i]);
+  assert(
+    first < 0 && committed.length === generated.length,
+    `src/kernels/wasm/layout.ts differs from the declarations at line ${first + 1} (${
+      JSON.stringify(generated[first])
+    }): run \`deno task build:wasm\` and commit it`,
+  );
+  const dir = join(here, "../src/kernels/wasm");
+  const typed = readdirSync(dir).filter((f) => f.endsWith(".ts") && f !== "layout.ts").flatMap((f) =>
+    readFileSync(join(dir, f), "utf8").split("\n").map((line, i) => ({ f, i, line }))
+      .filter(({ line }) => /\barg[IFP]\(args, (\w+ \+ )?\d+\)/.test(line))
+      .map(({ f, i, line }) => `${f}:${i + 1}: ${line.trim()}`)
+  );
+  assertEquals(typed, [], "argument slots typed by hand");
+});
+
+test("the build refuses kernels without their twin, and twins without their kernel", async () => {
+  const { twins } = await twinDeclarations();
+  const wasm = Uint8Array.from(Buffer.from(KERNELS_WASM_BASE64, "base64"));
+  checkExports(wasm, twins); // what is shipped matches
+  const extra = new Map([...twins, ["conv_transpose", ["conv_transpose"]]]);
+  assertThrows(() => checkExports(wasm, extra), /no twin for conv_transpose \(export conv_transpose\)/);
+  const fewer = new Map([...twins].filter(([twin]) => twin !== "fill"));
+  assertThrows(() => checkExports(wasm, fewer), /Exports without a declared kernel: fill/);
+});
+
 test("the shipped kernels (kernels_wasm.ts) are what their sources build to, byte for byte", async () => {
   const fresh = await compileKernels();
   const shipped = readFileSync(KERNELS_MODULE, "utf8");
@@ -160,7 +201,15 @@ test("Wasm pool: exact-size reuse without growth, merging on trim, a clear error
     () => pool.acquire(WASM_MEMORY_LIMIT),
     /does not fit: \d+ bytes are live and a Wasm32 memory addresses at most 4 GiB/,
   );
-  const noTwin = defineKernel({ name: "not_a_kernel", storage: [{ name: "out", access: "rw" }], body: "" });
+  // A spec made by hand, not declared: declarations are what the build generates the twins' layouts from.
+  const noTwin: KernelSpec = {
+    name: "not_a_kernel",
+    key: "not_a_kernel",
+    code: "",
+    wasm: "not_a_kernel",
+    storage: ["rw"],
+    uniforms: [],
+  };
   const pb = pool.acquire(16);
   assertThrows(() => engine.dispatch(noTwin, [pb], [], [1]), /not_a_kernel has no WebAssembly twin/);
 });

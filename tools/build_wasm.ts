@@ -1,42 +1,156 @@
-// Compiles the WebAssembly kernels (AssemblyScript sources in src/kernels/wasm) with the pinned compiler
-// from node_modules and writes them, base64-encoded, into src/backend/wasm/kernels_wasm.ts: a module the
-// library imports like any other, so an installed package (npm, JSR, a path import) needs no file access,
-// no compiler and no build step. The output depends only on the sources and the compiler version, so a
-// rebuild is byte-identical; tests/wasm_backend.test.ts checks that the committed module is current.
+// Builds the WebAssembly kernels in three steps:
+// 1. From every kernel declaration (the `defineKernel`s of src/kernels/*.ts: bindings and uniforms by name)
+//    it generates src/kernels/wasm/layout.ts: the argument slot of each binding and uniform, the WGSL grid
+//    and the scratch base, as named AssemblyScript constants. No twin types a slot number.
+// 2. It compiles the AssemblyScript sources (src/kernels/wasm) with the pinned compiler from node_modules.
+// 3. It checks that every declared kernel with a twin has its export and every export a declaration, then
+//    writes the binary, base64-encoded, into src/backend/wasm/kernels_wasm.ts: a module the library imports
+//    like any other, so an installed package (npm, JSR, a path import) needs no file access, no compiler
+//    and no build step.
+// The output depends only on the sources and the compiler version, so a rebuild is byte-identical;
+// tests/wasm_backend.test.ts checks that both generated files are current.
 //   deno task build:wasm
-import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import process from "node:process";
 import { Buffer } from "node:buffer";
 
-const KERNEL_SOURCE_DIR = fileURLToPath(new URL("../src/kernels/wasm/", import.meta.url));
+const KERNEL_DIR = fileURLToPath(new URL("../src/kernels/", import.meta.url));
+const KERNEL_SOURCE_DIR = join(KERNEL_DIR, "wasm");
+/** The generated slot constants of the twins. */
+export const LAYOUT_MODULE: string = join(KERNEL_SOURCE_DIR, "layout.ts");
 /** The generated module that the engine loads the kernels from. */
-export const KERNELS_MODULE = fileURLToPath(new URL("../src/backend/wasm/kernels_wasm.ts", import.meta.url));
+export const KERNELS_MODULE: string = fileURLToPath(
+  new URL("../src/backend/wasm/kernels_wasm.ts", import.meta.url),
+);
 
 /** Compiler flags: shared imported memory (threads), SIMD, no GC runtime, no assertions. */
-const ASC_FLAGS = [
-  "-O3",
-  "--noAssert",
-  "--runtime",
-  "stub",
-  "--importMemory",
-  "--sharedMemory",
-  "--initialMemory",
-  "1",
-  "--maximumMemory",
-  "65536",
-  "--enable",
-  "threads",
-  "--enable",
-  "simd",
-  "--use",
-  "abort=",
-];
+const ASC_FLAGS = ("-O3 --noAssert --runtime stub --importMemory --sharedMemory --initialMemory 1 " +
+  "--maximumMemory 65536 --enable threads --enable simd --use abort=").split(" ");
 
-/** Compiles the AssemblyScript sources and returns the WebAssembly binary. */
-export async function compileKernels(): Promise<Uint8Array> {
+/** What follows the uniforms in every argument block: the WGSL grid and the thread's scratch base. */
+const TRAILER = ["GRID_X", "GRID_Y", "GRID_Z", "SCRATCH_BASE"];
+
+/** AssemblyScript keywords that a binding or uniform name may not be. */
+const RESERVED = new Set(
+  ("abstract as break case catch class const continue default delete do else enum export extends false " +
+    "finally for from function if import in instanceof is let namespace new null of return static super " +
+    "switch this throw true try type typeof var void while with yield").split(" "),
+);
+
+/** Arguments by name, in slot order, and the kernels that take them. */
+export interface ArgumentLayout {
+  storage: string[];
+  uniforms: string[];
+  kernels: string[];
+}
+
+/** What the declarations say the twins take: layouts and uniform blocks by name, twin exports by name. */
+export interface TwinDeclarations {
+  /** Argument layouts by name (`KernelDef.layout`, else the twin's export name). */
+  layouts: Map<string, ArgumentLayout>;
+  /** Uniform lists shared by kernels whose bindings differ (`KernelDef.uniformBlock`). */
+  blocks: Map<string, ArgumentLayout>;
+  /** Twin export name -> the kernels it serves. */
+  twins: Map<string, string[]>;
+}
+
+/** Reads every kernel declaration (all of src/kernels/*.ts imported) and checks what they share. */
+export async function twinDeclarations(): Promise<TwinDeclarations> {
+  for (const f of readdirSync(KERNEL_DIR).filter((f) => f.endsWith(".ts")).sort()) {
+    await import(pathToFileURL(join(KERNEL_DIR, f)).href);
+  }
+  const { declaredKernels } = await import("../src/backend/kernel.ts");
+  const layouts = new Map<string, ArgumentLayout>(), blocks = new Map<string, ArgumentLayout>();
+  const twins = new Map<string, string[]>();
+  /** Adds a kernel under a name, or checks it against the kernels already there. */
+  const share = (into: Map<string, ArgumentLayout>, name: string, kernel: string, args: ArgumentLayout) => {
+    const earlier = into.get(name);
+    if (!earlier) return void into.set(name, args);
+    if (earlier.storage.join() !== args.storage.join() || earlier.uniforms.join() !== args.uniforms.join()) {
+      throw new Error(
+        `kernels ${earlier.kernels.join(", ")} and ${kernel} share ${name} with other arguments`,
+      );
+    }
+    earlier.kernels.push(kernel);
+  };
+  for (const def of declaredKernels()) {
+    if (def.wasm === null) continue;
+    const twin = def.wasm ?? def.name;
+    twins.set(twin, [...(twins.get(twin) ?? []), def.name]);
+    const storage = def.storage.map((b) => b.name), uniforms = (def.uniforms ?? []).map((u) => u.name);
+    share(layouts, def.layout ?? twin, def.name, { storage, uniforms, kernels: [def.name] });
+    if (def.uniformBlock) {
+      share(blocks, def.uniformBlock, def.name, { storage: [], uniforms, kernels: [def.name] });
+    }
+  }
+  for (const name of blocks.keys()) {
+    if (layouts.has(name)) throw new Error(`the uniform block ${name} has the name of an argument layout`);
+  }
+  const sorted = <V>(m: Map<string, V>) => new Map([...m].sort(([a], [b]) => a.localeCompare(b)));
+  return { layouts: sorted(layouts), blocks: sorted(blocks), twins: sorted(twins) };
+}
+
+/**
+ * src/kernels/wasm/layout.ts. For each layout, a namespace holding the slot of each binding and uniform in the
+ * order the engine writes them (src/backend/wasm/engine.ts `dispatch`), then GRID_X, GRID_Y, GRID_Z, SCRATCH_BASE
+ * and UNIFORMS (the first uniform's slot); for each uniform block, a namespace of offsets from its first.
+ */
+export function layoutModuleSource(
+  { layouts, blocks }: Pick<TwinDeclarations, "layouts" | "blocks">,
+): string {
+  const lines = [
+    "// Generated by tools/build_wasm.ts from the kernel declarations of src/kernels/*.ts: do not edit.",
+    '// A twin reads its arguments by name (`argI(args, L.fill.n)` after `import * as L from "./layout"`), never',
+    "// by slot number; tests/wasm_backend.test.ts fails when this file is not what the declarations generate.",
+  ];
+  const entries = [
+    ...[...layouts].map(([name, l]) => ({
+      name,
+      l,
+      names: [...l.storage, ...l.uniforms, ...TRAILER],
+      block: false,
+    })),
+    ...[...blocks].map(([name, l]) => ({ name, l, names: l.uniforms, block: true })),
+  ];
+  for (const { name, l, names, block } of entries) {
+    for (const n of [name, ...names]) {
+      const why = RESERVED.has(n) || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(n)
+        ? "is not an AssemblyScript identifier"
+        : names.indexOf(n) !== names.lastIndexOf(n)
+        ? "names two arguments"
+        : "";
+      if (why) throw new Error(`kernel ${l.kernels[0]}: the name ${JSON.stringify(n)} ${why}`);
+    }
+    const what = block
+      ? `the uniforms of ${[...l.kernels].sort().join(", ")}, as offsets from the first`
+      : `${[...l.kernels].sort().join(", ")}: bindings ${l.storage.join(", ")}${
+        l.uniforms.length ? `; uniforms ${l.uniforms.join(", ")}` : ""
+      }`;
+    lines.push(
+      "",
+      `/** ${what}. */`,
+      `export namespace ${name} {`,
+      ...names.map((n, i) => `  export const ${n}: i32 = ${i};`),
+      ...(block ? [] : [`  export const UNIFORMS: i32 = ${l.storage.length};`]),
+      "}",
+    );
+  }
+  return lines.join("\n") + "\n";
+}
+
+/** Compiles the AssemblyScript sources, checks their exports against the declarations, returns the binary. */
+export async function compileKernels(): Promise<Uint8Array<ArrayBuffer>> {
   let asc: {
     main: (
       args: string[],
@@ -61,9 +175,31 @@ export async function compileKernels(): Promise<Uint8Array> {
     if (error) {
       throw new Error(`Building the WebAssembly kernels failed: ${error.message}\n${stderr.toString()}`);
     }
-    return new Uint8Array(readFileSync(out));
+    const wasm = Uint8Array.from(readFileSync(out));
+    checkExports(wasm, (await twinDeclarations()).twins);
+    return wasm;
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Every declared twin exported, and every export a declared twin (or heap_base, the engine's). */
+export function checkExports(wasm: Uint8Array<ArrayBuffer>, twins: Map<string, string[]>): void {
+  const exports = new Set(
+    WebAssembly.Module.exports(new WebAssembly.Module(wasm)).filter((e) => e.kind === "function")
+      .map((e) => e.name),
+  );
+  const missing = [...twins].filter(([twin]) => !exports.has(twin))
+    .map(([twin, kernels]) => `${kernels.join(", ")} (export ${twin})`);
+  const orphans = [...exports].filter((e) => e !== "heap_base" && !twins.has(e));
+  if (missing.length || orphans.length) {
+    throw new Error(
+      "The WebAssembly kernels do not match the declarations:" +
+        (missing.length
+          ? ` no twin for ${missing.join("; ")} in src/kernels/wasm (exported by index.ts).`
+          : "") +
+        (orphans.length ? ` Exports without a declared kernel: ${orphans.join(", ")}.` : ""),
+    );
   }
 }
 
@@ -84,6 +220,11 @@ export function kernelsModuleSource(wasm: Uint8Array): string {
 }
 
 if (import.meta.main || process.argv[1] === fileURLToPath(import.meta.url)) {
+  const layout = layoutModuleSource(await twinDeclarations());
+  if (!existsSync(LAYOUT_MODULE) || readFileSync(LAYOUT_MODULE, "utf8") !== layout) {
+    writeFileSync(LAYOUT_MODULE, layout);
+    console.log(`wrote ${LAYOUT_MODULE}`);
+  }
   const wasm = await compileKernels();
   const tmp = `${KERNELS_MODULE}.${process.pid}.tmp`;
   writeFileSync(tmp, kernelsModuleSource(wasm));

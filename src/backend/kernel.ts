@@ -8,8 +8,40 @@ export interface KernelDef {
   workgroupSize?: number;
   /** WGSL after the bindings; declares `@compute @workgroup_size(WG) fn main(...)`. */
   body: string;
-  /** The WebAssembly twin's export name (src/kernels/wasm); defaults to `name`. */
-  wasm?: string;
+  /**
+   * The WebAssembly twin's export name (src/kernels/wasm); defaults to `name`. null: a WebGPU-only kernel,
+   * for an op that takes another path on WebAssembly (the GEMM kernels: the Wasm GEMM packs its panels).
+   */
+  wasm?: string | null;
+  /**
+   * The name under which the twins see this kernel's argument slots (src/kernels/wasm/layout.ts), where a
+   * family's kernels take the same arguments and their twins share code (every `unary_*`: "unary"); the
+   * build checks that they do. Defaults to the twin's export name.
+   */
+  layout?: string;
+  /**
+   * The name of a uniform list that several kernels share while their bindings differ (the pooling kernels:
+   * "pool"), for twins that read the uniforms relative to the first one; layout.ts then holds each uniform's
+   * offset under that name, and the build checks that every kernel naming it has the same list.
+   */
+  uniformBlock?: string;
+}
+
+/**
+ * Every kernel declared so far, by name, and the families whose variants are listed: what
+ * tools/build_wasm.ts generates the twins' argument slots from (src/kernels/wasm/layout.ts) and checks the
+ * twins against.
+ */
+const declared = new Map<string, KernelDef>();
+const listedFamilies: (() => void)[] = [];
+
+/**
+ * Every kernel declaration: those made so far and every listed variant of every family (instantiated here).
+ * Families without a variant list must be WebGPU-only (`wasm: null`); the build checks that too.
+ */
+export function declaredKernels(): KernelDef[] {
+  for (const instantiate of listedFamilies) instantiate();
+  return [...declared.values()];
 }
 
 /**
@@ -26,6 +58,15 @@ export function main1d(index: string, count: string): string {
 }
 
 export function defineKernel(def: KernelDef): KernelSpec {
+  // Kernels with a twin are declared by name; WebGPU-only ones (shape-specialised GEMMs) share names across
+  // their variants and are not part of the twins' contract.
+  if (def.wasm !== null) {
+    const earlier = declared.get(def.name);
+    if (earlier && (earlier.body !== def.body || earlier.wasm !== def.wasm)) {
+      throw new Error(`kernel ${def.name} is declared twice with different code`);
+    }
+    declared.set(def.name, def);
+  }
   const wg = def.workgroupSize ?? 256;
   const uniforms = def.uniforms ?? [];
   const lines: string[] = [];
@@ -43,7 +84,7 @@ export function defineKernel(def: KernelDef): KernelSpec {
     name: def.name,
     key: `${def.name}\n${code}`,
     code,
-    wasm: def.wasm ?? def.name,
+    wasm: def.wasm === null ? undefined : def.wasm ?? def.name,
     storage: def.storage.map((s) => s.access),
     uniforms: uniforms.map((u) => u.type),
   };
@@ -54,6 +95,7 @@ export function defineKernel(def: KernelDef): KernelSpec {
  * differently from its WGSL one (convolution: packed GEMM panels instead of one implicit-GEMM pass).
  */
 export function wasmKernel(def: Pick<KernelDef, "name" | "storage" | "uniforms">): KernelSpec {
+  declared.set(def.name, { ...def, body: "" });
   return {
     name: def.name,
     key: `wasm:${def.name}`,
@@ -64,14 +106,27 @@ export function wasmKernel(def: Pick<KernelDef, "name" | "storage" | "uniforms">
   };
 }
 
-/** Memoises kernels built from a variant key (an op name, a flag). */
+/**
+ * Memoises kernels built from a variant key (an op name, a flag). `variants` lists every key where the
+ * family has WebAssembly twins, so that the build sees each declaration; families keyed by shapes (the GEMM
+ * kernels) list none and must be WebGPU-only.
+ */
 export function kernelFamily<K extends string | number>(
   build: (variant: K) => KernelDef,
+  variants?: readonly K[],
 ): (variant: K) => KernelSpec {
   const cache = new Map<K, KernelSpec>();
-  return (variant) => {
+  const get = (variant: K) => {
     let spec = cache.get(variant);
-    if (!spec) cache.set(variant, spec = defineKernel(build(variant)));
+    if (!spec) {
+      const def = build(variant);
+      if (!variants && def.wasm !== null) {
+        throw new Error(`kernel family of ${def.name} lists no variants but has WebAssembly twins`);
+      }
+      cache.set(variant, spec = defineKernel(def));
+    }
     return spec;
   };
+  if (variants) listedFamilies.push(() => variants.forEach(get));
+  return get;
 }

@@ -44,6 +44,7 @@ const statsKernel = kernelFamily((v: StatsVariant) => ({
   name: `batchnorm_stats_${v}`,
   // One twin per binding layout: it loops over each channel's values whatever the WGSL's group size.
   wasm: `batchnorm_stats_${v.split("_")[0]}`,
+  uniformBlock: "batchnorm_stats",
   storage: [
     { name: "x", access: "read" },
     { name: "stats", access: "rw" },
@@ -85,7 +86,7 @@ ${GROUP_MAIN}
   }
   }
 }`,
-}));
+}), ["track_64", "track_256", "plain_64", "plain_256"]);
 
 /** Eval mode: the same stats layout from the running statistics. */
 const runningStatsKernel = defineKernel({
@@ -108,6 +109,7 @@ const elemUniforms = [
 /** y = (x - mean) * invstd (* weight + bias). */
 const applyKernel = kernelFamily((affine: "affine" | "plain") => ({
   name: `batchnorm_apply_${affine}`,
+  uniformBlock: "batchnorm_channels",
   storage: [
     { name: "x", access: "read" },
     { name: "stats", access: "read" },
@@ -122,7 +124,7 @@ const applyKernel = kernelFamily((affine: "affine" | "plain") => ({
   let xhat = (x[i] - stats[c]) * stats[u.c + c];
   y[i] = ${affine === "affine" ? "xhat * w[c] + b[c]" : "xhat"};
 }`,
-}));
+}), ["affine", "plain"]);
 
 /** Per channel: sg = sum(g) (the bias gradient) and sgx = sum(g * xhat) (the weight gradient). */
 const gradSumsKernel = kernelFamily((wg: GroupSize) => ({
@@ -165,7 +167,7 @@ ${GROUP_MAIN}
     sgx[c] = pgx[0];
   }
 }`,
-}));
+}), [64, 256]);
 
 type DxVariant = `${"batch" | "running"}_${"affine" | "plain"}`;
 /**
@@ -177,6 +179,7 @@ const dxKernel = kernelFamily((v: DxVariant) => {
   const batch = v.startsWith("batch");
   return {
     name: `batchnorm_dx_${v}`,
+    uniformBlock: "batchnorm_channels",
     storage: [
       { name: "g", access: "read" },
       { name: "x", access: "read" },
@@ -198,7 +201,7 @@ const dxKernel = kernelFamily((v: DxVariant) => {
     }
 }`,
   };
-});
+}, ["batch_affine", "batch_plain", "running_affine", "running_plain"]);
 
 const incrementKernel = defineKernel({
   name: "increment_i32",

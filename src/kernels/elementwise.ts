@@ -12,6 +12,7 @@ const BINARY_EXPR: Record<BinaryOp, string> = { add: "x + y", sub: "x - y", mul:
 
 const binaryKernel = kernelFamily((op: BinaryOp) => ({
   name: `binary_${op}`,
+  layout: "binary",
   storage: [{ name: "a", access: "read" }, { name: "b", access: "read" }, { name: "out", access: "rw" }],
   uniforms: broadcastUniforms(["a", "b"]),
   body: `${main1d("i", "u.n")}
@@ -19,7 +20,7 @@ const binaryKernel = kernelFamily((op: BinaryOp) => ({
   let x = a[oa]; let y = b[ob];
   out[i] = ${BINARY_EXPR[op]};
 }`,
-}));
+}), ["add", "sub", "mul", "div"]);
 
 function checkFloat(op: string, ...ts: Tensor[]): void {
   for (const t of ts) {
@@ -102,6 +103,8 @@ export function div(a: Tensor, b: Tensor): Tensor {
 /** The element-wise maps with a kernel and a gradient rule (`scale` and `addScalar` take a scalar alpha). */
 export type UnaryOp = "neg" | "exp" | "log" | "relu" | "tanh" | "sigmoid" | "sqrt" | "scale" | "addScalar";
 
+const UNARY_OPS: UnaryOp[] = ["neg", "exp", "log", "relu", "tanh", "sigmoid", "sqrt", "scale", "addScalar"];
+
 /** Forward expression of x (and the uniform alpha); gradient expression of g, x, y = f(x) and alpha. */
 const UNARY: Record<UnaryOp, { fwd: string; grad: string }> = {
   neg: { fwd: "-x", grad: "-g" },
@@ -125,16 +128,18 @@ const UNARY: Record<UnaryOp, { fwd: string; grad: string }> = {
 const unaryUniforms = [{ name: "n", type: "u32" as const }, { name: "alpha", type: "f32" as const }];
 const unaryKernel = kernelFamily((op: UnaryOp) => ({
   name: `unary_${op}`,
+  layout: "unary",
   storage: [{ name: "a", access: "read" }, { name: "out", access: "rw" }],
   uniforms: unaryUniforms,
   body: `${main1d("i", "u.n")}
   let x = a[i];
   out[i] = ${UNARY[op].fwd};
 }`,
-}));
+}), UNARY_OPS);
 
 const unaryGradKernel = kernelFamily((op: UnaryOp) => ({
   name: `unary_grad_${op}`,
+  layout: "unary_grad",
   storage: [{ name: "gy", access: "read" }, { name: "xs", access: "read" }, { name: "ys", access: "read" }, {
     name: "gx",
     access: "rw",
@@ -144,7 +149,7 @@ const unaryGradKernel = kernelFamily((op: UnaryOp) => ({
   let g = gy[i]; let x = xs[i]; let y = ys[i];
   gx[i] = ${UNARY[op].grad};
 }`,
-}));
+}), UNARY_OPS);
 
 function unaryRaw(op: UnaryOp, x: Tensor, alpha = 0): Tensor {
   checkFloat(op, x);

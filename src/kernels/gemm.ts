@@ -175,6 +175,7 @@ function stagedGemmKernel(t: GemmTemplate): KernelDef {
   const T = 64, KS = STAGED_K;
   return {
     name: `${t.name}_staged`,
+    wasm: null,
     storage: t.storage,
     uniforms: gemmUniforms(t),
     workgroupSize: 256,
@@ -239,6 +240,7 @@ export function gemmKernel(t: GemmTemplate): KernelDef {
   const aReads = R.map((i) => `let a${i} = load_a(z, r${i}, k, kr);`).join(" ");
   return {
     name: `${t.name}_${rows}r${vecs}v${wx}x${wy}`,
+    wasm: null,
     storage: t.storage,
     uniforms: gemmUniforms(t),
     workgroupSize: wx * wy,
@@ -311,7 +313,24 @@ export const WASM_A = { strided: 0, weightT: 1, dyImages: 2 } as const;
  */
 export const WASM_B = { strided: 0, im2col: 1, dyCol: 2, im2colT: 3 } as const;
 
-const GEOMETRY = ["c", "h", "w", "oc", "oh", "ow", "kh", "kw", "sh", "sw", "ph", "pw", "dh", "dw", "groups"];
+/** A convolution's sizes as the window packers read them (g_: apart from the GEMM's own c and bindings). */
+const GEOMETRY = [
+  "g_c",
+  "g_h",
+  "g_w",
+  "g_oc",
+  "g_oh",
+  "g_ow",
+  "g_kh",
+  "g_kw",
+  "g_sh",
+  "g_sw",
+  "g_ph",
+  "g_pw",
+  "g_dh",
+  "g_dw",
+  "g_groups",
+];
 const wasmGemmKernel = wasmKernel({
   name: "gemm",
   storage: [

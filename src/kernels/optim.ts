@@ -93,7 +93,7 @@ const sgdKernel = kernelFamily((withMomentum: number) => ({
   }
   p[i] = p[i] - u.lr * d;
 }`,
-}));
+}), [0, 1]);
 
 /** SGD's hyper-parameters as the update kernel takes them (PyTorch's torch.optim.SGD names). */
 export interface SgdHyper {

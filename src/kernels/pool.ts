@@ -288,8 +288,8 @@ ${main1d("i", "u.total")}
   dx[i] = acc;
 }`,
   };
-  return { name: `pool_${v}`, storage, uniforms: POOL_UNIFORMS, body: bodies[v] };
-});
+  return { name: `pool_${v}`, uniformBlock: "pool", storage, uniforms: POOL_UNIFORMS, body: bodies[v] };
+}, ["max_fwd", "max_bwd", "avg_fwd", "avg_bwd", "adaptive_fwd", "adaptive_bwd"]);
 
 /** Runs the forward kernel, and records the backward one (one thread per input element). */
 function pool(

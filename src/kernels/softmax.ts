@@ -18,6 +18,7 @@ const ROW = `let row = flat_id(gid, nwg);
 
 const forwardKernel = kernelFamily((v: Variant) => ({
   name: `${v}_fwd`,
+  layout: "softmax_rows_fwd",
   storage: [{ name: "x", access: "read" }, { name: "y", access: "rw" }],
   uniforms,
   body:
@@ -34,11 +35,12 @@ const forwardKernel = kernelFamily((v: Variant) => ({
         : "let ls = log(s);\n  for (var t = 0u; t < u.n; t++) { let o = base + t * u.inner; y[o] = (x[o] - mx) - ls; }"
     }
 }`,
-}));
+}), ["softmax", "log_softmax"]);
 
 // softmax: dx = y (g - sum(g y)); log_softmax: dx = g - exp(y) sum(g).
 const backwardKernel = kernelFamily((v: Variant) => ({
   name: `${v}_bwd`,
+  layout: "softmax_rows_bwd",
   storage: [{ name: "g", access: "read" }, { name: "y", access: "read" }, { name: "dx", access: "rw" }],
   uniforms,
   body:
@@ -53,7 +55,7 @@ const backwardKernel = kernelFamily((v: Variant) => ({
     dx[o] = ${v === "softmax" ? "y[o] * (g[o] - s)" : "g[o] - exp(y[o]) * s"};
   }
 }`,
-}));
+}), ["softmax", "log_softmax"]);
 
 function run(v: Variant, x: Tensor, dim: number): Tensor {
   if (x.dtype !== "float32") throw new Error(`${v}: needs a float32 tensor`);

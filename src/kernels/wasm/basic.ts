@@ -1,9 +1,10 @@
 // Twins of src/kernels/basic.ts.
 import { argF, argI, argP, at, shareBegin, shareEnd } from "./common";
+import * as L from "./layout";
 
 /** fill: out[i] = value; uniforms n, value. */
 export function fill(tid: i32, nth: i32, args: usize): void {
-  const out = argP(args, 0), n = argI(args, 1), value = argF(args, 2);
+  const out = argP(args, L.fill.out), n = argI(args, L.fill.n), value = argF(args, L.fill.value);
   const b = shareBegin(tid, nth, n, 4), e = shareEnd(tid, nth, n, 4);
   const v = f32x4.splat(value);
   let i = b;
@@ -13,7 +14,7 @@ export function fill(tid: i32, nth: i32, args: usize): void {
 
 /** axpy: dst[i] += alpha * src[i]; uniforms n, alpha. */
 export function axpy(tid: i32, nth: i32, args: usize): void {
-  const dst = argP(args, 0), src = argP(args, 1), n = argI(args, 2), alpha = argF(args, 3);
+  const dst = argP(args, L.axpy.dst), src = argP(args, L.axpy.src), n = argI(args, L.axpy.n), alpha = argF(args, L.axpy.alpha);
   const b = shareBegin(tid, nth, n, 4), e = shareEnd(tid, nth, n, 4);
   const va = f32x4.splat(alpha);
   let i = b;

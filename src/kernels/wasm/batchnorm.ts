@@ -4,6 +4,7 @@
 // elementwise kernels walk each thread's share of the NCHW tensor in runs that stay inside one plane, so
 // the channel's constants are loaded once a run and the run goes in f32x4 lanes.
 import { argF, argI, argP, at, shareBegin, shareEnd } from "./common";
+import * as L from "./layout";
 
 @inline function hsum(v: v128): f32 {
   return (f32x4.extract_lane(v, 0) + f32x4.extract_lane(v, 1)) +
@@ -50,10 +51,12 @@ import { argF, argI, argP, at, shareBegin, shareEnd } from "./common";
  * batchnorm_stats_{plain,track}: bindings x, stats (, rm, rv with track); uniforms n, c, hw, eps, momentum,
  * unbias. stats[c] = mean, stats[C + c] = 1 / sqrt(biased variance + eps), in two passes as the WGSL.
  */
-@inline function batchStats(track: bool, tid: i32, nth: i32, args: usize): void {
-  const x = argP(args, 0), stats = argP(args, 1), u = track ? 4 : 2;
-  const n = argI(args, u), channels = argI(args, u + 1), hw = argI(args, u + 2);
-  const eps = argF(args, u + 3), momentum = argF(args, u + 4), unbias = argF(args, u + 5);
+@inline function batchStats(
+  track: bool, tid: i32, nth: i32, args: usize, x: usize, stats: usize, rmp: usize, rvp: usize, u: i32,
+): void {
+  const n = argI(args, u + L.batchnorm_stats.n), channels = argI(args, u + L.batchnorm_stats.c);
+  const hw = argI(args, u + L.batchnorm_stats.hw), eps = argF(args, u + L.batchnorm_stats.eps);
+  const momentum = argF(args, u + L.batchnorm_stats.momentum), unbias = argF(args, u + L.batchnorm_stats.unbias);
   const count = <f32>(n * hw);
   const cb = shareBegin(tid, nth, channels, 1), ce = shareEnd(tid, nth, channels, 1);
   for (let c = cb; c < ce; c++) {
@@ -66,19 +69,30 @@ import { argF, argI, argP, at, shareBegin, shareEnd } from "./common";
     store<f32>(at(stats, c), mean);
     store<f32>(at(stats, channels + c), 1 / Mathf.sqrt(variance + eps));
     if (track) {
-      const rm = at(argP(args, 2), c), rv = at(argP(args, 3), c);
+      const rm = at(rmp, c), rv = at(rvp, c);
       store<f32>(rm, (1 - momentum) * load<f32>(rm) + momentum * mean);
       store<f32>(rv, (1 - momentum) * load<f32>(rv) + momentum * variance * unbias);
     }
   }
 }
-export function batchnorm_stats_plain(tid: i32, nth: i32, args: usize): void { batchStats(false, tid, nth, args); }
-export function batchnorm_stats_track(tid: i32, nth: i32, args: usize): void { batchStats(true, tid, nth, args); }
+export function batchnorm_stats_plain(tid: i32, nth: i32, args: usize): void {
+  batchStats(
+    false, tid, nth, args, argP(args, L.batchnorm_stats_plain.x), argP(args, L.batchnorm_stats_plain.stats), 0, 0,
+    L.batchnorm_stats_plain.UNIFORMS,
+  );
+}
+export function batchnorm_stats_track(tid: i32, nth: i32, args: usize): void {
+  batchStats(
+    true, tid, nth, args, argP(args, L.batchnorm_stats_track.x), argP(args, L.batchnorm_stats_track.stats),
+    argP(args, L.batchnorm_stats_track.rm), argP(args, L.batchnorm_stats_track.rv), L.batchnorm_stats_track.UNIFORMS,
+  );
+}
 
 /** batchnorm_running_stats: bindings rm, rv, stats; uniforms c, eps. */
 export function batchnorm_running_stats(tid: i32, nth: i32, args: usize): void {
-  const rm = argP(args, 0), rv = argP(args, 1), stats = argP(args, 2);
-  const channels = argI(args, 3), eps = argF(args, 4);
+  const rm = argP(args, L.batchnorm_running_stats.rm), rv = argP(args, L.batchnorm_running_stats.rv);
+  const stats = argP(args, L.batchnorm_running_stats.stats);
+  const channels = argI(args, L.batchnorm_running_stats.c), eps = argF(args, L.batchnorm_running_stats.eps);
   const cb = shareBegin(tid, nth, channels, 1), ce = shareEnd(tid, nth, channels, 1);
   for (let c = cb; c < ce; c++) {
     store<f32>(at(stats, c), load<f32>(at(rm, c)));
@@ -91,8 +105,10 @@ export function batchnorm_running_stats(tid: i32, nth: i32, args: usize): void {
  * sum(g * xhat); invstd is taken out of the sum (one multiply a channel instead of one an element).
  */
 export function batchnorm_grad_sums(tid: i32, nth: i32, args: usize): void {
-  const g = argP(args, 0), x = argP(args, 1), stats = argP(args, 2), sg = argP(args, 3), sgx = argP(args, 4);
-  const n = argI(args, 5), channels = argI(args, 6), hw = argI(args, 7);
+  const g = argP(args, L.batchnorm_grad_sums.g), x = argP(args, L.batchnorm_grad_sums.x);
+  const stats = argP(args, L.batchnorm_grad_sums.stats), sg = argP(args, L.batchnorm_grad_sums.sg);
+  const sgx = argP(args, L.batchnorm_grad_sums.sgx), n = argI(args, L.batchnorm_grad_sums.n);
+  const channels = argI(args, L.batchnorm_grad_sums.c), hw = argI(args, L.batchnorm_grad_sums.hw);
   const cb = shareBegin(tid, nth, channels, 1), ce = shareEnd(tid, nth, channels, 1);
   for (let c = cb; c < ce; c++) {
     const mean = load<f32>(at(stats, c)), m = f32x4.splat(mean);
@@ -124,12 +140,14 @@ export function batchnorm_grad_sums(tid: i32, nth: i32, args: usize): void {
 // The elementwise kernels, told apart by a compile-time kind so each export folds to its own loop.
 const APPLY = 0, APPLY_AFFINE = 1, DX_RUNNING = 2, DX_RUNNING_AFFINE = 3, DX_BATCH = 4, DX_BATCH_AFFINE = 5;
 
-/** y = (x - mean) * invstd (* w + b) over n values of channel c; bindings x, stats (, w, b), y. */
-@inline function applyRun(affine: bool, args: usize, c: i32, channels: i32, off: i32, n: i32): void {
-  const x = at(argP(args, 0), off), stats = argP(args, 1), y = at(argP(args, affine ? 4 : 2), off);
+/** y = (x - mean) * invstd (* w + b) over n values of channel c. */
+@inline function applyRun(
+  affine: bool, xp: usize, stats: usize, wp: usize, bp: usize, yp: usize, c: i32, channels: i32, off: i32, n: i32,
+): void {
+  const x = at(xp, off), y = at(yp, off);
   const mean = load<f32>(at(stats, c)), invstd = load<f32>(at(stats, channels + c));
-  const w: f32 = affine ? load<f32>(at(argP(args, 2), c)) : 1;
-  const b: f32 = affine ? load<f32>(at(argP(args, 3), c)) : 0;
+  const w: f32 = affine ? load<f32>(at(wp, c)) : 1;
+  const b: f32 = affine ? load<f32>(at(bp, c)) : 0;
   const vm = f32x4.splat(mean), vs = f32x4.splat(invstd), vw = f32x4.splat(w), vb = f32x4.splat(b);
   let j = 0;
   for (; j + 4 <= n; j += 4) {
@@ -143,23 +161,25 @@ const APPLY = 0, APPLY_AFFINE = 1, DX_RUNNING = 2, DX_RUNNING_AFFINE = 3, DX_BAT
 }
 
 /**
- * dx over n values of channel c; bindings g, x, stats (, sg, sgx with batch) (, w with affine), dx.
+ * dx over n values of channel c (sg, sgx with batch statistics, w with affine).
  * Batch: dx = scale (g - sg / M - xhat sgx / M); running: dx = scale g; scale = invstd (* w).
  */
-@inline function dxRun(kind: i32, args: usize, c: i32, channels: i32, off: i32, n: i32, count: f32): void {
+@inline function dxRun(
+  kind: i32, gp: usize, xp: usize, stats: usize, sg: usize, sgx: usize, wp: usize, dxp: usize,
+  c: i32, channels: i32, off: i32, n: i32, count: f32,
+): void {
   const batch = kind == DX_BATCH || kind == DX_BATCH_AFFINE;
   const affine = kind == DX_RUNNING_AFFINE || kind == DX_BATCH_AFFINE;
-  const g = at(argP(args, 0), off), x = at(argP(args, 1), off), stats = argP(args, 2);
-  const wSlot = batch ? 5 : 3;
-  const dx = at(argP(args, wSlot + (affine ? 1 : 0)), off);
+  const g = at(gp, off), x = at(xp, off);
+  const dx = at(dxp, off);
   const invstd = load<f32>(at(stats, channels + c));
-  const scale = affine ? invstd * load<f32>(at(argP(args, wSlot), c)) : invstd;
+  const scale = affine ? invstd * load<f32>(at(wp, c)) : invstd;
   const vscale = f32x4.splat(scale);
   let j = 0;
   if (batch) {
     const mean = load<f32>(at(stats, c));
-    const gMean = load<f32>(at(argP(args, 3), c)) / count;
-    const xhatWeight = load<f32>(at(argP(args, 4), c)) / count;
+    const gMean = load<f32>(at(sg, c)) / count;
+    const xhatWeight = load<f32>(at(sgx, c)) / count;
     const vm = f32x4.splat(mean), vs = f32x4.splat(invstd);
     const vgm = f32x4.splat(gMean), vxw = f32x4.splat(xhatWeight);
     for (; j + 4 <= n; j += 4) {
@@ -177,31 +197,76 @@ const APPLY = 0, APPLY_AFFINE = 1, DX_RUNNING = 2, DX_RUNNING_AFFINE = 3, DX_BAT
   }
 }
 
-/** The elementwise kernels' walk: uniforms total, c, hw, count from slot u; runs end at plane boundaries. */
-@inline function channelRuns(kind: i32, tid: i32, nth: i32, args: usize, u: i32): void {
-  const total = argI(args, u), channels = argI(args, u + 1), hw = argI(args, u + 2);
-  const count = argF(args, u + 3);
-  const b = shareBegin(tid, nth, total, 4), e = shareEnd(tid, nth, total, 4);
-  let i = b;
+/**
+ * The elementwise kernels' walk, runs ending at plane boundaries: uniforms total, c, hw, count from slot u
+ * (L.batchnorm_channels: their offsets); the bindings a kernel lacks are 0.
+ */
+@inline function channelRuns(
+  kind: i32, tid: i32, nth: i32, args: usize, u: i32,
+  x: usize, g: usize, stats: usize, sg: usize, sgx: usize, w: usize, b: usize, out: usize,
+): void {
+  const total = argI(args, u + L.batchnorm_channels.total), channels = argI(args, u + L.batchnorm_channels.c);
+  const hw = argI(args, u + L.batchnorm_channels.hw), count = argF(args, u + L.batchnorm_channels.count);
+  const bt = shareBegin(tid, nth, total, 4), e = shareEnd(tid, nth, total, 4);
+  let i = bt;
   while (i < e) {
     const plane = i / hw;
     const end = min(e, (plane + 1) * hw);
     const c = plane % channels;
-    if (kind == APPLY || kind == APPLY_AFFINE) applyRun(kind == APPLY_AFFINE, args, c, channels, i, end - i);
-    else dxRun(kind, args, c, channels, i, end - i, count);
+    if (kind == APPLY || kind == APPLY_AFFINE) {
+      applyRun(kind == APPLY_AFFINE, x, stats, w, b, out, c, channels, i, end - i);
+    } else dxRun(kind, g, x, stats, sg, sgx, w, out, c, channels, i, end - i, count);
     i = end;
   }
 }
-export function batchnorm_apply_plain(tid: i32, nth: i32, args: usize): void { channelRuns(APPLY, tid, nth, args, 3); }
-export function batchnorm_apply_affine(tid: i32, nth: i32, args: usize): void { channelRuns(APPLY_AFFINE, tid, nth, args, 5); }
-export function batchnorm_dx_running_plain(tid: i32, nth: i32, args: usize): void { channelRuns(DX_RUNNING, tid, nth, args, 4); }
-export function batchnorm_dx_running_affine(tid: i32, nth: i32, args: usize): void { channelRuns(DX_RUNNING_AFFINE, tid, nth, args, 5); }
-export function batchnorm_dx_batch_plain(tid: i32, nth: i32, args: usize): void { channelRuns(DX_BATCH, tid, nth, args, 6); }
-export function batchnorm_dx_batch_affine(tid: i32, nth: i32, args: usize): void { channelRuns(DX_BATCH_AFFINE, tid, nth, args, 7); }
+export function batchnorm_apply_plain(tid: i32, nth: i32, args: usize): void {
+  channelRuns(
+    APPLY, tid, nth, args, L.batchnorm_apply_plain.UNIFORMS, argP(args, L.batchnorm_apply_plain.x), 0,
+    argP(args, L.batchnorm_apply_plain.stats), 0, 0, 0, 0, argP(args, L.batchnorm_apply_plain.y),
+  );
+}
+export function batchnorm_apply_affine(tid: i32, nth: i32, args: usize): void {
+  channelRuns(
+    APPLY_AFFINE, tid, nth, args, L.batchnorm_apply_affine.UNIFORMS, argP(args, L.batchnorm_apply_affine.x), 0,
+    argP(args, L.batchnorm_apply_affine.stats), 0, 0, argP(args, L.batchnorm_apply_affine.w),
+    argP(args, L.batchnorm_apply_affine.b), argP(args, L.batchnorm_apply_affine.y),
+  );
+}
+export function batchnorm_dx_running_plain(tid: i32, nth: i32, args: usize): void {
+  channelRuns(
+    DX_RUNNING, tid, nth, args, L.batchnorm_dx_running_plain.UNIFORMS, argP(args, L.batchnorm_dx_running_plain.x),
+    argP(args, L.batchnorm_dx_running_plain.g), argP(args, L.batchnorm_dx_running_plain.stats), 0, 0, 0, 0,
+    argP(args, L.batchnorm_dx_running_plain.dx),
+  );
+}
+export function batchnorm_dx_running_affine(tid: i32, nth: i32, args: usize): void {
+  channelRuns(
+    DX_RUNNING_AFFINE, tid, nth, args, L.batchnorm_dx_running_affine.UNIFORMS,
+    argP(args, L.batchnorm_dx_running_affine.x), argP(args, L.batchnorm_dx_running_affine.g),
+    argP(args, L.batchnorm_dx_running_affine.stats), 0, 0, argP(args, L.batchnorm_dx_running_affine.w), 0,
+    argP(args, L.batchnorm_dx_running_affine.dx),
+  );
+}
+export function batchnorm_dx_batch_plain(tid: i32, nth: i32, args: usize): void {
+  channelRuns(
+    DX_BATCH, tid, nth, args, L.batchnorm_dx_batch_plain.UNIFORMS, argP(args, L.batchnorm_dx_batch_plain.x),
+    argP(args, L.batchnorm_dx_batch_plain.g), argP(args, L.batchnorm_dx_batch_plain.stats),
+    argP(args, L.batchnorm_dx_batch_plain.sg), argP(args, L.batchnorm_dx_batch_plain.sgx), 0, 0,
+    argP(args, L.batchnorm_dx_batch_plain.dx),
+  );
+}
+export function batchnorm_dx_batch_affine(tid: i32, nth: i32, args: usize): void {
+  channelRuns(
+    DX_BATCH_AFFINE, tid, nth, args, L.batchnorm_dx_batch_affine.UNIFORMS, argP(args, L.batchnorm_dx_batch_affine.x),
+    argP(args, L.batchnorm_dx_batch_affine.g), argP(args, L.batchnorm_dx_batch_affine.stats),
+    argP(args, L.batchnorm_dx_batch_affine.sg), argP(args, L.batchnorm_dx_batch_affine.sgx),
+    argP(args, L.batchnorm_dx_batch_affine.w), 0, argP(args, L.batchnorm_dx_batch_affine.dx),
+  );
+}
 
 /** increment_i32: t[0] += 1 (num_batches_tracked), by one thread. */
 export function increment_i32(tid: i32, nth: i32, args: usize): void {
   if (tid != 0) return;
-  const t = argP(args, 0);
+  const t = argP(args, L.increment_i32.t);
   store<i32>(t, load<i32>(t) + 1);
 }

@@ -2,6 +2,7 @@
 // unary maps with their gradients. Broadcast indexing walks the output in runs of its innermost dim, so
 // the per-element work is a load or two and the op, in f32x4 lanes where the inner strides allow.
 import { argF, argI, argP, at, SCRATCH, shareBegin, shareEnd } from "./common";
+import * as L from "./layout";
 
 const RANK = 6;
 const ADD = 0, SUB = 1, MUL = 2, DIV = 3, SCALE = 4;
@@ -87,9 +88,12 @@ const ADD = 0, SUB = 1, MUL = 2, DIV = 3, SCALE = 4;
   }
 }
 
-// Binary: bindings a, b, out; uniforms n, s0..s5, at0..at5, bt0..bt5.
+// Binary: bindings a, b, out; uniforms n, s0..s5, at0..at5, bt0..bt5 (L.binary: every binary_* kernel's).
 @inline function binary(op: i32, tid: i32, nth: i32, args: usize): void {
-  broadcast(tid, nth, args, argP(args, 0), argP(args, 1), argP(args, 2), argI(args, 3), 4, 10, 16, op, 0, 25);
+  broadcast(
+    tid, nth, args, argP(args, L.binary.a), argP(args, L.binary.b), argP(args, L.binary.out), argI(args, L.binary.n),
+    L.binary.s0, L.binary.at0, L.binary.bt0, op, 0, L.binary.SCRATCH_BASE,
+  );
 }
 export function binary_add(tid: i32, nth: i32, args: usize): void { binary(ADD, tid, nth, args); }
 export function binary_sub(tid: i32, nth: i32, args: usize): void { binary(SUB, tid, nth, args); }
@@ -98,10 +102,14 @@ export function binary_div(tid: i32, nth: i32, args: usize): void { binary(DIV, 
 
 /** expand (reduce.ts): out[i] = a[broadcast i] * scale; bindings a, out; uniforms n, s0..s5, at0..at5, scale. */
 export function expand(tid: i32, nth: i32, args: usize): void {
-  broadcast(tid, nth, args, argP(args, 0), 0, argP(args, 1), argI(args, 2), 3, 9, -1, SCALE, argF(args, 15), 19);
+  broadcast(
+    tid, nth, args, argP(args, L.expand.a), 0, argP(args, L.expand.out), argI(args, L.expand.n), L.expand.s0,
+    L.expand.at0, -1, SCALE, argF(args, L.expand.scale), L.expand.SCRATCH_BASE,
+  );
 }
 
-// Unary: bindings a, out; uniforms n, alpha. Gradient: bindings gy, xs, ys, gx; same uniforms.
+// Unary: bindings a, out; uniforms n, alpha (L.unary). Gradient: bindings gy, xs, ys, gx; same uniforms
+// (L.unary_grad).
 const NEG = 0, EXP = 1, LOG = 2, RELU = 3, TANH = 4, SIGMOID = 5, SQRT = 6, SCALE_BY = 7, ADD_SCALAR = 8;
 
 @inline function unary1(op: i32, x: f32, alpha: f32): f32 {
@@ -134,7 +142,7 @@ const NEG = 0, EXP = 1, LOG = 2, RELU = 3, TANH = 4, SIGMOID = 5, SQRT = 6, SCAL
 }
 
 @inline function unary(op: i32, tid: i32, nth: i32, args: usize): void {
-  const a = argP(args, 0), out = argP(args, 1), n = argI(args, 2), alpha = argF(args, 3);
+  const a = argP(args, L.unary.a), out = argP(args, L.unary.out), n = argI(args, L.unary.n), alpha = argF(args, L.unary.alpha);
   const b = shareBegin(tid, nth, n, 4), e = shareEnd(tid, nth, n, 4);
   let i = b;
   if (unaryIsSimd(op)) {
@@ -166,8 +174,8 @@ export function unary_addScalar(tid: i32, nth: i32, args: usize): void { unary(A
 }
 
 @inline function unaryGrad(op: i32, tid: i32, nth: i32, args: usize): void {
-  const gy = argP(args, 0), xs = argP(args, 1), ys = argP(args, 2), gx = argP(args, 3);
-  const n = argI(args, 4), alpha = argF(args, 5);
+  const gy = argP(args, L.unary_grad.gy), xs = argP(args, L.unary_grad.xs), ys = argP(args, L.unary_grad.ys), gx = argP(args, L.unary_grad.gx);
+  const n = argI(args, L.unary_grad.n), alpha = argF(args, L.unary_grad.alpha);
   const b = shareBegin(tid, nth, n, 4), e = shareEnd(tid, nth, n, 4);
   let i = b;
   if (op == RELU) {

@@ -2,6 +2,7 @@
 // weighted sum of the learners' probabilities (w [B, N], P [B, N, M]), each with its gradient. Threads
 // take contiguous ranges of the WGSL kernel's output index; the work inside a row goes in f32x4 lanes.
 import { argI, argP, at, shareBegin, shareEnd } from "./common";
+import * as L from "./layout";
 
 /** out[j] = s * f[j] for j in [0, len): the row i of a sample's outer product is f_i times its f. */
 @inline function scaledRow(out: usize, f: usize, s: f32, len: i32): void {
@@ -13,7 +14,7 @@ import { argI, argP, at, shareBegin, shareEnd } from "./common";
 
 /** outer_fwd: out[b, i*K + j] = f[b, i] * f[b, j]; bindings f, out; uniforms n (= B*K*K), K. */
 export function outer_fwd(tid: i32, nth: i32, args: usize): void {
-  const f = argP(args, 0), out = argP(args, 1), n = argI(args, 2), k = argI(args, 3);
+  const f = argP(args, L.outer_fwd.f), out = argP(args, L.outer_fwd.out), n = argI(args, L.outer_fwd.n), k = argI(args, L.outer_fwd.K);
   const begin = shareBegin(tid, nth, n, 4), end = shareEnd(tid, nth, n, 4);
   // Runs of one output row (b, i), clipped to this thread's range.
   let e = begin;
@@ -27,7 +28,8 @@ export function outer_fwd(tid: i32, nth: i32, args: usize): void {
 
 // outer_bwd: df[b, i] = sum_j (G[b, i, j] + G[b, j, i]) f[b, j]; bindings g, f, df; uniforms n (= B*K), K.
 export function outer_bwd(tid: i32, nth: i32, args: usize): void {
-  const g = argP(args, 0), f = argP(args, 1), df = argP(args, 2), n = argI(args, 3), k = argI(args, 4);
+  const g = argP(args, L.outer_bwd.g), f = argP(args, L.outer_bwd.f), df = argP(args, L.outer_bwd.df);
+  const n = argI(args, L.outer_bwd.n), k = argI(args, L.outer_bwd.K);
   const begin = shareBegin(tid, nth, n, 1), end = shareEnd(tid, nth, n, 1);
   for (let e = begin; e < end; e++) {
     const b = e / k, i = e % k;
@@ -42,8 +44,8 @@ export function outer_bwd(tid: i32, nth: i32, args: usize): void {
 
 // weighted_sum_fwd: out[b, m] = sum_i w[b, i] P[b, i, m]; bindings w, p, out; uniforms n (= B*M), N, M.
 export function weighted_sum_fwd(tid: i32, nth: i32, args: usize): void {
-  const w = argP(args, 0), p = argP(args, 1), out = argP(args, 2);
-  const n = argI(args, 3), nl = argI(args, 4), m = argI(args, 5);
+  const w = argP(args, L.weighted_sum_fwd.w), p = argP(args, L.weighted_sum_fwd.p), out = argP(args, L.weighted_sum_fwd.out);
+  const n = argI(args, L.weighted_sum_fwd.n), nl = argI(args, L.weighted_sum_fwd.N), m = argI(args, L.weighted_sum_fwd.M);
   const begin = shareBegin(tid, nth, n, 4), end = shareEnd(tid, nth, n, 4);
   // Runs of one sample's row, four classes to a lane group; each lane sums over i in the WGSL's order.
   let e = begin;
@@ -70,8 +72,9 @@ export function weighted_sum_fwd(tid: i32, nth: i32, args: usize): void {
 // weighted_sum_bwd: dw[b, i] = sum_m G[b, m] P[b, i, m]; dP[b, i, m] = w[b, i] G[b, m]. Bindings g, w, p,
 // dw, dp; uniforms n (= B*N), N, M. A thread takes whole (b, i) pairs, so its dP rows are its own.
 export function weighted_sum_bwd(tid: i32, nth: i32, args: usize): void {
-  const g = argP(args, 0), w = argP(args, 1), p = argP(args, 2), dw = argP(args, 3), dp = argP(args, 4);
-  const n = argI(args, 5), nl = argI(args, 6), m = argI(args, 7);
+  const g = argP(args, L.weighted_sum_bwd.g), w = argP(args, L.weighted_sum_bwd.w), p = argP(args, L.weighted_sum_bwd.p);
+  const dw = argP(args, L.weighted_sum_bwd.dw), dp = argP(args, L.weighted_sum_bwd.dp);
+  const n = argI(args, L.weighted_sum_bwd.n), nl = argI(args, L.weighted_sum_bwd.N), m = argI(args, L.weighted_sum_bwd.M);
   const begin = shareBegin(tid, nth, n, 1), end = shareEnd(tid, nth, n, 1);
   for (let e = begin; e < end; e++) {
     const gb = at(g, (e / nl) * m), pe = at(p, e * m), de = at(dp, e * m);

@@ -5,6 +5,7 @@
 // (a strided matrix, or a convolution's implicit im2col) is the packers' business only, so the
 // convolution needs no im2col buffer: its windows are unrolled into the packed panel directly.
 import { argI, argP, at, SCRATCH } from "./common";
+import * as L from "./layout";
 
 const MB: i32 = 64;
 const KB: i32 = 256;
@@ -28,12 +29,16 @@ const B_DYCOL = 2;
 /** B of the weight gradient: B[(img, p), (ci, r)] = X[img, ci, ...] of output pixel p's window. */
 const B_IM2COL_T = 3;
 
-// Argument slots: bindings a, b, c, bias; then the uniforms in this order (conv.ts/matmul.ts pass them).
-const A_ = 0, B_ = 1, C_ = 2, BIAS_ = 3;
-const M_ = 4, N_ = 5, K_ = 6, RSA = 7, CSA = 8, RSB = 9, CSB = 10, LDC = 11, ACC = 12;
-const Z1 = 13, Z2 = 14, A1 = 15, A2 = 16, B1 = 17, B2 = 18, C1 = 19, C2 = 20, AMODE = 21, BMODE = 22, HAS_BIAS = 23;
-const GC = 24, GH = 25, GW = 26, GOC = 27, GOH = 28, GOW = 29, GKH = 30, GKW = 31;
-const GSH = 32, GSW = 33, GPH = 34, GPW = 35, GDH = 36, GDW = 37, GGROUPS = 38, SCRATCH_ = 42;
+// Argument slots, by the names gemm.ts declares (layout.ts).
+const A_ = L.gemm.a, B_ = L.gemm.b, C_ = L.gemm.c, BIAS_ = L.gemm.bias;
+const M_ = L.gemm.M, N_ = L.gemm.N, K_ = L.gemm.K, RSA = L.gemm.rsA, CSA = L.gemm.csA, RSB = L.gemm.rsB;
+const CSB = L.gemm.csB, LDC = L.gemm.ldc, ACC = L.gemm.accumulate, Z1 = L.gemm.z1, Z2 = L.gemm.z2;
+const A1 = L.gemm.a1, A2 = L.gemm.a2, B1 = L.gemm.b1, B2 = L.gemm.b2, C1 = L.gemm.c1, C2 = L.gemm.c2;
+const AMODE = L.gemm.amode, BMODE = L.gemm.bmode, HAS_BIAS = L.gemm.has_bias;
+const GC = L.gemm.g_c, GH = L.gemm.g_h, GW = L.gemm.g_w, GOC = L.gemm.g_oc, GOH = L.gemm.g_oh, GOW = L.gemm.g_ow;
+const GKH = L.gemm.g_kh, GKW = L.gemm.g_kw, GSH = L.gemm.g_sh, GSW = L.gemm.g_sw, GPH = L.gemm.g_ph;
+const GPW = L.gemm.g_pw, GDH = L.gemm.g_dh, GDW = L.gemm.g_dw, GGROUPS = L.gemm.g_groups;
+const SCRATCH_ = L.gemm.SCRATCH_BASE;
 
 @inline function zero4(): v128 {
   return f32x4.splat(0);

@@ -2,6 +2,7 @@
 // row of logits [B, M] at a time. Bindings logits, labels (i32), alpha, then loss forward or gout, dlogits
 // backward; uniforms B, M, gamma.
 import { argF, argI, argP, at, shareBegin, shareEnd } from "./common";
+import * as L from "./layout";
 
 /** 1 - exp(lp) for lp <= 0, by its series near 0 so that confident rows keep their small 1 - p. */
 @inline function oneMinusExp(lp: f32): f32 {
@@ -34,8 +35,9 @@ import { argF, argI, argP, at, shareBegin, shareEnd } from "./common";
 }
 
 export function focal_fwd(tid: i32, nth: i32, args: usize): void {
-  const logits = argP(args, 0), labels = argP(args, 1), alpha = argP(args, 2), loss = argP(args, 3);
-  const rows = argI(args, 4), m = argI(args, 5), gamma = argF(args, 6);
+  const logits = argP(args, L.focal_fwd.logits), labels = argP(args, L.focal_fwd.labels);
+  const alpha = argP(args, L.focal_fwd.alpha), loss = argP(args, L.focal_fwd.loss);
+  const rows = argI(args, L.focal_fwd.B), m = argI(args, L.focal_fwd.M), gamma = argF(args, L.focal_fwd.gamma);
   const b = shareBegin(tid, nth, rows, 1), e = shareEnd(tid, nth, rows, 1);
   for (let r = b; r < e; r++) {
     const row = at(logits, r * m), y = load<i32>(at(labels, r));
@@ -47,9 +49,9 @@ export function focal_fwd(tid: i32, nth: i32, args: usize): void {
 
 // dL/dz_j = -alpha_y [ (1-q)^g - g (1-q)^(g-1) q log q ] (delta_yj - p_j), q = p_y.
 export function focal_bwd(tid: i32, nth: i32, args: usize): void {
-  const logits = argP(args, 0), labels = argP(args, 1), alpha = argP(args, 2);
-  const gout = argP(args, 3), dlogits = argP(args, 4);
-  const rows = argI(args, 5), m = argI(args, 6), gamma = argF(args, 7);
+  const logits = argP(args, L.focal_bwd.logits), labels = argP(args, L.focal_bwd.labels);
+  const alpha = argP(args, L.focal_bwd.alpha), gout = argP(args, L.focal_bwd.gout), dlogits = argP(args, L.focal_bwd.dlogits);
+  const rows = argI(args, L.focal_bwd.B), m = argI(args, L.focal_bwd.M), gamma = argF(args, L.focal_bwd.gamma);
   const b = shareBegin(tid, nth, rows, 1), e = shareEnd(tid, nth, rows, 1);
   for (let r = b; r < e; r++) {
     const row = at(logits, r * m), out = at(dlogits, r * m), y = load<i32>(at(labels, r));

@@ -1,15 +1,17 @@
 // Twins of src/kernels/optim.ts: Adam and SGD updates, in place on the parameter and its state. Pure
 // element streams, so f32x4 lanes with a scalar tail, each line the WGSL's arithmetic in its order.
 import { argF, argI, argP, at, shareBegin, shareEnd } from "./common";
+import * as L from "./layout";
 
 /**
  * adam_step: bindings p, g, m, v; uniforms n, lr, beta1, beta2, eps, weight_decay, bias_correction1,
  * sqrt_bias_correction2.
  */
 export function adam_step(tid: i32, nth: i32, args: usize): void {
-  const p = argP(args, 0), g = argP(args, 1), m = argP(args, 2), v = argP(args, 3);
-  const n = argI(args, 4), lr = argF(args, 5), beta1 = argF(args, 6), beta2 = argF(args, 7);
-  const eps = argF(args, 8), wd = argF(args, 9), bc1 = argF(args, 10), sqrtBc2 = argF(args, 11);
+  const p = argP(args, L.adam_step.p), g = argP(args, L.adam_step.g), m = argP(args, L.adam_step.m), v = argP(args, L.adam_step.v);
+  const n = argI(args, L.adam_step.n), lr = argF(args, L.adam_step.lr), beta1 = argF(args, L.adam_step.beta1), beta2 = argF(args, L.adam_step.beta2);
+  const eps = argF(args, L.adam_step.eps), wd = argF(args, L.adam_step.weight_decay);
+  const bc1 = argF(args, L.adam_step.bias_correction1), sqrtBc2 = argF(args, L.adam_step.sqrt_bias_correction2);
   const step = lr / bc1, keep1: f32 = 1 - beta1, keep2: f32 = 1 - beta2;
   const b = shareBegin(tid, nth, n, 4), e = shareEnd(tid, nth, n, 4);
   let i = b;
@@ -44,7 +46,8 @@ export function adam_step(tid: i32, nth: i32, args: usize): void {
  * and weight_decay apply without momentum.
  */
 export function sgd_step(tid: i32, nth: i32, args: usize): void {
-  const p = argP(args, 0), g = argP(args, 1), n = argI(args, 2), lr = argF(args, 3), wd = argF(args, 6);
+  const p = argP(args, L.sgd_step.p), g = argP(args, L.sgd_step.g), n = argI(args, L.sgd_step.n);
+  const lr = argF(args, L.sgd_step.lr), wd = argF(args, L.sgd_step.weight_decay);
   const b = shareBegin(tid, nth, n, 4), e = shareEnd(tid, nth, n, 4);
   const vlr = f32x4.splat(lr), vwd = f32x4.splat(wd);
   let i = b;
@@ -64,9 +67,11 @@ export function sgd_step(tid: i32, nth: i32, args: usize): void {
  * first. The buffer starts as the first gradient (first = 1), then buf = momentum buf + (1 - dampening) d.
  */
 export function sgd_step_momentum(tid: i32, nth: i32, args: usize): void {
-  const p = argP(args, 0), g = argP(args, 1), buf = argP(args, 2);
-  const n = argI(args, 3), lr = argF(args, 4), momentum = argF(args, 5), dampening = argF(args, 6);
-  const wd = argF(args, 7), nesterov = argI(args, 8) == 1, first = argI(args, 9) != 0;
+  const p = argP(args, L.sgd_step_momentum.p), g = argP(args, L.sgd_step_momentum.g), buf = argP(args, L.sgd_step_momentum.buf);
+  const n = argI(args, L.sgd_step_momentum.n), lr = argF(args, L.sgd_step_momentum.lr);
+  const momentum = argF(args, L.sgd_step_momentum.momentum), dampening = argF(args, L.sgd_step_momentum.dampening);
+  const wd = argF(args, L.sgd_step_momentum.weight_decay), nesterov = argI(args, L.sgd_step_momentum.nesterov) == 1;
+  const first = argI(args, L.sgd_step_momentum.first) != 0;
   const keep: f32 = 1 - dampening;
   const b = shareBegin(tid, nth, n, 4), e = shareEnd(tid, nth, n, 4);
   const vlr = f32x4.splat(lr), vwd = f32x4.splat(wd), vmom = f32x4.splat(momentum), vkeep = f32x4.splat(keep);

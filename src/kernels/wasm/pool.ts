@@ -7,10 +7,10 @@
 // in the gather's order (descending output index for max and avg, ascending for adaptive), so the sums
 // are bitwise the WGSL's too.
 import { argI, argP, at, shareBegin, shareEnd } from "./common";
+import * as L from "./layout";
 
-// Uniform offsets (POOL_UNIFORMS' order) from the first uniform slot.
-const TOTAL = 0, H = 1, W = 2, OH = 3, OW = 4, KH = 5, KW = 6;
-const SH = 7, SW = 8, PH = 9, PW = 10, DH = 11, DW = 12, INCLUDE_PAD = 13, DIVISOR = 14;
+// The pooling kernels' bindings differ, their uniforms do not: `u` below is a kernel's first uniform slot
+// (L.<kernel>.UNIFORMS) and L.pool holds each uniform's offset from it.
 
 const MAX = 0, AVG = 1, ADAPTIVE = 2;
 
@@ -27,12 +27,12 @@ const MAX = 0, AVG = 1, ADAPTIVE = 2;
 
 /** PyTorch's avg-pool divisor of the window starting at (h0, w0), as the WGSL's avg_divisor. */
 @inline function avgDivisor(args: usize, u: i32, h0: i32, w0: i32): f32 {
-  const divisor = argI(args, u + DIVISOR);
+  const divisor = argI(args, u + L.pool.divisor);
   if (divisor != 0) return <f32>divisor;
-  const h = argI(args, u + H), w = argI(args, u + W);
-  const h1 = min(h0 + argI(args, u + KH), h + argI(args, u + PH));
-  const w1 = min(w0 + argI(args, u + KW), w + argI(args, u + PW));
-  if (argI(args, u + INCLUDE_PAD) != 0) return <f32>((h1 - h0) * (w1 - w0));
+  const h = argI(args, u + L.pool.h), w = argI(args, u + L.pool.w);
+  const h1 = min(h0 + argI(args, u + L.pool.kh), h + argI(args, u + L.pool.ph));
+  const w1 = min(w0 + argI(args, u + L.pool.kw), w + argI(args, u + L.pool.pw));
+  if (argI(args, u + L.pool.include_pad) != 0) return <f32>((h1 - h0) * (w1 - w0));
   return <f32>((min(h1, h) - max(h0, 0)) * (min(w1, w) - max(w0, 0)));
 }
 
@@ -64,11 +64,11 @@ const MAX = 0, AVG = 1, ADAPTIVE = 2;
  * scalar loop's data-dependent branch, which random inputs mispredict about half the time.
  */
 @inline function maxRow(args: usize, u: i32, xp: usize, y: usize, idx: usize, oh: i32): void {
-  const h = argI(args, u + H), w = argI(args, u + W), ow = argI(args, u + OW);
-  const kw = argI(args, u + KW), sw = argI(args, u + SW), pw = argI(args, u + PW), dh = argI(args, u + DH);
-  const dw = argI(args, u + DW);
-  const h0 = oh * argI(args, u + SH) - argI(args, u + PH);
-  const a0 = firstTap(h0, dh), a1 = endTap(h0, dh, argI(args, u + KH), h);
+  const h = argI(args, u + L.pool.h), w = argI(args, u + L.pool.w), ow = argI(args, u + L.pool.ow);
+  const kw = argI(args, u + L.pool.kw), sw = argI(args, u + L.pool.sw), pw = argI(args, u + L.pool.pw), dh = argI(args, u + L.pool.dh);
+  const dw = argI(args, u + L.pool.dw);
+  const h0 = oh * argI(args, u + L.pool.sh) - argI(args, u + L.pool.ph);
+  const a0 = firstTap(h0, dh), a1 = endTap(h0, dh, argI(args, u + L.pool.kh), h);
   const lanes = i32x4(0, sw, 2 * sw, 3 * sw), none = i32x4.splat(-1);
   let j = 0;
   while (j < ow) {
@@ -112,10 +112,10 @@ const MAX = 0, AVG = 1, ADAPTIVE = 2;
 }
 
 @inline function avgRow(args: usize, u: i32, xp: usize, y: usize, oh: i32): void {
-  const h = argI(args, u + H), w = argI(args, u + W), ow = argI(args, u + OW);
-  const kw = argI(args, u + KW), sw = argI(args, u + SW), pw = argI(args, u + PW);
-  const h0 = oh * argI(args, u + SH) - argI(args, u + PH);
-  const hs = max(h0, 0), he = min(h0 + argI(args, u + KH), h);
+  const h = argI(args, u + L.pool.h), w = argI(args, u + L.pool.w), ow = argI(args, u + L.pool.ow);
+  const kw = argI(args, u + L.pool.kw), sw = argI(args, u + L.pool.sw), pw = argI(args, u + L.pool.pw);
+  const h0 = oh * argI(args, u + L.pool.sh) - argI(args, u + L.pool.ph);
+  const hs = max(h0, 0), he = min(h0 + argI(args, u + L.pool.kh), h);
   let j = 0;
   while (j < ow) {
     const w0 = j * sw - pw;
@@ -141,7 +141,7 @@ const MAX = 0, AVG = 1, ADAPTIVE = 2;
 }
 
 @inline function adaptiveRow(args: usize, u: i32, xp: usize, y: usize, oh: i32): void {
-  const h = argI(args, u + H), w = argI(args, u + W), ow = argI(args, u + OW), nOh = argI(args, u + OH);
+  const h = argI(args, u + L.pool.h), w = argI(args, u + L.pool.w), ow = argI(args, u + L.pool.ow), nOh = argI(args, u + L.pool.oh);
   const hs = adaptiveStart(oh, h, nOh), he = adaptiveEnd(oh, h, nOh);
   for (let j = 0; j < ow; j++) {
     const ws = adaptiveStart(j, w, ow), we = adaptiveEnd(j, w, ow);
@@ -153,21 +153,26 @@ const MAX = 0, AVG = 1, ADAPTIVE = 2;
   }
 }
 
-@inline function forward(kind: i32, tid: i32, nth: i32, args: usize): void {
-  const x = argP(args, 0), y = argP(args, 1), u = kind == MAX ? 3 : 2;
-  const h = argI(args, u + H), w = argI(args, u + W), oh = argI(args, u + OH), ow = argI(args, u + OW);
-  const rows = argI(args, u + TOTAL) / ow;
+@inline function forward(kind: i32, tid: i32, nth: i32, args: usize, x: usize, y: usize, idx: usize, u: i32): void {
+  const h = argI(args, u + L.pool.h), w = argI(args, u + L.pool.w), oh = argI(args, u + L.pool.oh), ow = argI(args, u + L.pool.ow);
+  const rows = argI(args, u + L.pool.total) / ow;
   const rb = shareBegin(tid, nth, rows, 1), re = shareEnd(tid, nth, rows, 1);
   for (let r = rb; r < re; r++) {
     const xp = at(x, (r / oh) * h * w), out = r * ow;
-    if (kind == MAX) maxRow(args, u, xp, at(y, out), at(argP(args, 2), out), r % oh);
+    if (kind == MAX) maxRow(args, u, xp, at(y, out), at(idx, out), r % oh);
     else if (kind == AVG) avgRow(args, u, xp, at(y, out), r % oh);
     else adaptiveRow(args, u, xp, at(y, out), r % oh);
   }
 }
-export function pool_max_fwd(tid: i32, nth: i32, args: usize): void { forward(MAX, tid, nth, args); }
-export function pool_avg_fwd(tid: i32, nth: i32, args: usize): void { forward(AVG, tid, nth, args); }
-export function pool_adaptive_fwd(tid: i32, nth: i32, args: usize): void { forward(ADAPTIVE, tid, nth, args); }
+export function pool_max_fwd(tid: i32, nth: i32, args: usize): void {
+  forward(MAX, tid, nth, args, argP(args, L.pool_max_fwd.x), argP(args, L.pool_max_fwd.y), argP(args, L.pool_max_fwd.idx), L.pool_max_fwd.UNIFORMS);
+}
+export function pool_avg_fwd(tid: i32, nth: i32, args: usize): void {
+  forward(AVG, tid, nth, args, argP(args, L.pool_avg_fwd.x), argP(args, L.pool_avg_fwd.y), 0, L.pool_avg_fwd.UNIFORMS);
+}
+export function pool_adaptive_fwd(tid: i32, nth: i32, args: usize): void {
+  forward(ADAPTIVE, tid, nth, args, argP(args, L.pool_adaptive_fwd.x), argP(args, L.pool_adaptive_fwd.y), 0, L.pool_adaptive_fwd.UNIFORMS);
+}
 
 // ---------------------------------------------------------------------------------------------------------
 // Backward: bindings g (, idx for max), dx; each call fills input rows [r0, r1) of one plane of dx.
@@ -185,10 +190,10 @@ export function pool_adaptive_fwd(tid: i32, nth: i32, args: usize): void { forwa
 
 /** Each output's gradient to its argmax, when that lies in the band; outputs in descending order. */
 @inline function maxBand(args: usize, u: i32, gp: usize, ip: usize, dxp: usize, r0: i32, r1: i32): void {
-  const w = argI(args, u + W), ow = argI(args, u + OW);
-  const sh = argI(args, u + SH), ph = argI(args, u + PH);
-  const lo = firstWindowRow(r0, argI(args, u + KH), sh, ph, argI(args, u + DH));
-  const hi = endWindowRow(r1, sh, ph, argI(args, u + OH));
+  const w = argI(args, u + L.pool.w), ow = argI(args, u + L.pool.ow);
+  const sh = argI(args, u + L.pool.sh), ph = argI(args, u + L.pool.ph);
+  const lo = firstWindowRow(r0, argI(args, u + L.pool.kh), sh, ph, argI(args, u + L.pool.dh));
+  const hi = endWindowRow(r1, sh, ph, argI(args, u + L.pool.oh));
   const k0 = r0 * w, k1 = r1 * w;
   for (let o = hi * ow - 1; o >= lo * ow; o--) {
     const k = load<i32>(at(ip, o));
@@ -201,9 +206,9 @@ export function pool_adaptive_fwd(tid: i32, nth: i32, args: usize): void { forwa
  * avg-pool window has no dilation (avgPool2d passes 1), as in the forward kernel.
  */
 @inline function avgBand(args: usize, u: i32, gp: usize, dxp: usize, r0: i32, r1: i32): void {
-  const w = argI(args, u + W), ow = argI(args, u + OW), kh = argI(args, u + KH), kw = argI(args, u + KW);
-  const sh = argI(args, u + SH), sw = argI(args, u + SW), ph = argI(args, u + PH), pw = argI(args, u + PW);
-  const lo = firstWindowRow(r0, kh, sh, ph, 1), hi = endWindowRow(r1, sh, ph, argI(args, u + OH));
+  const w = argI(args, u + L.pool.w), ow = argI(args, u + L.pool.ow), kh = argI(args, u + L.pool.kh), kw = argI(args, u + L.pool.kw);
+  const sh = argI(args, u + L.pool.sh), sw = argI(args, u + L.pool.sw), ph = argI(args, u + L.pool.ph), pw = argI(args, u + L.pool.pw);
+  const lo = firstWindowRow(r0, kh, sh, ph, 1), hi = endWindowRow(r1, sh, ph, argI(args, u + L.pool.oh));
   for (let oh = hi - 1; oh >= lo; oh--) {
     const h0 = oh * sh - ph;
     const hs = max(h0, r0), he = min(h0 + kh, r1);
@@ -221,7 +226,7 @@ export function pool_adaptive_fwd(tid: i32, nth: i32, args: usize): void { forwa
 
 /** As avgBand over the adaptive windows; outputs in ascending order (the WGSL's gather order). */
 @inline function adaptiveBand(args: usize, u: i32, gp: usize, dxp: usize, r0: i32, r1: i32): void {
-  const h = argI(args, u + H), w = argI(args, u + W), oh = argI(args, u + OH), ow = argI(args, u + OW);
+  const h = argI(args, u + L.pool.h), w = argI(args, u + L.pool.w), oh = argI(args, u + L.pool.oh), ow = argI(args, u + L.pool.ow);
   const lo = adaptiveStart(r0, oh, h), hi = min(adaptiveEnd(r1 - 1, oh, h), oh);
   for (let i = lo; i < hi; i++) {
     const rs = adaptiveStart(i, h, oh), re = adaptiveEnd(i, h, oh);
@@ -239,22 +244,27 @@ export function pool_adaptive_fwd(tid: i32, nth: i32, args: usize): void { forwa
 }
 
 /** Shares the planes' input rows among the threads; a thread's band may span a plane boundary. */
-@inline function backward(kind: i32, tid: i32, nth: i32, args: usize): void {
-  const g = argP(args, 0), dx = argP(args, kind == MAX ? 2 : 1), u = kind == MAX ? 3 : 2;
-  const h = argI(args, u + H), w = argI(args, u + W), outPlane = argI(args, u + OH) * argI(args, u + OW);
-  const rows = argI(args, u + TOTAL) / w;
+@inline function backward(kind: i32, tid: i32, nth: i32, args: usize, g: usize, idx: usize, dx: usize, u: i32): void {
+  const h = argI(args, u + L.pool.h), w = argI(args, u + L.pool.w), outPlane = argI(args, u + L.pool.oh) * argI(args, u + L.pool.ow);
+  const rows = argI(args, u + L.pool.total) / w;
   const rb = shareBegin(tid, nth, rows, 1), re = shareEnd(tid, nth, rows, 1);
   let r = rb;
   while (r < re) {
     const plane = r / h, r0 = r % h, r1 = min(h, r0 + re - r);
     const dxp = at(dx, plane * h * w), gp = at(g, plane * outPlane);
     memory.fill(at(dxp, r0 * w), 0, <usize>((r1 - r0) * w) << 2);
-    if (kind == MAX) maxBand(args, u, gp, at(argP(args, 1), plane * outPlane), dxp, r0, r1);
+    if (kind == MAX) maxBand(args, u, gp, at(idx, plane * outPlane), dxp, r0, r1);
     else if (kind == AVG) avgBand(args, u, gp, dxp, r0, r1);
     else adaptiveBand(args, u, gp, dxp, r0, r1);
     r += r1 - r0;
   }
 }
-export function pool_max_bwd(tid: i32, nth: i32, args: usize): void { backward(MAX, tid, nth, args); }
-export function pool_avg_bwd(tid: i32, nth: i32, args: usize): void { backward(AVG, tid, nth, args); }
-export function pool_adaptive_bwd(tid: i32, nth: i32, args: usize): void { backward(ADAPTIVE, tid, nth, args); }
+export function pool_max_bwd(tid: i32, nth: i32, args: usize): void {
+  backward(MAX, tid, nth, args, argP(args, L.pool_max_bwd.g), argP(args, L.pool_max_bwd.idx), argP(args, L.pool_max_bwd.dx), L.pool_max_bwd.UNIFORMS);
+}
+export function pool_avg_bwd(tid: i32, nth: i32, args: usize): void {
+  backward(AVG, tid, nth, args, argP(args, L.pool_avg_bwd.g), 0, argP(args, L.pool_avg_bwd.dx), L.pool_avg_bwd.UNIFORMS);
+}
+export function pool_adaptive_bwd(tid: i32, nth: i32, args: usize): void {
+  backward(ADAPTIVE, tid, nth, args, argP(args, L.pool_adaptive_bwd.g), 0, argP(args, L.pool_adaptive_bwd.dx), L.pool_adaptive_bwd.UNIFORMS);
+}

@@ -2,6 +2,7 @@
 // (base + i, stream) under key (k0, k1), bit for bit the WGSL's (u32 arithmetic is exact), four counters at
 // once in i32x4 lanes. Bindings out; uniforms n, k0, k1, stream, base, dist, a, b.
 import { argF, argI, argP, at, SCRATCH, shareBegin, shareEnd } from "./common";
+import * as L from "./layout";
 
 const UNIFORM = 0, NORMAL = 1;
 /** 2^-24: 24 random bits to a float in [0, 1). */
@@ -66,17 +67,17 @@ const TWO_PI: f32 = 6.2831855;
 }
 
 export function random(tid: i32, nth: i32, args: usize): void {
-  const out = argP(args, 0), n = argI(args, 1);
-  const k0 = i32x4.splat(argI(args, 2)), k1 = i32x4.splat(argI(args, 3));
-  const k2 = i32x4.splat(argI(args, 2) ^ argI(args, 3) ^ 0x1bd11bda);
-  const stream = i32x4.splat(argI(args, 4));
-  const base = argI(args, 5), dist = argI(args, 6), a = argF(args, 7), b = argF(args, 8);
+  const out = argP(args, L.random.out), n = argI(args, L.random.n);
+  const k0 = i32x4.splat(argI(args, L.random.k0)), k1 = i32x4.splat(argI(args, L.random.k1));
+  const k2 = i32x4.splat(argI(args, L.random.k0) ^ argI(args, L.random.k1) ^ 0x1bd11bda);
+  const stream = i32x4.splat(argI(args, L.random.stream));
+  const base = argI(args, L.random.base), dist = argI(args, L.random.dist), a = argF(args, L.random.a), b = argF(args, L.random.b);
   const begin = shareBegin(tid, nth, n, 4), end = shareEnd(tid, nth, n, 4);
   let i = begin;
   for (; i + 4 <= end; i += 4) v128.store(at(out, i), draw4(i, k0, k1, k2, stream, base, dist, a, b));
   if (i < end) {
     // The last 1 to 3 elements: a full group drawn into the thread's scratch, the wanted lanes copied out.
-    const tail = argP(args, 12) + <usize>tid * SCRATCH;
+    const tail = argP(args, L.random.SCRATCH_BASE) + <usize>tid * SCRATCH;
     v128.store(tail, draw4(i, k0, k1, k2, stream, base, dist, a, b));
     memory.copy(at(out, i), tail, <usize>(end - i) << 2);
   }

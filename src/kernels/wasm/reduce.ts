@@ -2,9 +2,11 @@
 // compute out[j] = scale * sum over the reduced axes, so both map here. Bindings x, out; uniforms n_out,
 // n_red, scale, then (size, stride) of the kept axes and of the reduced axes, innermost last.
 import { argF, argI, argP, at, shareBegin, shareEnd } from "./common";
+import * as L from "./layout";
 
 const RANK = 6;
-const KEPT = 5, REDUCED = 17;
+// The kept and the reduced axes' (size, stride) pairs: ks0, kt0, ks1, kt1, ... and rs0, rt0, ... (reduce.ts).
+const KEPT = L.reduce_sum.ks0, REDUCED = L.reduce_sum.rs0;
 
 /** Offset of index `i` of the axes listed (size, stride) from slot `first`, outermost `from` to innermost `to`. */
 @inline function offsetOf(args: usize, first: i32, i: i32, to: i32): i32 {
@@ -18,8 +20,8 @@ const KEPT = 5, REDUCED = 17;
 }
 
 export function reduce_sum(tid: i32, nth: i32, args: usize): void {
-  const x = argP(args, 0), out = argP(args, 1);
-  const nOut = argI(args, 2), nRed = argI(args, 3), scale = argF(args, 4);
+  const x = argP(args, L.reduce_sum.x), out = argP(args, L.reduce_sum.out);
+  const nOut = argI(args, L.reduce_sum.n_out), nRed = argI(args, L.reduce_sum.n_red), scale = argF(args, L.reduce_sum.scale);
   const inner = argI(args, REDUCED + 2 * (RANK - 1)), innerStride = argI(args, REDUCED + 2 * (RANK - 1) + 1);
   const rows = inner > 0 ? nRed / inner : 0;
   const b = shareBegin(tid, nth, nOut, 1), e = shareEnd(tid, nth, nOut, 1);

@@ -3,6 +3,7 @@
 // one (outer, inner) pair; each thread takes whole rows. Rows along the last dim (inner 1) are contiguous
 // and go in f32x4 lanes where no exp is needed.
 import { argI, argP, at, shareBegin, shareEnd } from "./common";
+import * as L from "./layout";
 
 const SOFTMAX = 0, LOG_SOFTMAX = 1;
 
@@ -20,8 +21,8 @@ const SOFTMAX = 0, LOG_SOFTMAX = 1;
 }
 
 @inline function forward(v: i32, tid: i32, nth: i32, args: usize): void {
-  const x = argP(args, 0), y = argP(args, 1);
-  const rows = argI(args, 2), n = argI(args, 3), inner = argI(args, 4);
+  const x = argP(args, L.softmax_rows_fwd.x), y = argP(args, L.softmax_rows_fwd.y);
+  const rows = argI(args, L.softmax_rows_fwd.rows), n = argI(args, L.softmax_rows_fwd.n), inner = argI(args, L.softmax_rows_fwd.inner);
   const b = shareBegin(tid, nth, rows, 1), e = shareEnd(tid, nth, rows, 1);
   for (let row = b; row < e; row++) {
     const base = (row / inner) * n * inner + row % inner;
@@ -64,8 +65,8 @@ export function log_softmax_fwd(tid: i32, nth: i32, args: usize): void {
 
 // softmax: dx = y (g - sum(g y)); log_softmax: dx = g - exp(y) sum(g).
 @inline function backward(v: i32, tid: i32, nth: i32, args: usize): void {
-  const g = argP(args, 0), y = argP(args, 1), dx = argP(args, 2);
-  const rows = argI(args, 3), n = argI(args, 4), inner = argI(args, 5);
+  const g = argP(args, L.softmax_rows_bwd.g), y = argP(args, L.softmax_rows_bwd.y), dx = argP(args, L.softmax_rows_bwd.dx);
+  const rows = argI(args, L.softmax_rows_bwd.rows), n = argI(args, L.softmax_rows_bwd.n), inner = argI(args, L.softmax_rows_bwd.inner);
   const b = shareBegin(tid, nth, rows, 1), e = shareEnd(tid, nth, rows, 1);
   for (let row = b; row < e; row++) {
     const base = (row / inner) * n * inner + row % inner;
