@@ -27,19 +27,20 @@ export interface KernelSpec {
   uniforms: ScalarType[];
 }
 
-/** A device buffer and the bookkeeping that makes reuse safe. */
-export interface PooledBuffer {
+/**
+ * A device buffer and the bookkeeping that makes reuse safe. Ops and tensors see it as a neutral handle;
+ * only its backend reads `handle` (a GPUBuffer on WebGPU, a byte address in the memory on WebAssembly).
+ */
+export interface PooledBuffer<H = unknown> {
   /** Unique per device buffer: part of the bind-group cache key. */
   id: number;
-  /** The WebGPU buffer (null on the WebAssembly backend). */
-  buffer: GPUBuffer;
-  /** Byte address in the WebAssembly memory (0 on WebGPU). */
-  ptr: number;
+  /** The backend's storage: a GPUBuffer (WebGPU) or a byte address in the Wasm memory (WebAssembly). */
+  handle: H;
   /** Bytes allocated: the pool bucket of the first request. */
   capacity: number;
   /** Bytes the current owner asked for (<= capacity). */
   bytes: number;
-  /** The batch that last recorded a command on this buffer; a CPU write must wait until it is submitted. */
+  /** WebGPU: the batch that last recorded a command on it; a CPU write must wait until it is submitted. */
   lastBatch: number;
 }
 
@@ -81,23 +82,23 @@ export interface PoolStats {
  * Exact-size free lists per pool bucket and their accounting, shared by both backends; a subclass says how
  * big a bucket is and how a new block is made (a WebGPU buffer, or a range of the Wasm memory).
  */
-export abstract class BucketPool {
-  private free = new Map<number, PooledBuffer[]>();
+export abstract class BucketPool<H = unknown> {
+  private free = new Map<number, PooledBuffer<H>[]>();
   private nextId = 0;
   private stats: PoolStats = { liveBytes: 0, liveBuffers: 0, pooledBytes: 0, pooledBuffers: 0, created: 0 };
 
   protected abstract capacityFor(bytes: number): number;
-  protected abstract create(capacity: number): Pick<PooledBuffer, "buffer" | "ptr">;
+  protected abstract create(capacity: number): H;
 
   /** A buffer of at least `bytes`: a free one of the same bucket, else a new one. */
-  acquire(bytes: number): PooledBuffer {
+  acquire(bytes: number): PooledBuffer<H> {
     const capacity = this.capacityFor(bytes);
     let pb = this.free.get(capacity)?.pop();
     if (pb) {
       this.stats.pooledBytes -= capacity;
       this.stats.pooledBuffers--;
     } else {
-      pb = { id: ++this.nextId, ...this.create(capacity), capacity, bytes, lastBatch: -1 };
+      pb = { id: ++this.nextId, handle: this.create(capacity), capacity, bytes, lastBatch: -1 };
       this.stats.created++;
     }
     pb.bytes = bytes;
@@ -107,7 +108,7 @@ export abstract class BucketPool {
   }
 
   /** Returns a buffer to its bucket's free list for reuse (nothing is freed on the device). */
-  release(pb: PooledBuffer): void {
+  release(pb: PooledBuffer<H>): void {
     this.stats.liveBytes -= pb.capacity;
     this.stats.liveBuffers--;
     this.stats.pooledBytes += pb.capacity;
@@ -118,7 +119,7 @@ export abstract class BucketPool {
   }
 
   /** Empties the free lists and returns what they held (for the subclass's trim). */
-  protected drainFree(): PooledBuffer[] {
+  protected drainFree(): PooledBuffer<H>[] {
     const all = [...this.free.values()].flat();
     this.free.clear();
     this.stats.pooledBytes = 0;
@@ -137,8 +138,13 @@ export abstract class BucketPool {
   }
 }
 
+/** The GPUBuffer behind a buffer of the WebGPU pool (ops hand the engine neutral handles). */
+function gpuBuffer(pb: PooledBuffer): GPUBuffer {
+  return pb.handle as GPUBuffer;
+}
+
 /** The WebGPU pool: buckets from {@link bucketSize}, blocks are storage buffers of the device. */
-export class BufferPool extends BucketPool {
+export class BufferPool extends BucketPool<GPUBuffer> {
   /** Throws on requests whose bucket exceeds `maxBufferSize` (the adapter's limit). */
   constructor(private device: GPUDevice, private maxBufferSize: number) {
     super();
@@ -154,13 +160,13 @@ export class BufferPool extends BucketPool {
     return capacity;
   }
 
-  protected create(capacity: number): Pick<PooledBuffer, "buffer" | "ptr"> {
-    return { buffer: this.device.createBuffer({ size: capacity, usage: STORAGE_USAGE }), ptr: 0 };
+  protected create(capacity: number): GPUBuffer {
+    return this.device.createBuffer({ size: capacity, usage: STORAGE_USAGE });
   }
 
   /** Gives every free buffer back to the device. */
   trim(): void {
-    for (const pb of this.drainFree()) pb.buffer.destroy();
+    for (const pb of this.drainFree()) pb.handle.destroy();
   }
 }
 
@@ -205,6 +211,19 @@ export interface Engine {
     params: number[],
     workgroups: [number, number?, number?],
     label?: string,
+  ): void;
+  /**
+   * Runs a kernel with one thread per element over `n` elements (its first uniform is `n`). Where a buffer
+   * passes this backend's binding limit, the backend runs the kernel in chunks, which needs every buffer to
+   * hold `n` elements (an element-wise kernel); `baseParam` names the uniform that receives a chunk's first
+   * index (the RNG's counter).
+   */
+  dispatchElements(
+    spec: KernelSpec,
+    buffers: PooledBuffer[],
+    params: number[],
+    n: number,
+    baseParam?: number,
   ): void;
   /** Copies bytes between buffers in order with the kernels. */
   copy(src: PooledBuffer, srcOffset: number, dst: PooledBuffer, dstOffset: number, bytes: number): void;
@@ -364,9 +383,12 @@ export class WebGpuEngine implements Engine {
     if (!bindGroup) {
       const entries: GPUBindGroupEntry[] = buffers.map((b, binding) =>
         "pb" in b
-          ? { binding, resource: { buffer: b.pb.buffer, offset: b.offset, size: b.size } }
+          ? { binding, resource: { buffer: gpuBuffer(b.pb), offset: b.offset, size: b.size } }
           // A bucket may exceed the binding limit while its tensor does not: bind what the limit allows.
-          : { binding, resource: { buffer: b.buffer, size: Math.min(b.capacity, this.maxStorageBinding) } }
+          : {
+            binding,
+            resource: { buffer: gpuBuffer(b), size: Math.min(b.capacity, this.maxStorageBinding) },
+          }
       );
       if (spec.uniforms.length > 0) {
         entries.push({
@@ -402,12 +424,48 @@ export class WebGpuEngine implements Engine {
     this.dispatches++;
   }
 
+  /**
+   * One dispatch where every buffer fits one storage binding (128 MiB on lavapipe); else aligned chunks of
+   * an element-wise kernel, each bound as a byte range.
+   */
+  dispatchElements(
+    spec: KernelSpec,
+    buffers: PooledBuffer[],
+    params: number[],
+    n: number,
+    baseParam?: number,
+  ): void {
+    const limit = this.maxStorageBinding;
+    if (buffers.every((pb) => pb.bytes <= limit)) {
+      this.dispatch(spec, buffers, params, this.grid(Math.ceil(n / 256)));
+      return;
+    }
+    if (buffers.some((pb) => pb.bytes !== n * 4)) {
+      throw new Error(
+        `${spec.name}: tensors over ${limit} bytes (one storage binding) are only supported element-wise`,
+      );
+    }
+    const align = this.minStorageOffsetAlignment;
+    const chunk = Math.floor(limit / align) * align / 4;
+    for (let start = 0; start < n; start += chunk) {
+      const len = Math.min(chunk, n - start);
+      const chunkParams = [len, ...params.slice(1)];
+      if (baseParam !== undefined) chunkParams[baseParam] = params[baseParam] + start;
+      this.dispatch(
+        spec,
+        buffers.map((pb) => ({ pb, offset: start * 4, size: len * 4 })),
+        chunkParams,
+        this.grid(Math.ceil(len / 256)),
+      );
+    }
+  }
+
   /** Records a buffer-to-buffer copy in order with the dispatches. */
   copy(src: PooledBuffer, srcOffset: number, dst: PooledBuffer, dstOffset: number, bytes: number): void {
     if (bytes === 0) return;
     this.endPass();
     this.encoder ??= this.device.createCommandEncoder();
-    this.encoder.copyBufferToBuffer(src.buffer, srcOffset, dst.buffer, dstOffset, bytes);
+    this.encoder.copyBufferToBuffer(gpuBuffer(src), srcOffset, gpuBuffer(dst), dstOffset, bytes);
     src.lastBatch = dst.lastBatch = this.batch;
     this.pending++;
   }
@@ -455,7 +513,7 @@ export class WebGpuEngine implements Engine {
    */
   write(pb: PooledBuffer, byteOffset: number, data: ArrayBufferView): void {
     if (pb.lastBatch !== this.batch || !this.encoder) {
-      this.device.queue.writeBuffer(pb.buffer, byteOffset, data.buffer, data.byteOffset, data.byteLength);
+      this.device.queue.writeBuffer(gpuBuffer(pb), byteOffset, data.buffer, data.byteOffset, data.byteLength);
       return;
     }
     const staging = this.device.createBuffer({
@@ -468,7 +526,7 @@ export class WebGpuEngine implements Engine {
     );
     staging.unmap();
     this.copy(
-      { id: 0, buffer: staging, ptr: 0, capacity: data.byteLength, bytes: data.byteLength, lastBatch: -1 },
+      { id: 0, handle: staging, capacity: data.byteLength, bytes: data.byteLength, lastBatch: -1 },
       0,
       pb,
       byteOffset,
@@ -487,7 +545,7 @@ export class WebGpuEngine implements Engine {
       this.copy(
         pb,
         byteOffset,
-        { id: 0, buffer: staging, ptr: 0, capacity: size, bytes, lastBatch: -1 },
+        { id: 0, handle: staging, capacity: size, bytes, lastBatch: -1 },
         0,
         bytes,
       );

@@ -1,5 +1,6 @@
 // Builds a kernel's WGSL from its bindings, so each op writes only its body.
 import type { Access, KernelSpec, ScalarType } from "./engine.ts";
+import { getEngine } from "./device.ts";
 
 export interface KernelDef {
   name: string;
@@ -129,4 +130,27 @@ export function kernelFamily<K extends string | number>(
   };
   if (variants) listedFamilies.push(() => variants.forEach(get));
   return get;
+}
+
+/** Each op's implementation per backend, registered by the op's module (as tfjs registers its kernels). */
+const implementations = new Map<string, { webgpu?: unknown; wasm?: unknown }>();
+
+/**
+ * Registers how `op` runs on one backend; an op whose computation differs between the backends (its WGSL is
+ * a shape-specialised implicit GEMM, its WebAssembly a packed one) registers one per backend and looks it up
+ * with {@link implementation}, instead of branching on the backend itself.
+ */
+export function registerImplementation<F>(op: string, backend: "webgpu" | "wasm", impl: F): void {
+  const entry = implementations.get(op) ?? {};
+  if (entry[backend]) throw new Error(`${op} already has an implementation for ${backend}`);
+  entry[backend] = impl;
+  implementations.set(op, entry);
+}
+
+/** The open backend's implementation of `op` (see {@link registerImplementation}). */
+export function implementation<F>(op: string): F {
+  const kind = getEngine().kind;
+  const impl = implementations.get(op)?.[kind];
+  if (!impl) throw new Error(`${op} has no implementation on the ${kind} backend`);
+  return impl as F;
 }

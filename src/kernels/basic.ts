@@ -26,10 +26,8 @@ const axpyKernel = defineKernel({
 });
 
 /**
- * Dispatches a kernel with one thread per element over `n` elements (its first uniform is `n`).
- * Tensors larger than one storage binding (128 MiB on lavapipe) are processed in aligned chunks; that
- * needs an element-wise kernel (every tensor holds `n` elements). A kernel that must know an element's
- * global index (the RNG's counter) names the uniform that receives the chunk's start in `baseParam`.
+ * Dispatches a kernel with one thread per element over `n` elements (its first uniform is `n`); the
+ * backend handles its own binding limits (see `Engine.dispatchElements`).
  */
 export function dispatch1d(
   spec: KernelSpec,
@@ -38,30 +36,7 @@ export function dispatch1d(
   n: number,
   baseParam?: number,
 ): void {
-  const engine = getEngine();
-  const limit = engine.maxStorageBinding;
-  if (tensors.every((t) => t.size * 4 <= limit)) {
-    engine.dispatch(spec, tensors.map((t) => t.buffer), params, engine.grid(Math.ceil(n / 256)));
-    return;
-  }
-  if (tensors.some((t) => t.size !== n)) {
-    throw new Error(
-      `${spec.name}: tensors over ${limit} bytes (one storage binding) are only supported element-wise`,
-    );
-  }
-  const align = engine.minStorageOffsetAlignment;
-  const chunk = Math.floor(limit / align) * align / 4;
-  for (let start = 0; start < n; start += chunk) {
-    const len = Math.min(chunk, n - start);
-    const chunkParams = [len, ...params.slice(1)];
-    if (baseParam !== undefined) chunkParams[baseParam] = params[baseParam] + start;
-    engine.dispatch(
-      spec,
-      tensors.map((t) => ({ pb: t.buffer, offset: start * 4, size: len * 4 })),
-      chunkParams,
-      engine.grid(Math.ceil(len / 256)),
-    );
-  }
+  getEngine().dispatchElements(spec, tensors.map((t) => t.buffer), params, n, baseParam);
 }
 
 /**

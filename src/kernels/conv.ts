@@ -3,7 +3,7 @@
 // (no im2col buffer). Groups run as the GEMM's z dimension. 1x1 convolutions without stride or padding
 // use loaders without the window arithmetic.
 import { getEngine } from "../backend/device.ts";
-import { kernelFamily } from "../backend/kernel.ts";
+import { implementation, kernelFamily, registerImplementation } from "../backend/kernel.ts";
 import type { KernelSpec } from "../backend/engine.ts";
 import { Tensor } from "../autograd/tensor.ts";
 import { record } from "../autograd/tape.ts";
@@ -422,6 +422,7 @@ function wasmConvProducts(g: ConvGeometry): Record<"forward" | "inputGrad" | "we
 }
 
 /** How one backend runs a convolution's three passes; conv2d's gradient rule is the same for both. */
+type ConvPassesOf = (x: Tensor, weight: Tensor, bias: Tensor | null, g: ConvGeometry) => ConvPasses;
 interface ConvPasses {
   forward(out: Tensor): void;
   inputGrad(dy: Tensor): Tensor;
@@ -506,6 +507,8 @@ function webgpuPasses(x: Tensor, weight: Tensor, bias: Tensor | null, g: ConvGeo
     weightGrad: (dy) => weightGrad(dy, x, weight, g, variant),
   };
 }
+registerImplementation<ConvPassesOf>("conv2d", "wasm", wasmPasses);
+registerImplementation<ConvPassesOf>("conv2d", "webgpu", webgpuPasses);
 
 /**
  * PyTorch's conv2d (torch.nn.functional.conv2d): x [N, C, H, W], weight [Cout, C/groups, KH, KW], optional
@@ -517,7 +520,7 @@ export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor | null, options:
   if (bias && (bias.rank !== 1 || bias.shape[0] !== g.oc)) {
     throw new Error(`conv2d: bias must be [${g.oc}], got ${fmtShape(bias.shape)}`);
   }
-  const passes = (getEngine().kind === "wasm" ? wasmPasses : webgpuPasses)(x, weight, bias ?? null, g);
+  const passes = implementation<ConvPassesOf>("conv2d")(x, weight, bias ?? null, g);
   const out = Tensor.empty([g.n, g.oc, g.oh, g.ow]);
   passes.forward(out);
   const inputs = bias ? [x, weight, bias] : [x, weight];

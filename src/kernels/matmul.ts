@@ -1,7 +1,7 @@
 // Batched matrix multiply with transposes folded into the indexing (so backward needs no transposed
 // copies), and `linear` on top of it.
 import { getEngine } from "../backend/device.ts";
-import { kernelFamily } from "../backend/kernel.ts";
+import { implementation, kernelFamily, registerImplementation } from "../backend/kernel.ts";
 import { chooseTile, gemmKernel, gemmWorkgroups, WASM_A, WASM_B, wasmGemm } from "./gemm.ts";
 import { Tensor } from "../autograd/tensor.ts";
 import { record } from "../autograd/tape.ts";
@@ -139,27 +139,36 @@ function bindRange(t: Tensor, first: number, last: number, limit: number, align:
   return { binding: { pb: t.buffer, offset: start, size }, offset: first - start / 4 };
 }
 
-/** C = op(A) op(B) with op a transpose when asked; a 3-D operand is a batch, a 2-D one is shared. */
-function matmulRaw(a: Tensor, b: Tensor, transA: boolean, transB: boolean): Tensor {
-  const s = matmulShape(a, b, transA, transB);
-  const outShape = a.rank === 3 || b.rank === 3 ? [s.batch, s.m, s.n] : [s.m, s.n];
-  const out = Tensor.empty(outShape);
+/** How a backend multiplies: C = op(A) op(B) into `out`, for the shape `s`. */
+type MatmulImpl = (
+  a: Tensor,
+  b: Tensor,
+  out: Tensor,
+  s: MatmulShape,
+  transA: boolean,
+  transB: boolean,
+) => void;
+
+/** WebAssembly: the one packed GEMM, its operands read as strided matrices; a batch is its z dimension. */
+registerImplementation<MatmulImpl>("matmul", "wasm", (a, b, out, s, transA, transB) => {
+  const lda = transA ? s.m : s.k, ldb = transB ? s.k : s.n;
+  const [rsA, csA] = transA ? [1, lda] : [lda, 1], [rsB, csB] = transB ? [1, ldb] : [ldb, 1];
+  wasmGemm(a, b, out, {
+    m: s.m,
+    n: s.n,
+    k: s.k,
+    a: { mode: WASM_A.strided, rs: rsA, cs: csA, z1: s.aBatched ? s.m * s.k : 0 },
+    b: { mode: WASM_B.strided, rs: rsB, cs: csB, z1: s.bBatched ? s.k * s.n : 0 },
+    c: { ld: s.n, z1: s.m * s.n },
+    z: [s.batch, 1],
+  });
+});
+
+/** WebGPU: the WGSL GEMM per block of operands that fit one storage binding each (see planBlocks). */
+registerImplementation<MatmulImpl>("matmul", "webgpu", (a, b, out, s, transA, transB) => {
   const engine = getEngine();
   const limit = engine.maxStorageBinding, align = engine.minStorageOffsetAlignment;
   const lda = transA ? s.m : s.k, ldb = transB ? s.k : s.n, ldc = s.n;
-  if (engine.kind === "wasm") {
-    const [rsA, csA] = transA ? [1, lda] : [lda, 1], [rsB, csB] = transB ? [1, ldb] : [ldb, 1];
-    wasmGemm(a, b, out, {
-      m: s.m,
-      n: s.n,
-      k: s.k,
-      a: { mode: WASM_A.strided, rs: rsA, cs: csA, z1: s.aBatched ? s.m * s.k : 0 },
-      b: { mode: WASM_B.strided, rs: rsB, cs: csB, z1: s.bBatched ? s.k * s.n : 0 },
-      c: { ld: ldc, z1: s.m * s.n },
-      z: [s.batch, 1],
-    });
-    return out;
-  }
   for (const blk of planBlocks(s, transA, transB, limit)) {
     const m = blk.m1 - blk.m0, n = blk.n1 - blk.n0, k = blk.k1 - blk.k0;
     const tile = chooseTile(m, n);
@@ -194,6 +203,13 @@ function matmulRaw(a: Tensor, b: Tensor, transA: boolean, transB: boolean): Tens
       gemmWorkgroups(tile, m, n, s.batch),
     );
   }
+});
+
+/** C = op(A) op(B) with op a transpose when asked; a 3-D operand is a batch, a 2-D one is shared. */
+function matmulRaw(a: Tensor, b: Tensor, transA: boolean, transB: boolean): Tensor {
+  const s = matmulShape(a, b, transA, transB);
+  const out = Tensor.empty(a.rank === 3 || b.rank === 3 ? [s.batch, s.m, s.n] : [s.m, s.n]);
+  implementation<MatmulImpl>("matmul")(a, b, out, s, transA, transB);
   return out;
 }
 

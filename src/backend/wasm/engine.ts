@@ -30,12 +30,17 @@ const ALIGN = 64;
 
 type KernelFn = (tid: number, nth: number, args: number) => void;
 
+/** The byte address behind a buffer of the Wasm pool (ops hand the engine neutral handles). */
+function address(pb: PooledBuffer): number {
+  return pb.handle as number;
+}
+
 /**
  * Blocks of the linear memory: exact-size free lists per pool bucket (a training loop asks for the same
  * sizes every step, so it stops growing after the first), then first fit from coalesced spare blocks,
  * then the top of the heap, growing the memory.
  */
-class WasmPool extends BucketPool {
+class WasmPool extends BucketPool<number> {
   /** Address-ordered free blocks that no bucket list holds (after trim). */
   private spare: { ptr: number; size: number }[] = [];
 
@@ -48,8 +53,8 @@ class WasmPool extends BucketPool {
     return Math.ceil(bucketSize(bytes) / ALIGN) * ALIGN;
   }
 
-  protected create(capacity: number): Pick<PooledBuffer, "buffer" | "ptr"> {
-    return { buffer: null as unknown as GPUBuffer, ptr: this.carve(capacity) };
+  protected create(capacity: number): number {
+    return this.carve(capacity);
   }
 
   private carve(size: number): number {
@@ -82,7 +87,7 @@ class WasmPool extends BucketPool {
    * hold tensors of other sizes) and lowers the top over free space at the end.
    */
   trim(): void {
-    const blocks = [...this.spare, ...this.drainFree().map((pb) => ({ ptr: pb.ptr, size: pb.capacity }))];
+    const blocks = [...this.spare, ...this.drainFree().map((pb) => ({ ptr: pb.handle, size: pb.capacity }))];
     blocks.sort((a, b) => a.ptr - b.ptr);
     const merged: { ptr: number; size: number }[] = [];
     for (const b of blocks) {
@@ -238,7 +243,7 @@ export class WasmEngine implements Engine {
           `${name}: a tensor of ${pb.bytes} bytes exceeds one binding; this op does not split such tensors`,
         );
       }
-      i32[slot++] = pb.ptr + ("pb" in b ? b.offset : 0);
+      i32[slot++] = address(pb) + ("pb" in b ? b.offset : 0);
       bytes += "pb" in b ? b.size : pb.bytes;
     }
     spec.uniforms.forEach((t, i) => {
@@ -292,18 +297,23 @@ export class WasmEngine implements Engine {
     }
   }
 
+  /** One dispatch: a binding covers up to 2 GiB here, past what the 4 GiB memory leaves room to chunk. */
+  dispatchElements(spec: KernelSpec, buffers: PooledBuffer[], params: number[], n: number): void {
+    this.dispatch(spec, buffers, params, this.grid(Math.ceil(n / 256)));
+  }
+
   copy(src: PooledBuffer, srcOffset: number, dst: PooledBuffer, dstOffset: number, bytes: number): void {
     if (bytes === 0) return;
-    const at = src.ptr + srcOffset;
-    this.mem.u8.copyWithin(dst.ptr + dstOffset, at, at + bytes);
+    const at = address(src) + srcOffset;
+    this.mem.u8.copyWithin(address(dst) + dstOffset, at, at + bytes);
   }
 
   write(pb: PooledBuffer, byteOffset: number, data: ArrayBufferView): void {
-    this.mem.u8.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), pb.ptr + byteOffset);
+    this.mem.u8.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), address(pb) + byteOffset);
   }
 
   read(pb: PooledBuffer, byteOffset: number, bytes: number): Promise<ArrayBuffer> {
-    const at = pb.ptr + byteOffset;
+    const at = address(pb) + byteOffset;
     return Promise.resolve(this.mem.u8.slice(at, at + bytes).buffer);
   }
 
