@@ -10,10 +10,9 @@ import process from "node:process";
 import {
   checkExports,
   compileKernels,
+  generatedModules,
   KERNELS_MODULE,
   kernelsModuleSource,
-  LAYOUT_MODULE,
-  layoutModuleSource,
   twinDeclarations,
 } from "../tools/build_wasm.ts";
 import { WASM_MEMORY_LIMIT, WasmEngine } from "../src/backend/wasm/engine.ts";
@@ -135,18 +134,20 @@ test("auto falls back to WebAssembly where no WebGPU adapter exists, and says so
   );
 });
 
-test("layout.ts is what the kernel declarations generate, and no twin types a slot number", async () => {
+test("the generated twin sources are current, and no twin types a slot number", async () => {
   const declarations = await twinDeclarations();
   assert(declarations.twins.size >= 60, `${declarations.twins.size} twins declared`);
-  const committed = readFileSync(LAYOUT_MODULE, "utf8").split("\n");
-  const generated = layoutModuleSource(declarations).split("\n");
-  const first = generated.findIndex((line, i) => line !== committed[i]);
-  assert(
-    first < 0 && committed.length === generated.length,
-    `src/kernels/wasm/layout.ts differs from the declarations at line ${first + 1} (${
-      JSON.stringify(generated[first])
-    }): run \`deno task build:wasm\` and commit it`,
-  );
+  for (const [file, source] of await generatedModules()) {
+    const committed = readFileSync(file, "utf8").split("\n");
+    const generated = source.split("\n");
+    const first = generated.findIndex((line, i) => line !== committed[i]);
+    assert(
+      first < 0 && committed.length === generated.length,
+      `${file} differs from what the declarations generate at line ${first + 1} (${
+        JSON.stringify(generated[first])
+      }): run \`deno task build:wasm\` and commit it`,
+    );
+  }
   const dir = join(here, "../src/kernels/wasm");
   const typed = readdirSync(dir).filter((f) => f.endsWith(".ts") && f !== "layout.ts").flatMap((f) =>
     readFileSync(join(dir, f), "utf8").split("\n").map((line, i) => ({ f, i, line }))

@@ -5,10 +5,9 @@ import { Tensor } from "../autograd/tensor.ts";
 import { record } from "../autograd/tape.ts";
 import { broadcastDecode, broadcastParams, broadcastShapes, broadcastUniforms, sameShape } from "./shape.ts";
 import { dispatch1d } from "./basic.ts";
+import { toWgsl } from "./expr.ts";
+import { BINARY_MAPS, type BinaryOp, UNARY_MAPS, type UnaryOp } from "./maps.ts";
 import { sumToShape } from "./reduce.ts";
-
-type BinaryOp = "add" | "sub" | "mul" | "div";
-const BINARY_EXPR: Record<BinaryOp, string> = { add: "x + y", sub: "x - y", mul: "x * y", div: "x / y" };
 
 const binaryKernel = kernelFamily((op: BinaryOp) => ({
   name: `binary_${op}`,
@@ -18,7 +17,7 @@ const binaryKernel = kernelFamily((op: BinaryOp) => ({
   body: `${main1d("i", "u.n")}
   ${broadcastDecode(["a", "b"])}
   let x = a[oa]; let y = b[ob];
-  out[i] = ${BINARY_EXPR[op]};
+  out[i] = ${toWgsl(BINARY_MAPS[op])};
 }`,
 }), ["add", "sub", "mul", "div"]);
 
@@ -100,30 +99,7 @@ export function div(a: Tensor, b: Tensor): Tensor {
   });
 }
 
-/** The element-wise maps with a kernel and a gradient rule (`scale` and `addScalar` take a scalar alpha). */
-export type UnaryOp = "neg" | "exp" | "log" | "relu" | "tanh" | "sigmoid" | "sqrt" | "scale" | "addScalar";
-
-const UNARY_OPS: UnaryOp[] = ["neg", "exp", "log", "relu", "tanh", "sigmoid", "sqrt", "scale", "addScalar"];
-
-/** Forward expression of x (and the uniform alpha); gradient expression of g, x, y = f(x) and alpha. */
-const UNARY: Record<UnaryOp, { fwd: string; grad: string }> = {
-  neg: { fwd: "-x", grad: "-g" },
-  exp: { fwd: "exp(x)", grad: "g * y" },
-  log: { fwd: "log(x)", grad: "g / x" },
-  relu: { fwd: "max(x, 0.0)", grad: "select(0.0, g, x > 0.0)" },
-  // tanh through exp of -2|x| so large |x| saturates to +-1 instead of overflowing to NaN.
-  tanh: {
-    fwd: "sign(x) * (1.0 - exp(-2.0 * abs(x))) / (1.0 + exp(-2.0 * abs(x)))",
-    grad: "g * (1.0 - y * y)",
-  },
-  sigmoid: {
-    fwd: "select(exp(x) / (1.0 + exp(x)), 1.0 / (1.0 + exp(-x)), x >= 0.0)",
-    grad: "g * y * (1.0 - y)",
-  },
-  sqrt: { fwd: "sqrt(x)", grad: "g * 0.5 / y" },
-  scale: { fwd: "x * u.alpha", grad: "g * u.alpha" },
-  addScalar: { fwd: "x + u.alpha", grad: "g" },
-};
+const UNARY_OPS = Object.keys(UNARY_MAPS) as UnaryOp[];
 
 const unaryUniforms = [{ name: "n", type: "u32" as const }, { name: "alpha", type: "f32" as const }];
 const unaryKernel = kernelFamily((op: UnaryOp) => ({
@@ -133,7 +109,7 @@ const unaryKernel = kernelFamily((op: UnaryOp) => ({
   uniforms: unaryUniforms,
   body: `${main1d("i", "u.n")}
   let x = a[i];
-  out[i] = ${UNARY[op].fwd};
+  out[i] = ${toWgsl(UNARY_MAPS[op].fwd)};
 }`,
 }), UNARY_OPS);
 
@@ -147,7 +123,7 @@ const unaryGradKernel = kernelFamily((op: UnaryOp) => ({
   uniforms: unaryUniforms,
   body: `${main1d("i", "u.n")}
   let g = gy[i]; let x = xs[i]; let y = ys[i];
-  gx[i] = ${UNARY[op].grad};
+  gx[i] = ${toWgsl(UNARY_MAPS[op].grad)};
 }`,
 }), UNARY_OPS);
 

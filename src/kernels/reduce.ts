@@ -15,6 +15,8 @@ import {
   sameShape,
 } from "./shape.ts";
 import { clone, dispatch1d } from "./basic.ts";
+import { toWgsl } from "./expr.ts";
+import { BINARY_MAPS } from "./maps.ts";
 
 const dims = [...Array(MAX_RANK).keys()];
 const UNIFORMS = [
@@ -167,7 +169,8 @@ const expandKernel = defineKernel({
   uniforms: [...broadcastUniforms(["a"]), { name: "scale", type: "f32" }],
   body: `${main1d("i", "u.n")}
   ${broadcastDecode(["a"])}
-  out[i] = a[oa] * u.scale;
+  let x = a[oa];
+  out[i] = ${toWgsl(BINARY_MAPS.scale)};
 }`,
 });
 

@@ -1,42 +1,43 @@
-// Twins of src/kernels/elementwise.ts (and reduce.ts's expand): binary ops with NumPy broadcasting and
-// unary maps with their gradients. Broadcast indexing walks the output in runs of its innermost dim, so
-// the per-element work is a load or two and the op, in f32x4 lanes where the inner strides allow.
+// Twins of src/kernels/elementwise.ts (and reduce.ts's expand): the schedules of binary ops with NumPy
+// broadcasting and of unary maps with their gradients. The arithmetic itself is generated into ./maps (from
+// src/kernels/maps.ts, as the WGSL is) together with the exports, one per WGSL kernel. Broadcast indexing
+// walks the output in runs of its innermost dim, so the per-element work is a load or two and the map, in
+// f32x4 lanes where the inner strides allow and the map has a lane form.
 import { argF, argI, argP, at, SCRATCH, shareBegin, shareEnd } from "./common";
 import * as L from "./layout";
+import {
+  BINARY_SCALE,
+  binaryMap,
+  binaryMapHasLanes,
+  binaryMapLanes,
+  unaryGradMap,
+  unaryGradMapHasLanes,
+  unaryGradMapLanes,
+  unaryMap,
+  unaryMapHasLanes,
+  unaryMapLanes,
+} from "./maps";
 
 const RANK = 6;
-const ADD = 0, SUB = 1, MUL = 2, DIV = 3, SCALE = 4;
-
-@inline function op1(op: i32, x: f32, y: f32, s: f32): f32 {
-  if (op == ADD) return x + y;
-  if (op == SUB) return x - y;
-  if (op == MUL) return x * y;
-  if (op == DIV) return x / y;
-  return x * s;
-}
-
-@inline function op4(op: i32, x: v128, y: v128, s: v128): v128 {
-  if (op == ADD) return f32x4.add(x, y);
-  if (op == SUB) return f32x4.sub(x, y);
-  if (op == MUL) return f32x4.mul(x, y);
-  if (op == DIV) return f32x4.div(x, y);
-  return f32x4.mul(x, s);
-}
 
 /** out[i] = op(a[i], b[i]) over n contiguous elements, b read with stride ib (0 or 1), a with ia. */
 @inline function run(op: i32, a: usize, ia: i32, b: usize, ib: i32, out: usize, n: i32, s: f32): void {
   const vs = f32x4.splat(s);
   let j = 0;
-  if (ia == 1 && ib == 1) {
-    for (; j + 4 <= n; j += 4) v128.store(at(out, j), op4(op, v128.load(at(a, j)), v128.load(at(b, j)), vs));
-  } else if (ia == 1 && ib == 0) {
-    const y = v128.load32_splat(b);
-    for (; j + 4 <= n; j += 4) v128.store(at(out, j), op4(op, v128.load(at(a, j)), y, vs));
-  } else if (ia == 0 && ib == 1) {
-    const x = v128.load32_splat(a);
-    for (; j + 4 <= n; j += 4) v128.store(at(out, j), op4(op, x, v128.load(at(b, j)), vs));
+  if (binaryMapHasLanes(op)) {
+    if (ia == 1 && ib == 1) {
+      for (; j + 4 <= n; j += 4) {
+        v128.store(at(out, j), binaryMapLanes(op, v128.load(at(a, j)), v128.load(at(b, j)), vs));
+      }
+    } else if (ia == 1 && ib == 0) {
+      const y = v128.load32_splat(b);
+      for (; j + 4 <= n; j += 4) v128.store(at(out, j), binaryMapLanes(op, v128.load(at(a, j)), y, vs));
+    } else if (ia == 0 && ib == 1) {
+      const x = v128.load32_splat(a);
+      for (; j + 4 <= n; j += 4) v128.store(at(out, j), binaryMapLanes(op, x, v128.load(at(b, j)), vs));
+    }
   }
-  for (; j < n; j++) store<f32>(at(out, j), op1(op, load<f32>(at(a, j * ia)), load<f32>(at(b, j * ib)), s));
+  for (; j < n; j++) store<f32>(at(out, j), binaryMap(op, load<f32>(at(a, j * ia)), load<f32>(at(b, j * ib)), s));
 }
 
 /**
@@ -89,112 +90,47 @@ const ADD = 0, SUB = 1, MUL = 2, DIV = 3, SCALE = 4;
 }
 
 // Binary: bindings a, b, out; uniforms n, s0..s5, at0..at5, bt0..bt5 (L.binary: every binary_* kernel's).
-@inline function binary(op: i32, tid: i32, nth: i32, args: usize): void {
+@inline export function binary(op: i32, tid: i32, nth: i32, args: usize): void {
   broadcast(
     tid, nth, args, argP(args, L.binary.a), argP(args, L.binary.b), argP(args, L.binary.out), argI(args, L.binary.n),
     L.binary.s0, L.binary.at0, L.binary.bt0, op, 0, L.binary.SCRATCH_BASE,
   );
 }
-export function binary_add(tid: i32, nth: i32, args: usize): void { binary(ADD, tid, nth, args); }
-export function binary_sub(tid: i32, nth: i32, args: usize): void { binary(SUB, tid, nth, args); }
-export function binary_mul(tid: i32, nth: i32, args: usize): void { binary(MUL, tid, nth, args); }
-export function binary_div(tid: i32, nth: i32, args: usize): void { binary(DIV, tid, nth, args); }
 
 /** expand (reduce.ts): out[i] = a[broadcast i] * scale; bindings a, out; uniforms n, s0..s5, at0..at5, scale. */
 export function expand(tid: i32, nth: i32, args: usize): void {
   broadcast(
     tid, nth, args, argP(args, L.expand.a), 0, argP(args, L.expand.out), argI(args, L.expand.n), L.expand.s0,
-    L.expand.at0, -1, SCALE, argF(args, L.expand.scale), L.expand.SCRATCH_BASE,
+    L.expand.at0, -1, BINARY_SCALE, argF(args, L.expand.scale), L.expand.SCRATCH_BASE,
   );
 }
 
 // Unary: bindings a, out; uniforms n, alpha (L.unary). Gradient: bindings gy, xs, ys, gx; same uniforms
 // (L.unary_grad).
-const NEG = 0, EXP = 1, LOG = 2, RELU = 3, TANH = 4, SIGMOID = 5, SQRT = 6, SCALE_BY = 7, ADD_SCALAR = 8;
-
-@inline function unary1(op: i32, x: f32, alpha: f32): f32 {
-  if (op == NEG) return -x;
-  if (op == EXP) return Mathf.exp(x);
-  if (op == LOG) return Mathf.log(x);
-  if (op == RELU) return max(x, 0);
-  if (op == TANH) {
-    // As the WGSL: through exp(-2|x|), saturating to +-1.
-    const e = Mathf.exp(-2 * Mathf.abs(x));
-    return Mathf.sign(x) * (1 - e) / (1 + e);
-  }
-  if (op == SIGMOID) return x >= 0 ? 1 / (1 + Mathf.exp(-x)) : Mathf.exp(x) / (1 + Mathf.exp(x));
-  if (op == SQRT) return Mathf.sqrt(x);
-  if (op == SCALE_BY) return x * alpha;
-  return x + alpha;
-}
-
-/** Ops that are a few lane instructions; the others go element by element through Mathf. */
-@inline function unaryIsSimd(op: i32): bool {
-  return op == NEG || op == RELU || op == SQRT || op == SCALE_BY || op == ADD_SCALAR;
-}
-
-@inline function unary4(op: i32, x: v128, alpha: v128): v128 {
-  if (op == NEG) return f32x4.neg(x);
-  if (op == RELU) return f32x4.max(x, f32x4.splat(0));
-  if (op == SQRT) return f32x4.sqrt(x);
-  if (op == SCALE_BY) return f32x4.mul(x, alpha);
-  return f32x4.add(x, alpha);
-}
-
-@inline function unary(op: i32, tid: i32, nth: i32, args: usize): void {
+@inline export function unary(op: i32, tid: i32, nth: i32, args: usize): void {
   const a = argP(args, L.unary.a), out = argP(args, L.unary.out), n = argI(args, L.unary.n), alpha = argF(args, L.unary.alpha);
   const b = shareBegin(tid, nth, n, 4), e = shareEnd(tid, nth, n, 4);
   let i = b;
-  if (unaryIsSimd(op)) {
+  if (unaryMapHasLanes(op)) {
     const va = f32x4.splat(alpha);
-    for (; i + 4 <= e; i += 4) v128.store(at(out, i), unary4(op, v128.load(at(a, i)), va));
+    for (; i + 4 <= e; i += 4) v128.store(at(out, i), unaryMapLanes(op, v128.load(at(a, i)), va));
   }
-  for (; i < e; i++) store<f32>(at(out, i), unary1(op, load<f32>(at(a, i)), alpha));
-}
-export function unary_neg(tid: i32, nth: i32, args: usize): void { unary(NEG, tid, nth, args); }
-export function unary_exp(tid: i32, nth: i32, args: usize): void { unary(EXP, tid, nth, args); }
-export function unary_log(tid: i32, nth: i32, args: usize): void { unary(LOG, tid, nth, args); }
-export function unary_relu(tid: i32, nth: i32, args: usize): void { unary(RELU, tid, nth, args); }
-export function unary_tanh(tid: i32, nth: i32, args: usize): void { unary(TANH, tid, nth, args); }
-export function unary_sigmoid(tid: i32, nth: i32, args: usize): void { unary(SIGMOID, tid, nth, args); }
-export function unary_sqrt(tid: i32, nth: i32, args: usize): void { unary(SQRT, tid, nth, args); }
-export function unary_scale(tid: i32, nth: i32, args: usize): void { unary(SCALE_BY, tid, nth, args); }
-export function unary_addScalar(tid: i32, nth: i32, args: usize): void { unary(ADD_SCALAR, tid, nth, args); }
-
-@inline function grad1(op: i32, g: f32, x: f32, y: f32, alpha: f32): f32 {
-  if (op == NEG) return -g;
-  if (op == EXP) return g * y;
-  if (op == LOG) return g / x;
-  if (op == RELU) return x > 0 ? g : 0;
-  if (op == TANH) return g * (1 - y * y);
-  if (op == SIGMOID) return g * y * (1 - y);
-  if (op == SQRT) return g * 0.5 / y;
-  if (op == SCALE_BY) return g * alpha;
-  return g;
+  for (; i < e; i++) store<f32>(at(out, i), unaryMap(op, load<f32>(at(a, i)), alpha));
 }
 
-@inline function unaryGrad(op: i32, tid: i32, nth: i32, args: usize): void {
+@inline export function unaryGrad(op: i32, tid: i32, nth: i32, args: usize): void {
   const gy = argP(args, L.unary_grad.gy), xs = argP(args, L.unary_grad.xs), ys = argP(args, L.unary_grad.ys), gx = argP(args, L.unary_grad.gx);
   const n = argI(args, L.unary_grad.n), alpha = argF(args, L.unary_grad.alpha);
   const b = shareBegin(tid, nth, n, 4), e = shareEnd(tid, nth, n, 4);
   let i = b;
-  if (op == RELU) {
-    const zero = f32x4.splat(0);
+  if (unaryGradMapHasLanes(op)) {
+    const va = f32x4.splat(alpha);
     for (; i + 4 <= e; i += 4) {
-      const keep = f32x4.gt(v128.load(at(xs, i)), zero);
-      v128.store(at(gx, i), v128.and(v128.load(at(gy, i)), keep));
+      const g = v128.load(at(gy, i)), x = v128.load(at(xs, i)), y = v128.load(at(ys, i));
+      v128.store(at(gx, i), unaryGradMapLanes(op, g, x, y, va));
     }
   }
   for (; i < e; i++) {
-    store<f32>(at(gx, i), grad1(op, load<f32>(at(gy, i)), load<f32>(at(xs, i)), load<f32>(at(ys, i)), alpha));
+    store<f32>(at(gx, i), unaryGradMap(op, load<f32>(at(gy, i)), load<f32>(at(xs, i)), load<f32>(at(ys, i)), alpha));
   }
 }
-export function unary_grad_neg(tid: i32, nth: i32, args: usize): void { unaryGrad(NEG, tid, nth, args); }
-export function unary_grad_exp(tid: i32, nth: i32, args: usize): void { unaryGrad(EXP, tid, nth, args); }
-export function unary_grad_log(tid: i32, nth: i32, args: usize): void { unaryGrad(LOG, tid, nth, args); }
-export function unary_grad_relu(tid: i32, nth: i32, args: usize): void { unaryGrad(RELU, tid, nth, args); }
-export function unary_grad_tanh(tid: i32, nth: i32, args: usize): void { unaryGrad(TANH, tid, nth, args); }
-export function unary_grad_sigmoid(tid: i32, nth: i32, args: usize): void { unaryGrad(SIGMOID, tid, nth, args); }
-export function unary_grad_sqrt(tid: i32, nth: i32, args: usize): void { unaryGrad(SQRT, tid, nth, args); }
-export function unary_grad_scale(tid: i32, nth: i32, args: usize): void { unaryGrad(SCALE_BY, tid, nth, args); }
-export function unary_grad_addScalar(tid: i32, nth: i32, args: usize): void { unaryGrad(ADD_SCALAR, tid, nth, args); }

@@ -1,6 +1,8 @@
 // The kernels.wasm entry: every twin, exported under the name of its WGSL kernel (KernelDef.wasm).
 export { axpy, fill } from "./basic";
-export * from "./elementwise";
+export { expand } from "./elementwise";
+// binary_*, unary_*, unary_grad_*: generated with their arithmetic (tools/build_wasm.ts).
+export * from "./map_kernels";
 export { reduce_sum } from "./reduce";
 export { gemm } from "./gemm";
 export { log_softmax_bwd, log_softmax_fwd, softmax_bwd, softmax_fwd } from "./softmax";

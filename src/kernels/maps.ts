@@ -1,0 +1,56 @@
+// The per-element arithmetic of the element-wise kernels, stated once as expressions (src/kernels/expr.ts):
+// elementwise.ts and reduce.ts build their WGSL from these tables, and tools/build_wasm.ts writes the
+// WebAssembly twins' maps (src/kernels/wasm/maps.ts) from the same ones. Adding a unary op is one line here
+// (and its gradient rule and export in elementwise.ts).
+import { E, type Expr } from "./expr.ts";
+
+/** The binary maps with a kernel. */
+export type BinaryOp = "add" | "sub" | "mul" | "div";
+
+const x = E.value("x"), y = E.value("y"), g = E.value("g"), alpha = E.uniform("alpha");
+
+/**
+ * The binary maps of x (from a) and y (from b), for WGSL and the WebAssembly twins alike (tools/build_wasm.ts
+ * emits them from here); `scale` is expand's (reduce.ts) x times its uniform.
+ */
+export const BINARY_MAPS: Record<BinaryOp | "scale", Expr> = {
+  add: E.add(x, y),
+  sub: E.sub(x, y),
+  mul: E.mul(x, y),
+  div: E.div(x, y),
+  scale: E.mul(x, E.uniform("scale")),
+};
+
+/** The element-wise maps with a kernel and a gradient rule (`scale` and `addScalar` take a scalar alpha). */
+export type UnaryOp = "neg" | "exp" | "log" | "relu" | "tanh" | "sigmoid" | "sqrt" | "scale" | "addScalar";
+
+/**
+ * Each map's forward of x (and the uniform alpha) and its gradient of g, x, y = f(x) and alpha: the one
+ * statement of them that the WGSL kernels and their WebAssembly twins are both made from.
+ */
+export const UNARY_MAPS: Record<UnaryOp, { fwd: Expr; grad: Expr }> = {
+  neg: { fwd: E.neg(x), grad: E.neg(g) },
+  exp: { fwd: E.exp(x), grad: E.mul(g, y) },
+  log: { fwd: E.log(x), grad: E.div(g, x) },
+  relu: { fwd: E.max(x, E.c(0)), grad: E.select(E.c(0), g, E.gt(x, E.c(0))) },
+  // tanh through exp of -2|x| so large |x| saturates to +-1 instead of overflowing to NaN.
+  tanh: {
+    fwd: E.div(
+      E.mul(E.sign(x), E.sub(E.c(1), E.exp(E.mul(E.c(-2), E.abs(x))))),
+      E.add(E.c(1), E.exp(E.mul(E.c(-2), E.abs(x)))),
+    ),
+    grad: E.mul(g, E.sub(E.c(1), E.mul(y, y))),
+  },
+  // The two forms of the logistic, each exact on its side: no exp of a large positive argument.
+  sigmoid: {
+    fwd: E.select(
+      E.div(E.exp(x), E.add(E.c(1), E.exp(x))),
+      E.div(E.c(1), E.add(E.c(1), E.exp(E.neg(x)))),
+      E.ge(x, E.c(0)),
+    ),
+    grad: E.mul(E.mul(g, y), E.sub(E.c(1), y)),
+  },
+  sqrt: { fwd: E.sqrt(x), grad: E.div(E.mul(g, E.c(0.5)), y) },
+  scale: { fwd: E.mul(x, alpha), grad: E.mul(g, alpha) },
+  addScalar: { fwd: E.add(x, alpha), grad: g },
+};
