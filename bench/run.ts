@@ -196,7 +196,11 @@ for (const c of selected) {
   c.teardown?.();
 }
 console.log(`\n${info.runtime} on ${info.adapter}\n`);
-console.log("| case | WebGPU (this library) | peer: plain TypeScript, same process | ratio |");
+console.log(
+  `| case | this library (${
+    info.backend === "wasm" ? "WebAssembly" : "WebGPU"
+  }) | peer: plain TypeScript, same process | ratio |`,
+);
 console.log("|---|---|---|---|");
 for (const r of rows) console.log(`| ${r.join(" | ")} |`);
 process.exit(0);

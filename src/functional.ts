@@ -15,6 +15,7 @@ export {
   relu,
   scale,
   sigmoid,
+  silu,
   sqrt,
   sub,
   tanh,

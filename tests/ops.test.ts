@@ -21,7 +21,7 @@ const checkOp = (c: OpCase) => checkOpWith(c, TOL);
 
 const SIZES: number[][] = [[1], [3], [7], [1037], [3, 347]];
 
-test("unary ops (relu, tanh, sigmoid, exp, log, neg, sqrt, scale, addScalar) on 1, 3, 7, 1037, 1041 elements", async () => {
+test("unary ops (relu, tanh, sigmoid, silu, exp, log, neg, sqrt, scale, addScalar) on 1, 3, 7, 1037, 1041 elements", async () => {
   type U = [string, (x: Tensor) => Tensor, (x: Arr) => Arr, (r: Rng, s: number[]) => Arr];
   const normal = (r: Rng, s: number[]) => r.randn(s);
   const positive = (r: Rng, s: number[]) => r.rand(s, 0.1, 3);
@@ -35,6 +35,7 @@ test("unary ops (relu, tanh, sigmoid, exp, log, neg, sqrt, scale, addScalar) on 
     ["sqrt", fl.F.sqrt, ref.sqrt, positive],
     ["scale", (x) => fl.F.scale(x, -2.5), (x) => ref.scale(x, -2.5), normal],
     ["addScalar", (x) => fl.F.addScalar(x, 1.25), (x) => ref.addScalar(x, 1.25), normal],
+    ["silu", fl.F.silu, ref.silu, (r, s) => r.randn(s, 4)],
   ];
   let seed = 10;
   for (const [name, dev, cpu, gen] of unaries) {
@@ -49,7 +50,7 @@ test("unary ops (relu, tanh, sigmoid, exp, log, neg, sqrt, scale, addScalar) on 
   }
 });
 
-test("tanh and sigmoid saturate without NaN at large |x|", async () => {
+test("tanh, sigmoid and silu saturate without NaN at large |x|", async () => {
   const x = ref.arr([-100, -30, -10, 0, 10, 30, 100]);
   await checkOp({
     name: "tanh large",
@@ -62,6 +63,12 @@ test("tanh and sigmoid saturate without NaN at large |x|", async () => {
     inputs: [x],
     device: ([t]) => fl.F.sigmoid(t),
     ref: ([t]) => ref.sigmoid(t),
+  });
+  await checkOp({
+    name: "silu large",
+    inputs: [x],
+    device: ([t]) => fl.F.silu(t),
+    ref: ([t]) => ref.silu(t),
   });
 });
 
@@ -587,6 +594,7 @@ test("forward and backward of single ops leave nothing alive once the caller dis
     ["softmax", [1], (x) => fl.F.softmax(x, 0)],
     ["logSoftmax", [1], (x) => fl.F.logSoftmax(x, 1)],
     ["sigmoid", [1], (x) => fl.F.sigmoid(x)],
+    ["silu", [1], (x) => fl.F.silu(x)],
     ["matmul transB", [2, 3], (x, y) => fl.F.matmul(x, y, false, true)],
     ["matmul shared", [2, 4, 5], (x, y) => fl.F.matmul(x, y, true)],
     ["mean", [1], (x) => fl.F.mean(x, 1, true)],

@@ -13,8 +13,11 @@ import {
   generatedModules,
   KERNELS_MODULE,
   kernelsModuleSource,
+  pointwiseTwin,
   twinDeclarations,
 } from "../tools/build_wasm.ts";
+import { E, hoistUniform } from "../src/backend/expr.ts";
+import { pointwiseKernel } from "../src/backend/kernel.ts";
 import { WASM_MEMORY_LIMIT, WasmEngine } from "../src/backend/wasm/engine.ts";
 import { KERNELS_WASM_BASE64 } from "../src/backend/wasm/kernels_wasm.ts";
 import { cpuAdapterReason } from "../src/backend/device.ts";
@@ -165,6 +168,38 @@ test("the build refuses kernels without their twin, and twins without their kern
   assertThrows(() => checkExports(wasm, extra), /no twin for conv_transpose \(export conv_transpose\)/);
   const fewer = new Map([...twins].filter(([twin]) => twin !== "fill"));
   assertThrows(() => checkExports(wasm, fewer), /Exports without a declared kernel: fill/);
+});
+
+test("pointwise twins: uniform-only subexpressions once per dispatch; the generator refuses bad programs", () => {
+  const [x, a, b] = [E.value("x"), E.uniform("a"), E.uniform("b")];
+  // 1 - a and a / b are the same for every element; x * a is not.
+  const hoisted = hoistUniform([E.add(E.mul(E.sub(E.c(1), a), x), E.div(a, b)), E.mul(x, a)]);
+  assertEquals([...hoisted.keys()], ["(1.0 - u.a)", "(u.a / u.b)"]);
+  const def = (program: Parameters<typeof pointwiseKernel>[0]["program"]) =>
+    pointwiseKernel({
+      name: "axpb",
+      storage: [{ name: "x", access: "read" }, { name: "y", access: "rw" }],
+      uniforms: [{ name: "n", type: "u32" }, { name: "a", type: "f32" }],
+      program,
+    });
+  const twin = pointwiseTwin(def({ count: "n", lets: [], stores: [["y", E.add(E.mul(a, x), E.c(2))]] })).join(
+    "\n",
+  );
+  assert(twin.includes("f32x4.add(f32x4.mul(a_x4, x_in), f32x4.splat(<f32>2.0))"), "lane form of a x + 2");
+  assert(twin.includes("store<f32>(at(y_ptr, i), ((a * x_in) + <f32>2.0));"), "scalar form of a x + 2");
+  assertThrows(
+    () => pointwiseTwin(def({ count: "n", lets: [], stores: [["x", a]] })),
+    /axpb: it stores to x, which is not a writable binding/,
+  );
+  assertThrows(
+    () => pointwiseTwin(def({ count: "n", lets: [], stores: [["y", E.value("z")]] })),
+    /axpb: z is neither a binding nor a let/,
+  );
+  assertThrows(
+    () => pointwiseTwin(def({ count: "a", lets: [], stores: [["y", x]] })),
+    /axpb: its count a is not a u32 uniform/,
+  );
+  assertThrows(() => E.c(0.1), /0.1 is not an exact f32/);
 });
 
 test("the shipped kernels (kernels_wasm.ts) are what their sources build to, byte for byte", async () => {

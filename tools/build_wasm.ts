@@ -26,7 +26,19 @@ import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import process from "node:process";
 import { Buffer } from "node:buffer";
-import { type Expr, toAssemblyScript, toLanes } from "../src/kernels/expr.ts";
+import {
+  calledFunctions,
+  type Expr,
+  type ExprFunction,
+  functionAssemblyScript,
+  hoistUniform,
+  type Naming,
+  programInputs,
+  toAssemblyScript,
+  toLanes,
+  toWgsl,
+} from "../src/backend/expr.ts";
+import type { KernelDef } from "../src/backend/kernel.ts";
 
 const KERNEL_DIR = fileURLToPath(new URL("../src/kernels/", import.meta.url));
 const KERNEL_SOURCE_DIR = join(KERNEL_DIR, "wasm");
@@ -35,6 +47,10 @@ export const LAYOUT_MODULE: string = join(KERNEL_SOURCE_DIR, "layout.ts");
 /** The generated per-element maps of the element-wise twins (from src/kernels/maps.ts), and their exports. */
 export const MAPS_MODULE: string = join(KERNEL_SOURCE_DIR, "maps.ts");
 export const MAP_KERNELS_MODULE: string = join(KERNEL_SOURCE_DIR, "map_kernels.ts");
+/** The generated expression functions that kernels declare (`KernelDef.functions`: the loss's). */
+export const FUNCTIONS_MODULE: string = join(KERNEL_SOURCE_DIR, "functions.ts");
+/** The generated twins of the pointwise kernels (`KernelDef.pointwise`: the optimizer updates). */
+export const POINTWISE_MODULE: string = join(KERNEL_SOURCE_DIR, "pointwise_kernels.ts");
 /** The generated module that the engine loads the kernels from. */
 export const KERNELS_MODULE: string = fileURLToPath(
   new URL("../src/backend/wasm/kernels_wasm.ts", import.meta.url),
@@ -71,12 +87,20 @@ export interface TwinDeclarations {
   twins: Map<string, string[]>;
 }
 
-/** Reads every kernel declaration (all of src/kernels/*.ts imported) and checks what they share. */
-export async function twinDeclarations(): Promise<TwinDeclarations> {
+/**
+ * Every kernel declaration with a twin, all of src/kernels/*.ts imported, by name (the order of declaration
+ * depends on which ops ran first in the process, and the generated files must not).
+ */
+async function twinKernels(): Promise<KernelDef[]> {
   for (const f of readdirSync(KERNEL_DIR).filter((f) => f.endsWith(".ts")).sort()) {
     await import(pathToFileURL(join(KERNEL_DIR, f)).href);
   }
   const { declaredKernels } = await import("../src/backend/kernel.ts");
+  return declaredKernels().filter((def) => def.wasm !== null).sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/** Reads every kernel declaration and checks what they share. */
+export async function twinDeclarations(): Promise<TwinDeclarations> {
   const layouts = new Map<string, ArgumentLayout>(), blocks = new Map<string, ArgumentLayout>();
   const twins = new Map<string, string[]>();
   /** Adds a kernel under a name, or checks it against the kernels already there. */
@@ -90,8 +114,7 @@ export async function twinDeclarations(): Promise<TwinDeclarations> {
     }
     earlier.kernels.push(kernel);
   };
-  for (const def of declaredKernels()) {
-    if (def.wasm === null) continue;
+  for (const def of await twinKernels()) {
     const twin = def.wasm ?? def.name;
     twins.set(twin, [...(twins.get(twin) ?? []), def.name]);
     const storage = def.storage.map((b) => b.name), uniforms = (def.uniforms ?? []).map((u) => u.name);
@@ -247,12 +270,147 @@ export async function mapKernelsModuleSource(): Promise<string> {
   ].join("\n");
 }
 
+/** src/kernels/wasm/functions.ts: every kernel's expression functions, callees first, for the twins. */
+export async function functionsModuleSource(): Promise<string> {
+  const byName = new Map<string, ExprFunction>();
+  const kernels = await twinKernels();
+  for (const fn of calledFunctions(kernels.flatMap((k) => k.functions ?? []).map(callOf))) {
+    const earlier = byName.get(fn.name);
+    if (earlier && functionAssemblyScript(earlier) !== functionAssemblyScript(fn)) {
+      throw new Error(`two different expression functions are named ${fn.name}`);
+    }
+    byName.set(fn.name, fn);
+  }
+  return [
+    ...GENERATED("the expression functions of the kernel declarations (KernelDef.functions)"),
+    ...[...byName.values()].flatMap((fn) => ["", functionAssemblyScript(fn)]),
+    "",
+  ].join("\n");
+}
+
+const callOf = (fn: ExprFunction): Expr => ({
+  kind: "call",
+  fn,
+  args: fn.params.map((name) => ({ kind: "value", name })),
+});
+
+/**
+ * The twin of a pointwise kernel (src/backend/expr.ts PointwiseProgram): each thread takes its share of the
+ * elements, four at a time in f32x4 lanes where every expression has a lane form, then one at a time; the
+ * inputs are read first, the lets computed in order, the stores written, as in the WGSL. Subexpressions of
+ * uniforms only are computed once.
+ */
+export function pointwiseTwin(def: KernelDef): string[] {
+  const program = def.pointwise!;
+  const twin = def.wasm ?? def.name, layout = def.layout ?? twin;
+  const fail = (why: string) => {
+    throw new Error(`pointwise kernel ${def.name}: ${why}`);
+  };
+  const bindings = new Map(def.storage.map((b) => [b.name, b]));
+  const uniformTypes = new Map((def.uniforms ?? []).map((u) => [u.name, u.type]));
+  const inputs = programInputs(program);
+  for (const name of inputs) if (!bindings.has(name)) fail(`${name} is neither a binding nor a let`);
+  for (const [name] of program.stores) {
+    if (bindings.get(name)?.access !== "rw") fail(`it stores to ${name}, which is not a writable binding`);
+  }
+  if (uniformTypes.get(program.count) !== "u32") fail(`its count ${program.count} is not a u32 uniform`);
+  const exprs = [...program.lets, ...program.stores].map(([, e]) => e);
+  const hoisted = [...hoistUniform(exprs)];
+  const scalarComputed = new Map(hoisted.map(([text], i) => [text, `k${i}`]));
+  const laneComputed = new Map(hoisted.map(([text], i) => [text, `k${i}_x4`]));
+  // The uniforms read outside the hoisted subexpressions (f32: splat for the lanes) and inside them.
+  const perElement = new Set<string>(), all = new Set<string>(), flags = new Set<string>();
+  const visit = (e: Expr, inHoisted: boolean) => {
+    if (e.kind === "uniform") {
+      if (uniformTypes.get(e.name) !== "f32") fail(`uniform ${e.name} is not an f32 uniform`);
+      all.add(e.name);
+      if (!inHoisted) perElement.add(e.name);
+    }
+    if (e.kind === "flag") {
+      if (uniformTypes.get(e.name) !== "u32") fail(`flag ${e.name} is not a u32 uniform`);
+      flags.add(e.name);
+    }
+    if (e.kind === "op" || e.kind === "call") {
+      e.args.forEach((a) => visit(a, inHoisted || scalarComputed.has(toWgsl(a))));
+    }
+  };
+  exprs.forEach((e) => visit(e, scalarComputed.has(toWgsl(e))));
+  const leaf = (lanes: boolean): Naming["leaf"] => (e) =>
+    e.kind === "value" && inputs.includes(e.name)
+      ? `${e.name}_in`
+      : e.kind === "uniform" && lanes
+      ? `${e.name}_x4`
+      : e.name;
+  const scalar: Naming = { leaf: leaf(false), computed: scalarComputed };
+  const lanes: Naming = { leaf: leaf(true), computed: laneComputed };
+  const laneForms = exprs.every((e) => toLanes(e, lanes) !== null);
+  const slot = (name: string) => `L.${layout}.${name}`;
+  const loop = (v: boolean) => {
+    const n: Naming = v ? lanes : scalar;
+    const read = (b: string) => v ? `v128.load(at(${b}_ptr, i))` : `load<f32>(at(${b}_ptr, i))`;
+    const write = (b: string, x: string) =>
+      v ? `v128.store(at(${b}_ptr, i), ${x});` : `store<f32>(at(${b}_ptr, i), ${x});`;
+    const express = (e: Expr) => v ? toLanes(e, n)! : toAssemblyScript(e, n);
+    return [
+      v ? "  for (; i + 4 <= end; i += 4) {" : "  for (; i < end; i++) {",
+      ...inputs.map((b) => `    const ${b}_in = ${read(b)};`),
+      ...program.lets.map(([name, e]) => `    const ${name} = ${express(e)};`),
+      ...program.stores.map(([b, e]) => `    ${write(b, express(e))}`),
+      "  }",
+    ];
+  };
+  const align = laneForms ? 4 : 1;
+  return [
+    `/** ${def.name}: generated from its pointwise program (the kernel's declaration). */`,
+    `export function ${twin}(tid: i32, nth: i32, args: usize): void {`,
+    ...def.storage.filter((b) => inputs.includes(b.name) || program.stores.some(([s]) => s === b.name))
+      .map((b) => `  const ${b.name}_ptr = argP(args, ${slot(b.name)});`),
+    `  const elements = argI(args, ${slot(program.count)});`,
+    ...[...all].map((u) => `  const ${u} = argF(args, ${slot(u)});`),
+    ...[...flags].map((f) => `  const ${f} = argI(args, ${slot(f)}) != 0;`),
+    ...hoisted.map(([text, e]) =>
+      `  const ${scalarComputed.get(text)}: f32 = ${toAssemblyScript(e, { leaf: leaf(false) })};`
+    ),
+    `  const begin = shareBegin(tid, nth, elements, ${align}), end = shareEnd(tid, nth, elements, ${align});`,
+    "  let i = begin;",
+    ...(laneForms
+      ? [
+        ...[...perElement].map((u) => `  const ${u}_x4 = f32x4.splat(${u});`),
+        ...hoisted.map(([text]) =>
+          `  const ${laneComputed.get(text)} = f32x4.splat(${scalarComputed.get(text)});`
+        ),
+        ...loop(true),
+      ]
+      : []),
+    ...loop(false),
+    "}",
+  ];
+}
+
+/** src/kernels/wasm/pointwise_kernels.ts: the twins of every pointwise kernel. */
+export async function pointwiseModuleSource(): Promise<string> {
+  const kernels = (await twinKernels()).filter((k) => k.pointwise);
+  const fns = calledFunctions(
+    kernels.flatMap((k) => [...k.pointwise!.lets, ...k.pointwise!.stores].map(([, e]) => e)),
+  );
+  return [
+    ...GENERATED("the pointwise programs of the kernel declarations (KernelDef.pointwise)"),
+    'import { argF, argI, argP, at, shareBegin, shareEnd } from "./common";',
+    ...(fns.length ? [`import { ${fns.map((f) => f.name).join(", ")} } from "./functions";`] : []),
+    'import * as L from "./layout";',
+    ...kernels.flatMap((k) => ["", ...pointwiseTwin(k)]),
+    "",
+  ].join("\n");
+}
+
 /** The generated AssemblyScript modules and what they should hold now. */
 export async function generatedModules(): Promise<[string, string][]> {
   return [
     [LAYOUT_MODULE, layoutModuleSource(await twinDeclarations())],
     [MAPS_MODULE, await mapsModuleSource()],
     [MAP_KERNELS_MODULE, await mapKernelsModuleSource()],
+    [FUNCTIONS_MODULE, await functionsModuleSource()],
+    [POINTWISE_MODULE, await pointwiseModuleSource()],
   ];
 }
 

@@ -1,6 +1,13 @@
 // Builds a kernel's WGSL from its bindings, so each op writes only its body.
 import type { Access, KernelSpec, ScalarType } from "./engine.ts";
 import { getEngine } from "./device.ts";
+import {
+  calledFunctions,
+  type ExprFunction,
+  functionsWgsl,
+  type PointwiseProgram,
+  pointwiseWgsl,
+} from "./expr.ts";
 
 export interface KernelDef {
   name: string;
@@ -26,6 +33,13 @@ export interface KernelDef {
    * offset under that name, and the build checks that every kernel naming it has the same list.
    */
   uniformBlock?: string;
+  /**
+   * Expression functions the body calls (src/backend/expr.ts): their WGSL goes before the body, and
+   * tools/build_wasm.ts writes the same functions for the twins (src/kernels/wasm/functions.ts).
+   */
+  functions?: ExprFunction[];
+  /** The program a pointwise kernel's body and its whole twin are generated from (see pointwiseKernel). */
+  pointwise?: PointwiseProgram;
 }
 
 /**
@@ -79,7 +93,9 @@ export function defineKernel(def: KernelDef): KernelSpec {
     lines.push(`struct Params { ${uniforms.map((u) => `${u.name}: ${u.type},`).join(" ")} }`);
     lines.push(`@group(0) @binding(${def.storage.length}) var<uniform> u: Params;`);
   }
-  lines.push(`const WG: u32 = ${wg}u;`, FLAT_ID, def.body);
+  lines.push(`const WG: u32 = ${wg}u;`, FLAT_ID);
+  if (def.functions) lines.push(functionsWgsl(def.functions));
+  lines.push(def.body);
   const code = lines.join("\n");
   return {
     name: def.name,
@@ -88,6 +104,23 @@ export function defineKernel(def: KernelDef): KernelSpec {
     wasm: def.wasm === null ? undefined : def.wasm ?? def.name,
     storage: def.storage.map((s) => s.access),
     uniforms: uniforms.map((u) => u.type),
+  };
+}
+
+/**
+ * The declaration of a kernel whose elements are independent, from its program: the WGSL body (one thread
+ * per element) here, the WebAssembly twin (f32x4 lanes and a scalar tail) by tools/build_wasm.ts.
+ */
+export function pointwiseKernel(
+  def: Omit<KernelDef, "body" | "pointwise"> & { program: PointwiseProgram },
+): KernelDef {
+  const { program, ...rest } = def;
+  const called = calledFunctions([...program.lets, ...program.stores].map(([, e]) => e));
+  return {
+    ...rest,
+    ...(called.length ? { functions: [...(rest.functions ?? []), ...called] } : {}),
+    body: pointwiseWgsl(program, main1d("i", `u.${program.count}`)),
+    pointwise: program,
   };
 }
 

@@ -1,11 +1,11 @@
 // Element-wise ops: binary with NumPy broadcasting (add, sub, mul, div) and unary maps (relu, tanh,
-// sigmoid, exp, log, neg, sqrt, scalar affine), each with its gradient rule.
+// sigmoid, silu, exp, log, neg, sqrt, scalar affine), each with its gradient rule.
 import { kernelFamily, main1d } from "../backend/kernel.ts";
 import { Tensor } from "../autograd/tensor.ts";
 import { record } from "../autograd/tape.ts";
 import { broadcastDecode, broadcastParams, broadcastShapes, broadcastUniforms, sameShape } from "./shape.ts";
 import { dispatch1d } from "./basic.ts";
-import { toWgsl } from "./expr.ts";
+import { toWgsl } from "../backend/expr.ts";
 import { BINARY_MAPS, type BinaryOp, UNARY_MAPS, type UnaryOp } from "./maps.ts";
 import { sumToShape } from "./reduce.ts";
 
@@ -155,6 +155,8 @@ export const relu = (x: Tensor): Tensor => unary("relu", x);
 export const tanh = (x: Tensor): Tensor => unary("tanh", x);
 /** Logistic 1 / (1 + e^-x), element-wise (torch.sigmoid); stable for large |x|. */
 export const sigmoid = (x: Tensor): Tensor => unary("sigmoid", x);
+/** x sigmoid(x), element-wise (torch.nn.functional.silu, also called swish); stable for large |x|. */
+export const silu = (x: Tensor): Tensor => unary("silu", x);
 /** Square root, element-wise (torch.sqrt); the gradient is infinite at 0. */
 export const sqrt = (x: Tensor): Tensor => unary("sqrt", x);
 /** x * alpha, element-wise, for a scalar alpha (torch.mul with a number). */

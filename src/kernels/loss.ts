@@ -2,6 +2,7 @@
 // a log-softmax for stability and both from one per-sample kernel (cross-entropy is focal with gamma 0).
 import { getEngine } from "../backend/device.ts";
 import { defineKernel, main1d } from "../backend/kernel.ts";
+import { E } from "../backend/expr.ts";
 import { Tensor } from "../autograd/tensor.ts";
 import { record } from "../autograd/tape.ts";
 import { intTensor, tensor } from "./basic.ts";
@@ -14,18 +15,56 @@ const uniforms = [{ name: "B", type: "u32" as const }, { name: "M", type: "u32" 
   type: "f32" as const,
 }];
 
-// Per row: lp = log p_y from a max-shifted log-sum-exp, and 1 - p_y as -expm1(lp) so that confident rows
-// keep their small (1 - p)^gamma instead of rounding it to zero.
+const one = E.c(1), zero = E.c(0);
+
+/** 1 - exp(lp) for lp <= 0, as -expm1(lp) by its series near 0: confident rows keep their small 1 - p_y. */
+const oneMinusExp = E.fn("one_minus_exp", ["lp"], (lp) => ({
+  result: E.select(
+    E.sub(one, E.exp(lp)),
+    E.mul(E.neg(lp), E.add(one, E.mul(lp, E.add(E.c(0.5), E.div(lp, E.c(6)))))),
+    E.gt(lp, E.c(Math.fround(-1e-3))),
+  ),
+}));
+
+/** x^g for x >= 0, with x^0 = 1 (also at x = 0). */
+const powNonneg = E.fn("pow_nonneg", ["x", "g"], (x, g) => ({
+  result: E.select(E.select(E.pow(x, g), zero, E.le(x, zero)), one, E.eq(g, zero)),
+}));
+
+/** The focal loss of a row from lp = log p_y: -alpha_y (1 - p_y)^gamma lp. */
+const focalLossOfRow = E.fn("focal_loss", ["lp", "alpha_y", "gamma"], (lp, alphaY, gamma) => ({
+  result: E.mul(E.mul(E.neg(alphaY), E.call(powNonneg, E.call(oneMinusExp, lp), gamma)), lp),
+}));
+
+/**
+ * The row's gradient coefficient: dL/dz_j = coeff (delta_yj - p_j), coeff =
+ * -alpha_y [ (1-q)^g - g (1-q)^(g-1) q log q ] dL, q = p_y.
+ */
+const focalCoeffOfRow = E.fn(
+  "focal_coeff",
+  ["lp", "alpha_y", "gamma", "dloss"],
+  (lp, alphaY, gamma, dloss) => {
+    const [q, omq, t1] = ["q", "omq", "t1"].map(E.value);
+    return {
+      lets: [
+        ["q", E.exp(lp)],
+        ["omq", E.call(oneMinusExp, lp)],
+        [
+          "t1",
+          E.select(
+            zero,
+            E.mul(E.mul(E.mul(gamma, E.pow(omq, E.sub(gamma, one))), q), lp),
+            E.and(E.ne(gamma, zero), E.gt(omq, zero)),
+          ),
+        ],
+      ],
+      result: E.mul(E.mul(E.neg(alphaY), E.sub(E.call(powNonneg, omq, gamma), t1)), dloss),
+    };
+  },
+);
+
+// Per row: lp = log p_y from a max-shifted log-sum-exp.
 const ROW_STATS = `
-fn one_minus_exp(lp: f32) -> f32 {
-  if (lp > -1e-3) { return -lp * (1.0 + lp * (0.5 + lp / 6.0)); }
-  return 1.0 - exp(lp);
-}
-fn pow_nonneg(x: f32, g: f32) -> f32 {
-  if (g == 0.0) { return 1.0; }
-  if (x <= 0.0) { return 0.0; }
-  return pow(x, g);
-}
 // (max, log sum exp(x - max)) of row b. log p_m is (x_m - max) - lse.y: exact in the shift, whereas
 // x_m - (max + log s) would round log s to the ulp of max (a 9% error in log p at logits ~100).
 fn row_lse(b: u32) -> vec2f {
@@ -51,13 +90,14 @@ const forwardKernel = defineKernel({
     { name: "loss", access: "rw" },
   ],
   uniforms,
+  functions: [focalLossOfRow],
   body: `${ROW_STATS}
 ${ROW_PROLOGUE}
-  loss[b] = -alpha[y] * pow_nonneg(one_minus_exp(lp), u.gamma) * lp;
+  loss[b] = focal_loss(lp, alpha[y], u.gamma);
 }`,
 });
 
-// dL/dz_j = -alpha_y [ (1-q)^g - g (1-q)^(g-1) q log q ] (delta_yj - p_j), q = p_y; one thread per row.
+// dL/dz_j = coeff (delta_yj - p_j) (see focal_coeff); one thread per row.
 const backwardKernel = defineKernel({
   name: "focal_bwd",
   storage: [
@@ -68,13 +108,10 @@ const backwardKernel = defineKernel({
     { name: "dlogits", access: "rw" },
   ],
   uniforms,
+  functions: [focalCoeffOfRow],
   body: `${ROW_STATS}
 ${ROW_PROLOGUE}
-  let q = exp(lp);
-  let omq = one_minus_exp(lp);
-  var t1 = 0.0;
-  if (u.gamma != 0.0 && omq > 0.0) { t1 = u.gamma * pow(omq, u.gamma - 1.0) * q * lp; }
-  let coeff = -alpha[y] * (pow_nonneg(omq, u.gamma) - t1) * gout[b];
+  let coeff = focal_coeff(lp, alpha[y], u.gamma, gout[b]);
   for (var m = 0u; m < u.M; m++) {
     let p = exp((logits[b * u.M + m] - lse.x) - lse.y);
     dlogits[b * u.M + m] = coeff * (select(0.0, 1.0, m == y) - p);

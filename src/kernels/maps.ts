@@ -1,8 +1,8 @@
-// The per-element arithmetic of the element-wise kernels, stated once as expressions (src/kernels/expr.ts):
+// The per-element arithmetic of the element-wise kernels, stated once as expressions (src/backend/expr.ts):
 // elementwise.ts and reduce.ts build their WGSL from these tables, and tools/build_wasm.ts writes the
 // WebAssembly twins' maps (src/kernels/wasm/maps.ts) from the same ones. Adding a unary op is one line here
 // (and its gradient rule and export in elementwise.ts).
-import { E, type Expr } from "./expr.ts";
+import { E, type Expr } from "../backend/expr.ts";
 
 /** The binary maps with a kernel. */
 export type BinaryOp = "add" | "sub" | "mul" | "div";
@@ -22,7 +22,25 @@ export const BINARY_MAPS: Record<BinaryOp | "scale", Expr> = {
 };
 
 /** The element-wise maps with a kernel and a gradient rule (`scale` and `addScalar` take a scalar alpha). */
-export type UnaryOp = "neg" | "exp" | "log" | "relu" | "tanh" | "sigmoid" | "sqrt" | "scale" | "addScalar";
+export type UnaryOp =
+  | "neg"
+  | "exp"
+  | "log"
+  | "relu"
+  | "tanh"
+  | "sigmoid"
+  | "silu"
+  | "sqrt"
+  | "scale"
+  | "addScalar";
+
+/** The logistic of v in the two forms that are each exact on their side: no exp of a large positive value. */
+const logistic = (v: Expr): Expr =>
+  E.select(
+    E.div(E.exp(v), E.add(E.c(1), E.exp(v))),
+    E.div(E.c(1), E.add(E.c(1), E.exp(E.neg(v)))),
+    E.ge(v, E.c(0)),
+  );
 
 /**
  * Each map's forward of x (and the uniform alpha) and its gradient of g, x, y = f(x) and alpha: the one
@@ -41,14 +59,11 @@ export const UNARY_MAPS: Record<UnaryOp, { fwd: Expr; grad: Expr }> = {
     ),
     grad: E.mul(g, E.sub(E.c(1), E.mul(y, y))),
   },
-  // The two forms of the logistic, each exact on its side: no exp of a large positive argument.
-  sigmoid: {
-    fwd: E.select(
-      E.div(E.exp(x), E.add(E.c(1), E.exp(x))),
-      E.div(E.c(1), E.add(E.c(1), E.exp(E.neg(x)))),
-      E.ge(x, E.c(0)),
-    ),
-    grad: E.mul(E.mul(g, y), E.sub(E.c(1), y)),
+  sigmoid: { fwd: logistic(x), grad: E.mul(E.mul(g, y), E.sub(E.c(1), y)) },
+  // x sigmoid(x); its gradient recomputes sigmoid(x) (y / x would fail at 0), as PyTorch's silu_backward.
+  silu: {
+    fwd: E.mul(x, logistic(x)),
+    grad: E.mul(g, E.mul(logistic(x), E.add(E.c(1), E.mul(x, E.sub(E.c(1), logistic(x)))))),
   },
   sqrt: { fwd: E.sqrt(x), grad: E.div(E.mul(g, E.c(0.5)), y) },
   scale: { fwd: E.mul(x, alpha), grad: E.mul(g, alpha) },

@@ -1,10 +1,14 @@
 // Optimizer updates as device kernels, in place on the parameter and its state: PyTorch's Adam (L2 weight
 // decay folded into the gradient) and SGD (momentum, dampening, Nesterov, weight decay).
-import { defineKernel, kernelFamily, main1d } from "../backend/kernel.ts";
+import { defineKernel, kernelFamily, pointwiseKernel } from "../backend/kernel.ts";
+import { E } from "../backend/expr.ts";
 import type { Tensor } from "../autograd/tensor.ts";
 import { dispatch1d } from "./basic.ts";
 
-const adamKernel = defineKernel({
+const one = E.c(1);
+
+// The update as expressions: the WGSL body and the whole WebAssembly twin are generated from them.
+const adamKernel = defineKernel(pointwiseKernel({
   name: "adam_step",
   storage: [
     { name: "p", access: "rw" },
@@ -22,16 +26,33 @@ const adamKernel = defineKernel({
     { name: "bias_correction1", type: "f32" },
     { name: "sqrt_bias_correction2", type: "f32" },
   ],
-  body: `${main1d("i", "u.n")}
-  let grad = g[i] + u.weight_decay * p[i];
-  let mi = u.beta1 * m[i] + (1.0 - u.beta1) * grad;
-  let vi = u.beta2 * v[i] + (1.0 - u.beta2) * grad * grad;
-  m[i] = mi;
-  v[i] = vi;
-  let denom = sqrt(vi) / u.sqrt_bias_correction2 + u.eps;
-  p[i] = p[i] - (u.lr / u.bias_correction1) * mi / denom;
-}`,
-});
+  program: (() => {
+    const [p, g, m, v, grad, mi, vi] = ["p", "g", "m", "v", "grad", "mi", "vi"].map(E.value);
+    const [lr, beta1, beta2, eps, wd, bc1, sqrtBc2] = [
+      "lr",
+      "beta1",
+      "beta2",
+      "eps",
+      "weight_decay",
+      "bias_correction1",
+      "sqrt_bias_correction2",
+    ].map(E.uniform);
+    return {
+      count: "n",
+      lets: [
+        ["grad", E.add(g, E.mul(wd, p))],
+        ["mi", E.add(E.mul(beta1, m), E.mul(E.sub(one, beta1), grad))],
+        ["vi", E.add(E.mul(beta2, v), E.mul(E.mul(E.sub(one, beta2), grad), grad))],
+        ["denom", E.add(E.div(E.sqrt(vi), sqrtBc2), eps)],
+      ],
+      stores: [
+        ["m", mi],
+        ["v", vi],
+        ["p", E.sub(p, E.div(E.mul(E.div(lr, bc1), mi), E.value("denom")))],
+      ],
+    };
+  })(),
+}));
 
 /** Adam's hyper-parameters as the update kernel takes them (PyTorch's lr, betas, eps, weight_decay). */
 export interface AdamHyper {
@@ -64,36 +85,40 @@ export function adamStep(p: Tensor, g: Tensor, m: Tensor, v: Tensor, step: numbe
   ], p.size);
 }
 
-// Without momentum there is no buffer to bind: a variant of the kernel without it.
-const sgdKernel = kernelFamily((withMomentum: number) => ({
-  name: withMomentum ? "sgd_step_momentum" : "sgd_step",
-  storage: [
-    { name: "p", access: "rw" as const },
-    { name: "g", access: "read" as const },
-    ...(withMomentum ? [{ name: "buf", access: "rw" as const }] : []),
-  ],
-  uniforms: [
-    { name: "n", type: "u32" as const },
-    { name: "lr", type: "f32" as const },
-    { name: "momentum", type: "f32" as const },
-    { name: "dampening", type: "f32" as const },
-    { name: "weight_decay", type: "f32" as const },
-    { name: "nesterov", type: "u32" as const },
-    { name: "first", type: "u32" as const },
-  ],
-  body: `${main1d("i", "u.n")}
-  var d = g[i] + u.weight_decay * p[i];
-  ${
-    withMomentum
-      ? `var b = d;
-  if (u.first == 0u) { b = u.momentum * buf[i] + (1.0 - u.dampening) * d; }
-  buf[i] = b;
-  d = select(b, d + u.momentum * b, u.nesterov == 1u);`
-      : ""
-  }
-  p[i] = p[i] - u.lr * d;
-}`,
-}), [0, 1]);
+// Without momentum there is no buffer to bind: a variant of the kernel without it. The momentum buffer
+// starts as the first gradient (flag first), as PyTorch's.
+const sgdKernel = kernelFamily((withMomentum: number) => {
+  const [p, g, buf, d, b] = ["p", "g", "buf", "d", "b"].map(E.value);
+  const [lr, momentum, dampening, wd] = ["lr", "momentum", "dampening", "weight_decay"].map(E.uniform);
+  return pointwiseKernel({
+    name: withMomentum ? "sgd_step_momentum" : "sgd_step",
+    storage: [
+      { name: "p", access: "rw" as const },
+      { name: "g", access: "read" as const },
+      ...(withMomentum ? [{ name: "buf", access: "rw" as const }] : []),
+    ],
+    uniforms: [
+      { name: "n", type: "u32" as const },
+      { name: "lr", type: "f32" as const },
+      { name: "momentum", type: "f32" as const },
+      { name: "dampening", type: "f32" as const },
+      { name: "weight_decay", type: "f32" as const },
+      { name: "nesterov", type: "u32" as const },
+      { name: "first", type: "u32" as const },
+    ],
+    program: withMomentum
+      ? {
+        count: "n",
+        lets: [
+          ["d", E.add(g, E.mul(wd, p))],
+          ["b", E.select(E.add(E.mul(momentum, buf), E.mul(E.sub(one, dampening), d)), d, E.flag("first"))],
+          ["step", E.select(b, E.add(d, E.mul(momentum, b)), E.flag("nesterov"))],
+        ],
+        stores: [["buf", b], ["p", E.sub(p, E.mul(lr, E.value("step")))]],
+      }
+      : { count: "n", lets: [], stores: [["p", E.sub(p, E.mul(lr, E.add(g, E.mul(wd, p))))]] },
+  });
+}, [0, 1]);
 
 /** SGD's hyper-parameters as the update kernel takes them (PyTorch's torch.optim.SGD names). */
 export interface SgdHyper {

@@ -15,7 +15,7 @@ import {
   sameShape,
 } from "./shape.ts";
 import { clone, dispatch1d } from "./basic.ts";
-import { toWgsl } from "./expr.ts";
+import { toWgsl } from "../backend/expr.ts";
 import { BINARY_MAPS } from "./maps.ts";
 
 const dims = [...Array(MAX_RANK).keys()];

@@ -4,7 +4,7 @@
  * @module
  */
 export { Module, shapeFits, type StateDict, type TensorRecord } from "./module.ts";
-export { Dropout, Flatten, type InitOptions, Linear, ReLU, Sequential, Tanh } from "./layers.ts";
+export { Dropout, Flatten, type InitOptions, Linear, ReLU, Sequential, SiLU, Tanh } from "./layers.ts";
 export {
   AdaptiveAvgPool2d,
   AvgPool2d,

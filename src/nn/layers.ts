@@ -1,7 +1,7 @@
 // Layers with PyTorch's names, shapes and default initialisations.
 import type { Tensor } from "../autograd/tensor.ts";
 import { linear } from "../kernels/matmul.ts";
-import { relu, tanh } from "../kernels/elementwise.ts";
+import { relu, silu, tanh } from "../kernels/elementwise.ts";
 import { dropout, type Generator, rand } from "../kernels/random.ts";
 import { flatten } from "../kernels/view.ts";
 import { Module } from "./module.ts";
@@ -72,6 +72,14 @@ export class Tanh extends Module {
   /** tanh(x), same shape as `x`. */
   forward(x: Tensor): Tensor {
     return tanh(x);
+  }
+}
+
+/** torch.nn.SiLU: x sigmoid(x) elementwise (EfficientNet's activation); no parameters. */
+export class SiLU extends Module {
+  /** x sigmoid(x), same shape as `x`. */
+  forward(x: Tensor): Tensor {
+    return silu(x);
   }
 }
 

@@ -8,7 +8,8 @@ export { gemm } from "./gemm";
 export { log_softmax_bwd, log_softmax_fwd, softmax_bwd, softmax_fwd } from "./softmax";
 export { focal_bwd, focal_fwd } from "./loss";
 export { outer_bwd, outer_fwd, weighted_sum_bwd, weighted_sum_fwd } from "./ensemble";
-export { adam_step, sgd_step, sgd_step_momentum } from "./optim";
+// adam_step, sgd_step, sgd_step_momentum: generated from their pointwise programs (tools/build_wasm.ts).
+export * from "./pointwise_kernels";
 export { random } from "./random";
 export { cat_place, cat_slice, gather_rows } from "./concat";
 export {

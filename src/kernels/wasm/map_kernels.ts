@@ -2,7 +2,7 @@
 // The WGSL kernels are built from the same expressions; tests/wasm_backend.test.ts fails when this file
 // is not current.
 import { binary, unary, unaryGrad } from "./elementwise";
-import { BINARY_ADD, BINARY_DIV, BINARY_MUL, BINARY_SUB, UNARY_ADD_SCALAR, UNARY_EXP, UNARY_LOG, UNARY_NEG, UNARY_RELU, UNARY_SCALE, UNARY_SIGMOID, UNARY_SQRT, UNARY_TANH } from "./maps";
+import { BINARY_ADD, BINARY_DIV, BINARY_MUL, BINARY_SUB, UNARY_ADD_SCALAR, UNARY_EXP, UNARY_LOG, UNARY_NEG, UNARY_RELU, UNARY_SCALE, UNARY_SIGMOID, UNARY_SILU, UNARY_SQRT, UNARY_TANH } from "./maps";
 
 export function binary_add(tid: i32, nth: i32, args: usize): void { binary(BINARY_ADD, tid, nth, args); }
 export function binary_sub(tid: i32, nth: i32, args: usize): void { binary(BINARY_SUB, tid, nth, args); }
@@ -14,6 +14,7 @@ export function unary_log(tid: i32, nth: i32, args: usize): void { unary(UNARY_L
 export function unary_relu(tid: i32, nth: i32, args: usize): void { unary(UNARY_RELU, tid, nth, args); }
 export function unary_tanh(tid: i32, nth: i32, args: usize): void { unary(UNARY_TANH, tid, nth, args); }
 export function unary_sigmoid(tid: i32, nth: i32, args: usize): void { unary(UNARY_SIGMOID, tid, nth, args); }
+export function unary_silu(tid: i32, nth: i32, args: usize): void { unary(UNARY_SILU, tid, nth, args); }
 export function unary_sqrt(tid: i32, nth: i32, args: usize): void { unary(UNARY_SQRT, tid, nth, args); }
 export function unary_scale(tid: i32, nth: i32, args: usize): void { unary(UNARY_SCALE, tid, nth, args); }
 export function unary_addScalar(tid: i32, nth: i32, args: usize): void { unary(UNARY_ADD_SCALAR, tid, nth, args); }
@@ -23,6 +24,7 @@ export function unary_grad_log(tid: i32, nth: i32, args: usize): void { unaryGra
 export function unary_grad_relu(tid: i32, nth: i32, args: usize): void { unaryGrad(UNARY_RELU, tid, nth, args); }
 export function unary_grad_tanh(tid: i32, nth: i32, args: usize): void { unaryGrad(UNARY_TANH, tid, nth, args); }
 export function unary_grad_sigmoid(tid: i32, nth: i32, args: usize): void { unaryGrad(UNARY_SIGMOID, tid, nth, args); }
+export function unary_grad_silu(tid: i32, nth: i32, args: usize): void { unaryGrad(UNARY_SILU, tid, nth, args); }
 export function unary_grad_sqrt(tid: i32, nth: i32, args: usize): void { unaryGrad(UNARY_SQRT, tid, nth, args); }
 export function unary_grad_scale(tid: i32, nth: i32, args: usize): void { unaryGrad(UNARY_SCALE, tid, nth, args); }
 export function unary_grad_addScalar(tid: i32, nth: i32, args: usize): void { unaryGrad(UNARY_ADD_SCALAR, tid, nth, args); }
