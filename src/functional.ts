@@ -32,7 +32,7 @@ export {
   type Reduction,
   type Targets,
 } from "./kernels/loss.ts";
-export { dropout } from "./kernels/random.ts";
+export { dropout, stochasticDepth } from "./kernels/random.ts";
 export { flatten, reshape } from "./kernels/view.ts";
 export { batchNorm2d, type BatchNormOptions } from "./kernels/batchnorm.ts";
 export {

@@ -1,5 +1,7 @@
-// The five base learners of FLANNEL by name: one place that maps the names the command line, the
-// experiment's files and the benches use to the model factories.
+// The five base learners of FLANNEL and the paper's two other baselines (COVID-Net, AI-Covid) by name: one
+// place that maps the names the command line, the experiment's files and the benches use to the model
+// factories. Stage 1 trains both kinds alike; only the five learners feed the ensembles of stage 2, the
+// baselines are rows of Table 3 of their own.
 import * as fl from "../../mod.ts";
 
 /**
@@ -16,13 +18,25 @@ export const LEARNER_ARCHS = [
 /** The name of one of the five base learners (an element of {@link LEARNER_ARCHS}). */
 export type LearnerArch = typeof LEARNER_ARCHS[number];
 
-/** The paper's names for the learners, as Table 3 prints them. */
-export const LEARNER_TITLES: Record<LearnerArch, string> = {
+/**
+ * The paper's other baselines, published COVID-19 models trained like the learners but not combined: COVID-Net
+ * (small, as the FLANNEL authors ran it) and AI-Covid (EfficientNet-B4 with its dense head).
+ */
+export const BASELINE_ARCHS = ["covidnet", "aicovid"] as const;
+/** The name of one of the baselines (an element of {@link BASELINE_ARCHS}). */
+export type BaselineArch = typeof BASELINE_ARCHS[number];
+/** Anything stage 1 trains: a learner or a baseline. */
+export type Stage1Arch = LearnerArch | BaselineArch;
+
+/** The paper's names for the learners and baselines, as Table 3 prints them. */
+export const LEARNER_TITLES: Record<Stage1Arch, string> = {
   inception_v3: "InceptionV3",
   vgg19_bn: "VGG19-bn",
   resnext101_32x8d: "ResNeXt101-32x8d",
   resnet152: "ResNet152",
   densenet161: "DenseNet161",
+  covidnet: "COVID-Net",
+  aicovid: "AI-Covid",
 };
 
 /** Options of {@link createLearner}. */
@@ -37,6 +51,11 @@ export interface LearnerOptions {
   numClasses?: number;
   /** Seeds the initial weights (default 0). */
   seed?: number;
+  /**
+   * The crop side the model is fed (default 224): COVID-Net and AI-Covid flatten their last feature map into
+   * a dense layer, so their size depends on it. The five learners pool and take any size.
+   */
+  crop?: number;
 }
 
 /** Whether `name` is one of {@link LEARNER_ARCHS} (narrows it to {@link LearnerArch}). */
@@ -44,16 +63,29 @@ export function isLearnerArch(name: string): name is LearnerArch {
   return (LEARNER_ARCHS as readonly string[]).includes(name);
 }
 
+/** Whether `name` is one of {@link BASELINE_ARCHS} (narrows it to {@link BaselineArch}). */
+export function isBaselineArch(name: string): name is BaselineArch {
+  return (BASELINE_ARCHS as readonly string[]).includes(name);
+}
+
+/** Whether stage 1 can train `name`: a learner or a baseline. */
+export function isStage1Arch(name: string): name is Stage1Arch {
+  return isLearnerArch(name) || isBaselineArch(name);
+}
+
 /**
- * A base learner with `numClasses` outputs (default 4), freshly initialised from `options.seed`; its
- * forward maps images [B, 3, H, W] to logits [B, numClasses]. InceptionV3 is built without its auxiliary
- * head: stage 1 trains every learner on its main logits alone, so all five share one training step.
+ * A base learner or baseline with `numClasses` outputs (default 4), freshly initialised from
+ * `options.seed`; its forward maps images [B, 3, crop, crop] to logits [B, numClasses]. InceptionV3 is built
+ * without its auxiliary head: stage 1 trains every learner on its main logits alone, so all share one
+ * training step.
  *
- * @throws {Error} when `arch` is not one of {@link LEARNER_ARCHS}.
+ * @throws {Error} when `arch` is not one of {@link LEARNER_ARCHS} or {@link BASELINE_ARCHS}.
  */
 export function createLearner(arch: string, options: LearnerOptions = {}): fl.nn.Module {
-  if (!isLearnerArch(arch)) {
-    throw new Error(`unknown learner "${arch}"; expected one of ${LEARNER_ARCHS.join(", ")}`);
+  if (!isStage1Arch(arch)) {
+    throw new Error(
+      `unknown learner "${arch}"; expected one of ${[...LEARNER_ARCHS, ...BASELINE_ARCHS].join(", ")}`,
+    );
   }
   const common = {
     numClasses: options.numClasses ?? 4,
@@ -71,5 +103,9 @@ export function createLearner(arch: string, options: LearnerOptions = {}): fl.nn
       return fl.models.resnet152(common);
     case "densenet161":
       return fl.models.densenet161(common);
+    case "covidnet":
+      return fl.models.covidnet({ ...common, inputSize: options.crop ?? 224 });
+    case "aicovid":
+      return fl.models.aicovid({ ...common, inputSize: options.crop ?? 224 });
   }
 }

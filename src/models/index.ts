@@ -1,5 +1,6 @@
 /**
- * `fl.models`: the torchvision-exact CNNs (ResNet/ResNeXt, VGG, DenseNet, Inception v3) and tiny variants.
+ * `fl.models`: the torchvision-exact CNNs (ResNet/ResNeXt, VGG, DenseNet, Inception v3), COVID-Net (as the
+ * FLANNEL authors ran it) and tiny variants.
  *
  * @module
  */
@@ -49,3 +50,26 @@ export {
   type MixedKind,
   type MixedSpec,
 } from "./inception.ts";
+export {
+  CovidNet,
+  covidnet,
+  COVIDNET_TINY_CONFIG,
+  type CovidNetConfig,
+  type CovidNetOptions,
+  PEPX,
+} from "./covidnet.ts";
+export {
+  AICovid,
+  aicovid,
+  type AICovidConfig,
+  type AICovidOptions,
+  EfficientNet,
+  efficientnet_b4,
+  EFFICIENTNET_STAGES,
+  EFFICIENTNET_TINY_CONFIGS,
+  type EfficientNetConfig,
+  makeDivisible,
+  MBConv,
+  type MBConvStage,
+  SqueezeExcitation,
+} from "./efficientnet.ts";

@@ -12,6 +12,7 @@ import {
   toPair,
 } from "../kernels/pool.ts";
 import { fmtShape } from "../kernels/shape.ts";
+import { reshape } from "../kernels/view.ts";
 import { Module } from "./module.ts";
 import { type InitOptions, uniformInit } from "./layers.ts";
 
@@ -143,19 +144,20 @@ export class BatchNorm2d extends Module {
     options: BatchNorm2dOptions = {},
   ) {
     super();
-    positiveInt("BatchNorm2d", "numFeatures", numFeatures);
+    const layer = new.target.name;
+    positiveInt(layer, "numFeatures", numFeatures);
     if ((options.momentum as unknown) === null) {
       throw new Error(
-        "BatchNorm2d: momentum null (PyTorch's cumulative moving average) is not supported; give a number",
+        `${layer}: momentum null (PyTorch's cumulative moving average) is not supported; give a number`,
       );
     }
     this.eps = options.eps ?? 1e-5;
     this.momentum = options.momentum ?? 0.1;
     if (!Number.isFinite(this.eps) || this.eps < 0) {
-      throw new Error(`BatchNorm2d: eps must be finite and >= 0, got ${this.eps}`);
+      throw new Error(`${layer}: eps must be finite and >= 0, got ${this.eps}`);
     }
     if (!(this.momentum >= 0 && this.momentum <= 1)) {
-      throw new Error(`BatchNorm2d: momentum must be a number in [0, 1], got ${this.momentum}`);
+      throw new Error(`${layer}: momentum must be a number in [0, 1], got ${this.momentum}`);
     }
     const affine = options.affine ?? true;
     this.weight = affine ? this.registerParameter("weight", ones([numFeatures])) : null;
@@ -186,6 +188,31 @@ export class BatchNorm2d extends Module {
     });
     if (this.training && this.numBatchesTracked) incrementInPlace(this.numBatchesTracked);
     return out;
+  }
+}
+
+/**
+ * torch.nn.BatchNorm1d: BatchNorm2d's parameters, buffers and state-dict keys over [N, C] (statistics per
+ * feature over the batch) or [N, C, L] (over the batch and L), as a dense layer's normalisation.
+ */
+export class BatchNorm1d extends BatchNorm2d {
+  /**
+   * Normalised x [N, numFeatures] or [N, numFeatures, L], same shape; in training mode also updates the
+   * running buffers. A training-mode batch needs more than one value per feature, as PyTorch's.
+   * @throws Error when `x` is not 2-D or 3-D or has another feature count.
+   */
+  override forward(x: Tensor): Tensor {
+    if (x.rank !== 2 && x.rank !== 3) {
+      throw new Error(`BatchNorm1d: expected a 2-D [N, C] or 3-D [N, C, L] input, got shape ${fmtShape(x.shape)}`);
+    }
+    if (x.shape[1] !== this.numFeatures) {
+      throw new Error(`BatchNorm1d: expected ${this.numFeatures} features, got input of shape ${fmtShape(x.shape)}`);
+    }
+    const perFeature = x.shape[0] * (x.shape[2] ?? 1);
+    if (this.training && perFeature < 2) {
+      throw new Error(`BatchNorm1d: training needs more than 1 value per feature, got input of shape ${fmtShape(x.shape)}`);
+    }
+    return reshape(super.forward(reshape(x, [x.shape[0], x.shape[1], x.shape[2] ?? 1, 1])), [...x.shape]);
   }
 }
 

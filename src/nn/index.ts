@@ -4,10 +4,22 @@
  * @module
  */
 export { Module, shapeFits, type StateDict, type TensorRecord } from "./module.ts";
-export { Dropout, Flatten, type InitOptions, Linear, ReLU, Sequential, SiLU, Tanh } from "./layers.ts";
+export {
+  Dropout,
+  Flatten,
+  type InitOptions,
+  Linear,
+  ReLU,
+  Sequential,
+  Sigmoid,
+  SiLU,
+  StochasticDepth,
+  Tanh,
+} from "./layers.ts";
 export {
   AdaptiveAvgPool2d,
   AvgPool2d,
+  BatchNorm1d,
   BatchNorm2d,
   type BatchNorm2dOptions,
   Conv2d,

@@ -1,12 +1,21 @@
 // In-place initialisers as torch.nn.init, for the model zoo's torchvision-style initialisation.
 import { noGrad, type Tensor } from "../autograd/tensor.ts";
 import { copyInto } from "../kernels/basic.ts";
-import { type Generator, randn } from "../kernels/random.ts";
+import { type Generator, rand, randn } from "../kernels/random.ts";
 
 /** torch.nn.init.normal_(t, 0, std): overwrites `t` with seeded normal draws. */
 export function normal_(t: Tensor, std: number, generator?: Generator): void {
   noGrad(() => {
     const draws = randn([...t.shape], { std, generator });
+    copyInto(t, draws);
+    draws.dispose();
+  });
+}
+
+/** torch.nn.init.uniform_(t, low, high): overwrites `t` with seeded uniform draws on [low, high). */
+export function uniform_(t: Tensor, low: number, high: number, generator?: Generator): void {
+  noGrad(() => {
+    const draws = rand([...t.shape], { low, high, generator });
     copyInto(t, draws);
     draws.dispose();
   });

@@ -1,8 +1,8 @@
 // Layers with PyTorch's names, shapes and default initialisations.
 import type { Tensor } from "../autograd/tensor.ts";
 import { linear } from "../kernels/matmul.ts";
-import { relu, silu, tanh } from "../kernels/elementwise.ts";
-import { dropout, type Generator, rand } from "../kernels/random.ts";
+import { relu, sigmoid, silu, tanh } from "../kernels/elementwise.ts";
+import { dropout, type Generator, rand, stochasticDepth } from "../kernels/random.ts";
 import { flatten } from "../kernels/view.ts";
 import { Module } from "./module.ts";
 
@@ -80,6 +80,40 @@ export class SiLU extends Module {
   /** x sigmoid(x), same shape as `x`. */
   forward(x: Tensor): Tensor {
     return silu(x);
+  }
+}
+
+/** torch.nn.Sigmoid: 1 / (1 + e^-x) elementwise; no parameters. */
+export class Sigmoid extends Module {
+  /** sigmoid(x), same shape as `x`. */
+  forward(x: Tensor): Tensor {
+    return sigmoid(x);
+  }
+}
+
+/**
+ * torchvision.ops.StochasticDepth (mode "row"): in training mode each sample's input is dropped whole with
+ * probability p (the residual branch it feeds is skipped) and the rest scaled by 1 / (1 - p); identity in
+ * eval mode. No parameters.
+ */
+export class StochasticDepth extends Module {
+  /**
+   * Builds the layer; it draws a fresh per-sample mask on every training-mode forward.
+   * @throws Error when `p` is not in [0, 1).
+   */
+  constructor(
+    /** Probability of dropping a sample's branch. */
+    readonly p: number,
+    /** `generator` draws the masks (the global one when omitted). */
+    readonly options: InitOptions = {},
+  ) {
+    super();
+    if (!(p >= 0 && p < 1)) throw new Error(`StochasticDepth: p must be in [0, 1), got ${p}`);
+  }
+
+  /** `x` with whole samples dropped (training mode), `x` itself in eval mode. */
+  forward(x: Tensor): Tensor {
+    return stochasticDepth(x, this.p, this.training, { generator: this.options.generator });
   }
 }
 
