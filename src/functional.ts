@@ -5,6 +5,7 @@
  * @module
  */
 export {
+  abs,
   add,
   addScalar,
   div,
@@ -29,6 +30,8 @@ export {
   type CrossEntropyOptions,
   focalLoss,
   type FocalOptions,
+  l1l2Penalty,
+  type PenaltyOptions,
   type Reduction,
   type Targets,
 } from "./kernels/loss.ts";

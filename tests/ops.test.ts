@@ -21,7 +21,7 @@ const checkOp = (c: OpCase) => checkOpWith(c, TOL);
 
 const SIZES: number[][] = [[1], [3], [7], [1037], [3, 347]];
 
-test("unary ops (relu, tanh, sigmoid, silu, exp, log, neg, sqrt, scale, addScalar) on 1, 3, 7, 1037, 1041 elements", async () => {
+test("unary ops (relu, tanh, sigmoid, silu, abs, exp, log, neg, sqrt, scale, addScalar) on 1, 3, 7, 1037, 1041 elements", async () => {
   type U = [string, (x: Tensor) => Tensor, (x: Arr) => Arr, (r: Rng, s: number[]) => Arr];
   const normal = (r: Rng, s: number[]) => r.randn(s);
   const positive = (r: Rng, s: number[]) => r.rand(s, 0.1, 3);
@@ -36,6 +36,7 @@ test("unary ops (relu, tanh, sigmoid, silu, exp, log, neg, sqrt, scale, addScala
     ["scale", (x) => fl.F.scale(x, -2.5), (x) => ref.scale(x, -2.5), normal],
     ["addScalar", (x) => fl.F.addScalar(x, 1.25), (x) => ref.addScalar(x, 1.25), normal],
     ["silu", fl.F.silu, ref.silu, (r, s) => r.randn(s, 4)],
+    ["abs", fl.F.abs, ref.abs, (r, s) => r.randnAway(s, 0.05)],
   ];
   let seed = 10;
   for (const [name, dev, cpu, gen] of unaries) {
@@ -48,6 +49,25 @@ test("unary ops (relu, tanh, sigmoid, silu, exp, log, neg, sqrt, scale, addScala
       });
     }
   }
+});
+
+test("l1l2Penalty: l1 sum |w| + l2 sum w^2 over several tensors, with gradients; bad weights refused", async () => {
+  const r = rng(4242);
+  const penalty = (xs: Arr[], l1: number, l2: number) =>
+    ref.arr([xs.reduce((a, x) => a + x.data.reduce((s, v) => s + l1 * Math.abs(v) + l2 * v * v, 0), 0)], []);
+  for (const [l1, l2] of [[0.01, 0.02], [0.5, 0], [0, 0.25]]) {
+    await checkOp({
+      name: `l1l2Penalty l1 ${l1} l2 ${l2}`,
+      inputs: [r.randnAway([3, 5], 0.05), r.randnAway([7], 0.05)],
+      device: (ws) => fl.F.l1l2Penalty(ws, { l1, l2 }),
+      ref: (xs) => penalty(xs, l1, l2),
+    });
+  }
+  const w = fl.tensor([1, -2]);
+  assertEquals(await fl.F.l1l2Penalty([w], {}).item(), 0, "no weights, no penalty");
+  assertThrows(() => fl.F.l1l2Penalty([w], { l1: -1 }), /l1 must be finite and >= 0, got -1/);
+  assertThrows(() => fl.F.l1l2Penalty([], { l2: 1 }), /no weights/);
+  w.dispose();
 });
 
 test("tanh, sigmoid and silu saturate without NaN at large |x|", async () => {

@@ -152,6 +152,7 @@ export const relu = (a: Arr): Arr => map(a, (x) => Math.max(x, 0));
 export const tanh = (a: Arr): Arr => map(a, Math.tanh);
 export const sigmoid = (a: Arr): Arr => map(a, (x) => 1 / (1 + Math.exp(-x)));
 export const silu = (a: Arr): Arr => map(a, (x) => x / (1 + Math.exp(-x)));
+export const abs = (a: Arr): Arr => map(a, Math.abs);
 export const exp = (a: Arr): Arr => map(a, Math.exp);
 export const log = (a: Arr): Arr => map(a, Math.log);
 export const neg = (a: Arr): Arr => map(a, (x) => -x);

@@ -1,5 +1,5 @@
 // Element-wise ops: binary with NumPy broadcasting (add, sub, mul, div) and unary maps (relu, tanh,
-// sigmoid, silu, exp, log, neg, sqrt, scalar affine), each with its gradient rule.
+// sigmoid, silu, abs, exp, log, neg, sqrt, scalar affine), each with its gradient rule.
 import { kernelFamily, main1d } from "../backend/kernel.ts";
 import { Tensor } from "../autograd/tensor.ts";
 import { record } from "../autograd/tape.ts";
@@ -157,6 +157,8 @@ export const tanh = (x: Tensor): Tensor => unary("tanh", x);
 export const sigmoid = (x: Tensor): Tensor => unary("sigmoid", x);
 /** x sigmoid(x), element-wise (torch.nn.functional.silu, also called swish); stable for large |x|. */
 export const silu = (x: Tensor): Tensor => unary("silu", x);
+/** |x|, element-wise (torch.abs); the gradient is sign(x), 0 at 0. */
+export const abs = (x: Tensor): Tensor => unary("abs", x);
 /** Square root, element-wise (torch.sqrt); the gradient is infinite at 0. */
 export const sqrt = (x: Tensor): Tensor => unary("sqrt", x);
 /** x * alpha, element-wise, for a scalar alpha (torch.mul with a number). */

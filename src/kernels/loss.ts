@@ -6,7 +6,7 @@ import { E } from "../backend/expr.ts";
 import { Tensor } from "../autograd/tensor.ts";
 import { record } from "../autograd/tape.ts";
 import { intTensor, tensor } from "./basic.ts";
-import { scale } from "./elementwise.ts";
+import { abs, add, mul, scale } from "./elementwise.ts";
 import { sum } from "./reduce.ts";
 import { fmtShape } from "./shape.ts";
 
@@ -287,4 +287,32 @@ export function crossEntropy(logits: Tensor, target: Targets, options: CrossEntr
     divisor,
     "crossEntropy",
   );
+}
+
+/** Weights of the penalties of {@link l1l2Penalty} (Keras's l1_l2 regularizer). */
+export interface PenaltyOptions {
+  /** Weight of the sum of absolute values (default 0). */
+  l1?: number;
+  /** Weight of the sum of squares (default 0). */
+  l2?: number;
+}
+
+/**
+ * l1 sum |w| + l2 sum w^2 over every element of `weights`, a scalar to add to a loss (Keras's
+ * `regularizers.l1_l2`, which AI-Covid puts on its dense kernels). Differentiable; 0 when both are 0.
+ * @throws Error when a weight is negative or not finite, or `weights` is empty.
+ */
+export function l1l2Penalty(weights: readonly Tensor[], options: PenaltyOptions): Tensor {
+  const { l1 = 0, l2 = 0 } = options;
+  for (const [name, v] of [["l1", l1], ["l2", l2]] as const) {
+    if (!Number.isFinite(v) || v < 0) {
+      throw new Error(`l1l2Penalty: ${name} must be finite and >= 0, got ${v}`);
+    }
+  }
+  if (weights.length === 0) throw new Error("l1l2Penalty: no weights");
+  const terms = weights.flatMap((w) => [
+    ...(l1 > 0 ? [scale(sum(abs(w)), l1)] : []),
+    ...(l2 > 0 ? [scale(sum(mul(w, w)), l2)] : []),
+  ]);
+  return terms.length === 0 ? tensor([0], []) : terms.slice(1).reduce((a, t) => add(a, t), terms[0]);
 }

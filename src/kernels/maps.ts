@@ -32,7 +32,8 @@ export type UnaryOp =
   | "silu"
   | "sqrt"
   | "scale"
-  | "addScalar";
+  | "addScalar"
+  | "abs";
 
 /** The logistic of v in the two forms that are each exact on their side: no exp of a large positive value. */
 const logistic = (v: Expr): Expr =>
@@ -68,4 +69,6 @@ export const UNARY_MAPS: Record<UnaryOp, { fwd: Expr; grad: Expr }> = {
   sqrt: { fwd: E.sqrt(x), grad: E.div(E.mul(g, E.c(0.5)), y) },
   scale: { fwd: E.mul(x, alpha), grad: E.mul(g, alpha) },
   addScalar: { fwd: E.add(x, alpha), grad: g },
+  // PyTorch's subgradient: sign(x), 0 at 0.
+  abs: { fwd: E.abs(x), grad: E.mul(g, E.sign(x)) },
 };

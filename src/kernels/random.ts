@@ -173,10 +173,21 @@ export function dropout(x: Tensor, p: number, training: boolean, options: Random
  * is zeroed whole with probability p, the others scaled by 1 / (1 - p); one draw per sample, broadcast.
  * Returns `x` itself when not `training` or p is 0; throws unless 0 <= p < 1.
  */
-export function stochasticDepth(x: Tensor, p: number, training: boolean, options: RandomOptions = {}): Tensor {
+export function stochasticDepth(
+  x: Tensor,
+  p: number,
+  training: boolean,
+  options: RandomOptions = {},
+): Tensor {
   if (!(p >= 0 && p < 1)) throw new Error(`stochasticDepth: p must be in [0, 1), got ${p}`);
   if (x.rank === 0) throw new Error("stochasticDepth: needs a batch dimension, got a scalar");
   if (!training || p === 0) return x;
-  const mask = draw([x.shape[0], ...x.shape.slice(1).map(() => 1)], "bernoulliScale", p, 1 / (1 - p), options);
+  const mask = draw(
+    [x.shape[0], ...x.shape.slice(1).map(() => 1)],
+    "bernoulliScale",
+    p,
+    1 / (1 - p),
+    options,
+  );
   return mul(x, mask);
 }

@@ -203,14 +203,20 @@ export class BatchNorm1d extends BatchNorm2d {
    */
   override forward(x: Tensor): Tensor {
     if (x.rank !== 2 && x.rank !== 3) {
-      throw new Error(`BatchNorm1d: expected a 2-D [N, C] or 3-D [N, C, L] input, got shape ${fmtShape(x.shape)}`);
+      throw new Error(
+        `BatchNorm1d: expected a 2-D [N, C] or 3-D [N, C, L] input, got shape ${fmtShape(x.shape)}`,
+      );
     }
     if (x.shape[1] !== this.numFeatures) {
-      throw new Error(`BatchNorm1d: expected ${this.numFeatures} features, got input of shape ${fmtShape(x.shape)}`);
+      throw new Error(
+        `BatchNorm1d: expected ${this.numFeatures} features, got input of shape ${fmtShape(x.shape)}`,
+      );
     }
     const perFeature = x.shape[0] * (x.shape[2] ?? 1);
     if (this.training && perFeature < 2) {
-      throw new Error(`BatchNorm1d: training needs more than 1 value per feature, got input of shape ${fmtShape(x.shape)}`);
+      throw new Error(
+        `BatchNorm1d: training needs more than 1 value per feature, got input of shape ${fmtShape(x.shape)}`,
+      );
     }
     return reshape(super.forward(reshape(x, [x.shape[0], x.shape[1], x.shape[2] ?? 1, 1])), [...x.shape]);
   }

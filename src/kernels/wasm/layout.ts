@@ -722,7 +722,7 @@ export namespace softmax_rows_fwd {
   export const UNIFORMS: i32 = 2;
 }
 
-/** unary_addScalar, unary_exp, unary_log, unary_neg, unary_relu, unary_scale, unary_sigmoid, unary_silu, unary_sqrt, unary_tanh: bindings a, out; uniforms n, alpha. */
+/** unary_abs, unary_addScalar, unary_exp, unary_log, unary_neg, unary_relu, unary_scale, unary_sigmoid, unary_silu, unary_sqrt, unary_tanh: bindings a, out; uniforms n, alpha. */
 export namespace unary {
   export const a: i32 = 0;
   export const out: i32 = 1;
@@ -735,7 +735,7 @@ export namespace unary {
   export const UNIFORMS: i32 = 2;
 }
 
-/** unary_grad_addScalar, unary_grad_exp, unary_grad_log, unary_grad_neg, unary_grad_relu, unary_grad_scale, unary_grad_sigmoid, unary_grad_silu, unary_grad_sqrt, unary_grad_tanh: bindings gy, xs, ys, gx; uniforms n, alpha. */
+/** unary_grad_abs, unary_grad_addScalar, unary_grad_exp, unary_grad_log, unary_grad_neg, unary_grad_relu, unary_grad_scale, unary_grad_sigmoid, unary_grad_silu, unary_grad_sqrt, unary_grad_tanh: bindings gy, xs, ys, gx; uniforms n, alpha. */
 export namespace unary_grad {
   export const gy: i32 = 0;
   export const xs: i32 = 1;

@@ -2,7 +2,7 @@
 // The WGSL kernels are built from the same expressions; tests/wasm_backend.test.ts fails when this file
 // is not current.
 import { binary, unary, unaryGrad } from "./elementwise";
-import { BINARY_ADD, BINARY_DIV, BINARY_MUL, BINARY_SUB, UNARY_ADD_SCALAR, UNARY_EXP, UNARY_LOG, UNARY_NEG, UNARY_RELU, UNARY_SCALE, UNARY_SIGMOID, UNARY_SILU, UNARY_SQRT, UNARY_TANH } from "./maps";
+import { BINARY_ADD, BINARY_DIV, BINARY_MUL, BINARY_SUB, UNARY_ABS, UNARY_ADD_SCALAR, UNARY_EXP, UNARY_LOG, UNARY_NEG, UNARY_RELU, UNARY_SCALE, UNARY_SIGMOID, UNARY_SILU, UNARY_SQRT, UNARY_TANH } from "./maps";
 
 export function binary_add(tid: i32, nth: i32, args: usize): void { binary(BINARY_ADD, tid, nth, args); }
 export function binary_sub(tid: i32, nth: i32, args: usize): void { binary(BINARY_SUB, tid, nth, args); }
@@ -18,6 +18,7 @@ export function unary_silu(tid: i32, nth: i32, args: usize): void { unary(UNARY_
 export function unary_sqrt(tid: i32, nth: i32, args: usize): void { unary(UNARY_SQRT, tid, nth, args); }
 export function unary_scale(tid: i32, nth: i32, args: usize): void { unary(UNARY_SCALE, tid, nth, args); }
 export function unary_addScalar(tid: i32, nth: i32, args: usize): void { unary(UNARY_ADD_SCALAR, tid, nth, args); }
+export function unary_abs(tid: i32, nth: i32, args: usize): void { unary(UNARY_ABS, tid, nth, args); }
 export function unary_grad_neg(tid: i32, nth: i32, args: usize): void { unaryGrad(UNARY_NEG, tid, nth, args); }
 export function unary_grad_exp(tid: i32, nth: i32, args: usize): void { unaryGrad(UNARY_EXP, tid, nth, args); }
 export function unary_grad_log(tid: i32, nth: i32, args: usize): void { unaryGrad(UNARY_LOG, tid, nth, args); }
@@ -28,3 +29,4 @@ export function unary_grad_silu(tid: i32, nth: i32, args: usize): void { unaryGr
 export function unary_grad_sqrt(tid: i32, nth: i32, args: usize): void { unaryGrad(UNARY_SQRT, tid, nth, args); }
 export function unary_grad_scale(tid: i32, nth: i32, args: usize): void { unaryGrad(UNARY_SCALE, tid, nth, args); }
 export function unary_grad_addScalar(tid: i32, nth: i32, args: usize): void { unaryGrad(UNARY_ADD_SCALAR, tid, nth, args); }
+export function unary_grad_abs(tid: i32, nth: i32, args: usize): void { unaryGrad(UNARY_ABS, tid, nth, args); }

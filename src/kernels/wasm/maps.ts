@@ -42,6 +42,7 @@ export const UNARY_SILU: i32 = 6;
 export const UNARY_SQRT: i32 = 7;
 export const UNARY_SCALE: i32 = 8;
 export const UNARY_ADD_SCALAR: i32 = 9;
+export const UNARY_ABS: i32 = 10;
 
 @inline export function unaryMap(op: i32, x: f32, alpha: f32): f32 {
   if (op == UNARY_NEG) return (-x);
@@ -54,6 +55,7 @@ export const UNARY_ADD_SCALAR: i32 = 9;
   if (op == UNARY_SQRT) return Mathf.sqrt(x);
   if (op == UNARY_SCALE) return (x * alpha);
   if (op == UNARY_ADD_SCALAR) return (x + alpha);
+  if (op == UNARY_ABS) return Mathf.abs(x);
   unreachable();
   return 0;
 }
@@ -84,6 +86,7 @@ export const UNARY_ADD_SCALAR: i32 = 9;
   if (op == UNARY_SQRT) return ((g * <f32>0.5) / y);
   if (op == UNARY_SCALE) return (g * alpha);
   if (op == UNARY_ADD_SCALAR) return g;
+  if (op == UNARY_ABS) return (g * Mathf.sign(x));
   unreachable();
   return 0;
 }
