@@ -11,7 +11,10 @@ const LEARNERS = ["InceptionV3", "VGG19-bn", "ResNeXt101-32x8d", "ResNet152", "D
 const IMAGE_RUN_HELP = `Options:
   --data DIR        a source folder (repeat for several)
   --out DIR         output folder (required)
-  --archs LIST      comma-separated learners (default all five): ${flannel.LEARNER_ARCHS.join(",")}
+  --archs LIST      comma-separated learners and baselines (default all seven): the five learners
+                    ${flannel.LEARNER_ARCHS.join(",")} (combined by stage 2)
+                    and the paper's baselines ${flannel.BASELINE_ARCHS.join(",")} (COVID-Net, AI-Covid:
+                    rows of Table 3 of their own)
   --scale S         tiny | full (default tiny: small variants of the same families, for CPUs)
   --size N          crop side (default 64 for tiny, 224 for full)
   --resize N        short side images are resized to before cropping (default size * 8 / 7: 72 or 256)
@@ -55,9 +58,9 @@ The embedded default data set is the project's deterministic generator of synthe
 X-ray images (not real X-rays: drawn anatomy with covid, viral, bacterial and normal patterns; 800 images
 of 72x72 by default, covid 64, viral 188, bacterial 348, normal 200; patients with 1-3 images). They are
 written as PNG + labels.csv to OUT/data, and the whole protocol runs on them as 'experiment' would: a
-patient-disjoint 4:1 split with 5 folds, the five base learners (tiny variants: 64x64 crops) trained on
-every fold, every stage-2 method of Table 3 on the out-of-fold outputs, Table 1, Table 3 and the figures
-in OUT. About 3 minutes on a 2-core CPU (WebAssembly backend); a rerun reuses finished work.
+patient-disjoint 4:1 split with 5 folds, the five base learners and the paper's two baselines (COVID-Net,
+AI-Covid; tiny variants: 64x64 crops) trained on every fold, every stage-2 method of Table 3 on the
+out-of-fold outputs, Table 1, Table 3 (13 rows) and the figures in OUT. About 3 minutes on a 2-core CPU (WebAssembly backend); a rerun reuses finished work.
 --data DIR runs the same on real data instead.
 
 Options:
@@ -365,20 +368,20 @@ async function prepareImageRun(command: string, values: ImageRunValues) {
   if (scale !== "tiny" && scale !== "full") {
     fail(`${command}: --scale must be tiny or full, got ${JSON.stringify(scale)}`);
   }
-  const archs = values.archs ? values.archs.split(",").map((a) => a.trim()) : [...flannel.LEARNER_ARCHS];
+  const known = [...flannel.LEARNER_ARCHS, ...flannel.BASELINE_ARCHS];
+  const archs = values.archs ? values.archs.split(",").map((a) => a.trim()) : known;
   for (const a of archs) {
-    if (!flannel.isLearnerArch(a)) {
-      fail(
-        `${command}: unknown learner ${JSON.stringify(a)}; expected ${flannel.LEARNER_ARCHS.join(", ")}`,
-      );
+    if (!flannel.isStage1Arch(a)) {
+      fail(`${command}: unknown learner ${JSON.stringify(a)}; expected ${known.join(", ")}`);
     }
   }
+  if (new Set(archs).size !== archs.length) fail(`${command}: --archs lists a learner twice`);
   const size = intOption(values, "size", scale === "tiny" ? 64 : 224, 8);
   const resize = intOption(values, "resize", Math.round((size * 8) / 7), size);
   const nFolds = intOption(values, "folds", 5, 2);
   const seed = intOption(values, "seed", 0, 0);
   const settings = {
-    archs: archs as flannel.LearnerArch[],
+    archs: archs as flannel.Stage1Arch[],
     scale: scale as "tiny" | "full",
     crop: size,
     resize,

@@ -167,6 +167,73 @@ test("experiment on chestxray64: two tiny learners, two folds; every Table 3 row
   );
 });
 
+test("experiment with the baselines: their rows between the learners' and the ensembles', never combined", async () => {
+  const { records: all } = fl.data.loadDataset([dataDir]);
+  const { records, images } = await new fl.data.ImageCache(64).getReadable(all);
+  const split = fl.data.patientSplit(records, {
+    folds: 2,
+    seed: 3,
+    subsample: { covid: 24, viral: 24, bacterial: 24, normal: 24 },
+  });
+  const out = join(tmp, "baselines");
+  const config = {
+    records,
+    images,
+    split,
+    scale: "tiny" as const,
+    outDir: out,
+    epochs: 1,
+    batchSize: 16,
+    crop: 56,
+    resize: 64,
+    seed: 4,
+    stage2Epochs: 2,
+  };
+  await assertRejects(
+    () => flannel.runExperiment({ ...config, archs: ["covidnet"] }),
+    /stage 2 combines the base learners, and none is among the archs/,
+  );
+  const result = await flannel.runExperiment({ ...config, archs: ["covidnet", "resnet152", "aicovid"] });
+  assertEquals(result.methods.map((m) => m.name).slice(0, 4), [
+    "ResNet152",
+    "COVID-Net",
+    "AI-Covid",
+    "Voting",
+  ]);
+  assertEquals(result.methods.length, 9);
+  assertEquals([result.settings.archs, result.settings.baselines], [["resnet152"], ["covidnet", "aicovid"]]);
+  assertEquals(result.stage1.length, 6);
+  for (const [row, arch] of [[1, "covidnet"], [2, "aicovid"]] as const) {
+    const o = await flannel.loadLearnerOutputs(join(flannel.stage1FoldDir(out, arch, 1), "test.safetensors"));
+    assertEquals(
+      result.methods[row].folds[1].confusion,
+      fl.metrics.classificationReport(o.labels, o.probs).confusion,
+    );
+  }
+  // Voting over the one learner is that learner: the baselines are not among its inputs.
+  for (const f of [0, 1]) {
+    assertEquals(result.methods[3].folds[f].confusion, result.methods[0].folds[f].confusion);
+  }
+  // The run's folder predicts with the learner, and its Fig. 6 has a tile for each of the three.
+  writeFileSync(join(out, "results.json"), JSON.stringify(result, flannel.withoutProbabilities));
+  const file = records[split.test[0]].file;
+  const predicted = await flannel.predictFiles(out, [file], { method: "Voting" });
+  const r = await flannel.loadLearnerOutputs(
+    join(flannel.stage1FoldDir(out, "resnet152", 0), "test.safetensors"),
+  );
+  const r1 = await flannel.loadLearnerOutputs(
+    join(flannel.stage1FoldDir(out, "resnet152", 1), "test.safetensors"),
+  );
+  const row = r.files.indexOf(file);
+  assertClose(
+    predicted.probs,
+    [0, 1, 2, 3].map((c) => (r.probs[row * 4 + c] + r1.probs[row * 4 + c]) / 2),
+    { atol: 1e-5 },
+  );
+  const cam = fl.train.plots.decodePNG(await flannel.camFigure(out, file, { fold: 0 }));
+  assert(cam.width >= 3 * 224, `Fig. 6 of 3 tiles is ${cam.width} wide`);
+});
+
 test("experiment cleanup", () => {
   rmSync(tmp, { recursive: true, force: true });
 });

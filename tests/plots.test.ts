@@ -324,10 +324,10 @@ test("bad inputs throw errors that name the problem", () => {
     () => lineChart({ ...line, series: [{ name: "roc", x: [0, NaN], y: [0, 1] }] }),
     'series 0 ("roc") x[1] is NaN',
   );
-  const thirteen = Array.from({ length: 13 }, (_, k) => ({ name: `s${k}`, x: [0], y: [0] }));
+  const sixteen = Array.from({ length: 16 }, (_, k) => ({ name: `s${k}`, x: [0], y: [0] }));
   assertThrows(
-    () => lineChart({ ...line, series: thirteen }),
-    "13 series, but only 12 have distinct colours",
+    () => lineChart({ ...line, series: sixteen }),
+    "16 series, but only 15 have distinct colours",
   );
 
   const names = ["a", "b"];

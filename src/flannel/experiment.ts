@@ -5,7 +5,14 @@
 import { join } from "node:path";
 import * as fl from "../../mod.ts";
 import type { Ensemble } from "./ensembles.ts";
-import { LEARNER_TITLES, type LearnerArch } from "./learners.ts";
+import {
+  type BaselineArch,
+  isBaselineArch,
+  isLearnerArch,
+  LEARNER_TITLES,
+  type LearnerArch,
+  type Stage1Arch,
+} from "./learners.ts";
 import { type LearnerOutputsFile, loadLearnerOutputs } from "./stage1.ts";
 import { runStage1Folds, type Stage1FoldResult, type Stage1FoldsConfig } from "./stage1_folds.ts";
 import {
@@ -36,6 +43,8 @@ export interface ExperimentResult extends Stage2ExperimentResult {
   settings: {
     /** The learners, in the N order of stage 2's inputs. */
     archs: LearnerArch[];
+    /** The baselines trained beside them (rows of Table 3 of their own, not combined). */
+    baselines: BaselineArch[];
     /** The learners' size. */
     scale: "tiny" | "full";
     /** Crop side in pixels. */
@@ -53,10 +62,10 @@ export interface ExperimentResult extends Stage2ExperimentResult {
     /** Stage-2 epochs per combiner and fold. */
     stage2Epochs: number;
   };
-  /** The learners with their names in the paper (LEARNER_TITLES). */
-  learners: { arch: LearnerArch; title: string }[];
-  /** Every (learner, fold) pair of stage 1: macro-F1 on the held-out fold and on the test part. */
-  stage1: { arch: LearnerArch; fold: number; heldOutMacroF1: number; testMacroF1: number }[];
+  /** The learners, then the baselines, with their names in the paper (LEARNER_TITLES). */
+  learners: { arch: Stage1Arch; title: string }[];
+  /** Every (learner or baseline, fold) pair of stage 1: macro-F1 on the held-out fold and on the test part. */
+  stage1: { arch: Stage1Arch; fold: number; heldOutMacroF1: number; testMacroF1: number }[];
 }
 
 /**
@@ -89,28 +98,38 @@ export function stackLearnerOutputs(outputs: readonly LearnerOutputsFile[]): Lea
 }
 
 /**
- * Stage 2's folds from stage 1's files: fold f's out-of-fold outputs split 80/20 (stratified, seeded by
- * `seed` and f) into training and validation, and its test outputs; folds ascending.
+ * Stage 2's folds from stage 1's files: fold f's out-of-fold outputs of the learners `archs` split 80/20
+ * (stratified, seeded by `seed` and f) into training and validation, their test outputs, and the test
+ * outputs of the `baselines`; folds ascending.
  *
- * @throws {Error} when a fold lacks one of the learners' outputs.
+ * @throws {Error} when a fold lacks one of the learners' or baselines' outputs.
  */
 export async function stage2FoldsFromStage1(
   stage1: readonly Stage1FoldResult[],
   archs: readonly LearnerArch[],
   seed: number,
+  baselines: readonly BaselineArch[] = [],
 ): Promise<Stage2Fold[]> {
   const folds = stage1Folds(stage1);
   const out: Stage2Fold[] = [];
   for (const f of folds) {
-    const pairs = archs.map((arch) => {
-      const r = stage1.find((x) => x.arch === arch && x.fold === f);
-      if (!r) throw new Error(`stage 2: no stage-1 outputs for ${arch} on fold ${f}`);
-      return r;
-    });
+    const pairsOf = (list: readonly Stage1Arch[]) =>
+      list.map((arch) => {
+        const r = stage1.find((x) => x.arch === arch && x.fold === f);
+        if (!r) throw new Error(`stage 2: no stage-1 outputs for ${arch} on fold ${f}`);
+        return r;
+      });
+    const pairs = pairsOf(archs);
     const oof = stackLearnerOutputs(await Promise.all(pairs.map((r) => loadLearnerOutputs(r.valPath))));
     const test = stackLearnerOutputs(await Promise.all(pairs.map((r) => loadLearnerOutputs(r.testPath))));
     const inner = fl.data.stratifiedSplit(oof.labels, 0.2, seed + 31 * (f + 1));
-    out.push({ train: subset(oof, inner.train), val: subset(oof, inner.test), test });
+    const fold: Stage2Fold = { train: subset(oof, inner.train), val: subset(oof, inner.test), test };
+    if (baselines.length > 0) {
+      fold.baselines = stackLearnerOutputs(
+        await Promise.all(pairsOf(baselines).map((r) => loadLearnerOutputs(r.testPath))),
+      );
+    }
+    out.push(fold);
   }
   return out;
 }
@@ -151,26 +170,35 @@ async function saveStage2Model(
 export const STAGE2_MODEL_FORMAT = "flannel-stage2-model/1";
 
 /**
- * The whole FLANNEL experiment on images: stage 1 for every learner on every fold (runStage1Folds), stage 2
- * on each fold's out-of-fold outputs (every combiner of `methods`, saved at {@link stage2ModelPath}), every
- * learner and combiner scored on the test part. With `resume`, finished stage-1 pairs are skipped and
- * started ones continue; stage 2 always runs anew.
+ * The whole FLANNEL experiment on images: stage 1 for every learner and baseline on every fold
+ * (runStage1Folds), stage 2 on each fold's out-of-fold outputs of the learners (every combiner of `methods`,
+ * saved at {@link stage2ModelPath}), every learner, baseline and combiner scored on the test part. With
+ * `resume`, finished stage-1 pairs are skipped and started ones continue; stage 2 always runs anew.
  *
- * @throws {Error} as runStage1Folds, stage2FoldsFromStage1 and runStage2Folds do.
+ * @throws {Error} when `archs` holds no learner (the ensembles need at least one), and as runStage1Folds,
+ * stage2FoldsFromStage1 and runStage2Folds do.
  */
 export async function runExperiment(config: ExperimentConfig): Promise<ExperimentResult> {
   const seed = config.seed ?? 0, stage2Epochs = config.stage2Epochs ?? 20;
+  const archs = config.archs.filter(isLearnerArch), baselines = config.archs.filter(isBaselineArch);
+  if (archs.length === 0) {
+    throw new Error(
+      "experiment: stage 2 combines the base learners, and none is among the archs; " +
+        "use the stage1 command to train baselines alone",
+    );
+  }
   const stage1 = await runStage1Folds(config);
   config.onMessage?.("stage 2: every combiner on each fold's out-of-fold outputs");
-  const folds = await stage2FoldsFromStage1(stage1, config.archs, seed);
+  const folds = await stage2FoldsFromStage1(stage1, archs, seed, baselines);
   const foldIds = stage1Folds(stage1); // stage 2's fold i is stage 1's fold foldIds[i]
   const methods = await runStage2Folds(folds, {
-    learnerNames: config.archs.map((a) => LEARNER_TITLES[a]),
+    learnerNames: archs.map((a) => LEARNER_TITLES[a]),
+    baselineNames: baselines.map((a) => LEARNER_TITLES[a]),
     epochs: stage2Epochs,
     seed,
     methods: config.methods,
     onProgress: config.onMessage,
-    onModel: (method, i, model) => saveStage2Model(config.outDir, foldIds[i], method, config.archs, model),
+    onModel: (method, i, model) => saveStage2Model(config.outDir, foldIds[i], method, archs, model),
   });
   const labelsOf = (idx: readonly number[]) => idx.map((i) => config.records[i].label);
   const kept = labelsOf([...config.split.train, ...config.split.test]);
@@ -187,7 +215,8 @@ export async function runExperiment(config: ExperimentConfig): Promise<Experimen
     epochs: stage2Epochs,
     methods,
     settings: {
-      archs: [...config.archs],
+      archs,
+      baselines,
       scale: config.scale,
       crop: config.crop ?? 224,
       resize: config.resize,
@@ -197,7 +226,7 @@ export async function runExperiment(config: ExperimentConfig): Promise<Experimen
       seed,
       stage2Epochs,
     },
-    learners: config.archs.map((arch) => ({ arch, title: LEARNER_TITLES[arch] })),
+    learners: [...archs, ...baselines].map((arch) => ({ arch, title: LEARNER_TITLES[arch] })),
     stage1: stage1.map((r) => ({
       arch: r.arch,
       fold: r.fold,

@@ -113,8 +113,8 @@ export async function camFigure(
   const image = await new fl.data.ImageCache(settings.resize).get({ file });
   const seen = fl.data.centreCrop(image, settings.crop);
   const tiles: Uint8Array[] = [], labels: string[] = [];
-  for (const arch of settings.archs) {
-    const model = await loadTrainedLearner(runDir, arch, f, settings.scale);
+  for (const arch of [...settings.archs, ...settings.baselines]) {
+    const model = await loadTrainedLearner(runDir, arch, f, settings.scale, settings.crop);
     try {
       const cam = await fl.train.classActivationMap(model, image, { crop: settings.crop });
       tiles.push(fl.train.plots.heatmapOverlay({ gray: seen, heat: cam.map }));

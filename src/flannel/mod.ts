@@ -20,12 +20,17 @@
  * @module
  */
 export {
+  BASELINE_ARCHS,
+  type BaselineArch,
   createLearner,
+  isBaselineArch,
   isLearnerArch,
+  isStage1Arch,
   LEARNER_ARCHS,
   LEARNER_TITLES,
   type LearnerArch,
   type LearnerOptions,
+  type Stage1Arch,
 } from "./learners.ts";
 export {
   Ensemble,

@@ -4,7 +4,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import * as fl from "../../mod.ts";
-import { isLearnerArch, type LearnerArch } from "./learners.ts";
+import { type BaselineArch, isBaselineArch, isLearnerArch, type LearnerArch } from "./learners.ts";
 import { stackLearnerOutputs, STAGE2_MODEL_FORMAT, stage2ModelPath } from "./experiment.ts";
 import { type LearnerOutputsFile, predictStage1 } from "./stage1.ts";
 import { loadTrainedLearner } from "./stage1_folds.ts";
@@ -14,6 +14,8 @@ import { buildEnsemble, predictStage2 } from "./stage2.ts";
 export interface RunSettings {
   /** The learners, in the N order the combiners were trained with. */
   archs: LearnerArch[];
+  /** The baselines trained beside them (none in runs written before they existed). */
+  baselines: BaselineArch[];
   /** The learners' size. */
   scale: "tiny" | "full";
   /** Centre-crop side in pixels. */
@@ -38,14 +40,18 @@ export function readRunSettings(runDir: string): RunSettings & { folds: number[]
     throw new Error(`cannot read ${path}: ${(err as Error).message}`);
   }
   const s = results.settings;
-  if (!s || !Array.isArray(s.archs) || !s.archs.every(isLearnerArch) || !s.crop || !s.resize || !s.scale) {
+  const baselines = s?.baselines ?? [];
+  if (
+    !s || !Array.isArray(s.archs) || !s.archs.every(isLearnerArch) || !Array.isArray(baselines) ||
+    !baselines.every(isBaselineArch) || !s.crop || !s.resize || !s.scale
+  ) {
     throw new Error(
-      `${path} has no usable settings (archs, scale, crop, resize): was it written by 'experiment'?`,
+      `${path} has no usable settings (archs, baselines, scale, crop, resize): was it written by 'experiment'?`,
     );
   }
   const folds = [...new Set((results.stage1 ?? []).map((r) => r.fold))].sort((a, b) => a - b);
   if (folds.length === 0) throw new Error(`${path} lists no stage-1 folds`);
-  return { archs: s.archs, scale: s.scale, crop: s.crop, resize: s.resize, folds };
+  return { archs: s.archs, baselines, scale: s.scale, crop: s.crop, resize: s.resize, folds };
 }
 
 /** What {@link predictFiles} returns. */
@@ -96,7 +102,7 @@ export async function predictFiles(
     }
     const perLearner: LearnerOutputsFile[] = [];
     for (const arch of settings.archs) {
-      const model = await loadTrainedLearner(runDir, arch, fold, settings.scale);
+      const model = await loadTrainedLearner(runDir, arch, fold, settings.scale, settings.crop);
       try {
         const probs = await predictStage1(model, readable.images, { crop: settings.crop });
         perLearner.push({ files: readableFiles, labels: new Int32Array(s), probs, learner: arch, fold });

@@ -15,7 +15,7 @@
 import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import * as fl from "../../mod.ts";
-import { createLearner, type LearnerArch } from "./learners.ts";
+import { createLearner, type Stage1Arch } from "./learners.ts";
 import {
   loadLearnerOutputs,
   predictStage1,
@@ -33,8 +33,8 @@ export interface Stage1FoldsConfig {
   images: readonly fl.io.GrayImage[];
   /** The patient-wise test part and cross-validation folds of the training part. */
   split: fl.data.PatientSplit;
-  /** The learners to train, each on every fold. */
-  archs: readonly LearnerArch[];
+  /** The learners (and baselines) to train, each on every fold. */
+  archs: readonly Stage1Arch[];
   /** The learners' size (see LearnerOptions.scale). */
   scale: "tiny" | "full";
   /** Root of the output files (`outDir/stage1/<arch>/fold<f>/`). */
@@ -62,15 +62,15 @@ export interface Stage1FoldsConfig {
   /** One line of progress per event (a pair started, skipped or finished, pretrained weights loaded). */
   onMessage?: (message: string) => void;
   /** After every epoch of every pair. */
-  onEpoch?: (arch: LearnerArch, fold: number, log: Stage1EpochLog) => void;
+  onEpoch?: (arch: Stage1Arch, fold: number, log: Stage1EpochLog) => void;
   /** After every training batch of every pair. */
-  onBatch?: (arch: LearnerArch, fold: number, progress: Stage1BatchProgress) => void;
+  onBatch?: (arch: Stage1Arch, fold: number, progress: Stage1BatchProgress) => void;
 }
 
 /** One (learner, fold) pair of stage 1: where its outputs are and how well it did. */
 export interface Stage1FoldResult {
-  /** The learner. */
-  arch: LearnerArch;
+  /** The learner or baseline. */
+  arch: Stage1Arch;
   /** The fold held out (its index in `split.foldSplits`). */
   fold: number;
   /** false when it was already done (resume) */
@@ -115,20 +115,22 @@ export async function loadPretrained(
 }
 
 /**
- * A learner of a finished run with its kept epoch's weights (the caller disposes it), read from
- * `checkpoint.safetensors.best` in {@link stage1FoldDir}.
+ * A learner (or baseline) of a finished run with its kept epoch's weights (the caller disposes it), read
+ * from `checkpoint.safetensors.best` in {@link stage1FoldDir}; `crop` is the run's crop side (COVID-Net and
+ * AI-Covid size their dense heads by it; default 224).
  *
  * @throws {Error} when that file is missing or does not fit the learner.
  */
 export async function loadTrainedLearner(
   outDir: string,
-  arch: LearnerArch,
+  arch: Stage1Arch,
   fold: number,
   scale: "tiny" | "full",
+  crop = 224,
 ): Promise<fl.nn.Module> {
   const weights = join(stage1FoldDir(outDir, arch, fold), "checkpoint.safetensors.best");
   if (!existsSync(weights)) throw new Error(`no trained ${arch} for fold ${fold}: ${weights} is missing`);
-  const model = createLearner(arch, { scale });
+  const model = createLearner(arch, { scale, crop });
   try {
     model.loadStateDict(await fl.io.loadSafetensors(weights) as Record<string, fl.nn.TensorRecord>);
   } catch (err) {
@@ -216,7 +218,7 @@ export async function runStage1Folds(config: Stage1FoldsConfig): Promise<Stage1F
         `${arch} fold ${f}: training on ${learnSet.images.length} images, epoch chosen on ${selectSet.images.length}, ` +
           `held out ${held.images.length}, test ${test.images.length}`,
       );
-      const model = createLearner(arch, { scale: config.scale, seed: runSeed });
+      const model = createLearner(arch, { scale: config.scale, seed: runSeed, crop: config.crop });
       try {
         if (config.pretrained) {
           const { loaded, kept } = await loadPretrained(

@@ -117,12 +117,19 @@ export interface Stage2Fold {
   val: LearnerOutputs;
   /** What every row is scored on (the test part: the same images in every fold). */
   test: LearnerOutputs;
+  /**
+   * The baselines' outputs on the same test images (COVID-Net, AI-Covid: scored as rows of their own, never
+   * combined); absent or with 0 learners when there are none.
+   */
+  baselines?: LearnerOutputs;
 }
 
 /** Settings of {@link runStage2Folds}. */
 export interface Stage2FoldsOptions {
   /** The N learners' names, the single-learner rows of Table 3 (one per learner of the folds' data). */
   learnerNames: string[];
+  /** The baselines' names, their rows after the learners' (one per learner of the folds' `baselines`). */
+  baselineNames?: string[];
   /** Names of the M classes (default covid, viral, bacterial, normal). */
   classNames?: string[];
   /** Stage-2 epochs per combiner and fold (default 20). */
@@ -138,10 +145,11 @@ export interface Stage2FoldsOptions {
 }
 
 /**
- * Every learner alone and every method on each fold, scored on the fold's test outputs; the rows of
- * Table 3 with their per-fold reports and mean (std) over folds.
+ * Every learner alone, every baseline and every method on each fold, scored on the fold's test outputs;
+ * the rows of Table 3 (learners, baselines, methods) with their per-fold reports and mean (std) over folds.
  *
- * @throws {Error} when there are no folds or `learnerNames` does not name every learner.
+ * @throws {Error} when there are no folds, `learnerNames` does not name every learner or `baselineNames`
+ * every baseline, or a fold's baselines were scored on other images.
  */
 export async function runStage2Folds(
   folds: Stage2Fold[],
@@ -155,6 +163,21 @@ export async function runStage2Folds(
   if (options.learnerNames.length !== learners) {
     throw new Error(`stage 2: ${options.learnerNames.length} learner names for ${learners} learners`);
   }
+  const baselineNames = options.baselineNames ?? [];
+  for (const [f, fold] of folds.entries()) {
+    const b = fold.baselines;
+    if ((b?.learners ?? 0) !== baselineNames.length) {
+      throw new Error(
+        `stage 2: ${baselineNames.length} baseline names for ${b?.learners ?? 0} baselines (fold ${f})`,
+      );
+    }
+    if (
+      b && b.learners > 0 &&
+      (b.labels.length !== fold.test.labels.length || b.labels.some((y, i) => y !== fold.test.labels[i]))
+    ) {
+      throw new Error(`stage 2: fold ${f}'s baselines were scored on other test images than its learners`);
+    }
+  }
   const row = (name: string): MethodResult => ({
     name,
     folds: [],
@@ -162,10 +185,15 @@ export async function runStage2Folds(
     bestEpochs: [],
     testProbs: [],
   });
-  const results: MethodResult[] = [...options.learnerNames.map(row), ...methods.map((m) => row(m.name))];
-  for (const [f, { train, val, test }] of folds.entries()) {
-    for (let i = 0; i < learners; i++) {
-      const probs = learnerColumn(test, i);
+  const results: MethodResult[] = [
+    ...options.learnerNames.map(row),
+    ...baselineNames.map(row),
+    ...methods.map((m) => row(m.name)),
+  ];
+  const single = [...options.learnerNames, ...baselineNames].length;
+  for (const [f, { train, val, test, baselines }] of folds.entries()) {
+    for (let i = 0; i < single; i++) {
+      const probs = i < learners ? learnerColumn(test, i) : learnerColumn(baselines!, i - learners);
       results[i].folds.push(fl.metrics.classificationReport(test.labels, probs, classNames));
       results[i].testProbs.push(probs);
     }
@@ -181,7 +209,7 @@ export async function runStage2Folds(
       const report = fl.metrics.classificationReport(test.labels, probs, classNames);
       await options.onModel?.(method, f, run.model);
       run.model.dispose();
-      const r = results[learners + j];
+      const r = results[single + j];
       r.folds.push(report);
       r.testProbs.push(probs);
       r.bestEpochs.push(run.bestEpoch);

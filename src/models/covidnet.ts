@@ -33,7 +33,7 @@ export interface CovidNetConfig {
   widths: number[];
   /** PEPX blocks per stage (3, 4, 6, 3). */
   blocks: number[];
-  /** Side of the square input the head is sized for (224: stage 4 at 7x7). */
+  /** Side of the square input the head is sized for (224: stage 4 at 7x7; at least 32). */
   inputSize: number;
   /** Outputs of the classifier (the reference: the number of classes). */
   numClasses: number;
@@ -93,7 +93,7 @@ export class CovidNet extends Module {
   readonly conv1: Conv2d;
   /** The PEPX blocks by stage: blocks[s][b] is pexp<s+1>_<b+1>. */
   readonly pepx: PEPX[][];
-  /** Linear(width4 * (inputSize / 32)^2, numClasses) on the flattened stage-4 sum. */
+  /** Linear(width4 * side^2, numClasses) on the flattened stage-4 sum (side 7 at 224x224). */
   readonly classifier: Linear;
   /** The config with every default filled in. */
   readonly config: Required<CovidNetConfig>;
@@ -111,8 +111,8 @@ export class CovidNet extends Module {
     ) {
       throw new Error("CovidNet: widths and blocks must list 4 stages of at least one block each");
     }
-    if (!Number.isInteger(c.inputSize / 32) || c.inputSize <= 0) {
-      throw new Error(`CovidNet: inputSize must be a positive multiple of 32, got ${c.inputSize}`);
+    if (!Number.isInteger(c.inputSize) || c.inputSize < 32) {
+      throw new Error(`CovidNet: inputSize must be an integer of at least 32, got ${c.inputSize}`);
     }
     if (c.wiring !== "corrected" && c.wiring !== "reference") {
       throw new Error(`CovidNet: wiring must be "corrected" or "reference", got ${JSON.stringify(c.wiring)}`);
@@ -137,7 +137,9 @@ export class CovidNet extends Module {
         return block;
       })
     );
-    const side = c.inputSize / 32;
+    // The stem halves the side rounding up (7x7, stride 2, pad 3), each 2x2 max pool rounding down.
+    let side = Math.ceil(c.inputSize / 2);
+    for (let i = 0; i < 4; i++) side = Math.floor(side / 2);
     this.classifier = this.registerModule(
       "classifier",
       new Linear(c.widths[3] * side * side, c.numClasses, { generator: g }),

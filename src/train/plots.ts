@@ -64,8 +64,9 @@ const DIAGONAL_GRAY: Color = [150, 150, 150];
 const LEGEND_BORDER: Color = [170, 170, 170];
 
 /**
- * Twelve series colours that stay apart from each other and from the black axes and gray grid: matplotlib's
- * tab10, then navy and olive. Bars use the first, a highlighted bar the second.
+ * Fifteen series colours that stay apart from each other and from the black axes and gray grid: matplotlib's
+ * tab10, then navy, olive, plum, teal and gold (Table 3 has 13 rows). Bars use the first, a highlighted bar
+ * the second.
  */
 export const PALETTE: readonly Color[] = [
   [31, 119, 180],
@@ -80,6 +81,9 @@ export const PALETTE: readonly Color[] = [
   [23, 190, 207],
   [57, 59, 121],
   [99, 121, 57],
+  [170, 0, 120],
+  [0, 120, 110],
+  [230, 171, 2],
 ];
 
 // ---- Font ----------------------------------------------------------------------------------------------
@@ -697,7 +701,7 @@ export interface LineChartOptions {
   xLabel: string;
   /** Vertical axis title, drawn upright at the left; `""` for none. */
   yLabel: string;
-  /** at most 12, each in its own PALETTE colour */
+  /** at most 15, each in its own PALETTE colour */
   series: readonly Series[];
   /** default: round values around the data */
   xRange?: readonly [number, number];
