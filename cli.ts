@@ -30,6 +30,8 @@ const IMAGE_RUN_HELP = `Options:
                     classifier head (1000 classes there, 4 here) keeps its fresh initialisation
   --resume          continue a run in OUT: finished learner/fold pairs are skipped, a started one
                     continues from its last checkpoint (after a crash or Ctrl-C)
+  --equalize        histogram-equalise every image after resizing (a mitigation of source shortcuts:
+                    exposure and contrast differ between the data sources; predict and cam repeat it)
   --backend NAME    auto | webgpu | wasm (default: $FLANNEL_BACKEND, else auto:
                     WebGPU on a GPU, else WebAssembly: also where the only
                     adapter is a CPU implementation such as lavapipe)`;
@@ -344,6 +346,7 @@ const IMAGE_RUN_OPTIONS = {
   subsample: { type: "string" },
   pretrained: { type: "string" },
   resume: { type: "boolean" },
+  equalize: { type: "boolean" },
   backend: { type: "string" },
   help: { type: "boolean" },
 } as const;
@@ -391,6 +394,7 @@ async function prepareImageRun(command: string, values: ImageRunValues) {
     seed,
     resume: values.resume,
     pretrained: values.pretrained,
+    equalize: values.equalize ?? false,
   };
   const out = resolve(values.out);
 
@@ -402,7 +406,7 @@ async function prepareImageRun(command: string, values: ImageRunValues) {
       dirs.join(", ")
     } (${loaded.skipped.length} rows skipped); decoding`,
   );
-  const cache = new fl.data.ImageCache(resize);
+  const cache = new fl.data.ImageCache(resize, { equalize: values.equalize });
   const bar = new fl.train.ProgressBar();
   const decodeStart = performance.now();
   const readable = await cache.getReadable(
@@ -588,6 +592,9 @@ Class activation maps of each learner (fold 0) on the first test image of each c
 
 ${fl.metrics.CLASS_NAMES.map((c) => `![Fig. 6 ${c}](fig6_cam_${c}.png)`).join("\n")}
 
+## What Table 3 hides: sources and noise
+
+${flannel.auditMarkdown(result.audit)}
 ## Stage 1: macro-F1 per learner and fold (held-out fold / test part)
 
 | learner | ${folds.map((f) => `fold ${f}`).join(" | ")} |

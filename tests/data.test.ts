@@ -18,6 +18,7 @@ import {
   readImageSync,
   resizeGray,
 } from "../src/io/images.ts";
+import { equalizeHistogram, ImageCache } from "../src/data/preprocess.ts";
 import { assert, assertClose, assertEquals, AssertionError, assertThrows, test } from "./harness.ts";
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -41,6 +42,31 @@ const byName = (records: data.ImageRecord[], name: string) => {
   if (!r) throw new AssertionError(`no record for ${name}`);
   return r;
 };
+
+test("equalizeHistogram: levels map to their cumulative share, darkest present 0, brightest 1", async () => {
+  const img = { width: 3, height: 2, data: Float32Array.from([0, 0, 0.5, 0.5, 0.5, 1]) };
+  // levels 0 (2 pixels), 128 (3), 255 (1): cumulative 2, 5, 6; (cdf - 2) / (6 - 2)
+  assertEquals([...equalizeHistogram(img).data], [0, 0, 0.75, 0.75, 0.75, 1]);
+  const flat = { width: 2, height: 1, data: Float32Array.from([0.3, 0.3]) };
+  assertEquals([...equalizeHistogram(flat).data], [...flat.data].map(Math.fround), "a constant image stays");
+  // On a real X-ray: the same order of pixel values, and the full range used.
+  const file = join(
+    sharedDir("chestxray64"),
+    "images",
+    readFileSync(join(sharedDir("chestxray64"), "labels.csv"), "utf8").split("\n")[1].split(",")[0].replace(
+      /^images\//,
+      "",
+    ),
+  );
+  const cache = new ImageCache(64, { equalize: true });
+  const x = await new ImageCache(64).get({ file }), y = await cache.get({ file });
+  assertEquals([...y.data], [...equalizeHistogram(x).data], "the cache equalises after resizing");
+  assertEquals([Math.min(...y.data), Math.max(...y.data)], [0, 1]);
+  for (let i = 0; i < 500; i++) {
+    const [a, b] = [(i * 37) % x.data.length, (i * 101 + 7) % x.data.length];
+    if (x.data[a] < x.data[b]) assert(y.data[a] <= y.data[b], `order kept at ${a}, ${b}`);
+  }
+});
 
 test("parseCsv: quoted commas, newlines, doubled quotes, CRLF, BOM", () => {
   const text = '\ufeffa,b,c\r\n1,"x, y","line1\nline2"\r\n2,"say ""hi""",\n\n3,,"",\n';

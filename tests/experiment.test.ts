@@ -210,6 +210,30 @@ test("experiment with the baselines: their rows between the learners' and the en
       fl.metrics.classificationReport(o.labels, o.probs).confusion,
     );
   }
+  // The audit: every row's non-covid test images called covid per (source, class), recounted here for one row.
+  const audit = result.audit;
+  assertEquals(audit.calledCovid.map((r) => r.method), result.methods.map((m) => m.name));
+  const sources = split.test.map((i) => records[i].source);
+  assertEquals(result.testSources, sources);
+  for (const g of audit.calledCovid[1].groups) {
+    const idx = sources.flatMap((s, i) =>
+      s === g.source && fl.metrics.CLASS_NAMES[result.testLabels[i]] === g.className ? [i] : []
+    );
+    assertEquals(g.images, idx.length);
+    const shares = result.methods[1].testProbs.map((p) => {
+      const predicted = fl.metrics.argmaxRows(p, 4);
+      return idx.filter((i) => predicted[i] === 0).length / idx.length;
+    });
+    assertClose(g.share.mean, shares.reduce((a, b) => a + b, 0) / shares.length);
+  }
+  assertEquals(
+    audit.paired.map((p) => p.method),
+    result.methods.map((m) => m.name).filter((n) => n !== "FLANNEL"),
+  );
+  for (const p of audit.paired) {
+    assert(p.macroF1.pValue > 0 && p.macroF1.pValue <= 1, `${p.method}: p ${p.macroF1.pValue}`);
+    assert(p.macroF1.low <= p.macroF1.high, `${p.method}: interval`);
+  }
   // Voting over the one learner is that learner: the baselines are not among its inputs.
   for (const f of [0, 1]) {
     assertEquals(result.methods[3].folds[f].confusion, result.methods[0].folds[f].confusion);

@@ -11,10 +11,12 @@ import {
   confusionMatrix,
   formatMeanStd,
   meanStd,
+  pairedBootstrap,
   precisionRecallCurve,
   rocAuc,
   rocCurve,
 } from "../src/train/metrics.ts";
+import { Generator } from "../src/kernels/random.ts";
 
 interface GoldenCase {
   name: string;
@@ -252,4 +254,54 @@ test("binary curve input errors", () => {
   assertThrows(() => rocAuc([], []), "empty input");
   assertThrows(() => averagePrecision([0, 2], [0.1, 0.2]), "binaryTrue[1] = 2, expected 0 or 1");
   assertThrows(() => precisionRecallCurve([0, 1], [0.1, NaN]), "scores[1] is not finite (NaN)");
+});
+
+test("pairedBootstrap: identical rows give p 1; a perfect row against a constant one p 2/(B+1); swapping negates", () => {
+  const n = 120, labels = Int32Array.from({ length: n }, (_, i) => i % 4);
+  const onehot = (pred: (i: number) => number) =>
+    Float32Array.from({ length: n * 4 }, (_, k) => (pred(Math.floor(k / 4)) === k % 4 ? 1 : 0));
+  const perfect = onehot((i) => labels[i]), constant = onehot(() => 0);
+  const noisy = onehot((i) => (i % 7 === 0 ? (labels[i] + 1) % 4 : labels[i]));
+  const same = pairedBootstrap(labels, [noisy], [noisy], { replicates: 200 });
+  assertEquals([same.difference, same.low, same.high, same.pValue], [0, 0, 0, 1]);
+  const clear = pairedBootstrap(labels, [perfect], [constant], { replicates: 200 });
+  const constantF1 = classificationReport(labels, constant).macroF1;
+  assertClose(clear.difference, 1 - constantF1);
+  assertClose(clear.pValue, 2 / 201);
+  assert(clear.low > 0, `interval ${clear.low}..${clear.high} excludes 0`);
+  // Two fold models on a side: the metric is their mean, as Table 3's.
+  const two = pairedBootstrap(labels, [perfect, noisy], [constant], { replicates: 10 });
+  const noisyF1 = classificationReport(labels, noisy).macroF1;
+  assertClose(two.difference, (1 + noisyF1) / 2 - constantF1);
+  const ab = pairedBootstrap(labels, [noisy], [perfect], { replicates: 300, seed: 4, metric: { f1: 2 } });
+  const ba = pairedBootstrap(labels, [perfect], [noisy], { replicates: 300, seed: 4, metric: { f1: 2 } });
+  assertClose([ab.difference, ab.low, ab.high, ab.pValue], [-ba.difference, -ba.high, -ba.low, ba.pValue]);
+  const classF1 = (p: Float32Array) => classificationReport(labels, p).perClass.bacterial.f1;
+  assertClose(ab.difference, classF1(noisy) - classF1(perfect));
+});
+
+test("pairedBootstrap resamples: each replicate's difference equals classificationReport's on the same images", () => {
+  const n = 60, labels = Int32Array.from({ length: n }, (_, i) => (i * 7) % 4);
+  const gen = new Generator(11);
+  const random = () => Float32Array.from({ length: n * 4 }, () => gen.uniform());
+  const [a, b] = [random(), random()];
+  const result = pairedBootstrap(labels, [a], [b], { replicates: 40, seed: 3 });
+  // The same resamples drawn independently here: n uniform draws per replicate from Generator(seed).
+  const draws = new Generator(3), diffs: number[] = [];
+  for (let r = 0; r < 40; r++) {
+    const idx = Array.from({ length: n }, () => Math.floor(draws.uniform() * n));
+    const pick = (p: Float32Array) => idx.map((i) => Array.from(p.subarray(i * 4, i * 4 + 4)));
+    const y = idx.map((i) => labels[i]);
+    diffs.push(
+      classificationReport(y, pick(a)).macroF1 - classificationReport(y, pick(b)).macroF1,
+    );
+  }
+  diffs.sort((x, y) => x - y);
+  assertClose([result.low, result.high], [diffs[Math.round(0.025 * 39)], diffs[Math.round(0.975 * 39)]], {
+    atol: 1e-12,
+  });
+  const k = Math.min(diffs.filter((d) => d <= 0).length, diffs.filter((d) => d >= 0).length) + 1;
+  assertClose(result.pValue, Math.min(1, (2 * k) / 41));
+  assertThrows(() => pairedBootstrap(labels, [], [b]), /each side needs at least one model/);
+  assertThrows(() => pairedBootstrap(labels, [a.subarray(4)], [b]), /59 prediction rows for 60 labels/);
 });

@@ -43,6 +43,7 @@ export {
 export {
   type BatchOptions,
   centreCrop,
+  equalizeHistogram,
   ImageCache,
   IMAGENET_MEAN,
   IMAGENET_STD,

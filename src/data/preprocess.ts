@@ -27,16 +27,20 @@ export function resizeShortSide(img: GrayImage, size: number): GrayImage {
 export class ImageCache {
   /** The short side every cached image is resized to, in pixels. */
   readonly resize: number;
+  /** Whether every image is histogram-equalised after resizing (see {@linkcode equalizeHistogram}). */
+  readonly equalize: boolean;
   private readonly images = new Map<string, Promise<GrayImage>>();
   /**
-   * An empty cache whose images get short side `resize` (default 256).
+   * An empty cache whose images get short side `resize` (default 256), then, with `equalize`, histogram
+   * equalisation.
    * @throws Error when `resize` is not a positive integer.
    */
-  constructor(resize = 256) {
+  constructor(resize = 256, options: { equalize?: boolean } = {}) {
     if (!Number.isInteger(resize) || resize < 1) {
       throw new Error(`ImageCache: resize must be a positive integer, got ${resize}`);
     }
     this.resize = resize;
+    this.equalize = options.equalize ?? false;
   }
 
   /** Number of files cached or being decoded. */
@@ -51,7 +55,10 @@ export class ImageCache {
   get(record: Pick<ImageRecord, "file">): Promise<GrayImage> {
     let p = this.images.get(record.file);
     if (!p) {
-      p = loadImage(record).then((img) => resizeShortSide(img, this.resize));
+      p = loadImage(record).then((img) => {
+        const resized = resizeShortSide(img, this.resize);
+        return this.equalize ? equalizeHistogram(resized) : resized;
+      });
       this.images.set(record.file, p);
       p.catch(() => this.images.delete(record.file)); // a failed decode is retried next time
     }
@@ -210,4 +217,28 @@ export function makeBatch(
     }
   }
   return out;
+}
+
+/**
+ * Histogram equalisation of a gray image in [0, 1] (OpenCV's equalizeHist on 256 levels): each value's
+ * level maps to the share of pixels at or below it, stretched so the darkest level present becomes 0 and
+ * the brightest 1. It removes differences of exposure and contrast between sources (one of the
+ * mitigations of source shortcuts in chest X-ray models); a constant image stays as it is.
+ */
+export function equalizeHistogram(image: GrayImage): GrayImage {
+  const { data } = image, n = data.length;
+  const level = (v: number) => Math.min(255, Math.max(0, Math.floor(v * 256)));
+  const counts = new Float64Array(256);
+  for (let i = 0; i < n; i++) counts[level(data[i])]++;
+  const cdf = new Float64Array(256);
+  let running = 0, lowest = -1;
+  for (let l = 0; l < 256; l++) {
+    running += counts[l];
+    cdf[l] = running;
+    if (lowest < 0 && counts[l] > 0) lowest = cdf[l];
+  }
+  if (n === 0 || lowest === n) return { ...image, data: Float32Array.from(data) };
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = (cdf[level(data[i])] - lowest) / (n - lowest);
+  return { width: image.width, height: image.height, data: out };
 }

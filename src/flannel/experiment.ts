@@ -4,6 +4,7 @@
 // combiner is scored on the test part with that fold's learners. Mean (std) over the folds.
 import { join } from "node:path";
 import * as fl from "../../mod.ts";
+import { auditExperiment, type ExperimentAudit } from "./audit.ts";
 import type { Ensemble } from "./ensembles.ts";
 import {
   type BaselineArch,
@@ -25,9 +26,13 @@ import {
 import type { LearnerOutputs } from "./synthetic_outputs.ts";
 
 /** Stage 1's settings for every fold (folds and selectFraction at their defaults), and stage 2's. */
-export interface ExperimentConfig extends Omit<Stage1FoldsConfig, "folds" | "selectFraction"> {
+export interface ExperimentConfig extends Omit<Stage1FoldsConfig, "folds" | "selectFraction" | "records"> {
+  /** The records `split` indexes (their `source` feeds the audit; "unknown" where absent). */
+  records: readonly (Stage1FoldsConfig["records"][number] & { source?: string })[];
   /** the short side `images` were resized to (recorded for prediction on new images) */
   resize: number;
+  /** Whether `images` were histogram-equalised after resizing (recorded for prediction; default false). */
+  equalize?: boolean;
   /** stage-2 epochs per combiner and fold (default 20) */
   stage2Epochs?: number;
   /** The ensemble rows (default STAGE2_METHODS, those of Table 3). */
@@ -51,6 +56,8 @@ export interface ExperimentResult extends Stage2ExperimentResult {
     crop: number;
     /** Short side the images were resized to, in pixels. */
     resize: number;
+    /** Whether the images were histogram-equalised after resizing. */
+    equalize: boolean;
     /** Stage-1 epochs. */
     epochs: number;
     /** Stage-1 batch size. */
@@ -66,6 +73,10 @@ export interface ExperimentResult extends Stage2ExperimentResult {
   learners: { arch: Stage1Arch; title: string }[];
   /** Every (learner or baseline, fold) pair of stage 1: macro-F1 on the held-out fold and on the test part. */
   stage1: { arch: Stage1Arch; fold: number; heldOutMacroF1: number; testMacroF1: number }[];
+  /** The sources of the test images, in the order of `testLabels`. */
+  testSources: string[];
+  /** Non-covid images called covid per source, Table 3 on the mixed source, FLANNEL's paired comparisons. */
+  audit: ExperimentAudit;
 }
 
 /**
@@ -202,6 +213,9 @@ export async function runExperiment(config: ExperimentConfig): Promise<Experimen
   });
   const labelsOf = (idx: readonly number[]) => idx.map((i) => config.records[i].label);
   const kept = labelsOf([...config.split.train, ...config.split.test]);
+  const testSources = config.split.test.map((i) => config.records[i].source ?? "unknown");
+  config.onMessage?.("audit: sources, the mixed source, paired bootstrap against FLANNEL");
+  const audit = auditExperiment(methods, folds[0].test.labels, testSources, { seed });
   return {
     classNames: [...fl.metrics.CLASS_NAMES],
     samples: {
@@ -220,6 +234,7 @@ export async function runExperiment(config: ExperimentConfig): Promise<Experimen
       scale: config.scale,
       crop: config.crop ?? 224,
       resize: config.resize,
+      equalize: config.equalize ?? false,
       epochs: config.epochs,
       batchSize: config.batchSize ?? 32,
       lr: config.lr ?? 1e-3,
@@ -233,5 +248,7 @@ export async function runExperiment(config: ExperimentConfig): Promise<Experimen
       heldOutMacroF1: r.val.macroF1,
       testMacroF1: r.test.macroF1,
     })),
+    testSources,
+    audit,
   };
 }

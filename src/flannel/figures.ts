@@ -110,7 +110,7 @@ export async function camFigure(
   if (!settings.folds.includes(f)) {
     throw new Error(`fold ${f} is not in the experiment (folds ${settings.folds.join(", ")})`);
   }
-  const image = await new fl.data.ImageCache(settings.resize).get({ file });
+  const image = await new fl.data.ImageCache(settings.resize, { equalize: settings.equalize }).get({ file });
   const seen = fl.data.centreCrop(image, settings.crop);
   const tiles: Uint8Array[] = [], labels: string[] = [];
   for (const arch of [...settings.archs, ...settings.baselines]) {

@@ -33,6 +33,13 @@ export {
   type Stage1Arch,
 } from "./learners.ts";
 export {
+  auditExperiment,
+  auditMarkdown,
+  type CalledCovid,
+  type ExperimentAudit,
+  type PairedComparison,
+} from "./audit.ts";
+export {
   Ensemble,
   type EnsembleShape,
   MLPStacking,

@@ -22,6 +22,8 @@ export interface RunSettings {
   crop: number;
   /** Short side new images are resized to, in pixels. */
   resize: number;
+  /** Whether new images are histogram-equalised after resizing, as the training images were. */
+  equalize: boolean;
 }
 
 /**
@@ -51,7 +53,15 @@ export function readRunSettings(runDir: string): RunSettings & { folds: number[]
   }
   const folds = [...new Set((results.stage1 ?? []).map((r) => r.fold))].sort((a, b) => a - b);
   if (folds.length === 0) throw new Error(`${path} lists no stage-1 folds`);
-  return { archs: s.archs, baselines, scale: s.scale, crop: s.crop, resize: s.resize, folds };
+  return {
+    archs: s.archs,
+    baselines,
+    scale: s.scale,
+    crop: s.crop,
+    resize: s.resize,
+    equalize: s.equalize ?? false,
+    folds,
+  };
 }
 
 /** What {@link predictFiles} returns. */
@@ -79,7 +89,7 @@ export async function predictFiles(
   { method = "FLANNEL" }: { method?: string } = {},
 ): Promise<PredictionResult> {
   const settings = readRunSettings(runDir);
-  const cache = new fl.data.ImageCache(settings.resize);
+  const cache = new fl.data.ImageCache(settings.resize, { equalize: settings.equalize });
   const readable = await cache.getReadable(files.map((file) => ({ file })));
   const readableFiles = readable.records.map((r) => r.file);
   const s = readable.images.length, n = settings.archs.length;

@@ -25,7 +25,7 @@ import { add, mul, sigmoid, silu } from "../kernels/elementwise.ts";
 import { flatten } from "../kernels/view.ts";
 import { kaimingNormal_, uniform_ } from "../nn/init.ts";
 import { AdaptiveAvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d } from "../nn/cnn_layers.ts";
-import { Dropout, type InitOptions, Linear, ReLU, Sequential, SiLU, StochasticDepth } from "../nn/layers.ts";
+import { Dropout, Linear, ReLU, Sequential, SiLU, StochasticDepth } from "../nn/layers.ts";
 import { Module } from "../nn/module.ts";
 import type { ModelInit, ModelOptions, ModelScale } from "./resnet.ts";
 

@@ -2,6 +2,7 @@
 // average precision (one-vs-rest), the confusion matrix, and mean (std) over cross-validation folds.
 // Definitions follow scikit-learn (tests/fixtures/metrics_goldens.json holds its values) so the numbers
 // can be set beside the paper's, which were computed with it.
+import { Generator } from "../kernels/random.ts";
 
 /** The four FLANNEL classes in label order: label `i` is `CLASS_NAMES[i]`. */
 export const CLASS_NAMES = ["covid", "viral", "bacterial", "normal"] as const;
@@ -353,4 +354,117 @@ export function aggregateFolds(reports: ClassificationReport[]): FoldSummary {
 /** "mean (std)", the form of the paper's tables. */
 export function formatMeanStd(m: MeanStd, digits = 3): string {
   return `${m.mean.toFixed(digits)} (${m.std.toFixed(digits)})`;
+}
+
+/** Per-class F1 from a confusion matrix (rows true, columns predicted); 0 where precision and recall are. */
+export function f1FromConfusion(confusion: readonly (readonly number[])[]): number[] {
+  const m = confusion.length;
+  return confusion.map((row, c) => {
+    let predicted = 0, support = 0;
+    for (let k = 0; k < m; k++) {
+      predicted += confusion[k][c];
+      support += row[k];
+    }
+    const precision = safeDiv(row[c], predicted), recall = safeDiv(row[c], support);
+    return safeDiv(2 * precision * recall, precision + recall);
+  });
+}
+
+/** What {@linkcode pairedBootstrap} compares: macro-F1, or one class's F1 (by label). */
+export type BootstrapMetric = "macroF1" | { f1: number };
+
+/** Options of {@linkcode pairedBootstrap}. */
+export interface PairedBootstrapOptions {
+  /** What to compare (default macro-F1). */
+  metric?: BootstrapMetric;
+  /** Resamples (default 2000). */
+  replicates?: number;
+  /** Seeds the resampling (default 0): the same seed gives the same p-value in every runtime. */
+  seed?: number;
+  /** Number of classes (default 4). */
+  numClasses?: number;
+}
+
+/** What {@linkcode pairedBootstrap} returns. */
+export interface PairedBootstrapResult {
+  /** metric(a) - metric(b) on the test set itself (each the mean over its fold models). */
+  difference: number;
+  /** 2.5% and 97.5% percentiles of the resampled differences. */
+  low: number;
+  /** See `low`. */
+  high: number;
+  /**
+   * Two-sided p-value of "no difference": twice the smaller share of resampled differences on either side of
+   * 0, counting the observed set as one resample ((k + 1) / (B + 1)), at most 1.
+   */
+  pValue: number;
+  /** Resamples drawn. */
+  replicates: number;
+}
+
+/**
+ * Paired bootstrap of a metric difference between two classifiers scored on the same test images: the
+ * images are resampled with replacement, and on each resample both classifiers are scored on the same
+ * images. A classifier may be several fold models (Table 3's rows: one per fold, same test part); its
+ * metric on a resample is the mean over them, as the table's is. The resampling covers the variation of
+ * the test images, not of training (seeds, folds' training parts).
+ *
+ * @throws Error when the fold lists are empty, or their predictions do not have one row per label.
+ */
+export function pairedBootstrap(
+  yTrue: Labels,
+  a: readonly Probabilities[],
+  b: readonly Probabilities[],
+  options: PairedBootstrapOptions = {},
+): PairedBootstrapResult {
+  const { metric = "macroF1", replicates = 2000, seed = 0, numClasses = CLASS_NAMES.length } = options;
+  if (a.length === 0 || b.length === 0) {
+    throw new Error("pairedBootstrap: each side needs at least one model");
+  }
+  const n = yTrue.length;
+  if (n === 0) throw new Error("pairedBootstrap: no samples");
+  checkLabels(yTrue, numClasses, "yTrue");
+  const predictions = (side: readonly Probabilities[]) =>
+    side.map((probs) => {
+      const flat = flattenProbs(probs, numClasses);
+      if (flat.length !== n * numClasses) {
+        throw new Error(`pairedBootstrap: ${flat.length / numClasses} prediction rows for ${n} labels`);
+      }
+      return argmaxRows(flat, numClasses);
+    });
+  const [pa, pb] = [predictions(a), predictions(b)];
+  const score = (confusion: number[][]) => {
+    const f1 = f1FromConfusion(confusion);
+    return metric === "macroF1" ? f1.reduce((s, v) => s + v, 0) / numClasses : f1[metric.f1];
+  };
+  const meanScore = (preds: Int32Array[], idx: ArrayLike<number>) => {
+    let total = 0;
+    for (const p of preds) {
+      const confusion = Array.from({ length: numClasses }, () => new Array<number>(numClasses).fill(0));
+      for (let i = 0; i < idx.length; i++) confusion[yTrue[idx[i]]][p[idx[i]]]++;
+      total += score(confusion);
+    }
+    return total / preds.length;
+  };
+  const all = Int32Array.from({ length: n }, (_, i) => i);
+  const difference = meanScore(pa, all) - meanScore(pb, all);
+  const gen = new Generator(seed);
+  const diffs = new Float64Array(replicates), idx = new Int32Array(n);
+  let atOrBelow = 1, atOrAbove = 1; // the observed set counts as one resample on each side
+  for (let r = 0; r < replicates; r++) {
+    for (let i = 0; i < n; i++) idx[i] = Math.floor(gen.uniform() * n);
+    const d = meanScore(pa, idx) - meanScore(pb, idx);
+    diffs[r] = d;
+    if (d <= 0) atOrBelow++;
+    if (d >= 0) atOrAbove++;
+  }
+  diffs.sort();
+  const at = (q: number) => diffs[Math.min(replicates - 1, Math.max(0, Math.round(q * (replicates - 1))))];
+  return {
+    difference,
+    low: at(0.025),
+    high: at(0.975),
+    pValue: Math.min(1, (2 * Math.min(atOrBelow, atOrAbove)) / (replicates + 1)),
+    replicates,
+  };
 }
