@@ -30,6 +30,9 @@ const IMAGE_RUN_HELP = `Options:
                     classifier head (1000 classes there, 4 here) keeps its fresh initialisation
   --resume          continue a run in OUT: finished learner/fold pairs are skipped, a started one
                     continues from its last checkpoint (after a crash or Ctrl-C)
+  --recipe R        shared (default: every learner and baseline trained alike, a like-for-like Table 3) or
+                    own (COVID-Net and AI-Covid with their published recipes: optimizer, lr, class
+                    weights, covid share of batches, penalties, early stopping; not their augmentation)
   --equalize        histogram-equalise every image after resizing (a mitigation of source shortcuts:
                     exposure and contrast differ between the data sources; predict and cam repeat it)
   --backend NAME    auto | webgpu | wasm (default: $FLANNEL_BACKEND, else auto:
@@ -330,6 +333,12 @@ function parseSubsample(spec: string): Record<string, number> {
   return out;
 }
 
+/** --recipe: shared (default) or own. */
+function recipeOption(command: string, value: string | undefined): "shared" | "own" {
+  if (value === undefined || value === "shared" || value === "own") return value ?? "shared";
+  return fail(`${command}: --recipe must be shared or own, got ${JSON.stringify(value)}`);
+}
+
 // Options that `stage1` and `experiment` share.
 const IMAGE_RUN_OPTIONS = {
   data: { type: "string", multiple: true },
@@ -347,6 +356,7 @@ const IMAGE_RUN_OPTIONS = {
   pretrained: { type: "string" },
   resume: { type: "boolean" },
   equalize: { type: "boolean" },
+  recipe: { type: "string" },
   backend: { type: "string" },
   help: { type: "boolean" },
 } as const;
@@ -395,6 +405,7 @@ async function prepareImageRun(command: string, values: ImageRunValues) {
     resume: values.resume,
     pretrained: values.pretrained,
     equalize: values.equalize ?? false,
+    recipe: recipeOption(command, values.recipe),
   };
   const out = resolve(values.out);
 

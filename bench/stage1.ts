@@ -1,4 +1,5 @@
-// Stage-1 training throughput (images/s) of each of FLANNEL's five base learners, measured with tinybench,
+// Stage-1 training throughput (images/s) of FLANNEL's five base learners and the two baselines (COVID-Net,
+// AI-Covid), measured with tinybench,
 // with the same model's inference throughput (same process, same batch) as the peer that gives each a ratio.
 //   deno task bench:stage1 [--full] [--profile] [filter]      bun run bench/stage1.ts [--full] [--profile] [filter]
 //   --profile: one more train step per learner under fl.startProfile, printed by phase and kernel.
@@ -11,7 +12,8 @@
 //   the learner names.
 //
 // What is measured
-// - Learners: `flannel.createLearner(arch, { scale, seed })` for every name in `flannel.LEARNER_ARCHS`
+// - Learners: `flannel.createLearner(arch, { scale, seed, crop })` for every name in `flannel.LEARNER_ARCHS`
+//   and `flannel.BASELINE_ARCHS`
 //   (InceptionV3 without its aux head, as stage 1 trains it; 224 is above its 75x75 minimum).
 // - Train step: what `trainStage1` (src/train/stage1.ts) does for one batch: `makeBatch` assembles a
 //   [B, 3, crop, crop] batch with the training augmentation (random crop, flip, noise 0.01 from a
@@ -193,11 +195,11 @@ interface Row {
 const rows: Row[] = [];
 const problems: string[] = [];
 
-for (const arch of flannel.LEARNER_ARCHS) {
+for (const arch of [...flannel.LEARNER_ARCHS, ...flannel.BASELINE_ARCHS]) {
   if (!arch.includes(filter)) continue;
   const t0 = performance.now();
   const liveBefore = fl.liveTensorCount();
-  const model = flannel.createLearner(arch, { scale, seed: 1, numClasses });
+  const model = flannel.createLearner(arch, { scale, seed: 1, numClasses, crop });
   const params = model.parameterCount();
   const optimizer = new fl.optim.Adam(model.parameters(), { lr: 1e-3, weightDecay: 1e-4 });
   const lossSum = fl.zeros([1]).keep();

@@ -26,8 +26,14 @@ import torchvision
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures"))
 
 
-def tiny(arch):
+def tiny(arch, crop):
     """The library's `scale: "tiny"` learners (src/models/*.ts *_TINY_CONFIG(S))."""
+    if arch == "covidnet":
+        from make_covidnet_goldens import FIXTURES, CovidNet
+        return CovidNet(**{**FIXTURES["tiny"], "inputSize": crop, "wiring": "corrected"}, numClasses=4)
+    if arch == "aicovid":
+        from make_efficientnet_goldens import AICovid
+        return AICovid(trunk=dict(widthMult=0.25, depthMult=0.25), hidden=[32, 16, 16, 8, 8], inputSize=crop)
     if arch in ("resnet152", "resnext101_32x8d", "vgg19_bn"):
         from make_resnet_vgg_goldens import FIXTURES, build
         name = {"resnet152": "resnet152_tiny", "resnext101_32x8d": "resnext101_tiny", "vgg19_bn": "vgg19_bn_tiny"}
@@ -40,7 +46,13 @@ def tiny(arch):
                      transform_input=False)
 
 
-def full(arch):
+def full(arch, crop):
+    if arch == "covidnet":
+        from make_covidnet_goldens import FULL, CovidNet
+        return CovidNet(**{**FULL, "inputSize": crop}, numClasses=4)
+    if arch == "aicovid":
+        from make_efficientnet_goldens import AICovid
+        return AICovid(trunk=dict(widthMult=1.4, depthMult=1.8), hidden=[256, 128, 64, 32, 16], inputSize=crop)
     if arch == "inception_v3":
         return torchvision.models.inception_v3(num_classes=4, aux_logits=False, init_weights=True)
     return getattr(torchvision.models, arch)(num_classes=4)
@@ -68,7 +80,7 @@ def main():
     x = torch.randn(args.batch, 3, args.crop, args.crop)
     y = torch.arange(args.batch) % 4
     for arch in args.archs:
-        model = (tiny if args.scale == "tiny" else full)(arch)
+        model = (tiny if args.scale == "tiny" else full)(arch, args.crop)
         torch.set_num_threads(os.cpu_count())  # after the fixture imports, which pin one thread for goldens
         opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
         loss_fn = nn.CrossEntropyLoss()

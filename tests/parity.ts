@@ -1,4 +1,5 @@
-// `deno task parity` (or `bun run tests/parity.ts`): each full-size base learner built in torchvision with
+// `deno task parity` (or `bun run tests/parity.ts`): each full-size base learner (and EfficientNet-B4,
+// COVID-Net and AI-Covid) built in PyTorch with
 // random weights and BatchNorm statistics, saved as safetensors by tests/fixtures/make_parity.py, loaded
 // here, and run on the same 1x3x224x224 input (299x299 for Inception v3): the logits must agree to 1e-3
 // relative. Not part of the suite: it needs Debian's python3-torch and writes ~1.3 GB to a temp folder.
@@ -18,6 +19,9 @@ const BUILDERS: Record<string, Builder> = {
   vgg19_bn: () => fl.models.vgg19_bn({ numClasses: 4, init: "default" }),
   densenet161: () => fl.models.densenet161({ numClasses: 4 }),
   inception_v3: () => fl.models.inception_v3({ numClasses: 4, auxLogits: true }),
+  efficientnet_b4: () => fl.models.efficientnet_b4({ numClasses: 4, init: "default" }),
+  covidnet: () => fl.models.covidnet({ numClasses: 4 }),
+  aicovid: () => fl.models.aicovid({ numClasses: 4, init: "default" }),
 };
 
 const names = process.argv.slice(2).filter((a) => !a.startsWith("-"));

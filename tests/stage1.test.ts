@@ -7,6 +7,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as fl from "../mod.ts";
 import * as flannel from "../src/flannel/mod.ts";
+import { epochBatches, patienceExhausted } from "../src/flannel/stage1.ts";
 import {
   artifactPath,
   assert,
@@ -286,6 +287,29 @@ test("resume from a checkpoint: the same final weights as an uninterrupted run, 
   for (let i = 0; i < a.length; i++) {
     assert(a[i].every((v, j) => Object.is(v, b[i][j])), `tensor ${i} differs`);
   }
+  // With dropout (VGG's classifier): the masks are reseeded per epoch, so a resumed run draws the same ones.
+  const vgg = () => fl.models.vgg19_bn({ numClasses: 4, scale: "tiny", generator: new fl.Generator(4) });
+  const vggFull = await flannel.trainStage1({ ...common, epochs: 2, model: vgg() });
+  const vggCkpt = join(tmp, "resume-vgg.safetensors");
+  const vggA = await flannel.trainStage1({
+    ...common,
+    epochs: 2,
+    model: vgg(),
+    checkpointPath: vggCkpt,
+    stopAfterEpoch: 1,
+  });
+  const vggB = await flannel.trainStage1({
+    ...common,
+    epochs: 2,
+    model: vgg(),
+    checkpointPath: vggCkpt,
+    resume: true,
+  });
+  const [va, vb] = [await weights(vggFull.model), await weights(vggB.model)];
+  for (let i = 0; i < va.length; i++) {
+    assert(va[i].every((v, j) => Object.is(v, vb[i][j])), `VGG tensor ${i} differs`);
+  }
+  for (const m of [vggFull.model, vggA.model, vggB.model]) m.dispose();
   // a checkpoint of another configuration is refused
   const other = make();
   await assertRejects(
@@ -296,6 +320,101 @@ test("resume from a checkpoint: the same final weights as an uninterrupted run, 
   full.model.dispose();
   resumed.model.dispose();
   partA.model.dispose();
+});
+
+test("recipes: covid share of batches, early stopping on the validation loss", () => {
+  // 10 covid (labels 0) among 50: batches of 8 with round(0.3 x 8) = 2 covid, the 40 others each once
+  // (6 a batch: 7 batches, the last with 4).
+  const labels = Int32Array.from({ length: 50 }, (_, i) => (i < 10 ? 0 : 1 + (i % 3)));
+  const gen = new fl.Generator(3);
+  const batches = epochBatches(gen.permutation(50), labels, 8, 0.3, gen);
+  assertEquals(batches.map((b) => b.length), [8, 8, 8, 8, 8, 8, 6]);
+  assertEquals(batches.map((b) => [...b].filter((i) => labels[i] === 0).length), [2, 2, 2, 2, 2, 2, 2]);
+  const others = batches.flatMap((b) => [...b].filter((i) => labels[i] !== 0)).sort((a, b) => a - b);
+  assertEquals(others, Array.from({ length: 40 }, (_, i) => i + 10));
+  // Without a share: the shuffled order in batches, a last batch of one dropped.
+  const plain = epochBatches(Int32Array.from({ length: 17 }, (_, i) => i), labels, 8, undefined, gen);
+  assertEquals(plain.map((b) => [...b]), [[0, 1, 2, 3, 4, 5, 6, 7], [8, 9, 10, 11, 12, 13, 14, 15]]);
+  const log = (valLoss: number) => ({ valLoss }) as flannel.Stage1EpochLog;
+  assert(!patienceExhausted([1, 0.9, 0.95].map(log), 2), "one epoch without improvement");
+  assert(patienceExhausted([1, 0.9, 0.95, 0.92].map(log), 2), "two epochs without improvement");
+  assert(!patienceExhausted([1, 0.9, 0.95, 0.85].map(log), 2), "improved in the last");
+  assert(!patienceExhausted([1, 2, 3].map(log), undefined), "no patience, no stop");
+});
+
+test("own recipes: AI-Covid (SGD Nesterov, class weights, penalty, patience) and COVID-Net resume exactly", async () => {
+  const { train, val } = subset(6, 2);
+  const images = await new fl.data.ImageCache(40).getAll([...train, ...val]);
+  const set = {
+    train: { images: images.slice(0, train.length), labels: train.map((r) => r.label) },
+    val: { images: images.slice(train.length), labels: val.map((r) => r.label) },
+  };
+  for (const arch of ["aicovid", "covidnet"] as const) {
+    const make = () => flannel.createLearner(arch, { scale: "tiny", crop: 32, seed: 5 });
+    const probe = make();
+    const own = flannel.ownRecipe(arch, probe, set.train.labels);
+    probe.dispose();
+    if (arch === "aicovid") {
+      assertEquals(own.recipe.penalty!.parameters.length, 6, "the six dense kernels");
+      const n = set.train.labels.length, covid = set.train.labels.filter((y) => y === 0).length;
+      assertClose(own.recipe.classWeights![0], n / covid);
+    }
+    const common = {
+      ...set,
+      epochs: 3,
+      batchSize: own.batchSize ?? 8,
+      crop: 32,
+      seed: 11,
+      lr: own.lr,
+      weightDecay: own.weightDecay,
+      recipe: { ...own.recipe, patience: own.recipe.patience && 1 },
+    };
+    const full = await flannel.trainStage1({ ...common, model: make() });
+    const ckpt = join(tmp, `${arch}-recipe.safetensors`);
+    const partA = await flannel.trainStage1({
+      ...common,
+      model: make(),
+      checkpointPath: ckpt,
+      stopAfterEpoch: 1,
+    });
+    const resumed = await flannel.trainStage1({
+      ...common,
+      model: make(),
+      checkpointPath: ckpt,
+      resume: true,
+    });
+    assertEquals(
+      resumed.history.map((h) => [h.trainLoss, h.valLoss]),
+      full.history.map((h) => [h.trainLoss, h.valLoss]),
+    );
+    assertEquals(resumed.bestEpoch, full.bestEpoch);
+    const [a, b] = [full.model.stateDict(), resumed.model.stateDict()];
+    for (const k of Object.keys(a)) {
+      if (a[k].dtype === "int32") continue;
+      assertEquals([...await a[k].toArray()], [...await b[k].toArray()], `${arch} ${k}`);
+    }
+    if (arch === "aicovid") {
+      // patience 1: stops after the first epoch that does not lower the validation loss
+      const h = full.history;
+      assert(
+        h.length === 3 || h[h.length - 1].valLoss >= Math.min(...h.slice(0, -1).map((x) => x.valLoss)),
+        "stop",
+      );
+    }
+    const shared = make();
+    await assertRejects(
+      () =>
+        flannel.trainStage1({
+          ...common,
+          recipe: undefined,
+          model: shared,
+          checkpointPath: ckpt,
+          resume: true,
+        }),
+      /was trained with recipe|holds SGD state, not Adam/,
+    );
+    for (const m of [shared, full.model, partA.model, resumed.model]) m.dispose();
+  }
 });
 
 test("runStage1Folds: out-of-fold and test outputs per learner and fold, patient-disjoint, resumable", async () => {

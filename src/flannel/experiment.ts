@@ -58,6 +58,8 @@ export interface ExperimentResult extends Stage2ExperimentResult {
     resize: number;
     /** Whether the images were histogram-equalised after resizing. */
     equalize: boolean;
+    /** "shared": every row trained alike; "own": the baselines with their published recipes. */
+    recipe: "shared" | "own";
     /** Stage-1 epochs. */
     epochs: number;
     /** Stage-1 batch size. */
@@ -235,6 +237,7 @@ export async function runExperiment(config: ExperimentConfig): Promise<Experimen
       crop: config.crop ?? 224,
       resize: config.resize,
       equalize: config.equalize ?? false,
+      recipe: config.recipe ?? "shared",
       epochs: config.epochs,
       batchSize: config.batchSize ?? 32,
       lr: config.lr ?? 1e-3,

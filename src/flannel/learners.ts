@@ -3,6 +3,7 @@
 // factories. Stage 1 trains both kinds alike; only the five learners feed the ensembles of stage 2, the
 // baselines are rows of Table 3 of their own.
 import * as fl from "../../mod.ts";
+import type { Stage1Recipe } from "./stage1.ts";
 
 /**
  * The five base learners by their torchvision names, in the paper's order (the order of Table 3's
@@ -108,4 +109,53 @@ export function createLearner(arch: string, options: LearnerOptions = {}): fl.nn
     case "aicovid":
       return fl.models.aicovid({ ...common, inputSize: options.crop ?? 224 });
   }
+}
+
+/** A baseline's own training settings, as its authors published them (see {@link ownRecipe}). */
+export interface OwnRecipe {
+  /** Learning rate. */
+  lr: number;
+  /** Weight decay of the optimizer (0: the recipes regularise otherwise). */
+  weightDecay: number;
+  /** Batch size, where the recipe fixes one. */
+  batchSize?: number;
+  /** Optimizer, class weights, batch composition, penalty, early stopping. */
+  recipe: Stage1Recipe;
+}
+
+/**
+ * The published recipe of a baseline, for a model and its training labels (the shared recipe of the five
+ * learners is the default, so that Table 3 compares like with like):
+ * - COVID-Net (Wang et al.): Adam lr 2e-5, batch 8, class weights with covid 12, batches re-balanced so
+ *   that about 30% are covid.
+ * - AI-Covid (Bai et al.): SGD lr 1e-4 with Nesterov momentum 0.9, class weights N / count, L1 and L2 0.01
+ *   on the dense kernels, early stopping on the validation loss with patience 7.
+ * Their augmentations (COVID-Net: translation, rotation, flip, intensity shift, zoom; AI-Covid: shear, zoom,
+ * flips) are not reproduced: every learner gets the trainer's crops, flips and noise.
+ */
+export function ownRecipe(arch: BaselineArch, model: fl.nn.Module, labels: ArrayLike<number>): OwnRecipe {
+  const classes = fl.metrics.CLASS_NAMES.length;
+  if (arch === "covidnet") {
+    return {
+      lr: 2e-5,
+      weightDecay: 0,
+      batchSize: 8,
+      recipe: { classWeights: [12, ...new Array(classes - 1).fill(1)], covidShare: 0.3 },
+    };
+  }
+  const counts = new Array(classes).fill(0);
+  for (let i = 0; i < labels.length; i++) counts[labels[i]]++;
+  const dense = [...model.namedParameters()].filter(([k, p]) => k.startsWith("head.") && p.rank === 2)
+    .map(([k]) => k);
+  return {
+    lr: 1e-4,
+    weightDecay: 0,
+    recipe: {
+      optimizer: "sgd",
+      momentum: 0.9,
+      classWeights: counts.map((c) => (c > 0 ? labels.length / c : 0)),
+      penalty: { l1: 0.01, l2: 0.01, parameters: dense },
+      patience: 7,
+    },
+  };
 }

@@ -30,6 +30,8 @@ export {
   LEARNER_TITLES,
   type LearnerArch,
   type LearnerOptions,
+  type OwnRecipe,
+  ownRecipe,
   type Stage1Arch,
 } from "./learners.ts";
 export {
@@ -57,6 +59,7 @@ export {
   type Stage1BatchProgress,
   type Stage1Config,
   type Stage1EpochLog,
+  type Stage1Recipe,
   type Stage1Result,
   type Stage1Set,
   trainStage1,

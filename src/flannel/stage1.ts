@@ -37,6 +37,8 @@ export interface Stage1EpochLog {
   valMacroF1: number;
   /** Accuracy on the validation set after the epoch. */
   valAccuracy: number;
+  /** Mean cross-entropy on the validation set (unweighted, no penalty): what `patience` watches. */
+  valLoss: number;
   /** Wall-clock seconds of the epoch, validation included. */
   seconds: number;
   /** training images per second (the validation pass excluded) */
@@ -100,6 +102,73 @@ export interface Stage1Config {
   stopAfterEpoch?: number;
   /** Names of the M classes in the reports (default covid, viral, bacterial, normal). */
   classNames?: readonly string[];
+  /** The training recipe beyond lr and weight decay (default: Adam, plain cross-entropy, shuffled batches). */
+  recipe?: Stage1Recipe;
+}
+
+/**
+ * How a learner is trained beyond the learning rate, weight decay and batch size: what the published
+ * baselines' own recipes need (see BASELINE_RECIPES in learners.ts).
+ */
+export interface Stage1Recipe {
+  /** "adam" (default) or "sgd": SGD with Nesterov momentum `momentum`. */
+  optimizer?: "adam" | "sgd";
+  /** SGD's momentum (default 0.9). */
+  momentum?: number;
+  /** Per-class weights of the training cross-entropy (COVID-Net: covid 12); default all 1. */
+  classWeights?: readonly number[];
+  /** Share of class 0 (covid) in every training batch, oversampled with replacement (COVID-Net: 0.3). */
+  covidShare?: number;
+  /** l1 sum |w| + l2 sum w^2 of the named parameters added to the training loss (AI-Covid's dense kernels). */
+  penalty?: { l1: number; l2: number; parameters: readonly string[] };
+  /** Stop after this many epochs without a lower validation loss (AI-Covid: 7); default never. */
+  patience?: number;
+}
+
+/** The epochs' training batches (indices into the training set): shuffled, or with a set covid share. */
+export function epochBatches(
+  order: Int32Array,
+  labels: Int32Array,
+  batchSize: number,
+  covidShare: number | undefined,
+  gen: fl.Generator,
+): Int32Array[] {
+  const batches: Int32Array[] = [];
+  const covid = covidShare === undefined ? [] : [...order].filter((i) => labels[i] === 0);
+  if (covid.length === 0) {
+    // batch norm needs two samples: a last batch of one is dropped
+    for (let start = 0; start < order.length; start += batchSize) {
+      if (Math.min(batchSize, order.length - start) >= 2 || order.length === 1) {
+        batches.push(order.subarray(start, Math.min(start + batchSize, order.length)));
+      }
+    }
+    return batches;
+  }
+  // Each batch: the next (batchSize - k) other images in shuffled order, plus k covid images drawn with
+  // replacement, k = round(share x batchSize) (at least 1); the epoch ends with the other images.
+  const others = [...order].filter((i) => labels[i] !== 0);
+  const k = Math.min(batchSize - 1, Math.max(1, Math.round(covidShare! * batchSize)));
+  for (let start = 0; start < others.length; start += batchSize - k) {
+    const batch = others.slice(start, start + batchSize - k);
+    for (let j = 0; j < k; j++) batch.push(covid[Math.floor(gen.uniform() * covid.length)]);
+    if (batch.length >= 2) batches.push(Int32Array.from(batch));
+  }
+  return batches;
+}
+
+/** Mean cross-entropy of probabilities [S, M] against labels (log clamped at 1e-12). */
+function meanCrossEntropy(probs: Float32Array, labels: ArrayLike<number>): number {
+  const m = probs.length / Math.max(labels.length, 1);
+  let sum = 0;
+  for (let i = 0; i < labels.length; i++) sum -= Math.log(Math.max(probs[i * m + labels[i]], 1e-12));
+  return sum / Math.max(labels.length, 1);
+}
+
+/** Whether the last `patience` epochs of `history` all failed to lower the best validation loss before them. */
+export function patienceExhausted(history: readonly Stage1EpochLog[], patience: number | undefined): boolean {
+  if (patience === undefined || history.length <= patience) return false;
+  const bestBefore = Math.min(...history.slice(0, -patience).map((h) => h.valLoss));
+  return history.slice(-patience).every((h) => !(h.valLoss < bestBefore));
 }
 
 /** What {@link trainStage1} returns. */
@@ -169,6 +238,8 @@ type Stage1Settings = {
   lr: number;
   weightDecay: number;
   noiseStd: number;
+  /** The recipe as JSON ("{}" for the default). */
+  recipe: string;
 };
 
 /** Restores model and optimizer from a checkpoint; returns the history, the best epoch and its weights. */
@@ -176,12 +247,12 @@ async function resumeFrom(
   path: string,
   bestPath: string,
   model: fl.nn.Module,
-  optimizer: fl.optim.Adam,
+  optimizer: fl.optim.Adam | fl.optim.SGD,
   settings: Stage1Settings,
 ) {
   const meta = await fl.io.loadCheckpoint(path, { model, optimizer });
-  const saved = meta.stage1 as Stage1Settings | undefined;
-  for (const k of ["batchSize", "seed", "crop", "noiseStd"] as const) {
+  const saved = { recipe: "{}", ...meta.stage1 as Stage1Settings | undefined };
+  for (const k of ["batchSize", "seed", "crop", "noiseStd", "recipe"] as const) {
     if (saved?.[k] !== settings[k]) {
       throw new Error(`stage 1: ${path} was trained with ${k} ${saved?.[k]}, this run has ${settings[k]}`);
     }
@@ -205,10 +276,11 @@ async function resumeFrom(
 }
 
 /**
- * Stage 1 for one learner: trains `config.model` in place with Adam and cross-entropy, validates macro-F1
- * after every epoch, and returns it holding its best validation macro-F1 epoch's weights. Writes the
- * files of `checkpointPath` and `logPath` when they are given, and with `resume` continues from the
- * checkpoint to the same final weights, bit for bit, as an uninterrupted run.
+ * Stage 1 for one learner: trains `config.model` in place with Adam (or the recipe's optimizer) and
+ * cross-entropy, validates macro-F1 after every epoch, and returns it holding its best validation macro-F1
+ * epoch's weights. Writes the files of `checkpointPath` and `logPath` when they are given, and with
+ * `resume` continues from the checkpoint to the same final weights, bit for bit, as an uninterrupted run.
+ * Reseeds the global generator (fl.manualSeed) at every epoch: the models' dropout draws from it.
  *
  * @throws {Error} on invalid epochs, batchSize or seed, on `resume` without `checkpointPath`, on an empty
  * training or validation set, or when a resumed checkpoint was trained with another batchSize, seed, crop
@@ -234,10 +306,22 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
   if (train.labels.length === 0) throw new Error("stage 1: the training set is empty");
   if (val.labels.length === 0) throw new Error("stage 1: the validation set is empty");
 
-  const optimizer = new fl.optim.Adam(model.parameters(), {
-    lr: config.lr ?? 1e-3,
-    weightDecay: config.weightDecay ?? 1e-4,
+  const recipe = config.recipe ?? {};
+  const named = new Map(model.namedParameters());
+  const penalized = (recipe.penalty?.parameters ?? []).map((name) => {
+    const p = named.get(name);
+    if (!p) throw new Error(`stage 1: the penalty names ${name}, which is not a parameter of the model`);
+    return p;
   });
+  const lr = config.lr ?? 1e-3, weightDecay = config.weightDecay ?? 1e-4;
+  const optimizer = recipe.optimizer === "sgd"
+    ? new fl.optim.SGD(model.parameters(), {
+      lr,
+      weightDecay,
+      momentum: recipe.momentum ?? 0.9,
+      nesterov: true,
+    })
+    : new fl.optim.Adam(model.parameters(), { lr, weightDecay });
   const settings: Stage1Settings = {
     epochs,
     batchSize,
@@ -246,6 +330,7 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
     lr: optimizer.hyper.lr,
     weightDecay: optimizer.hyper.weightDecay,
     noiseStd: config.noiseStd ?? 0.01,
+    recipe: JSON.stringify(recipe),
   };
   const bestPath = config.checkpointPath ? config.checkpointPath + ".best" : null;
   let history: Stage1EpochLog[] = [];
@@ -279,17 +364,18 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
   let lastReport: fl.metrics.ClassificationReport | null = null;
   try {
     for (let epoch = startEpoch; epoch <= lastEpoch; epoch++) {
+      if (patienceExhausted(history, recipe.patience)) break;
       const t0 = performance.now();
       const gen = new fl.Generator(seed * 1000 + epoch);
+      // Dropout and stochastic depth draw from the global generator: reseeded per epoch from (seed, epoch),
+      // so that a resumed run draws the same masks as an uninterrupted one.
+      fl.manualSeed(fl.threefry2x32(seed >>> 0, Math.floor(seed / 2 ** 32) >>> 0, epoch, 0x64726f70)[0]);
       const order = gen.permutation(s);
       model.train();
-      // batch norm needs two samples: a last batch of one is dropped
-      const starts: number[] = [];
-      for (let start = 0; start < s; start += batchSize) {
-        if (Math.min(batchSize, s - start) >= 2 || s === 1) starts.push(start);
-      }
-      const assemble = (start: number) => {
-        const idx = order.subarray(start, Math.min(start + batchSize, s));
+      const batches = epochBatches(order, train.labels, batchSize, recipe.covidShare, gen);
+      // With a covid share the epoch's images are the batches' (covid drawn with replacement); else the set's.
+      const imagesPerEpoch = recipe.covidShare === undefined ? s : batches.reduce((a, b) => a + b.length, 0);
+      const assemble = (idx: Int32Array) => {
         const x = fl.data.makeBatch(train.images, idx, {
           crop,
           train: true,
@@ -300,20 +386,25 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
       };
       // The CPU assembles batch b + 1 while the device runs batch b; at most two batches are queued, so the
       // CPU never runs far ahead of the device (nor do the uploads that wait in the queue pile up).
-      let next = starts.length > 0 ? assemble(starts[0]) : null;
+      let next = batches.length > 0 ? assemble(batches[0]) : null;
       let previous: Promise<void> = Promise.resolve();
       let done = 0;
-      for (let b = 0; b < starts.length; b++) {
+      for (let b = 0; b < batches.length; b++) {
         const { x, y } = next!;
         const count = y.length;
         fl.train.trainStep(
           optimizer,
-          () => fl.F.crossEntropy(model.forward(fl.tensor(x, [count, 3, crop, crop])), y),
+          () => {
+            const logits = model.forward(fl.tensor(x, [count, 3, crop, crop]));
+            const ce = fl.F.crossEntropy(logits, y, { weight: recipe.classWeights });
+            const { l1 = 0, l2 = 0 } = recipe.penalty ?? {};
+            return penalized.length ? fl.F.add(ce, fl.F.l1l2Penalty(penalized, { l1, l2 })) : ce;
+          },
           lossSum,
-          count / s,
+          count / imagesPerEpoch,
         );
         const submitted = fl.syncDevice(); // submits this batch now; resolves when the device has run it
-        next = b + 1 < starts.length ? assemble(starts[b + 1]) : null;
+        next = b + 1 < batches.length ? assemble(batches[b + 1]) : null;
         await previous;
         previous = submitted;
         done += count;
@@ -321,7 +412,7 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
           epoch,
           epochs,
           done,
-          total: s,
+          total: imagesPerEpoch,
           imagesPerSecond: done / ((performance.now() - t0) / 1000),
         });
       }
@@ -336,8 +427,9 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
         trainLoss,
         valMacroF1: report.macroF1,
         valAccuracy: report.accuracy,
+        valLoss: meanCrossEntropy(probs, val.labels),
         seconds: (performance.now() - t0) / 1000,
-        imagesPerSecond: s / trainSeconds,
+        imagesPerSecond: imagesPerEpoch / trainSeconds,
       };
       history.push(log);
       const improved = report.macroF1 > best.macroF1;

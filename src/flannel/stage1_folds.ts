@@ -15,7 +15,7 @@
 import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import * as fl from "../../mod.ts";
-import { createLearner, type Stage1Arch } from "./learners.ts";
+import { createLearner, isBaselineArch, ownRecipe, type Stage1Arch } from "./learners.ts";
 import {
   loadLearnerOutputs,
   predictStage1,
@@ -55,6 +55,11 @@ export interface Stage1FoldsConfig {
   folds?: readonly number[];
   /** share of a fold's training images (by patient) that chooses the learner's epoch (default 0.1) */
   selectFraction?: number;
+  /**
+   * "shared" (default): every learner and baseline trains with the settings above; "own": the baselines
+   * train with their published recipes (ownRecipe), the learners still with the shared one.
+   */
+  recipe?: "shared" | "own";
   /** a folder with `<arch>.safetensors` to start each learner from (see loadPretrained) */
   pretrained?: string;
   /** continue: skip finished pairs, resume started ones; without it, existing outputs are an error */
@@ -231,14 +236,19 @@ export async function runStage1Folds(config: Stage1FoldsConfig): Promise<Stage1F
             }`,
           );
         }
+        const own = config.recipe === "own" && isBaselineArch(arch)
+          ? ownRecipe(arch, model, learnSet.labels)
+          : null;
+        if (own) say(`${arch}: its own recipe, ${JSON.stringify(own)}`);
         await trainStage1({
           model,
           train: { images: learnSet.images, labels: learnSet.labels },
           val: { images: selectSet.images, labels: selectSet.labels },
           epochs: config.epochs,
-          batchSize: config.batchSize,
-          lr: config.lr,
-          weightDecay: config.weightDecay,
+          batchSize: own?.batchSize ?? config.batchSize,
+          lr: own?.lr ?? config.lr,
+          weightDecay: own?.weightDecay ?? config.weightDecay,
+          recipe: own?.recipe,
           seed: runSeed,
           crop: config.crop,
           checkpointPath,

@@ -179,7 +179,7 @@ export class MBConv extends Module {
       convBnAct(expanded, stage.outChannels, 1, init, { activation: false }),
     );
     this.block = this.registerModule("block", new Sequential(...layers));
-    this.stochasticDepth = this.registerModule("stochastic_depth", new StochasticDepth(sdProb, init));
+    this.stochasticDepth = this.registerModule("stochastic_depth", new StochasticDepth(sdProb));
     this.residual = stride === 1 && inC === stage.outChannels;
   }
 
@@ -247,7 +247,7 @@ export class EfficientNet extends Module {
     this.avgpool = this.registerModule("avgpool", new AdaptiveAvgPool2d(1));
     this.classifier = this.registerModule(
       "classifier",
-      new Sequential(new Dropout(c.dropout, init), torchvisionLinear(width, c.numClasses, init)),
+      new Sequential(new Dropout(c.dropout), torchvisionLinear(width, c.numClasses, init)),
     );
   }
 
@@ -352,16 +352,16 @@ export class AICovid extends Module {
         dense(width * side * side, h1),
         new ReLU(),
         new BatchNorm1d(h1),
-        new Dropout(c.dropout, g),
+        new Dropout(c.dropout),
         dense(h1, h2),
         new BatchNorm1d(h2),
-        new Dropout(c.dropout, g),
+        new Dropout(c.dropout),
         dense(h2, h3),
         new BatchNorm1d(h3),
-        new Dropout(c.dropout, g),
+        new Dropout(c.dropout),
         dense(h3, h4),
         new BatchNorm1d(h4),
-        new Dropout(c.dropout, g),
+        new Dropout(c.dropout),
         dense(h4, h5),
         new ReLU(),
         new BatchNorm1d(h5),

@@ -602,7 +602,7 @@ export class Inception3 extends BasicConvOwner {
     });
     if (config.auxLogits && this.auxAt === config.mixed.length) addAux();
     this.avgpool = this.registerModule("avgpool", new AdaptiveAvgPool2d([1, 1]));
-    this.dropout = this.registerModule("dropout", new Dropout(config.dropout, init));
+    this.dropout = this.registerModule("dropout", new Dropout(config.dropout));
     this.fc = this.registerModule("fc", new Linear(c, config.numClasses, init));
     normal_(this.fc.weight, 0.1, init.generator);
     this.minInputSize = inceptionMinInputSize(config, false);
