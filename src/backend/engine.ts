@@ -255,6 +255,30 @@ interface CachedPipeline {
  */
 const MAX_BIND_GROUPS = 8192;
 
+/**
+ * Bun's WebGPU (bun-webgpu over Dawn) has no finalizers: a bind group, a compute pass or a command buffer
+ * stays alive in Dawn, with everything it references, until released by hand, however long ago its
+ * wrapper was collected. A submitted command buffer holds its pass's bind groups, so without these
+ * releases no bind group was ever freed, and a process crashed (segfault) after about 60,000 distinct
+ * ones. Dawn keeps its own references to what a submitted command buffer uses, so each is released once
+ * the engine is done with it: a bind group when it leaves the cache, a pass when it ends, a command
+ * buffer when it is submitted. Deno's objects have none of these members (V8 collects them).
+ */
+function releaseBunHandle(handle: GPUBindGroup | GPUComputePassEncoder | GPUCommandBuffer): void {
+  const h = handle as {
+    destroy?: () => void;
+    _destroy?: () => void;
+    lib?: { wgpuComputePassEncoderRelease?: (ptr: unknown) => void };
+    ptr?: unknown;
+  };
+  if (
+    typeof h.destroy === "function" && "__brand" in h && (h as { __brand: string }).__brand === "GPUBindGroup"
+  ) {
+    h.destroy();
+  } else if (typeof h._destroy === "function") h._destroy(); // GPUCommandBufferImpl
+  else h.lib?.wgpuComputePassEncoderRelease?.(h.ptr);
+}
+
 /** The WebGPU engine: one device, its buffer pool, a pipeline and bind-group cache, and batched submits. */
 export class WebGpuEngine implements Engine {
   /** Always "webgpu". */
@@ -366,6 +390,8 @@ export class WebGpuEngine implements Engine {
       );
     }
     if (this.uniformSlot >= UNIFORM_SLOTS || this.pending >= MAX_PENDING_DISPATCHES) this.flush();
+    // Before the buffers are marked with this batch: dropping the cache submits the batch.
+    if (this.bindGroups.size >= MAX_BIND_GROUPS) this.dropBindGroups();
     const { id, pipeline, layout } = this.pipelineFor(spec);
     let key = String(id);
     for (const b of buffers) {
@@ -397,7 +423,6 @@ export class WebGpuEngine implements Engine {
         });
       }
       bindGroup = this.device.createBindGroup({ layout, entries });
-      if (this.bindGroups.size >= MAX_BIND_GROUPS) this.bindGroups.clear();
       this.bindGroups.set(key, bindGroup);
     }
     const dynamicOffsets: number[] = [];
@@ -473,15 +498,22 @@ export class WebGpuEngine implements Engine {
   private endPass(): void {
     if (this.pass) {
       this.pass.end();
+      releaseBunHandle(this.pass);
       this.pass = null;
     }
   }
 
   /** Gives the pool's free buffers back to the device (and forgets the bind groups that used them). */
   trimPool(): void {
-    this.flush();
-    this.bindGroups.clear();
+    this.dropBindGroups();
     this.pool.trim();
+  }
+
+  /** Empties the bind-group cache, releasing the groups (see releaseBunHandle); pending work is submitted first. */
+  private dropBindGroups(): void {
+    this.flush();
+    for (const group of this.bindGroups.values()) releaseBunHandle(group);
+    this.bindGroups.clear();
   }
 
   /** Submits everything recorded so far. */
@@ -497,7 +529,9 @@ export class WebGpuEngine implements Engine {
         this.uniformSlot * UNIFORM_SLOT,
       );
     }
-    this.device.queue.submit([this.encoder.finish()]);
+    const commands = this.encoder.finish();
+    this.device.queue.submit([commands]);
+    releaseBunHandle(commands);
     for (const b of this.stagingToDestroy) b.destroy();
     this.stagingToDestroy = [];
     this.encoder = null;
