@@ -65,7 +65,7 @@ of 72x72 by default, covid 64, viral 188, bacterial 348, normal 200; patients wi
 written as PNG + labels.csv to OUT/data, and the whole protocol runs on them as 'experiment' would: a
 patient-disjoint 4:1 split with 5 folds, the five base learners and the paper's two baselines (COVID-Net,
 AI-Covid; tiny variants: 64x64 crops) trained on every fold, every stage-2 method of Table 3 on the
-out-of-fold outputs, Table 1, Table 3 (13 rows) and the figures in OUT. About 3 minutes on a 2-core CPU (WebAssembly backend); a rerun reuses finished work.
+out-of-fold outputs, Table 1, Table 3 (13 rows) and the figures in OUT. About 4 minutes on a 2-core CPU (WebAssembly backend); a rerun reuses finished work.
 --data DIR runs the same on real data instead.
 
 Options:

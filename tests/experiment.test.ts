@@ -226,6 +226,14 @@ test("experiment with the baselines: their rows between the learners' and the en
     });
     assertClose(g.share.mean, shares.reduce((a, b) => a + b, 0) / shares.length);
   }
+  // Out of fold: every non-covid training image once per learner, in its source and class group.
+  assertEquals(audit.outOfFold.map((r) => r.method), ["ResNet152", "COVID-Net", "AI-Covid"]);
+  const trainNonCovid = split.train.filter((i) => records[i].label !== 0);
+  for (const r of audit.outOfFold) {
+    assertEquals(r.groups.reduce((a, g) => a + g.images, 0), trainNonCovid.length, `${r.method} images`);
+    const ieee = trainNonCovid.filter((i) => records[i].source === "ieee8023").length;
+    assertEquals(r.groups.filter((g) => g.source === "ieee8023").reduce((a, g) => a + g.images, 0), ieee);
+  }
   assertEquals(
     audit.paired.map((p) => p.method),
     result.methods.map((m) => m.name).filter((n) => n !== "FLANNEL"),

@@ -36,6 +36,13 @@ export interface PairedComparison {
 export interface ExperimentAudit {
   /** Per row of Table 3: how often each (source, non-covid class) group is called covid. */
   calledCovid: { method: string; groups: CalledCovid[] }[];
+  /**
+   * The same for each learner and baseline on the training part, from its out-of-fold outputs (every
+   * training image predicted once, by the fold model that never saw it): four times the images of the test
+   * part, so the small groups (non-covid images of the covid source) are counted on more images. The share
+   * is over those images (its std 0).
+   */
+  outOfFold: { method: string; groups: CalledCovid[] }[];
   /** The source with both covid and non-covid test images; null when no source has both. */
   mixedSource: string | null;
   /** Test images of the mixed source, per class (class order). */
@@ -60,7 +67,19 @@ export function auditExperiment(
   methods: readonly MethodResult[],
   labels: ArrayLike<number>,
   sources: readonly string[],
-  options: { classNames?: readonly string[]; reference?: string; replicates?: number; seed?: number } = {},
+  options: {
+    classNames?: readonly string[];
+    reference?: string;
+    replicates?: number;
+    seed?: number;
+    /** Per learner or baseline: its out-of-fold predictions on the training part, by file. */
+    outOfFold?: {
+      method: string;
+      labels: ArrayLike<number>;
+      sources: readonly string[];
+      probs: Float32Array;
+    }[];
+  } = {},
 ): ExperimentAudit {
   const classNames = options.classNames ?? fl.metrics.CLASS_NAMES;
   const reference = options.reference ?? "FLANNEL", replicates = options.replicates ?? 2000;
@@ -121,8 +140,32 @@ export function auditExperiment(
       return { method: other.name, macroF1: compare("macroF1"), covidF1: compare({ f1: 0 }) };
     })
     : [];
+  const outOfFold = (options.outOfFold ?? []).map((o) => {
+    const predicted = fl.metrics.argmaxRows(o.probs, m);
+    const byGroup = new Map<string, number[]>();
+    for (let i = 0; i < o.labels.length; i++) {
+      if (o.labels[i] === 0) continue;
+      const key = `${o.sources[i]}\u0000${o.labels[i]}`;
+      byGroup.set(key, [...(byGroup.get(key) ?? []), i]);
+    }
+    return {
+      method: o.method,
+      groups: [...byGroup.keys()].sort().map((key) => {
+        const [source, label] = key.split("\u0000");
+        const idx = byGroup.get(key)!;
+        const share = idx.filter((i) => predicted[i] === 0).length / idx.length;
+        return {
+          source,
+          className: classNames[Number(label)],
+          images: idx.length,
+          share: { mean: share, std: 0 },
+        };
+      }),
+    };
+  });
   return {
     calledCovid,
+    outOfFold,
     mixedSource: mixed?.[0] ?? null,
     mixedCounts: classNames.map((_, c) => mixedIdx.filter((i) => labels[i] === c).length),
     mixedSummary,
@@ -146,6 +189,19 @@ export function auditMarkdown(
       `| ${r.method} | ${r.groups.map((g) => `${pct(g.share.mean)} (${pct(g.share.std)})`).join(" | ")} |`
     ),
   ].join("\n");
+  const oofGroups = audit.outOfFold[0]?.groups ?? [];
+  const oof = audit.outOfFold.length
+    ? [
+      "The same for each learner on the training part, from its out-of-fold outputs (each training image",
+      "predicted once, by the fold model that never saw it):",
+      "",
+      `| Learner | ${oofGroups.map((g) => `${g.source} ${g.className} (${g.images})`).join(" | ")} |`,
+      `|---|${oofGroups.map(() => "---").join("|")}|`,
+      ...audit.outOfFold.map((r) =>
+        `| ${r.method} | ${r.groups.map((g) => pct(g.share.mean)).join(" | ")} |`
+      ),
+    ].join("\n")
+    : "";
   const mixed = audit.mixedSource
     ? [
       `Table 3 on the ${audit.mixedSource} test images alone (${
@@ -176,6 +232,8 @@ export function auditMarkdown(
   return `### Non-covid images called covid, per source and true class (mean (std) over folds; images in brackets)
 
 ${called}
+
+${oof}
 
 ### ${audit.mixedSource ? `The mixed source (${audit.mixedSource})` : "The mixed source"}
 

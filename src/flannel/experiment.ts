@@ -217,7 +217,23 @@ export async function runExperiment(config: ExperimentConfig): Promise<Experimen
   const kept = labelsOf([...config.split.train, ...config.split.test]);
   const testSources = config.split.test.map((i) => config.records[i].source ?? "unknown");
   config.onMessage?.("audit: sources, the mixed source, paired bootstrap against FLANNEL");
-  const audit = auditExperiment(methods, folds[0].test.labels, testSources, { seed });
+  const sourceOf = new Map(config.records.map((r) => [r.file, r.source ?? "unknown"]));
+  const outOfFold = await Promise.all([...archs, ...baselines].map(async (arch) => {
+    const files: string[] = [], labels: number[] = [], probs: number[] = [];
+    for (const r of stage1.filter((x) => x.arch === arch)) {
+      const o = await loadLearnerOutputs(r.valPath);
+      files.push(...o.files);
+      labels.push(...Array.from(o.labels));
+      probs.push(...o.probs);
+    }
+    return {
+      method: LEARNER_TITLES[arch],
+      labels,
+      sources: files.map((f) => sourceOf.get(f) ?? "unknown"),
+      probs: Float32Array.from(probs),
+    };
+  }));
+  const audit = auditExperiment(methods, folds[0].test.labels, testSources, { seed, outOfFold });
   return {
     classNames: [...fl.metrics.CLASS_NAMES],
     samples: {
