@@ -128,7 +128,7 @@ ${IMAGE_RUN_HELP}
   --help`,
   predict: `flannel predict: class probabilities of images from a finished experiment
 
-Usage: deno task flannel predict --run DIR --images PATH [--images PATH...] [--method NAME]
+Usage: deno task flannel predict --run DIR --images PATH [PATH...] [--method NAME]
 
 PATH is an image file (PNG or JPEG) or a folder (its .png, .jpg and .jpeg files, sorted). On each fold of
 the experiment in DIR, the fold's learners (their kept epoch) give their probabilities and the fold's
@@ -138,7 +138,8 @@ Unreadable images are reported on stderr and left out.
 
 Options:
   --run DIR        an 'experiment' output folder
-  --images PATH    an image or a folder of images (repeat for several)
+  --images PATH    an image or a folder of images; several may follow (--images dir/*.png, as a shell
+                   glob expands it) or the option may repeat
   --method NAME    the combiner (default FLANNEL; also Voting, Ensemble_MLP_1, Ensemble_MLP_2,
                    "FLANNEL w/o focal", "FLANNEL w/o focal + sampling")
   --backend NAME   auto | webgpu | wasm (default: $FLANNEL_BACKEND, else auto:
@@ -617,7 +618,7 @@ ${stage1Rows.join("\n")}
 const IMAGE_EXTENSIONS = /\.(png|jpe?g)$/i;
 
 async function predict(args: string[]): Promise<void> {
-  const { values } = parseArgs({
+  const { values, positionals } = parseArgs({
     args,
     options: {
       run: { type: "string" },
@@ -627,10 +628,15 @@ async function predict(args: string[]): Promise<void> {
       help: { type: "boolean" },
     },
     strict: true,
+    // `--images dir/*.png` reaches us as `--images a.png b.png ...`: the paths after the first are positionals.
+    allowPositionals: true,
   });
   if (values.help) return console.log(HELP.predict);
   if (!values.run) fail("predict: give --run DIR (an experiment folder)");
-  const paths = values.images ?? [];
+  if (positionals.length > 0 && !values.images) {
+    fail(`predict: ${positionals[0]} is not an option; images follow --images PATH`);
+  }
+  const paths = [...(values.images ?? []), ...positionals];
   if (paths.length === 0) fail("predict: give at least one --images PATH");
   const files: string[] = [];
   for (const p of paths) {

@@ -1,6 +1,8 @@
 // The image experiment end to end on ../shared/data/chestxray64 (two tiny learners, two folds, one epoch:
 // a check of the plumbing, not of accuracy), and stacking learner outputs.
+import { execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import process from "node:process";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -264,6 +266,21 @@ test("experiment with the baselines: their rows between the learners' and the en
   );
   const cam = fl.train.plots.decodePNG(await flannel.camFigure(out, file, { fold: 0 }));
   assert(cam.width >= 3 * 224, `Fig. 6 of 3 tiles is ${cam.width} wide`);
+  // The command line, as a shell glob gives it: `--images a.png b.png` (one option, several paths).
+  const files2 = split.test.slice(0, 2).map((i) => records[i].file);
+  const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
+  const cli = [...(isBun ? ["run"] : ["run", "-A"]), join(repo, "cli.ts"), "predict", "--run", out];
+  const csv = execFileSync(process.execPath, [...cli, "--method", "Voting", "--images", ...files2], {
+    encoding: "utf8",
+    env: { ...process.env, FLANNEL_BACKEND: fl.backendInfo()!.backend },
+  });
+  const rows = csv.trim().split("\n");
+  assertEquals(rows.length, 3, csv);
+  assertEquals(rows.slice(1).map((r) => r.split(",")[0]), files2);
+  const both = await flannel.predictFiles(out, files2, { method: "Voting" });
+  assertClose(rows.slice(1).flatMap((r) => r.split(",").slice(1, 5).map(Number)), [...both.probs], {
+    atol: 2e-6,
+  });
 });
 
 test("experiment cleanup", () => {
