@@ -1,6 +1,6 @@
 // Limits of the WebGPU backends that a long process reaches. Bun's WebGPU (bun-webgpu over Dawn) never
 // frees a bind group but through its non-standard destroy(), which the engine now calls on the groups it
-// evicts (src/backend/engine.ts, releaseBunHandle): before, a process crashed (segfault) near 60,000
+// evicts (src/backend/engine.ts, bunRelease): before, a process crashed (segfault) near 60,000
 // distinct bind groups. The check runs in a child process: 80,000 groups leave lavapipe's descriptor
 // memory fragmented enough that a later heavy test in the same process could still fail. Deno frees bind
 // groups when V8 collects their wrappers, so it has no such leak to test.

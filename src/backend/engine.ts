@@ -256,28 +256,25 @@ interface CachedPipeline {
 const MAX_BIND_GROUPS = 8192;
 
 /**
- * Bun's WebGPU (bun-webgpu over Dawn) has no finalizers: a bind group, a compute pass or a command buffer
- * stays alive in Dawn, with everything it references, until released by hand, however long ago its
- * wrapper was collected. A submitted command buffer holds its pass's bind groups, so without these
+ * Releases for Bun's WebGPU (bun-webgpu over Dawn), which has no finalizers: a bind group, a compute pass
+ * or a command buffer stays alive in Dawn, with everything it references, until released by hand, however
+ * long ago its wrapper was collected. A submitted command buffer holds its pass's bind groups, so without these
  * releases no bind group was ever freed, and a process crashed (segfault) after about 60,000 distinct
  * ones. Dawn keeps its own references to what a submitted command buffer uses, so each is released once
  * the engine is done with it: a bind group when it leaves the cache, a pass when it ends, a command
  * buffer when it is submitted. Deno's objects have none of these members (V8 collects them).
  */
-function releaseBunHandle(handle: GPUBindGroup | GPUComputePassEncoder | GPUCommandBuffer): void {
-  const h = handle as {
-    destroy?: () => void;
-    _destroy?: () => void;
-    lib?: { wgpuComputePassEncoderRelease?: (ptr: unknown) => void };
-    ptr?: unknown;
-  };
-  if (
-    typeof h.destroy === "function" && "__brand" in h && (h as { __brand: string }).__brand === "GPUBindGroup"
-  ) {
-    h.destroy();
-  } else if (typeof h._destroy === "function") h._destroy(); // GPUCommandBufferImpl
-  else h.lib?.wgpuComputePassEncoderRelease?.(h.ptr);
-}
+const bunRelease = {
+  /** bun-webgpu's GPUBindGroup.destroy() releases it (standard WebGPU has no such method). */
+  bindGroup: (g: GPUBindGroup) => (g as { destroy?: () => void }).destroy?.(),
+  /** Its compute passes have no release of their own (their destroy() throws): the FFI call does it. */
+  pass: (p: GPUComputePassEncoder) => {
+    const h = p as { lib?: { wgpuComputePassEncoderRelease?: (ptr: unknown) => void }; ptr?: unknown };
+    h.lib?.wgpuComputePassEncoderRelease?.(h.ptr);
+  },
+  /** Its command buffers release through their private _destroy(). */
+  commands: (c: GPUCommandBuffer) => (c as { _destroy?: () => void })._destroy?.(),
+};
 
 /** The WebGPU engine: one device, its buffer pool, a pipeline and bind-group cache, and batched submits. */
 export class WebGpuEngine implements Engine {
@@ -498,7 +495,7 @@ export class WebGpuEngine implements Engine {
   private endPass(): void {
     if (this.pass) {
       this.pass.end();
-      releaseBunHandle(this.pass);
+      bunRelease.pass(this.pass);
       this.pass = null;
     }
   }
@@ -509,10 +506,10 @@ export class WebGpuEngine implements Engine {
     this.pool.trim();
   }
 
-  /** Empties the bind-group cache, releasing the groups (see releaseBunHandle); pending work is submitted first. */
+  /** Empties the bind-group cache, releasing the groups (see bunRelease); pending work is submitted first. */
   private dropBindGroups(): void {
     this.flush();
-    for (const group of this.bindGroups.values()) releaseBunHandle(group);
+    for (const group of this.bindGroups.values()) bunRelease.bindGroup(group);
     this.bindGroups.clear();
   }
 
@@ -531,7 +528,7 @@ export class WebGpuEngine implements Engine {
     }
     const commands = this.encoder.finish();
     this.device.queue.submit([commands]);
-    releaseBunHandle(commands);
+    bunRelease.commands(commands);
     for (const b of this.stagingToDestroy) b.destroy();
     this.stagingToDestroy = [];
     this.encoder = null;

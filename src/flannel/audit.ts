@@ -57,6 +57,26 @@ export interface ExperimentAudit {
   replicates: number;
 }
 
+/** The non-covid images by (source, true class), in the order of their keys: the audit's groups. */
+function nonCovidGroups(
+  labels: ArrayLike<number>,
+  sources: readonly string[],
+): { source: string; label: number; idx: number[] }[] {
+  const byKey = new Map<string, { source: string; label: number; idx: number[] }>();
+  for (let i = 0; i < labels.length; i++) {
+    if (labels[i] === 0) continue;
+    const key = `${sources[i]}\u0000${labels[i]}`;
+    let group = byKey.get(key);
+    if (!group) byKey.set(key, group = { source: sources[i], label: labels[i], idx: [] });
+    group.idx.push(i);
+  }
+  return [...byKey.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([, g]) => g);
+}
+
+/** The share of the images `idx` that `predicted` calls covid (class 0). */
+const calledCovidShare = (predicted: Int32Array, idx: readonly number[]) =>
+  idx.filter((i) => predicted[i] === 0).length / idx.length;
+
 /**
  * The audit of Table 3's rows on the test part: `methods` as runStage2Folds returns them (with their
  * per-fold test probabilities), `labels` and `sources` of the test images in the same order.
@@ -85,32 +105,23 @@ export function auditExperiment(
   const reference = options.reference ?? "FLANNEL", replicates = options.replicates ?? 2000;
   const m = classNames.length, n = labels.length;
   if (sources.length !== n) throw new Error(`audit: ${sources.length} sources for ${n} test images`);
-  const groups = new Map<string, number[]>();
-  for (let i = 0; i < n; i++) {
-    if (labels[i] === 0) continue;
-    const key = `${sources[i]}\u0000${labels[i]}`;
-    groups.set(key, [...(groups.get(key) ?? []), i]);
-  }
-  const groupKeys = [...groups.keys()].sort();
-  const calledCovid = methods.map((method) => ({
-    method: method.name,
-    groups: groupKeys.map((key) => {
-      const [source, label] = key.split("\u0000");
-      const idx = groups.get(key)!;
-      const shares = method.testProbs.map((probs) => {
-        const predicted = fl.metrics.argmaxRows(probs, m);
-        return idx.filter((i) => predicted[i] === 0).length / idx.length;
-      });
-      return {
-        source,
-        className: classNames[Number(label)],
-        images: idx.length,
-        share: fl.metrics.meanStd(shares),
-      };
-    }),
-  }));
+  const calledCovid = methods.map((method) => {
+    const predictions = method.testProbs.map((probs) => fl.metrics.argmaxRows(probs, m));
+    return {
+      method: method.name,
+      groups: nonCovidGroups(labels, sources).map((g) => ({
+        source: g.source,
+        className: classNames[g.label],
+        images: g.idx.length,
+        share: fl.metrics.meanStd(predictions.map((predicted) => calledCovidShare(predicted, g.idx))),
+      })),
+    };
+  });
   const bySource = new Map<string, number[]>();
-  for (let i = 0; i < n; i++) bySource.set(sources[i], [...(bySource.get(sources[i]) ?? []), i]);
+  for (let i = 0; i < n; i++) {
+    if (!bySource.has(sources[i])) bySource.set(sources[i], []);
+    bySource.get(sources[i])!.push(i);
+  }
   const mixed =
     [...bySource.entries()].filter(([, idx]) =>
       idx.some((i) => labels[i] === 0) && idx.some((i) => labels[i] !== 0)
@@ -142,25 +153,14 @@ export function auditExperiment(
     : [];
   const outOfFold = (options.outOfFold ?? []).map((o) => {
     const predicted = fl.metrics.argmaxRows(o.probs, m);
-    const byGroup = new Map<string, number[]>();
-    for (let i = 0; i < o.labels.length; i++) {
-      if (o.labels[i] === 0) continue;
-      const key = `${o.sources[i]}\u0000${o.labels[i]}`;
-      byGroup.set(key, [...(byGroup.get(key) ?? []), i]);
-    }
     return {
       method: o.method,
-      groups: [...byGroup.keys()].sort().map((key) => {
-        const [source, label] = key.split("\u0000");
-        const idx = byGroup.get(key)!;
-        const share = idx.filter((i) => predicted[i] === 0).length / idx.length;
-        return {
-          source,
-          className: classNames[Number(label)],
-          images: idx.length,
-          share: { mean: share, std: 0 },
-        };
-      }),
+      groups: nonCovidGroups(o.labels, o.sources).map((g) => ({
+        source: g.source,
+        className: classNames[g.label],
+        images: g.idx.length,
+        share: { mean: calledCovidShare(predicted, g.idx), std: 0 },
+      })),
     };
   });
   return {

@@ -23,7 +23,7 @@ import { flatten } from "../kernels/view.ts";
 import { Conv2d } from "../nn/cnn_layers.ts";
 import { type InitOptions, Linear, Sequential } from "../nn/layers.ts";
 import { Module } from "../nn/module.ts";
-import type { ModelOptions, ModelScale } from "./resnet.ts";
+import { type ModelOptions, type ModelScale, modelScale } from "./resnet.ts";
 
 /** A COVID-Net architecture. */
 export interface CovidNetConfig {
@@ -196,10 +196,7 @@ export interface CovidNetOptions extends ModelOptions {
  * @throws Error when `scale` is neither "full" nor "tiny", or the options are inconsistent.
  */
 export function covidnet(options: CovidNetOptions = {}): CovidNet {
-  const scale = options.scale ?? "full";
-  if (scale !== "full" && scale !== "tiny") {
-    throw new Error(`covidnet: scale must be "full" or "tiny", got ${JSON.stringify(scale)}`);
-  }
+  const scale = modelScale("covidnet", options.scale);
   const base = COVIDNET_CONFIGS[scale];
   return new CovidNet({
     ...base,

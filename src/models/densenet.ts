@@ -17,6 +17,7 @@ import { adaptiveAvgPool2d } from "../kernels/pool.ts";
 import { flatten } from "../kernels/view.ts";
 import { AvgPool2d, BatchNorm2d, Conv2d, MaxPool2d } from "../nn/cnn_layers.ts";
 import { type InitOptions, Linear, ReLU } from "../nn/layers.ts";
+import { modelScale } from "./resnet.ts";
 import { Module } from "../nn/module.ts";
 
 /** A DenseNet-BC architecture (torchvision's DenseNet arguments). */
@@ -274,9 +275,6 @@ export class DenseNet extends Module {
  * @throws Error when `scale` is neither "full" nor "tiny".
  */
 export function densenet161(options: DenseNetOptions = {}): DenseNet {
-  const scale = options.scale ?? "full";
-  if (scale !== "full" && scale !== "tiny") {
-    throw new Error(`densenet161: scale must be "full" or "tiny", got ${JSON.stringify(scale)}`);
-  }
+  const scale = modelScale("densenet161", options.scale);
   return new DenseNet({ ...DENSENET161_CONFIGS[scale], numClasses: options.numClasses ?? 1000 }, options);
 }

@@ -23,11 +23,11 @@ import type { Tensor } from "../autograd/tensor.ts";
 import { fillInPlace } from "../kernels/basic.ts";
 import { add, mul, sigmoid, silu } from "../kernels/elementwise.ts";
 import { flatten } from "../kernels/view.ts";
-import { kaimingNormal_, uniform_ } from "../nn/init.ts";
-import { AdaptiveAvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d } from "../nn/cnn_layers.ts";
+import { uniform_ } from "../nn/init.ts";
+import { AdaptiveAvgPool2d, BatchNorm1d, BatchNorm2d, type Conv2d } from "../nn/cnn_layers.ts";
 import { Dropout, Linear, ReLU, Sequential, SiLU, StochasticDepth } from "../nn/layers.ts";
 import { Module } from "../nn/module.ts";
-import type { ModelInit, ModelOptions, ModelScale } from "./resnet.ts";
+import { type ModelInit, type ModelOptions, modelScale, torchvisionConv } from "./resnet.ts";
 
 /** One row of torchvision's MBConv table before width and depth scaling. */
 export interface MBConvStage {
@@ -96,30 +96,6 @@ function scaleStage(s: MBConvStage, widthMult: number, depthMult: number): MBCon
   };
 }
 
-/** torchvision's init for a conv: kaiming normal (fan_out), bias 0. */
-function conv(
-  inC: number,
-  outC: number,
-  k: number,
-  stride: number,
-  groups: number,
-  bias: boolean,
-  init: ModelInit,
-) {
-  const c = new Conv2d(inC, outC, k, {
-    stride,
-    padding: (k - 1) >> 1,
-    groups,
-    bias,
-    generator: init.generator,
-  });
-  if ((init.init ?? "torchvision") === "torchvision") {
-    kaimingNormal_(c.weight, "fan_out", init.generator);
-    if (c.bias) fillInPlace(c.bias, 0);
-  }
-  return c;
-}
-
 /** torchvision's Conv2dNormActivation: conv (no bias), BatchNorm2d, then SiLU unless `activation` is false. */
 function convBnAct(
   inC: number,
@@ -129,7 +105,7 @@ function convBnAct(
   options: { stride?: number; groups?: number; activation?: boolean } = {},
 ): Sequential {
   const layers: Module[] = [
-    conv(inC, outC, k, options.stride ?? 1, options.groups ?? 1, false, init),
+    torchvisionConv(inC, outC, k, options.stride ?? 1, options.groups ?? 1, init),
     new BatchNorm2d(outC),
   ];
   if (options.activation ?? true) layers.push(new SiLU());
@@ -148,8 +124,8 @@ export class SqueezeExcitation extends Module {
   constructor(channels: number, squeeze: number, init: ModelInit = {}) {
     super();
     this.avgpool = this.registerModule("avgpool", new AdaptiveAvgPool2d(1));
-    this.fc1 = this.registerModule("fc1", conv(channels, squeeze, 1, 1, 1, true, init));
-    this.fc2 = this.registerModule("fc2", conv(squeeze, channels, 1, 1, 1, true, init));
+    this.fc1 = this.registerModule("fc1", torchvisionConv(channels, squeeze, 1, 1, 1, init, true));
+    this.fc2 = this.registerModule("fc2", torchvisionConv(squeeze, channels, 1, 1, 1, init, true));
   }
 
   /** sigmoid(fc2(silu(fc1(mean(x))))) * x, same shape as x [N, C, H, W]. */
@@ -270,20 +246,13 @@ export class EfficientNet extends Module {
 const EFFICIENTNET_B4 = { widthMult: 1.4, depthMult: 1.8, dropout: 0.4 };
 const EFFICIENTNET_TINY = { widthMult: 0.25, depthMult: 0.25, dropout: 0.4 };
 
-function checkScale(factory: string, scale: unknown): ModelScale {
-  if (scale !== "full" && scale !== "tiny") {
-    throw new Error(`${factory}: scale must be "full" or "tiny", got ${JSON.stringify(scale)}`);
-  }
-  return scale;
-}
-
 /**
  * torchvision.models.efficientnet_b4 (19,341,616 parameters with 1000 classes); `scale: "tiny"` gives width
  * 0.25, depth 0.25.
  * @throws Error when `scale` is neither "full" nor "tiny".
  */
 export function efficientnet_b4(options: ModelOptions = {}): EfficientNet {
-  const scale = checkScale("efficientnet_b4", options.scale ?? "full");
+  const scale = modelScale("efficientnet_b4", options.scale);
   return new EfficientNet({
     ...(scale === "full" ? EFFICIENTNET_B4 : EFFICIENTNET_TINY),
     numClasses: options.numClasses ?? 1000,
@@ -397,7 +366,7 @@ export interface AICovidOptions extends ModelOptions {
  * @throws Error when `scale` is neither "full" nor "tiny".
  */
 export function aicovid(options: AICovidOptions = {}): AICovid {
-  const scale = checkScale("aicovid", options.scale ?? "full");
+  const scale = modelScale("aicovid", options.scale);
   const full = scale === "full";
   return new AICovid({
     trunk: full ? EFFICIENTNET_B4 : EFFICIENTNET_TINY,

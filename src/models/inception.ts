@@ -27,6 +27,7 @@ import { flatten } from "../kernels/view.ts";
 import { AdaptiveAvgPool2d, BatchNorm2d, Conv2d, MaxPool2d } from "../nn/cnn_layers.ts";
 import { Dropout, type InitOptions, Linear } from "../nn/layers.ts";
 import { Module } from "../nn/module.ts";
+import { modelScale } from "./resnet.ts";
 
 /** Which Inception block a Mixed module is: InceptionA .. InceptionE. */
 export type MixedKind = "A" | "B" | "C" | "D" | "E";
@@ -691,10 +692,7 @@ export class Inception3 extends BasicConvOwner {
  * @throws Error when `scale` is neither "full" nor "tiny".
  */
 export function inception_v3(options: InceptionOptions = {}): Inception3 {
-  const scale = options.scale ?? "full";
-  if (scale !== "full" && scale !== "tiny") {
-    throw new Error(`inception_v3: scale must be "full" or "tiny", got ${JSON.stringify(scale)}`);
-  }
+  const scale = modelScale("inception_v3", options.scale);
   return new Inception3({
     ...INCEPTION_V3_CONFIGS[scale],
     numClasses: options.numClasses ?? 1000,

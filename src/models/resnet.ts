@@ -15,6 +15,7 @@
 // its constant 64 made the `baseWidth` option (64 at full size, 8 in the tiny configs).
 import type { Tensor } from "../autograd/tensor.ts";
 import { add, relu } from "../kernels/elementwise.ts";
+import { fillInPlace } from "../kernels/basic.ts";
 import { kaimingNormal_ } from "../nn/init.ts";
 import { flatten } from "../kernels/view.ts";
 import { AdaptiveAvgPool2d, BatchNorm2d, Conv2d, MaxPool2d } from "../nn/cnn_layers.ts";
@@ -34,16 +35,42 @@ export interface ModelInit extends InitOptions {
   init?: "torchvision" | "default";
 }
 
-function conv(inC: number, outC: number, k: number, stride: number, groups: number, init: ModelInit): Conv2d {
+/**
+ * A kxk convolution padded to keep the size at stride 1, initialised as torchvision's ResNet and
+ * EfficientNet do: kaiming normal (fan_out), bias (when `bias`) 0.
+ */
+export function torchvisionConv(
+  inC: number,
+  outC: number,
+  k: number,
+  stride: number,
+  groups: number,
+  init: ModelInit,
+  bias = false,
+): Conv2d {
   const c = new Conv2d(inC, outC, k, {
     stride,
     padding: (k - 1) >> 1,
     groups,
-    bias: false,
+    bias,
     generator: init.generator,
   });
-  if ((init.init ?? "torchvision") === "torchvision") kaimingNormal_(c.weight, "fan_out", init.generator);
+  if ((init.init ?? "torchvision") === "torchvision") {
+    kaimingNormal_(c.weight, "fan_out", init.generator);
+    if (c.bias) fillInPlace(c.bias, 0);
+  }
   return c;
+}
+
+/**
+ * The scale a factory was asked for (default "full").
+ * @throws Error naming the factory when it is neither "full" nor "tiny".
+ */
+export function modelScale(factory: string, scale: unknown = "full"): ModelScale {
+  if (scale !== "full" && scale !== "tiny") {
+    throw new Error(`${factory}: scale must be "full" or "tiny", got ${JSON.stringify(scale)}`);
+  }
+  return scale;
 }
 
 /** Options of `Bottleneck` (torchvision's Bottleneck arguments after inplanes and planes). */
@@ -91,11 +118,17 @@ export class Bottleneck extends Module {
     const width = Math.floor(planes * ((options.widthPerGroup ?? 64) / (options.baseWidth ?? 64))) * groups;
     if (width <= 0) throw new Error(`Bottleneck: width ${width} from planes ${planes} is not positive`);
     const init: ModelInit = { generator: options.generator, init: options.init };
-    this.conv1 = this.registerModule("conv1", conv(inplanes, width, 1, 1, 1, init));
+    this.conv1 = this.registerModule("conv1", torchvisionConv(inplanes, width, 1, 1, 1, init));
     this.bn1 = this.registerModule("bn1", new BatchNorm2d(width));
-    this.conv2 = this.registerModule("conv2", conv(width, width, 3, options.stride ?? 1, groups, init));
+    this.conv2 = this.registerModule(
+      "conv2",
+      torchvisionConv(width, width, 3, options.stride ?? 1, groups, init),
+    );
     this.bn2 = this.registerModule("bn2", new BatchNorm2d(width));
-    this.conv3 = this.registerModule("conv3", conv(width, planes * Bottleneck.expansion, 1, 1, 1, init));
+    this.conv3 = this.registerModule(
+      "conv3",
+      torchvisionConv(width, planes * Bottleneck.expansion, 1, 1, 1, init),
+    );
     this.bn3 = this.registerModule("bn3", new BatchNorm2d(planes * Bottleneck.expansion));
     this.relu = this.registerModule("relu", new ReLU());
     this.downsample = options.downsample ? this.registerModule("downsample", options.downsample) : null;
@@ -181,7 +214,7 @@ export class ResNet extends Module {
       throw new Error(`ResNet: bad layers [${c.layers}]`);
     }
     const init: ModelInit = { generator: options.generator, init: options.init };
-    this.conv1 = this.registerModule("conv1", conv(3, c.stemWidth, 7, 2, 1, init));
+    this.conv1 = this.registerModule("conv1", torchvisionConv(3, c.stemWidth, 7, 2, 1, init));
     this.bn1 = this.registerModule("bn1", new BatchNorm2d(c.stemWidth));
     this.relu = this.registerModule("relu", new ReLU());
     this.maxpool = this.registerModule("maxpool", new MaxPool2d(3, { stride: 2, padding: 1 }));
@@ -197,7 +230,7 @@ export class ResNet extends Module {
       };
       const list: Module[] = [];
       const downsample = stride !== 1 || inplanes !== outC
-        ? new Sequential(conv(inplanes, outC, 1, stride, 1, init), new BatchNorm2d(outC))
+        ? new Sequential(torchvisionConv(inplanes, outC, 1, stride, 1, init), new BatchNorm2d(outC))
         : null;
       list.push(new Bottleneck(inplanes, planes, { ...blockOpts, stride, downsample }));
       inplanes = outC;
@@ -254,10 +287,7 @@ const RESNET_CONFIGS = {
 } satisfies Record<string, Record<ModelScale, ResNetConfig>>;
 
 function build(name: keyof typeof RESNET_CONFIGS, options: ModelOptions): ResNet {
-  const scale = options.scale ?? "full";
-  if (scale !== "full" && scale !== "tiny") {
-    throw new Error(`${name}: scale must be "full" or "tiny", got ${JSON.stringify(scale)}`);
-  }
+  const scale = modelScale(name, options.scale);
   return new ResNet({ ...RESNET_CONFIGS[name][scale], numClasses: options.numClasses ?? 1000 }, options);
 }
 

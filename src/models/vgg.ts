@@ -16,7 +16,7 @@ import { flatten } from "../kernels/view.ts";
 import { AdaptiveAvgPool2d, BatchNorm2d, Conv2d, MaxPool2d } from "../nn/cnn_layers.ts";
 import { Dropout, Linear, ReLU, Sequential } from "../nn/layers.ts";
 import { Module } from "../nn/module.ts";
-import type { ModelInit, ModelOptions, ModelScale } from "./resnet.ts";
+import { type ModelInit, type ModelOptions, type ModelScale, modelScale } from "./resnet.ts";
 
 /**
  * VGG feature layers as torchvision's cfgs: a number is a 3x3 conv (+ BN + ReLU) to that many channels,
@@ -157,10 +157,7 @@ const VGG_CONFIGS = {
  * @throws Error when `scale` is neither "full" nor "tiny".
  */
 export function vgg19_bn(options: ModelOptions = {}): VGG {
-  const scale = options.scale ?? "full";
-  if (scale !== "full" && scale !== "tiny") {
-    throw new Error(`vgg19_bn: scale must be "full" or "tiny", got ${JSON.stringify(scale)}`);
-  }
+  const scale = modelScale("vgg19_bn", options.scale);
   return new VGG({ ...VGG_CONFIGS[scale], numClasses: options.numClasses ?? 1000 }, options);
 }
 

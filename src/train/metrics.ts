@@ -270,15 +270,9 @@ export function classificationReport(
   const perClass: Record<string, ClassMetrics> = {};
   let sumP = 0, sumR = 0, sumF = 0, correct = 0;
   const isClass = new Uint8Array(n), column = new Float64Array(n);
+  const scores = scoresFromConfusion(confusion);
   for (let c = 0; c < m; c++) {
-    const tp = confusion[c][c];
-    let predicted = 0, support = 0;
-    for (let k = 0; k < m; k++) {
-      predicted += confusion[k][c];
-      support += confusion[c][k];
-    }
-    const precision = safeDiv(tp, predicted), recall = safeDiv(tp, support);
-    const f1 = safeDiv(2 * precision * recall, precision + recall);
+    const { precision, recall, f1, support } = scores[c];
     for (let i = 0; i < n; i++) {
       isClass[i] = yTrue[i] === c ? 1 : 0;
       column[i] = flat[i * m + c];
@@ -294,7 +288,7 @@ export function classificationReport(
     sumP += precision;
     sumR += recall;
     sumF += f1;
-    correct += tp;
+    correct += confusion[c][c];
   }
   return {
     classNames: [...classNames],
@@ -356,8 +350,8 @@ export function formatMeanStd(m: MeanStd, digits = 3): string {
   return `${m.mean.toFixed(digits)} (${m.std.toFixed(digits)})`;
 }
 
-/** Per-class F1 from a confusion matrix (rows true, columns predicted); 0 where precision and recall are. */
-export function f1FromConfusion(confusion: readonly (readonly number[])[]): number[] {
+/** Per-class precision, recall, F1 and support from a confusion matrix (rows true, columns predicted). */
+function scoresFromConfusion(confusion: readonly (readonly number[])[]) {
   const m = confusion.length;
   return confusion.map((row, c) => {
     let predicted = 0, support = 0;
@@ -366,8 +360,13 @@ export function f1FromConfusion(confusion: readonly (readonly number[])[]): numb
       support += row[k];
     }
     const precision = safeDiv(row[c], predicted), recall = safeDiv(row[c], support);
-    return safeDiv(2 * precision * recall, precision + recall);
+    return { precision, recall, f1: safeDiv(2 * precision * recall, precision + recall), support };
   });
+}
+
+/** Per-class F1 from a confusion matrix (rows true, columns predicted); 0 where precision and recall are. */
+export function f1FromConfusion(confusion: readonly (readonly number[])[]): number[] {
+  return scoresFromConfusion(confusion).map((s) => s.f1);
 }
 
 /** What {@linkcode pairedBootstrap} compares: macro-F1, or one class's F1 (by label). */
@@ -437,10 +436,12 @@ export function pairedBootstrap(
     const f1 = f1FromConfusion(confusion);
     return metric === "macroF1" ? f1.reduce((s, v) => s + v, 0) / numClasses : f1[metric.f1];
   };
+  // One confusion matrix, refilled for every fold model of every resample.
+  const confusion = Array.from({ length: numClasses }, () => new Array<number>(numClasses).fill(0));
   const meanScore = (preds: Int32Array[], idx: ArrayLike<number>) => {
     let total = 0;
     for (const p of preds) {
-      const confusion = Array.from({ length: numClasses }, () => new Array<number>(numClasses).fill(0));
+      for (const row of confusion) row.fill(0);
       for (let i = 0; i < idx.length; i++) confusion[yTrue[idx[i]]][p[idx[i]]]++;
       total += score(confusion);
     }
