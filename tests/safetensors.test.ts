@@ -161,6 +161,49 @@ test("F16 decoding: normals, subnormals, signed zeros, infinities, NaN", async (
   });
 });
 
+test("F16 encoding: every half value round-trips; others round to the nearest half, ties to even", async () => {
+  // all 65,536 bit patterns decoded by the (separately tested) reader, then written back
+  const bits = new Uint16Array(65536).map((_, i) => i);
+  const header = new TextEncoder().encode(
+    JSON.stringify({ h: { dtype: "F16", shape: [65536], data_offsets: [0, 131072] } }).padEnd(64, " "),
+  );
+  const file = new Uint8Array(8 + header.length + 131072);
+  new DataView(file.buffer).setBigUint64(0, BigInt(header.length), true);
+  file.set(header, 8);
+  file.set(new Uint8Array(bits.buffer), 8 + header.length);
+  const halves = (await fl.io.loadSafetensors(file)).h.data as Float32Array;
+  const finite = halves.filter((v) => Number.isFinite(v) || Number.isNaN(v));
+  const written = await fl.io.encodeSafetensors({ h: { dtype: "F16", shape: [finite.length], data: finite } });
+  const back = (await fl.io.loadSafetensors(written)).h.data as Float32Array;
+  let mismatched = 0;
+  finite.forEach((v, i) => (mismatched += Object.is(back[i], v) ? 0 : 1));
+  assertEquals(mismatched, 0);
+  // float32 values between halves: the nearest half, ties to the even one (an independent nearest search)
+  const grid = Float64Array.from(halves.filter(Number.isFinite)).sort();
+  const rand = mulberry32(7);
+  const values = Float32Array.from({ length: 20000 }, () => (rand() - 0.5) * 2 ** (rand() * 40 - 28));
+  const ties = [1 + 2 ** -11, 1 + 3 * 2 ** -11, 2 ** -24 * 1.5, 2 ** -25]; // -> 1, 1 + 2^-9, 2^-23, 0
+  const all = Float32Array.from([...values, ...ties]);
+  const got = (await fl.io.loadSafetensors(
+    await fl.io.encodeSafetensors({ v: { dtype: "F16", shape: [all.length], data: all } }),
+  )).v.data as Float32Array;
+  all.forEach((x, i) => {
+    let lo = 0, hi = grid.length - 1;
+    while (hi - lo > 1) {
+      const m = (lo + hi) >> 1;
+      if (grid[m] <= x) lo = m;
+      else hi = m;
+    }
+    const best = Math.min(Math.abs(grid[lo] - x), Math.abs(grid[hi] - x));
+    assert(Math.abs(got[i] - x) === best, `${x} -> ${got[i]}, the nearest half is ${best} away`);
+  });
+  assertEquals(Array.from(got.subarray(values.length)), [1, 1 + 2 ** -9, 2 ** -23, 0]);
+  await assertRejects(
+    () => fl.io.encodeSafetensors({ big: { dtype: "F16", shape: [2], data: [1, 65520] } }),
+    /"big"\[1\] = 65520 is too large for F16/,
+  );
+});
+
 test("BF16 decoding: the top 16 bits of a float32", async () => {
   const cases: [number, number][] = [
     [0x0000, 0],
@@ -337,7 +380,7 @@ test("saveSafetensors rejects bad records", async () => {
   );
   await assertRejects(
     () => fl.io.saveSafetensors(p, { a: { dtype: "U8", shape: [1], data: [1] } }),
-    "F32, I32 and I64 can be saved",
+    "F32, F16, I32 and I64 can be saved",
   );
   await assertRejects(
     () => fl.io.saveSafetensors(p, { a: { dtype: "I32", shape: [1], data: [2 ** 31] } }),

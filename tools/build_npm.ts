@@ -5,7 +5,7 @@
 // bare package names that package.json's dependencies install. `npm pack` runs it (package.json
 // `prepack`), so a packed tarball is always built from the sources it ships with.
 //   bun run tools/build_npm.ts   (or deno run -A tools/build_npm.ts)
-import { chmodSync, existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, cpSync, existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import process from "node:process";
@@ -88,6 +88,10 @@ export function buildNpm(): void {
     writeFileSync(file, text);
   }
   chmodSync(join(DIST, "cli.js"), 0o755);
+  // The shipped bundle sits where src/flannel/bundle.ts's SHIPPED_BUNDLE URL points from dist/ too.
+  for (const name of readdirSync(join(ROOT, "weights")).filter((f) => f.endsWith(".zip"))) {
+    cpSync(join(ROOT, "weights", name), join(DIST, "weights", name));
+  }
   const stray = filesUnder(DIST).filter((f) => /(from |import\()"npm:/.test(readFileSync(f, "utf8")));
   if (stray.length) {
     throw new Error(`npm: specifiers left in ${stray.map((f) => relative(ROOT, f)).join(", ")}`);

@@ -6,8 +6,7 @@
 import { basename, join } from "node:path";
 import * as fl from "../../mod.ts";
 import { LEARNER_TITLES } from "./learners.ts";
-import { readRunSettings } from "./predict.ts";
-import { loadTrainedLearner } from "./stage1_folds.ts";
+import { runFolderModels, type TrainedModels } from "./predict.ts";
 import type { Stage2ExperimentResult } from "./stage2_experiment.ts";
 
 /** Mean of the folds' test probabilities [S, M]. */
@@ -97,15 +96,17 @@ export function writeFigures(outDir: string, result: Stage2ExperimentResult, foc
 }
 
 /**
- * Fig. 6 for one image: the image as each learner of the experiment in `runDir` sees it (fold `fold`'s kept
- * weights), with that learner's class activation map for its predicted class, one tile per learner.
+ * Fig. 6 for one image: the image as each learner of trained models (an experiment folder, or a bundle)
+ * sees it (fold `fold`'s kept weights), with that learner's class activation map for its predicted class,
+ * one tile per learner.
  */
 export async function camFigure(
-  runDir: string,
+  models: string | TrainedModels,
   file: string,
   { fold }: { fold?: number } = {},
 ): Promise<Uint8Array> {
-  const settings = readRunSettings(runDir);
+  const source = typeof models === "string" ? runFolderModels(models) : models;
+  const { settings } = source;
   const f = fold ?? settings.folds[0];
   if (!settings.folds.includes(f)) {
     throw new Error(`fold ${f} is not in the experiment (folds ${settings.folds.join(", ")})`);
@@ -114,7 +115,7 @@ export async function camFigure(
   const seen = fl.data.centreCrop(image, settings.crop);
   const tiles: Uint8Array[] = [], labels: string[] = [];
   for (const arch of [...settings.archs, ...settings.baselines]) {
-    const model = await loadTrainedLearner(runDir, arch, f, settings.scale, settings.crop);
+    const model = await source.loadLearner(arch, f);
     try {
       const cam = await fl.train.classActivationMap(model, image, { crop: settings.crop });
       tiles.push(fl.train.plots.heatmapOverlay({ gray: seen, heat: cam.map }));

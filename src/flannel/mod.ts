@@ -106,7 +106,26 @@ export {
   stage2FoldsFromStage1,
   stage2ModelPath,
 } from "./experiment.ts";
-export { predictFiles, type PredictionResult, readRunSettings, type RunSettings } from "./predict.ts";
+export {
+  type Combiner,
+  predictFiles,
+  type PredictionResult,
+  readCombiner,
+  readRunSettings,
+  runFolderModels,
+  type RunSettings,
+  type TrainedModels,
+} from "./predict.ts";
+export {
+  Bundle,
+  BUNDLE_FORMAT,
+  BUNDLE_LEARNER_FORMAT,
+  type BundleManifest,
+  exportBundle,
+  type ExportBundleOptions,
+  loadBundle,
+  SHIPPED_BUNDLE,
+} from "./bundle.ts";
 export { camFigure, writeFigures } from "./figures.ts";
 export {
   type LearnerOutputs,

@@ -1,14 +1,21 @@
-// Class probabilities for new images from a finished experiment folder: on each fold, the fold's learners
-// (their kept epoch's weights) give their probabilities and the fold's trained combiner (FLANNEL unless
-// another method is named) combines them; the folds' probabilities are averaged.
+// Class probabilities for new images from trained models (an experiment folder, or a bundle made from one):
+// on each fold, the fold's learners (their kept epoch's weights) give their probabilities and the fold's
+// trained combiner (FLANNEL unless another method is named) combines them; the folds' probabilities are
+// averaged.
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import * as fl from "../../mod.ts";
-import { type BaselineArch, isBaselineArch, isLearnerArch, type LearnerArch } from "./learners.ts";
+import {
+  type BaselineArch,
+  isBaselineArch,
+  isLearnerArch,
+  type LearnerArch,
+  type Stage1Arch,
+} from "./learners.ts";
 import { stackLearnerOutputs, STAGE2_MODEL_FORMAT, stage2ModelPath } from "./experiment.ts";
 import { type LearnerOutputsFile, predictStage1 } from "./stage1.ts";
 import { loadTrainedLearner } from "./stage1_folds.ts";
-import { buildEnsemble, predictStage2 } from "./stage2.ts";
+import { buildEnsemble, predictStage2, type Stage2Config } from "./stage2.ts";
 
 /** What `experiment` wrote into results.json's `settings` that prediction needs. */
 export interface RunSettings {
@@ -64,6 +71,68 @@ export function readRunSettings(runDir: string): RunSettings & { folds: number[]
   };
 }
 
+/**
+ * Trained models that prediction and class activation maps run from: an experiment folder
+ * ({@link runFolderModels}) or a bundle (`loadBundle`).
+ */
+export interface TrainedModels {
+  /** Where the models come from (a folder or an archive), for messages. */
+  readonly source: string;
+  /** The learners, their preprocessing, and the folds to average over. */
+  readonly settings: RunSettings & { folds: number[] };
+  /** Fold `fold`'s kept weights of `arch`, in a new model (the caller disposes it). */
+  loadLearner(arch: Stage1Arch, fold: number): Promise<fl.nn.Module>;
+  /** Fold `fold`'s trained combiner `method` (a Table 3 method name): its config and state dict. */
+  loadCombiner(fold: number, method: string): Promise<Combiner>;
+}
+
+/** A trained combiner as saved by `experiment`: its method name, config and state dict. */
+export interface Combiner {
+  /** The Table 3 method name. */
+  method: string;
+  /** How the ensemble is built (`buildEnsemble`'s config). */
+  config: Stage2Config;
+  /** Its trained tensors. */
+  state: Record<string, fl.nn.TensorRecord>;
+}
+
+/**
+ * A trained combiner's file (bytes), checked: its `format` metadata, method name and config.
+ * @throws Error naming `where` when it is not a combiner written by `experiment`.
+ */
+export function readCombiner(
+  bytes: Uint8Array,
+  where: string,
+): Combiner {
+  const meta = fl.io.inspectSafetensors(bytes).metadata;
+  if (meta.format !== STAGE2_MODEL_FORMAT || !meta.method || !meta.config) {
+    throw new Error(`${where} is not a ${STAGE2_MODEL_FORMAT} file`);
+  }
+  let config: Stage2Config;
+  try {
+    config = JSON.parse(meta.config);
+  } catch (err) {
+    throw new Error(`${where}: its config does not parse (${(err as Error).message})`);
+  }
+  const state = fl.io.loadSafetensorsSync(bytes) as Record<string, fl.nn.TensorRecord>;
+  return { method: meta.method, config, state };
+}
+
+/** The trained models of the experiment folder `runDir` (see {@link readRunSettings}). */
+export function runFolderModels(runDir: string): TrainedModels {
+  const settings = readRunSettings(runDir);
+  return {
+    source: runDir,
+    settings,
+    loadLearner: (arch, fold) => loadTrainedLearner(runDir, arch, fold, settings.scale, settings.crop),
+    loadCombiner(fold, method) {
+      const path = stage2ModelPath(runDir, fold, method);
+      if (!existsSync(path)) throw new Error(`no trained ${method} for fold ${fold}: ${path} is missing`);
+      return Promise.resolve(readCombiner(readFileSync(path), path));
+    },
+  };
+}
+
 /** What {@link predictFiles} returns. */
 export interface PredictionResult {
   /** the readable files, in the order given */
@@ -77,18 +146,20 @@ export interface PredictionResult {
 }
 
 /**
- * Probabilities of `files` by `method` (default FLANNEL; a Table 3 method name) of the experiment in
- * `runDir`: on each fold, the fold's learners give their probabilities and its trained combiner combines
- * them; the folds' results are averaged. Unreadable files are skipped and listed.
+ * Probabilities of `files` by `method` (default FLANNEL; a Table 3 method name) of trained models (an
+ * experiment folder's path, or {@link TrainedModels} such as a bundle): on each fold, the fold's learners
+ * give their probabilities and its trained combiner combines them; the folds' results are averaged.
+ * Unreadable files are skipped and listed.
  *
- * @throws {Error} when no file is readable, or the run lacks a fold's combiner or learner.
+ * @throws {Error} when no file is readable, or the models lack a fold's combiner or learner.
  */
 export async function predictFiles(
-  runDir: string,
+  models: string | TrainedModels,
   files: readonly string[],
   { method = "FLANNEL" }: { method?: string } = {},
 ): Promise<PredictionResult> {
-  const settings = readRunSettings(runDir);
+  const source = typeof models === "string" ? runFolderModels(models) : models;
+  const { settings } = source;
   const cache = new fl.data.ImageCache(settings.resize, { equalize: settings.equalize });
   const readable = await cache.getReadable(files.map((file) => ({ file })));
   const readableFiles = readable.records.map((r) => r.file);
@@ -102,17 +173,10 @@ export async function predictFiles(
   }
   let sum: Float32Array | null = null;
   for (const fold of settings.folds) {
-    const modelPath = stage2ModelPath(runDir, fold, method);
-    if (!existsSync(modelPath)) {
-      throw new Error(`no trained ${method} for fold ${fold}: ${modelPath} is missing`);
-    }
-    const meta = await fl.io.readSafetensorsMetadata(modelPath);
-    if (meta.format !== STAGE2_MODEL_FORMAT) {
-      throw new Error(`${modelPath} is not a ${STAGE2_MODEL_FORMAT} file`);
-    }
+    const combiner = await source.loadCombiner(fold, method);
     const perLearner: LearnerOutputsFile[] = [];
     for (const arch of settings.archs) {
-      const model = await loadTrainedLearner(runDir, arch, fold, settings.scale, settings.crop);
+      const model = await source.loadLearner(arch, fold);
       try {
         const probs = await predictStage1(model, readable.images, { crop: settings.crop });
         perLearner.push({ files: readableFiles, labels: new Int32Array(s), probs, learner: arch, fold });
@@ -121,9 +185,9 @@ export async function predictFiles(
       }
     }
     const stacked = stackLearnerOutputs(perLearner);
-    const ensemble = buildEnsemble(JSON.parse(meta.config), n, stacked.classes, new fl.Generator(0));
+    const ensemble = buildEnsemble(combiner.config, n, stacked.classes, new fl.Generator(0));
     try {
-      ensemble.loadStateDict(await fl.io.loadSafetensors(modelPath) as Record<string, fl.nn.TensorRecord>);
+      ensemble.loadStateDict(combiner.state);
       const probs = await predictStage2(ensemble, stacked);
       sum ??= new Float32Array(probs.length);
       probs.forEach((p, i) => (sum![i] += p));

@@ -3,41 +3,72 @@ import process from "node:process";
 import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
 
+/** A file being written by {@linkcode openAtomic}: write through `fd`, then `commit` or `abort`. */
+export interface AtomicFile {
+  /** Descriptor of the temporary sibling. */
+  readonly fd: number;
+  /** Flushes the temporary file to disk and renames it over the target. */
+  commit(): void;
+  /** Closes and removes the temporary file; the target is left as it was. */
+  abort(): void;
+}
+
 /**
- * Writes a file at `path` through `write`, which gets an open descriptor, so that readers see the old file
- * or the whole new one, never a partial write: `write` fills a temporary sibling, which is flushed to disk
- * and renamed over `path`. Creates missing parent directories.
- * @throws the error of `write`, or an Error naming `path` when the file cannot be written or renamed; the
- * temporary file is removed either way.
+ * Opens a temporary sibling of `path` for writing, so that readers see the old file or the whole new one,
+ * never a partial write: `commit` flushes it and renames it over `path`, `abort` removes it. Creates missing
+ * parent directories.
+ * @throws Error naming `path` when the temporary file cannot be created.
  */
-export function writeFileAtomicWith(path: string, write: (fd: number) => void): void {
-  mkdirSync(dirname(path), { recursive: true });
+export function openAtomic(path: string): AtomicFile {
   const tmp = `${path}.${process.pid}.${Date.now()}.tmp`;
-  let fd: number | null = null;
+  let fd: number | null;
   try {
+    mkdirSync(dirname(path), { recursive: true });
     fd = openSync(tmp, "w");
-    write(fd);
-    fsyncSync(fd);
-    closeSync(fd);
-    fd = null;
-    renameSync(tmp, path);
   } catch (err) {
-    if (fd !== null) closeSync(fd);
-    rmSync(tmp, { force: true });
-    const message = (err as Error).message;
-    throw message.includes(path) ? err : new Error(`could not write ${path}: ${message}`);
+    throw new Error(`could not write ${path}: ${(err as Error).message}`);
   }
+  const close = () => {
+    if (fd !== null) closeSync(fd);
+    fd = null;
+  };
+  return {
+    fd,
+    commit() {
+      try {
+        fsyncSync(fd!);
+        close();
+        renameSync(tmp, path);
+      } catch (err) {
+        this.abort();
+        throw new Error(`could not write ${path}: ${(err as Error).message}`);
+      }
+    },
+    abort() {
+      close();
+      rmSync(tmp, { force: true });
+    },
+  };
+}
+
+/** Writes all of `bytes` at the descriptor's position. */
+export function writeAll(fd: number, bytes: Uint8Array): void {
+  let done = 0;
+  while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done);
 }
 
 /**
  * Writes `data` to `path` so that readers see the old file or the whole new one, never a partial write (see
- * {@linkcode writeFileAtomicWith}).
+ * {@linkcode openAtomic}).
  * @throws Error naming `path` when the write or rename fails (the temporary file is removed).
  */
 export function writeFileAtomic(path: string, data: string | Uint8Array): void {
-  const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
-  writeFileAtomicWith(path, (fd) => {
-    let done = 0;
-    while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done);
-  });
+  const file = openAtomic(path);
+  try {
+    writeAll(file.fd, typeof data === "string" ? new TextEncoder().encode(data) : data);
+  } catch (err) {
+    file.abort();
+    throw new Error(`could not write ${path}: ${(err as Error).message}`);
+  }
+  file.commit();
 }

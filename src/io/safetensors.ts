@@ -21,9 +21,9 @@ export interface SafetensorsTensor {
   data: Float32Array | Int32Array;
 }
 
-/** What `saveSafetensors` accepts per key: a record (`dtype` "F32" | "I32" | "I64") or a Tensor. */
+/** What `saveSafetensors` accepts per key: a record (`dtype` "F32" | "F16" | "I32" | "I64") or a Tensor. */
 export interface SafetensorsInput {
-  /** "F32", "I32" or "I64"; any other dtype is refused. */
+  /** "F32", "F16" (rounded to nearest, ties to even), "I32" or "I64"; any other dtype is refused. */
   dtype: string;
   /** Dimensions, non-negative integers; their product must equal the number of values. */
   shape: number[];
@@ -272,6 +272,39 @@ function halfTable(): Float32Array {
   return f16Table = t;
 }
 
+/**
+ * float32 values -> IEEE half-precision bits, rounded to nearest (ties to even), subnormals kept; NaN stays
+ * NaN. Returns the index of the first finite value too large for a half (|x| >= 65520), or -1.
+ */
+function encodeHalf(a: Float32Array, out: Uint16Array): number {
+  const bits = new Uint32Array(a.buffer, a.byteOffset, a.length);
+  for (let i = 0; i < a.length; i++) {
+    const b = bits[i], sign = (b >>> 16) & 0x8000, exp = (b >>> 23) & 0xff, mant = b & 0x7fffff;
+    if (exp === 255) {
+      out[i] = sign | 0x7c00 | (mant ? 0x200 : 0);
+      continue;
+    }
+    const e = exp - 112; // the half's biased exponent
+    let h: number;
+    if (e >= 31) return i;
+    if (e <= 0) {
+      if (e < -10) h = 0;
+      else {
+        const m = mant | 0x800000, shift = 14 - e, rest = m & ((1 << shift) - 1), half = 1 << (shift - 1);
+        h = m >>> shift;
+        if (rest > half || (rest === half && h & 1)) h++;
+      }
+    } else {
+      h = (e << 10) | (mant >>> 13);
+      const rest = mant & 0x1fff;
+      if (rest > 0x1000 || (rest === 0x1000 && h & 1)) h++; // a carry moves into the exponent, as it should
+      if (h >= 0x7c00) return i;
+    }
+    out[i] = sign | h;
+  }
+  return -1;
+}
+
 function readEntry(src: Source, h: Header, e: Entry): Float32Array | Int32Array {
   const pos = h.dataStart + e.begin;
   const k = JSON.stringify(e.key);
@@ -468,6 +501,13 @@ async function prepare(key: string, value: Tensor | SafetensorsInput): Promise<P
     const a = data instanceof Float32Array ? data : Float32Array.from(data as ArrayLike<number>, Number);
     return { key, dtype, shape: [...shape], bytes: new Uint8Array(a.buffer, a.byteOffset, a.byteLength) };
   }
+  if (dtype === "F16") {
+    const a = data instanceof Float32Array ? data : Float32Array.from(data as ArrayLike<number>, Number);
+    const out = new Uint16Array(count);
+    const bad = encodeHalf(a, out);
+    if (bad >= 0) throw new Error(`saveSafetensors: ${k}[${bad}] = ${a[bad]} is too large for F16`);
+    return { key, dtype, shape: [...shape], bytes: new Uint8Array(out.buffer) };
+  }
   if (dtype === "I32" || dtype === "I64") {
     const out = dtype === "I32" ? new Int32Array(count) : new BigInt64Array(count);
     for (let i = 0; i < count; i++) {
@@ -489,7 +529,7 @@ async function prepare(key: string, value: Tensor | SafetensorsInput): Promise<P
     return { key, dtype, shape: [...shape], bytes: new Uint8Array(out.buffer) };
   }
   throw new Error(
-    `saveSafetensors: ${k} has dtype ${JSON.stringify(value.dtype)}; F32, I32 and I64 can be saved`,
+    `saveSafetensors: ${k} has dtype ${JSON.stringify(value.dtype)}; F32, F16, I32 and I64 can be saved`,
   );
 }
 
@@ -552,7 +592,7 @@ export async function encodeSafetensors(
 }
 
 /**
- * Writes tensors (Tensors, downloaded, or `{ dtype: "F32" | "I32" | "I64", shape, data }` records) and an
+ * Writes tensors (Tensors, downloaded, or `{ dtype: "F32" | "F16" | "I32" | "I64", shape, data }` records) and an
  * optional string -> string metadata map to `path`, atomically (temporary sibling, then rename).
  */
 export async function saveSafetensors(
