@@ -54,6 +54,8 @@ export interface ExperimentResult extends Stage2ExperimentResult {
     scale: "tiny" | "full";
     /** Crop side in pixels. */
     crop: number;
+    /** Stage 1's training augmentation (paper, basic or none). */
+    augment: fl.data.AugmentMode;
     /** Short side the images were resized to, in pixels. */
     resize: number;
     /** Whether the images were histogram-equalised after resizing. */
@@ -251,6 +253,7 @@ export async function runExperiment(config: ExperimentConfig): Promise<Experimen
       baselines,
       scale: config.scale,
       crop: config.crop ?? 224,
+      augment: config.augment ?? "basic",
       resize: config.resize,
       equalize: config.equalize ?? false,
       recipe: config.recipe ?? "shared",

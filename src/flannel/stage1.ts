@@ -2,8 +2,9 @@
 // validate macro-F1 after every epoch, keep the best epoch, checkpoint after every epoch and resume
 // exactly; then predict class probabilities for stage 2 (the out-of-fold outputs).
 //
-// Determinism: epoch e draws its shuffle, crops, flips and noise from `new Generator(seed * 1000 + e)`, so
-// a resumed run needs no RNG state and ends with the same weights, bit for bit, as an uninterrupted one.
+// Determinism: epoch e draws its shuffle, crops, flips (or the `paper` augmentation's warps) and noise from
+// `new Generator(seed * 1000 + e)`, so a resumed run needs no RNG state and ends with the same weights, bit
+// for bit, as an uninterrupted one.
 //
 // Files (all safetensors, written atomically):
 //   checkpointPath                 fl.io checkpoint: model + Adam state; metadata `epoch`, `seed`, `best`
@@ -83,6 +84,13 @@ export interface Stage1Config {
   resize?: number;
   /** Gaussian noise std added in training (default 0.01) */
   noiseStd?: number;
+  /**
+   * The training augmentation (default "basic"): "basic" makeBatch's random crop, flip and noise on the CPU;
+   * "paper" the device affine warp of fl.data.warpBatch (flip, crop, scaling, small rotation, translation)
+   * with the same noise; "none" the centre crop without noise. Saved with the checkpoint: resume refuses
+   * another.
+   */
+  augment?: fl.data.AugmentMode;
   /** Decodes and resizes the records' images (default a new cache at `resize`); unused for in-memory images. */
   cache?: fl.data.ImageCache;
   /**
@@ -230,6 +238,29 @@ export async function predictStage1(
   return out ?? new Float32Array(0);
 }
 
+/**
+ * One training batch of stage 1 under `augment` (images[idx], all draws from `generator`): "basic"
+ * makeBatch's training batch (CPU), "none" makeBatch's centre crop (CPU, nothing drawn), "paper"
+ * fl.data.warpBatch's device tensor with PAPER_AFFINE_RANGES (the caller disposes it).
+ */
+export function trainingBatch(
+  images: readonly fl.io.GrayImage[],
+  idx: ArrayLike<number>,
+  options: { augment: fl.data.AugmentMode; crop: number; generator: fl.Generator; noiseStd: number },
+): Float32Array | fl.Tensor {
+  const { augment, crop, generator, noiseStd } = options;
+  switch (augment) {
+    case "basic":
+      return fl.data.makeBatch(images, idx, { crop, train: true, generator, noiseStd });
+    case "none":
+      return fl.data.makeBatch(images, idx, { crop, train: false });
+    case "paper":
+      return fl.data.warpBatch(images, idx, { crop, generator, noiseStd });
+    default:
+      throw new Error(fl.data.checkAugmentMode(augment, "stage 1: augment")); // throws
+  }
+}
+
 type Stage1Settings = {
   epochs: number;
   batchSize: number;
@@ -238,9 +269,15 @@ type Stage1Settings = {
   lr: number;
   weightDecay: number;
   noiseStd: number;
+  augment: fl.data.AugmentMode;
   /** The recipe as JSON ("{}" for the default). */
   recipe: string;
 };
+
+/** Writes the best epoch's weights with its epoch and macro-F1 as metadata. */
+function saveBest(path: string, weights: Record<string, fl.nn.TensorRecord>, best: { epoch: number; macroF1: number }) {
+  return fl.io.saveSafetensors(path, weights, { epoch: String(best.epoch), macroF1: String(best.macroF1) });
+}
 
 /** Restores model and optimizer from a checkpoint; returns the history, the best epoch and its weights. */
 async function resumeFrom(
@@ -251,8 +288,9 @@ async function resumeFrom(
   settings: Stage1Settings,
 ) {
   const meta = await fl.io.loadCheckpoint(path, { model, optimizer });
-  const saved = { recipe: "{}", ...meta.stage1 as Stage1Settings | undefined };
-  for (const k of ["batchSize", "seed", "crop", "noiseStd", "recipe"] as const) {
+  // checkpoints from before `augment` existed trained with "basic"
+  const saved = { recipe: "{}", augment: "basic", ...meta.stage1 as Stage1Settings | undefined };
+  for (const k of ["batchSize", "seed", "crop", "noiseStd", "augment", "recipe"] as const) {
     if (saved?.[k] !== settings[k]) {
       throw new Error(`stage 1: ${path} was trained with ${k} ${saved?.[k]}, this run has ${settings[k]}`);
     }
@@ -261,9 +299,12 @@ async function resumeFrom(
   const best = meta.best as { epoch: number; macroF1: number };
   let bestWeights: Record<string, fl.nn.TensorRecord> | null = null;
   // the best file is written after the checkpoint: when the checkpoint's own epoch is the best, its
-  // weights are the best ones (the best file may not have been written yet)
-  if (best.epoch === epoch) bestWeights = await model.downloadStateDict();
-  else if (best.epoch > 0) {
+  // weights are the best ones, and a process killed between the two writes left the best file behind: write it
+  if (best.epoch === epoch) {
+    bestWeights = await model.downloadStateDict();
+    const written = existsSync(bestPath) && Number((await fl.io.readSafetensorsMetadata(bestPath)).epoch) === epoch;
+    if (!written) await saveBest(bestPath, bestWeights, best);
+  } else if (best.epoch > 0) {
     const bestMeta = await fl.io.readSafetensorsMetadata(bestPath);
     if (Number(bestMeta.epoch) !== best.epoch) {
       throw new Error(
@@ -283,8 +324,8 @@ async function resumeFrom(
  * Reseeds the global generator (fl.manualSeed) at every epoch: the models' dropout draws from it.
  *
  * @throws {Error} on invalid epochs, batchSize or seed, on `resume` without `checkpointPath`, on an empty
- * training or validation set, or when a resumed checkpoint was trained with another batchSize, seed, crop
- * or noiseStd.
+ * training or validation set, on an unknown `augment`, or when a resumed checkpoint was trained with
+ * another batchSize, seed, crop, noiseStd, augment or recipe.
  */
 export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
   const { model, epochs } = config;
@@ -301,6 +342,7 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
     throw new Error(`stage 1: seed must be a non-negative integer below 2^53 / 1000, got ${seed}`);
   }
   if (config.resume && !config.checkpointPath) throw new Error("stage 1: resume needs checkpointPath");
+  const augment = fl.data.checkAugmentMode(config.augment ?? "basic", "stage 1: augment");
   const train = await materialize(config.train, resize, config.cache, "the training set");
   const val = await materialize(config.val, resize, config.cache, "the validation set");
   if (train.labels.length === 0) throw new Error("stage 1: the training set is empty");
@@ -330,6 +372,7 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
     lr: optimizer.hyper.lr,
     weightDecay: optimizer.hyper.weightDecay,
     noiseStd: config.noiseStd ?? 0.01,
+    augment,
     recipe: JSON.stringify(recipe),
   };
   const bestPath = config.checkpointPath ? config.checkpointPath + ".best" : null;
@@ -376,9 +419,9 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
       // With a covid share the epoch's images are the batches' (covid drawn with replacement); else the set's.
       const imagesPerEpoch = recipe.covidShare === undefined ? s : batches.reduce((a, b) => a + b.length, 0);
       const assemble = (idx: Int32Array) => {
-        const x = fl.data.makeBatch(train.images, idx, {
+        const x = trainingBatch(train.images, idx, {
+          augment,
           crop,
-          train: true,
           generator: gen,
           noiseStd: settings.noiseStd,
         });
@@ -392,17 +435,21 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
       for (let b = 0; b < batches.length; b++) {
         const { x, y } = next!;
         const count = y.length;
-        fl.train.trainStep(
-          optimizer,
-          () => {
-            const logits = model.forward(fl.tensor(x, [count, 3, crop, crop]));
-            const ce = fl.F.crossEntropy(logits, y, { weight: recipe.classWeights });
-            const { l1 = 0, l2 = 0 } = recipe.penalty ?? {};
-            return penalized.length ? fl.F.add(ce, fl.F.l1l2Penalty(penalized, { l1, l2 })) : ce;
-          },
-          lossSum,
-          count / imagesPerEpoch,
-        );
+        try {
+          fl.train.trainStep(
+            optimizer,
+            () => {
+              const logits = model.forward(x instanceof fl.Tensor ? x : fl.tensor(x, [count, 3, crop, crop]));
+              const ce = fl.F.crossEntropy(logits, y, { weight: recipe.classWeights });
+              const { l1 = 0, l2 = 0 } = recipe.penalty ?? {};
+              return penalized.length ? fl.F.add(ce, fl.F.l1l2Penalty(penalized, { l1, l2 })) : ce;
+            },
+            lossSum,
+            count / imagesPerEpoch,
+          );
+        } finally {
+          if (x instanceof fl.Tensor) x.dispose(); // a device batch ("paper"), made outside the step's scope
+        }
         const submitted = fl.syncDevice(); // submits this batch now; resolves when the device has run it
         next = b + 1 < batches.length ? assemble(batches[b + 1]) : null;
         await previous;
@@ -443,12 +490,7 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
           optimizer,
           meta: { epoch, seed, best, history, stage1: settings },
         });
-        if (improved) {
-          await fl.io.saveSafetensors(bestPath!, bestWeights!, {
-            epoch: String(epoch),
-            macroF1: String(report.macroF1),
-          });
-        }
+        if (improved) await saveBest(bestPath!, bestWeights!, best);
       }
       if (config.logPath) appendFileSync(config.logPath, JSON.stringify(log) + "\n");
       config.onProgress?.(log);

@@ -45,6 +45,8 @@ export interface Stage1FoldsConfig {
   batchSize?: number;
   /** Crop side in pixels (default 224). */
   crop?: number;
+  /** The training augmentation (default "basic"; see Stage1Config.augment). */
+  augment?: fl.data.AugmentMode;
   /** Adam's learning rate (default 1e-3). */
   lr?: number;
   /** Adam's weight decay (default 1e-4). */
@@ -53,6 +55,11 @@ export interface Stage1FoldsConfig {
   seed?: number;
   /** folds to run (default all) */
   folds?: readonly number[];
+  /**
+   * learners of `archs` to run (default all): a pair's seeds come from its learner's position in `archs`, so
+   * one pair run alone (a scheduled job) trains exactly as in the run of them all
+   */
+  only?: readonly Stage1Arch[];
   /** share of a fold's training images (by patient) that chooses the learner's epoch (default 0.1) */
   selectFraction?: number;
   /**
@@ -179,6 +186,7 @@ export async function runStage1Folds(config: Stage1FoldsConfig): Promise<Stage1F
   const test = pick(split.test);
   const results: Stage1FoldResult[] = [];
   for (const [a, arch] of config.archs.entries()) {
+    if (config.only && !config.only.includes(arch)) continue;
     for (const f of folds) {
       const dir = stage1FoldDir(outDir, arch, f);
       const valPath = join(dir, "val.safetensors"), testPath = join(dir, "test.safetensors");
@@ -208,6 +216,7 @@ export async function runStage1Folds(config: Stage1FoldsConfig): Promise<Stage1F
           `stage 1: ${checkpointPath} exists; pass resume (--resume) to continue it, or use another output folder`,
         );
       }
+      if (existsSync(checkpointPath)) say(`${arch} fold ${f}: resuming from ${checkpointPath}`);
       mkdirSync(dir, { recursive: true });
       // The fold's training part, split by patient into what the learner trains on and what picks its epoch.
       const trainIdx = split.foldSplits[f].train;
@@ -251,6 +260,7 @@ export async function runStage1Folds(config: Stage1FoldsConfig): Promise<Stage1F
           recipe: own?.recipe,
           seed: runSeed,
           crop: config.crop,
+          augment: config.augment,
           checkpointPath,
           resume: config.resume,
           logPath: join(dir, "log.jsonl"),

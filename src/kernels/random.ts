@@ -26,7 +26,8 @@ export function threefry2x32(k0: number, k1: number, c0: number, c1: number): [n
   return [x0, x1];
 }
 
-const THREEFRY_WGSL = `
+/** The WGSL of Threefry-2x32-20 (`threefry(k0, k1, c0, c1) -> vec2u`), for every kernel that draws. */
+export const THREEFRY_WGSL = `
 fn rotl(x: u32, r: u32) -> u32 { return (x << r) | (x >> (32u - r)); }
 fn threefry(k0: u32, k1: u32, c0: u32, c1: u32) -> vec2u {
   let ks = array<u32, 3>(k0, k1, 0x1bd11bdau ^ k0 ^ k1);

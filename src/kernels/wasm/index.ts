@@ -11,6 +11,7 @@ export { outer_bwd, outer_fwd, weighted_sum_bwd, weighted_sum_fwd } from "./ense
 // adam_step, sgd_step, sgd_step_momentum: generated from their pointwise programs (tools/build_wasm.ts).
 export * from "./pointwise_kernels";
 export { random } from "./random";
+export { augment_warp } from "./augment";
 export { cat_place, cat_slice, gather_rows } from "./concat";
 export {
   batchnorm_apply_affine,

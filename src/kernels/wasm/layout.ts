@@ -23,6 +23,27 @@ export namespace adam_step {
   export const UNIFORMS: i32 = 4;
 }
 
+/** augment_warp: bindings src, params, out; uniforms n, crop, noise_std, mean0, mean1, mean2, scale0, scale1, scale2. */
+export namespace augment_warp {
+  export const src: i32 = 0;
+  export const params: i32 = 1;
+  export const out: i32 = 2;
+  export const n: i32 = 3;
+  export const crop: i32 = 4;
+  export const noise_std: i32 = 5;
+  export const mean0: i32 = 6;
+  export const mean1: i32 = 7;
+  export const mean2: i32 = 8;
+  export const scale0: i32 = 9;
+  export const scale1: i32 = 10;
+  export const scale2: i32 = 11;
+  export const GRID_X: i32 = 12;
+  export const GRID_Y: i32 = 13;
+  export const GRID_Z: i32 = 14;
+  export const SCRATCH_BASE: i32 = 15;
+  export const UNIFORMS: i32 = 3;
+}
+
 /** axpy: bindings dst, src; uniforms n, alpha. */
 export namespace axpy {
   export const dst: i32 = 0;
