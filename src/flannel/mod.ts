@@ -117,6 +117,23 @@ export {
   type TrainedModels,
 } from "./predict.ts";
 export {
+  checkFinalReady,
+  type JobRecord,
+  jobIndex,
+  type JobState,
+  jobStates,
+  loadPlan,
+  type Plan,
+  PLAN_FORMAT,
+  type PlanJob,
+  planJobs,
+  readJobRecord,
+  runJob,
+  savePlan,
+  STALE_LOCK_SECONDS,
+  takeJobLock,
+} from "./jobs.ts";
+export {
   Bundle,
   BUNDLE_FORMAT,
   BUNDLE_LEARNER_FORMAT,
