@@ -2,10 +2,24 @@
 // Three layouts, detected from the folder: Kaggle chest-xray-pneumonia (`chest_xray/{train,val,test}/
 // {NORMAL,PNEUMONIA}/*.jpeg`), covid-chestxray-dataset (`metadata.csv` + `images/`) and a plain
 // `labels.csv` + `images/` (one row per image). Loading the index reads no pixels; `loadImage`
-// decodes one record and `validateImages` decodes all, moving unreadable files to `skipped`.
-import { readdirSync, readFileSync, statSync } from "node:fs";
-import { basename, join, resolve } from "node:path";
+// decodes one record and `validateImages` decodes all, moving unreadable files to `skipped`. A source may
+// also be a zip archive, read entry by entry through `../io/tree.ts` (records' files are then
+// `<archive>!/<entry>`), or a folder holding such archives.
+import { basename } from "node:path";
 import { type DecodeOptions, type GrayImage, readImage } from "../io/images.ts";
+import {
+  archivePath,
+  baseName,
+  isFile,
+  isFolder,
+  joinPath,
+  listFolder,
+  openArchive,
+  readText,
+  resolvePath,
+  splitArchivePath,
+} from "../io/tree.ts";
+import { isZipFile, type ZipLimits } from "../io/zip.ts";
 
 /** FLANNEL's four classes in label order: an {@linkcode ImageRecord}'s `label` indexes this. */
 export const CLASSES = ["covid", "viral", "bacterial", "normal"] as const;
@@ -19,7 +33,7 @@ export const SOURCE_KAGGLE = "kaggle_chest_xray_pneumonia";
 
 /** One labelled image of the index; no pixels (see {@linkcode loadImage}). */
 export interface ImageRecord {
-  /** absolute path of the image */
+  /** Absolute path of the image; inside a zip archive `<archive>!/<entry>` (see `fl.io.readBytes`). */
   file: string;
   /** Class index in [0, 4): the position of `labelName` in {@linkcode CLASSES}. */
   label: number;
@@ -84,6 +98,16 @@ export interface LoadedDataset extends LoadedSource {
  */
 export type SourceKind = "kaggle" | "covid-chestxray-dataset" | "labels-csv";
 
+/** Options of the loaders for sources in zip archives. */
+export interface LoadOptions {
+  /**
+   * Caps checked against each archive's central directory before anything is read (defaults: 1,000,000
+   * entries, 4 GiB an entry, 64 GiB in all, inflation ratio 200 for entries over 1 MiB); an archive over
+   * them fails the load with a message naming it and the entry.
+   */
+  archiveLimits?: ZipLimits;
+}
+
 // ---------------------------------------------------------------- CSV
 
 /**
@@ -145,8 +169,17 @@ export function parseCsvObjects(text: string): Record<string, string>[] {
 }
 
 function readCsv(path: string): Record<string, string>[] {
+  let text: string;
   try {
-    return parseCsvObjects(readFileSync(path, "utf8"));
+    text = readText(path);
+  } catch (err) {
+    const message = (err as Error).message; // starts with the path
+    throw new Error(
+      message.startsWith(path) ? `cannot read CSV ${message}` : `${path}: cannot read CSV (${message})`,
+    );
+  }
+  try {
+    return parseCsvObjects(text);
   } catch (err) {
     throw new Error(`${path}: cannot read CSV (${(err as Error).message})`);
   }
@@ -154,21 +187,43 @@ function readCsv(path: string): Record<string, string>[] {
 
 // ---------------------------------------------------------------- helpers
 
-const isDir = (p: string) => {
-  try {
-    return statSync(p).isDirectory();
-  } catch {
-    return false;
-  }
-};
-const isFile = (p: string) => {
-  try {
-    return statSync(p).isFile();
-  } catch {
-    return false;
-  }
-};
 const hidden = (name: string) => name.startsWith(".") || name === "__MACOSX";
+const isZipName = (name: string) => /\.zip$/i.test(name);
+
+/**
+ * The folder a loader reads for `path`: the folder itself, or for a zip archive its root folder (the
+ * archive opened and checked with `options.archiveLimits`).
+ * @throws Error when `path` is neither a folder nor a zip archive, or the archive fails its checks.
+ */
+function sourceRoot(path: string, options: LoadOptions = {}): string {
+  const inside = splitArchivePath(path);
+  if (inside) {
+    openArchive(inside.archive, options.archiveLimits);
+    if (isFolder(path)) return resolvePath(path);
+  } else {
+    const abs = resolvePath(path);
+    if (isFolder(abs)) return abs;
+    if (isFile(abs) && isZipFile(abs)) {
+      openArchive(abs, options.archiveLimits);
+      return archivePath(abs);
+    }
+  }
+  throw new Error(`${resolvePath(path)}: not a folder or a zip archive`);
+}
+
+/**
+ * `root`, or in an archive whose root holds nothing but one folder (a GitHub download such as
+ * `covid-chestxray-dataset-master/`), that folder when `marker` is there and not at the root.
+ */
+function layoutRoot(root: string, marker: string): string {
+  const a = splitArchivePath(root);
+  if (!a || a.entry !== "" || isFile(joinPath(root, marker))) return root;
+  const names = listFolder(root).filter((n) => !hidden(n));
+  if (names.length === 1 && isFolder(joinPath(root, names[0])) && isFile(joinPath(root, names[0], marker))) {
+    return joinPath(root, names[0]);
+  }
+  return root;
+}
 
 function record(
   file: string,
@@ -190,11 +245,11 @@ export const KAGGLE_VIEW = "AP";
 
 function findKaggleClassDirs(dir: string, depth = 4): { dir: string; cls: string; split: string }[] {
   const out: { dir: string; cls: string; split: string }[] = [];
-  if (depth < 0 || !isDir(dir)) return out;
-  for (const name of readdirSync(dir).sort()) {
+  if (depth < 0 || !isFolder(dir)) return out;
+  for (const name of listFolder(dir)) {
     if (hidden(name)) continue;
-    const p = join(dir, name);
-    if (!isDir(p)) continue;
+    const p = joinPath(dir, name);
+    if (!isFolder(p)) continue;
     if (KAGGLE_CLASSES.includes(name)) {
       const parent = basename(dir);
       out.push({ dir: p, cls: name, split: KAGGLE_SPLITS.includes(parent) ? parent : "" });
@@ -225,11 +280,12 @@ export function parseKaggleName(
 /**
  * Indexes a Kaggle chest-xray-pneumonia folder: NORMAL and PNEUMONIA folders up to four levels down, label
  * and patient from the file name ({@linkcode parseKaggleName}), view {@linkcode KAGGLE_VIEW}. The archive's
- * second copy under `chest_xray/chest_xray` is skipped as duplicates.
- * @throws Error when no NORMAL or PNEUMONIA folder is found.
+ * second copy under `chest_xray/chest_xray` is skipped as duplicates. `dir` may be a zip archive (Kaggle's
+ * download) or a folder inside one.
+ * @throws Error when no NORMAL or PNEUMONIA folder is found, or when an archive fails its checks.
  */
-export function loadKaggle(dir: string): LoadedSource {
-  const root = resolve(dir);
+export function loadKaggle(dir: string, options: LoadOptions = {}): LoadedSource {
+  const root = sourceRoot(dir, options);
   const records: ImageRecord[] = [], skipped: Skipped[] = [];
   const classDirs = findKaggleClassDirs(root);
   if (classDirs.length === 0) {
@@ -237,9 +293,9 @@ export function loadKaggle(dir: string): LoadedSource {
   }
   const seen = new Map<string, string>();
   for (const { dir: cdir, cls, split } of classDirs) {
-    for (const name of readdirSync(cdir).sort()) {
+    for (const name of listFolder(cdir)) {
       if (hidden(name)) continue;
-      const file = join(cdir, name);
+      const file = joinPath(cdir, name);
       if (!isFile(file)) continue;
       // the Kaggle archive holds a second copy under chest_xray/chest_xray; keep the first
       const key = `${split}/${cls}/${name}`;
@@ -316,23 +372,30 @@ export function classifyFinding(finding: string): ClassName | { reason: string }
 /**
  * Indexes covid-chestxray-dataset from its `metadata.csv`: X-ray rows in a {@linkcode FRONTAL_VIEWS} view
  * whose finding {@linkcode classifyFinding} maps to a class and whose file exists; every other row is skipped
- * with its reason. Patients are `ieee8023:<patientid>`.
- * @throws Error when `metadata.csv` cannot be read or parsed.
+ * with its reason. Patients are `ieee8023:<patientid>`. `dir` may be a zip archive, also GitHub's download
+ * with everything under one top folder; inside an archive a row whose file would lie outside it is skipped.
+ * @throws Error when `metadata.csv` cannot be read or parsed, or when an archive fails its checks.
  */
-export function loadCovidChestxray(dir: string): LoadedSource {
-  const root = resolve(dir);
-  const meta = join(root, "metadata.csv");
+export function loadCovidChestxray(dir: string, options: LoadOptions = {}): LoadedSource {
+  const root = layoutRoot(sourceRoot(dir, options), "metadata.csv");
+  const meta = joinPath(root, "metadata.csv");
   const rows = readCsv(meta);
   const records: ImageRecord[] = [], skipped: Skipped[] = [];
   for (const [i, r] of rows.entries()) {
     const folder = (r.folder ?? "").trim() || "images";
     const filename = (r.filename ?? "").trim();
-    const file = filename ? resolve(root, folder, filename) : `${meta}:row ${i + 2}`;
-    const modality = (r.modality ?? "").trim();
+    let file = `${meta}:row ${i + 2}`;
     if (!filename) {
       skipped.push({ file, reason: "no filename" });
       continue;
     }
+    try {
+      file = resolvePath(root, folder, filename);
+    } catch (err) {
+      skipped.push({ file: `${file} (${folder}/${filename})`, reason: (err as Error).message });
+      continue;
+    }
+    const modality = (r.modality ?? "").trim();
     if (modality && modality.toLowerCase() !== "x-ray") {
       skipped.push({ file, reason: `modality ${modality}, not X-ray` });
       continue;
@@ -373,22 +436,30 @@ export function loadCovidChestxray(dir: string): LoadedSource {
 /**
  * Indexes a `labels.csv` folder. Columns: `file` (under `images/`, or the folder itself when there is none)
  * and `label` (a class name, any case), required; `patient_id`, `view`, `source` and `finding` optional
- * (a missing patient becomes `<folder name>:<file>`, view `"unknown"`, source the folder's name).
- * @throws Error when `labels.csv` cannot be read or parsed.
+ * (a missing patient becomes `<folder name>:<file>`, view `"unknown"`, source the folder's name; for an
+ * archive's root, the archive's name without `.zip`). `dir` may be a zip archive, also one with everything
+ * under one top folder; inside an archive a row whose file would lie outside it is skipped.
+ * @throws Error when `labels.csv` cannot be read or parsed, or when an archive fails its checks.
  */
-export function loadLabelsCsv(dir: string): LoadedSource {
-  const root = resolve(dir);
-  const path = join(root, "labels.csv");
+export function loadLabelsCsv(dir: string, options: LoadOptions = {}): LoadedSource {
+  const root = layoutRoot(sourceRoot(dir, options), "labels.csv");
+  const path = joinPath(root, "labels.csv");
   const rows = readCsv(path);
   const records: ImageRecord[] = [], skipped: Skipped[] = [];
-  const imagesDir = isDir(join(root, "images")) ? join(root, "images") : root;
+  const imagesDir = isFolder(joinPath(root, "images")) ? joinPath(root, "images") : root;
   for (const [i, r] of rows.entries()) {
     const name = (r.file ?? "").trim();
     if (!name) {
       skipped.push({ file: `${path}:row ${i + 2}`, reason: "no file name" });
       continue;
     }
-    const file = join(imagesDir, name);
+    let file: string;
+    try {
+      file = joinPath(imagesDir, name);
+    } catch (err) {
+      skipped.push({ file: `${path}:row ${i + 2} (${name})`, reason: (err as Error).message });
+      continue;
+    }
     const label = (r.label ?? "").trim().toLowerCase() as ClassName;
     if (!CLASSES.includes(label)) {
       skipped.push({ file, reason: `label "${r.label}" is none of ${CLASSES.join(", ")}` });
@@ -402,9 +473,9 @@ export function loadLabelsCsv(dir: string): LoadedSource {
       record(
         file,
         label,
-        (r.patient_id ?? "").trim() || `${basename(root)}:${name}`,
+        (r.patient_id ?? "").trim() || `${baseName(root)}:${name}`,
         (r.view ?? "").trim() || "unknown",
-        (r.source ?? "").trim() || basename(root),
+        (r.source ?? "").trim() || baseName(root),
         r.finding ? { finding: r.finding.trim() } : {},
       ),
     );
@@ -418,53 +489,76 @@ function looksKaggle(dir: string): boolean {
   return findKaggleClassDirs(dir, 3).length > 0;
 }
 
-/** The sources under `dir`: the folder itself, or (for a folder of sources) its subfolders. */
-export function detectSources(dir: string): { kind: SourceKind; dir: string }[] {
-  const root = resolve(dir);
-  if (!isDir(root)) throw new Error(`${root}: not a folder`);
-  const here = (d: string): SourceKind | null => {
-    if (isFile(join(d, "metadata.csv"))) return "covid-chestxray-dataset";
-    if (isFile(join(d, "labels.csv"))) return "labels-csv";
-    if (
-      KAGGLE_CLASSES.some((c) => isDir(join(d, c))) ||
-      ["chest_xray", ...KAGGLE_SPLITS].some((s) => isDir(join(d, s)))
-    ) {
-      if (looksKaggle(d)) return "kaggle";
-    }
-    return null;
-  };
-  const kind = here(root);
-  if (kind) return [{ kind, dir: root }];
-  const found: { kind: SourceKind; dir: string }[] = [];
-  for (const name of readdirSync(root).sort()) {
-    if (hidden(name) || !isDir(join(root, name))) continue;
-    const k = here(join(root, name));
-    if (k) found.push({ kind: k, dir: join(root, name) });
+/** The layout found right in folder `d`, if any. */
+function kindAt(d: string): SourceKind | null {
+  if (isFile(joinPath(d, "metadata.csv"))) return "covid-chestxray-dataset";
+  if (isFile(joinPath(d, "labels.csv"))) return "labels-csv";
+  if (
+    KAGGLE_CLASSES.some((c) => isFolder(joinPath(d, c))) ||
+    ["chest_xray", ...KAGGLE_SPLITS].some((s) => isFolder(joinPath(d, s)))
+  ) {
+    if (looksKaggle(d)) return "kaggle";
   }
+  return null;
+}
+
+/** `root` when it holds a layout, else the layouts in its subfolders and (on disk) in its zip archives. */
+function sourcesIn(root: string, options: LoadOptions): { kind: SourceKind; dir: string }[] {
+  const kind = kindAt(root);
+  if (kind) return [{ kind, dir: root }];
+  const onDisk = splitArchivePath(root) === null;
+  const found: { kind: SourceKind; dir: string }[] = [];
+  for (const name of listFolder(root)) {
+    if (hidden(name)) continue;
+    const p = joinPath(root, name);
+    if (isFolder(p)) {
+      const k = kindAt(p);
+      if (k) found.push({ kind: k, dir: p });
+    } else if (onDisk && isZipName(name) && isZipFile(p)) {
+      found.push(...sourcesIn(sourceRoot(p, options), options));
+    }
+  }
+  return found;
+}
+
+/**
+ * The sources under `dir`: the folder itself, or (for a folder of sources) its subfolders and the zip
+ * archives in it. `dir` may be a zip archive, or a folder inside one (`data.zip!/top`); in an archive, as in
+ * a folder, the layouts may lie one folder down (a GitHub download's top folder).
+ * @throws Error when `dir` is neither a folder nor a zip archive, when an archive fails its checks (unsafe
+ * or duplicate names, encryption, the caps of `options.archiveLimits`, a corrupt directory), or when no
+ * source is found.
+ */
+export function detectSources(dir: string, options: LoadOptions = {}): { kind: SourceKind; dir: string }[] {
+  const root = sourceRoot(dir, options);
+  const found = sourcesIn(root, options);
   if (found.length === 0) {
     throw new Error(
       `${root}: no data source found (expected metadata.csv + images/ [covid-chestxray-dataset], labels.csv + images/, ` +
-        `or chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/ [Kaggle], here or in a subfolder)`,
+        `or chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/ [Kaggle], here or in a subfolder or zip archive)`,
     );
   }
   return found;
 }
 
 /** Indexes `dir` with the loader for `kind`. */
-export function loadSource(kind: SourceKind, dir: string): LoadedSource {
-  if (kind === "kaggle") return loadKaggle(dir);
-  if (kind === "covid-chestxray-dataset") return loadCovidChestxray(dir);
-  return loadLabelsCsv(dir);
+export function loadSource(kind: SourceKind, dir: string, options: LoadOptions = {}): LoadedSource {
+  if (kind === "kaggle") return loadKaggle(dir, options);
+  if (kind === "covid-chestxray-dataset") return loadCovidChestxray(dir, options);
+  return loadLabelsCsv(dir, options);
 }
 
-/** Loads and combines every source in `dirs` (kinds detected); the index only, no pixels read. */
-export function loadDataset(dirs: string[]): LoadedDataset {
+/**
+ * Loads and combines every source in `dirs` (kinds detected; folders, zip archives, folders holding zip
+ * archives); the index only, no pixels read.
+ */
+export function loadDataset(dirs: string[], options: LoadOptions = {}): LoadedDataset {
   if (dirs.length === 0) throw new Error("loadDataset: no folders given");
   const records: ImageRecord[] = [], skipped: Skipped[] = [];
   const seen = new Set<string>();
   for (const d of dirs) {
-    for (const s of detectSources(d)) {
-      const part = loadSource(s.kind, s.dir);
+    for (const s of detectSources(d, options)) {
+      const part = loadSource(s.kind, s.dir, options);
       for (const r of part.records) {
         if (seen.has(r.file)) {
           skipped.push({ file: r.file, reason: "listed twice" });

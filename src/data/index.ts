@@ -17,6 +17,7 @@ export {
   loadImage,
   loadKaggle,
   loadLabelsCsv,
+  type LoadOptions,
   loadSource,
   parseCsv,
   parseCsvObjects,
@@ -51,3 +52,15 @@ export {
   makeBatch,
   resizeShortSide,
 } from "./preprocess.ts";
+export {
+  affineMatrix,
+  type AffineParams,
+  type AffineRanges,
+  AUGMENT_MODES,
+  type AugmentMode,
+  checkAugmentMode,
+  drawAffine,
+  PAPER_AFFINE_RANGES,
+  warpBatch,
+  type WarpBatchOptions,
+} from "./augment.ts";

@@ -4,10 +4,9 @@
 // Every failure is an Error whose message starts with the file's name and says why. Images over
 // `maxPixels` (default 50 megapixels) are refused from their header, before any pixel memory is allocated,
 // and the PNG zlib stream may not inflate past the size its header implies (no decompression bombs).
-import { readFileSync } from "node:fs";
-import { readFile } from "node:fs/promises";
 import { deflateSync, inflateSync } from "node:zlib";
 import { jpeg, UPNG } from "../npm.ts";
+import { readBytes, readBytesAsync } from "./tree.ts";
 
 /** A single-channel image: the form every decoder returns and every resizer and crop takes. */
 export interface GrayImage {
@@ -356,26 +355,17 @@ export function decodeImage(bytes: Uint8Array, name = "<bytes>", opts: DecodeOpt
   }
 }
 
-/** Reads and decodes a file; errors name the file. */
+/**
+ * Reads and decodes a file, on disk or in a zip archive (`data.zip!/images/x.png`, see `fl.io.readBytes`);
+ * errors name the file.
+ */
 export async function readImage(path: string, opts: DecodeOptions = {}): Promise<GrayImage> {
-  let bytes: Uint8Array;
-  try {
-    bytes = await readFile(path);
-  } catch (err) {
-    throw new Error(`${path}: cannot read (${(err as Error).message})`);
-  }
-  return decodeImage(bytes, path, opts);
+  return decodeImage(await readBytesAsync(path), path, opts);
 }
 
 /** {@linkcode readImage}, synchronously; errors name the file. */
 export function readImageSync(path: string, opts: DecodeOptions = {}): GrayImage {
-  let bytes: Uint8Array;
-  try {
-    bytes = readFileSync(path);
-  } catch (err) {
-    throw new Error(`${path}: cannot read (${(err as Error).message})`);
-  }
-  return decodeImage(bytes, path, opts);
+  return decodeImage(readBytes(path), path, opts);
 }
 
 /**

@@ -1,5 +1,5 @@
-// `fl.io`: images (decoding, resizing, PNG writing), safetensors weights, training checkpoints and atomic
-// file writes.
+// `fl.io`: images (decoding, resizing, PNG writing), safetensors weights, training checkpoints, atomic
+// file writes, zip archives and the file tree that reads folders and archives alike.
 export {
   encodeSafetensors,
   inspectSafetensors,
@@ -32,3 +32,19 @@ export {
   readImageSync,
   resizeGray,
 } from "./images.ts";
+export { isZipFile, writeZip, type ZipEntry, type ZipInput, type ZipLimits, ZipReader } from "./zip.ts";
+export {
+  ARCHIVE_SEPARATOR,
+  type ArchivePath,
+  archivePath,
+  closeArchives,
+  isFile,
+  isFolder,
+  listFolder,
+  openArchive,
+  readBytes,
+  readBytesAsync,
+  readText,
+  resolvePath,
+  splitArchivePath,
+} from "./tree.ts";

@@ -8,10 +8,10 @@
 // trick of the zip bombs that reuse one compressed stream). Reading an entry checks its local header,
 // inflates into a buffer of the declared size and verifies the CRC-32, so a truncated or corrupt entry is
 // an error that names the archive and the entry.
-import { closeSync, fstatSync, openSync, readSync, statSync, writeSync } from "node:fs";
+import { closeSync, fstatSync, openSync, readSync, statSync } from "node:fs";
 import { resolve } from "node:path";
-import { deflateSync, inflateSync } from "fflate";
-import { writeFileAtomicWith } from "./files.ts";
+import { deflateSync, inflateSync } from "../npm.ts";
+import { openAtomic, writeAll } from "./files.ts";
 
 /** Caps checked against an archive's central directory before any entry is read. */
 export interface ZipLimits {
@@ -104,7 +104,8 @@ export class ZipReader {
   readonly path: string;
   private readonly byName = new Map<string, ZipEntry>();
   private readonly children = new Map<string, Set<string>>();
-  private readonly stamp: { size: number; mtimeMs: number };
+  /** The archive's size and modification time when it was opened; {@linkcode read} refuses once they change. */
+  readonly stamp: { readonly size: number; readonly mtimeMs: number };
 
   private constructor(path: string, entries: ZipEntry[], stamp: { size: number; mtimeMs: number }) {
     this.path = path;
@@ -118,7 +119,9 @@ export class ZipReader {
         const parent = parts.slice(0, i).join("/"), self = parts.slice(0, i + 1).join("/");
         if (!this.children.has(parent)) this.children.set(parent, new Set());
         this.children.get(parent)!.add(parts[i]);
-        if ((i < parts.length - 1 || e.folder) && !this.children.has(self)) this.children.set(self, new Set());
+        if ((i < parts.length - 1 || e.folder) && !this.children.has(self)) {
+          this.children.set(self, new Set());
+        }
       }
     }
   }
@@ -187,7 +190,9 @@ export class ZipReader {
     if (!e) throw new Error(`${where} is not in the archive`);
     if (e.folder) throw new Error(`${where} is a folder`);
     if (e.method !== 0 && e.method !== 8) {
-      throw new Error(`${where} uses compression method ${e.method}; only stored (0) and DEFLATE (8) are supported`);
+      throw new Error(
+        `${where} uses compression method ${e.method}; only stored (0) and DEFLATE (8) are supported`,
+      );
     }
     let fd: number;
     try {
@@ -200,9 +205,17 @@ export class ZipReader {
       if (size !== this.stamp.size || mtimeMs !== this.stamp.mtimeMs) {
         throw new Error(`${this.path}: the archive changed since it was opened; open it again`);
       }
-      const head = new DataView(readAt(fd, e.headerOffset, LOCAL_HEADER, `${where}'s header`, this.path).buffer);
+      const head = new DataView(
+        readAt(fd, e.headerOffset, LOCAL_HEADER, `${where}'s header`, this.path).buffer,
+      );
       if (head.getUint32(0, true) !== SIG_LOCAL) throw new Error(`${where}: corrupt (no local header)`);
       const start = e.headerOffset + LOCAL_HEADER + head.getUint16(26, true) + head.getUint16(28, true);
+      // A declared size below what the compressed data can hold would make the reader allocate and inflate
+      // far more than the entry's size: stored data is its own size, DEFLATE expands at most 1/8 (9-bit
+      // fixed-Huffman literals) plus block headers.
+      if (e.method === 0 ? e.compressedSize !== e.size : e.compressedSize > e.size + e.size / 8 + 65536) {
+        throw new Error(`${where}: corrupt (${e.compressedSize} compressed bytes for ${e.size} inflated)`);
+      }
       const packed = readAt(fd, start, e.compressedSize, where, this.path);
       let data: Uint8Array;
       if (e.method === 0) data = packed;
@@ -230,7 +243,12 @@ export class ZipReader {
   }
 }
 
-function readCentralDirectory(fd: number, fileSize: number, archive: string, lim: Required<ZipLimits>): ZipEntry[] {
+function readCentralDirectory(
+  fd: number,
+  fileSize: number,
+  archive: string,
+  lim: Required<ZipLimits>,
+): ZipEntry[] {
   if (fileSize < END_RECORD) throw new Error(`${archive}: not a zip archive (${fileSize} bytes)`);
   const tailLength = Math.min(fileSize, END_RECORD + U16_MAX);
   const tail = readAt(fd, fileSize - tailLength, tailLength, "the end record", archive);
@@ -242,7 +260,9 @@ function readCentralDirectory(fd: number, fileSize: number, archive: string, lim
       break;
     }
   }
-  if (end < 0) throw new Error(`${archive}: not a zip archive, or truncated (no end-of-central-directory record)`);
+  if (end < 0) {
+    throw new Error(`${archive}: not a zip archive, or truncated (no end-of-central-directory record)`);
+  }
   if (tv.getUint16(end + 4, true) !== 0 || tv.getUint16(end + 6, true) !== 0) {
     throw new Error(`${archive}: multi-disk (split) archives are not supported`);
   }
@@ -251,7 +271,9 @@ function readCentralDirectory(fd: number, fileSize: number, archive: string, lim
   const endAt = fileSize - tailLength + end;
   if (count === U16_MAX || dirSize === U32_MAX || dirOffset === U32_MAX) {
     const locAt = endAt - LOCATOR64;
-    const loc = locAt >= 0 ? new DataView(readAt(fd, locAt, LOCATOR64, "the zip64 locator", archive).buffer) : null;
+    const loc = locAt >= 0
+      ? new DataView(readAt(fd, locAt, LOCATOR64, "the zip64 locator", archive).buffer)
+      : null;
     if (loc && loc.getUint32(0, true) === SIG_LOCATOR64) {
       const at = Number(loc.getBigUint64(8, true));
       if (at + END64_RECORD > locAt) throw new Error(`${archive}: corrupt zip64 locator`);
@@ -262,7 +284,9 @@ function readCentralDirectory(fd: number, fileSize: number, archive: string, lim
       dirOffset = Number(z.getBigUint64(48, true));
     }
   }
-  if (count > lim.maxEntries) throw new Error(`${archive}: ${count} entries, over the limit of ${lim.maxEntries}`);
+  if (count > lim.maxEntries) {
+    throw new Error(`${archive}: ${count} entries, over the limit of ${lim.maxEntries}`);
+  }
   if (dirOffset + dirSize > endAt) {
     throw new Error(`${archive}: truncated or corrupt (the central directory runs past the end record)`);
   }
@@ -281,7 +305,9 @@ function readCentralDirectory(fd: number, fileSize: number, archive: string, lim
     const commentLength = dv.getUint16(p + 32, true);
     let headerOffset = dv.getUint32(p + 42, true);
     const next = p + CENTRAL_HEADER + nameLength + extraLength + commentLength;
-    if (next > dirSize) throw new Error(`${archive}: corrupt central directory at entry ${i + 1} of ${count}`);
+    if (next > dirSize) {
+      throw new Error(`${archive}: corrupt central directory at entry ${i + 1} of ${count}`);
+    }
     const rawName = dir.subarray(p + CENTRAL_HEADER, p + CENTRAL_HEADER + nameLength);
     const fullName = new TextDecoder(flags & 0x800 ? "utf-8" : "latin1").decode(rawName);
     // zip64: the fields that overflow 32 bits come in this order in extra field 0x0001
@@ -307,7 +333,9 @@ function readCentralDirectory(fd: number, fileSize: number, archive: string, lim
     const where = `${archive}: entry "${fullName}"`;
     const unsafe = unsafeName(fullName);
     if (unsafe) throw new Error(`${where}: unsafe name (${unsafe})`);
-    if (flags & 0x41 || method === 99) throw new Error(`${where} is encrypted; encrypted archives are not supported`);
+    if (flags & 0x41 || method === 99) {
+      throw new Error(`${where} is encrypted; encrypted archives are not supported`);
+    }
     const folder = fullName.endsWith("/");
     const name = folder ? fullName.slice(0, -1) : fullName;
     if (names.has(name)) throw new Error(`${where} appears twice in the archive`);
@@ -334,7 +362,9 @@ function readCentralDirectory(fd: number, fileSize: number, archive: string, lim
   for (let i = 1; i < extents.length; i++) {
     if (extents[i][0] < extents[i - 1][1]) {
       throw new Error(
-        `${archive}: entries "${extents[i - 1][2]}" and "${extents[i][2]}" overlap (a zip bomb's trick, or corruption)`,
+        `${archive}: entries "${extents[i - 1][2]}" and "${
+          extents[i][2]
+        }" overlap (a zip bomb's trick, or corruption)`,
       );
     }
   }
@@ -352,22 +382,26 @@ export interface ZipInput {
 }
 
 /**
- * Writes the entries to a zip archive at `path`, one at a time (an iterable may build each entry when it is
- * reached), atomically: a temporary sibling renamed over `path` once complete, so a reader sees the old file
+ * Writes the entries to a zip archive at `path`, one at a time (an iterable, sync or async, may build each
+ * entry when it is reached, so only one entry is in memory at a time), atomically: a temporary sibling renamed over `path` once complete, so a reader sees the old file
  * or the whole new one. Timestamps are fixed (1980-01-01), so the same entries give the same bytes in every
  * runtime. Zip64 records are written where sizes, offsets or the entry count need them.
- * @throws Error naming the entry for an unsafe or duplicate name; Error naming `path` when writing fails.
+ * @throws Error naming the entry for an unsafe or duplicate name; Error naming `path` when writing fails; the
+ * error of the iterable. Either way no file (temporary or final) is left behind and an old `path` is kept.
  */
-export function writeZip(path: string, entries: Iterable<ZipInput>): void {
-  writeFileAtomicWith(path, (fd) => {
+export async function writeZip(
+  path: string,
+  entries: Iterable<ZipInput> | AsyncIterable<ZipInput>,
+): Promise<void> {
+  const file = openAtomic(path);
+  try {
     const central: Uint8Array[] = [], names = new Set<string>();
     let offset = 0, count = 0;
     const put = (bytes: Uint8Array) => {
-      let done = 0;
-      while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done);
+      writeAll(file.fd, bytes);
       offset += bytes.length;
     };
-    for (const input of entries) {
+    for await (const input of entries) {
       const unsafe = unsafeName(input.name);
       if (unsafe || input.name.endsWith("/")) {
         throw new Error(`writeZip: entry "${input.name}" has ${unsafe ?? "a trailing '/'"}`);
@@ -458,7 +492,11 @@ export function writeZip(path: string, entries: Iterable<ZipInput>): void {
     end.setUint32(12, Math.min(dirSize, U32_MAX), true);
     end.setUint32(16, Math.min(dirOffset, U32_MAX), true);
     put(new Uint8Array(end.buffer));
-  });
+  } catch (err) {
+    file.abort();
+    throw err;
+  }
+  file.commit();
 }
 
 /** Whether `path` is a file that starts like a zip archive (a local header, or the end record of an empty one). */
