@@ -4,12 +4,12 @@ import { basename, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import * as fl from "./mod.ts";
 import * as flannel from "./src/flannel/mod.ts";
-import { existsSync, readdirSync, statSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 
 const LEARNERS = ["InceptionV3", "VGG19-bn", "ResNeXt101-32x8d", "ResNet152", "DenseNet161"];
 
 const IMAGE_RUN_HELP = `Options:
-  --data DIR        a source folder (repeat for several)
+  --data DIR        a source folder or zip archive (repeat for several)
   --out DIR         output folder (required)
   --archs LIST      comma-separated learners and baselines (default all seven): the five learners
                     ${flannel.LEARNER_ARCHS.join(",")} (combined by stage 2)
@@ -33,6 +33,10 @@ const IMAGE_RUN_HELP = `Options:
   --recipe R        shared (default: every learner and baseline trained alike, a like-for-like Table 3) or
                     own (COVID-Net and AI-Covid with their published recipes: optimizer, lr, class
                     weights, covid share of batches, penalties, early stopping; not their augmentation)
+  --augment MODE    stage-1 training augmentation: basic (default: random crop, flip and noise on the CPU),
+                    paper (the paper's flips, crops and scaling: a random affine warp per image on the
+                    device, zoom 0.9-1.1, rotation within 10 degrees, and the same noise) or none (centre
+                    crop, no noise); --resume refuses a checkpoint trained with another
   --equalize        histogram-equalise every image after resizing (a mitigation of source shortcuts:
                     exposure and contrast differ between the data sources; predict and cam repeat it)
   --backend NAME    auto | webgpu | wasm (default: $FLANNEL_BACKEND, else auto:
@@ -50,8 +54,12 @@ Commands:
   data        loads chest X-ray sources and prints the data set summary (Table 1)
   stage1      trains base learners on every cross-validation fold; writes their out-of-fold outputs
   experiment  the whole protocol on images: stage 1 on every fold, stage 2, Table 3 (results.json, report.md)
-  predict     class probabilities of new images from an experiment folder, as CSV
-  cam         class activation maps of each learner of an experiment on an image, as a PNG
+  predict     class probabilities of chest X-ray images (shipped weights, a bundle or an experiment), as CSV
+  cam         class activation maps of each learner on images, as PNGs
+  export      one zip with an experiment's trained models and model card, for predict and cam anywhere
+  plan        the experiment as independent jobs for a scheduler (Slurm, Kubernetes): OUT/plan.json
+  job         run one job of a plan (index from --index, SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX)
+  status      done / running / failed / pending per job of a plan
   help        this text; every command also takes --help
 
 Run 'deno task flannel <command> --help' for a command's options.`,
@@ -85,7 +93,8 @@ Options:
 
 Usage: deno task flannel data --data DIR [--data DIR...] [--json] [--decode]
 
-Each DIR is one source, its kind detected from the folder (or a folder holding several sources):
+Each DIR is one source, its kind detected from the folder (or a folder holding several sources); a zip
+archive (e.g. Kaggle's download, or GitHub's of covid-chestxray-dataset) is read as it is, without unpacking:
   Kaggle chest-xray-pneumonia   chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg
   covid-chestxray-dataset       metadata.csv + images/ (frontal X-rays; findings mapped to the 4 classes)
   labels.csv + images/          columns file,label,source,patient_id,view,... (one row per image)
@@ -93,7 +102,7 @@ Prints images per source, view and class (covid, viral, bacterial, normal) and e
 its reason (CT rows, lateral views, findings outside the 4 classes, missing files).
 
 Options:
-  --data DIR   a source folder (repeat for several)
+  --data DIR   a source folder or zip archive (repeat for several)
   --json       print {"classes": {...}, "skipped": n, "images": n, "sources": {...}, "views": {...}, "table": [...]}
   --decode     also decode every image and skip the unreadable ones (slower)
   --help`,
@@ -126,42 +135,108 @@ std over folds) and OUT/report.md (Table 1, Table 3). A rerun with --resume skip
 ${IMAGE_RUN_HELP}
   --stage2-epochs N stage-2 epochs per method and fold (default 20)
   --help`,
-  predict: `flannel predict: class probabilities of images from a finished experiment
+  predict: `flannel predict: class probabilities of chest X-ray images from trained models
 
-Usage: deno task flannel predict --run DIR --images PATH [PATH...] [--method NAME]
+Usage: deno task flannel predict --images PATH [PATH...] [--model FILE.zip | --run DIR] [--method NAME]
 
-PATH is an image file (PNG or JPEG) or a folder (its .png, .jpg and .jpeg files, sorted). On each fold of
-the experiment in DIR, the fold's learners (their kept epoch) give their probabilities and the fold's
-trained combiner combines them; the folds' probabilities are averaged. Prints CSV on stdout:
+PATH is an image file (PNG or JPEG) or a folder (its .png, .jpg and .jpeg files, sorted). The models are a
+bundle (--model, written by 'flannel export'), an experiment folder (--run), or with neither the bundle
+shipped in the package (weights/flannel-chestxray-tiny.zip: tiny learners trained on 1052 public chest
+X-rays; NOT for clinical use, see its model card). On each fold, the fold's learners give their
+probabilities and the fold's trained combiner combines them; the folds' probabilities are averaged.
+Prints CSV on stdout:
   file,covid,viral,bacterial,normal,predicted
 Unreadable images are reported on stderr and left out.
 
 Options:
-  --run DIR        an 'experiment' output folder
   --images PATH    an image or a folder of images; several may follow (--images dir/*.png, as a shell
                    glob expands it) or the option may repeat
+  --model FILE     a bundle written by 'flannel export' (default: the shipped one)
+  --run DIR        an 'experiment' output folder instead of a bundle
   --method NAME    the combiner (default FLANNEL; also Voting, Ensemble_MLP_1, Ensemble_MLP_2,
                    "FLANNEL w/o focal", "FLANNEL w/o focal + sampling")
   --backend NAME   auto | webgpu | wasm (default: $FLANNEL_BACKEND, else auto:
                     WebGPU on a GPU, else WebAssembly: also where the only
                     adapter is a CPU implementation such as lavapipe)
   --help`,
-  cam: `flannel cam: class activation maps of each learner of an experiment on one image (Fig. 6)
+  cam: `flannel cam: class activation maps of each learner on chest X-ray images (Fig. 6)
 
-Usage: deno task flannel cam --run DIR --image FILE [--fold F] [--out FILE.png]
+Usage: deno task flannel cam --images PATH [PATH...] [--model FILE.zip | --run DIR] [--fold F] [--out PATH]
 
-Each learner of the experiment in DIR (fold F's kept weights, default the first fold) classifies the image
-(centre crop, as in evaluation); its Grad-CAM map for the predicted class is laid over the image as it
-saw it, one tile per learner, captioned with the class and its probability.
+Each learner (fold F's kept weights, default the first fold) classifies the image (centre crop, as in
+evaluation); its Grad-CAM map for the predicted class is laid over the image as it saw it, one tile per
+learner, captioned with the class and its probability. One PNG per image.
 
 Options:
-  --run DIR        an 'experiment' output folder
-  --image FILE     a PNG or JPEG chest X-ray
+  --images PATH    an image or a folder of images (PNG or JPEG); several may follow, as --images dir/*.png
+                   gives them (--image FILE is the same for one image)
+  --model FILE     a bundle written by 'flannel export' (default: the shipped one)
+  --run DIR        an 'experiment' output folder instead of a bundle
   --fold F         which fold's learners (default the first)
-  --out FILE.png   where to write (default DIR/cam/<image name>.png)
+  --out PATH       for one image, the PNG to write; for several, a folder (default: DIR/cam with --run,
+                   else ./cam), each image's map as <image name>.png
   --backend NAME   auto | webgpu | wasm (default: $FLANNEL_BACKEND, else auto:
                     WebGPU on a GPU, else WebAssembly: also where the only
                     adapter is a CPU implementation such as lavapipe)
+  --help`,
+  plan:
+    `flannel plan: the experiment as independent jobs for a scheduler (Slurm arrays, Kubernetes Indexed Jobs)
+
+Usage: deno task flannel plan --data DIR [--data DIR...] --out DIR [experiment options]
+
+Loads and decodes the data, makes the split (OUT/split.json) and writes OUT/plan.json: the options and the
+jobs, one per (learner, fold) in the order 'experiment' runs them (jobs 0..N-1), then the final job N
+(stage 2, results.json, report.md, figures) that needs them all. Run each job with 'flannel job --run OUT
+--index I' on any machine that sees OUT (a shared folder); 'flannel status --run OUT' shows where they stand.
+The jobs together give the same results.json as 'experiment' with the same options. Templates: deploy/.
+
+${IMAGE_RUN_HELP}
+  --stage2-epochs N stage-2 epochs per method and fold (default 20)
+  --help`,
+  job: `flannel job: run one job of a plan (see 'flannel plan')
+
+Usage: deno task flannel job --run DIR [--index I]
+
+The index comes from --index, else from SLURM_ARRAY_TASK_ID (Slurm job arrays) or JOB_COMPLETION_INDEX
+(Kubernetes Indexed Jobs). A job takes the lock DIR/jobs/I.lock (a second copy started by a scheduler's retry
+exits with status 3 and says who holds it; a dead job's lock is taken over: its process is gone on this host,
+or its heartbeat is over 10 minutes old), resumes from its last checkpoint after a kill, writes every file
+atomically, and records its outcome and time in DIR/jobs/I.json. A job already done exits at once. The final
+job refuses to start, naming the missing ones, until every stage-1 job is done.
+
+Options:
+  --run DIR        the plan's folder
+  --index I        the job (default: $SLURM_ARRAY_TASK_ID, else $JOB_COMPLETION_INDEX)
+  --backend NAME   auto | webgpu | wasm (default: the plan's, else auto)
+  --help`,
+  status: `flannel status: where the jobs of a plan stand
+
+Usage: deno task flannel status --run DIR [--json]
+
+One line per job: done, running (a live lock), failed (with its error) or pending, with host and time.
+Exits with status 0 when every job is done, 1 otherwise.
+
+Options:
+  --run DIR        the plan's folder
+  --json           print [{"index", "kind", "arch", "fold", "state", "seconds", "host", "error"}, ...]
+  --help`,
+  export: `flannel export: one file with the trained models of an experiment, to run 'predict' anywhere
+
+Usage: deno task flannel export --run DIR --out NAME.zip [--weights f32|f16] [--notes FILE.md]
+
+Writes a zip (atomically) holding every fold's kept learner weights, every fold's trained combiners,
+the preprocessing settings and class names (manifest.json, with each entry's size and SHA-256), the
+experiment's results.json, and MODEL_CARD.md (intended use, data summary, Table 3, what Table 3 hides).
+'predict --model NAME.zip' and 'cam --model NAME.zip' (and fl.flannel.loadBundle) run from it with no
+experiment folder, in Deno or Bun, on either backend. Baselines (COVID-Net, AI-Covid) are not part of the
+ensemble and are left out.
+
+Options:
+  --run DIR          a finished 'experiment' output folder
+  --out NAME.zip     the bundle to write
+  --weights W        f32 (default: the same probabilities as the folder) or f16 (half the size;
+                     probabilities within about 1e-3)
+  --notes FILE.md    markdown added to the model card (data provenance, licences, intended use)
   --help`,
 };
 
@@ -340,6 +415,15 @@ function recipeOption(command: string, value: string | undefined): "shared" | "o
   return fail(`${command}: --recipe must be shared or own, got ${JSON.stringify(value)}`);
 }
 
+/** --augment: paper, basic (default) or none. */
+function augmentOption(command: string, value: string | undefined): fl.data.AugmentMode {
+  try {
+    return fl.data.checkAugmentMode(value ?? "basic", `${command}: --augment`);
+  } catch (err) {
+    return fail((err as Error).message);
+  }
+}
+
 // Options that `stage1` and `experiment` share.
 const IMAGE_RUN_OPTIONS = {
   data: { type: "string", multiple: true },
@@ -358,6 +442,7 @@ const IMAGE_RUN_OPTIONS = {
   resume: { type: "boolean" },
   equalize: { type: "boolean" },
   recipe: { type: "string" },
+  augment: { type: "string" },
   backend: { type: "string" },
   help: { type: "boolean" },
 } as const;
@@ -407,6 +492,7 @@ async function prepareImageRun(command: string, values: ImageRunValues) {
     pretrained: values.pretrained,
     equalize: values.equalize ?? false,
     recipe: recipeOption(command, values.recipe),
+    augment: augmentOption(command, values.augment),
   };
   const out = resolve(values.out);
 
@@ -617,38 +703,76 @@ ${stage1Rows.join("\n")}
 
 const IMAGE_EXTENSIONS = /\.(png|jpe?g)$/i;
 
-async function predict(args: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
-    args,
-    options: {
-      run: { type: "string" },
-      images: { type: "string", multiple: true },
-      method: { type: "string", default: "FLANNEL" },
-      backend: { type: "string" },
-      help: { type: "boolean" },
-    },
-    strict: true,
-    // `--images dir/*.png` reaches us as `--images a.png b.png ...`: the paths after the first are positionals.
-    allowPositionals: true,
-  });
-  if (values.help) return console.log(HELP.predict);
-  if (!values.run) fail("predict: give --run DIR (an experiment folder)");
-  if (positionals.length > 0 && !values.images) {
-    fail(`predict: ${positionals[0]} is not an option; images follow --images PATH`);
-  }
-  const paths = [...(values.images ?? []), ...positionals];
-  if (paths.length === 0) fail("predict: give at least one --images PATH");
+/** The image files of `paths` (files as given, folders' PNG and JPEG files sorted), absolute. */
+function imageFiles(command: string, paths: string[]): string[] {
+  if (paths.length === 0) fail(`${command}: give at least one --images PATH`);
   const files: string[] = [];
   for (const p of paths) {
-    if (!existsSync(p)) fail(`predict: ${p} does not exist`);
+    if (!existsSync(p)) fail(`${command}: ${p} does not exist`);
     if (statSync(p).isDirectory()) {
       const found = readdirSync(p).filter((f) => IMAGE_EXTENSIONS.test(f)).sort().map((f) => resolve(p, f));
-      if (found.length === 0) fail(`predict: ${p} holds no .png, .jpg or .jpeg files`);
+      if (found.length === 0) fail(`${command}: ${p} holds no .png, .jpg or .jpeg files`);
       files.push(...found);
     } else files.push(resolve(p));
   }
+  return files;
+}
+
+/** The trained models named by --run or --model, else the shipped bundle. */
+function trainedModels(command: string, values: { run?: string; model?: string }): flannel.TrainedModels {
+  if (values.run && values.model) fail(`${command}: give --run DIR or --model FILE.zip, not both`);
+  if (values.run) return flannel.runFolderModels(resolve(values.run));
+  if (values.model) {
+    if (!existsSync(values.model)) fail(`${command}: ${values.model} does not exist`);
+    return flannel.loadBundle(values.model);
+  }
+  try {
+    return flannel.loadBundle(flannel.SHIPPED_BUNDLE);
+  } catch (err) {
+    fail(
+      `${command}: no --run or --model given, and the shipped weights cannot be used: ${
+        (err as Error).message
+      }`,
+    );
+  }
+}
+
+const MODEL_OPTIONS = {
+  run: { type: "string" },
+  model: { type: "string" },
+  images: { type: "string", multiple: true },
+  backend: { type: "string" },
+  help: { type: "boolean" },
+} as const;
+
+/** parseArgs for predict and cam: `--images dir/*.png` arrives as `--images a.png b.png ...`, the paths after the first as positionals. */
+function parseImageArgs(
+  command: string,
+  args: string[],
+  options: Record<string, { type: "string"; default?: string }>,
+): { values: Record<string, string | boolean | string[] | undefined>; paths: string[] } {
+  const { values, positionals } = parseArgs({
+    args,
+    options: { ...MODEL_OPTIONS, ...options },
+    strict: true,
+    allowPositionals: true,
+  });
+  const images = (values as { images?: string[] }).images;
+  if (positionals.length > 0 && !images) {
+    fail(`${command}: ${positionals[0]} is not an option; images follow --images PATH`);
+  }
+  return { values, paths: [...(images ?? []), ...positionals] };
+}
+
+async function predict(args: string[]): Promise<void> {
+  const { values, paths } = parseImageArgs("predict", args, {
+    method: { type: "string", default: "FLANNEL" },
+  });
+  if (values.help) return console.log(HELP.predict);
+  const files = imageFiles("predict", paths);
+  const models = trainedModels("predict", values as { run?: string; model?: string });
   await fl.init({ backend: values.backend as fl.InitOptions["backend"] });
-  const result = await flannel.predictFiles(resolve(values.run), files, { method: values.method });
+  const result = await flannel.predictFiles(models, files, { method: values.method as string });
   for (const s of result.skipped) console.error(`unreadable, left out: ${s.reason}`);
   const classes = fl.metrics.CLASS_NAMES;
   const lines = [["file", ...classes, "predicted"].join(",")];
@@ -661,29 +785,183 @@ async function predict(args: string[]): Promise<void> {
 }
 
 async function cam(args: string[]): Promise<void> {
+  const { values, paths } = parseImageArgs("cam", args, {
+    image: { type: "string" },
+    fold: { type: "string" },
+    out: { type: "string" },
+  });
+  if (values.help) return console.log(HELP.cam);
+  const files = imageFiles("cam", [...(values.image ? [values.image as string] : []), ...paths]);
+  const models = trainedModels("cam", values as { run?: string; model?: string });
+  const fold = values.fold === undefined
+    ? undefined
+    : intOption(values as Record<string, unknown>, "fold", 0, 0);
+  await fl.init({ backend: values.backend as fl.InitOptions["backend"] });
+  const out = values.out as string | undefined;
+  const folder = files.length > 1 || out === undefined
+    ? out ?? (values.run ? join(resolve(values.run as string), "cam") : resolve("cam"))
+    : null;
+  for (const file of files) {
+    const png = await flannel.camFigure(models, file, { fold });
+    const path = folder ? join(folder, `${basename(file).replace(/\.[^.]*$/, "")}.png`) : out!;
+    fl.train.plots.savePNG(path, png);
+    console.log(`wrote ${path}`);
+  }
+}
+
+async function exportCommand(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
     options: {
       run: { type: "string" },
-      image: { type: "string" },
-      fold: { type: "string" },
       out: { type: "string" },
+      weights: { type: "string", default: "f32" },
+      notes: { type: "string" },
+      help: { type: "boolean" },
+    },
+    strict: true,
+  });
+  if (values.help) return console.log(HELP.export);
+  if (!values.run) fail("export: give --run DIR (a finished experiment folder)");
+  if (!values.out) fail("export: give --out NAME.zip");
+  const weights = values.weights.toUpperCase();
+  if (weights !== "F32" && weights !== "F16") {
+    fail(`export: --weights must be f32 or f16, not ${values.weights}`);
+  }
+  if (values.notes && !existsSync(values.notes)) fail(`export: ${values.notes} does not exist`);
+  const notes = values.notes ? readFileSync(values.notes, "utf8") : undefined;
+  const manifest = await flannel.exportBundle(resolve(values.run), resolve(values.out), { weights, notes });
+  const size = statSync(values.out).size;
+  console.log(
+    `wrote ${values.out} (${
+      (size / 2 ** 20).toFixed(1)
+    } MiB): ${manifest.settings.archs.length} learners x ${manifest.folds.length} folds, ` +
+      `combiners ${manifest.methods.join(", ")}, weights ${manifest.weights}`,
+  );
+}
+
+async function plan(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: { ...IMAGE_RUN_OPTIONS, "stage2-epochs": { type: "string" } },
+    strict: true,
+  });
+  if (values.help) return console.log(HELP.plan);
+  if (values.resume) fail("plan: --resume is not an option of plan: every job resumes by itself");
+  if (values.out && existsSync(join(values.out, "plan.json"))) {
+    fail(`plan: ${join(values.out, "plan.json")} exists; use another --out`);
+  }
+  intOption(values, "stage2-epochs", 20, 1);
+  const run = await prepareImageRun("plan", values);
+  const { help: _help, ...rest } = values;
+  const options = { ...rest, data: (values.data ?? []).map((d) => resolve(d)), out: run.out };
+  const jobs = flannel.planJobs(run.settings.archs, run.split.folds);
+  flannel.savePlan(run.out, { format: flannel.PLAN_FORMAT, options, jobs });
+  const last = jobs.length - 1;
+  for (const j of jobs) {
+    console.log(
+      `job ${j.index}: ${
+        j.kind === "stage1"
+          ? `stage 1, ${j.arch} fold ${j.fold}`
+          : `final: stage 2 and the report, after jobs 0-${last - 1}`
+      } -> ${j.writes}`,
+    );
+  }
+  console.log(
+    `wrote ${join(run.out, "plan.json")}: ${last} stage-1 jobs (indices 0-${
+      last - 1
+    }) and the final job ${last}\n` +
+      `run them: flannel job --run ${run.out} --index I (Slurm: sbatch --array=0-${
+        last - 1
+      } deploy/slurm.sbatch ${run.out}; ` +
+      `then the final job; see deploy/)`,
+  );
+}
+
+async function job(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      run: { type: "string" },
+      index: { type: "string" },
       backend: { type: "string" },
       help: { type: "boolean" },
     },
     strict: true,
   });
-  if (values.help) return console.log(HELP.cam);
-  if (!values.run) fail("cam: give --run DIR (an experiment folder)");
-  if (!values.image) fail("cam: give --image FILE");
-  if (!existsSync(values.image)) fail(`cam: ${values.image} does not exist`);
-  const fold = values.fold === undefined ? undefined : intOption(values, "fold", 0, 0);
-  await fl.init({ backend: values.backend as fl.InitOptions["backend"] });
-  const run = resolve(values.run);
-  const png = await flannel.camFigure(run, resolve(values.image), { fold });
-  const out = values.out ?? join(run, "cam", `${basename(values.image).replace(/\.[^.]*$/, "")}.png`);
-  fl.train.plots.savePNG(out, png);
-  console.log(`wrote ${out}`);
+  if (values.help) return console.log(HELP.job);
+  if (!values.run) fail("job: give --run DIR (a folder made by 'flannel plan')");
+  const runDir = resolve(values.run);
+  const thePlan = flannel.loadPlan(runDir);
+  const index = flannel.jobIndex(thePlan, values.index, process.env);
+  const theJob = thePlan.jobs[index];
+  if (theJob.kind === "final") flannel.checkFinalReady(runDir, thePlan);
+  const options = {
+    ...thePlan.options,
+    resume: true,
+    backend: values.backend ?? thePlan.options.backend,
+  } as ImageRunValues;
+  let outcome: "ran" | "already done";
+  try {
+    outcome = await flannel.runJob(runDir, index, async () => {
+      if (theJob.kind === "stage1") {
+        const run = await prepareImageRun(`job ${index}`, options);
+        await flannel.runStage1Folds({
+          ...run,
+          ...run.settings,
+          ...run.progress,
+          only: [theJob.arch],
+          folds: [theJob.fold],
+        });
+      } else {
+        await runImageExperiment(`job ${index}`, options, intOption(options, "stage2-epochs", 20, 1));
+      }
+    });
+  } catch (err) {
+    if (/is already running/.test((err as Error).message)) {
+      console.error(`flannel: ${(err as Error).message}`);
+      process.exit(3);
+    }
+    throw err;
+  }
+  console.log(outcome === "ran" ? `job ${index} done` : `job ${index} is already done; nothing to do`);
+}
+
+function status(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: { run: { type: "string" }, json: { type: "boolean" }, help: { type: "boolean" } },
+    strict: true,
+  });
+  if (values.help) return Promise.resolve(console.log(HELP.status));
+  if (!values.run) fail("status: give --run DIR (a folder made by 'flannel plan')");
+  const runDir = resolve(values.run);
+  const states = flannel.jobStates(runDir, flannel.loadPlan(runDir));
+  const rows = states.map(({ job: j, state, record }) => ({
+    index: j.index,
+    kind: j.kind,
+    ...(j.kind === "stage1" ? { arch: j.arch, fold: j.fold } : {}),
+    state,
+    ...(record ? { seconds: Math.round(record.seconds), host: record.host } : {}),
+    ...(record?.error && state === "failed" ? { error: record.error } : {}),
+  }));
+  if (values.json) console.log(JSON.stringify(rows));
+  else {
+    for (const r of rows) {
+      const what = r.kind === "stage1" ? `${r.arch} fold ${r.fold}` : "final (stage 2, report)";
+      const when = r.seconds !== undefined ? ` (${r.seconds} s on ${r.host})` : "";
+      console.log(
+        `${String(r.index).padStart(3)}  ${r.state.padEnd(8)} ${what}${when}${r.error ? `: ${r.error}` : ""}`,
+      );
+    }
+    const count = (s: string) => rows.filter((r) => r.state === s).length;
+    console.log(
+      `${count("done")} done, ${count("running")} running, ${count("failed")} failed, ${
+        count("pending")
+      } pending`,
+    );
+  }
+  process.exit(rows.every((r) => r.state === "done") ? 0 : 1);
 }
 
 const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
@@ -693,6 +971,10 @@ const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
   experiment,
   predict,
   cam,
+  export: exportCommand,
+  plan,
+  job,
+  status,
 };
 
 async function main(argv: string[]): Promise<void> {

@@ -89,13 +89,19 @@ test("jobs: a plan run as parallel jobs, with a duplicate, a kill -9 and a resta
   );
   // the stage-1 jobs in parallel, the index from Slurm's or Kubernetes' variable as an array would set it
   const jobs = [0, 1, 2, 3].map((i) =>
-    start(["job", "--run", run], i % 2 ? { SLURM_ARRAY_TASK_ID: String(i) } : { JOB_COMPLETION_INDEX: String(i) })
+    start(
+      ["job", "--run", run],
+      i % 2 ? { SLURM_ARRAY_TASK_ID: String(i) } : { JOB_COMPLETION_INDEX: String(i) },
+    )
   );
   // a scheduler's retry of job 1 while it runs: refused with status 3, nothing touched
   await until(() => existsSync(join(run, "jobs", "1.lock")), "job 1's lock");
   const duplicate = await start(["job", "--run", run, "--index", "1"]).done;
   assertEquals(duplicate.code, 3, duplicate.output);
-  assert(/job 1 is already running \(pid \d+ on .*\); not starting a second copy/.test(duplicate.output), duplicate.output);
+  assert(
+    /job 1 is already running \(pid \d+ on .*\); not starting a second copy/.test(duplicate.output),
+    duplicate.output,
+  );
   // kill -9 job 2 once its first checkpoint is written, before it finishes
   const checkpoint = join(flannel.stage1FoldDir(run, "vgg19_bn", 0), "checkpoint.safetensors");
   await until(() => existsSync(checkpoint), "job 2's first checkpoint");
@@ -107,9 +113,15 @@ test("jobs: a plan run as parallel jobs, with a duplicate, a kill -9 and a resta
     assertEquals(r.code, 0, r.output);
   }
   assert(!existsSync(join(run, "jobs", "2.json")), "the killed job recorded an outcome");
-  assert(!existsSync(join(flannel.stage1FoldDir(run, "vgg19_bn", 0), "test.safetensors")), "job 2 finished before the kill");
+  assert(
+    !existsSync(join(flannel.stage1FoldDir(run, "vgg19_bn", 0), "test.safetensors")),
+    "job 2 finished before the kill",
+  );
   const status = cliErr(["status", "--run", run]); // exits 1: not all done
-  assert(/2  pending  vgg19_bn fold 0/.test(status) && /3 done, 0 running, 0 failed, 2 pending/.test(status), status);
+  assert(
+    /2 +pending +vgg19_bn fold 0/.test(status) && /3 done, 0 running, 0 failed, 2 pending/.test(status),
+    status,
+  );
   // restarted (its dead lock taken over), it resumes from the checkpoint
   const restarted = cli("job", "--run", run, "--index", "2");
   assert(/resum/i.test(restarted) && /job 2 done/.test(restarted), restarted);
@@ -160,6 +172,6 @@ function cliErr(args: string[]): string {
   throw new AssertionError(`flannel ${args.join(" ")} succeeded`);
 }
 
-test("jobs cleanup", () => {
+test.afterAll(() => {
   rmSync(tmp, { recursive: true, force: true });
 });

@@ -12,7 +12,6 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as fl from "../../mod.ts";
-import { writeZip, type ZipInput, ZipReader } from "../io/zip.ts";
 import { createLearner, isLearnerArch, type Stage1Arch } from "./learners.ts";
 import {
   type Combiner,
@@ -148,12 +147,12 @@ export async function exportBundle(
     weights,
     entries: {},
   };
-  const record = (name: string, data: Uint8Array, compress = true): ZipInput => {
+  const record = (name: string, data: Uint8Array, compress = true): fl.io.ZipInput => {
     manifest.entries[name] = { bytes: data.length, sha256: sha256(data) };
     return { name, data, compress };
   };
   const results = join(runDir, "results.json");
-  async function* entries(): AsyncGenerator<ZipInput> {
+  async function* entries(): AsyncGenerator<fl.io.ZipInput> {
     yield record(RESULTS, readFileSync(results));
     for (const [i, fold] of folds.entries()) {
       for (const arch of settings.archs) {
@@ -178,7 +177,7 @@ export async function exportBundle(
     yield record(CARD, new TextEncoder().encode(modelCard(runDir, manifest, options.notes)));
     yield { name: MANIFEST, data: new TextEncoder().encode(JSON.stringify(manifest, null, 1)) };
   }
-  await writeZip(outPath, entries());
+  await fl.io.writeZip(outPath, entries());
   return manifest;
 }
 
@@ -247,9 +246,9 @@ export class Bundle implements TrainedModels {
   readonly manifest: BundleManifest;
   /** The settings and folds prediction needs (from the manifest). */
   readonly settings: RunSettings & { folds: number[] };
-  private readonly zip: ZipReader;
+  private readonly zip: fl.io.ZipReader;
 
-  private constructor(zip: ZipReader, manifest: BundleManifest) {
+  private constructor(zip: fl.io.ZipReader, manifest: BundleManifest) {
     this.zip = zip;
     this.source = zip.path;
     this.manifest = manifest;
@@ -258,7 +257,7 @@ export class Bundle implements TrainedModels {
 
   /** Opens and checks a bundle (see {@linkcode loadBundle}). */
   static open(path: string): Bundle {
-    const zip = ZipReader.open(path, BUNDLE_LIMITS);
+    const zip = fl.io.ZipReader.open(path, BUNDLE_LIMITS);
     const where = zip.path;
     const manifestEntry = zip.entry(MANIFEST);
     if (!manifestEntry || manifestEntry.folder) {

@@ -3,11 +3,22 @@
 // that depends on them all. A job runs in any process on any machine that sees the shared output folder:
 // it takes a lock, so that a scheduler's retry of a running job cannot run it twice; it resumes from its last
 // checkpoint after a kill; and it records its result in jobs/<index>.json, written atomically.
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeSync,
+} from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
-import { writeFileAtomic } from "../io/files.ts";
+import * as fl from "../../mod.ts";
 import { isStage1Arch, type Stage1Arch } from "./learners.ts";
 
 /** `format` of plan.json. */
@@ -51,7 +62,7 @@ export function planJobs(archs: readonly Stage1Arch[], folds: number): PlanJob[]
 
 /** Writes plan.json in `runDir` (atomically). */
 export function savePlan(runDir: string, plan: Plan): void {
-  writeFileAtomic(join(runDir, "plan.json"), JSON.stringify(plan, null, 1));
+  fl.io.writeFileAtomic(join(runDir, "plan.json"), JSON.stringify(plan, null, 1));
 }
 
 /**
@@ -83,14 +94,22 @@ export function loadPlan(runDir: string): Plan {
  * `JOB_COMPLETION_INDEX` (Kubernetes Indexed Jobs).
  * @throws Error when none is set, or the index is not a job of the plan.
  */
-export function jobIndex(plan: Plan, index: string | undefined, env: Record<string, string | undefined>): number {
+export function jobIndex(
+  plan: Plan,
+  index: string | undefined,
+  env: Record<string, string | undefined>,
+): number {
   const raw = index ?? env.SLURM_ARRAY_TASK_ID ?? env.JOB_COMPLETION_INDEX;
   if (raw === undefined) {
-    throw new Error("give --index I, or run under a Slurm array (SLURM_ARRAY_TASK_ID) or a Kubernetes Indexed Job");
+    throw new Error(
+      "give --index I, or run under a Slurm array (SLURM_ARRAY_TASK_ID) or a Kubernetes Indexed Job",
+    );
   }
   const i = Number(raw);
   if (!Number.isInteger(i) || i < 0 || i >= plan.jobs.length) {
-    throw new Error(`job index ${JSON.stringify(raw)} is not one of the plan's jobs 0..${plan.jobs.length - 1}`);
+    throw new Error(
+      `job index ${JSON.stringify(raw)} is not one of the plan's jobs 0..${plan.jobs.length - 1}`,
+    );
   }
   return i;
 }
@@ -172,7 +191,9 @@ export function takeJobLock(runDir: string, index: number): () => void {
       if ((err as { code?: string }).code !== "EEXIST") throw err;
       const holder = liveLock(path);
       if (holder) {
-        throw new Error(`job ${index} is already running (${holder}); not starting a second copy (lock ${path})`);
+        throw new Error(
+          `job ${index} is already running (${holder}); not starting a second copy (lock ${path})`,
+        );
       }
       rmSync(path, { force: true }); // a dead job's: take it over
       continue;
@@ -200,23 +221,31 @@ export function takeJobLock(runDir: string, index: number): () => void {
  * @returns "ran" or "already done".
  * @throws the job's error (after recording it as failed), or the lock's.
  */
-export async function runJob(runDir: string, index: number, run: () => Promise<void>): Promise<"ran" | "already done"> {
+export async function runJob(
+  runDir: string,
+  index: number,
+  run: () => Promise<void>,
+): Promise<"ran" | "already done"> {
   if (readJobRecord(runDir, index)?.status === "done") return "already done";
   const release = takeJobLock(runDir, index);
   const started = new Date();
   const record = (status: JobRecord["status"], error?: string) =>
-    writeFileAtomic(
+    fl.io.writeFileAtomic(
       recordPath(runDir, index),
-      JSON.stringify({
-        index,
-        status,
-        host: hostname(),
-        pid: process.pid,
-        started: started.toISOString(),
-        finished: new Date().toISOString(),
-        seconds: (Date.now() - started.getTime()) / 1000,
-        ...(error ? { error } : {}),
-      } satisfies JobRecord, null, 1),
+      JSON.stringify(
+        {
+          index,
+          status,
+          host: hostname(),
+          pid: process.pid,
+          started: started.toISOString(),
+          finished: new Date().toISOString(),
+          seconds: (Date.now() - started.getTime()) / 1000,
+          ...(error ? { error } : {}),
+        } satisfies JobRecord,
+        null,
+        1,
+      ),
     );
   try {
     await run();
@@ -231,18 +260,28 @@ export async function runJob(runDir: string, index: number, run: () => Promise<v
 }
 
 /** The state of every job of the plan: done, running (a live lock), failed, or pending. */
-export function jobStates(runDir: string, plan: Plan): { job: PlanJob; state: JobState; record: JobRecord | null }[] {
+export function jobStates(
+  runDir: string,
+  plan: Plan,
+): { job: PlanJob; state: JobState; record: JobRecord | null }[] {
   const locks = new Set(existsSync(join(runDir, "jobs")) ? readdirSync(join(runDir, "jobs")) : []);
   return plan.jobs.map((job) => {
     const record = readJobRecord(runDir, job.index);
     const running = locks.has(`${job.index}.lock`) && liveLock(lockPath(runDir, job.index)) !== null;
-    const state: JobState = record?.status === "done" ? "done" : running ? "running" : record ? "failed" : "pending";
+    const state: JobState = record?.status === "done"
+      ? "done"
+      : running
+      ? "running"
+      : record
+      ? "failed"
+      : "pending";
     return { job, state, record };
   });
 }
 
 /**
- * @throws Error listing the stage-1 jobs not done yet, when the final job's inputs are incomplete.
+ * Checks that the final job (stage 2 and the report) can start: every stage-1 job of the plan done.
+ * @throws Error listing the stage-1 jobs not done yet, with their states.
  */
 export function checkFinalReady(runDir: string, plan: Plan): void {
   const missing = jobStates(runDir, plan).filter((s) => s.job.kind === "stage1" && s.state !== "done");

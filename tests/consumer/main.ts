@@ -1,9 +1,13 @@
 // A user's script, as tests/consumer.ts runs it from a folder where the packed package was installed: it
 // imports the library by its package name and trains a step (a loss and its gradients checked against a
-// float64 reference computed here, then a tiny FLANNEL learner's forward, backward and two Adam steps).
+// float64 reference computed here, then a tiny FLANNEL learner's forward, backward and two Adam steps), and
+// classifies an image with the weights shipped in the package.
 // It prints one JSON line for the comparison between runtimes and backends, and exits 1 on a wrong value.
 //   deno run -A main.ts wasm|webgpu     bun main.ts wasm|webgpu     node main.js wasm
 import process from "node:process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import * as fl from "flannel-webgpu";
 import * as flannel from "flannel-webgpu/flannel";
 
@@ -71,8 +75,29 @@ if (!(moved > 5e-4 && moved < 3e-3)) {
   problems.push(`first conv weight moved by ${moved} after two Adam steps of lr 1e-3`);
 }
 
+// The weights shipped in the package: a chest-X-ray-like gray PNG (a bright field with two dark lungs),
+// classified by the five tiny learners x 5 folds and FLANNEL, with no training and no experiment folder.
+const side = 96;
+const pixels = Float32Array.from({ length: side * side }, (_, i) => {
+  const x = (i % side) / side - 0.5, y = Math.floor(i / side) / side - 0.5;
+  const lung = Math.min((x - 0.2) ** 2 + y ** 2 / 2, (x + 0.2) ** 2 + y ** 2 / 2) < 0.02;
+  return lung ? 0.15 + 0.1 * y : 0.7 - 0.3 * Math.abs(x);
+});
+const png = join(mkdtempSync(join(tmpdir(), "xray-")), "xray.png");
+writeFileSync(png, fl.io.encodePngGray({ width: side, height: side, data: pixels }));
+const shipped = [...(await flannel.predictFiles(flannel.loadBundle(flannel.SHIPPED_BUNDLE), [png])).probs];
+close("shipped weights: probabilities sum", shipped.reduce((a, b) => a + b, 0), 1, 1e-5);
+
 console.log(
-  JSON.stringify({ runtime: info.runtime, backend: info.backend, ce, gradW: [...gw], losses, moved }),
+  JSON.stringify({
+    runtime: info.runtime,
+    backend: info.backend,
+    ce,
+    gradW: [...gw],
+    losses,
+    moved,
+    shipped,
+  }),
 );
 if (problems.length) {
   console.error(problems.join("\n"));
