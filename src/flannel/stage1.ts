@@ -275,7 +275,11 @@ type Stage1Settings = {
 };
 
 /** Writes the best epoch's weights with its epoch and macro-F1 as metadata. */
-function saveBest(path: string, weights: Record<string, fl.nn.TensorRecord>, best: { epoch: number; macroF1: number }) {
+function saveBest(
+  path: string,
+  weights: Record<string, fl.nn.TensorRecord>,
+  best: { epoch: number; macroF1: number },
+) {
   return fl.io.saveSafetensors(path, weights, { epoch: String(best.epoch), macroF1: String(best.macroF1) });
 }
 
@@ -302,7 +306,8 @@ async function resumeFrom(
   // weights are the best ones, and a process killed between the two writes left the best file behind: write it
   if (best.epoch === epoch) {
     bestWeights = await model.downloadStateDict();
-    const written = existsSync(bestPath) && Number((await fl.io.readSafetensorsMetadata(bestPath)).epoch) === epoch;
+    const written = existsSync(bestPath) &&
+      Number((await fl.io.readSafetensorsMetadata(bestPath)).epoch) === epoch;
     if (!written) await saveBest(bestPath, bestWeights, best);
   } else if (best.epoch > 0) {
     const bestMeta = await fl.io.readSafetensorsMetadata(bestPath);
