@@ -5,7 +5,16 @@
 // bare package names that package.json's dependencies install. `npm pack` runs it (package.json
 // `prepack`), so a packed tarball is always built from the sources it ships with.
 //   bun run tools/build_npm.ts   (or deno run -A tools/build_npm.ts)
-import { chmodSync, cpSync, existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  cpSync,
+  existsSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import process from "node:process";

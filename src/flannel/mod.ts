@@ -118,8 +118,8 @@ export {
 } from "./predict.ts";
 export {
   checkFinalReady,
-  type JobRecord,
   jobIndex,
+  type JobRecord,
   type JobState,
   jobStates,
   loadPlan,
