@@ -447,6 +447,9 @@ const IMAGE_RUN_OPTIONS = {
   help: { type: "boolean" },
 } as const;
 
+// `experiment`'s options, which `plan` takes too.
+const EXPERIMENT_OPTIONS = { ...IMAGE_RUN_OPTIONS, "stage2-epochs": { type: "string" } } as const;
+
 type ImageRunValues = {
   [K in keyof typeof IMAGE_RUN_OPTIONS]?: (typeof IMAGE_RUN_OPTIONS)[K] extends { multiple: true } ? string[]
     : (typeof IMAGE_RUN_OPTIONS)[K] extends { type: "boolean" } ? boolean
@@ -593,7 +596,7 @@ async function stage1(args: string[]): Promise<void> {
 async function experiment(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
-    options: { ...IMAGE_RUN_OPTIONS, "stage2-epochs": { type: "string" } },
+    options: EXPERIMENT_OPTIONS,
     strict: true,
   });
   if (values.help) return console.log(HELP.experiment);
@@ -843,7 +846,7 @@ async function exportCommand(args: string[]): Promise<void> {
 async function plan(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
-    options: { ...IMAGE_RUN_OPTIONS, "stage2-epochs": { type: "string" } },
+    options: EXPERIMENT_OPTIONS,
     strict: true,
   });
   if (values.help) return console.log(HELP.plan);

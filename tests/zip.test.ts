@@ -6,7 +6,8 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { strToU8, unzipSync, zipSync } from "fflate";
-import { crc32, isZipFile, writeZip, type ZipInput, ZipReader } from "../src/io/zip.ts";
+import { crc32 } from "../src/io/images.ts";
+import { isZipFile, writeZip, type ZipInput, ZipReader } from "../src/io/zip.ts";
 import { assert, assertEquals, assertRejects, assertThrows, test } from "./harness.ts";
 
 const fixtures = resolve(dirname(fileURLToPath(import.meta.url)), "fixtures");

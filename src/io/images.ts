@@ -78,8 +78,8 @@ const CRC_TABLE = (() => {
   return t;
 })();
 
-/** CRC-32 as PNG uses it, over b[start, end). */
-export function crc32(b: Uint8Array, start: number, end: number): number {
+/** CRC-32 (ISO 3309, as PNG and zip use it) over b[start, end). */
+export function crc32(b: Uint8Array, start = 0, end: number = b.length): number {
   let c = 0xffffffff;
   for (let i = start; i < end; i++) c = CRC_TABLE[(c ^ b[i]) & 255] ^ (c >>> 8);
   return (c ^ 0xffffffff) >>> 0;

@@ -12,6 +12,7 @@ import { closeSync, fstatSync, openSync, readSync, statSync } from "node:fs";
 import { resolve } from "node:path";
 import { deflateSync, inflateSync } from "../npm.ts";
 import { openAtomic, writeAll } from "./files.ts";
+import { crc32 } from "./images.ts";
 
 /** Caps checked against an archive's central directory before any entry is read. */
 export interface ZipLimits {
@@ -53,23 +54,6 @@ const SIG_LOCAL = 0x04034b50, SIG_CENTRAL = 0x02014b50, SIG_END = 0x06054b50;
 const SIG_END64 = 0x06064b50, SIG_LOCATOR64 = 0x07064b50;
 const LOCAL_HEADER = 30, CENTRAL_HEADER = 46, END_RECORD = 22, END64_RECORD = 56, LOCATOR64 = 20;
 const U16_MAX = 0xffff, U32_MAX = 0xffffffff;
-
-const CRC_TABLE = (() => {
-  const t = new Uint32Array(256);
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    t[n] = c >>> 0;
-  }
-  return t;
-})();
-
-/** CRC-32 (ISO 3309, as zip and PNG use it) of `data`. */
-export function crc32(data: Uint8Array): number {
-  let c = 0xffffffff;
-  for (let i = 0; i < data.length; i++) c = CRC_TABLE[(c ^ data[i]) & 0xff] ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
-}
 
 /** Why an entry name is unsafe, or null: absolute, `..` or `.` segments, backslashes, drive letters, NUL. */
 function unsafeName(name: string): string | null {
