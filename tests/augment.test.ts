@@ -520,6 +520,6 @@ test("bad inputs: sizes, crops, generators, matrices and unknown augment modes g
   assert(help.includes("--augment MODE"), "--augment in the help");
 });
 
-test("cleanup temp dir", () => {
+test.afterAll(() => {
   rmSync(tmp, { recursive: true, force: true });
 });

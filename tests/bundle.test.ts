@@ -11,15 +11,7 @@ import { fileURLToPath } from "node:url";
 import * as fl from "../mod.ts";
 import * as flannel from "../src/flannel/mod.ts";
 import { writeZip, ZipReader } from "../src/io/zip.ts";
-import {
-  assert,
-  assertClose,
-  assertEquals,
-  AssertionError,
-  assertRejects,
-  assertThrows,
-  test,
-} from "./harness.ts";
+import { assert, assertClose, assertEquals, AssertionError, assertThrows, test } from "./harness.ts";
 
 await fl.init();
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -295,6 +287,6 @@ test("bundle: the shipped weights (weights/): under 10 MB, F16, five learners x 
   assert(covidRows.length >= 4 && called >= 0.6 * covidRows.length, `${called} of ${covidRows.length}`);
 });
 
-test("bundle cleanup", () => {
+test.afterAll(() => {
   rmSync(tmp, { recursive: true, force: true });
 });

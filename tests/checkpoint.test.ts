@@ -268,6 +268,6 @@ test("optimizer loadStateDict checks keys and shapes, and restores changed hyper
   fresh.dispose();
 });
 
-test("checkpoint tests clean up", () => {
+test.afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });

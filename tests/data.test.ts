@@ -525,6 +525,6 @@ test("`data --json` on layouts/ (the CLI, spawned in this runtime)", () => {
   assert(help.includes("--data DIR"), help);
 });
 
-test("cleanup temp dir", () => {
+test.afterAll(() => {
   rmSync(tmp, { recursive: true, force: true });
 });

@@ -283,6 +283,6 @@ test("experiment with the baselines: their rows between the learners' and the en
   });
 });
 
-test("experiment cleanup", () => {
+test.afterAll(() => {
   rmSync(tmp, { recursive: true, force: true });
 });

@@ -28,8 +28,10 @@ export const toDevice = (x: Arr, requiresGrad = false): Tensor =>
 export const rng = (seed: number) => new Rng(seed);
 
 /**
- * Every checked op's forward output and input gradients, by case name: tests/run.ts writes them out and
- * tests/both.ts compares the WebAssembly backend's with WebGPU's.
+ * Every checked op's forward output and input gradients, by case name: tests/run.ts writes them out
+ * (harness.ts `writeArtifact`: NaN and ±Infinity kept as "NaN", "Infinity", "-Infinity") and tests/both.ts
+ * compares the WebAssembly backend's with WebGPU's, expecting as many records as the run reported. A case
+ * name is recorded once: a second case of the same name would replace the first one's record unseen.
  */
 export const opRecords: Record<string, number[][]> = {};
 
@@ -43,6 +45,10 @@ export async function checkOp(c: OpCase, defaults: { fwd: Tol; bwd: Tol }): Prom
     const expected = c.ref(c.inputs);
     assertEquals(out.shape, expected.shape, `${c.name}: output shape`);
     const values = await out.toArray();
+    assert(
+      !(c.name in opRecords),
+      `${c.name}: a second op case of this name (its record would replace the first)`,
+    );
     const record = opRecords[c.name] = [Array.from(values)];
     assertClose(values, expected.data, { ...defaults.fwd, ...c.fwd, msg: `${c.name}: forward` });
     if (!which.some(Boolean)) return;

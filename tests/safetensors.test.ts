@@ -173,7 +173,9 @@ test("F16 encoding: every half value round-trips; others round to the nearest ha
   file.set(new Uint8Array(bits.buffer), 8 + header.length);
   const halves = (await fl.io.loadSafetensors(file)).h.data as Float32Array;
   const finite = halves.filter((v) => Number.isFinite(v) || Number.isNaN(v));
-  const written = await fl.io.encodeSafetensors({ h: { dtype: "F16", shape: [finite.length], data: finite } });
+  const written = await fl.io.encodeSafetensors({
+    h: { dtype: "F16", shape: [finite.length], data: finite },
+  });
   const back = (await fl.io.loadSafetensors(written)).h.data as Float32Array;
   let mismatched = 0;
   finite.forEach((v, i) => (mismatched += Object.is(back[i], v) ? 0 : 1));
@@ -433,7 +435,7 @@ test("atomic save: a failed write leaves no partial file and the existing file i
   assertEquals(readdirSync(sub).sort(), ["dir.safetensors", "w.safetensors"]);
 });
 
-test("fuzz: 20000 seeded mutations of a valid file each load or throw an Error", async () => {
+test("fuzz: 20000 seeded mutations of a valid file each load or throw the loader's own error", async () => {
   const base = raw({
     __metadata__: { format: "pt", k: "v" },
     "a.weight": { dtype: "F32", shape: [2, 3], data_offsets: [0, 24] },
@@ -451,11 +453,16 @@ test("fuzz: 20000 seeded mutations of a valid file each load or throw an Error",
   ]);
   const headerLen = Number(new DataView(base.buffer).getBigUint64(0, true));
   loadSafetensorsSync(base); // valid before mutation
-  const rnd = mulberry32(20260425);
+  const SEED = 20260425;
+  const rnd = mulberry32(SEED);
   const int = (n: number) => Math.floor(rnd() * n);
   const digits = "0123456789";
   const t0 = performance.now();
   let loaded = 0, threw = 0;
+  // A rejection must be the loader's own validation error: exactly an Error whose message starts with
+  // "safetensors (<source>): " (src/io/safetensors.ts `fail`). A TypeError, RangeError or any other error
+  // from inside the loader is a bug that a malformed file reached, and fails the test.
+  const foreign: string[] = [];
   const p = join(dir, "fuzz.safetensors");
   for (let iter = 0; iter < 20000; iter++) {
     let b = base.slice();
@@ -499,17 +506,28 @@ test("fuzz: 20000 seeded mutations of a valid file each load or throw an Error",
       }
       loaded++;
     } catch (err) {
-      if (!(err instanceof Error)) throw new Error(`fuzz ${iter}: a non-Error was thrown: ${String(err)}`);
-      if (err.message.startsWith("fuzz ")) throw err;
-      threw++;
+      if (err instanceof Error && err.message.startsWith("fuzz ")) throw err;
+      const prefix = `safetensors (${viaPath ? p : "bytes"}): `;
+      if (err instanceof Error && err.constructor === Error && err.message.startsWith(prefix)) threw++;
+      else {
+        foreign.push(
+          `mutation ${iter} (seed ${SEED}, kind ${kind}, ${viaPath ? "from a path" : "from bytes"}): ${
+            err instanceof Error ? `${err.constructor.name}: ${err.message}` : `a non-Error: ${String(err)}`
+          }`,
+        );
+      }
     }
   }
+  assert(
+    foreign.length === 0,
+    `${foreign.length} rejections not by the loader's validation:\n${foreign.slice(0, 5).join("\n")}`,
+  );
   const seconds = (performance.now() - t0) / 1000;
   assert(loaded > 500 && threw > 5000, `expected both outcomes, got ${loaded} loaded and ${threw} errors`);
   assert(seconds < 10, `fuzz took ${seconds.toFixed(1)} s`);
   console.log(`      fuzz: ${loaded} loaded, ${threw} rejected in ${seconds.toFixed(2)} s`);
 });
 
-test("safetensors tests clean up", () => {
+test.afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });

@@ -312,12 +312,21 @@ test("resume from a checkpoint: the same final weights as an uninterrupted run, 
   for (const m of [vggFull.model, vggA.model, vggB.model]) m.dispose();
   // killed between epoch 1's checkpoint and its best file: the resumed run writes the best file itself (epoch
   // 2 does not improve here, so nothing else would)
-  assert(full.history[1].valMacroF1 <= full.history[0].valMacroF1, "epoch 2 improved: this check needs another seed");
+  assert(
+    full.history[1].valMacroF1 <= full.history[0].valMacroF1,
+    "epoch 2 improved: this check needs another seed",
+  );
   const cut = join(tmp, "resume-cut.safetensors");
   (await flannel.trainStage1({ ...common, epochs: 2, model: make(), checkpointPath: cut, stopAfterEpoch: 1 }))
     .model.dispose();
   rmSync(cut + ".best");
-  const afterCut = await flannel.trainStage1({ ...common, epochs: 2, model: make(), checkpointPath: cut, resume: true });
+  const afterCut = await flannel.trainStage1({
+    ...common,
+    epochs: 2,
+    model: make(),
+    checkpointPath: cut,
+    resume: true,
+  });
   assertEquals(afterCut.bestEpoch, 1);
   assertEquals((await fl.io.readSafetensorsMetadata(cut + ".best")).epoch, "1");
   afterCut.model.dispose();
@@ -529,6 +538,6 @@ test("progress line: bar, counts, rate and ETA", () => {
   assert(lines[1].startsWith("x [########################] 4/4"), lines[1]);
 });
 
-test("stage 1 cleanup", () => {
+test.afterAll(() => {
   rmSync(tmp, { recursive: true, force: true });
 });
