@@ -501,6 +501,75 @@ test("validateImages decodes all of chestxray64 (1052 PNGs) without a skip", asy
   assertEquals([res.records.length, res.skipped.length], [1052, 0]);
 });
 
+test("bad CSV indexes: a missing column is one error naming file and column; bad rows are skipped with reasons", () => {
+  const img = join(sharedDir("chestxray64"), "images");
+  const write = (name: string, lines: string[]) => {
+    const dir = join(tmp, name);
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(
+      join(dir, name.startsWith("meta") ? "metadata.csv" : "labels.csv"),
+      lines.join("\n") + "\n",
+    );
+    return dir;
+  };
+  const first = readdirSync(img).sort()[0];
+  // no label column: one error for the file, not "label undefined" for every row
+  const noLabel = write("labels-nolabel", ["file,diagnosis", `${first},covid`, `${first},normal`]);
+  assertThrows(
+    () => data.loadLabelsCsv(noLabel),
+    /labels-nolabel\/labels.csv: no "label" column \(it needs file, label; its header: file, diagnosis\)/,
+  );
+  assertThrows(
+    () => data.loadLabelsCsv(write("labels-empty", [])),
+    /no "file" or "label" column .*its header: empty/,
+  );
+  assertThrows(
+    () => data.loadCovidChestxray(write("meta-nofinding", ["patientid,view,filename", "1,PA,x.png"])),
+    /metadata.csv: no "finding" column \(it needs filename, finding, view;/,
+  );
+  // rows: an unknown label, a missing file, a row without a file, the same file twice
+  const rows = write("labels-rows", [
+    "file,label,patient_id",
+    `${first},Covid,p1`,
+    `${first},pneumonia,p2`,
+    "nothere.png,normal,p3",
+    ",viral,p4",
+  ]);
+  writeFileSync(join(rows, first), readFileSync(join(img, first)));
+  const loaded = data.loadLabelsCsv(rows);
+  assertEquals(loaded.records.map((r) => [r.labelName, r.patientId]), [["covid", "p1"]]);
+  assertEquals(loaded.skipped.map((k) => k.reason), [
+    'label "pneumonia" is none of covid, viral, bacterial, normal',
+    "file missing",
+    "no file name",
+  ]);
+  const twice = data.loadDataset([rows, rows]);
+  assertEquals([twice.records.length, twice.skipped.filter((k) => k.reason === "listed twice").length], [
+    1,
+    1,
+  ]);
+  // the command line says it once, with status 2
+  const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
+  let err = "";
+  try {
+    execFileSync(process.execPath, [
+      ...(isBun ? ["run"] : ["run", "-A"]),
+      "cli.ts",
+      "data",
+      "--data",
+      noLabel,
+    ], {
+      cwd: repo,
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+  } catch (e) {
+    err = `${(e as { status?: number }).status} ${(e as { stderr?: string }).stderr}`;
+  }
+  assert(/^2 flannel: .*labels.csv: no "label" column/.test(err), err);
+  assertEquals(err.trim().split("\n").length, 1);
+});
+
 test("`data --json` on layouts/ (the CLI, spawned in this runtime)", () => {
   const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
   const args = isBun ? ["run", "cli.ts"] : ["run", "-A", "cli.ts"];

@@ -342,6 +342,39 @@ test("resume from a checkpoint: the same final weights as an uninterrupted run, 
   partA.model.dispose();
 });
 
+test("a diverged epoch (NaN loss) stops training, names the epoch, and leaves the last good checkpoint", async () => {
+  const { train, val } = subset(6, 2);
+  const images = await new fl.data.ImageCache(40).getAll([...train, ...val]);
+  const set = {
+    train: { images: images.slice(0, train.length), labels: train.map((r) => r.label) },
+    val: { images: images.slice(train.length), labels: val.map((r) => r.label) },
+  };
+  const common = { ...set, epochs: 3, batchSize: 8, crop: 32, seed: 11 };
+  const make = () => fl.models.resnet152({ numClasses: 4, scale: "tiny", generator: new fl.Generator(4) });
+  const ckpt = join(tmp, "diverge.safetensors");
+  (await flannel.trainStage1({ ...common, model: make(), checkpointPath: ckpt, stopAfterEpoch: 1 })).model
+    .dispose();
+  const good = readFileSync(ckpt);
+  // one image of NaNs: every batch that holds it has a NaN loss, and with it the epoch
+  const poisoned = {
+    ...set.train,
+    images: set.train.images.map((im, i) => (i === 0 ? { ...im, data: im.data.map(() => NaN) } : im)),
+  };
+  const model = make();
+  await assertRejects(
+    () => flannel.trainStage1({ ...common, train: poisoned, model, checkpointPath: ckpt, resume: true }),
+    /the training loss of epoch 2 is NaN \(training diverged\); .*diverge.safetensors still holds epoch 1/,
+  );
+  model.dispose();
+  assert(readFileSync(ckpt).equals(good), "the checkpoint changed");
+  const fresh = make();
+  await assertRejects(
+    () => flannel.trainStage1({ ...common, train: poisoned, model: fresh }),
+    /the training loss of epoch 1 is NaN \(training diverged\); nothing was checkpointed/,
+  );
+  fresh.dispose();
+});
+
 test("recipes: covid share of batches, early stopping on the validation loss", () => {
   // 10 covid (labels 0) among 50: batches of 8 with round(0.3 x 8) = 2 covid, the 40 others each once
   // (6 a batch: 7 batches, the last with 4).

@@ -162,13 +162,27 @@ export function parseCsv(text: string): string[][] {
 
 /** CSV with a header row -> one object per row (missing cells are ""). */
 export function parseCsvObjects(text: string): Record<string, string>[] {
-  const rows = parseCsv(text);
+  return csvObjects(parseCsv(text));
+}
+
+/** Parsed CSV rows -> one object per row after the header, keyed by the trimmed header names. */
+function csvObjects(rows: string[][]): Record<string, string>[] {
   if (rows.length === 0) return [];
   const header = rows[0].map((h) => h.trim());
   return rows.slice(1).map((r) => Object.fromEntries(header.map((h, i) => [h, r[i] ?? ""])));
 }
 
-function readCsv(path: string): Record<string, string>[] {
+/** The columns covid-chestxray-dataset's metadata.csv must have (the others are optional). */
+const METADATA_COLUMNS = ["filename", "finding", "view"];
+/** The columns a labels.csv must have. */
+const LABELS_COLUMNS = ["file", "label"];
+
+/**
+ * The rows of the CSV at `path` as objects keyed by the header.
+ * @throws Error naming the file when it cannot be read or parsed, or when its header lacks one of `required`
+ * (once for the file, not once a row).
+ */
+function readCsv(path: string, required: readonly string[]): Record<string, string>[] {
   let text: string;
   try {
     text = readText(path);
@@ -178,11 +192,21 @@ function readCsv(path: string): Record<string, string>[] {
       message.startsWith(path) ? `cannot read CSV ${message}` : `${path}: cannot read CSV (${message})`,
     );
   }
+  let rows: string[][];
   try {
-    return parseCsvObjects(text);
+    rows = parseCsv(text);
   } catch (err) {
     throw new Error(`${path}: cannot read CSV (${(err as Error).message})`);
   }
+  const header = (rows[0] ?? []).map((h) => h.trim());
+  const missing = required.filter((c) => !header.includes(c));
+  if (missing.length > 0) {
+    throw new Error(
+      `${path}: no ${missing.map((c) => `"${c}"`).join(" or ")} column (it needs ${required.join(", ")}; ` +
+        `its header: ${header.length ? header.join(", ") : "empty"})`,
+    );
+  }
+  return csvObjects(rows);
 }
 
 // ---------------------------------------------------------------- helpers
@@ -379,7 +403,7 @@ export function classifyFinding(finding: string): ClassName | { reason: string }
 export function loadCovidChestxray(dir: string, options: LoadOptions = {}): LoadedSource {
   const root = layoutRoot(sourceRoot(dir, options), "metadata.csv");
   const meta = joinPath(root, "metadata.csv");
-  const rows = readCsv(meta);
+  const rows = readCsv(meta, METADATA_COLUMNS);
   const records: ImageRecord[] = [], skipped: Skipped[] = [];
   for (const [i, r] of rows.entries()) {
     const folder = (r.folder ?? "").trim() || "images";
@@ -444,7 +468,7 @@ export function loadCovidChestxray(dir: string, options: LoadOptions = {}): Load
 export function loadLabelsCsv(dir: string, options: LoadOptions = {}): LoadedSource {
   const root = layoutRoot(sourceRoot(dir, options), "labels.csv");
   const path = joinPath(root, "labels.csv");
-  const rows = readCsv(path);
+  const rows = readCsv(path, LABELS_COLUMNS);
   const records: ImageRecord[] = [], skipped: Skipped[] = [];
   const imagesDir = isFolder(joinPath(root, "images")) ? joinPath(root, "images") : root;
   for (const [i, r] of rows.entries()) {

@@ -470,6 +470,18 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
       }
       await previous;
       const trainLoss = await fl.train.takeEpochLoss(lossSum);
+      if (!Number.isFinite(trainLoss)) {
+        // A diverged epoch is never checkpointed: the previous epoch's checkpoint stays the one to resume from.
+        throw new Error(
+          `stage 1: the training loss of epoch ${epoch} is ${trainLoss} (training diverged); ${
+            config.checkpointPath && epoch > 1
+              ? `${config.checkpointPath} still holds epoch ${
+                epoch - 1
+              }: resume from it with a lower learning rate`
+              : "nothing was checkpointed"
+          }`,
+        );
+      }
       const trainSeconds = (performance.now() - t0) / 1000;
       const probs = await predictStage1(model, val.images, { crop, batchSize });
       const report = fl.metrics.classificationReport(val.labels, probs, classNames);

@@ -292,6 +292,8 @@ export async function runStage1Folds(config: Stage1FoldsConfig): Promise<Stage1F
           }`,
         );
         results.push({ arch, fold: f, trained: true, valPath, testPath, val, test: testReport });
+      } catch (err) {
+        throw new Error(`${arch} fold ${f}: ${(err as Error).message}`, { cause: err });
       } finally {
         model.dispose();
       }
