@@ -274,6 +274,16 @@ type Stage1Settings = {
   recipe: string;
 };
 
+/** Whether every parameter is finite: x * 0 is 0 for a finite x and NaN otherwise, and a sum keeps a NaN. */
+function parametersFinite(model: fl.nn.Module): Promise<boolean> {
+  return fl.scope(async () => {
+    const total = fl.noGrad(() =>
+      model.parameters().reduce((acc, p) => fl.F.add(acc, fl.F.sum(fl.F.scale(p, 0))), fl.zeros([]))
+    );
+    return Number.isFinite(await total.item());
+  });
+}
+
 /** Writes the best epoch's weights with its epoch and macro-F1 as metadata. */
 function saveBest(
   path: string,
@@ -470,10 +480,17 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
       }
       await previous;
       const trainLoss = await fl.train.takeEpochLoss(lossSum);
-      if (!Number.isFinite(trainLoss)) {
-        // A diverged epoch is never checkpointed: the previous epoch's checkpoint stays the one to resume from.
+      // A diverged epoch is never checkpointed: the previous epoch's checkpoint stays the one to resume from.
+      // The weights are checked too: on WebGPU a NaN can vanish in a max() (ReLU, pooling), so the loss may
+      // stay finite while the weights behind it are not.
+      const diverged = !Number.isFinite(trainLoss)
+        ? `the training loss of epoch ${epoch} is ${trainLoss}`
+        : !(await parametersFinite(model))
+        ? `after epoch ${epoch} some weights are not finite`
+        : null;
+      if (diverged) {
         throw new Error(
-          `stage 1: the training loss of epoch ${epoch} is ${trainLoss} (training diverged); ${
+          `stage 1: ${diverged} (training diverged); ${
             config.checkpointPath && epoch > 1
               ? `${config.checkpointPath} still holds epoch ${
                 epoch - 1
