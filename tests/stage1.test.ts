@@ -230,13 +230,18 @@ test("a short seeded stage-1 run (tiny ResNet, one Adam step) for the cross-back
   );
 });
 
-test("resume from a checkpoint: the same final weights as an uninterrupted run, exactly", async () => {
+/** 24 images of chestxray64 (6 a class) at 40 px, split 3:1 by patient (seed 2) into training and validation. */
+async function smallSet() {
   const { train, val } = subset(6, 2);
   const images = await new fl.data.ImageCache(40).getAll([...train, ...val]);
-  const set = {
+  return {
     train: { images: images.slice(0, train.length), labels: train.map((r) => r.label) },
     val: { images: images.slice(train.length), labels: val.map((r) => r.label) },
   };
+}
+
+test("resume from a checkpoint: the same final weights as an uninterrupted run, exactly", async () => {
+  const set = await smallSet();
   const common = { ...set, epochs: 4, batchSize: 8, crop: 32, seed: 11 };
   const make = () => fl.models.resnet152({ numClasses: 4, scale: "tiny", generator: new fl.Generator(4) });
   const weights = async (m: fl.nn.Module) => {
@@ -343,12 +348,7 @@ test("resume from a checkpoint: the same final weights as an uninterrupted run, 
 });
 
 test("a diverged epoch (NaN loss or weights) stops training, names the epoch, and leaves the last good checkpoint", async () => {
-  const { train, val } = subset(6, 2);
-  const images = await new fl.data.ImageCache(40).getAll([...train, ...val]);
-  const set = {
-    train: { images: images.slice(0, train.length), labels: train.map((r) => r.label) },
-    val: { images: images.slice(train.length), labels: val.map((r) => r.label) },
-  };
+  const set = await smallSet();
   const common = { ...set, epochs: 3, batchSize: 8, crop: 32, seed: 11 };
   const make = () => fl.models.resnet152({ numClasses: 4, scale: "tiny", generator: new fl.Generator(4) });
   const ckpt = join(tmp, "diverge.safetensors");
@@ -396,12 +396,7 @@ test("recipes: covid share of batches, early stopping on the validation loss", (
 });
 
 test("own recipes: AI-Covid (SGD Nesterov, class weights, penalty, patience) and COVID-Net resume exactly", async () => {
-  const { train, val } = subset(6, 2);
-  const images = await new fl.data.ImageCache(40).getAll([...train, ...val]);
-  const set = {
-    train: { images: images.slice(0, train.length), labels: train.map((r) => r.label) },
-    val: { images: images.slice(train.length), labels: val.map((r) => r.label) },
-  };
+  const set = await smallSet();
   for (const arch of ["aicovid", "covidnet"] as const) {
     const make = () => flannel.createLearner(arch, { scale: "tiny", crop: 32, seed: 5 });
     const probe = make();
