@@ -12,6 +12,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as fl from "../../mod.ts";
+import { STAGE2_MODEL_FORMAT } from "./experiment.ts";
 import { createLearner, isLearnerArch, type Stage1Arch } from "./learners.ts";
 import {
   type Combiner,
@@ -65,15 +66,21 @@ const combinerEntry = (fold: number, method: string) =>
   `fold${fold}/stage2/${method.replace(/[^A-Za-z0-9_]+/g, "_")}.safetensors`;
 const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
 
-/** The combiners saved for `fold` in the experiment folder: method name -> file. */
-function runCombiners(runDir: string, fold: number): Map<string, string> {
+/**
+ * The combiners saved for `fold` in the experiment folder: method name -> file, from each file's header only
+ * (the whole file is checked when the bundle is read).
+ */
+async function runCombiners(runDir: string, fold: number): Promise<Map<string, string>> {
   const dir = join(runDir, "stage2", `fold${fold}`);
   const out = new Map<string, string>();
   if (!existsSync(dir)) return out;
   for (const name of readdirSync(dir).filter((n) => n.endsWith(".safetensors")).sort()) {
     const path = join(dir, name);
-    const { method } = readCombiner(readFileSync(path), path);
-    out.set(method, path);
+    const meta = await fl.io.readSafetensorsMetadata(path);
+    if (meta.format !== STAGE2_MODEL_FORMAT || !meta.method) {
+      throw new Error(`${path} is not a ${STAGE2_MODEL_FORMAT} file`);
+    }
+    out.set(meta.method, path);
   }
   return out;
 }
@@ -134,7 +141,7 @@ export async function exportBundle(
   }
   const run = readRunSettings(runDir);
   const { folds, ...settings } = run;
-  const combiners = folds.map((f) => runCombiners(runDir, f));
+  const combiners = await Promise.all(folds.map((f) => runCombiners(runDir, f)));
   const methods = [...combiners[0].keys()].filter((m) => combiners.every((c) => c.has(m)))
     .sort((a, b) => (a === "FLANNEL" ? -1 : b === "FLANNEL" ? 1 : a.localeCompare(b)));
   if (methods.length === 0) throw new Error(`${runDir}: no trained combiner common to every fold (stage2/)`);

@@ -248,16 +248,14 @@ export function trainingBatch(
   idx: ArrayLike<number>,
   options: { augment: fl.data.AugmentMode; crop: number; generator: fl.Generator; noiseStd: number },
 ): Float32Array | fl.Tensor {
-  const { augment, crop, generator, noiseStd } = options;
-  switch (augment) {
+  const { crop, generator, noiseStd } = options;
+  switch (fl.data.checkAugmentMode(options.augment, "stage 1: augment")) {
     case "basic":
       return fl.data.makeBatch(images, idx, { crop, train: true, generator, noiseStd });
     case "none":
       return fl.data.makeBatch(images, idx, { crop, train: false });
     case "paper":
       return fl.data.warpBatch(images, idx, { crop, generator, noiseStd });
-    default:
-      throw new Error(fl.data.checkAugmentMode(augment, "stage 1: augment")); // throws
   }
 }
 
