@@ -347,7 +347,7 @@ test("resume from a checkpoint: the same final weights as an uninterrupted run, 
   partA.model.dispose();
 });
 
-test("a diverged epoch (NaN loss or weights) stops training, names the epoch, and leaves the last good checkpoint", async () => {
+test("a non-finite loss or gradient stops training at its step, keeps the last good checkpoint; --resume continues from it", async () => {
   const set = await smallSet();
   const common = { ...set, epochs: 3, batchSize: 8, crop: 32, seed: 11 };
   const make = () => fl.models.resnet152({ numClasses: 4, scale: "tiny", generator: new fl.Generator(4) });
@@ -355,24 +355,55 @@ test("a diverged epoch (NaN loss or weights) stops training, names the epoch, an
   (await flannel.trainStage1({ ...common, model: make(), checkpointPath: ckpt, stopAfterEpoch: 1 })).model
     .dispose();
   const good = readFileSync(ckpt);
-  // one image of NaNs: every batch that holds it has a NaN loss, and with it the epoch
+  // One image of NaNs: the first step whose batch holds it has a NaN loss, or (on WebGPU, where a max() in
+  // ReLU or pooling drops a NaN) a finite loss with NaN gradients; both stop the run at that step.
   const poisoned = {
     ...set.train,
     images: set.train.images.map((im, i) => (i === 0 ? { ...im, data: im.data.map(() => NaN) } : im)),
   };
+  // The step that holds image 0, from the epoch's order as trainStage1 draws it (seed * 1000 + epoch).
+  const stepOf = (epoch: number) => {
+    const s = set.train.labels.length;
+    const gen = new fl.Generator(common.seed * 1000 + epoch);
+    const labels = Int32Array.from(set.train.labels);
+    const batches = epochBatches(gen.permutation(s), labels, common.batchSize, undefined, gen);
+    const step = batches.findIndex((b) => b.includes(0)) + 1;
+    assert(step > 0, `image 0 is in no batch of epoch ${epoch}`);
+    return { step, of: batches.length };
+  };
+  const at2 = stepOf(2), at1 = stepOf(1);
+  const stop = (epoch: number, at: { step: number; of: number }) =>
+    `stage 1: epoch ${epoch}, step ${at.step} of ${at.of}: (the training loss is NaN|a gradient is not finite ` +
+    `\\(the step's loss was [-0-9.e]+\\)) \\(training diverged\\); `;
   const model = make();
   await assertRejects(
     () => flannel.trainStage1({ ...common, train: poisoned, model, checkpointPath: ckpt, resume: true }),
-    /(the training loss of epoch 2 is NaN|after epoch 2 some weights are not finite) \(training diverged\); .*diverge.safetensors still holds epoch 1/,
+    new RegExp(stop(2, at2) + ".*diverge.safetensors still holds epoch 1: resume from it \\(--resume\\)"),
   );
   model.dispose();
   assert(readFileSync(ckpt).equals(good), "the checkpoint changed");
   const fresh = make();
   await assertRejects(
     () => flannel.trainStage1({ ...common, train: poisoned, model: fresh }),
-    /(the training loss of epoch 1 is NaN|after epoch 1 some weights are not finite) \(training diverged\); nothing was checkpointed/,
+    new RegExp(stop(1, at1) + "nothing was checkpointed"),
   );
   fresh.dispose();
+  // --resume from the kept checkpoint with a lower learning rate: epoch 1 is the checkpoint's, the rest trains
+  // at the new rate (the new checkpoint records it).
+  const resumed = await flannel.trainStage1({
+    ...common,
+    model: make(),
+    checkpointPath: ckpt,
+    resume: true,
+    lr: 1e-4,
+  });
+  assertEquals(resumed.history.length, 3);
+  const first = JSON.parse(new TextDecoder().decode(good.subarray(8, 8 + Number(good.readBigUInt64LE(0)))));
+  assertEquals(resumed.history[0], JSON.parse(first.__metadata__.history)[0], "epoch 1 from the checkpoint");
+  assert(resumed.history.every((h) => Number.isFinite(h.trainLoss)), "finite losses after the resume");
+  const optimizer = JSON.parse((await fl.io.readSafetensorsMetadata(ckpt))["checkpoint.optimizer"]);
+  assertEquals(optimizer.hyper.lr, 1e-4, "the resumed run's learning rate");
+  resumed.model.dispose();
 });
 
 test("recipes: covid share of batches, early stopping on the validation loss", () => {

@@ -282,6 +282,22 @@ function parametersFinite(model: fl.nn.Module): Promise<boolean> {
   });
 }
 
+/**
+ * The error that stops a diverged run: where (epoch, and step when known), what was not finite, and which
+ * checkpoint is the last good one (a diverged epoch is never checkpointed).
+ */
+function divergedError(checkpointPath: string | undefined, epoch: number, what: string): Error {
+  return new Error(
+    `stage 1: epoch ${epoch}, ${what} (training diverged); ${
+      checkpointPath && epoch > 1
+        ? `${checkpointPath} still holds epoch ${
+          epoch - 1
+        }: resume from it (--resume) with a lower learning rate`
+        : "nothing was checkpointed"
+    }`,
+  );
+}
+
 /** Writes the best epoch's weights with its epoch and macro-F1 as metadata. */
 function saveBest(
   path: string,
@@ -407,6 +423,10 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
       optimizer.dispose();
       throw err;
     }
+    // The checkpoint restored its own learning rate and weight decay; this run's win, so that a diverged run
+    // can resume with a lower learning rate (with the same values, a resumed run equals an uninterrupted one).
+    optimizer.hyper.lr = settings.lr;
+    optimizer.hyper.weightDecay = settings.weightDecay;
   }
 
   if (config.logPath) {
@@ -444,57 +464,90 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
       // CPU never runs far ahead of the device (nor do the uploads that wait in the queue pile up).
       let next = batches.length > 0 ? assemble(batches[0]) : null;
       let previous: Promise<void> = Promise.resolve();
-      let done = 0;
-      for (let b = 0; b < batches.length; b++) {
-        const { x, y } = next!;
-        const count = y.length;
+      // A step's health is read once the device has run it (after the next step is submitted), so the check
+      // costs one number per step and never stalls the pipeline.
+      let unchecked: { step: number; health: fl.train.StepHealth } | null = null;
+      const check = async (entry: { step: number; health: fl.train.StepHealth } | null) => {
+        if (!entry) return;
+        const { step, health } = entry;
         try {
-          fl.train.trainStep(
-            optimizer,
-            () => {
-              const logits = model.forward(x instanceof fl.Tensor ? x : fl.tensor(x, [count, 3, crop, crop]));
-              const ce = fl.F.crossEntropy(logits, y, { weight: recipe.classWeights });
-              const { l1 = 0, l2 = 0 } = recipe.penalty ?? {};
-              return penalized.length ? fl.F.add(ce, fl.F.l1l2Penalty(penalized, { l1, l2 })) : ce;
-            },
-            lossSum,
-            count / imagesPerEpoch,
+          if (Number.isFinite(await health.health.item())) return;
+          const loss = await health.loss.item();
+          throw divergedError(
+            config.checkpointPath,
+            epoch,
+            `step ${step} of ${batches.length}: ${
+              Number.isFinite(loss)
+                ? `a gradient is not finite (the step's loss was ${loss})`
+                : `the training loss is ${loss}`
+            }`,
           );
         } finally {
-          if (x instanceof fl.Tensor) x.dispose(); // a device batch ("paper"), made outside the step's scope
+          health.loss.dispose();
+          health.health.dispose();
         }
-        const submitted = fl.syncDevice(); // submits this batch now; resolves when the device has run it
-        next = b + 1 < batches.length ? assemble(batches[b + 1]) : null;
+      };
+      let done = 0;
+      try {
+        for (let b = 0; b < batches.length; b++) {
+          const { x, y } = next!;
+          next = null;
+          const count = y.length;
+          let health: fl.train.StepHealth | null;
+          try {
+            health = fl.train.trainStep(
+              optimizer,
+              () => {
+                const logits = model.forward(
+                  x instanceof fl.Tensor ? x : fl.tensor(x, [count, 3, crop, crop]),
+                );
+                const ce = fl.F.crossEntropy(logits, y, { weight: recipe.classWeights });
+                const { l1 = 0, l2 = 0 } = recipe.penalty ?? {};
+                return penalized.length ? fl.F.add(ce, fl.F.l1l2Penalty(penalized, { l1, l2 })) : ce;
+              },
+              lossSum,
+              count / imagesPerEpoch,
+              model.parameters(),
+            );
+          } finally {
+            if (x instanceof fl.Tensor) x.dispose(); // a device batch ("paper"), made outside the step's scope
+          }
+          const submitted = fl.syncDevice(); // submits this batch now; resolves when the device has run it
+          next = b + 1 < batches.length ? assemble(batches[b + 1]) : null;
+          await previous;
+          const prior = unchecked;
+          unchecked = { step: b + 1, health: health! };
+          await check(prior);
+          previous = submitted;
+          done += count;
+          config.onBatch?.({
+            epoch,
+            epochs,
+            done,
+            total: imagesPerEpoch,
+            imagesPerSecond: done / ((performance.now() - t0) / 1000),
+          });
+        }
         await previous;
-        previous = submitted;
-        done += count;
-        config.onBatch?.({
-          epoch,
-          epochs,
-          done,
-          total: imagesPerEpoch,
-          imagesPerSecond: done / ((performance.now() - t0) / 1000),
-        });
+        const last = unchecked;
+        unchecked = null;
+        await check(last);
+      } finally {
+        // a diverged step leaves the next batch and the newest step's health behind
+        if (next?.x instanceof fl.Tensor) next.x.dispose();
+        const left = unchecked as { health: fl.train.StepHealth } | null;
+        left?.health.loss.dispose();
+        left?.health.health.dispose();
       }
-      await previous;
       const trainLoss = await fl.train.takeEpochLoss(lossSum);
       // A diverged epoch is never checkpointed: the previous epoch's checkpoint stays the one to resume from.
-      // The weights are checked too: on WebGPU a NaN can vanish in a max() (ReLU, pooling), so the loss may
-      // stay finite while the weights behind it are not.
-      const diverged = !Number.isFinite(trainLoss)
-        ? `the training loss of epoch ${epoch} is ${trainLoss}`
-        : !(await parametersFinite(model))
-        ? `after epoch ${epoch} some weights are not finite`
-        : null;
-      if (diverged) {
-        throw new Error(
-          `stage 1: ${diverged} (training diverged); ${
-            config.checkpointPath && epoch > 1
-              ? `${config.checkpointPath} still holds epoch ${
-                epoch - 1
-              }: resume from it with a lower learning rate`
-              : "nothing was checkpointed"
-          }`,
+      // Every step's loss and gradients were checked above; the weights are checked too, as a backstop (a
+      // finite update can still overflow them).
+      if (!Number.isFinite(trainLoss) || !(await parametersFinite(model))) {
+        throw divergedError(
+          config.checkpointPath,
+          epoch,
+          `after its last step some weights are not finite (epoch loss ${trainLoss})`,
         );
       }
       const trainSeconds = (performance.now() - t0) / 1000;

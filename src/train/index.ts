@@ -1,6 +1,6 @@
 // `fl.train`: what any training loop needs besides ops and optimizers: the step with its loss accumulated on
 // the device, progress display, Grad-CAM, and the PNG charts.
-export { type Steppable, takeEpochLoss, trainStep } from "./step.ts";
+export { type StepHealth, type Steppable, takeEpochLoss, trainStep } from "./step.ts";
 export { formatDuration, ProgressBar, progressLine } from "./progress.ts";
 export { type CamModel, type ClassActivationMap, classActivationMap, isCamModel } from "./cam.ts";
 /** PNG charts: training curves, ROC and precision-recall curves, confusion matrices, bar charts and image grids. */
