@@ -240,6 +240,29 @@ Options:
   --help`,
 };
 
+/**
+ * SIGINT and SIGTERM (Ctrl-C, a scheduler's preemption) abort `stop`: training ends at its next step, after
+ * the file being written, if any, is whole (file writes are synchronous and atomic, so a handler never runs in
+ * the middle of one), and the process exits with 128 + the signal's number. A second signal ends it at once;
+ * every file is still whole or absent.
+ */
+const stop = new AbortController();
+const SIGNAL_EXIT_CODES = { SIGINT: 130, SIGTERM: 143 } as const;
+type StopSignal = keyof typeof SIGNAL_EXIT_CODES;
+
+function stopOnSignals(): void {
+  for (const sig of Object.keys(SIGNAL_EXIT_CODES) as StopSignal[]) {
+    process.on(sig, () => {
+      if (stop.signal.aborted) process.exit(SIGNAL_EXIT_CODES[sig]);
+      console.error(`flannel: ${sig}: stopping at the next training step (${sig} again stops at once)`);
+      stop.abort(sig);
+    });
+  }
+}
+
+/** The commands that train, where a signal stops at the next step instead of killing the process. */
+const STOPPABLE = new Set(["demo", "stage1", "experiment", "job"]);
+
 function fail(message: string): never {
   console.error(`flannel: ${message}`);
   process.exit(2);
@@ -545,6 +568,7 @@ async function prepareImageRun(command: string, values: ImageRunValues) {
       `patient-disjoint, seed ${seed} -> ${splitPath}`,
   );
   const progress = {
+    signal: stop.signal,
     onMessage: (m: string) => console.log(m),
     onBatch: (arch: string, f: number, p: flannel.Stage1BatchProgress) =>
       bar.update(`${arch} fold ${f} epoch ${p.epoch}/${p.epochs}`, p.done, p.total, p.imagesPerSecond),
@@ -987,9 +1011,14 @@ async function main(argv: string[]): Promise<void> {
   }
   const run = COMMANDS[command];
   if (!run) fail(`unknown command ${JSON.stringify(command)}; run 'deno task flannel --help'`);
+  if (STOPPABLE.has(command)) stopOnSignals();
   try {
     await run(rest);
   } catch (err) {
+    if (stop.signal.aborted) {
+      console.error(`flannel: ${(err as Error).message}`);
+      process.exit(SIGNAL_EXIT_CODES[stop.signal.reason as StopSignal]);
+    }
     fail((err as Error).message);
   }
 }

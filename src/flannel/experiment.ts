@@ -159,7 +159,12 @@ function stage1Folds(stage1: readonly Stage1FoldResult[]): number[] {
  * characters other than letters, digits and `_` become `_`).
  */
 export function stage2ModelPath(outDir: string, fold: number, methodName: string): string {
-  return join(outDir, "stage2", `fold${fold}`, `${methodName.replace(/[^A-Za-z0-9_]+/g, "_")}.safetensors`);
+  return join(stage2FoldDir(outDir, fold), `${methodName.replace(/[^A-Za-z0-9_]+/g, "_")}.safetensors`);
+}
+
+/** The folder of fold `fold`'s trained combiners: OUT/stage2/fold<f>. */
+function stage2FoldDir(outDir: string, fold: number): string {
+  return join(outDir, "stage2", `fold${fold}`);
 }
 
 async function saveStage2Model(
@@ -203,6 +208,13 @@ export async function runExperiment(config: ExperimentConfig): Promise<Experimen
     );
   }
   const stage1 = await runStage1Folds(config);
+  if (config.signal?.aborted) {
+    throw new Error(`experiment: stopped (${String(config.signal.reason)}) before stage 2`);
+  }
+  // Stage 2 and the report are written by this process alone (after every stage-1 pair): a killed run's
+  // temporary files there are garbage.
+  fl.io.removeTemporaries(config.outDir);
+  for (const f of stage1Folds(stage1)) fl.io.removeTemporaries(stage2FoldDir(config.outDir, f));
   config.onMessage?.("stage 2: every combiner on each fold's out-of-fold outputs");
   const folds = await stage2FoldsFromStage1(stage1, archs, seed, baselines);
   const foldIds = stage1Folds(stage1); // stage 2's fold i is stage 1's fold foldIds[i]

@@ -106,6 +106,11 @@ export interface Stage1Config {
   onProgress?: (log: Stage1EpochLog) => void;
   /** After every training batch has been submitted (for a progress bar). */
   onBatch?: (progress: Stage1BatchProgress) => void;
+  /**
+   * Stops training at the next step once aborted (e.g. by SIGINT/SIGTERM in the CLI): files being written are
+   * finished first, and the error says which checkpoint to resume from.
+   */
+  signal?: AbortSignal;
   /** stop after this epoch (as if interrupted), without restoring the best weights; for tests */
   stopAfterEpoch?: number;
   /** Names of the M classes in the reports (default covid, viral, bacterial, normal). */
@@ -294,6 +299,17 @@ function divergedError(checkpointPath: string | undefined, epoch: number, what: 
           epoch - 1
         }: resume from it (--resume) with a lower learning rate`
         : "nothing was checkpointed"
+    }`,
+  );
+}
+
+/** The error that ends a run stopped by its `signal` before step `step` of `epoch`. */
+function stoppedError(signal: AbortSignal, checkpointPath: string | undefined, epoch: number, step: number) {
+  return new Error(
+    `stage 1: stopped (${String(signal.reason)}) before step ${step} of epoch ${epoch}; ${
+      checkpointPath && epoch > 1
+        ? `${checkpointPath} holds epoch ${epoch - 1}, whole: --resume continues from it`
+        : "nothing was checkpointed yet"
     }`,
   );
 }
@@ -490,6 +506,13 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
       let done = 0;
       try {
         for (let b = 0; b < batches.length; b++) {
+          if (config.signal) {
+            // One turn of the event loop, so that a signal handler that aborts can run: on the WebAssembly
+            // backend a step's awaits are all microtasks, and the loop would otherwise never reach it. A timer,
+            // not setImmediate: Deno delivers a signal to a timer's turn at once, to setImmediate's ~0.4 s late.
+            await new Promise((resolve) => setTimeout(resolve, 0));
+            if (config.signal.aborted) throw stoppedError(config.signal, config.checkpointPath, epoch, b + 1);
+          }
           const { x, y } = next!;
           next = null;
           const count = y.length;

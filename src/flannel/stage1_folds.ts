@@ -71,6 +71,8 @@ export interface Stage1FoldsConfig {
   pretrained?: string;
   /** continue: skip finished pairs, resume started ones; without it, existing outputs are an error */
   resume?: boolean;
+  /** Stops at the next training step, or before the next pair, once aborted (see Stage1Config.signal). */
+  signal?: AbortSignal;
   /** One line of progress per event (a pair started, skipped or finished, pretrained weights loaded). */
   onMessage?: (message: string) => void;
   /** After every epoch of every pair. */
@@ -188,6 +190,9 @@ export async function runStage1Folds(config: Stage1FoldsConfig): Promise<Stage1F
   for (const [a, arch] of config.archs.entries()) {
     if (config.only && !config.only.includes(arch)) continue;
     for (const f of folds) {
+      if (config.signal?.aborted) {
+        throw new Error(`stage 1: stopped (${String(config.signal.reason)}) before ${arch} fold ${f}`);
+      }
       const dir = stage1FoldDir(outDir, arch, f);
       const valPath = join(dir, "val.safetensors"), testPath = join(dir, "test.safetensors");
       const held = pick(split.foldSplits[f].val);
@@ -217,6 +222,8 @@ export async function runStage1Folds(config: Stage1FoldsConfig): Promise<Stage1F
         );
       }
       if (existsSync(checkpointPath)) say(`${arch} fold ${f}: resuming from ${checkpointPath}`);
+      // a writer killed in this pair's folder (this run owns it) left its temporary files
+      fl.io.removeTemporaries(dir);
       mkdirSync(dir, { recursive: true });
       // The fold's training part, split by patient into what the learner trains on and what picks its epoch.
       const trainIdx = split.foldSplits[f].train;
@@ -266,6 +273,7 @@ export async function runStage1Folds(config: Stage1FoldsConfig): Promise<Stage1F
           logPath: join(dir, "log.jsonl"),
           onProgress: (log) => config.onEpoch?.(arch, f, log),
           onBatch: (p) => config.onBatch?.(arch, f, p),
+          signal: config.signal,
         });
         const crop = config.crop, batchSize = config.batchSize;
         const valProbs = await predictStage1(model, held.images, { crop, batchSize });

@@ -1,7 +1,17 @@
 // File writes that never leave a half-written result: write a temporary sibling, then rename over.
 import process from "node:process";
-import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
-import { dirname } from "node:path";
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  writeSync,
+} from "node:fs";
+import { dirname, join } from "node:path";
 
 /** A file being written by {@linkcode openAtomic}: write through `fd`, then `commit` or `abort`. */
 export interface AtomicFile {
@@ -13,6 +23,21 @@ export interface AtomicFile {
   abort(): void;
 }
 
+const TEMPORARY_SUFFIX = ".tmp";
+/** The name {@linkcode openAtomic} gives a temporary file: `<name>.<pid>.<milliseconds>.tmp`. */
+const TEMPORARY_NAME = /\.\d+\.\d+\.tmp$/;
+
+/**
+ * Removes the temporary files of {@linkcode openAtomic} that a killed writer (kill -9, a power cut) left in
+ * `dir` (not its subfolders); returns their names. Only for a folder no other process is writing into.
+ */
+export function removeTemporaries(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  const names = readdirSync(dir).filter((n) => TEMPORARY_NAME.test(n));
+  for (const n of names) rmSync(join(dir, n), { force: true });
+  return names;
+}
+
 /**
  * Opens a temporary sibling of `path` for writing, so that readers see the old file or the whole new one,
  * never a partial write: `commit` flushes it and renames it over `path`, `abort` removes it. Creates missing
@@ -20,7 +45,7 @@ export interface AtomicFile {
  * @throws Error naming `path` when the temporary file cannot be created.
  */
 export function openAtomic(path: string): AtomicFile {
-  const tmp = `${path}.${process.pid}.${Date.now()}.tmp`;
+  const tmp = `${path}.${process.pid}.${Date.now()}${TEMPORARY_SUFFIX}`;
   let fd: number | null;
   try {
     mkdirSync(dirname(path), { recursive: true });

@@ -11,7 +11,7 @@ export {
   type SafetensorsTensor,
   saveSafetensors,
 } from "./safetensors.ts";
-export { writeFileAtomic } from "./files.ts";
+export { removeTemporaries, writeFileAtomic } from "./files.ts";
 export {
   CHECKPOINT_FORMAT,
   type CheckpointOptimizer,
