@@ -140,8 +140,15 @@ export function buildEnsemble(
   }
 }
 
-/** Class-balanced draw with replacement: every class equally likely, then a uniform sample within it. */
-function balancedOrder(labels: Int32Array, classes: number, gen: fl.Generator): Int32Array {
+/**
+ * One epoch's sample order for class-balanced resampling (the "+ sampling" ablation): `labels.length`
+ * indices into the training set, drawn with replacement. Each draw picks one of the classes present in
+ * `labels` with equal probability, then one of that class's samples uniformly, so every present class gets
+ * an equal share in expectation (the per-epoch counts vary binomially; they are not forced equal), minority
+ * samples repeat and majority samples are left out. Classes absent from `labels` are never drawn. Takes two
+ * draws per index from `gen`: the same seeded generator gives the same order.
+ */
+export function balancedOrder(labels: Int32Array, classes: number, gen: fl.Generator): Int32Array {
   const byClass: number[][] = Array.from({ length: classes }, () => []);
   labels.forEach((y, i) => byClass[y].push(i));
   const present = byClass.filter((list) => list.length > 0);
