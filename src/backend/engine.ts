@@ -301,6 +301,11 @@ export class WebGpuEngine implements Engine {
   private stagingToDestroy: GPUBuffer[] = [];
   private pendingFlush: Promise<void> | null = null;
   private deviceError: string | null = null;
+  private readonly queue: GPUQueue;
+  /** Why the device was lost (GPUDevice.lost), once it has been: every later call fails with it. */
+  private lostReason: string | null = null;
+  /** Rejects when the device is lost, so that a wait on the device (a read, a sync) ends with the reason. */
+  private readonly whenLost: Promise<never>;
   /** Submits so far: a measure of batching for tests and benches. */
   submits = 0;
   /** Dispatches recorded so far. */
@@ -311,11 +316,21 @@ export class WebGpuEngine implements Engine {
    * is a CPU implementation (lavapipe), where kernels without workgroup memory run faster.
    */
   constructor(readonly device: GPUDevice, readonly onCpu: boolean) {
+    // Held from the start: Bun's `device.queue` throws once the device is destroyed, before `lost` settles,
+    // and the lost-device error should come from the next wait instead.
+    this.queue = device.queue;
     this.pool = new BufferPool(device, device.limits.maxBufferSize);
     this.maxStorageBinding = device.limits.maxStorageBufferBindingSize;
     this.minStorageOffsetAlignment = device.limits.minStorageBufferOffsetAlignment;
     this.maxWorkgroupsPerDim = device.limits.maxComputeWorkgroupsPerDimension;
     this.uniformRing = device.createBuffer({ size: UNIFORM_SLOT * UNIFORM_SLOTS, usage: UNIFORM_USAGE });
+    // A lost device (driver reset, GPU removed, out of memory, destroy()) never runs what was submitted:
+    // reads and syncs must fail, not return stale bytes or hang.
+    this.whenLost = device.lost.then((info) => {
+      this.lostReason = `${info.reason ?? "unknown"}: ${info.message || "no message"}`;
+      throw this.lostError();
+    });
+    this.whenLost.catch(() => {}); // the rejection is reported by the calls that wait on it
     const onError = (ev: Event) => {
       const err = (ev as GPUUncapturedErrorEvent).error;
       this.deviceError ??= err?.message ?? String(err);
@@ -513,12 +528,38 @@ export class WebGpuEngine implements Engine {
     this.bindGroups.clear();
   }
 
+  /** The error every call gives once the device is lost. */
+  private lostError(): Error {
+    return new Error(
+      `the WebGPU device was lost (${this.lostReason}); its buffers and the work not yet read back are gone ` +
+        "and nothing computed after the loss was returned: restart the process (a training run resumes from " +
+        "its last checkpoint)",
+    );
+  }
+
+  /**
+   * Rethrows the error of a failed wait on the device, as the lost-device error when the device turns out to
+   * be lost: a call can fail (Deno: "validation error occurred") before `lost` settles, so it waits up to a
+   * second for that.
+   */
+  private async explainFailure(err: unknown): Promise<never> {
+    await Promise.race([this.whenLost.catch(() => {}), new Promise((r) => setTimeout(r, 1000))]);
+    this.checkLost();
+    throw err;
+  }
+
+  /** Throws once the device is lost. */
+  private checkLost(): void {
+    if (this.lostReason !== null) throw this.lostError();
+  }
+
   /** Submits everything recorded so far. */
   flush(): void {
+    this.checkLost();
     this.endPass();
     if (!this.encoder) return;
     if (this.uniformSlot > 0) {
-      this.device.queue.writeBuffer(
+      this.queue.writeBuffer(
         this.uniformRing,
         0,
         this.uniformData,
@@ -527,7 +568,7 @@ export class WebGpuEngine implements Engine {
       );
     }
     const commands = this.encoder.finish();
-    this.device.queue.submit([commands]);
+    this.queue.submit([commands]);
     bunRelease.commands(commands);
     for (const b of this.stagingToDestroy) b.destroy();
     this.stagingToDestroy = [];
@@ -543,8 +584,9 @@ export class WebGpuEngine implements Engine {
    * such a write goes through a staging buffer copied in order with the commands, so it costs no submit.
    */
   write(pb: PooledBuffer, byteOffset: number, data: ArrayBufferView): void {
+    this.checkLost();
     if (pb.lastBatch !== this.batch || !this.encoder) {
-      this.device.queue.writeBuffer(gpuBuffer(pb), byteOffset, data.buffer, data.byteOffset, data.byteLength);
+      this.queue.writeBuffer(gpuBuffer(pb), byteOffset, data.buffer, data.byteOffset, data.byteLength);
       return;
     }
     const staging = this.device.createBuffer({
@@ -582,7 +624,12 @@ export class WebGpuEngine implements Engine {
       );
     }
     await this.flushSoon();
-    await staging.mapAsync(1, /* GPUMapMode.READ */ 0, size);
+    try {
+      await Promise.race([staging.mapAsync(1, /* GPUMapMode.READ */ 0, size), this.whenLost]);
+    } catch (err) {
+      await this.explainFailure(err);
+    }
+    this.checkLost();
     const out = staging.getMappedRange(0, size).slice(0, bytes);
     staging.unmap();
     let list = this.stagingFree.get(size);
@@ -607,7 +654,12 @@ export class WebGpuEngine implements Engine {
   /** Waits until the device has finished all submitted work (for benches and teardown). */
   async sync(): Promise<void> {
     this.flush();
-    await this.device.queue.onSubmittedWorkDone();
+    try {
+      await Promise.race([this.queue.onSubmittedWorkDone(), this.whenLost]);
+    } catch (err) {
+      await this.explainFailure(err);
+    }
+    this.checkLost();
     this.throwDeviceError();
   }
 
