@@ -9,7 +9,6 @@ import { fileURLToPath } from "node:url";
 import * as fl from "../mod.ts";
 import * as flannel from "../src/flannel/mod.ts";
 import {
-  artifactPath,
   assert,
   assertClose,
   assertEquals,
@@ -17,6 +16,7 @@ import {
   assertRejects,
   assertThrows,
   test,
+  writeArtifact,
 } from "./harness.ts";
 
 await fl.init();
@@ -99,17 +99,14 @@ test("experiment on chestxray64: two tiny learners, two folds; every Table 3 row
   assertEquals(result.methods[2].folds[1].confusion, voting.confusion);
   assertEquals(result.stage1.length, 4);
   // tests/both.ts compares this file between Deno and Bun: the same seed must give the same experiment.
-  writeFileSync(
-    artifactPath("experiment"),
-    JSON.stringify({
-      stage1: result.stage1,
-      methods: result.methods.map((m) => ({
-        name: m.name,
-        folds: m.folds,
-        probsHead: Array.from(m.testProbs[0].slice(0, 8)),
-      })),
-    }),
-  );
+  writeArtifact("experiment", {
+    stage1: result.stage1,
+    methods: result.methods.map((m) => ({
+      name: m.name,
+      folds: m.folds,
+      probsHead: Array.from(m.testProbs[0].slice(0, 8)),
+    })),
+  });
 
   // the figures: four PNGs that decode, and results.json without the per-sample probabilities
   const figures = flannel.writeFigures(tmp, result);

@@ -9,13 +9,13 @@ import * as fl from "../mod.ts";
 import * as flannel from "../src/flannel/mod.ts";
 import { epochBatches, patienceExhausted } from "../src/flannel/stage1.ts";
 import {
-  artifactPath,
   assert,
   assertClose,
   assertEquals,
   AssertionError,
   assertRejects,
   test,
+  writeArtifact,
 } from "./harness.ts";
 
 await fl.init();
@@ -214,20 +214,17 @@ test("a short seeded stage-1 run (tiny ResNet, one Adam step) for the cross-back
   const report = fl.metrics.classificationReport(Int32Array.from(val, (r) => r.label), probs);
   model.dispose();
   // tests/both.ts compares this between runtimes (1e-6) and between backends (1e-4).
-  writeFileSync(
-    artifactPath("stage1"),
-    JSON.stringify({
-      history: run.history.map(({ trainLoss, valMacroF1, valAccuracy }) => ({
-        trainLoss,
-        valMacroF1,
-        valAccuracy,
-      })),
-      bestEpoch: run.bestEpoch,
-      macroF1: report.macroF1,
-      confusion: report.confusion,
-      probsHead: Array.from(probs.slice(0, 16)),
-    }),
-  );
+  writeArtifact("stage1", {
+    history: run.history.map(({ trainLoss, valMacroF1, valAccuracy }) => ({
+      trainLoss,
+      valMacroF1,
+      valAccuracy,
+    })),
+    bestEpoch: run.bestEpoch,
+    macroF1: report.macroF1,
+    confusion: report.confusion,
+    probsHead: Array.from(probs.slice(0, 16)),
+  });
 });
 
 /** 24 images of chestxray64 (6 a class) at 40 px, split 3:1 by patient (seed 2) into training and validation. */

@@ -1,18 +1,18 @@
 // FLANNEL's stage 2: the Neural Weight Module against PyTorch, the baselines, the trainer's promises
 // (determinism, best epoch, focal loss on imbalanced data), and its errors on bad input.
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as fl from "../mod.ts";
 import * as flannel from "../src/flannel/mod.ts";
 import {
-  artifactPath,
   assert,
   assertClose,
   assertEquals,
   assertRejects,
   assertThrows,
   test,
+  writeArtifact,
 } from "./harness.ts";
 
 await fl.init();
@@ -211,7 +211,7 @@ test("stage 2 training is deterministic for a seed, keeps its best epoch, and ev
     };
   }
   // tests/both.ts compares this file between Deno and Bun: one seeded run must agree in both runtimes.
-  writeFileSync(artifactPath("stage2"), JSON.stringify(summary));
+  writeArtifact("stage2", summary);
 });
 
 test("inverse-frequency alpha sums to M and weights rare classes up; absent classes get 0", () => {
