@@ -170,6 +170,25 @@ test("a test file that fails to import is an error naming it; the tests it regis
   assertEquals([registry.length, afterAllHooks.length], [registered, hooks]);
 });
 
+test("test.when: the test where the condition holds, a skip with the reason elsewhere", async () => {
+  const before = registry.length;
+  const ran: string[] = [];
+  test.when(true, "unused")("when-true", () => void ran.push("when-true"));
+  test.when(false, "not on this backend")("when-false", () => void ran.push("when-false"));
+  const added = registry.splice(before); // registered here, run here: not the runner's
+  assertEquals(added.map((t) => [t.name, t.skipReason ?? null]), [
+    ["when-true", null],
+    ["when-false", "not on this backend"],
+  ]);
+  const results = [];
+  for (const t of added) results.push(await runTest(t.name, t.fn, 5));
+  assertEquals(results.map((r) => [r.status, r.error ?? null]), [["ok", null], [
+    "skip",
+    "not on this backend",
+  ]]);
+  assertEquals(ran, ["when-true"]);
+});
+
 test.afterAll(() => {
   rmSync(tmp, { recursive: true, force: true });
 });

@@ -30,7 +30,13 @@ export function setCurrentFile(file: string): void {
   currentFile = file;
 }
 
-/** Registers a test; `test.skip` one that is reported as skipped, `test.afterAll` a clean-up step. */
+type Register = (name: string, fn: TestFn, options?: TestOptions) => void;
+
+/**
+ * Registers a test; `test.skip` one that is reported as skipped, `test.when(condition, reason)` a test that
+ * runs where `condition` holds and is reported as skipped with `reason` elsewhere, `test.afterAll` a clean-up
+ * step.
+ */
 export const test = Object.assign(
   (name: string, fn: TestFn, options: TestOptions = {}): void => {
     registry.push({ name, file: currentFile, fn, timeoutS: options.timeoutS });
@@ -38,6 +44,9 @@ export const test = Object.assign(
   {
     skip(name: string, reason: string): void {
       registry.push({ name, file: currentFile, fn: () => skip(reason), skipReason: reason });
+    },
+    when(condition: boolean, reason: string): Register {
+      return condition ? test : (name) => test.skip(name, reason);
     },
     afterAll(fn: TestFn): void {
       afterAllHooks.push({ file: currentFile, fn });
