@@ -2,7 +2,7 @@
 // gradient to the input and gradient to the weight each read their operands straight from the tensors
 // (no im2col buffer). Groups run as the GEMM's z dimension. 1x1 convolutions without stride or padding
 // use loaders without the window arithmetic.
-import { getEngine } from "../backend/device.ts";
+import { backendInfo, getEngine } from "../backend/device.ts";
 import { implementation, kernelFamily, registerImplementation } from "../backend/kernel.ts";
 import type { KernelSpec } from "../backend/engine.ts";
 import { Tensor } from "../autograd/tensor.ts";
@@ -335,17 +335,37 @@ const SPLIT_K_THREADS = 8192;
 // and keep at least this many K rows per split, so the partial sums stay few next to the product
 const MIN_SPLIT_ROWS = 256;
 
-/** dW of a convolution: the weight-gradient GEMM, split along K when its outputs are few. */
-function weightGrad(dy: Tensor, x: Tensor, weight: Tensor, g: ConvGeometry, variant: Variant): Tensor {
-  const m = g.oc / g.groups, n = (g.c / g.groups) * g.kh * g.kw, k = g.n * g.oh * g.ow;
+/** The three WebGPU passes' GEMM sizes [M, N, K] (per group). */
+function webgpuProducts(
+  g: ConvGeometry,
+): Record<"forward" | "inputGrad" | "weightGrad", [number, number, number]> {
+  const cg = g.c / g.groups, ocg = g.oc / g.groups, khw = g.kh * g.kw;
+  return {
+    forward: [ocg, g.n * g.oh * g.ow, cg * khw],
+    inputGrad: [cg, g.n * g.h * g.w, ocg * khw],
+    weightGrad: [ocg, cg * khw, g.n * g.oh * g.ow],
+  };
+}
+
+/** The weight-gradient GEMM's K split on WebGPU: `count` parts of `chunk` rows (count 1: no split). */
+function splitK(g: ConvGeometry): { count: number; chunk: number } {
+  const [m, n, k] = webgpuProducts(g).weightGrad;
   const threads = gemmThreads(chooseTile(m, n), m, n, g.groups);
   const wanted = Math.min(Math.floor(k / MIN_SPLIT_ROWS), Math.ceil(SPLIT_K_THREADS / threads));
-  if (wanted <= 1) {
+  if (wanted <= 1) return { count: 1, chunk: k };
+  const chunk = Math.ceil(k / wanted);
+  return { count: Math.ceil(k / chunk), chunk };
+}
+
+/** dW of a convolution: the weight-gradient GEMM, split along K when its outputs are few. */
+function weightGrad(dy: Tensor, x: Tensor, weight: Tensor, g: ConvGeometry, variant: Variant): Tensor {
+  const [m, n, k] = webgpuProducts(g).weightGrad;
+  const { count, chunk } = splitK(g);
+  if (count === 1) {
     const dw = Tensor.empty([...weight.shape]);
-    run(weightGradKernel, [dy, x, dw], g, { variant }, [m, n, k], { count: 1, chunk: k });
+    run(weightGradKernel, [dy, x, dw], g, { variant }, [m, n, k], { count, chunk });
     return dw;
   }
-  const chunk = Math.ceil(k / wanted), count = Math.ceil(k / chunk);
   const partial = Tensor.empty([count, ...weight.shape]);
   run(weightGradKernel, [dy, x, partial], g, { variant }, [m, n, k], { count, chunk });
   const dw = sum(partial, [0]);
@@ -491,17 +511,16 @@ const WASM_SPLIT_MIN_PIXELS = 4096;
 
 function webgpuPasses(x: Tensor, weight: Tensor, bias: Tensor | null, g: ConvGeometry): ConvPasses {
   const variant: Variant = isPointwise(g) ? "pointwise" : "general";
-  const cg = g.c / g.groups, ocg = g.oc / g.groups;
-  const khw = g.kh * g.kw;
+  const products = webgpuProducts(g);
   return {
     forward: (out) => {
       const buffers = [x, weight, ...(bias ? [bias] : []), out, ...(variant === "pointwise" ? [x] : [])];
-      run(forwardKernel, buffers, g, { variant, bias: Boolean(bias) }, [ocg, g.n * g.oh * g.ow, cg * khw]);
+      run(forwardKernel, buffers, g, { variant, bias: Boolean(bias) }, products.forward);
     },
     inputGrad: (dy) => {
       const dx = Tensor.empty([...x.shape]);
       const buffers = [dy, weight, dx, ...(variant === "pointwise" ? [dy] : [])];
-      run(inputGradKernel, buffers, g, { variant }, [cg, g.n * g.h * g.w, ocg * khw]);
+      run(inputGradKernel, buffers, g, { variant }, products.inputGrad);
       return dx;
     },
     weightGrad: (dy) => weightGrad(dy, x, weight, g, variant),
@@ -509,6 +528,34 @@ function webgpuPasses(x: Tensor, weight: Tensor, bias: Tensor | null, g: ConvGeo
 }
 registerImplementation<ConvPassesOf>("conv2d", "wasm", wasmPasses);
 registerImplementation<ConvPassesOf>("conv2d", "webgpu", webgpuPasses);
+
+/** How {@link conv2d} runs for some operands on the open backend (see {@link convPlan}). */
+export interface ConvPlan {
+  /** 1x1 without stride or padding: the loaders without window arithmetic (both backends). */
+  pointwise: boolean;
+  /** Each pass's GEMM tile on WebGPU; null on WebAssembly, whose GEMM has one shape of work. */
+  tiles: Record<"forward" | "inputGrad" | "weightGrad", GemmTile> | null;
+  /** Parts the weight gradient is summed from: K splits on WebGPU, slices of the batch on WebAssembly. */
+  weightGradParts: number;
+}
+
+/**
+ * The code paths {@link conv2d} takes for these operands on the open backend, from the same functions that
+ * choose them: for tests that must reach every path, and for benches that name the path they measure.
+ */
+export function convPlan(x: Tensor, weight: Tensor, options: Conv2dOptions = {}): ConvPlan {
+  const g = geometry(x, weight, options);
+  if (backendInfo()?.backend === "wasm") {
+    return { pointwise: isPointwise(g), tiles: null, weightGradParts: wasmWeightGradSlices(g) };
+  }
+  const p = webgpuProducts(g);
+  const tile = ([m, n]: [number, number, number]) => chooseTile(m, n);
+  return {
+    pointwise: isPointwise(g),
+    tiles: { forward: tile(p.forward), inputGrad: tile(p.inputGrad), weightGrad: tile(p.weightGrad) },
+    weightGradParts: splitK(g).count,
+  };
+}
 
 /**
  * PyTorch's conv2d (torch.nn.functional.conv2d): x [N, C, H, W], weight [Cout, C/groups, KH, KW], optional
