@@ -34,12 +34,14 @@ function cli(...args: string[]): string {
   );
 }
 
-/** The CLI's stderr when it fails (it must), else an assertion error. */
+/** The CLI's stderr when it fails (it must, with the status 2 of a refused input), else an assertion error. */
 function cliError(...args: string[]): string {
   try {
     cli(...args);
   } catch (err) {
-    return String((err as { stderr?: string }).stderr);
+    const e = err as { stderr?: string; status?: number };
+    assertEquals(e.status, 2, `exit status of flannel ${args.join(" ")}; stderr: ${e.stderr}`);
+    return String(e.stderr);
   }
   throw new AssertionError(`flannel ${args.join(" ")} succeeded`);
 }

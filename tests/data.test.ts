@@ -79,7 +79,7 @@ test("parseCsv: quoted commas, newlines, doubled quotes, CRLF, BOM", () => {
     "",
   ]]);
   assertEquals(data.parseCsvObjects("p,q\n1,2\n3")[1], { p: "3", q: "" });
-  assertThrows(() => data.parseCsv('a,"b\n'), "unterminated");
+  assertThrows(() => data.parseCsv('a,b\nc,"d\n'), "unterminated quoted field starting on line 2");
 });
 
 test("classifyFinding: flat and hierarchical findings", () => {

@@ -117,7 +117,7 @@ test("jobs: a plan run as parallel jobs, with a duplicate, a kill -9 and a resta
     !existsSync(join(flannel.stage1FoldDir(run, "vgg19_bn", 0), "test.safetensors")),
     "job 2 finished before the kill",
   );
-  const status = cliErr(["status", "--run", run]); // exits 1: not all done
+  const status = cliErr(["status", "--run", run], 1); // exits 1: not all done
   assert(
     /2 +pending +vgg19_bn fold 0/.test(status) && /3 done, 0 running, 0 failed, 2 pending/.test(status),
     status,
@@ -162,11 +162,17 @@ function cliOut(args: string[]): string {
 }
 
 /** Everything the CLI printed, when it must fail. */
-function cliErr(args: string[]): string {
+/** The output of a CLI run that must fail with `status` (2: a refused input; 1: `status` with jobs not done). */
+function cliErr(args: string[], status = 2): string {
   try {
     cli(...args);
   } catch (err) {
-    const e = err as { stdout?: string; stderr?: string };
+    const e = err as { stdout?: string; stderr?: string; status?: number };
+    assertEquals(
+      e.status,
+      status,
+      `exit status of flannel ${args.join(" ")}; output: ${e.stdout}${e.stderr}`,
+    );
     return `${e.stdout ?? ""}${e.stderr ?? ""}`;
   }
   throw new AssertionError(`flannel ${args.join(" ")} succeeded`);

@@ -503,7 +503,7 @@ test("runStage1Folds: out-of-fold and test outputs per learner and fold, patient
   const readable = await cache.getReadable(withBad);
   assertEquals(readable.records.length, all.length);
   assertEquals(readable.skipped.length, 1);
-  assert(readable.skipped[0].reason.includes("corrupt.png"), readable.skipped[0].reason);
+  assertEquals(readable.skipped[0].reason, `${bad}: not a PNG or JPEG file (starts with 89 50 4e 47)`);
 
   const { records, images } = readable;
   const split = fl.data.patientSplit(records, {

@@ -130,7 +130,7 @@ test("auto falls back to WebAssembly where no WebGPU adapter exists, and says so
     `stderr: ${auto.stderr}`,
   );
   const gpu = runWithoutAdapter("webgpu");
-  assert(gpu.status !== 0, "asking for webgpu without an adapter must fail");
+  assertEquals(gpu.status, 1, "asking for webgpu without an adapter must fail (an uncaught error: status 1)");
   assert(
     /No WebGPU adapter was found/.test(gpu.stderr) && /lavapipe/.test(gpu.stderr),
     `stderr: ${gpu.stderr}`,

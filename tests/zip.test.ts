@@ -286,7 +286,10 @@ test("hostile: path traversal names of each kind, duplicates, encryption", async
   );
   const aes = await good();
   u16(aes, layout(aes)[1].central + 10, 99); // WinZip AES
-  assertThrows(() => ZipReader.open(put(aes)), "is encrypted");
+  assertThrows(
+    () => ZipReader.open(put(aes)),
+    'entry "data/deflated.txt" is encrypted; encrypted archives are not supported',
+  );
 });
 
 test("hostile: truncated archive, overlapping entries, data running into the directory, corrupt directory", async () => {
