@@ -3,21 +3,17 @@
 // every file whole). Each interrupted and resumed run must give the uninterrupted run's results.json.
 // The CLI children run on the WebAssembly backend (no kernel compiles per child), so the WebGPU runs of the
 // suite skip these tests: the WebAssembly run of the same runtime (Deno, Bun) makes them.
-import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import process from "node:process";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join, resolve } from "node:path";
 import * as fl from "../mod.ts";
 import { assert, assertEquals, AssertionError, test } from "./harness.ts";
+import { repo, resultsOf, startCli, until } from "./cli_children.ts";
 
 await fl.init();
-const repo = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const data = resolve(repo, "..", "shared", "data", "chestxray64");
 const tmp = mkdtempSync(join(tmpdir(), "fl-interrupt-"));
-const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
-const runtimeArgs = isBun ? ["run"] : ["run", "-A"];
 const OPTIONS = [
   "--data",
   data,
@@ -35,43 +31,11 @@ const OPTIONS = [
   "wasm",
 ];
 
-/** An `experiment` process writing to `out`; `lines` grows with its output, `done` resolves at its exit. */
+/** An `experiment` process writing to `out`; `lines()` counts the lines of its output so far. */
 function experiment(out: string, resume = false) {
-  const child: ChildProcess = spawn(
-    process.execPath,
-    [
-      ...runtimeArgs,
-      join(repo, "cli.ts"),
-      "experiment",
-      ...OPTIONS,
-      "--out",
-      out,
-      ...(resume ? ["--resume"] : []),
-    ],
-    { stdio: ["ignore", "pipe", "pipe"] },
-  );
-  let output = "";
-  child.stdout!.on("data", (d) => (output += d));
-  child.stderr!.on("data", (d) => (output += d));
-  const done = new Promise<{ code: number | null; signal: string | null; output: string }>((ok) =>
-    child.on("close", (code, signal) => ok({ code, signal, output }))
-  );
-  return { child, done, lines: () => output.split("\n").length - 1, output: () => output };
+  const run = startCli(["experiment", ...OPTIONS, "--out", out, ...(resume ? ["--resume"] : [])]);
+  return { ...run, lines: () => run.output().split("\n").length - 1 };
 }
-
-const until = async (cond: () => boolean, what: string, seconds = 120) => {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > seconds * 1000) throw new AssertionError(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-};
-
-const results = (dir: string) => {
-  const r = JSON.parse(readFileSync(join(dir, "results.json"), "utf8"));
-  delete r.machine; // data paths, adapter, elapsed time
-  return r;
-};
 
 /** Every file under `dir` (relative paths). */
 function files(dir: string, prefix = ""): string[] {
@@ -93,7 +57,7 @@ async function uninterrupted() {
   const run = experiment(join(tmp, "reference"));
   const r = await run.done;
   assertEquals(r.code, 0, r.output.slice(-2000));
-  return reference = { results: results(join(tmp, "reference")), lines: run.lines() };
+  return reference = { results: resultsOf(join(tmp, "reference")), lines: run.lines() };
 }
 
 // Its CLI children run on WebAssembly: in the WebGPU runs they would repeat the WebAssembly run's work.
@@ -126,7 +90,7 @@ wasmTest(
         }): ${last}`,
       );
       await resumeToTheEnd(out);
-      assertEquals(results(out), ref.results, `run ${i}: results.json after kill -9 and --resume`);
+      assertEquals(resultsOf(out), ref.results, `run ${i}: results.json after kill -9 and --resume`);
       rmSync(out, { recursive: true, force: true });
     }
     assert(interrupted >= 3, `only ${interrupted} of 4 runs were killed before they ended`);
@@ -169,7 +133,7 @@ for (const [sig, code] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
         await fl.io.loadSafetensors(join(out, f));
       }
       await resumeToTheEnd(out);
-      assertEquals(results(out), ref.results, `results.json after ${sig} and --resume`);
+      assertEquals(resultsOf(out), ref.results, `results.json after ${sig} and --resume`);
     },
   );
 }

@@ -2,20 +2,17 @@
 // them: the stage-1 jobs started in parallel, a second copy of a running job refused, one job killed (SIGKILL)
 // mid-training and restarted, the final job refused until stage 1 is done; then results.json equal to the one
 // process `experiment` with the same options. Child processes run on the WebAssembly backend (fast here).
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import process from "node:process";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join, resolve } from "node:path";
 import * as flannel from "../src/flannel/mod.ts";
 import { assert, assertEquals, AssertionError, assertThrows, test } from "./harness.ts";
+import { repo, resultsOf, runtimeArgs, startCli, until } from "./cli_children.ts";
 
-const repo = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const data = resolve(repo, "..", "shared", "data", "chestxray64");
 const tmp = mkdtempSync(join(tmpdir(), "fl-jobs-"));
-const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
-const runtimeArgs = isBun ? ["run"] : ["run", "-A"];
 const env = { ...process.env, FLANNEL_BACKEND: "wasm" };
 const OPTIONS = [
   "--data",
@@ -40,34 +37,9 @@ function cli(...args: string[]): string {
   });
 }
 
-/** A CLI process; resolves with its exit code (or signal) and its output. */
-function start(args: string[], extraEnv: Record<string, string> = {}) {
-  const child: ChildProcess = spawn(process.execPath, [...runtimeArgs, join(repo, "cli.ts"), ...args], {
-    env: { ...env, ...extraEnv },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let output = "";
-  child.stdout!.on("data", (d) => (output += d));
-  child.stderr!.on("data", (d) => (output += d));
-  const done = new Promise<{ code: number | null; signal: string | null; output: string }>((ok) =>
-    child.on("close", (code, signal) => ok({ code, signal, output }))
-  );
-  return { child, done };
-}
-
-const until = async (cond: () => boolean, what: string, seconds = 120) => {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > seconds * 1000) throw new AssertionError(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-};
-
-const results = (dir: string) => {
-  const r = JSON.parse(readFileSync(join(dir, "results.json"), "utf8"));
-  delete r.machine; // data paths, adapter, elapsed time
-  return r;
-};
+/** A CLI process on the WebAssembly backend (with `extraEnv`). */
+const start = (args: string[], extraEnv: Record<string, string> = {}) =>
+  startCli(args, { ...env, ...extraEnv });
 
 test("jobs: a plan run as parallel jobs, with a duplicate, a kill -9 and a restart, equals the one-process experiment", async () => {
   if (!existsSync(join(data, "labels.csv"))) throw new AssertionError(`test data missing: ${data}`);
@@ -134,7 +106,7 @@ test("jobs: a plan run as parallel jobs, with a duplicate, a kill -9 and a resta
   // the same experiment in one process
   const single = join(tmp, "single");
   cli("experiment", ...OPTIONS, "--out", single);
-  assertEquals(results(run), results(single));
+  assertEquals(resultsOf(run), resultsOf(single));
 });
 
 test("jobs: the index must come from somewhere and name a job; a broken plan is refused", () => {

@@ -1,0 +1,45 @@
+// What the tests that run the CLI as child processes share (jobs.test.ts, interrupt.test.ts): starting one
+// in this runtime, waiting for a condition on its output, and reading the results.json it wrote.
+import { type ChildProcess, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import process from "node:process";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { AssertionError } from "./harness.ts";
+
+/** The repository's root. */
+export const repo = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
+/** What runs a script in this runtime: `bun run` or `deno run -A`. */
+export const runtimeArgs = isBun ? ["run"] : ["run", "-A"];
+
+/** A CLI process (`cli.ts args`) in this runtime; `done` resolves with its exit code or signal and output. */
+export function startCli(args: string[], env: Record<string, string | undefined> = process.env) {
+  const child: ChildProcess = spawn(process.execPath, [...runtimeArgs, join(repo, "cli.ts"), ...args], {
+    env,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  child.stdout!.on("data", (d) => (output += d));
+  child.stderr!.on("data", (d) => (output += d));
+  const done = new Promise<{ code: number | null; signal: string | null; output: string }>((ok) =>
+    child.on("close", (code, signal) => ok({ code, signal, output }))
+  );
+  return { child, done, output: () => output };
+}
+
+/** Waits until `cond()` holds (polling every 5 ms); fails naming `what` after `seconds`. */
+export async function until(cond: () => boolean, what: string, seconds = 120): Promise<void> {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > seconds * 1000) throw new AssertionError(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/** A run's results.json without its machine block (data paths, adapter, elapsed time). */
+export function resultsOf(dir: string): unknown {
+  const r = JSON.parse(readFileSync(join(dir, "results.json"), "utf8"));
+  delete r.machine;
+  return r;
+}
