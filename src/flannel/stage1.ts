@@ -368,9 +368,14 @@ async function resumeFrom(
  * `resume` continues from the checkpoint to the same final weights, bit for bit, as an uninterrupted run.
  * Reseeds the global generator (fl.manualSeed) at every epoch: the models' dropout draws from it.
  *
+ * Every step's loss and gradients are checked (one number read back per step): a non-finite one ends the run
+ * with an error naming the epoch and step, before that epoch is checkpointed. A resumed run takes this
+ * config's `lr` and `weightDecay` (a diverged run resumes with a lower rate).
+ *
  * @throws {Error} on invalid epochs, batchSize or seed, on `resume` without `checkpointPath`, on an empty
- * training or validation set, on an unknown `augment`, or when a resumed checkpoint was trained with
- * another batchSize, seed, crop, noiseStd, augment or recipe.
+ * training or validation set, on an unknown `augment`, when a resumed checkpoint was trained with
+ * another batchSize, seed, crop, noiseStd, augment or recipe, when training diverges, and when `signal` is
+ * aborted (naming the checkpoint to resume from).
  */
 export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
   const { model, epochs } = config;
