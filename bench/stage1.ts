@@ -43,7 +43,7 @@ import process from "node:process";
 import { Bench } from "tinybench";
 import * as fl from "../mod.ts";
 import * as flannel from "../src/flannel/mod.ts";
-import type { GrayImage } from "../src/io/images.ts";
+import { syntheticImages } from "./synthetic_images.ts";
 import { trainStep } from "../src/train/step.ts";
 
 const args = process.argv.slice(2);
@@ -67,22 +67,6 @@ console.log(
     filter ? `; filter "${filter}"` : ""
   }`,
 );
-
-/** Seeded gray images of side crop + 8 (values in [0, 1]: a smooth pattern plus noise), in memory. */
-function syntheticImages(count: number, side: number, seed: number): GrayImage[] {
-  let s = seed >>> 0;
-  const next = () => (s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32;
-  return Array.from({ length: count }, (_, i) => {
-    const data = new Float32Array(side * side);
-    for (let y = 0; y < side; y++) {
-      for (let x = 0; x < side; x++) {
-        const v = 0.5 + 0.25 * Math.sin((x + i) / 7) * Math.cos(y / 5) + 0.2 * (next() - 0.5);
-        data[y * side + x] = Math.min(1, Math.max(0, v));
-      }
-    }
-    return { width: side, height: side, data };
-  });
-}
 
 const images = syntheticImages(Math.max(2 * B, 8), crop + 8, 1);
 const labels = Int32Array.from({ length: B }, (_, i) => i % numClasses);
