@@ -557,6 +557,12 @@ test("runStage1Folds: out-of-fold and test outputs per learner and fold, patient
     r.test.macroF1,
   ]);
   await assertRejects(() => flannel.runStage1Folds({ ...config, folds: [3] }), /fold 3 does not exist/);
+  // a diverging pair names its learner and fold in front of the epoch and step: every image NaN here
+  const nan = images.map((im) => ({ ...im, data: im.data.map(() => NaN) }));
+  await assertRejects(
+    () => flannel.runStage1Folds({ ...config, images: nan, outDir: join(tmp, "folds-nan") }),
+    /^resnet152 fold 1: stage 1: epoch 1, step 1 of \d+: (the training loss is NaN|a gradient is not finite .*) \(training diverged\); nothing was checkpointed$/,
+  );
 });
 
 test("loadPretrained: matching tensors loaded, a head of another class count kept fresh", async () => {
