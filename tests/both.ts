@@ -116,10 +116,17 @@ function runOne(cmd: string, cmdArgs: string[]): Promise<RunResult> {
       console.log(`FAIL  ${cmd} could not start (${err.message}); run ./setup.sh first`);
       done({ passed: 0, failed: 1, skipped: 0, opRecords: null });
     });
-    child.on("close", (code) => {
+    child.on("close", (code, signal) => {
       if (pending) console.log(pending);
       if (killed) {
         console.log(`FAIL  ${cmd} ${backend}: killed after ${RUN_LIMIT_S} s (FLANNEL_TEST_RUN_TIMEOUT_S)`);
+      } else if (last === null) {
+        console.log(
+          `FAIL  ${cmd} ${backend}: ended (${
+            signal ? `signal ${signal}` : `exit status ${code}`
+          }) before its ` +
+            "closing line: the tests after the last one above never ran",
+        );
       }
       // A runtime that crashed or was killed before its summary counts as one failure more.
       const r = last ?? { passed: 0, failed: 0, skipped: 0, opRecords };

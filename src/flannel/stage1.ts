@@ -368,8 +368,9 @@ async function resumeFrom(
  * `resume` continues from the checkpoint to the same final weights, bit for bit, as an uninterrupted run.
  * Reseeds the global generator (fl.manualSeed) at every epoch: the models' dropout draws from it.
  *
- * Every step's loss and gradients are checked (one number read back per step): a non-finite one ends the run
- * with an error naming the epoch and step, before that epoch is checkpointed. A resumed run takes this
+ * Every step's loss and the gradients of its first and last parameter are checked (one number read back per
+ * step), and every weight after each epoch: a non-finite one ends the run with an error naming the epoch and
+ * the step, before that epoch is checkpointed. A resumed run takes this
  * config's `lr` and `weightDecay` (a diverged run resumes with a lower rate).
  *
  * @throws {Error} on invalid epochs, batchSize or seed, on `resume` without `checkpointPath`, on an empty
@@ -456,6 +457,12 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
     writeFileSync(config.logPath, history.map((h) => JSON.stringify(h) + "\n").join(""));
   }
   const s = train.labels.length;
+  // Each step checks the loss and the gradients of the first and the last parameter (the stem and the
+  // classifier): backpropagation carries a NaN or an infinity from any layer down to the stem's gradient.
+  // Not every gradient: 3 kernels a parameter a step, each with new buffers, made so many bind groups that
+  // lavapipe under Deno crashed (the weights are all checked after every epoch).
+  const parameters = model.parameters();
+  const watched = [parameters[0], parameters[parameters.length - 1]];
   const lossSum = fl.zeros([1]).keep();
   const lastEpoch = Math.min(epochs, config.stopAfterEpoch ?? epochs);
   let lastReport: fl.metrics.ClassificationReport | null = null;
@@ -535,7 +542,7 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
               },
               lossSum,
               count / imagesPerEpoch,
-              model.parameters(),
+              watched,
             );
           } finally {
             if (x instanceof fl.Tensor) x.dispose(); // a device batch ("paper"), made outside the step's scope
@@ -569,8 +576,8 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
       }
       const trainLoss = await fl.train.takeEpochLoss(lossSum);
       // A diverged epoch is never checkpointed: the previous epoch's checkpoint stays the one to resume from.
-      // Every step's loss and gradients were checked above; the weights are checked too, as a backstop (a
-      // finite update can still overflow them).
+      // Every step's loss and the stem's and classifier's gradients were checked above; all the weights are
+      // checked here (a NaN that stayed in a middle layer's gradient, or a finite update that overflowed).
       if (!Number.isFinite(trainLoss) || !(await parametersFinite(model))) {
         throw divergedError(
           config.checkpointPath,
