@@ -13,6 +13,21 @@ const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
 /** What runs a script in this runtime: `bun run` or `deno run -A`. */
 export const runtimeArgs = isBun ? ["run"] : ["run", "-A"];
 
+/** The small real data set the CLI tests run on. */
+export const chestxray64 = resolve(repo, "..", "shared", "data", "chestxray64");
+
+/**
+ * `experiment` (and `plan`) options of a small run on chestxray64: the tiny ResNet-152 and VGG19-bn, two
+ * folds, 3 epochs, `perClass` images of each class, 2 stage-2 epochs.
+ */
+export function smallRunOptions(perClass: number): string[] {
+  return [
+    ...["--data", chestxray64, "--archs", "resnet152,vgg19_bn", "--folds", "2", "--epochs", "3"],
+    ...["--subsample", ["covid", "viral", "bacterial", "normal"].map((c) => `${c}=${perClass}`).join(",")],
+    ...["--stage2-epochs", "2"],
+  ];
+}
+
 /** A CLI process (`cli.ts args`) in this runtime; `done` resolves with its exit code or signal and output. */
 export function startCli(args: string[], env: Record<string, string | undefined> = process.env) {
   const child: ChildProcess = spawn(process.execPath, [...runtimeArgs, join(repo, "cli.ts"), ...args], {

@@ -6,30 +6,15 @@
 import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import process from "node:process";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import * as fl from "../mod.ts";
 import { assert, assertEquals, AssertionError, test } from "./harness.ts";
-import { repo, resultsOf, startCli, until } from "./cli_children.ts";
+import { chestxray64, resultsOf, smallRunOptions, startCli, until } from "./cli_children.ts";
 
 await fl.init();
-const data = resolve(repo, "..", "shared", "data", "chestxray64");
+const data = chestxray64;
 const tmp = mkdtempSync(join(tmpdir(), "fl-interrupt-"));
-const OPTIONS = [
-  "--data",
-  data,
-  "--archs",
-  "resnet152,vgg19_bn",
-  "--folds",
-  "2",
-  "--epochs",
-  "3",
-  "--subsample",
-  "covid=40,viral=40,bacterial=40,normal=40",
-  "--stage2-epochs",
-  "2",
-  "--backend",
-  "wasm",
-];
+const OPTIONS = [...smallRunOptions(40), "--backend", "wasm"];
 
 /** An `experiment` process writing to `out`; `lines()` counts the lines of its output so far. */
 function experiment(out: string, resume = false) {

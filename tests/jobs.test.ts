@@ -6,28 +6,23 @@ import { execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import process from "node:process";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import * as flannel from "../src/flannel/mod.ts";
 import { assert, assertEquals, AssertionError, assertThrows, test } from "./harness.ts";
-import { repo, resultsOf, runtimeArgs, startCli, until } from "./cli_children.ts";
+import {
+  chestxray64,
+  repo,
+  resultsOf,
+  runtimeArgs,
+  smallRunOptions,
+  startCli,
+  until,
+} from "./cli_children.ts";
 
-const data = resolve(repo, "..", "shared", "data", "chestxray64");
+const data = chestxray64;
 const tmp = mkdtempSync(join(tmpdir(), "fl-jobs-"));
 const env = { ...process.env, FLANNEL_BACKEND: "wasm" };
-const OPTIONS = [
-  "--data",
-  data,
-  "--archs",
-  "resnet152,vgg19_bn",
-  "--folds",
-  "2",
-  "--epochs",
-  "3",
-  "--subsample",
-  "covid=20,viral=20,bacterial=20,normal=20",
-  "--stage2-epochs",
-  "2",
-];
+const OPTIONS = smallRunOptions(20);
 
 function cli(...args: string[]): string {
   return execFileSync(process.execPath, [...runtimeArgs, join(repo, "cli.ts"), ...args], {
