@@ -34,13 +34,17 @@ function classCounts(order: Int32Array, labels: Int32Array, classes: number): nu
   return counts;
 }
 
+/** `epochs` epochs' orders of balancedOrder over `labels` (M classes) from one generator seeded `seed`. */
+function drawEpochs(labels: Int32Array, m: number, seed: number, epochs: number): Int32Array[] {
+  const gen = new fl.Generator(seed);
+  return Array.from({ length: epochs }, () => balancedOrder(labels, m, gen));
+}
+
 test("balancedOrder on 200/30/10/5 labels: each class a quarter of the draws, within binomial bounds", () => {
   const labels = imbalancedLabels(COUNTS);
   const s = labels.length, m = COUNTS.length, epochs = 40;
-  const gen = new fl.Generator(5);
   const total = new Array(m).fill(0);
-  for (let e = 0; e < epochs; e++) {
-    const order = balancedOrder(labels, m, gen);
+  for (const [e, order] of drawEpochs(labels, m, 5, epochs).entries()) {
     assertEquals(order.length, s, "one epoch draws as many indices as there are samples");
     for (const i of order) {
       assert(Number.isInteger(i) && i >= 0 && i < s, `index ${i} outside the training set`);
@@ -67,10 +71,8 @@ test("balancedOrder on 200/30/10/5 labels: each class a quarter of the draws, wi
 test("balancedOrder repeats minority samples, leaves majority samples out, and is uniform within a class", () => {
   const labels = imbalancedLabels(COUNTS);
   const s = labels.length, m = COUNTS.length, epochs = 40;
-  const gen = new fl.Generator(6);
   const perSample = new Array(s).fill(0);
-  for (let e = 0; e < epochs; e++) {
-    const order = balancedOrder(labels, m, gen);
+  for (const [e, order] of drawEpochs(labels, m, 6, epochs).entries()) {
     const seen = new Map<number, number>();
     for (const i of order) seen.set(i, (seen.get(i) ?? 0) + 1);
     const distinct = (c: number) => [...seen.keys()].filter((i) => labels[i] === c).length;
@@ -105,10 +107,9 @@ test("balancedOrder never draws a class absent from the labels; the present ones
     ...new Array(12).fill(1),
     ...new Array(4).fill(3),
   ]);
-  const gen = new fl.Generator(7);
   const total = [0, 0, 0, 0];
-  for (let e = 0; e < 30; e++) {
-    classCounts(balancedOrder(labels, 4, gen), labels, 4).forEach((n, c) => (total[c] += n));
+  for (const order of drawEpochs(labels, 4, 7, 30)) {
+    classCounts(order, labels, 4).forEach((n, c) => (total[c] += n));
   }
   assertEquals(total[2], 0, "absent class 2 drawn");
   const draws = 30 * labels.length, sd = Math.sqrt(draws * (1 / 3) * (2 / 3));

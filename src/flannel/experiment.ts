@@ -213,11 +213,11 @@ export async function runExperiment(config: ExperimentConfig): Promise<Experimen
   }
   // Stage 2 and the report are written by this process alone (after every stage-1 pair): a killed run's
   // temporary files there are garbage.
+  const foldIds = stage1Folds(stage1); // stage 2's fold i is stage 1's fold foldIds[i]
   fl.io.removeTemporaries(config.outDir);
-  for (const f of stage1Folds(stage1)) fl.io.removeTemporaries(stage2FoldDir(config.outDir, f));
+  for (const f of foldIds) fl.io.removeTemporaries(stage2FoldDir(config.outDir, f));
   config.onMessage?.("stage 2: every combiner on each fold's out-of-fold outputs");
   const folds = await stage2FoldsFromStage1(stage1, archs, seed, baselines);
-  const foldIds = stage1Folds(stage1); // stage 2's fold i is stage 1's fold foldIds[i]
   const methods = await runStage2Folds(folds, {
     learnerNames: archs.map((a) => LEARNER_TITLES[a]),
     baselineNames: baselines.map((a) => LEARNER_TITLES[a]),

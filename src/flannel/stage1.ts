@@ -407,14 +407,15 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
     return p;
   });
   const lr = config.lr ?? 1e-3, weightDecay = config.weightDecay ?? 1e-4;
+  const parameters = model.parameters();
   const optimizer = recipe.optimizer === "sgd"
-    ? new fl.optim.SGD(model.parameters(), {
+    ? new fl.optim.SGD(parameters, {
       lr,
       weightDecay,
       momentum: recipe.momentum ?? 0.9,
       nesterov: true,
     })
-    : new fl.optim.Adam(model.parameters(), { lr, weightDecay });
+    : new fl.optim.Adam(parameters, { lr, weightDecay });
   const settings: Stage1Settings = {
     epochs,
     batchSize,
@@ -461,7 +462,6 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
   // classifier): backpropagation carries a NaN or an infinity from any layer down to the stem's gradient.
   // Not every gradient: 3 kernels a parameter a step, each with new buffers, made so many bind groups that
   // lavapipe under Deno crashed (the weights are all checked after every epoch).
-  const parameters = model.parameters();
   const watched = [parameters[0], parameters[parameters.length - 1]];
   const lossSum = fl.zeros([1]).keep();
   const lastEpoch = Math.min(epochs, config.stopAfterEpoch ?? epochs);

@@ -23,7 +23,6 @@ export interface AtomicFile {
   abort(): void;
 }
 
-const TEMPORARY_SUFFIX = ".tmp";
 /** The name {@linkcode openAtomic} gives a temporary file: `<name>.<pid>.<milliseconds>.tmp`. */
 const TEMPORARY_NAME = /\.\d+\.\d+\.tmp$/;
 
@@ -45,7 +44,7 @@ export function removeTemporaries(dir: string): string[] {
  * @throws Error naming `path` when the temporary file cannot be created.
  */
 export function openAtomic(path: string): AtomicFile {
-  const tmp = `${path}.${process.pid}.${Date.now()}${TEMPORARY_SUFFIX}`;
+  const tmp = `${path}.${process.pid}.${Date.now()}.tmp`;
   let fd: number | null;
   try {
     mkdirSync(dirname(path), { recursive: true });
