@@ -25,9 +25,12 @@ const IMAGE_RUN_HELP = `Options:
   --seed S          seed of split, initial weights and augmentation (default 0)
   --subsample SPEC  per-class subsampling by patient before the split, e.g. covid=0.5,normal=200
                     (a fraction of the class, or an image count)
-  --pretrained DIR  start each learner from DIR/<arch>.safetensors (e.g. torchvision's ImageNet weights
-                    exported with safetensors.torch.save_file): matching tensors are loaded, the
-                    classifier head (1000 classes there, 4 here) keeps its fresh initialisation
+  --pretrained DIR  start each learner from its ImageNet weights in DIR: torchvision's hub cache as it is
+                    (~/.cache/torch/hub/checkpoints: resnet152-394f9c45.pth, densenet161-8d451a50.pth,
+                    inception_v3_google-0cc3c7bd.pth, efficientnet_b4_rwightman-*.pth for AI-Covid, ...;
+                    SHA-256 checked against the name) or DIR/<arch>.pth|.pt|.safetensors. No Python needed.
+                    Every tensor but the 1000-class head is loaded (a line per learner says what); a
+                    learner with no file is an error before anything trains; COVID-Net trains from scratch
   --resume          continue a run in OUT: finished learner/fold pairs are skipped, a started one
                     continues from its last checkpoint (after a crash or Ctrl-C)
   --recipe R        shared (default: every learner and baseline trained alike, a like-for-like Table 3) or
@@ -56,7 +59,7 @@ Commands:
   experiment  the whole protocol on images: stage 1 on every fold, stage 2, Table 3 (results.json, report.md)
   predict     class probabilities of chest X-ray images (shipped weights, a bundle or an experiment), as CSV
   cam         class activation maps of each learner on images, as PNGs
-  export      one zip with an experiment's trained models and model card, for predict and cam anywhere
+  export      an experiment's trained models as one zip (predict and cam anywhere) or as one ONNX graph
   plan        the experiment as independent jobs for a scheduler (Slurm, Kubernetes): OUT/plan.json
   job         run one job of a plan (index from --index, SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX)
   status      done / running / failed / pending per job of a plan
@@ -220,23 +223,37 @@ Options:
   --run DIR        the plan's folder
   --json           print [{"index", "kind", "arch", "fold", "state", "seconds", "host", "error"}, ...]
   --help`,
-  export: `flannel export: one file with the trained models of an experiment, to run 'predict' anywhere
+  export: `flannel export: an experiment's trained models as one zip for 'predict' anywhere, or as ONNX
 
 Usage: deno task flannel export --run DIR --out NAME.zip [--weights f32|f16] [--notes FILE.md]
+       deno task flannel export --run DIR --onnx OUT.onnx [--method NAME]
+       deno task flannel export --model BUNDLE.zip --onnx OUT.onnx [--method NAME]
 
-Writes a zip (atomically) holding every fold's kept learner weights, every fold's trained combiners,
+--out writes a zip (atomically) holding every fold's kept learner weights, every fold's trained combiners,
 the preprocessing settings and class names (manifest.json, with each entry's size and SHA-256), the
 experiment's results.json, and MODEL_CARD.md (intended use, data summary, Table 3, what Table 3 hides).
 'predict --model NAME.zip' and 'cam --model NAME.zip' (and fl.flannel.loadBundle) run from it with no
 experiment folder, in Deno or Bun, on either backend. Baselines (COVID-Net, AI-Covid) are not part of the
 ensemble and are left out.
 
+--onnx writes the whole ensemble as one ONNX graph (opset 17) that any ONNX runtime runs: every fold's
+learners, the fold's combiner (FLANNEL unless --method names another) and the average over the folds,
+exactly as 'predict' computes them. Input "input": the normalised centre crop [batch, 3, crop, crop]
+(batch dynamic); output "probs" [batch, 4]. The file's metadata says how to make the input (resize,
+crop, equalisation, mean and std, gray to 3 channels) and names the classes. Weights past 2 GB go to
+OUT.onnx.data beside it (ONNX external data).
+
 Options:
   --run DIR          a finished 'experiment' output folder
+  --model FILE.zip   a bundle (for --onnx; default with neither: the shipped weights)
   --out NAME.zip     the bundle to write
   --weights W        f32 (default: the same probabilities as the folder) or f16 (half the size;
                      probabilities within about 1e-3)
   --notes FILE.md    markdown added to the model card (data provenance, licences, intended use)
+  --onnx OUT.onnx    the ONNX file to write
+  --method NAME      the combiner in the ONNX graph (default FLANNEL; also Voting, Ensemble_MLP_1,
+                     Ensemble_MLP_2, "FLANNEL w/o focal", "FLANNEL w/o focal + sampling")
+  --backend NAME     auto | webgpu | wasm: where the models run while they are traced (default auto)
   --help`,
 };
 
@@ -515,12 +532,23 @@ async function prepareImageRun(command: string, values: ImageRunValues) {
     lr: numberOption(values, "lr", 1e-3),
     seed,
     resume: values.resume,
-    pretrained: values.pretrained,
+    pretrained: values.pretrained && resolve(values.pretrained),
     equalize: values.equalize ?? false,
     recipe: recipeOption(command, values.recipe),
     augment: augmentOption(command, values.augment),
   };
   const out = resolve(values.out);
+  if (settings.pretrained) {
+    let files: Map<flannel.Stage1Arch, string>;
+    try {
+      files = flannel.pretrainedFiles(settings.pretrained, settings.archs);
+    } catch (err) {
+      return fail(`${command}: ${(err as Error).message}`);
+    }
+    for (const arch of settings.archs) {
+      console.log(`pretrained: ${arch} <- ${files.get(arch) ?? "no file: starts from its initialisation"}`);
+    }
+  }
 
   const info = await fl.init({ backend: values.backend as fl.InitOptions["backend"] });
   console.log(`backend: ${info.backend} on ${info.adapter} (${info.runtime})`);
@@ -841,16 +869,34 @@ async function exportCommand(args: string[]): Promise<void> {
     args,
     options: {
       run: { type: "string" },
+      model: { type: "string" },
       out: { type: "string" },
       weights: { type: "string", default: "f32" },
       notes: { type: "string" },
+      onnx: { type: "string" },
+      method: { type: "string", default: "FLANNEL" },
+      backend: { type: "string" },
       help: { type: "boolean" },
     },
     strict: true,
   });
   if (values.help) return console.log(HELP.export);
-  if (!values.run) fail("export: give --run DIR (a finished experiment folder)");
-  if (!values.out) fail("export: give --out NAME.zip");
+  if (!values.out && !values.onnx) fail("export: give --out NAME.zip (a bundle) or --onnx OUT.onnx");
+  if (values.onnx) {
+    const models = trainedModels("export", values);
+    await fl.init({ backend: values.backend as fl.InitOptions["backend"] });
+    const info = await flannel.exportOnnx(models, resolve(values.onnx), { method: values.method });
+    console.log(
+      `wrote ${values.onnx} (${(info.bytes / 2 ** 20).toFixed(1)} MiB${
+        info.externalDataPath
+          ? ` + ${(info.externalDataBytes / 2 ** 20).toFixed(1)} MiB in ${info.externalDataPath}`
+          : ""
+      }): ${models.settings.archs.length} learners x ${models.settings.folds.length} folds, ${values.method}, ` +
+        `${info.nodes} nodes, input "input" [batch, 3, ${models.settings.crop}, ${models.settings.crop}], output "probs"`,
+    );
+  }
+  if (!values.out) return;
+  if (!values.run) fail("export: --out writes a bundle of an experiment: give --run DIR");
   const weights = values.weights.toUpperCase();
   if (weights !== "F32" && weights !== "F16") {
     fail(`export: --weights must be f32 or f16, not ${values.weights}`);
@@ -881,7 +927,12 @@ async function plan(args: string[]): Promise<void> {
   intOption(values, "stage2-epochs", 20, 1);
   const run = await prepareImageRun("plan", values);
   const { help: _help, ...rest } = values;
-  const options = { ...rest, data: (values.data ?? []).map((d) => resolve(d)), out: run.out };
+  const options = {
+    ...rest,
+    data: (values.data ?? []).map((d) => resolve(d)),
+    out: run.out,
+    ...(run.settings.pretrained ? { pretrained: run.settings.pretrained } : {}),
+  };
   const jobs = flannel.planJobs(run.settings.archs, run.split.folds);
   flannel.savePlan(run.out, { format: flannel.PLAN_FORMAT, options, jobs });
   const last = jobs.length - 1;

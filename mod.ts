@@ -77,3 +77,8 @@ export * as metrics from "./src/train/metrics.ts";
  * PNG charts (`train.plots`).
  */
 export * as train from "./src/train/index.ts";
+/**
+ * ONNX export by tracing (opset 17, dynamic batch): `onnx.exportModel` for one model, `onnx.Trace` for one
+ * graph of several models; initializers inside the file or in an external data file beside it.
+ */
+export * as onnx from "./src/onnx/index.ts";

@@ -8,3 +8,4 @@ export { default as UPNG } from "npm:upng-js@2.1.0";
 export { default as jpeg } from "npm:jpeg-js@0.4.4";
 export { deflateSync, inflateSync } from "npm:fflate@0.8.3";
 export { mat3 } from "npm:wgpu-matrix@3.4.2";
+export { default as protobuf } from "npm:protobufjs@8.8.1";

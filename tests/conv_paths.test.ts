@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 import * as fl from "../mod.ts";
 import { convPlan } from "../src/kernels/conv.ts";
 import { type GemmChoice, type GemmTile, setGemmChoice } from "../src/kernels/gemm.ts";
-import { assert, assertClose, assertEquals, test } from "./harness.ts";
+import { assertClose, assertEquals, test } from "./harness.ts";
 
 await fl.init();
 const onWebGpu = fl.backendInfo()?.backend === "webgpu";

@@ -5,12 +5,15 @@ import { add } from "../kernels/elementwise.ts";
 import { axpyInPlace, ones } from "../kernels/basic.ts";
 import { fmtShape, sameShape } from "../kernels/shape.ts";
 import { profilePhase } from "../backend/profile.ts";
+import { tracer } from "../onnx/trace.ts";
 
 /**
  * Records how `out` was made when any input needs a gradient and recording is on; returns `out`.
- * Ops call this after dispatching their forward kernel.
+ * Ops call this after dispatching their forward kernel (and recording their ONNX node, when tracing).
  */
 export function record(out: Tensor, op: string, inputs: Tensor[], backward: GradNode["backward"]): Tensor {
+  // Under an ONNX trace every op result must have its node by now (src/onnx/trace.ts).
+  tracer?.requireNode(out, op);
   if (isGradEnabled() && inputs.some((t) => t.requiresGrad)) {
     out.requiresGrad = true;
     out.isLeaf = false;

@@ -65,7 +65,14 @@ export {
   trainStage1,
 } from "./stage1.ts";
 export {
+  findPretrained,
   loadPretrained,
+  type LoadPretrainedOptions,
+  pretrainedFiles,
+  type PretrainedLoad,
+  pretrainedMessage,
+} from "./pretrained.ts";
+export {
   loadTrainedLearner,
   runStage1Folds,
   stage1FoldDir,
@@ -144,6 +151,7 @@ export {
   SHIPPED_BUNDLE,
 } from "./bundle.ts";
 export { camFigure, writeFigures } from "./figures.ts";
+export { exportOnnx, type ExportOnnxOptions } from "./onnx.ts";
 export {
   type LearnerOutputs,
   PAPER_CLASS_COUNTS,

@@ -16,6 +16,7 @@ import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import * as fl from "../../mod.ts";
 import { createLearner, isBaselineArch, ownRecipe, type Stage1Arch } from "./learners.ts";
+import { loadPretrained, pretrainedFiles, pretrainedMessage } from "./pretrained.ts";
 import {
   loadLearnerOutputs,
   predictStage1,
@@ -67,7 +68,11 @@ export interface Stage1FoldsConfig {
    * train with their published recipes (ownRecipe), the learners still with the shared one.
    */
   recipe?: "shared" | "own";
-  /** a folder with `<arch>.safetensors` to start each learner from (see loadPretrained) */
+  /**
+   * a folder of ImageNet weights to start each learner from: torchvision's hub cache, or `<arch>.pth`,
+   * `<arch>.pt`, `<arch>.safetensors` (see findPretrained, loadPretrained); a learner without a file is an
+   * error before anything trains
+   */
   pretrained?: string;
   /** continue: skip finished pairs, resume started ones; without it, existing outputs are an error */
   resume?: boolean;
@@ -102,30 +107,6 @@ export interface Stage1FoldResult {
 /** The folder of one (learner, fold) pair's files: `outDir/stage1/<arch>/fold<fold>`. */
 export function stage1FoldDir(outDir: string, arch: string, fold: number): string {
   return join(outDir, "stage1", arch, `fold${fold}`);
-}
-
-/**
- * Starts `model` from pretrained weights (torchvision's ImageNet ones exported with safetensors, say): every
- * tensor whose name and shape match is loaded; the others (the 1000-class head against a 4-class one) keep
- * their fresh initialisation and are returned by name.
- *
- * @returns how many tensors were loaded, and the names of those kept.
- * @throws {Error} when `path` does not exist or none of its tensors fits the model.
- */
-export async function loadPretrained(
-  model: fl.nn.Module,
-  path: string,
-): Promise<{ loaded: number; kept: string[] }> {
-  if (!existsSync(path)) throw new Error(`pretrained weights: ${path} does not exist`);
-  const dict = await fl.io.loadSafetensors(path) as Record<string, fl.nn.TensorRecord>;
-  const own = model.stateDict();
-  const fits = Object.entries(dict).filter(([k, v]) => k in own && fl.nn.shapeFits(v.shape, own[k]));
-  if (fits.length === 0) {
-    throw new Error(`pretrained weights: no tensor of ${path} fits the model (another architecture?)`);
-  }
-  model.loadStateDict(Object.fromEntries(fits), { strict: false });
-  const loaded = new Set(fits.map(([k]) => k));
-  return { loaded: fits.length, kept: Object.keys(own).filter((k) => !loaded.has(k)) };
 }
 
 /**
@@ -186,6 +167,9 @@ export async function runStage1Folds(config: Stage1FoldsConfig): Promise<Stage1F
     files: idx.map((i) => records[i].file),
   });
   const test = pick(split.test);
+  const pretrained = config.pretrained
+    ? pretrainedFiles(config.pretrained, config.archs.filter((a) => !config.only || config.only.includes(a)))
+    : new Map<Stage1Arch, string>();
   const results: Stage1FoldResult[] = [];
   for (const [a, arch] of config.archs.entries()) {
     if (config.only && !config.only.includes(arch)) continue;
@@ -241,16 +225,11 @@ export async function runStage1Folds(config: Stage1FoldsConfig): Promise<Stage1F
       );
       const model = createLearner(arch, { scale: config.scale, seed: runSeed, crop: config.crop });
       try {
-        if (config.pretrained) {
-          const { loaded, kept } = await loadPretrained(
-            model,
-            join(config.pretrained, `${arch}.safetensors`),
-          );
-          say(
-            `${arch}: ${loaded} tensors from ${config.pretrained}; freshly initialised: ${
-              kept.join(", ") || "none"
-            }`,
-          );
+        const pretrainedPath = pretrained.get(arch);
+        if (pretrainedPath) {
+          say(pretrainedMessage(arch, pretrainedPath, await loadPretrained(model, pretrainedPath)));
+        } else if (config.pretrained) {
+          say(`${arch}: no pretrained file in ${config.pretrained}; starts from its initialisation`);
         }
         const own = config.recipe === "own" && isBaselineArch(arch)
           ? ownRecipe(arch, model, learnSet.labels)

@@ -11,6 +11,7 @@ export {
   type SafetensorsTensor,
   saveSafetensors,
 } from "./safetensors.ts";
+export { loadTorch, type LoadTorchOptions } from "./torch.ts";
 export { removeTemporaries, writeFileAtomic } from "./files.ts";
 export {
   CHECKPOINT_FORMAT,

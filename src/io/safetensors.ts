@@ -17,7 +17,7 @@ export interface SafetensorsTensor {
   dtype: string;
   /** Dimensions, outermost first; `[]` for a scalar. */
   shape: number[];
-  /** F32, F16, BF16 and F64 come back as Float32Array; I32 and I64 as Int32Array. */
+  /** F32, F16, BF16, F64 come back as Float32Array; I32, I64 (and loadTorch's U8, BOOL) as Int32Array. */
   data: Float32Array | Int32Array;
 }
 
@@ -251,8 +251,41 @@ function readHeader(src: Source): Header {
 }
 
 /** Assigns even keys like "__proto__" as own properties. */
-function defineKey<T>(obj: Record<string, T>, key: string, value: T): void {
+export function defineKey<T>(obj: Record<string, T>, key: string, value: T): void {
   Object.defineProperty(obj, key, { value, enumerable: true, writable: true, configurable: true });
+}
+
+/** IEEE half-precision bits -> the float32 values they stand for (every half is exact in float32). */
+export function halfBitsToFloat32(bits: Uint16Array): Float32Array {
+  const table = halfTable();
+  const out = new Float32Array(bits.length);
+  for (let i = 0; i < bits.length; i++) out[i] = table[bits[i]];
+  return out;
+}
+
+/** bfloat16 bits -> float32 values, exactly: a bfloat16 is the upper half of a float32. */
+export function bfloat16BitsToFloat32(bits: Uint16Array): Float32Array {
+  const out = new Float32Array(bits.length);
+  const outBits = new Uint32Array(out.buffer);
+  for (let i = 0; i < bits.length; i++) outBits[i] = bits[i] << 16;
+  return out;
+}
+
+/**
+ * int64 values, as pairs of little-endian int32 words (low word first), -> Int32Array. `outOfRange` gets the
+ * index and value of the first one outside int32 and must throw.
+ */
+export function int64WordsToInt32(
+  words: Int32Array,
+  outOfRange: (index: number, value: bigint) => never,
+): Int32Array {
+  const out = new Int32Array(words.length >> 1);
+  for (let i = 0; i < out.length; i++) {
+    const lo = words[2 * i], hi = words[2 * i + 1];
+    if (hi !== lo >> 31) outOfRange(i, (BigInt(hi) << 32n) | BigInt(lo >>> 0));
+    out[i] = lo;
+  }
+  return out;
 }
 
 let f16Table: Float32Array | null = null;
@@ -323,15 +356,7 @@ function readEntry(src: Source, h: Header, e: Entry): Float32Array | Int32Array 
     case "BF16": {
       const raw = new Uint16Array(e.count);
       src.read(new Uint8Array(raw.buffer), pos);
-      const out = new Float32Array(e.count);
-      if (e.dtype === "BF16") {
-        const bits = new Uint32Array(out.buffer);
-        for (let i = 0; i < e.count; i++) bits[i] = raw[i] << 16;
-      } else {
-        const table = halfTable();
-        for (let i = 0; i < e.count; i++) out[i] = table[raw[i]];
-      }
-      return out;
+      return e.dtype === "BF16" ? bfloat16BitsToFloat32(raw) : halfBitsToFloat32(raw);
     }
     case "F64": {
       const raw = new Float64Array(e.count);
@@ -339,19 +364,12 @@ function readEntry(src: Source, h: Header, e: Entry): Float32Array | Int32Array 
       return Float32Array.from(raw);
     }
     case "I64": {
-      // Read the pairs of 32-bit words in place, then keep the low words of values that fit in int32.
       const words = new Int32Array(e.count * 2);
       src.read(new Uint8Array(words.buffer), pos);
-      const out = new Int32Array(e.count);
-      for (let i = 0; i < e.count; i++) {
-        const lo = words[2 * i], hi = words[2 * i + 1];
-        if (hi !== lo >> 31) {
-          const v = (BigInt(hi) << 32n) | BigInt(lo >>> 0);
-          fail(src.name, `tensor ${k}: I64 value ${v} at index ${i} does not fit in int32`);
-        }
-        out[i] = lo;
-      }
-      return out;
+      return int64WordsToInt32(
+        words,
+        (i, v) => fail(src.name, `tensor ${k}: I64 value ${v} at index ${i} does not fit in int32`),
+      );
     }
   }
   fail(src.name, `tensor ${k}: dtype ${e.dtype} is not supported (F32, F16, BF16, F64, I32 and I64 are)`);

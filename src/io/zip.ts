@@ -67,31 +67,57 @@ function unsafeName(name: string): string | null {
   return null;
 }
 
-function readAt(fd: number, offset: number, length: number, what: string, archive: string): Uint8Array {
-  const out = new Uint8Array(length);
-  let done = 0;
-  while (done < length) {
-    const n = readSync(fd, out, done, length - done, offset + done);
-    if (n === 0) throw new Error(`${archive}: truncated archive (${what} runs past the end of the file)`);
-    done += n;
-  }
-  return out;
+/** `length` bytes at `offset` in a buffer of their own; `what` names them if the archive ends first. */
+type ReadAt = (offset: number, length: number, what: string) => Uint8Array;
+
+const truncated = (archive: string, what: string) =>
+  new Error(`${archive}: truncated archive (${what} runs past the end of the file)`);
+
+function fileReader(fd: number, archive: string): ReadAt {
+  return (offset, length, what) => {
+    const out = new Uint8Array(length);
+    let done = 0;
+    while (done < length) {
+      const n = readSync(fd, out, done, length - done, offset + done);
+      if (n === 0) throw truncated(archive, what);
+      done += n;
+    }
+    return out;
+  };
+}
+
+/**
+ * Copies, so that what an entry's reader gets is its own and the caller's bytes stay untouched (through
+ * the Uint8Array constructor: a Node Buffer's `slice` is a view).
+ */
+function bytesReader(bytes: Uint8Array, archive: string): ReadAt {
+  return (offset, length, what) => {
+    if (offset + length > bytes.length) throw truncated(archive, what);
+    return new Uint8Array(bytes.subarray(offset, offset + length));
+  };
 }
 
 /**
  * An opened zip archive: its checked central directory, and entries read one at a time. The file is opened
  * for each read and closed again, so a reader holds no descriptor; it refuses to read when the file's size
- * or modification time changed since it was opened.
+ * or modification time changed since it was opened. {@linkcode ZipReader.fromBytes} reads an archive held
+ * in memory the same way.
  */
 export class ZipReader {
-  /** Absolute path of the archive. */
+  /** Absolute path of the archive (for one in memory, the name given to `fromBytes`). */
   readonly path: string;
   private readonly byName = new Map<string, ZipEntry>();
   private readonly children = new Map<string, Set<string>>();
   /** The archive's size and modification time when it was opened; {@linkcode read} refuses once they change. */
   readonly stamp: { readonly size: number; readonly mtimeMs: number };
 
-  private constructor(path: string, entries: ZipEntry[], stamp: { size: number; mtimeMs: number }) {
+  private constructor(
+    path: string,
+    entries: ZipEntry[],
+    stamp: { size: number; mtimeMs: number },
+    /** The archive itself when it is held in memory; null for a file. */
+    private readonly bytes: Uint8Array | null = null,
+  ) {
     this.path = path;
     this.stamp = stamp;
     this.children.set("", new Set());
@@ -127,11 +153,21 @@ export class ZipReader {
     }
     try {
       const { size: fileSize, mtimeMs } = fstatSync(fd);
-      const entries = readCentralDirectory(fd, fileSize, abs, lim);
+      const entries = readCentralDirectory(fileReader(fd, abs), fileSize, abs, lim);
       return new ZipReader(abs, entries, { size: fileSize, mtimeMs });
     } finally {
       closeSync(fd);
     }
+  }
+
+  /**
+   * An archive held in memory, checked as {@linkcode open} checks a file; `name` stands for it in errors
+   * and in {@linkcode path}. The reader keeps `bytes` (not a copy): leave them unchanged while it is used.
+   */
+  static fromBytes(bytes: Uint8Array, name: string, limits: ZipLimits = {}): ZipReader {
+    const lim = { ...DEFAULT_LIMITS, ...limits };
+    const entries = readCentralDirectory(bytesReader(bytes, name), bytes.length, name, lim);
+    return new ZipReader(name, entries, { size: bytes.length, mtimeMs: 0 }, bytes);
   }
 
   /** Every file and folder entry, in archive order. */
@@ -178,6 +214,7 @@ export class ZipReader {
         `${where} uses compression method ${e.method}; only stored (0) and DEFLATE (8) are supported`,
       );
     }
+    if (this.bytes) return readEntryData(e, where, bytesReader(this.bytes, this.path));
     let fd: number;
     try {
       fd = openSync(this.path, "r");
@@ -189,33 +226,7 @@ export class ZipReader {
       if (size !== this.stamp.size || mtimeMs !== this.stamp.mtimeMs) {
         throw new Error(`${this.path}: the archive changed since it was opened; open it again`);
       }
-      const head = new DataView(
-        readAt(fd, e.headerOffset, LOCAL_HEADER, `${where}'s header`, this.path).buffer,
-      );
-      if (head.getUint32(0, true) !== SIG_LOCAL) throw new Error(`${where}: corrupt (no local header)`);
-      const start = e.headerOffset + LOCAL_HEADER + head.getUint16(26, true) + head.getUint16(28, true);
-      // A declared size below what the compressed data can hold would make the reader allocate and inflate
-      // far more than the entry's size: stored data is its own size, DEFLATE expands at most 1/8 (9-bit
-      // fixed-Huffman literals) plus block headers.
-      if (e.method === 0 ? e.compressedSize !== e.size : e.compressedSize > e.size + e.size / 8 + 65536) {
-        throw new Error(`${where}: corrupt (${e.compressedSize} compressed bytes for ${e.size} inflated)`);
-      }
-      const packed = readAt(fd, start, e.compressedSize, where, this.path);
-      let data: Uint8Array;
-      if (e.method === 0) data = packed;
-      else {
-        try {
-          // The output buffer has the declared size: a stream that inflates to more cannot grow it.
-          data = inflateSync(packed, { out: new Uint8Array(e.size) });
-        } catch (err) {
-          throw new Error(`${where}: corrupt DEFLATE data (${(err as Error).message})`);
-        }
-      }
-      if (data.length !== e.size) {
-        throw new Error(`${where}: corrupt (inflated to ${data.length} bytes, the directory says ${e.size})`);
-      }
-      if (crc32(data) !== e.crc32) throw new Error(`${where}: corrupt (CRC-32 mismatch)`);
-      return data;
+      return readEntryData(e, where, fileReader(fd, this.path));
     } finally {
       closeSync(fd);
     }
@@ -227,15 +238,44 @@ export class ZipReader {
   }
 }
 
+/** An entry's inflated bytes, its local header, sizes and CRC-32 checked; `where` names it in errors. */
+function readEntryData(e: ZipEntry, where: string, read: ReadAt): Uint8Array {
+  const head = new DataView(read(e.headerOffset, LOCAL_HEADER, `${where}'s header`).buffer);
+  if (head.getUint32(0, true) !== SIG_LOCAL) throw new Error(`${where}: corrupt (no local header)`);
+  const start = e.headerOffset + LOCAL_HEADER + head.getUint16(26, true) + head.getUint16(28, true);
+  // A declared size below what the compressed data can hold would make the reader allocate and inflate
+  // far more than the entry's size: stored data is its own size, DEFLATE expands at most 1/8 (9-bit
+  // fixed-Huffman literals) plus block headers.
+  if (e.method === 0 ? e.compressedSize !== e.size : e.compressedSize > e.size + e.size / 8 + 65536) {
+    throw new Error(`${where}: corrupt (${e.compressedSize} compressed bytes for ${e.size} inflated)`);
+  }
+  const packed = read(start, e.compressedSize, where);
+  let data: Uint8Array;
+  if (e.method === 0) data = packed;
+  else {
+    try {
+      // The output buffer has the declared size: a stream that inflates to more cannot grow it.
+      data = inflateSync(packed, { out: new Uint8Array(e.size) });
+    } catch (err) {
+      throw new Error(`${where}: corrupt DEFLATE data (${(err as Error).message})`);
+    }
+  }
+  if (data.length !== e.size) {
+    throw new Error(`${where}: corrupt (inflated to ${data.length} bytes, the directory says ${e.size})`);
+  }
+  if (crc32(data) !== e.crc32) throw new Error(`${where}: corrupt (CRC-32 mismatch)`);
+  return data;
+}
+
 function readCentralDirectory(
-  fd: number,
+  read: ReadAt,
   fileSize: number,
   archive: string,
   lim: Required<ZipLimits>,
 ): ZipEntry[] {
   if (fileSize < END_RECORD) throw new Error(`${archive}: not a zip archive (${fileSize} bytes)`);
   const tailLength = Math.min(fileSize, END_RECORD + U16_MAX);
-  const tail = readAt(fd, fileSize - tailLength, tailLength, "the end record", archive);
+  const tail = read(fileSize - tailLength, tailLength, "the end record");
   const tv = new DataView(tail.buffer);
   let end = -1;
   for (let i = tailLength - END_RECORD; i >= 0; i--) {
@@ -255,13 +295,11 @@ function readCentralDirectory(
   const endAt = fileSize - tailLength + end;
   if (count === U16_MAX || dirSize === U32_MAX || dirOffset === U32_MAX) {
     const locAt = endAt - LOCATOR64;
-    const loc = locAt >= 0
-      ? new DataView(readAt(fd, locAt, LOCATOR64, "the zip64 locator", archive).buffer)
-      : null;
+    const loc = locAt >= 0 ? new DataView(read(locAt, LOCATOR64, "the zip64 locator").buffer) : null;
     if (loc && loc.getUint32(0, true) === SIG_LOCATOR64) {
       const at = Number(loc.getBigUint64(8, true));
       if (at + END64_RECORD > locAt) throw new Error(`${archive}: corrupt zip64 locator`);
-      const z = new DataView(readAt(fd, at, END64_RECORD, "the zip64 end record", archive).buffer);
+      const z = new DataView(read(at, END64_RECORD, "the zip64 end record").buffer);
       if (z.getUint32(0, true) !== SIG_END64) throw new Error(`${archive}: corrupt zip64 end record`);
       count = Number(z.getBigUint64(32, true));
       dirSize = Number(z.getBigUint64(40, true));
@@ -274,7 +312,7 @@ function readCentralDirectory(
   if (dirOffset + dirSize > endAt) {
     throw new Error(`${archive}: truncated or corrupt (the central directory runs past the end record)`);
   }
-  const dir = readAt(fd, dirOffset, dirSize, "the central directory", archive);
+  const dir = read(dirOffset, dirSize, "the central directory");
   const dv = new DataView(dir.buffer);
   const entries: ZipEntry[] = [], names = new Set<string>(), extents: [number, number, string][] = [];
   let p = 0, total = 0;

@@ -7,6 +7,7 @@ import { Tensor } from "../autograd/tensor.ts";
 import { record } from "../autograd/tape.ts";
 import { dispatch1d } from "./basic.ts";
 import { fmtShape } from "./shape.ts";
+import { tracer, type TraceRecorder } from "../onnx/trace.ts";
 
 /** Options of {@link batchNorm2d}, as torch.nn.functional.batch_norm's keyword arguments. */
 export interface BatchNormOptions {
@@ -229,6 +230,33 @@ function checkVector(op: string, name: string, t: Tensor | null, channels: numbe
 }
 
 /**
+ * ONNX's BatchNormalization in inference mode (scale 1 and bias 0 where there is no affine transform).
+ * Batch statistics are refused before anything runs: training mode would also update the running ones.
+ */
+function traceBatchNorm(
+  t: TraceRecorder,
+  x: Tensor,
+  out: Tensor,
+  runningMean: Tensor | null,
+  runningVar: Tensor | null,
+  weight: Tensor | null,
+  bias: Tensor | null,
+  training: boolean,
+  eps: number,
+): void {
+  if (training) {
+    throw new Error("batchNorm2d in training mode cannot be exported to ONNX: call model.eval() first");
+  }
+  if (!runningMean || !runningVar) {
+    throw new Error("batchNorm2d without running statistics (batch statistics) cannot be exported to ONNX");
+  }
+  const c = x.shape[1];
+  const scale = weight ?? t.constant(new Float32Array(c).fill(1), [c]);
+  const shift = bias ?? t.constant(new Float32Array(c), [c]);
+  t.node("BatchNormalization", [x, scale, shift, runningMean, runningVar], out, { epsilon: { float: eps } });
+}
+
+/**
  * PyTorch's F.batch_norm on an NCHW tensor. `weight`/`bias` null means no affine transform; null running
  * statistics mean batch statistics are always used (track_running_stats=False). In training mode with
  * running statistics, `runningMean`/`runningVar` are updated in place on the device.
@@ -273,6 +301,7 @@ export function batchNorm2d(
     throw new Error(`${op}: batch statistics of an empty input ${fmtShape(x.shape)}`);
   }
   const out = Tensor.empty([...x.shape]);
+  if (tracer) traceBatchNorm(tracer, x, out, runningMean, runningVar, weight, bias, training, eps);
   if (x.size === 0) return out;
   const engine = getEngine();
   const stats = Tensor.empty([2, c]);

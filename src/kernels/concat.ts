@@ -5,6 +5,7 @@ import { Tensor } from "../autograd/tensor.ts";
 import { record } from "../autograd/tape.ts";
 import { dispatch1d } from "./basic.ts";
 import { fmtShape, normAxis } from "./shape.ts";
+import { tracer } from "../onnx/trace.ts";
 
 // Seen along the dim, a tensor is `outer` blocks of `block` = size(dim) * inner contiguous values; input
 // block b sits in the output at b * out_block + offset. Bits are moved as u32, so int32 tensors work too.
@@ -80,6 +81,7 @@ export function cat(inputs: Tensor[], dim = 0): Tensor {
     dispatch1d(placeKernel, [t, out], params, t.size);
     offset += block;
   }
+  tracer?.node("Concat", xs, out, { axis: d });
   return record(out, op, xs, (g) =>
     xs.map((t, i) => {
       if (!t.requiresGrad) return null;

@@ -20,6 +20,7 @@ import {
 } from "./gemm.ts";
 import { sum } from "./reduce.ts";
 import { fmtShape, type Pair } from "./shape.ts";
+import { tracer } from "../onnx/trace.ts";
 
 export type { Pair };
 
@@ -571,6 +572,13 @@ export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor | null, options:
   const out = Tensor.empty([g.n, g.oc, g.oh, g.ow]);
   passes.forward(out);
   const inputs = bias ? [x, weight, bias] : [x, weight];
+  tracer?.node("Conv", inputs, out, {
+    kernel_shape: [g.kh, g.kw],
+    strides: [g.sh, g.sw],
+    pads: [g.ph, g.pw, g.ph, g.pw],
+    dilations: [g.dh, g.dw],
+    group: g.groups,
+  });
   return record(out, "conv2d", inputs, (dy) => {
     const dx = x.requiresGrad ? passes.inputGrad(dy) : null;
     const dw = weight.requiresGrad ? passes.weightGrad(dy) : null;

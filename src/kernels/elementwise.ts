@@ -8,6 +8,7 @@ import { dispatch1d } from "./basic.ts";
 import { toWgsl } from "../backend/expr.ts";
 import { BINARY_MAPS, type BinaryOp, UNARY_MAPS, type UnaryOp } from "./maps.ts";
 import { sumToShape } from "./reduce.ts";
+import { tracer, type TraceRecorder } from "../onnx/trace.ts";
 
 const binaryKernel = kernelFamily((op: BinaryOp) => ({
   name: `binary_${op}`,
@@ -42,6 +43,7 @@ function binary(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
  */
 export function add(a: Tensor, b: Tensor): Tensor {
   const out = binary("add", a, b);
+  tracer?.node("Add", [a, b], out);
   return record(out, "add", [a, b], (g) => [
     a.requiresGrad ? sumToShape(g, a.shape) : null,
     b.requiresGrad ? sumToShape(g, b.shape) : null,
@@ -51,6 +53,7 @@ export function add(a: Tensor, b: Tensor): Tensor {
 /** a - b with NumPy broadcasting (torch.sub); float32, gradients as in {@link add}. */
 export function sub(a: Tensor, b: Tensor): Tensor {
   const out = binary("sub", a, b);
+  tracer?.node("Sub", [a, b], out);
   return record(out, "sub", [a, b], (g) => [
     a.requiresGrad ? sumToShape(g, a.shape) : null,
     b.requiresGrad ? reduceScaled(g, b.shape, -1) : null,
@@ -76,6 +79,7 @@ function reduceScaled(g: Tensor, shape: number[], scale: number): Tensor {
 /** Element-wise a * b with NumPy broadcasting (torch.mul); float32, gradients as in {@link add}. */
 export function mul(a: Tensor, b: Tensor): Tensor {
   const out = binary("mul", a, b);
+  tracer?.node("Mul", [a, b], out);
   return record(out, "mul", [a, b], (g) => [
     a.requiresGrad ? gradThrough(g, b, "mul", a.shape) : null,
     b.requiresGrad ? gradThrough(g, a, "mul", b.shape) : null,
@@ -85,6 +89,7 @@ export function mul(a: Tensor, b: Tensor): Tensor {
 /** Element-wise a / b with NumPy broadcasting (torch.div; IEEE results for division by 0); float32. */
 export function div(a: Tensor, b: Tensor): Tensor {
   const out = binary("div", a, b);
+  tracer?.node("Div", [a, b], out);
   return record(out, "div", [a, b], (g) => {
     let gb: Tensor | null = null;
     if (b.requiresGrad) {
@@ -134,8 +139,38 @@ function unaryRaw(op: UnaryOp, x: Tensor, alpha = 0): Tensor {
   return out;
 }
 
+/** The maps whose ONNX operator (opset 17) is the same function. */
+const ONNX_UNARY: Record<Exclude<UnaryOp, "silu" | "scale" | "addScalar">, string> = {
+  neg: "Neg",
+  exp: "Exp",
+  log: "Log",
+  relu: "Relu",
+  tanh: "Tanh",
+  sigmoid: "Sigmoid",
+  sqrt: "Sqrt",
+  abs: "Abs",
+};
+
+/** A map's ONNX translation: opset 17 has no SiLU (x * Sigmoid(x)); the scalar maps take a constant. */
+function traceUnary(t: TraceRecorder, op: UnaryOp, x: Tensor, out: Tensor, alpha: number): void {
+  switch (op) {
+    case "silu":
+      t.node("Mul", [x, t.node("Sigmoid", [x])], out);
+      return;
+    case "scale":
+      t.node("Mul", [x, t.constant([alpha], [])], out);
+      return;
+    case "addScalar":
+      t.node("Add", [x, t.constant([alpha], [])], out);
+      return;
+    default:
+      t.node(ONNX_UNARY[op], [x], out);
+  }
+}
+
 function unary(op: UnaryOp, x: Tensor, alpha = 0): Tensor {
   const out = unaryRaw(op, x, alpha);
+  if (tracer) traceUnary(tracer, op, x, out, alpha);
   return record(out, op, [x], (g) => {
     const gx = Tensor.empty([...x.shape]);
     dispatch1d(unaryGradKernel(op), [g, x, out, gx], [x.size, alpha], x.size);

@@ -6,6 +6,7 @@ import { Tensor } from "../autograd/tensor.ts";
 import { record } from "../autograd/tape.ts";
 import { dispatch1d } from "./basic.ts";
 import { fmtShape } from "./shape.ts";
+import { tracer } from "../onnx/trace.ts";
 
 const outerKernel = defineKernel({
   name: "outer_fwd",
@@ -43,6 +44,14 @@ export function outer(f: Tensor): Tensor {
   const [b, k] = f.shape;
   const out = Tensor.empty([b, k * k]);
   dispatch1d(outerKernel, [f, out], [out.size, k], out.size);
+  if (tracer) {
+    // [B, K, 1] * [B, 1, K] -> [B, K, K], then [B, K*K] (the 0 keeps the batch dim dynamic).
+    const products = tracer.node("Mul", [
+      tracer.node("Unsqueeze", [f, tracer.int64s([2])]),
+      tracer.node("Unsqueeze", [f, tracer.int64s([1])]),
+    ]);
+    tracer.node("Reshape", [products, tracer.int64s([0, k * k])], out);
+  }
   return record(out, "outer", [f], (g) => {
     const df = Tensor.empty([b, k]);
     dispatch1d(outerGradKernel, [g, f, df], [f.size, k], f.size);
@@ -99,6 +108,11 @@ export function weightedSum(w: Tensor, p: Tensor): Tensor {
   const [b, n, m] = p.shape;
   const out = Tensor.empty([b, m]);
   dispatch1d(combineKernel, [w, p, out], [out.size, n, m], out.size);
+  if (tracer) {
+    // w [B, N, 1] * P [B, N, M], summed over N.
+    const weighted = tracer.node("Mul", [tracer.node("Unsqueeze", [w, tracer.int64s([2])]), p]);
+    tracer.node("ReduceSum", [weighted, tracer.int64s([1])], out, { keepdims: 0 });
+  }
   return record(out, "weightedSum", [w, p], (g) => {
     const dw = Tensor.empty([b, n]);
     const dp = Tensor.empty([b, n, m]);

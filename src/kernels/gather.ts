@@ -3,6 +3,7 @@ import { defineKernel, main1d } from "../backend/kernel.ts";
 import { Tensor } from "../autograd/tensor.ts";
 import { dispatch1d } from "./basic.ts";
 import { fmtShape } from "./shape.ts";
+import { refuse, tracer } from "../onnx/trace.ts";
 
 // Bits are copied as u32, so the same kernel serves float32 and int32 tensors.
 const gatherKernel = defineKernel({
@@ -24,6 +25,7 @@ const gatherKernel = defineKernel({
  * Indices must be in range: they are not checked on the device. No gradient.
  */
 export function gatherRows(src: Tensor, index: Tensor, start: number, count: number): Tensor {
+  if (tracer) refuse("gatherRows");
   if (index.dtype !== "int32" || index.rank !== 1) {
     throw new Error(`gatherRows: index must be an int32 vector, got ${fmtShape(index.shape)}`);
   }

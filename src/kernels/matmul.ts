@@ -8,6 +8,7 @@ import { record } from "../autograd/tape.ts";
 import { add } from "./elementwise.ts";
 import { sumToShape } from "./reduce.ts";
 import { fmtShape } from "./shape.ts";
+import { traceComposite, tracer, type TraceRecorder } from "../onnx/trace.ts";
 
 // Element offsets (a_off, b_off, c_off) are relative to the bound byte range of each operand, and the
 // leading dims (lda, ldb, ldc) are the full matrices': a sub-block of a product can run on its own, which
@@ -220,6 +221,7 @@ function matmulRaw(a: Tensor, b: Tensor, transA: boolean, transB: boolean): Tens
 export function matmul(a: Tensor, b: Tensor, transA = false, transB = false): Tensor {
   for (const t of [a, b]) if (t.dtype !== "float32") throw new Error("matmul: needs float32 tensors");
   const out = matmulRaw(a, b, transA, transB);
+  if (tracer) tracer.node("MatMul", [transposedIf(tracer, a, transA), transposedIf(tracer, b, transB)], out);
   return record(out, "matmul", [a, b], (g) => {
     let ga: Tensor | null = null, gb: Tensor | null = null;
     if (a.requiresGrad) {
@@ -233,6 +235,14 @@ export function matmul(a: Tensor, b: Tensor, transA = false, transB = false): Te
     }
     return [ga, gb];
   });
+}
+
+/** ONNX's MatMul reads no operand transposed: a Transpose of the last two dims goes before it. */
+function transposedIf(t: TraceRecorder, x: Tensor, transpose: boolean): Tensor | string {
+  if (!transpose) return x;
+  const perm = x.shape.map((_, i) => i);
+  perm.splice(-2, 2, x.rank - 1, x.rank - 2);
+  return t.node("Transpose", [x], undefined, { perm });
 }
 
 /** A shared 2-D operand's gradient is the sum over the batch. */
@@ -255,6 +265,8 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor 
   if (bias && (bias.rank !== 1 || bias.shape[0] !== weight.shape[0])) {
     throw new Error(`linear: bias ${fmtShape(bias.shape)} does not fit weight ${fmtShape(weight.shape)}`);
   }
-  const y = matmul(x, weight, false, true);
-  return bias ? add(y, bias) : y;
+  return traceComposite("Gemm", bias ? [x, weight, bias] : [x, weight], { transB: 1 }, () => {
+    const y = matmul(x, weight, false, true);
+    return bias ? add(y, bias) : y;
+  });
 }

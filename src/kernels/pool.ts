@@ -7,6 +7,7 @@ import { Tensor } from "../autograd/tensor.ts";
 import { record } from "../autograd/tape.ts";
 import { dispatch1d } from "./basic.ts";
 import { fmtShape, type Pair } from "./shape.ts";
+import { tracer, type TraceRecorder } from "../onnx/trace.ts";
 
 export type { Pair };
 
@@ -291,6 +292,53 @@ ${main1d("i", "u.total")}
   return { name: `pool_${v}`, uniformBlock: "pool", storage, uniforms: POOL_UNIFORMS, body: bodies[v] };
 }, ["max_fwd", "max_bwd", "avg_fwd", "avg_bwd", "adaptive_fwd", "adaptive_bwd"]);
 
+/**
+ * A pooling's ONNX translation (opset 17). ceil_mode becomes explicit end padding instead, so that the
+ * output size is this op's whatever a runtime's rounding rule: a max ignores padding anyway, an average
+ * counts only the input there (count_include_pad 0), which is PyTorch's divisor where no padding is
+ * given; an average that counts given padding and has windows past it is refused. Adaptive pooling is a
+ * GlobalAveragePool to 1x1, or an AveragePool where the output divides the input.
+ */
+function tracePool(
+  t: TraceRecorder,
+  op: string,
+  kind: "max" | "avg" | "adaptive",
+  x: Tensor,
+  out: Tensor,
+  g: Geometry,
+  includePad: number,
+  divisor: number,
+): void {
+  const refused = (why: string) => new Error(`${op} from ${g.h}x${g.w} to ${g.oh}x${g.ow}: ${why}`);
+  if (kind === "adaptive") {
+    if (g.h % g.oh !== 0 || g.w % g.ow !== 0) {
+      throw refused("not exportable to ONNX (the output does not divide the input)");
+    }
+    const k = [g.h / g.oh, g.w / g.ow];
+    if (g.oh === 1 && g.ow === 1) t.node("GlobalAveragePool", [x], out);
+    else t.node("AveragePool", [x], out, { kernel_shape: k, strides: k });
+    return;
+  }
+  if (divisor !== 0) throw refused("divisorOverride is not exportable to ONNX");
+  // The end padding that makes the last window the last output's (more than g.p only with ceilMode).
+  const end = [0, 1].map((i) =>
+    Math.max(g.p[i], ([g.oh, g.ow][i] - 1) * g.s[i] + g.d[i] * (g.k[i] - 1) + 1 - [g.h, g.w][i] - g.p[i])
+  );
+  if (end.some((e, i) => e >= g.k[i])) {
+    throw refused("not exportable to ONNX (ceil mode would need padding as large as the kernel)");
+  }
+  const pastPadding = end.some((e, i) => e > g.p[i]);
+  const window = { kernel_shape: g.k, strides: g.s, pads: [...g.p, ...end] };
+  if (kind === "max") {
+    t.node("MaxPool", [x], out, { ...window, dilations: g.d });
+    return;
+  }
+  if (includePad && pastPadding && g.p.some((p) => p > 0)) {
+    throw refused("countIncludePad with padding and ceil-mode windows past it is not exportable to ONNX");
+  }
+  t.node("AveragePool", [x], out, { ...window, count_include_pad: includePad && !pastPadding ? 1 : 0 });
+}
+
 /** Runs the forward kernel, and records the backward one (one thread per input element). */
 function pool(
   op: string,
@@ -302,6 +350,7 @@ function pool(
 ): Tensor {
   const out = Tensor.empty([g.n, g.c, g.oh, g.ow]);
   if (out.size === 0) return record(out, op, [x], () => [Tensor.empty([...x.shape])]);
+  if (tracer) tracePool(tracer, op, kind, x, out, g, includePad, divisor);
   const idx = kind === "max" ? Tensor.empty([...out.shape], "int32") : null;
   dispatch1d(
     poolKernel(`${kind}_fwd`),

@@ -5,6 +5,7 @@ import { defineKernel, main1d } from "../backend/kernel.ts";
 import { checkShape, Tensor, type TensorOptions } from "../autograd/tensor.ts";
 import { dispatch1d } from "./basic.ts";
 import { mul } from "./elementwise.ts";
+import { tracer } from "../onnx/trace.ts";
 
 const ROTATIONS = [13, 15, 26, 6, 17, 29, 16, 24];
 
@@ -136,6 +137,9 @@ export interface RandomOptions extends TensorOptions {
 }
 
 function draw(shape: number[], dist: Distribution, a: number, b: number, options: RandomOptions): Tensor {
+  if (tracer) {
+    throw new Error("random draws (rand, randn, dropout in training mode) cannot be exported to ONNX");
+  }
   const gen = options.generator ??
     (options.seed !== undefined ? new Generator(options.seed) : globalGenerator);
   const [k0, k1, stream] = gen.nextStream();

@@ -17,6 +17,7 @@ import {
 import { clone, dispatch1d } from "./basic.ts";
 import { toWgsl } from "../backend/expr.ts";
 import { BINARY_MAPS } from "./maps.ts";
+import { tracer, type TraceRecorder } from "../onnx/trace.ts";
 
 const dims = [...Array(MAX_RANK).keys()];
 const UNIFORMS = [
@@ -124,6 +125,25 @@ function resolveDims(x: Tensor, dim: number | number[] | undefined, op: string):
   return x.shape.map((_, i) => !list.includes(i));
 }
 
+/**
+ * ReduceMean takes its axes as an attribute and ReduceSum as an input at opset 17; no axes there means all,
+ * here none (a copy).
+ */
+function traceReduce(
+  t: TraceRecorder,
+  x: Tensor,
+  out: Tensor,
+  keep: boolean[],
+  keepDim: boolean,
+  mean: boolean,
+) {
+  const axes = keep.flatMap((kept, i) => (kept ? [] : [i]));
+  const keepdims = keepDim ? 1 : 0;
+  if (axes.length === 0) t.node("Identity", [x], out);
+  else if (mean) t.node("ReduceMean", [x], out, { axes, keepdims });
+  else t.node("ReduceSum", [x, t.int64s(axes)], out, { keepdims });
+}
+
 function reduceOp(
   x: Tensor,
   dim: number | number[] | undefined,
@@ -138,6 +158,7 @@ function reduceOp(
   const outShape = keepDim ? x.shape.map((s, i) => (keep[i] ? s : 1)) : x.shape.filter((_, i) => keep[i]);
   const scale = mean ? 1 / count : 1;
   const out = reduceRaw(x, keep, outShape, scale);
+  if (tracer) traceReduce(tracer, x, out, keep, keepDim, mean);
   return record(out, op, [x], (g) => {
     const gKeep = g.view(x.shape.map((s, i) => (keep[i] ? s : 1)));
     const expanded = expandTo(gKeep, x.shape, scale);

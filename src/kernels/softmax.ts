@@ -4,6 +4,7 @@ import { kernelFamily } from "../backend/kernel.ts";
 import { Tensor } from "../autograd/tensor.ts";
 import { record } from "../autograd/tape.ts";
 import { normAxis } from "./shape.ts";
+import { tracer } from "../onnx/trace.ts";
 
 type Variant = "softmax" | "log_softmax";
 const uniforms = [
@@ -67,6 +68,7 @@ function run(v: Variant, x: Tensor, dim: number): Tensor {
   const grid = engine.grid(Math.ceil(rows / 256));
   const out = Tensor.empty([...x.shape]);
   if (n > 0) engine.dispatch(forwardKernel(v), [x.buffer, out.buffer], [rows, n, inner], grid);
+  tracer?.node(v === "softmax" ? "Softmax" : "LogSoftmax", [x], out, { axis: d });
   return record(out, v, [x], (g) => {
     const dx = Tensor.empty([...x.shape]);
     if (n > 0) engine.dispatch(backwardKernel(v), [g.buffer, out.buffer, dx.buffer], [rows, n, inner], grid);

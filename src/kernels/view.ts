@@ -2,6 +2,7 @@
 import { checkShape, shapeSize, type Tensor } from "../autograd/tensor.ts";
 import { record } from "../autograd/tape.ts";
 import { fmtShape, normAxis } from "./shape.ts";
+import { traceComposite, tracer } from "../onnx/trace.ts";
 
 /** Same values, new shape; one dim may be -1 (inferred). */
 export function reshape(x: Tensor, shape: number[]): Tensor {
@@ -20,6 +21,12 @@ export function reshape(x: Tensor, shape: number[]): Tensor {
     throw new Error(`reshape: ${fmtShape(x.shape)} (${x.size} elements) cannot become ${fmtShape(target)}`);
   }
   const out = x.view(target);
+  // A 0 in ONNX's shape copies the input's dim: a batch dim kept this way stays dynamic in the graph.
+  tracer?.node(
+    "Reshape",
+    [x, tracer.int64s(target.map((d, i) => (i === 0 && d === x.shape[0] ? 0 : d)))],
+    out,
+  );
   return record(out, "reshape", [x], (g) => [g.view([...x.shape])]);
 }
 
@@ -29,5 +36,10 @@ export function flatten(x: Tensor, startDim = 1, endDim = -1): Tensor {
   const s = normAxis(startDim, x.rank, "flatten"), e = normAxis(endDim, x.rank, "flatten");
   if (s > e) throw new Error(`flatten: startDim ${startDim} comes after endDim ${endDim}`);
   const merged = x.shape.slice(s, e + 1).reduce((a, b) => a * b, 1);
-  return reshape(x, [...x.shape.slice(0, s), merged, ...x.shape.slice(e + 1)]);
+  const shape = [...x.shape.slice(0, s), merged, ...x.shape.slice(e + 1)];
+  // ONNX's Flatten always makes 2-D [d0 x ... x d(axis-1), the rest]: that is flatten(x, 1) to the last dim.
+  if (s === 1 && e === x.rank - 1) {
+    return traceComposite("Flatten", [x], { axis: 1 }, () => reshape(x, shape));
+  }
+  return reshape(x, shape);
 }

@@ -278,3 +278,28 @@ export function densenet161(options: DenseNetOptions = {}): DenseNet {
   const scale = modelScale("densenet161", options.scale);
   return new DenseNet({ ...DENSENET161_CONFIGS[scale], numClasses: options.numClasses ?? 1000 }, options);
 }
+
+// torchvision's DenseNet checkpoints predate a rename of the dense layers' children (`norm.1` became `norm1`);
+// torchvision rewrites the old keys with this pattern when it loads them (densenet.py, _load_state_dict).
+const LEGACY_DENSE_LAYER_KEY =
+  /^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$/;
+
+/**
+ * A DenseNet state dict with torchvision's old dense-layer keys (`features.denseblock1.denselayer1.norm.1.weight`,
+ * as in its published densenet161-8d451a50.pth) renamed to the ones its DenseNet and {@link DenseNet} use
+ * (`...denselayer1.norm1.weight`), as torchvision does when it loads such a file. Other keys are kept.
+ *
+ * @returns the renamed record and how many keys were renamed.
+ */
+export function renameLegacyDenseNetKeys<T>(
+  dict: Record<string, T>,
+): { dict: Record<string, T>; renamed: number } {
+  let renamed = 0;
+  const out: Record<string, T> = {};
+  for (const [key, value] of Object.entries(dict)) {
+    const m = LEGACY_DENSE_LAYER_KEY.exec(key);
+    if (m) renamed++;
+    out[m ? m[1] + m[2] : key] = value;
+  }
+  return { dict: out, renamed };
+}

@@ -26,7 +26,7 @@ import { adaptiveAvgPool2d, avgPool2d, maxPool2d } from "../kernels/pool.ts";
 import { flatten } from "../kernels/view.ts";
 import { AdaptiveAvgPool2d, BatchNorm2d, Conv2d, MaxPool2d } from "../nn/cnn_layers.ts";
 import { Dropout, type InitOptions, Linear } from "../nn/layers.ts";
-import { Module } from "../nn/module.ts";
+import { Module, type TensorRecord } from "../nn/module.ts";
 import { modelScale } from "./resnet.ts";
 
 /** Which Inception block a Mixed module is: InceptionA .. InceptionE. */
@@ -524,6 +524,44 @@ function checkConfig(c: InceptionConfig): void {
 // Per-channel affine of transform_input: x_c * (std_c / 0.5) + (mean_c - 0.5) / 0.5.
 const TRANSFORM_SCALE = [0.229 / 0.5, 0.224 / 0.5, 0.225 / 0.5];
 const TRANSFORM_SHIFT = [(0.485 - 0.5) / 0.5, (0.456 - 0.5) / 0.5, (0.406 - 0.5) / 0.5];
+
+/**
+ * A state dict of an Inception3 that expects torchvision's transform_input (every torchvision ImageNet
+ * checkpoint does: torchvision turns it on whenever it loads weights) rewritten for an Inception3 built
+ * without it, as FLANNEL's learner is. Exact: the first convolution has no padding, so
+ * conv(a x + s) = conv_{w a}(x) + sum(w s), and that per-channel constant is what the batch norm after it
+ * removes (with the batch mean in training; subtracted from its running mean here for evaluation).
+ *
+ * @throws {Error} when the dict lacks `Conv2d_1a_3x3.conv.weight` [C, 3, k, k] or `Conv2d_1a_3x3.bn.running_mean` [C].
+ */
+export function foldTransformInput(dict: Record<string, TensorRecord>): Record<string, TensorRecord> {
+  const wKey = "Conv2d_1a_3x3.conv.weight", mKey = "Conv2d_1a_3x3.bn.running_mean";
+  const w = dict[wKey], mean = dict[mKey];
+  if (!w || w.shape.length !== 4 || w.shape[1] !== 3 || !mean || mean.shape.join() !== String(w.shape[0])) {
+    throw new Error(
+      `foldTransformInput: an Inception3 state dict needs ${wKey} [C, 3, k, k] and ${mKey} [C]`,
+    );
+  }
+  const [c, , kh, kw] = w.shape, window = kh * kw;
+  const weight = Float32Array.from(w.data as ArrayLike<number>);
+  const runningMean = Float32Array.from(mean.data as ArrayLike<number>);
+  for (let o = 0; o < c; o++) {
+    let shift = 0;
+    for (let i = 0; i < 3; i++) {
+      for (let k = 0; k < window; k++) {
+        const at = (o * 3 + i) * window + k;
+        shift += weight[at] * TRANSFORM_SHIFT[i];
+        weight[at] *= TRANSFORM_SCALE[i];
+      }
+    }
+    runningMean[o] -= shift;
+  }
+  return {
+    ...dict,
+    [wKey]: { dtype: "F32", shape: w.shape, data: weight },
+    [mKey]: { dtype: "F32", shape: mean.shape, data: runningMean },
+  };
+}
 
 /** torchvision.models.Inception3 (see the comment at the top of this file for outputs and input sizes). */
 export class Inception3 extends BasicConvOwner {

@@ -27,12 +27,14 @@ export {
   type DenseNetConfig,
   type DenseNetOptions,
   type NamedSequential,
+  renameLegacyDenseNetKeys,
   Transition,
 } from "./densenet.ts";
 export {
   BasicConv2d,
   type BasicConvOwner,
   type ConvSpec,
+  foldTransformInput,
   Inception3,
   INCEPTION_TINY_CONFIG,
   inception_v3,
