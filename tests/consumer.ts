@@ -27,6 +27,7 @@ export const DOC_ENTRIES = [
   "src/train/metrics.ts",
   "src/train/index.ts",
   "src/train/plots.ts",
+  "src/onnx/index.ts",
 ];
 /** The packed tarball's budget (issue 12): under 2 MB. */
 const TARBALL_BUDGET = 10_000_000; // the shipped weights (weights/*.zip) are most of it
@@ -39,6 +40,7 @@ interface RunOutput {
   gradW: number[];
   losses: number[];
   moved: number;
+  onnxBytes: number;
   shipped: number[];
 }
 
@@ -120,12 +122,12 @@ export function consumerChecks(check: Check): void {
       check(
         r.status === 0 && out !== null && `${out.runtime} ${out.backend}` === label,
         `${label}: import "flannel-webgpu" and "flannel-webgpu/flannel", cross-entropy and its gradient against ` +
-          `float64, a tiny ResNet-152 learner's forward, backward and 2 Adam steps, an image classified with the ` +
-          `shipped weights (${r.s} s)` +
+          `float64, a tiny ResNet-152 learner's forward, backward and 2 Adam steps, then exported to ONNX, an ` +
+          `image classified with the shipped weights (${r.s} s)` +
           (out
             ? `: loss ${out.ce.toFixed(6)}, learner losses ${
               out.losses.map((l) => l.toFixed(5)).join(", ")
-            }, ` +
+            }, ONNX ${out.onnxBytes} bytes, ` +
               `shipped weights ${out.shipped.map((p) => p.toFixed(3)).join(" ")}`
             : "") +
           (r.status !== 0 || !out ? `:\n      ${tail(r)}` : ""),
@@ -134,8 +136,8 @@ export function consumerChecks(check: Check): void {
     const same = (a: string, b: string) => {
       const x = outputs.get(a), y = outputs.get(b);
       if (!x || !y) return check(false, `${a} vs ${b}: a run is missing`);
-      const equal = JSON.stringify([x.ce, x.gradW, x.losses, x.shipped]) ===
-        JSON.stringify([y.ce, y.gradW, y.losses, y.shipped]);
+      const equal = JSON.stringify([x.ce, x.gradW, x.losses, x.onnxBytes, x.shipped]) ===
+        JSON.stringify([y.ce, y.gradW, y.losses, y.onnxBytes, y.shipped]);
       check(equal, `${a} vs ${b}: the same bits`);
     };
     same("deno webgpu", "bun webgpu");

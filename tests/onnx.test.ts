@@ -576,11 +576,11 @@ test.when(fl.backendInfo()?.backend === "wasm", "the CLI check runs in the WebAs
       const [args, message] of [
         [["export"], "flannel: export: give --out NAME.zip (a bundle) or --onnx OUT.onnx"],
         [
-          ["export", "--model", flannel.SHIPPED_BUNDLE, "--out", join(tmp, "b.zip")],
+          ["export", "--model", join(tmp, "a.zip"), "--out", join(tmp, "b.zip")],
           "flannel: export: --out writes a bundle of an experiment: give --run DIR",
         ],
         [
-          ["export", "--run", tmp, "--model", flannel.SHIPPED_BUNDLE, "--onnx", join(tmp, "c.onnx")],
+          ["export", "--run", tmp, "--model", join(tmp, "a.zip"), "--onnx", join(tmp, "c.onnx")],
           "flannel: export: give --run DIR or --model FILE.zip, not both",
         ],
       ] as const

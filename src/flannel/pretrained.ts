@@ -196,14 +196,13 @@ export async function loadPretrained(
 
 /** The line stage 1 prints for a learner started from `path`: what was loaded, adapted and left out. */
 export function pretrainedMessage(arch: Stage1Arch, path: string, load: PretrainedLoad): string {
+  const listed = (names: string[]) =>
+    names.length <= 4 ? names.join(", ") : `${names.slice(0, 3).join(", ")} and ${names.length - 3} more`;
   const fresh = load.kept.filter((k) => !k.endsWith("num_batches_tracked"));
-  const unused = load.unused.length <= 4
-    ? load.unused.join(", ")
-    : `${load.unused.slice(0, 3).join(", ")} and ${load.unused.length - 3} more`;
   return [
     `${arch}: ${load.loaded} tensors from ${path}`,
     ...load.notes,
-    unused && `dropped from the file: ${unused}`,
-    fresh.length > 0 && `fresh head: ${fresh.join(", ")}`,
+    load.unused.length > 0 && `dropped from the file: ${listed(load.unused)}`,
+    fresh.length > 0 && `fresh head: ${listed(fresh)}`,
   ].filter(Boolean).join("; ");
 }

@@ -258,6 +258,7 @@ export class Trace {
    * path, or a model past protobuf's 2 GB with externalData false.
    */
   save(path: string, options: SaveOptions): Promise<SaveInfo>;
+  /** The model's bytes, initializers inside (see the overload above). */
   save(path: undefined, options: SaveOptions): Promise<Uint8Array>;
   async save(path: string | undefined, options: SaveOptions): Promise<SaveInfo | Uint8Array> {
     await this.flush();
@@ -329,7 +330,7 @@ export class Trace {
   }
 
   /** The GraphProto without initializers: the nodes, inputs and outputs (outputs renamed as asked). */
-  private graph(options: SaveOptions) {
+  private graph(options: SaveOptions): Record<string, unknown> & { node: object[] } {
     const nodes: TracedNode[] = [...this.recorder.nodes];
     const produced = new Set(nodes.flatMap((n) => n.outputs));
     const names = new Set([
@@ -480,6 +481,7 @@ export interface ExportOptions {
  * @throws Error from an op without an ONNX translation (`<op> cannot be exported to ONNX yet`).
  */
 export function exportModel(model: Module, options: ExportOptions & { path: string }): Promise<SaveInfo>;
+/** Without `path`: the ONNX model's bytes (see the overload above). */
 export function exportModel(
   model: Module,
   options: ExportOptions & { path?: undefined },

@@ -1,7 +1,7 @@
 // A user's script, as tests/consumer.ts runs it from a folder where the packed package was installed: it
 // imports the library by its package name and trains a step (a loss and its gradients checked against a
 // float64 reference computed here, then a tiny FLANNEL learner's forward, backward and two Adam steps), and
-// classifies an image with the weights shipped in the package.
+// exports the learner to ONNX, and classifies an image with the weights shipped in the package.
 // It prints one JSON line for the comparison between runtimes and backends, and exits 1 on a wrong value.
 //   deno run -A main.ts wasm|webgpu     bun main.ts wasm|webgpu     node main.js wasm
 import process from "node:process";
@@ -75,6 +75,16 @@ if (!(moved > 5e-4 && moved < 3e-3)) {
   problems.push(`first conv weight moved by ${moved} after two Adam steps of lr 1e-3`);
 }
 
+// The trained learner as ONNX (protobufjs is a dependency of the package): a ModelProto whose first field is
+// ir_version 8 and whose producer is the package; its length does not depend on the values.
+const onnx = await fl.onnx.exportModel(model, { input: [1, 3, 32, 32] });
+if (
+  onnx[0] !== 0x08 || onnx[1] !== fl.onnx.IR_VERSION ||
+  !new TextDecoder().decode(onnx).includes("flannel-webgpu")
+) {
+  problems.push(`the ONNX export does not begin with ir_version ${fl.onnx.IR_VERSION} and name its producer`);
+}
+
 // The weights shipped in the package: a chest-X-ray-like gray PNG (a bright field with two dark lungs),
 // classified by the five tiny learners x 5 folds and FLANNEL, with no training and no experiment folder.
 const side = 96;
@@ -96,6 +106,7 @@ console.log(
     gradW: [...gw],
     losses,
     moved,
+    onnxBytes: onnx.length,
     shipped,
   }),
 );
