@@ -237,6 +237,15 @@ test("Wasm pool: exact-size reuse without growth, merging on trim, a clear error
     () => pool.acquire(WASM_MEMORY_LIMIT),
     /does not fit: \d+ bytes are live and a Wasm32 memory addresses at most 4 GiB/,
   );
+  // One model's buffers, freed, fill the memory to near its limit; another model's sizes then come from
+  // their merged space (predicting with several full-size learners in turn), not an error.
+  const firstModel = Array.from({ length: 15 }, () => pool.acquire(250 * 2 ** 20));
+  for (const pb of firstModel) pool.release(pb);
+  const grown = engine.memory.buffer.byteLength;
+  const secondModel = Array.from({ length: 5 }, () => pool.acquire(700 * 2 ** 20));
+  assertEquals(engine.memory.buffer.byteLength, grown, "the second model's buffers fit in the first's space");
+  assertEquals(pool.snapshot().liveBytes, secondModel.reduce((n, pb) => n + pb.capacity, 0));
+  for (const pb of secondModel) pool.release(pb);
   // A spec made by hand, not declared: declarations are what the build generates the twins' layouts from.
   const noTwin: KernelSpec = {
     name: "not_a_kernel",

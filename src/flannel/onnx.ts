@@ -2,7 +2,8 @@
 // ONNX runtime gives the same probabilities. For each fold: each learner's softmax on the normalised crop,
 // the learners stacked [B, N, M] in the order the combiner was trained with, the fold's combiner's
 // probabilities; then the mean over the folds. Learners are traced one at a time and their weights read
-// out before the next is loaded, so an ensemble of full-size learners never sits in memory whole.
+// out before the next is loaded, so an ensemble of full-size learners never sits in memory whole; each step
+// is recorded in a scope that frees its activations.
 import * as fl from "../../mod.ts";
 import { runFolderModels, type TrainedModels } from "./predict.ts";
 import { buildEnsemble } from "./stage2.ts";
@@ -36,8 +37,14 @@ export async function exportOnnx(
     inputs: [{ name: "input", shape: [1, 3, crop, crop], dynamicBatch: true }],
   });
   const [x] = trace.inputs;
+  const classes = fl.metrics.CLASS_NAMES.length;
   const kept: fl.Tensor[] = [];
-  const keep = <T extends fl.Tensor>(t: T) => (kept.push(t), t);
+  // One recorded step: its activations freed with its scope, its result kept until the graph is saved.
+  const traced = (fn: () => fl.Tensor, options?: fl.onnx.RecordOptions): fl.Tensor => {
+    const t = fl.scope(() => trace.record(fn, options));
+    kept.push(t);
+    return t;
+  };
   try {
     let sum: fl.Tensor | null = null;
     for (const fold of folds) {
@@ -47,41 +54,31 @@ export async function exportOnnx(
         const learner = await source.loadLearner(arch, fold);
         try {
           learner.eval();
-          perLearner.push(keep(trace.record(
-            () =>
-              fl.F.reshape(fl.F.softmax(learner.forward(x), -1), [
-                x.shape[0],
-                1,
-                fl.metrics.CLASS_NAMES.length,
-              ]),
+          perLearner.push(traced(
+            () => fl.F.reshape(fl.F.softmax(learner.forward(x), -1), [x.shape[0], 1, classes]),
             { names: learner, prefix: `fold${fold}.${arch}.` },
-          )));
+          ));
           await trace.flush();
         } finally {
           learner.dispose();
         }
       }
-      const ensemble = buildEnsemble(
-        combiner.config,
-        archs.length,
-        fl.metrics.CLASS_NAMES.length,
-        new fl.Generator(0),
-      );
+      const ensemble = buildEnsemble(combiner.config, archs.length, classes, new fl.Generator(0));
       try {
         ensemble.loadStateDict(combiner.state);
         ensemble.eval();
-        const probs = keep(trace.record(() => ensemble.predictProba(fl.F.cat(perLearner, 1)), {
-          names: ensemble,
-          prefix: `fold${fold}.${method}.`,
-        }));
+        const names = { names: ensemble, prefix: `fold${fold}.${method}.` };
+        const probs = traced(() => ensemble.predictProba(fl.F.cat(perLearner, 1)), names);
         await trace.flush();
-        sum = sum ? keep(trace.record(() => fl.F.add(sum!, probs))) : probs;
+        const before: fl.Tensor | null = sum;
+        sum = before ? traced(() => fl.F.add(before, probs)) : probs;
       } finally {
         ensemble.dispose();
       }
     }
     // predict sums the folds' probabilities and divides by their count
-    const probs = keep(trace.record(() => fl.F.div(sum!, fl.full([1], folds.length))));
+    const total = sum!;
+    const probs = traced(() => fl.F.div(total, fl.full([1], folds.length)));
     await trace.flush();
     const { resize, equalize } = settings;
     return await trace.save(path, {

@@ -38,7 +38,7 @@ function address(pb: PooledBuffer): number {
 /**
  * Blocks of the linear memory: exact-size free lists per pool bucket (a training loop asks for the same
  * sizes every step, so it stops growing after the first), then first fit from coalesced spare blocks,
- * then the top of the heap, growing the memory.
+ * then the top of the heap, growing the memory; at the 4 GiB limit, the free lists merged into spare blocks.
  */
 class WasmPool extends BucketPool<number> {
   /** Address-ordered free blocks that no bucket list holds (after trim). */
@@ -58,13 +58,14 @@ class WasmPool extends BucketPool<number> {
   }
 
   private carve(size: number): number {
-    const i = this.spare.findIndex((b) => b.size >= size);
-    if (i >= 0) {
-      const b = this.spare[i];
-      const ptr = b.ptr;
-      if (b.size === size) this.spare.splice(i, 1);
-      else (b.ptr += size, b.size -= size);
-      return ptr;
+    const spare = this.takeSpare(size);
+    if (spare !== null) return spare;
+    if (this.top + size > WASM_MEMORY_LIMIT) {
+      // The free lists may hold blocks of other sizes (another model's, run before this one): merged, they
+      // may hold this one. Only then is the memory full.
+      this.trim();
+      const merged = this.takeSpare(size);
+      if (merged !== null) return merged;
     }
     const ptr = this.top;
     if (ptr + size > WASM_MEMORY_LIMIT) {
@@ -79,6 +80,17 @@ class WasmPool extends BucketPool<number> {
       this.onGrow();
     }
     this.top = ptr + size;
+    return ptr;
+  }
+
+  /** First fit of `size` bytes among the spare blocks, or null. */
+  private takeSpare(size: number): number | null {
+    const i = this.spare.findIndex((b) => b.size >= size);
+    if (i < 0) return null;
+    const b = this.spare[i];
+    const ptr = b.ptr;
+    if (b.size === size) this.spare.splice(i, 1);
+    else (b.ptr += size, b.size -= size);
     return ptr;
   }
 
