@@ -5,6 +5,7 @@
 // on odd shapes (ceil-mode pooling, transposed products, reductions); the file's header (opset, IR version,
 // dynamic batch, metadata, producer); refusals (an op without translation, training-mode BN, random draws);
 // external data, the spill file, and a graph of two learners and three combiners from the Trace API.
+import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -589,6 +590,25 @@ test.when(fl.backendInfo()?.backend === "wasm", "the CLI check runs in the WebAs
       assertEquals(bad.code, 2, bad.output);
       assertEquals(bad.output.trim(), message);
     }
+  },
+  { timeoutS: 600 },
+);
+
+// ONNX's own checker (Debian's python3-onnx), independent of onnxruntime: the schema of every node, the
+// graph's topology, and with full_check its shape inference through every node.
+const PYTHON = "/usr/bin/python3";
+const noChecker = spawnSync(PYTHON, ["-c", "import onnx"]).status !== 0;
+test.when(!noChecker, `${PYTHON} cannot import onnx (Debian's python3-onnx)`)(
+  "every file written above passes onnx.checker.check_model(full_check=True)",
+  () => {
+    const files = readdirSync(tmp, { recursive: true }).map(String).filter((f) => f.endsWith(".onnx")).sort();
+    assert(files.length >= 16, `files to check: ${files.join(", ")}`);
+    const script = "import onnx, sys\n" +
+      "for f in sys.argv[1:]: onnx.checker.check_model(onnx.load(f), full_check=True)\n" +
+      "print(onnx.__version__, len(sys.argv) - 1)";
+    const r = spawnSync(PYTHON, ["-c", script, ...files.map((f) => join(tmp, f))], { encoding: "utf8" });
+    assertEquals(r.status, 0, `onnx.checker: ${r.stderr}`);
+    console.log(`  onnx ${r.stdout.trim().split(" ")[0]} checker: ${files.length} files pass`);
   },
   { timeoutS: 600 },
 );
