@@ -4,7 +4,7 @@
 // <arch>.safetensors. PyTorch files are read by fl.io.loadTorch, with no Python. What torchvision itself
 // does when it loads its files is done here too: DenseNet's old key names are renamed, and Inception's
 // transform_input (on in every torchvision checkpoint, off in FLANNEL's learner) is folded into the weights.
-import { closeSync, existsSync, openSync, readdirSync, readSync } from "node:fs";
+import { closeSync, existsSync, openSync, readdirSync, readSync, statSync } from "node:fs";
 import { createHash } from "node:crypto";
 import { basename, extname, join } from "node:path";
 import * as fl from "../../mod.ts";
@@ -79,10 +79,16 @@ export function pretrainedFiles(dir: string, archs: readonly Stage1Arch[]): Map<
   return found;
 }
 
+// Files whose hash was checked (path, size and modification time): stage 1 loads a learner's file once per fold.
+const checkedFiles = new Set<string>();
+
 /** Checks that the SHA-256 of a hub-named file starts with the hex digits of its name, as torch.hub does. */
 function checkHubHash(path: string): void {
   const name = hubName(basename(path));
   if (!name) return;
+  const { size, mtimeMs } = statSync(path);
+  const stamp = `${path}\0${size}\0${mtimeMs}`;
+  if (checkedFiles.has(stamp)) return;
   const hash = createHash("sha256"), chunk = new Uint8Array(8 << 20), fd = openSync(path, "r");
   try {
     for (let at = 0, n; (n = readSync(fd, chunk, 0, chunk.length, at)) > 0; at += n) {
@@ -99,6 +105,7 @@ function checkHubHash(path: string): void {
       }, its name says ${name.hash} (an interrupted download? fetch it again)`,
     );
   }
+  checkedFiles.add(stamp);
 }
 
 /** What {@link loadPretrained} did. */
