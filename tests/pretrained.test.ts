@@ -237,3 +237,19 @@ test.when(fl.backendInfo()?.backend === "wasm", "the CLI check runs in the WebAs
   },
   { timeoutS: 600 },
 );
+
+test("strict loadStateDict takes a file without num_batches_tracked (torchvision's published weights), nothing else missing", async () => {
+  const model = fl.models.densenet161({ scale: "tiny", numClasses: 10 });
+  try {
+    const { dict } = fl.models.renameLegacyDenseNetKeys(await fl.io.loadTorch(legacyPth));
+    const { missing } = model.loadStateDict(dict);
+    assert(missing.length > 0 && missing.every((k) => k.endsWith("num_batches_tracked")), missing.join(", "));
+    const { "classifier.bias": _, ...withoutBias } = dict;
+    assertThrows(
+      () => model.loadStateDict(withoutBias),
+      /^loadStateDict into DenseNet: missing keys: classifier\.bias$/,
+    );
+  } finally {
+    model.dispose();
+  }
+});

@@ -122,7 +122,10 @@ export abstract class Module {
 
   /**
    * Copies values into the module's tensors. With `strict` (the default) every key must match and every
-   * shape agree; all problems are listed in one error and nothing is written unless all entries fit.
+   * shape agree; all problems are listed in one error and nothing is written unless all entries fit. A
+   * batch norm's `num_batches_tracked` may be absent (it keeps its value): checkpoints written before batch
+   * norms counted their batches lack it, torchvision's published ImageNet weights among them, and PyTorch
+   * loads those strictly too.
    */
   loadStateDict(
     dict: StateDict,
@@ -130,6 +133,7 @@ export abstract class Module {
   ): { missing: string[]; unexpected: string[] } {
     const own = this.stateDict();
     const missing = Object.keys(own).filter((k) => !(k in dict));
+    const required = missing.filter((k) => !k.endsWith("num_batches_tracked"));
     const unexpected = Object.keys(dict).filter((k) => !(k in own));
     const mismatched: string[] = [];
     for (const [k, t] of Object.entries(own)) {
@@ -140,7 +144,7 @@ export abstract class Module {
       }
     }
     const problems = [
-      ...(strict && missing.length ? [`missing keys: ${missing.join(", ")}`] : []),
+      ...(strict && required.length ? [`missing keys: ${required.join(", ")}`] : []),
       ...(strict && unexpected.length ? [`unexpected keys: ${unexpected.join(", ")}`] : []),
       ...(mismatched.length ? [`shape mismatches: ${mismatched.join("; ")}`] : []),
     ];
