@@ -7,6 +7,7 @@ import {
   mkdirSync,
   openSync,
   readdirSync,
+  readSync,
   renameSync,
   rmSync,
   writeSync,
@@ -73,6 +74,21 @@ export function openAtomic(path: string): AtomicFile {
       rmSync(tmp, { force: true });
     },
   };
+}
+
+/**
+ * Reads `length` bytes at `position` of an open file; `short` makes the error thrown when the file ends
+ * first (what is missing, for the caller's message).
+ */
+export function readAll(fd: number, position: number, length: number, short: () => Error): Uint8Array {
+  const out = new Uint8Array(length);
+  let done = 0;
+  while (done < length) {
+    const n = readSync(fd, out, done, length - done, position + done);
+    if (n === 0) throw short();
+    done += n;
+  }
+  return out;
 }
 
 /** Writes all of `bytes` at the descriptor's position. */

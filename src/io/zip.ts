@@ -11,7 +11,7 @@
 import { closeSync, fstatSync, openSync, readSync, statSync } from "node:fs";
 import { resolve } from "node:path";
 import { deflateSync, inflateSync } from "../npm.ts";
-import { openAtomic, writeAll } from "./files.ts";
+import { openAtomic, readAll, writeAll } from "./files.ts";
 import { crc32 } from "./images.ts";
 
 /** Caps checked against an archive's central directory before any entry is read. */
@@ -74,16 +74,7 @@ const truncated = (archive: string, what: string) =>
   new Error(`${archive}: truncated archive (${what} runs past the end of the file)`);
 
 function fileReader(fd: number, archive: string): ReadAt {
-  return (offset, length, what) => {
-    const out = new Uint8Array(length);
-    let done = 0;
-    while (done < length) {
-      const n = readSync(fd, out, done, length - done, offset + done);
-      if (n === 0) throw truncated(archive, what);
-      done += n;
-    }
-    return out;
-  };
+  return (offset, length, what) => readAll(fd, offset, length, () => truncated(archive, what));
 }
 
 /**

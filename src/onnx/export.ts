@@ -2,13 +2,13 @@
 // records its own ONNX translation (src/onnx/trace.ts, the hooks in src/kernels), then writes one ModelProto
 // (opset 17, IR version 8) through protobufjs and ONNX's own schema, with the initializers inside it or,
 // past protobuf's 2 GB or when asked, in an external data file beside it.
-import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { noGrad, scope, type Tensor } from "../autograd/tensor.ts";
 import { zeros } from "../kernels/basic.ts";
 import { Module } from "../nn/module.ts";
-import { openAtomic, writeAll, writeFileAtomic } from "../io/files.ts";
+import { openAtomic, readAll, writeAll, writeFileAtomic } from "../io/files.ts";
 import { protobuf } from "../npm.ts";
 import { ONNX_PROTO } from "./onnx_proto.ts";
 import {
@@ -59,17 +59,7 @@ function alignedOffset(offset: number, byteLength: number): number {
 /** The translations' int64 constants (shapes, axes): shape inference must read them from the model. */
 const staysInside = (init: TracedInitializer) => init.dataType === "int64";
 
-/** Reads `length` bytes at `position` of an open file. */
-function readAt(fd: number, position: number, length: number): Uint8Array {
-  const out = new Uint8Array(length);
-  let done = 0;
-  while (done < length) {
-    const n = readSync(fd, out, done, length - done, position + done);
-    if (n === 0) throw new Error(`ONNX trace: the spill file ended ${length - done} bytes early`);
-    done += n;
-  }
-  return out;
-}
+const spillEnded = () => new Error("ONNX trace: the spill file ended early (was it changed or removed?)");
 
 /** A graph input: the example tensor the models run on is made from its shape. */
 export interface TraceInputSpec {
@@ -379,7 +369,7 @@ export class Trace {
   /** An initializer's values, from memory or the spill file. */
   private valuesOf(init: TracedInitializer): Uint8Array {
     if (init.bytes) return init.bytes;
-    return readAt(this.spill!.fd, this.spill!.offsets.get(init)!, init.byteLength);
+    return readAll(this.spill!.fd, this.spill!.offsets.get(init)!, init.byteLength, spillEnded);
   }
 
   /** Moves the initializer values held in memory (but the int64 constants) to the spill file. */
@@ -413,7 +403,7 @@ export class Trace {
     const file = openAtomic(dataPath);
     try {
       for (let at = 0; at < spilled; at += COPY_CHUNK) {
-        writeAll(file.fd, readAt(this.spill!.fd, at, Math.min(COPY_CHUNK, spilled - at)));
+        writeAll(file.fd, readAll(this.spill!.fd, at, Math.min(COPY_CHUNK, spilled - at), spillEnded));
       }
       for (const init of this.recorder.initializers) {
         if (offsets.has(init) || staysInside(init)) continue;
