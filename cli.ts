@@ -882,6 +882,13 @@ async function exportCommand(args: string[]): Promise<void> {
   });
   if (values.help) return console.log(HELP.export);
   if (!values.out && !values.onnx) fail("export: give --out NAME.zip (a bundle) or --onnx OUT.onnx");
+  // Every argument is checked before anything is written.
+  if (values.out && !values.run) fail("export: --out writes a bundle of an experiment: give --run DIR");
+  const weights = values.weights.toUpperCase();
+  if (weights !== "F32" && weights !== "F16") {
+    fail(`export: --weights must be f32 or f16, not ${values.weights}`);
+  }
+  if (values.notes && !existsSync(values.notes)) fail(`export: ${values.notes} does not exist`);
   if (values.onnx) {
     const models = trainedModels("export", values);
     await fl.init({ backend: values.backend as fl.InitOptions["backend"] });
@@ -896,14 +903,8 @@ async function exportCommand(args: string[]): Promise<void> {
     );
   }
   if (!values.out) return;
-  if (!values.run) fail("export: --out writes a bundle of an experiment: give --run DIR");
-  const weights = values.weights.toUpperCase();
-  if (weights !== "F32" && weights !== "F16") {
-    fail(`export: --weights must be f32 or f16, not ${values.weights}`);
-  }
-  if (values.notes && !existsSync(values.notes)) fail(`export: ${values.notes} does not exist`);
   const notes = values.notes ? readFileSync(values.notes, "utf8") : undefined;
-  const manifest = await flannel.exportBundle(resolve(values.run), resolve(values.out), { weights, notes });
+  const manifest = await flannel.exportBundle(resolve(values.run!), resolve(values.out), { weights, notes });
   const size = statSync(values.out).size;
   console.log(
     `wrote ${values.out} (${

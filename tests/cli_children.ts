@@ -1,6 +1,7 @@
-// What the tests that run the CLI as child processes share (jobs.test.ts, interrupt.test.ts): starting one
-// in this runtime, waiting for a condition on its output, and reading the results.json it wrote.
-import { type ChildProcess, spawn } from "node:child_process";
+// What the tests that run child processes share: the CLI in this runtime (jobs.test.ts, interrupt.test.ts,
+// ...), waiting for a condition on its output and reading the results.json it wrote; and Debian's Python,
+// whose torch, torchvision and onnx are the independent references of some tests.
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import process from "node:process";
 import { dirname, join, resolve } from "node:path";
@@ -9,7 +10,15 @@ import { AssertionError } from "./harness.ts";
 
 /** The repository's root. */
 export const repo = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
+/** Whether this runtime is Bun (else Deno). */
+export const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
+/** Debian's Python (python3-torch, python3-torchvision, python3-onnx), not a pyenv one. */
+export const PYTHON = "/usr/bin/python3";
+
+/** Whether {@link PYTHON} imports every module of `modules` ("torch, torchvision"). */
+export function pythonImports(modules: string): boolean {
+  return spawnSync(PYTHON, ["-c", `import ${modules}`]).status === 0;
+}
 /** What runs a script in this runtime: `bun run` or `deno run -A`. */
 export const runtimeArgs = isBun ? ["run"] : ["run", "-A"];
 

@@ -17,7 +17,7 @@ import * as flannel from "../src/flannel/mod.ts";
 import { protobuf } from "../src/npm.ts";
 import { ONNX_PROTO } from "../src/onnx/onnx_proto.ts";
 import { assert, assertEquals, AssertionError, assertRejects, assertThrows, test } from "./harness.ts";
-import { startCli } from "./cli_children.ts";
+import { PYTHON, pythonImports, startCli } from "./cli_children.ts";
 
 await fl.init();
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -596,9 +596,7 @@ test.when(fl.backendInfo()?.backend === "wasm", "the CLI check runs in the WebAs
 
 // ONNX's own checker (Debian's python3-onnx), independent of onnxruntime: the schema of every node, the
 // graph's topology, and with full_check its shape inference through every node.
-const PYTHON = "/usr/bin/python3";
-const noChecker = spawnSync(PYTHON, ["-c", "import onnx"]).status !== 0;
-test.when(!noChecker, `${PYTHON} cannot import onnx (Debian's python3-onnx)`)(
+test.when(pythonImports("onnx"), `${PYTHON} cannot import onnx (Debian's python3-onnx)`)(
   "every file written above passes onnx.checker.check_model(full_check=True)",
   () => {
     const files = readdirSync(tmp, { recursive: true }).map(String).filter((f) => f.endsWith(".onnx")).sort();

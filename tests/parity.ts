@@ -11,6 +11,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import process from "node:process";
 import * as fl from "../mod.ts";
+import { PYTHON } from "./cli_children.ts";
 
 type Builder = () => fl.nn.Module;
 const BUILDERS: Record<string, Builder> = {
@@ -36,7 +37,7 @@ const rows: string[] = [];
 let failures = 0;
 try {
   for (const name of models) {
-    const py = spawnSync("/usr/bin/python3", [script, dir, name], { encoding: "utf8" });
+    const py = spawnSync(PYTHON, [script, dir, name], { encoding: "utf8" });
     if (py.status !== 0) {
       throw new Error(`make_parity.py ${name} failed (is python3-torchvision installed?):\n${py.stderr}`);
     }

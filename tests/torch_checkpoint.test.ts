@@ -15,6 +15,7 @@ import { fileURLToPath } from "node:url";
 import { zipSync } from "fflate";
 import { ZipReader } from "../src/io/zip.ts";
 import { assert, assertClose, assertEquals, test } from "./harness.ts";
+import { isBun, PYTHON, pythonImports } from "./cli_children.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const dir = join(here, "fixtures", "torch_checkpoints");
@@ -392,15 +393,12 @@ test("2,000 seeded mutations of data.pkl: each loads, or fails with loadTorch's 
 
 // ---- full size: torchvision's five learners, written by PyTorch at test time
 
-const runtime = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined" ? "bun" : "deno";
-const backend = fl.backendInfo()?.backend;
-const python = "/usr/bin/python3";
-const fullSizeSkip = runtime !== "deno"
+const fullSizeSkip = isBun
   ? "the full-size learners run once, under Deno (Bun reads the same files through the same code)"
-  : backend !== "wasm"
+  : fl.backendInfo()?.backend !== "wasm"
   ? "the full-size learners run in the WebAssembly run only: loading is the same code on every backend, the forwards are the slow part"
-  : spawnSync(python, ["-c", "import torch, torchvision"]).status !== 0
-  ? `${python} cannot import torch and torchvision`
+  : !pythonImports("torch, torchvision")
+  ? `${PYTHON} cannot import torch and torchvision`
   : null;
 
 const LEARNERS: [string, () => fl.nn.Module][] = [
@@ -435,7 +433,7 @@ test.when(fullSizeSkip === null, fullSizeSkip ?? "")(
     const out = mkdtempSync(join(tmpdir(), "fl-torch-learners-"));
     try {
       let started = performance.now();
-      const made = spawnSync(python, [join(here, "fixtures", "write_torch_learners.py"), out], {
+      const made = spawnSync(PYTHON, [join(here, "fixtures", "write_torch_learners.py"), out], {
         encoding: "utf8",
       });
       assertEquals(made.status, 0, `write_torch_learners.py: ${made.stderr}`);

@@ -29,7 +29,7 @@ import {
   int64WordsToInt32,
   type SafetensorsTensor,
 } from "./safetensors.ts";
-import { ZipReader } from "./zip.ts";
+import { startsLikeZip, ZipReader } from "./zip.ts";
 
 /** Options of `loadTorch`. */
 export interface LoadTorchOptions {
@@ -661,10 +661,10 @@ function convert(units: Units, t: Planned, file: string): Float32Array | Int32Ar
   }
 }
 
-/** The first bytes of a file: a zip's "PK\x03\x04" (or an empty zip's end record) or a pickle's PROTO. */
+/** The first bytes of a file: a zip's (torch >= 1.6) or a pickle's PROTO opcode (the legacy format). */
 function checkMagic(head: Uint8Array, file: string): void {
-  const [a, b, c, d] = head;
-  if (a === 0x50 && b === 0x4b && ((c === 3 && d === 4) || (c === 5 && d === 6))) return;
+  if (startsLikeZip(head)) return;
+  const [a, b] = head;
   if (a === 0x80 && b >= 1 && b <= 5) {
     throw new Error(
       `${file} is a legacy PyTorch file (torch < 1.6's format, not a zip); re-save it with torch >= 1.6: torch.save(torch.load(f), f2)`,

@@ -512,16 +512,21 @@ export async function writeZip(
   file.commit();
 }
 
-/** Whether `path` is a file that starts like a zip archive (a local header, or the end record of an empty one). */
+/** Whether `head` (a file's first bytes) starts like a zip archive: a local header, or an empty one's end record. */
+export function startsLikeZip(head: Uint8Array): boolean {
+  if (head.length < 4) return false;
+  const sig = new DataView(head.buffer, head.byteOffset, 4).getUint32(0, true);
+  return sig === SIG_LOCAL || sig === SIG_END;
+}
+
+/** Whether `path` is a file that starts like a zip archive (see {@linkcode startsLikeZip}). */
 export function isZipFile(path: string): boolean {
   try {
     if (!statSync(path).isFile()) return false;
     const fd = openSync(path, "r");
     try {
       const head = new Uint8Array(4);
-      if (readSync(fd, head, 0, 4, 0) < 4) return false;
-      const sig = new DataView(head.buffer).getUint32(0, true);
-      return sig === SIG_LOCAL || sig === SIG_END;
+      return readSync(fd, head, 0, 4, 0) === 4 && startsLikeZip(head);
     } finally {
       closeSync(fd);
     }
