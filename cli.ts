@@ -4,7 +4,8 @@ import { basename, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import * as fl from "./mod.ts";
 import * as flannel from "./src/flannel/mod.ts";
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
 
 const LEARNERS = ["InceptionV3", "VGG19-bn", "ResNeXt101-32x8d", "ResNet152", "DenseNet161"];
 
@@ -60,6 +61,8 @@ Commands:
   predict     class probabilities of chest X-ray images (shipped weights, a bundle or an experiment), as CSV
   cam         class activation maps of each learner on images, as PNGs
   export      an experiment's trained models as one zip (predict and cam anywhere) or as one ONNX graph
+  serve       the models on a web page at http://127.0.0.1:8080 (classify X-rays in a browser, no upload)
+  build-web   the same page as static files for any web server
   plan        the experiment as independent jobs for a scheduler (Slurm, Kubernetes): OUT/plan.json
   job         run one job of a plan (index from --index, SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX)
   status      done / running / failed / pending per job of a plan
@@ -765,10 +768,10 @@ function imageFiles(command: string, paths: string[]): string[] {
   for (const p of paths) {
     if (!existsSync(p)) fail(`${command}: ${p} does not exist`);
     if (statSync(p).isDirectory()) {
-      const found = readdirSync(p).filter((f) => IMAGE_EXTENSIONS.test(f)).sort().map((f) => resolve(p, f));
+      const found = readdirSync(p).filter((f) => IMAGE_EXTENSIONS.test(f)).sort().map((f) => join(p, f));
       if (found.length === 0) fail(`${command}: ${p} holds no .png, .jpg or .jpeg files`);
       files.push(...found);
-    } else files.push(resolve(p));
+    } else files.push(p); // as given: the CSV names files the way the user did
   }
   return files;
 }
@@ -829,14 +832,7 @@ async function predict(args: string[]): Promise<void> {
   await fl.init({ backend: values.backend as fl.InitOptions["backend"] });
   const result = await flannel.predictFiles(models, files, { method: values.method as string });
   for (const s of result.skipped) console.error(`unreadable, left out: ${s.reason}`);
-  const classes = fl.metrics.CLASS_NAMES;
-  const lines = [["file", ...classes, "predicted"].join(",")];
-  result.files.forEach((file, i) => {
-    const row = Array.from(result.probs.subarray(i * classes.length, (i + 1) * classes.length));
-    const quoted = /[",\n]/.test(file) ? `"${file.replaceAll('"', '""')}"` : file;
-    lines.push([quoted, ...row.map((p) => p.toFixed(6)), classes[row.indexOf(Math.max(...row))]].join(","));
-  });
-  process.stdout.write(lines.join("\n") + "\n");
+  process.stdout.write(flannel.predictionsCsv(result.files, result.probs));
 }
 
 async function cam(args: string[]): Promise<void> {
@@ -1043,6 +1039,98 @@ function status(args: string[]): Promise<void> {
   process.exit(rows.every((r) => r.state === "done") ? 0 : 1);
 }
 
+const WEB_MODEL_HELP = `  --model FILE     a bundle written by 'flannel export' (default: the shipped one)
+  --run DIR        an 'experiment' output folder instead (its bundle is made first, F32)
+  --help`;
+
+/**
+ * The bundle a page serves: --model, or one exported from --run into a temporary folder, which `done`
+ * removes (the page's files hold the model's bytes by then).
+ */
+async function webModel(
+  command: string,
+  values: { run?: string; model?: string },
+): Promise<{ model: string | undefined; done: () => void }> {
+  if (values.run && values.model) fail(`${command}: give --run DIR or --model FILE.zip, not both`);
+  if (values.model && !existsSync(values.model)) fail(`${command}: ${values.model} does not exist`);
+  if (!values.run) return { model: values.model, done: () => {} };
+  const dir = mkdtempSync(join(tmpdir(), "flannel-web-"));
+  const done = () => rmSync(dir, { recursive: true, force: true });
+  try {
+    await flannel.exportBundle(resolve(values.run), join(dir, "model.zip"));
+  } catch (err) {
+    done();
+    throw err;
+  }
+  return { model: join(dir, "model.zip"), done };
+}
+
+HELP.serve = `flannel serve: the models on a web page, classifying X-rays in the browser
+
+Usage: deno task flannel serve [--model FILE.zip | --run DIR] [--port 8080] [--host 127.0.0.1]
+
+Serves the page, its code and the model (nothing is uploaded: images are read and classified in the
+browser, on WebGPU or WebAssembly) with the cross-origin isolation headers that WebAssembly threads need.
+Open the printed address; ?backend=wasm or ?backend=webgpu forces a backend. Stop it with Ctrl-C.
+
+Options:
+  --port N         the port (default 8080; 0 picks a free one)
+  --host NAME      the address to listen on (default 127.0.0.1: this machine only; browsers allow
+                   WebGPU and threads only over https or on localhost)
+${WEB_MODEL_HELP}`;
+
+HELP["build-web"] = `flannel build-web: the web page as static files, for any web server
+
+Usage: deno task flannel build-web --out DIR [--model FILE.zip | --run DIR]
+
+Writes index.html, style.css, page.js, worker.js, model.zip and HEADERS.md (the headers a server should
+send for WebAssembly threads) into DIR.
+
+Options:
+  --out DIR        the folder to write (created if missing)
+${WEB_MODEL_HELP}`;
+
+const WEB_OPTIONS = {
+  model: { type: "string" },
+  run: { type: "string" },
+  help: { type: "boolean" },
+} as const;
+
+async function serve(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      ...WEB_OPTIONS,
+      port: { type: "string", default: "8080" },
+      host: { type: "string", default: "127.0.0.1" },
+    },
+    strict: true,
+  });
+  if (values.help) return console.log(HELP.serve);
+  const port = intOption(values as Record<string, unknown>, "port", 8080, 0);
+  if (port > 65535) fail(`serve: --port must be at most 65535, not ${port}`);
+  const { model, done } = await webModel("serve", values);
+  const { url, files } = await flannel.serveWebApp({ model, port, host: values.host }).finally(done);
+  const size = (names: string[]) =>
+    files.filter((f) => names.includes(f.name)).reduce((s, f) => s + f.bytes.length, 0);
+  console.log(
+    `flannel: serving ${url} (page ${
+      (size(["index.html", "style.css", "page.js", "worker.js"]) / 1024).toFixed(0)
+    } KiB, ` +
+      `model ${(size([flannel.MODEL_FILE]) / 2 ** 20).toFixed(1)} MiB); Ctrl-C stops`,
+  );
+  await new Promise<never>(() => {}); // the server keeps the process alive until a signal ends it
+}
+
+async function buildWeb(args: string[]): Promise<void> {
+  const { values } = parseArgs({ args, options: { ...WEB_OPTIONS, out: { type: "string" } }, strict: true });
+  if (values.help) return console.log(HELP["build-web"]);
+  if (!values.out) fail("build-web: give --out DIR");
+  const { model, done } = await webModel("build-web", values);
+  const files = await flannel.writeWebApp(resolve(values.out), { model }).finally(done);
+  for (const f of files) console.log(`wrote ${join(values.out, f.name)} (${f.bytes.length} bytes)`);
+}
+
 const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
   demo,
   data,
@@ -1054,6 +1142,8 @@ const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
   plan,
   job,
   status,
+  serve,
+  "build-web": buildWeb,
 };
 
 async function main(argv: string[]): Promise<void> {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks: Deno and Bun (from npm), the project's npm packages (bun install),
-# and Mesa's lavapipe Vulkan driver from bookworm-backports (Dawn, which Bun uses, needs the newer one).
+# Mesa's lavapipe Vulkan driver from bookworm-backports (Dawn, which Bun uses, needs the newer one), and
+# Debian's Chromium (the browser the suite runs the web page in, headless).
 # A user of the installed package needs none of this: see README, "Use it from your project".
 # Idempotent: each step is skipped when its result is already there.
 set -euo pipefail
@@ -30,5 +31,10 @@ if command -v apt-get >/dev/null && ! dpkg-query -W -f='${Version}' mesa-vulkan-
   fi
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq -t bookworm-backports mesa-vulkan-drivers >/dev/null
+fi
+if command -v apt-get >/dev/null && ! command -v chromium >/dev/null; then
+  echo "setup: installing chromium (Debian's) for the web page's browser tests"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium >/dev/null
 fi
 echo "setup: ready (deno $(deno --version | head -1 | cut -d' ' -f2), bun $(bun --version))"

@@ -6,6 +6,11 @@
 // @ts-types="npm:@types/upng-js@2.1.5"
 export { default as UPNG } from "npm:upng-js@2.1.0";
 export { default as jpeg } from "npm:jpeg-js@0.4.4";
-export { deflateSync, inflateSync } from "npm:fflate@0.8.3";
+export { deflateSync, inflateSync, Unzlib, zlibSync } from "npm:fflate@0.8.3";
 export { mat3 } from "npm:wgpu-matrix@3.4.2";
 export { default as protobuf } from "npm:protobufjs@8.8.1";
+export { sha256 as nobleSha256 } from "npm:@noble/hashes@2.4.0/sha2.js";
+/** esbuild, loaded only by the web build (`flannel serve`, `build-web`): a native binary nothing else needs. */
+// deno-lint-ignore no-import-prefix -- named here like every other package (a dynamic import, loaded late)
+export const importEsbuild = (): Promise<typeof import("npm:esbuild@0.28.2")> => import("npm:esbuild@0.28.2");
+export type { PluginBuild as EsbuildPluginBuild } from "npm:esbuild@0.28.2";

@@ -9,6 +9,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { Buffer } from "node:buffer";
 import process from "node:process";
 import ts from "typescript";
 
@@ -159,6 +160,73 @@ export function consumerChecks(check: Check): void {
         } (1e-4)`,
       );
     } else check(false, "webgpu vs wasm: a run is missing");
+
+    // The web page from the installed package: its bin builds it (esbuild over dist/) in Bun and in Deno, the
+    // same bytes in both; node_modules holds the packages the page bundles.
+    const built = new Map<string, Map<string, string>>();
+    for (
+      const [label, cmd, args] of [
+        ["bun", "bun", ["node_modules/.bin/flannel", "build-web", "--out", "web-bun"]],
+        ["deno", "deno", [
+          "run",
+          "-A",
+          "node_modules/flannel-webgpu/dist/cli.js",
+          "build-web",
+          "--out",
+          "web-deno",
+        ]],
+      ] as const
+    ) {
+      const r = run(cmd, [...args], app);
+      const dir = join(app, `web-${label}`);
+      const files = new Map<string, string>();
+      for (const name of ["index.html", "page.js", "worker.js", "model.zip"]) {
+        try {
+          files.set(name, readFileSync(join(dir, name)).toString("base64"));
+        } catch { /* reported below */ }
+      }
+      built.set(label, files);
+      const worker = Buffer.from(files.get("worker.js") ?? "", "base64").length;
+      check(
+        r.status === 0 && files.size === 4 && worker > 200_000,
+        `${label}: flannel build-web from the installed package (${r.s} s): worker.js ${worker} bytes` +
+          (r.status !== 0 || files.size !== 4 ? `:\n      ${tail(r)}` : ""),
+      );
+    }
+    const [a, b] = [built.get("bun")!, built.get("deno")!];
+    check(
+      a.size === 4 && [...a].every(([name, bytes]) => b.get(name) === bytes),
+      "build-web in Bun and in Deno: the same files, byte for byte",
+    );
+
+    // A user's own page: package.json's `browser` field swaps the platform module, so any bundler that
+    // honours it (esbuild here, with no plugin) bundles the library for a browser with no node: import left.
+    writeFileSync(
+      join(app, "browser.ts"),
+      `import * as fl from "flannel-webgpu";
+import * as flannel from "flannel-webgpu/flannel";
+const info = await fl.init({ backend: "wasm" });
+const bundle = flannel.loadBundle(await fl.io.bytesOf(new URL("model.zip", location.href)));
+console.log(info.adapter, bundle.manifest.folds, flannel.predictionsCsv([], new Float32Array(0)));
+`,
+    );
+    const bundled = run("bun", [
+      "-e",
+      `const r = await (await import("esbuild")).build({ entryPoints: ["browser.ts"], bundle: true, platform: "browser",
+        format: "esm", minify: true, write: false, logLevel: "silent" });
+      const text = r.outputFiles[0].text;
+      console.log(JSON.stringify({ bytes: text.length, node: /["']node:/.test(text) }));`,
+    ], app);
+    let browserBundle: { bytes: number; node: boolean } | null = null;
+    try {
+      browserBundle = JSON.parse(bundled.stdout.trim().split("\n").pop() ?? "");
+    } catch { /* reported below */ }
+    check(
+      bundled.status === 0 && browserBundle !== null && !browserBundle.node && browserBundle.bytes > 100_000,
+      `esbuild bundles a page's script importing the installed package for browsers (package.json "browser"): ${
+        browserBundle ? `${browserBundle.bytes} bytes, no node: import` : tail(bundled)
+      }`,
+    );
 
     const typed = run("deno", ["check", "main.ts"], app);
     check(

@@ -24,9 +24,11 @@ function tsFiles(dir: string): string[] {
 /** The module specifiers of a file's static imports and re-exports. */
 function specifiers(file: string): string[] {
   const text = readFileSync(join(ROOT, file), "utf8");
-  return [...text.matchAll(/^(?:import|export)\b[^;]*?\bfrom\s+"([^"]+)"|^import\s+"([^"]+)"/gms)].map((m) =>
-    m[1] ?? m[2]
-  );
+  return [
+    ...text.matchAll(
+      /^(?:import|export)\b[^;]*?\bfrom\s+"([^"]+)"|^import\s+"([^"]+)"|\bimport\("([^"]+)"\)/gms,
+    ),
+  ].map((m) => m[1] ?? m[2] ?? m[3]);
 }
 
 const LIBRARY = [...tsFiles("src"), "mod.ts"].filter((f) => !f.startsWith("src/flannel/"));
@@ -50,12 +52,16 @@ test("the library never imports the FLANNEL application, nor anything outside th
   assertEquals(bad, []);
 });
 
-test("FLANNEL uses only the public library: src/flannel imports mod.ts, its own files and node: modules", () => {
+test("FLANNEL uses only the public library: src/flannel imports mod.ts, its own files, the platform module and src/npm.ts", () => {
+  // The runtime's APIs come through src/platform/runtime.ts (which the browser build swaps), npm packages
+  // through src/npm.ts, where each is named once.
+  const allowed = (file: string, s: string) => {
+    const target = relative(ROOT, resolve(ROOT, dirname(file), s));
+    return target === "mod.ts" || target === "src/platform/runtime.ts" || target === "src/npm.ts" ||
+      (target.startsWith("src/flannel/") && /^(\.\/|\.\.\/)[a-z0-9_/]+\.ts$/.test(s));
+  };
   const bad = APPLICATION.flatMap((file) =>
-    specifiers(file).filter((s) =>
-      !(s === "../../mod.ts" || /^\.\/[a-z0-9_]+\.ts$/.test(s) || s.startsWith("node:"))
-    )
-      .map((s) => `${file}: ${s}`)
+    specifiers(file).filter((s) => !allowed(file, s)).map((s) => `${file}: ${s}`)
   );
   assertEquals(bad, []);
   const cli = specifiers("cli.ts").filter((s) =>
@@ -64,13 +70,19 @@ test("FLANNEL uses only the public library: src/flannel imports mod.ts, its own 
   assertEquals(cli, [], "cli.ts imports beyond the two public entry points");
 });
 
+test("runtime APIs are named once: no file of src/ but src/platform/runtime.ts imports a node: module", () => {
+  const files = [...LIBRARY, ...APPLICATION];
+  const importers = files.filter((f) => specifiers(f).some((s) => s.startsWith("node:")));
+  assertEquals(importers, ["src/platform/runtime.ts"]);
+});
+
 test("npm packages are named once (src/npm.ts), at the versions package.json and tsconfig.json name", () => {
   const pkg = json("package.json"), tsconfig = json("tsconfig.json");
-  const named = specifiers("src/npm.ts");
+  const named = [...new Set(specifiers("src/npm.ts"))];
   assert(named.length >= 2, `src/npm.ts names ${named.length} packages`);
   for (const spec of named) {
-    const m = /^npm:((?:@[^/]+\/)?[^@]+)@(.+)$/.exec(spec);
-    assert(m, `${spec} is not npm:name@version`);
+    const m = /^npm:((?:@[^/]+\/)?[^@]+)@([^/]+)(\/.+)?$/.exec(spec);
+    assert(m, `${spec} is not npm:name@version[/subpath]`);
     assertEquals(pkg.dependencies[m[1]], m[2], `package.json dependency ${m[1]}`);
     assert(
       spec in tsconfig.compilerOptions.paths,

@@ -22,16 +22,27 @@ import ts from "typescript";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 export const DIST = join(ROOT, "dist");
-/** The package's entry points (package.json `exports`, deno.json `exports`). */
-const ENTRIES = ["mod.ts", "src/flannel/mod.ts", "cli.ts"];
+/**
+ * The package's entry points (package.json `exports`, deno.json `exports`), and the web page's sources that
+ * only esbuild reads (`flannel serve`, `build-web`: the page, its worker and the browser's platform module).
+ */
+const ENTRIES = [
+  "mod.ts",
+  "src/flannel/mod.ts",
+  "cli.ts",
+  "src/flannel/web/page.ts",
+  "src/flannel/web/worker.ts",
+  "src/platform/runtime_browser.ts",
+];
 
-/** `npm:name@version` specifiers of src/npm.ts -> { name, version }. */
-export function npmSpecifiers(): { specifier: string; name: string; version: string }[] {
+/** `npm:name@version[/subpath]` specifiers of src/npm.ts -> { name, version, bare: name[/subpath] }. */
+export function npmSpecifiers(): { specifier: string; name: string; version: string; bare: string }[] {
   const source = readFileSync(join(ROOT, "src/npm.ts"), "utf8");
-  return [...source.matchAll(/from "(npm:((?:@[^/"]+\/)?[^@"]+)@([^"]+))"/g)].map((m) => ({
+  return [...source.matchAll(/(?:from |import\()"(npm:((?:@[^/"]+\/)?[^@"]+)@([^"/]+)(\/[^"]+)?)"/g)].map((m) => ({
     specifier: m[1],
     name: m[2],
     version: m[3],
+    bare: m[2] + (m[4] ?? ""),
   }));
 }
 
@@ -90,7 +101,7 @@ export function buildNpm(): void {
   const specifiers = npmSpecifiers();
   for (const file of filesUnder(DIST)) {
     let text = readFileSync(file, "utf8");
-    for (const s of specifiers) text = text.replaceAll(`"${s.specifier}"`, `"${s.name}"`);
+    for (const s of specifiers) text = text.replaceAll(`"${s.specifier}"`, `"${s.bare}"`);
     if (file === join(DIST, "cli.js")) text = `#!/usr/bin/env node\n${text}`;
     // The public types name WebGPU's (GPUBuffer, GPUPowerPreference): consumers get them from @webgpu/types.
     if (file === join(DIST, "mod.d.ts")) text = `/// <reference types="@webgpu/types" />\n${text}`;

@@ -2,7 +2,7 @@
 // bun-webgpu), or the WebAssembly backend (SIMD kernels on worker threads) where no adapter exists or the
 // only adapter is a CPU implementation of WebGPU (lavapipe, SwiftShader, WARP), which trains 2-4x slower
 // than the WebAssembly backend on the same cores.
-import process from "node:process";
+import { env, PLATFORM } from "../platform/runtime.ts";
 import { type Engine, WebGpuEngine } from "./engine.ts";
 import { WasmEngine } from "./wasm/engine.ts";
 
@@ -29,7 +29,7 @@ export interface BackendInfo {
   /** Adapter description, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)" or "WebAssembly SIMD, 2 threads". */
   adapter: string;
   /** The JavaScript runtime. */
-  runtime: "deno" | "bun" | "node" | "other";
+  runtime: "deno" | "bun" | "node" | "browser" | "other";
   /** WebGPU's flag for a software or reduced adapter, where the runtime reports it; false on Wasm. */
   isFallbackAdapter: boolean;
   /** Why this backend: "asked for", or what `auto` found (a GPU, a CPU adapter, no adapter). */
@@ -51,7 +51,8 @@ export function runtimeName(): BackendInfo["runtime"] {
   if (g.Deno !== undefined) return "deno";
   // Deno and Bun set process.versions.node too (their Node compatibility), hence last.
   const node = (globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node;
-  return node !== undefined ? "node" : "other";
+  if (node !== undefined) return "node";
+  return PLATFORM === "browser" ? "browser" : "other";
 }
 
 const INSTALL_HINT =
@@ -101,7 +102,7 @@ function limitsRecord(limits: GPUSupportedLimits): Record<string, number> {
  * of the default 128 MiB / 8 buffers).
  */
 export async function init(options: InitOptions = {}): Promise<BackendInfo> {
-  const wanted = options.backend ?? (process.env.FLANNEL_BACKEND || "auto");
+  const wanted = options.backend ?? (env("FLANNEL_BACKEND") || "auto");
   if (wanted !== "auto" && wanted !== "webgpu" && wanted !== "wasm") {
     throw new Error(`Unknown backend ${JSON.stringify(wanted)}: expected "auto", "webgpu" or "wasm".`);
   }
@@ -173,7 +174,7 @@ async function initWasm(
   reason: string,
 ): Promise<BackendInfo> {
   const fromEnv = (name: string) => {
-    const v = process.env[name];
+    const v = env(name);
     if (v === undefined || v === "") return undefined;
     if (!/^\d+$/.test(v)) throw new Error(`${name} must be a non-negative integer, got ${JSON.stringify(v)}`);
     return Number(v);
@@ -222,7 +223,9 @@ async function initWebGpu(
   // Every limit is asked for explicitly: Dawn otherwise packs its defaults, some of which exceed what
   // lavapipe reports (e.g. storage buffers in fragment stages) and the request fails.
   const device = await adapter.requestDevice({ requiredLimits: limits });
-  engine = new WebGpuEngine(device, cpuAdapterReason(adapter.info) !== null);
+  const text = [adapterInfo.vendor, adapterInfo.architecture, adapterInfo.device, adapterInfo.description]
+    .join(" ");
+  engine = new WebGpuEngine(device, cpuAdapterReason(adapter.info) !== null, /swiftshader/i.test(text));
   info = {
     backend: "webgpu",
     adapter: adapterInfo.description ||

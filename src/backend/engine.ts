@@ -194,6 +194,11 @@ export interface Engine {
   readonly maxWorkgroupsPerDim: number;
   /** Whether kernels run on the CPU (the WebAssembly backend, or a CPU implementation of WebGPU). */
   readonly onCpu: boolean;
+  /**
+   * Whether GEMM kernels keep to one vec4 column group per thread because the compiler is slow on two:
+   * SwiftShader (Chromium's CPU WebGPU) took 21-28 s per convolution kernel with two, 0.4 s with one.
+   */
+  readonly narrowTiles: boolean;
   /** Kernels compiled so far. */
   readonly pipelineCount: number;
   /** Batches submitted so far (always 0 on WebAssembly, which has no submits). */
@@ -317,9 +322,10 @@ export class WebGpuEngine implements Engine {
 
   /**
    * Wraps an opened device; its uncaptured errors are rethrown by the next read or sync. `onCpu`: the adapter
-   * is a CPU implementation (lavapipe), where kernels without workgroup memory run faster.
+   * is a CPU implementation (lavapipe), where kernels without workgroup memory run faster; `narrowTiles`: see
+   * {@linkcode Engine.narrowTiles}.
    */
-  constructor(readonly device: GPUDevice, readonly onCpu: boolean) {
+  constructor(readonly device: GPUDevice, readonly onCpu: boolean, readonly narrowTiles = false) {
     // Held from the start: Bun's `device.queue` throws once the device is destroyed, before `lost` settles,
     // and the lost-device error should come from the next wait instead.
     this.queue = device.queue;

@@ -5,8 +5,8 @@
 // decodes one record and `validateImages` decodes all, moving unreadable files to `skipped`. A source may
 // also be a zip archive, read entry by entry through `../io/tree.ts` (records' files are then
 // `<archive>!/<entry>`), or a folder holding such archives.
-import { basename } from "node:path";
-import { type DecodeOptions, type GrayImage, readImage } from "../io/images.ts";
+import { basename } from "../platform/runtime.ts";
+import { decodeImage, type DecodeOptions, type GrayImage, readImage } from "../io/images.ts";
 import {
   archivePath,
   baseName,
@@ -30,6 +30,17 @@ export type ClassName = typeof CLASSES[number];
 export const SOURCE_IEEE = "ieee8023";
 /** `source` of records from Kaggle's chest-xray-pneumonia (Kermany et al.). */
 export const SOURCE_KAGGLE = "kaggle_chest_xray_pneumonia";
+
+/**
+ * An image to read: a file path, or (in a page, or for bytes in memory) a name with the encoded PNG or JPEG
+ * bytes, which are decoded instead of reading the file.
+ */
+export interface ImageSource {
+  /** The path, or the name that messages and results give it. */
+  file: string;
+  /** The encoded image, when it does not come from the file system. */
+  bytes?: Uint8Array;
+}
 
 /** One labelled image of the index; no pixels (see {@linkcode loadImage}). */
 export interface ImageRecord {
@@ -654,7 +665,8 @@ export function formatSummary(s: DatasetSummary): string {
 // ---------------------------------------------------------------- pixels
 
 /** Decodes one record's image to gray in [0, 1]; the error names the file. */
-export function loadImage(record: Pick<ImageRecord, "file">, opts: DecodeOptions = {}): Promise<GrayImage> {
+export function loadImage(record: ImageSource, opts: DecodeOptions = {}): Promise<GrayImage> {
+  if (record.bytes) return Promise.resolve(decodeImage(record.bytes, record.file, opts));
   return readImage(record.file, opts);
 }
 

@@ -9,6 +9,7 @@ export {
   formatSummary,
   FRONTAL_VIEWS,
   type ImageRecord,
+  type ImageSource,
   KAGGLE_VIEW,
   loadCovidChestxray,
   loadDataset,

@@ -5,7 +5,7 @@
 // Every random choice comes from a `Generator`, so a seed gives the same batch in Deno and Bun.
 import { type GrayImage, resizeGray } from "../io/images.ts";
 import { type Generator, threefry2x32 } from "../kernels/random.ts";
-import { type ImageRecord, loadImage, type Skipped } from "./datasets.ts";
+import { type ImageSource, loadImage, type Skipped } from "./datasets.ts";
 
 /** ImageNet's per-channel (R, G, B) mean of [0, 1] pixels, as torchvision's pretrained models expect. */
 export const IMAGENET_MEAN = [0.485, 0.456, 0.406] as const;
@@ -52,7 +52,7 @@ export class ImageCache {
    * The record's image, gray in [0, 1] with short side `resize`: decoded and resized on first use, then
    * shared. Rejects with the decoder's error (naming the file); a failed decode is not cached.
    */
-  get(record: Pick<ImageRecord, "file">): Promise<GrayImage> {
+  get(record: ImageSource): Promise<GrayImage> {
     let p = this.images.get(record.file);
     if (!p) {
       p = loadImage(record).then((img) => {
@@ -67,7 +67,7 @@ export class ImageCache {
 
   /** Every record's image, in order (sequentially: decoding is CPU-bound). */
   async getAll(
-    records: readonly Pick<ImageRecord, "file">[],
+    records: readonly ImageSource[],
     onProgress?: (done: number, total: number) => void,
   ): Promise<GrayImage[]> {
     const out: GrayImage[] = [];
@@ -82,7 +82,7 @@ export class ImageCache {
    * Every record's image, in order, leaving out the records whose file cannot be decoded: those are listed
    * in `skipped` with the decoder's message (which names the file), so one bad file never stops a run.
    */
-  async getReadable<R extends Pick<ImageRecord, "file">>(
+  async getReadable<R extends ImageSource>(
     records: readonly R[],
     onProgress?: (done: number, total: number) => void,
   ): Promise<{ records: R[]; images: GrayImage[]; skipped: Skipped[] }> {
@@ -107,7 +107,7 @@ export class ImageCache {
 
 /** Loads records' images with short side `resize` (through `cache` when given). */
 export function loadImages(
-  records: readonly Pick<ImageRecord, "file">[],
+  records: readonly ImageSource[],
   { resize = 256, cache }: { resize?: number; cache?: ImageCache } = {},
 ): Promise<GrayImage[]> {
   const c = cache ?? new ImageCache(resize);

@@ -2,8 +2,7 @@
 // evenly, by sample (stratifiedSplit, stratifiedKFold: stage 2 on learner outputs) or by patient
 // (patientSplit, saveSplit, loadSplit: images). Deterministic for a seed in every runtime (every random
 // choice uses the project's counter RNG).
-import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { readFileSync, sha256 } from "../platform/runtime.ts";
 import { writeFileAtomic } from "../io/files.ts";
 import { CLASS_NAMES } from "../train/metrics.ts";
 import { Generator } from "../kernels/random.ts";
@@ -244,7 +243,7 @@ export function fileListHash(records: readonly { file?: string }[]): string {
       throw new Error(`split file: file ${JSON.stringify(sorted[i])} appears twice in the records`);
     }
   }
-  return createHash("sha256").update(sorted.join("\n")).digest("hex");
+  return sha256().update(sorted.join("\n")).hex();
 }
 
 /**

@@ -7,10 +7,16 @@
 // caps: src/io/zip.ts), a bounded manifest whose every field is validated, exactly the entries the manifest
 // lists, each entry's SHA-256 against the manifest (a changed byte is refused), and each weights file's
 // safetensors header (bounded, offsets and shapes consistent) and metadata (format, learner, fold, method).
-import { createHash } from "node:crypto";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { basename, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import {
+  basename,
+  existsSync,
+  fileURLToPath,
+  join,
+  readdirSync,
+  readFileSync,
+  resolve,
+  sha256,
+} from "../platform/runtime.ts";
 import * as fl from "../../mod.ts";
 import { STAGE2_MODEL_FORMAT } from "./experiment.ts";
 import { createLearner, isLearnerArch, type Stage1Arch } from "./learners.ts";
@@ -64,7 +70,7 @@ export interface ExportBundleOptions {
 const learnerEntry = (fold: number, arch: string) => `fold${fold}/${arch}.safetensors`;
 const combinerEntry = (fold: number, method: string) =>
   `fold${fold}/stage2/${method.replace(/[^A-Za-z0-9_]+/g, "_")}.safetensors`;
-const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
+const sha256Hex = (bytes: Uint8Array) => sha256().update(bytes).hex();
 
 /**
  * The combiners saved for `fold` in the experiment folder: method name -> file, from each file's header only
@@ -155,7 +161,7 @@ export async function exportBundle(
     entries: {},
   };
   const record = (name: string, data: Uint8Array, compress = true): fl.io.ZipInput => {
-    manifest.entries[name] = { bytes: data.length, sha256: sha256(data) };
+    manifest.entries[name] = { bytes: data.length, sha256: sha256Hex(data) };
     return { name, data, compress };
   };
   const results = join(runDir, "results.json");
@@ -247,7 +253,7 @@ function checkManifest(path: string, m: unknown): BundleManifest {
  * that `predictFiles` and `camFigure` take. Entries are read when a fold needs them, not at once.
  */
 export class Bundle implements TrainedModels {
-  /** Absolute path of the archive. */
+  /** Absolute path of the archive, or the name given with its bytes. */
   readonly source: string;
   /** The checked manifest. */
   readonly manifest: BundleManifest;
@@ -262,9 +268,11 @@ export class Bundle implements TrainedModels {
     this.settings = { ...manifest.settings, folds: manifest.folds };
   }
 
-  /** Opens and checks a bundle (see {@linkcode loadBundle}). */
-  static open(path: string): Bundle {
-    const zip = fl.io.ZipReader.open(path, BUNDLE_LIMITS);
+  /** Opens and checks a bundle (see {@linkcode loadBundle}): a file, or bytes in memory named `name`. */
+  static open(source: string | { bytes: Uint8Array; name: string }): Bundle {
+    const zip = typeof source === "string"
+      ? fl.io.ZipReader.open(source, BUNDLE_LIMITS)
+      : fl.io.ZipReader.fromBytes(source.bytes, source.name, BUNDLE_LIMITS);
     const where = zip.path;
     const manifestEntry = zip.entry(MANIFEST);
     if (!manifestEntry || manifestEntry.folder) {
@@ -318,7 +326,7 @@ export class Bundle implements TrainedModels {
   /** An entry's bytes, refused when its SHA-256 differs from the manifest's. */
   private entry(name: string): Uint8Array {
     const bytes = this.zip.read(name);
-    if (sha256(bytes) !== this.manifest.entries[name].sha256) {
+    if (sha256Hex(bytes) !== this.manifest.entries[name].sha256) {
       bad(this.source, `entry ${name} does not match its SHA-256 in the manifest (the bundle was altered)`);
     }
     return bytes;
@@ -360,12 +368,14 @@ export class Bundle implements TrainedModels {
 }
 
 /**
- * Opens a bundle written by {@linkcode exportBundle} (or `flannel export`), checking it before anything is
- * allocated: the archive (names, sizes, zip-bomb caps), manifest.json (at most 1 MiB, every field), exactly
- * the listed entries with their sizes (MODEL_CARD.md and results.json at most 16 MiB); each entry's SHA-256 and safetensors header are checked when a fold
+ * Opens a bundle written by {@linkcode exportBundle} (or `flannel export`): a path or file: URL, or its bytes
+ * (in a page: `loadBundle(await fl.io.bytesOf(url or File))`, named `name` in messages). It is checked
+ * before anything is allocated: the archive (names, sizes, zip-bomb caps), manifest.json (at most 1 MiB, every
+ * field), exactly the listed entries with their sizes (MODEL_CARD.md and results.json at most 16 MiB); each entry's SHA-256 and safetensors header are checked when a fold
  * reads it. Pass the result to `predictFiles` or `camFigure`.
  * @throws Error naming the bundle and the problem.
  */
-export function loadBundle(path: string | URL): Bundle {
-  return Bundle.open(path instanceof URL ? fileURLToPath(path) : resolve(path));
+export function loadBundle(source: string | URL | Uint8Array, name = "bundle.zip"): Bundle {
+  if (source instanceof Uint8Array) return Bundle.open({ bytes: source, name });
+  return Bundle.open(source instanceof URL ? fileURLToPath(source) : resolve(source));
 }

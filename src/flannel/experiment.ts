@@ -2,7 +2,7 @@
 // test outputs, see stage1_folds.ts), then stage 2 on each fold: the combiners train on that fold's
 // out-of-fold outputs (80%) and choose their epoch on the rest (20%, stratified), and every learner and
 // combiner is scored on the test part with that fold's learners. Mean (std) over the folds.
-import { join } from "node:path";
+import { join } from "../platform/runtime.ts";
 import * as fl from "../../mod.ts";
 import { auditExperiment, type ExperimentAudit } from "./audit.ts";
 import type { Ensemble } from "./ensembles.ts";

@@ -3,7 +3,7 @@
 // Fig. 4 (FLANNEL's confusion matrix). The curves use each row's test probabilities averaged over the folds
 // (every fold scores the same test part), so a row's curve is that of its fold ensemble. And Fig. 6: class
 // activation maps of each learner of an experiment on one image.
-import { basename, join } from "node:path";
+import { basename, join } from "../platform/runtime.ts";
 import * as fl from "../../mod.ts";
 import { LEARNER_TITLES } from "./learners.ts";
 import { runFolderModels, type TrainedModels } from "./predict.ts";
@@ -102,7 +102,7 @@ export function writeFigures(outDir: string, result: Stage2ExperimentResult, foc
  */
 export async function camFigure(
   models: string | TrainedModels,
-  file: string,
+  file: string | fl.data.ImageSource,
   { fold }: { fold?: number } = {},
 ): Promise<Uint8Array> {
   const source = typeof models === "string" ? runFolderModels(models) : models;
@@ -111,7 +111,8 @@ export async function camFigure(
   if (!settings.folds.includes(f)) {
     throw new Error(`fold ${f} is not in the experiment (folds ${settings.folds.join(", ")})`);
   }
-  const image = await new fl.data.ImageCache(settings.resize, { equalize: settings.equalize }).get({ file });
+  const input = typeof file === "string" ? { file } : file;
+  const image = await new fl.data.ImageCache(settings.resize, { equalize: settings.equalize }).get(input);
   const seen = fl.data.centreCrop(image, settings.crop);
   const tiles: Uint8Array[] = [], labels: string[] = [];
   for (const arch of [...settings.archs, ...settings.baselines]) {
@@ -131,7 +132,7 @@ export async function camFigure(
   // small crops (tiny learners see 64x64) are enlarged so the maps and captions are readable
   const tileSize = Math.max(224, settings.crop);
   return fl.train.plots.imageGrid(tiles, labels, {
-    title: `class activation maps, ${basename(file)} (fold ${f})`,
+    title: `class activation maps, ${basename(input.file)} (fold ${f})`,
     tileSize,
   });
 }

@@ -6,18 +6,19 @@
 import {
   closeSync,
   existsSync,
+  hostname,
+  join,
   mkdirSync,
   openSync,
+  pid,
+  processAlive,
   readdirSync,
   readFileSync,
   rmSync,
   statSync,
   utimesSync,
   writeSync,
-} from "node:fs";
-import { hostname } from "node:os";
-import { join } from "node:path";
-import process from "node:process";
+} from "../platform/runtime.ts";
 import * as fl from "../../mod.ts";
 import { isStage1Arch, type Stage1Arch } from "./learners.ts";
 
@@ -163,11 +164,7 @@ function liveLock(path: string): string | null {
     return null; // vanished or half-written by a process killed while creating it
   }
   if (info.host === hostname()) {
-    try {
-      process.kill(info.pid, 0);
-    } catch (err) {
-      if ((err as { code?: string }).code === "ESRCH") return null;
-    }
+    if (!processAlive(info.pid)) return null;
   }
   if (age > STALE_LOCK_SECONDS) return null;
   return `pid ${info.pid} on ${info.host} since ${info.started}, heartbeat ${age.toFixed(0)} s ago`;
@@ -182,7 +179,7 @@ function liveLock(path: string): string | null {
 export function takeJobLock(runDir: string, index: number): () => void {
   const path = lockPath(runDir, index);
   mkdirSync(join(runDir, "jobs"), { recursive: true });
-  const info: LockInfo = { host: hostname(), pid: process.pid, started: new Date().toISOString() };
+  const info: LockInfo = { host: hostname(), pid, started: new Date().toISOString() };
   for (let attempt = 0; attempt < 2; attempt++) {
     let fd: number;
     try {
@@ -237,7 +234,7 @@ export async function runJob(
           index,
           status,
           host: hostname(),
-          pid: process.pid,
+          pid,
           started: started.toISOString(),
           finished: new Date().toISOString(),
           seconds: (Date.now() - started.getTime()) / 1000,

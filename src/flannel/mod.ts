@@ -117,6 +117,7 @@ export {
   type Combiner,
   predictFiles,
   type PredictionResult,
+  predictionsCsv,
   readCombiner,
   readRunSettings,
   runFolderModels,
@@ -151,6 +152,17 @@ export {
   SHIPPED_BUNDLE,
 } from "./bundle.ts";
 export { camFigure, writeFigures } from "./figures.ts";
+export {
+  buildWebApp,
+  ISOLATION_HEADERS,
+  MODEL_FILE,
+  serveWebApp,
+  type ServeWebOptions,
+  type WebAppOptions,
+  type WebFile,
+  writeWebApp,
+} from "./web/build.ts";
+export type { Server } from "../platform/runtime.ts";
 export { exportOnnx, type ExportOnnxOptions } from "./onnx.ts";
 export {
   type LearnerOutputs,

@@ -2,8 +2,7 @@
 // on each fold, the fold's learners (their kept epoch's weights) give their probabilities and the fold's
 // trained combiner (FLANNEL unless another method is named) combines them; the folds' probabilities are
 // averaged.
-import { existsSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, join, readFileSync } from "../platform/runtime.ts";
 import * as fl from "../../mod.ts";
 import {
   type BaselineArch,
@@ -15,6 +14,7 @@ import {
 import { stackLearnerOutputs, STAGE2_MODEL_FORMAT, stage2ModelPath } from "./experiment.ts";
 import { type LearnerOutputsFile, predictStage1 } from "./stage1.ts";
 import { loadTrainedLearner } from "./stage1_folds.ts";
+import { NeuralWeightModule } from "./ensembles.ts";
 import { buildEnsemble, predictStage2, type Stage2Config } from "./stage2.ts";
 
 /** What `experiment` wrote into results.json's `settings` that prediction needs. */
@@ -139,6 +139,13 @@ export interface PredictionResult {
   files: string[];
   /** [files, classes], averaged over the folds */
   probs: Float32Array;
+  /** Each learner's probabilities [files, learners, classes] (`settings.archs` order), averaged over the folds. */
+  learnerProbs: Float32Array;
+  /**
+   * FLANNEL only: the weight the Neural Weight Module gave each learner for each image [files, learners],
+   * averaged over the folds; null for the other methods.
+   */
+  learnerWeights: Float32Array | null;
   /** The files that could not be read, with the reason. */
   skipped: fl.data.Skipped[];
   /** The folds whose models were averaged. */
@@ -146,8 +153,9 @@ export interface PredictionResult {
 }
 
 /**
- * Probabilities of `files` by `method` (default FLANNEL; a Table 3 method name) of trained models (an
- * experiment folder's path, or {@link TrainedModels} such as a bundle): on each fold, the fold's learners
+ * Probabilities of `files` (paths, or names with their encoded bytes) by `method` (default FLANNEL; a Table 3
+ * method name) of trained models (an experiment folder's path, or {@link TrainedModels} such as a bundle), with
+ * each learner's probabilities and FLANNEL's learner weights: on each fold, the fold's learners
  * give their probabilities and its trained combiner combines them; the folds' results are averaged.
  * Unreadable files are skipped and listed.
  *
@@ -155,13 +163,13 @@ export interface PredictionResult {
  */
 export async function predictFiles(
   models: string | TrainedModels,
-  files: readonly string[],
+  files: readonly (string | fl.data.ImageSource)[],
   { method = "FLANNEL" }: { method?: string } = {},
 ): Promise<PredictionResult> {
   const source = typeof models === "string" ? runFolderModels(models) : models;
   const { settings } = source;
   const cache = new fl.data.ImageCache(settings.resize, { equalize: settings.equalize });
-  const readable = await cache.getReadable(files.map((file) => ({ file })));
+  const readable = await cache.getReadable(files.map((f) => (typeof f === "string" ? { file: f } : f)));
   const readableFiles = readable.records.map((r) => r.file);
   const s = readable.images.length, n = settings.archs.length;
   if (s === 0) {
@@ -171,7 +179,11 @@ export async function predictFiles(
       }`,
     );
   }
-  let sum: Float32Array | null = null;
+  const m = fl.metrics.CLASS_NAMES.length;
+  // Sums over the folds, divided by their count at the end.
+  const probs = new Float32Array(s * m), learnerProbs = new Float32Array(s * n * m);
+  let learnerWeights: Float32Array | null = null;
+  const add = (into: Float32Array, values: Float32Array) => values.forEach((v, i) => (into[i] += v));
   for (const fold of settings.folds) {
     const combiner = await source.loadCombiner(fold, method);
     const perLearner: LearnerOutputsFile[] = [];
@@ -185,21 +197,45 @@ export async function predictFiles(
       }
     }
     const stacked = stackLearnerOutputs(perLearner);
+    add(learnerProbs, stacked.probs);
     const ensemble = buildEnsemble(combiner.config, n, stacked.classes, new fl.Generator(0));
     try {
       ensemble.loadStateDict(combiner.state);
-      const probs = await predictStage2(ensemble, stacked);
-      sum ??= new Float32Array(probs.length);
-      probs.forEach((p, i) => (sum![i] += p));
+      add(probs, await predictStage2(ensemble, stacked));
+      if (ensemble instanceof NeuralWeightModule) {
+        const weights = await fl.scope(() =>
+          fl.noGrad(() => ensemble.learnerWeights(fl.tensor(stacked.probs, [s, n, stacked.classes])))
+            .toArray()
+        );
+        add(learnerWeights ??= new Float32Array(s * n), weights);
+      }
     } finally {
       ensemble.dispose();
     }
   }
-  const probs = sum!.map((p) => p / settings.folds.length);
+  const folds = settings.folds.length;
+  for (const sums of [probs, learnerProbs, learnerWeights]) sums?.forEach((v, i) => (sums[i] = v / folds));
   return {
     files: readableFiles,
     probs,
+    learnerProbs,
+    learnerWeights,
     skipped: readable.skipped,
     folds: settings.folds,
   };
+}
+
+/**
+ * The CSV that `flannel predict` prints (and the page downloads): a header
+ * `file,covid,viral,bacterial,normal,predicted`, then one row per file with six decimals, the file quoted when it holds a comma, quote or newline.
+ */
+export function predictionsCsv(files: readonly string[], probs: Float32Array): string {
+  const classes = fl.metrics.CLASS_NAMES;
+  const lines = [["file", ...classes, "predicted"].join(",")];
+  files.forEach((file, i) => {
+    const row = Array.from(probs.subarray(i * classes.length, (i + 1) * classes.length));
+    const quoted = /[",\n]/.test(file) ? `"${file.replaceAll('"', '""')}"` : file;
+    lines.push([quoted, ...row.map((p) => p.toFixed(6)), classes[row.indexOf(Math.max(...row))]].join(","));
+  });
+  return lines.join("\n") + "\n";
 }

@@ -4,9 +4,18 @@
 // <arch>.safetensors. PyTorch files are read by fl.io.loadTorch, with no Python. What torchvision itself
 // does when it loads its files is done here too: DenseNet's old key names are renamed, and Inception's
 // transform_input (on in every torchvision checkpoint, off in FLANNEL's learner) is folded into the weights.
-import { closeSync, existsSync, openSync, readdirSync, readSync, statSync } from "node:fs";
-import { createHash } from "node:crypto";
-import { basename, extname, join } from "node:path";
+import {
+  basename,
+  closeSync,
+  existsSync,
+  extname,
+  join,
+  openSync,
+  readdirSync,
+  readSync,
+  sha256,
+  statSync,
+} from "../platform/runtime.ts";
 import * as fl from "../../mod.ts";
 import { isLearnerArch, type Stage1Arch } from "./learners.ts";
 
@@ -89,7 +98,7 @@ function checkHubHash(path: string): void {
   const { size, mtimeMs } = statSync(path);
   const stamp = `${path}\0${size}\0${mtimeMs}`;
   if (checkedFiles.has(stamp)) return;
-  const hash = createHash("sha256"), chunk = new Uint8Array(8 << 20), fd = openSync(path, "r");
+  const hash = sha256(), chunk = new Uint8Array(8 << 20), fd = openSync(path, "r");
   try {
     for (let at = 0, n; (n = readSync(fd, chunk, 0, chunk.length, at)) > 0; at += n) {
       hash.update(chunk.subarray(0, n));
@@ -97,7 +106,7 @@ function checkHubHash(path: string): void {
   } finally {
     closeSync(fd);
   }
-  const digest = hash.digest("hex");
+  const digest = hash.hex();
   if (!digest.startsWith(name.hash)) {
     throw new Error(
       `pretrained weights: ${path} is damaged: its SHA-256 begins ${

@@ -16,8 +16,7 @@
 //   saveLearnerOutputs(path, ...)  `probs` F32 [S, 4] and `labels` I32 [S]; metadata `format`
 //                                  ("flannel-learner-outputs/1"), `learner`, `fold`, `classes`, `files`
 //                                  (JSON list of S paths, the rows' order)
-import { appendFileSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
-import { dirname } from "node:path";
+import { appendFileSync, dirname, existsSync, mkdirSync, writeFileSync } from "../platform/runtime.ts";
 import * as fl from "../../mod.ts";
 
 /** The `format` metadata of a {@link saveLearnerOutputs} file; {@link loadLearnerOutputs} refuses other values. */

@@ -12,8 +12,7 @@
 //   log.jsonl                          one line per epoch
 //   val.safetensors, test.safetensors  saveLearnerOutputs files (probs [S, 4], labels, files in metadata);
 //                                      test.safetensors is written last: its presence marks the pair done
-import { existsSync, mkdirSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, join, mkdirSync } from "../platform/runtime.ts";
 import * as fl from "../../mod.ts";
 import { createLearner, isBaselineArch, ownRecipe, type Stage1Arch } from "./learners.ts";
 import { loadPretrained, pretrainedFiles, pretrainedMessage } from "./pretrained.ts";

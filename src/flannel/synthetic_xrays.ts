@@ -13,7 +13,7 @@
 // Determinism: every draw comes from the project's Threefry generator and the pixels use only +, -, *, /,
 // sqrt and floor (no Math.sin/exp/pow, whose last bits differ between V8 and JavaScriptCore), so a seed
 // gives the same bits in Deno and Bun.
-import { join } from "node:path";
+import { join } from "../platform/runtime.ts";
 import * as fl from "../../mod.ts";
 import { PAPER_CLASS_COUNTS } from "./synthetic_outputs.ts";
 

@@ -1,18 +1,19 @@
 // File writes that never leave a half-written result: write a temporary sibling, then rename over.
-import process from "node:process";
 import {
   closeSync,
+  dirname,
   existsSync,
   fsyncSync,
+  join,
   mkdirSync,
   openSync,
+  pid,
   readdirSync,
   readSync,
   renameSync,
   rmSync,
   writeSync,
-} from "node:fs";
-import { dirname, join } from "node:path";
+} from "../platform/runtime.ts";
 
 /** A file being written by {@linkcode openAtomic}: write through `fd`, then `commit` or `abort`. */
 export interface AtomicFile {
@@ -45,7 +46,7 @@ export function removeTemporaries(dir: string): string[] {
  * @throws Error naming `path` when the temporary file cannot be created.
  */
 export function openAtomic(path: string): AtomicFile {
-  const tmp = `${path}.${process.pid}.${Date.now()}.tmp`;
+  const tmp = `${path}.${pid}.${Date.now()}.tmp`;
   let fd: number | null;
   try {
     mkdirSync(dirname(path), { recursive: true });

@@ -4,7 +4,7 @@
 // Every failure is an Error whose message starts with the file's name and says why. Images over
 // `maxPixels` (default 50 megapixels) are refused from their header, before any pixel memory is allocated,
 // and the PNG zlib stream may not inflate past the size its header implies (no decompression bombs).
-import { deflateSync, inflateSync } from "node:zlib";
+import { deflateZlib, inflateZlib } from "../platform/runtime.ts";
 import { jpeg, UPNG } from "../npm.ts";
 import { readBytes, readBytesAsync } from "./tree.ts";
 
@@ -175,16 +175,16 @@ function pngRawSize(h: PngHeader): number {
   return total;
 }
 
-// upng-js inflates with pako and no size limit; route it through node:zlib with the size the header implies.
+// upng-js inflates with pako and no size limit; route it through the runtime's zlib with the size the header implies.
 // The limit is set only while `decodePng` decodes a file; other decodes (the project's own figures) inflate
 // without one.
 let inflateExpected: number | null = null;
 // deno-lint-ignore no-explicit-any
 (UPNG as any).decode._inflate = (data: Uint8Array): Uint8Array => {
-  if (inflateExpected === null) return inflateSync(data);
+  if (inflateExpected === null) return inflateZlib(data);
   let out: Uint8Array;
   try {
-    out = inflateSync(data, { maxOutputLength: inflateExpected + 1024 });
+    out = inflateZlib(data, inflateExpected + 1024);
   } catch (err) {
     const m = (err as Error).message;
     throw new DecodeError(
@@ -196,7 +196,7 @@ let inflateExpected: number | null = null;
   if (out.length < inflateExpected) {
     throw new DecodeError(`truncated PNG image data (${out.length} of ${inflateExpected} bytes)`);
   }
-  return new Uint8Array(out.buffer, out.byteOffset, out.length);
+  return out;
 };
 
 function decodePng(bytes: Uint8Array, maxPixels: number): GrayImage {
@@ -476,7 +476,7 @@ export function encodePngRaw(p: RawPng): Uint8Array {
   ihdr[9] = p.ctype;
   const chunks: [string, Uint8Array][] = [["IHDR", ihdr]];
   if (p.ctype === 3) chunks.push(["PLTE", p.palette ?? new Uint8Array(0)]);
-  chunks.push(["IDAT", new Uint8Array(deflateSync(filtered))], ["IEND", new Uint8Array(0)]);
+  chunks.push(["IDAT", deflateZlib(filtered)], ["IEND", new Uint8Array(0)]);
   const total = 8 + chunks.reduce((s, [, d]) => s + 12 + d.length, 0);
   const out = new Uint8Array(total);
   out.set([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);

@@ -34,6 +34,7 @@ export {
   resizeGray,
 } from "./images.ts";
 export { isZipFile, writeZip, type ZipEntry, type ZipInput, type ZipLimits, ZipReader } from "./zip.ts";
+export { bytesOf, type ByteSource } from "./sources.ts";
 export {
   ARCHIVE_SEPARATOR,
   type ArchivePath,

@@ -7,7 +7,7 @@
 // lengths, offsets past the end, overlapping tensors, sizes that disagree with the shape) gives an Error
 // that names the key, never a huge allocation. From a path, each tensor's byte range is read straight
 // into its typed array through a file descriptor.
-import { closeSync, fstatSync, openSync, readSync } from "node:fs";
+import { closeSync, fstatSync, openSync, readSync } from "../platform/runtime.ts";
 import { Tensor } from "../autograd/tensor.ts";
 import { writeFileAtomic } from "./files.ts";
 

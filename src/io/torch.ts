@@ -20,8 +20,7 @@
 // central directory before any storage is read, and the values returned are bounded by the storages'
 // (a stride-0 view cannot blow a few bytes up into gigabytes). Storages are read one at a time, a shared
 // one once, and dropped after their last tensor.
-import { closeSync, openSync, readSync } from "node:fs";
-import { resolve } from "node:path";
+import { closeSync, openSync, readSync, resolve } from "../platform/runtime.ts";
 import {
   bfloat16BitsToFloat32,
   defineKey,

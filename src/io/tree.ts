@@ -5,9 +5,15 @@
 // system path. An archive's central directory is read and checked once (see {@linkcode ZipReader.open}) and
 // kept; it is read again when the archive's size or modification time changes. Archives inside archives are
 // not opened.
-import { readdirSync, readFileSync, statSync } from "node:fs";
-import { readFile } from "node:fs/promises";
-import { basename, join, resolve } from "node:path";
+import {
+  basename,
+  join,
+  readdirSync,
+  readFile,
+  readFileSync,
+  resolve,
+  statSync,
+} from "../platform/runtime.ts";
 import { type ZipLimits, ZipReader } from "./zip.ts";
 
 /** What separates an archive's path from the path of an entry inside it: `data.zip!/images/x.png`. */

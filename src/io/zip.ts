@@ -8,8 +8,7 @@
 // trick of the zip bombs that reuse one compressed stream). Reading an entry checks its local header,
 // inflates into a buffer of the declared size and verifies the CRC-32, so a truncated or corrupt entry is
 // an error that names the archive and the entry.
-import { closeSync, fstatSync, openSync, readSync, statSync } from "node:fs";
-import { resolve } from "node:path";
+import { closeSync, fstatSync, openSync, readSync, resolve, statSync } from "../platform/runtime.ts";
 import { deflateSync, inflateSync } from "../npm.ts";
 import { openAtomic, readAll, writeAll } from "./files.ts";
 import { crc32 } from "./images.ts";

@@ -109,7 +109,7 @@ export function chooseTile(m: number, n: number): GemmTile {
   const staged = gemmChoice === "staged" ||
     (gemmChoice === "auto" && !getEngine().onCpu && m >= 32 && n >= 32);
   if (staged) return STAGED_TILE;
-  const vecs = n > 4 ? 2 : 1;
+  const vecs = n > 4 && !getEngine().narrowTiles ? 2 : 1;
   if (m <= 8) {
     // One row of threads, no wider than the columns need (idle lanes cost as much as busy ones on a CPU).
     const wx = Math.min(64 / vecs, 2 ** Math.ceil(Math.log2(Math.ceil(n / (4 * vecs)))));

@@ -1,7 +1,7 @@
 // A one-line progress bar for long loops (stage-1 epochs): done/total, a bar, the rate and the time left.
 // On a terminal it redraws one line; into a file or pipe it prints a plain line at most every
 // `everySeconds`, so logs stay readable.
-import process from "node:process";
+import { stderr } from "../platform/runtime.ts";
 
 /**
  * A duration for display: `"1h05m"`, `"3m07s"` or `"42s"`, rounded to whole seconds; `"?"` when `seconds`
@@ -48,8 +48,8 @@ export class ProgressBar {
    * @param everySeconds the least interval between plain lines when not a terminal; default 10.
    */
   constructor(
-    private readonly write: (text: string) => void = (t) => process.stderr.write(t),
-    private readonly tty: boolean = Boolean(process.stderr.isTTY),
+    private readonly write: (text: string) => void = (t) => stderr.write(t),
+    private readonly tty: boolean = stderr.isTTY,
     private readonly everySeconds = 10,
   ) {}
 

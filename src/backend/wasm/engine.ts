@@ -2,8 +2,6 @@
 // the WGSL ones (src/kernels/wasm, compiled with SIMD), and a job runs on the main thread plus one worker
 // per further core, all calling the same export with their thread index. Kernels run when dispatched
 // (there is no queue to batch), so a read-back needs no wait.
-import { Buffer } from "node:buffer";
-import { Worker } from "node:worker_threads";
 import {
   type Binding,
   BucketPool,
@@ -17,6 +15,7 @@ import { KERNELS_WASM_BASE64 } from "./kernels_wasm.ts";
 import { CTL } from "./protocol.ts";
 import { profiling, recordKernel } from "../profile.ts";
 import { computeWorkerMain, type WorkerStart } from "./worker.ts";
+import { decodeBase64, startThread, type WorkerThread } from "../../platform/runtime.ts";
 
 const PAGE = 65536;
 /** A Wasm32 memory addresses 4 GiB; the pool stops short of it with a clear error. */
@@ -130,6 +129,7 @@ export class WasmEngine implements Engine {
   readonly kind = "wasm" as const;
   /** Always true: the kernels are the CPU's. */
   readonly onCpu = true;
+  readonly narrowTiles = false;
   readonly pool: WasmPool;
   // Twins index with 32-bit integers: one binding stays under 2 GiB (larger tensors go element-wise in chunks).
   readonly maxStorageBinding = 2 ** 31 - 64;
@@ -147,7 +147,7 @@ export class WasmEngine implements Engine {
     readonly memory: WebAssembly.Memory,
     names: string[],
     exports: WebAssembly.Exports,
-    private workers: Worker[],
+    private workers: WorkerThread[],
     readonly threads: number,
     private ctlPtr: number,
     private argsPtr: number,
@@ -161,17 +161,20 @@ export class WasmEngine implements Engine {
     this.fns = names.map((n) => exports[n] as KernelFn);
   }
 
-  /** Compiles the kernels (shipped in kernels_wasm.ts) and starts the worker threads. */
+  /**
+   * Compiles the kernels (shipped in kernels_wasm.ts) and starts the worker threads. Where memory cannot be
+   * shared with threads (a page that is not cross-origin isolated has no SharedArrayBuffer) it runs on one.
+   */
   static async create(options: WasmEngineOptions = {}): Promise<WasmEngine> {
-    if (typeof WebAssembly === "undefined" || typeof SharedArrayBuffer === "undefined") {
-      throw new Error(
-        "The WebAssembly backend needs WebAssembly with shared memory (threads) in this runtime.",
-      );
+    if (typeof WebAssembly === "undefined") {
+      throw new Error("The WebAssembly backend needs WebAssembly in this runtime.");
     }
-    const module = new WebAssembly.Module(Buffer.from(KERNELS_WASM_BASE64, "base64"));
+    const module = new WebAssembly.Module(decodeBase64(KERNELS_WASM_BASE64));
     const cores =
       (globalThis.navigator as { hardwareConcurrency?: number } | undefined)?.hardwareConcurrency ?? 1;
-    const threads = Math.max(1, Math.floor(options.threads ?? cores));
+    const threads = typeof SharedArrayBuffer === "undefined"
+      ? 1
+      : Math.max(1, Math.floor(options.threads ?? cores));
     const memory = new WebAssembly.Memory({ initial: 1, maximum: 65536, shared: true });
     const instance = new WebAssembly.Instance(module, { env: { memory } });
     const heapBase = (instance.exports.heap_base as () => number)();
@@ -181,19 +184,17 @@ export class WasmEngine implements Engine {
     const heapStart = scratchPtr + threads * SCRATCH_PER_THREAD;
     memory.grow(Math.ceil(heapStart / PAGE) - memory.buffer.byteLength / PAGE);
     const names = WebAssembly.Module.exports(module).filter((e) => e.kind === "function").map((e) => e.name);
-    const workers: Worker[] = [];
+    const workers: WorkerThread[] = [];
     try {
       for (let tid = 1; tid < threads; tid++) {
-        // node:worker_threads (in Deno and Bun alike) because its workers can be unref'd: a worker parked
-        // in Atomics.wait must not keep the process alive after the program's last line.
-        const worker = new Worker(`(${computeWorkerMain.toString()})()`, { eval: true });
+        const worker = startThread(computeWorkerMain);
         workers.push(worker);
         await new Promise<void>((resolve, reject) => {
           worker.once("message", () => resolve());
-          worker.once("error", (err) => {
-            reject(new Error(`WebAssembly backend: compute worker ${tid} failed to start: ${err.message}`));
+          worker.once("error", (message) => {
+            reject(new Error(`WebAssembly backend: compute worker ${tid} failed to start: ${message}`));
           });
-          worker.postMessage({ module, memory, names, tid, ctlPtr, ctl: CTL } satisfies WorkerStart);
+          worker.post({ module, memory, names, tid, ctlPtr, ctl: CTL } satisfies WorkerStart);
         });
         worker.unref();
       }

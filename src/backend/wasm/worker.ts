@@ -2,9 +2,11 @@
 // runs its share of every job the main thread posts in the control block (see engine.ts), never returning
 // to its event loop: a job costs a futex wake, not a message.
 //
-// The engine starts it from this function's source (`new Worker(source, { eval: true })`), so the worker
-// needs no file of its own: the same code runs from a checkout, an npm install or a JSR import. It must
+// The engine starts it from this function's source (the platform's `startThread`: an eval'd
+// node:worker_threads worker on a server, a Blob-URL module Worker in a browser), so the worker needs no
+// file of its own: the same code runs from a checkout, an npm install, a JSR import or a page. It must
 // therefore use nothing from outside its body; the control-block layout arrives in the start message.
+import type { ThreadPort } from "../../platform/types.ts";
 import type { CTL } from "./protocol.ts";
 
 /** What the engine posts to a new worker. */
@@ -18,19 +20,17 @@ export interface WorkerStart {
 }
 
 /** The worker's whole program; see the note above on why it is self-contained. */
-export function computeWorkerMain(): void {
+export function computeWorkerMain(parent: ThreadPort): void {
   type KernelFn = (tid: number, nth: number, args: number) => void;
-  const { parentPort } = (globalThis as unknown as {
-    process: { getBuiltinModule(id: string): typeof import("node:worker_threads") };
-  }).process.getBuiltinModule("node:worker_threads");
-  parentPort!.once("message", (start: WorkerStart) => {
+  parent.once((message) => {
+    const start = message as WorkerStart;
     const { module, memory, names, tid, ctlPtr, ctl: CTL } = start;
     const instance = new WebAssembly.Instance(module, { env: { memory } });
     const fns = names.map((n) => instance.exports[n] as KernelFn);
     const ctl = new Int32Array(memory.buffer, ctlPtr, CTL.SLOTS);
     // Read before saying ready, so a job posted right after is not mistaken for an old one.
     let seen = Atomics.load(ctl, CTL.GEN);
-    parentPort!.postMessage("ready");
+    parent.post("ready");
     for (;;) {
       // Atomics.wait may return without a new job (measured in Bun: a wake-up with the generation
       // unchanged, which ran a job twice and acknowledged it twice, so the main thread went on while a
@@ -50,6 +50,6 @@ export function computeWorkerMain(): void {
       Atomics.add(ctl, CTL.DONE, 1);
       Atomics.notify(ctl, CTL.DONE);
     }
-    parentPort!.close();
+    parent.close();
   });
 }
