@@ -161,23 +161,17 @@ export function consumerChecks(check: Check): void {
       );
     } else check(false, "webgpu vs wasm: a run is missing");
 
-    // The web page from the installed package: its bin builds it (esbuild over dist/) in Bun and in Deno, the
-    // same bytes in both; node_modules holds the packages the page bundles.
+    // The web page from the installed package: its bin builds it (esbuild over dist/) in Bun, Deno and Node,
+    // the same bytes in all; node_modules holds the packages the page bundles.
     const built = new Map<string, Map<string, string>>();
-    for (
-      const [label, cmd, args] of [
-        ["bun", "bun", ["node_modules/.bin/flannel", "build-web", "--out", "web-bun"]],
-        ["deno", "deno", [
-          "run",
-          "-A",
-          "node_modules/flannel-webgpu/dist/cli.js",
-          "build-web",
-          "--out",
-          "web-deno",
-        ]],
-      ] as const
-    ) {
-      const r = run(cmd, [...args], app);
+    const cli = "node_modules/flannel-webgpu/dist/cli.js";
+    const builds: [string, string, string[]][] = [
+      ["bun", "bun", ["node_modules/.bin/flannel", "build-web", "--out", "web-bun"]],
+      ["deno", "deno", ["run", "-A", cli, "build-web", "--out", "web-deno"]],
+      ["node", "node", [cli, "build-web", "--out", "web-node"]],
+    ];
+    for (const [label, cmd, args] of builds) {
+      const r = run(cmd, args, app);
       const dir = join(app, `web-${label}`);
       const files = new Map<string, string>();
       for (const name of ["index.html", "page.js", "worker.js", "model.zip"]) {
@@ -193,10 +187,10 @@ export function consumerChecks(check: Check): void {
           (r.status !== 0 || files.size !== 4 ? `:\n      ${tail(r)}` : ""),
       );
     }
-    const [a, b] = [built.get("bun")!, built.get("deno")!];
+    const [a, b, c] = [built.get("bun")!, built.get("deno")!, built.get("node")!];
     check(
-      a.size === 4 && [...a].every(([name, bytes]) => b.get(name) === bytes),
-      "build-web in Bun and in Deno: the same files, byte for byte",
+      a.size === 4 && [...a].every(([name, bytes]) => b.get(name) === bytes && c.get(name) === bytes),
+      "build-web in Bun, Deno and Node: the same files, byte for byte",
     );
 
     // A user's own page: package.json's `browser` field swaps the platform module, so any bundler that

@@ -380,7 +380,7 @@ browserTest(
       css: "text/css",
       zip: "application/zip",
     };
-    const server = serveHttp((request) => {
+    const server = await serveHttp((request) => {
       const name = new URL(request.url).pathname.slice(1) || "index.html";
       const path = join(out, name);
       if (!/^[a-z.]+$/i.test(name) || !existsSync(path)) return new Response("not found", { status: 404 });

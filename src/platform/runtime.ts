@@ -5,6 +5,7 @@
 // throw a named error. No other file of src/ imports a node: module (the same test checks that).
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
+import { createServer } from "node:http";
 import { Worker } from "node:worker_threads";
 import process from "node:process";
 import { deflateSync, inflateSync } from "node:zlib";
@@ -124,11 +125,11 @@ export function startThread(main: (port: ThreadPort) => void): WorkerThread {
   };
 }
 
-/** Serves `handler` over HTTP with Deno.serve or Bun.serve (Node: not supported, said by the error). */
-export function serveHttp(
+/** Serves `handler` over HTTP: Deno.serve, Bun.serve, or node:http in Node. Resolves once it listens. */
+export async function serveHttp(
   handler: (request: Request) => Response | Promise<Response>,
   options: ServeOptions,
-): Server {
+): Promise<Server> {
   const g = globalThis as unknown as {
     Deno?: {
       serve(
@@ -148,7 +149,26 @@ export function serveHttp(
     const server = g.Bun.serve({ port: options.port, hostname: options.host, fetch: handler });
     return { port: server.port, close: () => Promise.resolve(server.stop()) };
   }
-  throw new Error(
-    "serving the web page needs Deno or Bun (Deno.serve or Bun.serve); use build-web and any web server",
-  );
+  // Node: its own request and response objects, turned into the web's.
+  const server = createServer((req, res) => {
+    const url = new URL(req.url ?? "/", `http://${req.headers.host ?? options.host}`);
+    Promise.resolve(handler(new Request(url, { method: req.method }))).then(async (response) => {
+      const headers: Record<string, string> = {};
+      response.headers.forEach((value, name) => (headers[name] = value));
+      res.writeHead(response.status, headers);
+      res.end(new Uint8Array(await response.arrayBuffer()));
+    }).catch((err) => {
+      res.writeHead(500);
+      res.end(String(err));
+    });
+  });
+  await new Promise<void>((ok, fail) => {
+    server.once("error", fail);
+    server.listen(options.port, options.host, () => ok());
+  });
+  const address = server.address();
+  return {
+    port: typeof address === "object" && address ? address.port : options.port,
+    close: () => new Promise<void>((ok) => server.close(() => ok())),
+  };
 }

@@ -168,7 +168,7 @@ export interface ServeWebOptions extends WebAppOptions {
 }
 
 /**
- * Serves the page, its code and the model over HTTP (Deno.serve or Bun.serve) with the isolation headers.
+ * Serves the page, its code and the model over HTTP (Deno.serve, Bun.serve, or node:http in Node) with the isolation headers.
  * Returns the server and the page's URL.
  */
 export async function serveWebApp(
@@ -178,7 +178,7 @@ export async function serveWebApp(
   const byPath = new Map(files.map((f) => [`/${f.name}`, f]));
   byPath.set("/", byPath.get("/index.html")!);
   const host = options.host ?? "127.0.0.1";
-  const server = serveHttp((request) => {
+  const server = await serveHttp((request) => {
     const file = byPath.get(new URL(request.url).pathname);
     const headers = { ...ISOLATION_HEADERS, "Cache-Control": "no-cache" };
     if (!file) return new Response("not found\n", { status: 404, headers });
