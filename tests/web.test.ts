@@ -100,6 +100,11 @@ test.when(wasmRun, "serving runs in each runtime's WebAssembly run")(
       const missing = await fetch(new URL("../etc/passwd", url));
       assertEquals(missing.status, 404);
       await missing.text();
+      // a second server on the same port: refused, naming the address
+      const port = new URL(url).port;
+      const second = await startCli(["serve", "--port", port]).done;
+      assertEquals(second.code, 2, second.output);
+      assert(second.output.includes(`cannot listen on 127.0.0.1:${port}`), second.output);
     } finally {
       stop();
     }

@@ -125,8 +125,22 @@ export function startThread(main: (port: ThreadPort) => void): WorkerThread {
   };
 }
 
-/** Serves `handler` over HTTP: Deno.serve, Bun.serve, or node:http in Node. Resolves once it listens. */
+/**
+ * Serves `handler` over HTTP: Deno.serve, Bun.serve, or node:http in Node. Resolves once it listens.
+ * @throws Error naming the address when it cannot listen there (in use, not this machine's, no permission).
+ */
 export async function serveHttp(
+  handler: (request: Request) => Response | Promise<Response>,
+  options: ServeOptions,
+): Promise<Server> {
+  try {
+    return await listen(handler, options);
+  } catch (err) {
+    throw new Error(`cannot listen on ${options.host}:${options.port}: ${(err as Error).message}`);
+  }
+}
+
+async function listen(
   handler: (request: Request) => Response | Promise<Response>,
   options: ServeOptions,
 ): Promise<Server> {
