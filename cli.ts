@@ -776,14 +776,17 @@ function imageFiles(command: string, paths: string[]): string[] {
   return files;
 }
 
+/** Refuses --run with --model, and a --model that does not exist. */
+function checkModelArgs(command: string, values: { run?: string; model?: string }): void {
+  if (values.run && values.model) fail(`${command}: give --run DIR or --model FILE.zip, not both`);
+  if (values.model && !existsSync(values.model)) fail(`${command}: ${values.model} does not exist`);
+}
+
 /** The trained models named by --run or --model, else the shipped bundle. */
 function trainedModels(command: string, values: { run?: string; model?: string }): flannel.TrainedModels {
-  if (values.run && values.model) fail(`${command}: give --run DIR or --model FILE.zip, not both`);
+  checkModelArgs(command, values);
   if (values.run) return flannel.runFolderModels(resolve(values.run));
-  if (values.model) {
-    if (!existsSync(values.model)) fail(`${command}: ${values.model} does not exist`);
-    return flannel.loadBundle(values.model);
-  }
+  if (values.model) return flannel.loadBundle(values.model);
   try {
     return flannel.loadBundle(flannel.SHIPPED_BUNDLE);
   } catch (err) {
@@ -1051,8 +1054,7 @@ async function webModel(
   command: string,
   values: { run?: string; model?: string },
 ): Promise<{ model: string | undefined; done: () => void }> {
-  if (values.run && values.model) fail(`${command}: give --run DIR or --model FILE.zip, not both`);
-  if (values.model && !existsSync(values.model)) fail(`${command}: ${values.model} does not exist`);
+  checkModelArgs(command, values);
   if (!values.run) return { model: values.model, done: () => {} };
   const dir = mkdtempSync(join(tmpdir(), "flannel-web-"));
   const done = () => rmSync(dir, { recursive: true, force: true });

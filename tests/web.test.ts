@@ -184,6 +184,15 @@ interface PageRow {
   error?: string;
 }
 
+/** Waits for the batch's window.flannelResults (cleared before the batch) and returns them. */
+async function results(page: Page, timeoutS: number): Promise<PageRow[]> {
+  await page.waitForFunction(() => (globalThis as { flannelResults?: unknown }).flannelResults, {
+    timeout: timeoutS * 1000,
+    polling: 200,
+  });
+  return await page.evaluate(() => (globalThis as unknown as { flannelResults: PageRow[] }).flannelResults);
+}
+
 /** Puts `files` through the file input; resolves with window.flannelResults and the CSV the page offers. */
 async function classify(
   page: Page,
@@ -195,11 +204,7 @@ async function classify(
     | import("puppeteer-core").ElementHandle<HTMLInputElement>
     | null;
   await input!.uploadFile(...files);
-  await page.waitForFunction(() => (window as { flannelResults?: unknown }).flannelResults, {
-    timeout: timeoutS * 1000,
-    polling: 200,
-  });
-  const rows = await page.evaluate(() => (window as unknown as { flannelResults: PageRow[] }).flannelResults);
+  const rows = await results(page, timeoutS);
   const csv = await page.evaluate(async () => {
     const href = (document.getElementById("csv") as HTMLAnchorElement).href;
     return await (await fetch(href)).text();
@@ -210,8 +215,10 @@ async function classify(
 let served: { url: string; stop: () => void } | null = null;
 test.afterAll(() => served?.stop());
 const inputDir = join(tmp, "xrays");
-/** The 8 X-rays and a truncated PNG, copied side by side (the page sees their names; so does predict). */
+let copied: { good: string[]; corrupt: string } | null = null;
+/** The 8 X-rays and a truncated PNG, copied side by side once (the page sees their names; so does predict). */
 function inputs(): { good: string[]; corrupt: string } {
+  if (copied) return copied;
   mkdirSync(inputDir, { recursive: true });
   const good = realXrays().map((f) => {
     copyFileSync(join(images, f), join(inputDir, f));
@@ -219,7 +226,7 @@ function inputs(): { good: string[]; corrupt: string } {
   });
   const corrupt = join(inputDir, "corrupt.png");
   writeFileSync(corrupt, readFileSync(good[0]).subarray(0, 300));
-  return { good, corrupt };
+  return (copied = { good, corrupt });
 }
 
 const browserTest = test.when(
@@ -415,13 +422,7 @@ browserTest(
         first.split("/").pop()!,
         readFileSync(first).toString("base64"),
       );
-      await page.waitForFunction(() => (globalThis as { flannelResults?: unknown }).flannelResults, {
-        timeout: 300_000,
-        polling: 200,
-      });
-      const rows = await page.evaluate(() =>
-        (globalThis as unknown as { flannelResults: PageRow[] }).flannelResults
-      );
+      const rows = await results(page, 300);
       assertEquals(rows.map((r) => r.file), [wasmRows[0].file]);
       // one thread computes the same bits as two
       assertEquals(rows[0].probs, wasmRows[0].probs);

@@ -154,13 +154,17 @@ export interface AdapterDescription {
  * SwiftShader, Microsoft's WARP ("Basic Render Driver"). */
 const CPU_ADAPTER = /\b(llvmpipe|lavapipe|softpipe|swiftshader|basic render driver|warp)\b/i;
 
+/** Every name an adapter reports, in one string (what the CPU and SwiftShader checks search). */
+function adapterText(adapter: AdapterDescription): string {
+  return [adapter.vendor, adapter.architecture, adapter.device, adapter.description].join(" ");
+}
+
 /**
  * Why an adapter computes on the CPU ("is llvmpipe, a CPU implementation", "is a fallback adapter"), or null
  * for a GPU. `init({ backend: "auto" })` passes over such an adapter for the WebAssembly backend.
  */
 export function cpuAdapterReason(adapter: AdapterDescription): string | null {
-  const text = [adapter.vendor, adapter.architecture, adapter.device, adapter.description].join(" ");
-  const name = CPU_ADAPTER.exec(text);
+  const name = CPU_ADAPTER.exec(adapterText(adapter));
   if (name) return `is ${name[1].toLowerCase()}, a CPU implementation`;
   // Dawn (Bun) reports lavapipe's architecture as "software".
   if (adapter.architecture === "software") return "is a software implementation";
@@ -223,9 +227,11 @@ async function initWebGpu(
   // Every limit is asked for explicitly: Dawn otherwise packs its defaults, some of which exceed what
   // lavapipe reports (e.g. storage buffers in fragment stages) and the request fails.
   const device = await adapter.requestDevice({ requiredLimits: limits });
-  const text = [adapterInfo.vendor, adapterInfo.architecture, adapterInfo.device, adapterInfo.description]
-    .join(" ");
-  engine = new WebGpuEngine(device, cpuAdapterReason(adapter.info) !== null, /swiftshader/i.test(text));
+  engine = new WebGpuEngine(
+    device,
+    cpuAdapterReason(adapterInfo) !== null,
+    /swiftshader/i.test(adapterText(adapterInfo)),
+  );
   info = {
     backend: "webgpu",
     adapter: adapterInfo.description ||

@@ -107,7 +107,7 @@ function learnersRow(
     const file = shown.get(row.file);
     if (!file) return;
     status(`Drawing the class activation maps of ${row.file}...`);
-    send({ type: "cam", file: { name: file.name, bytes: file.bytes.slice(0) } });
+    send({ type: "cam", file }); // postMessage copies the bytes: the page keeps its own
   });
   td.append(table, camButton);
   const toggle = document.createElement("button");
@@ -199,7 +199,7 @@ async function classify(files: Named[]): Promise<void> {
     images.map(async (f) => ({ name: f.name, bytes: await f.file.arrayBuffer() })),
   );
   shown = new Map(read.map((f) => [f.name, f]));
-  send({ type: "classify", files: read.map((f) => ({ name: f.name, bytes: f.bytes.slice(0) })) });
+  send({ type: "classify", files: read });
 }
 
 /** Every file under a dropped entry (folders recursively), in name order, named by its path in the drop. */
