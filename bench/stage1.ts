@@ -37,14 +37,13 @@
 //   then model, optimizer and loss accumulator are disposed and `fl.trimPool()` gives the pool's buffers
 //   back, so the full-size learners (VGG19-bn: 139.6 M parameters, a 411 MB classifier weight) do not pile
 //   up; tensors still alive after that are reported.
-import { spawnSync } from "node:child_process";
-import { fileURLToPath } from "node:url";
 import process from "node:process";
 import { Bench } from "tinybench";
 import * as fl from "../mod.ts";
 import * as flannel from "../src/flannel/mod.ts";
 import { syntheticImages } from "./synthetic_images.ts";
 import { trainStep } from "../src/train/step.ts";
+import { torchPeer } from "./torch_peer.ts";
 
 const args = process.argv.slice(2);
 const full = args.includes("--full");
@@ -133,40 +132,6 @@ function printProfile(rows: fl.ProfileRow[], wallMs: number): void {
       `    ${pct(r.ms).padStart(6)}  ${r.phase.padEnd(9)} ${r.kernel} (${r.calls} calls, ${seconds(r.ms)})`,
     );
   }
-}
-
-/** Runs bench/stage1_torch.py on the same learners; null (said why) where PyTorch is not installed. */
-function torchPeer(
-  archs: string[],
-):
-  | { version: string; threads: number; rows: { arch: string; train_ms: number; inference_ms: number }[] }
-  | null {
-  const python = "/usr/bin/python3";
-  const probe = spawnSync(python, ["-c", "import torch, torchvision; print(torch.__version__)"], {
-    encoding: "utf8",
-  });
-  if (probe.status !== 0) {
-    console.log("\n(no PyTorch peer: Debian's python3-torch and python3-torchvision are not installed)");
-    return null;
-  }
-  // OpenBLAS's tuning variables of this machine slow PyTorch down; unset for the peer alone.
-  const env: Record<string, string | undefined> = { ...process.env };
-  delete env.OPENBLAS_CORETYPE;
-  delete env.OPENBLAS_L2_SIZE;
-  const script = fileURLToPath(new URL("./stage1_torch.py", import.meta.url));
-  const steps = full ? "2" : "5";
-  console.log(`\nPyTorch peer: ${archs.join(", ")} (${full ? "tens of seconds" : "seconds"} each)`);
-  const r = spawnSync(
-    python,
-    [script, "--scale", scale, "--crop", String(crop), "--batch", String(B), "--steps", steps, ...archs],
-    { encoding: "utf8", env },
-  );
-  if (r.status !== 0) {
-    problems.push(`PyTorch peer failed: ${r.stderr.trim().split("\n").pop()}`);
-    return null;
-  }
-  const rows = r.stdout.trim().split("\n").map((l) => JSON.parse(l));
-  return { version: probe.stdout.trim(), threads: rows[0]?.threads ?? 0, rows };
 }
 
 interface Row {
@@ -302,7 +267,11 @@ console.log(
     " device; inference (the peer): makeBatch (centre crop) + forward in eval mode under noGrad, then a wait.",
 );
 // The PyTorch CPU peer (bench/stage1_torch.py) in the same run, where Debian's python3-torch is installed.
-const torch = args.includes("--no-torch") ? null : torchPeer(rows.map((r) => r.arch));
+const peer = args.includes("--no-torch")
+  ? null
+  : torchPeer(rows.map((r) => r.arch), { scale, crop, batch: B, steps: full ? 2 : 5 });
+if (peer && "error" in peer) problems.push(peer.error);
+const torch = peer && "error" in peer ? null : peer;
 if (torch) {
   console.log(
     `\nPyTorch ${torch.version} CPU, ${torch.threads} threads, same learners, input and batch (the step without` +
@@ -316,7 +285,7 @@ if (torch) {
   for (const r of rows) {
     const peer = torch.rows.find((t) => t.arch === r.arch);
     if (!peer) continue;
-    const ours = B / ((r.trainMs - r.assemblyMs) / 1000), theirs = B / (peer.train_ms / 1000);
+    const ours = B / ((r.trainMs - r.assemblyMs) / 1000), theirs = B / (peer.train_ms! / 1000);
     const oursInf = B / (r.inferenceMs / 1000), theirsInf = B / (peer.inference_ms / 1000);
     ratios.push(ours / theirs);
     console.log(

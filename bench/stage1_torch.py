@@ -7,7 +7,9 @@ inference is the forward pass in eval mode under no_grad. Full size: torchvision
 (inception_v3 without the aux head); tiny: the library's tiny variants, re-created in PyTorch by the
 fixture scripts of tests/fixtures (the same module trees and shapes the goldens check).
 
-    /usr/bin/python3 bench/stage1_torch.py --scale tiny|full --crop N --batch B --steps S ARCH...
+    /usr/bin/python3 bench/stage1_torch.py --scale tiny|full --crop N --batch B --steps S [--inference-only] ARCH...
+
+--inference-only (bench/peers.ts) skips the train step and prints train_ms null.
 
 Threads: torch.set_num_threads(os.cpu_count()) (Debian's build defaults to one here). Run it with
 OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (bench/stage1.ts does): they slow this OpenBLAS down.
@@ -74,6 +76,7 @@ def main():
     p.add_argument("--crop", type=int, required=True)
     p.add_argument("--batch", type=int, required=True)
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--inference-only", action="store_true")
     p.add_argument("archs", nargs="+")
     args = p.parse_args()
     torch.manual_seed(0)
@@ -99,7 +102,7 @@ def main():
 
         print(json.dumps({
             "arch": arch,
-            "train_ms": median_ms(train, args.steps),
+            "train_ms": None if args.inference_only else median_ms(train, args.steps),
             "inference_ms": median_ms(inference, args.steps),
             "threads": torch.get_num_threads(),
         }), flush=True)

@@ -37,7 +37,7 @@ export {
 } from "./kernels/loss.ts";
 export { dropout, stochasticDepth } from "./kernels/random.ts";
 export { flatten, reshape } from "./kernels/view.ts";
-export { batchNorm2d, type BatchNormOptions } from "./kernels/batchnorm.ts";
+export { batchNorm2d, type BatchNormOptions, foldBatchNorm } from "./kernels/batchnorm.ts";
 export {
   adaptiveAvgPool2d,
   avgPool2d,
@@ -47,5 +47,5 @@ export {
 } from "./kernels/pool.ts";
 export { cat } from "./kernels/concat.ts";
 export type { Pair } from "./kernels/shape.ts";
-export { conv2d, type Conv2dOptions } from "./kernels/conv.ts";
+export { conv2d, conv2dFused, type Conv2dOptions, type ConvEpilogue } from "./kernels/conv.ts";
 export { gatherRows } from "./kernels/gather.ts";

@@ -12,6 +12,8 @@ export interface ProfileRow {
   calls: number;
   /** Milliseconds spent in them (WebAssembly), or NaN (WebGPU). */
   ms: number;
+  /** Floating-point operations they did, where the op counts them (the WebAssembly GEMM: 2 M N K), else 0. */
+  flop: number;
 }
 
 let rows: Map<string, ProfileRow> | null = null;
@@ -45,13 +47,22 @@ export function profilePhase<T>(name: string, fn: () => T): T {
   }
 }
 
+function row(kernel: string): ProfileRow {
+  const key = `${phase}\u0000${kernel}`;
+  let r = rows!.get(key);
+  if (!r) rows!.set(key, r = { phase, kernel, calls: 0, ms: 0, flop: 0 });
+  return r;
+}
+
 /** Adds one dispatch of `kernel` taking `ms` to the profile being collected. */
 export function recordKernel(kernel: string, ms: number): void {
   if (!rows) return;
-  const key = `${phase}\u0000${kernel}`;
-  const row = rows.get(key);
-  if (row) {
-    row.calls++;
-    row.ms += ms;
-  } else rows.set(key, { phase, kernel, calls: 1, ms });
+  const r = row(kernel);
+  r.calls++;
+  r.ms += ms;
+}
+
+/** Adds `flop` operations to `kernel`'s row (before or after its dispatch is recorded). */
+export function recordFlop(kernel: string, flop: number): void {
+  if (rows) row(kernel).flop += flop;
 }

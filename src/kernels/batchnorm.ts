@@ -2,7 +2,8 @@
 // statistics in training mode (running statistics updated in place on the device, the unbiased variance
 // into the running variance), running statistics in eval mode; gradients to x, weight and bias in both.
 import { getEngine } from "../backend/device.ts";
-import { defineKernel, kernelFamily, main1d } from "../backend/kernel.ts";
+import { defineKernel, kernelFamily, main1d, pointwiseKernel } from "../backend/kernel.ts";
+import { E } from "../backend/expr.ts";
 import { Tensor } from "../autograd/tensor.ts";
 import { record } from "../autograd/tape.ts";
 import { dispatch1d } from "./basic.ts";
@@ -358,4 +359,58 @@ export function batchNorm2d(
   });
   if (!out.node) stats.dispose();
   return out;
+}
+
+// Eval mode's batch norm after a convolution, as the per-channel scale and shift that the convolution's
+// epilogue applies (conv2dFused): bn(conv(x) + b) = conv(x) * s + (beta + (b - mean) * s), s = gamma / sqrt(var + eps).
+// With the convolution's bias b or without (a variant that binds none).
+const foldKernel = kernelFamily((withBias: number) => {
+  const [mean, variance, gamma, beta, b] = ["mean", "variance", "gamma", "beta", "b"].map(E.value);
+  const s = E.value("s");
+  return pointwiseKernel({
+    name: withBias ? "batchnorm_fold_bias" : "batchnorm_fold",
+    storage: [
+      { name: "mean", access: "read" as const },
+      { name: "variance", access: "read" as const },
+      { name: "gamma", access: "read" as const },
+      { name: "beta", access: "read" as const },
+      ...(withBias ? [{ name: "b", access: "read" as const }] : []),
+      { name: "scale", access: "rw" as const },
+      { name: "shift", access: "rw" as const },
+    ],
+    uniforms: [{ name: "n", type: "u32" as const }, { name: "eps", type: "f32" as const }],
+    program: {
+      count: "n",
+      lets: [["s", E.div(gamma, E.sqrt(E.add(variance, E.uniform("eps"))))]],
+      stores: [["scale", s], ["shift", E.add(beta, E.mul(withBias ? E.sub(b, mean) : E.neg(mean), s))]],
+    },
+  });
+}, [0, 1]);
+
+/**
+ * A batch norm in eval mode (running statistics, affine) that follows a convolution with bias `convBias`
+ * (or none), as one per-channel scale and shift of the convolution's output: what conv2dFused's epilogue
+ * takes to do both in one pass. Gives [scale, shift], each [C].
+ */
+export function foldBatchNorm(
+  runningMean: Tensor,
+  runningVar: Tensor,
+  weight: Tensor,
+  bias: Tensor,
+  eps: number,
+  convBias: Tensor | null,
+): [Tensor, Tensor] {
+  const c = runningMean.size;
+  for (
+    const [name, t] of [["runningVar", runningVar], ["weight", weight], ["bias", bias], [
+      "convBias",
+      convBias,
+    ]] as const
+  ) {
+    checkVector("foldBatchNorm", name, t, c);
+  }
+  const scale = Tensor.empty([c]), shift = Tensor.empty([c]);
+  const inputs = [runningMean, runningVar, weight, bias, ...(convBias ? [convBias] : [])];
+  dispatch1d(foldKernel(convBias ? 1 : 0), [...inputs, scale, shift], [c, eps], c);
+  return [scale, shift];
 }

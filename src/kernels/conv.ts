@@ -5,7 +5,7 @@
 import { backendInfo, getEngine } from "../backend/device.ts";
 import { implementation, kernelFamily, registerImplementation } from "../backend/kernel.ts";
 import type { KernelSpec } from "../backend/engine.ts";
-import { Tensor } from "../autograd/tensor.ts";
+import { isGradEnabled, Tensor } from "../autograd/tensor.ts";
 import { record } from "../autograd/tape.ts";
 import {
   chooseTile,
@@ -109,9 +109,33 @@ interface ConvKernelKey {
   variant: Variant;
   geometry: string;
   consts: string;
-  bias?: boolean;
+  /** The forward pass's epilogue: which of its parts are there. */
+  epilogue?: EpilogueParts;
   tile: GemmTile;
 }
+
+/**
+ * What the forward pass does to each output after the product, in this order, while it is still in registers:
+ * out = relu(product * scale[co] + bias[co] + residual). A batch norm in eval mode is a per-channel scale
+ * and shift, so conv, batch norm, residual add and ReLU become one pass over memory instead of four.
+ */
+export interface ConvEpilogue {
+  /** Per output channel [Cout], multiplies the product (a folded batch norm's scale). */
+  scale?: Tensor | null;
+  /** Per output channel [Cout], added after the scale (the conv's bias, or a folded batch norm's shift). */
+  bias?: Tensor | null;
+  /** Added element by element, shaped as the output (a residual connection). */
+  residual?: Tensor | null;
+  /** max(0, .) last. */
+  relu?: boolean;
+}
+type EpilogueParts = Record<"scale" | "bias" | "residual" | "relu", boolean>;
+const epilogueParts = (e: ConvEpilogue): EpilogueParts => ({
+  scale: Boolean(e.scale),
+  bias: Boolean(e.bias),
+  residual: Boolean(e.residual),
+  relu: Boolean(e.relu),
+});
 const parseKey = (key: string): ConvKernelKey => JSON.parse(key);
 
 // Forward: C[oc_g, (n, oh, ow)] = W[oc_g, (ci, kh, kw)] . X_cols[(ci, kh, kw), (n, oh, ow)] (+ bias).
@@ -119,14 +143,16 @@ const parseKey = (key: string): ConvKernelKey => JSON.parse(key);
 // increments (k_row), not divided out per row. Four columns in one output row read their four pixels with
 // one window-row check (load_b4): the per-element bounds checks dominate a 3x3 convolution otherwise.
 const forwardKernel = kernelFamily((key: string) => {
-  const { variant, consts, bias, tile } = parseKey(key);
+  const { variant, consts, epilogue, tile } = parseKey(key);
   const general = variant === "general";
+  const parts = (Object.keys(epilogue ?? {}) as (keyof EpilogueParts)[]).filter((p) => epilogue![p]);
+  const tensors = parts.filter((p) => p !== "relu");
   return gemmKernel({
-    name: `conv2d_fwd_${variant}${bias ? "_bias" : ""}`,
+    name: `conv2d_fwd_${variant}${parts.map((p) => `_${p}`).join("")}`,
     storage: [
       { name: "x", access: "read" },
       { name: "wt", access: "read" },
-      ...(bias ? [{ name: "bias", access: "read" as const }] : []),
+      ...tensors.map((name) => ({ name, access: "read" as const })),
       { name: "out", access: "rw" },
       // The input again, as vec4s: a 1x1 convolution reads four adjacent pixels of one channel at once.
       ...(variant === "pointwise"
@@ -178,8 +204,11 @@ const forwardKernel = kernelFamily((key: string) => {
   if (ih < 0 || iw < 0 || ih >= i32(u.h) || iw >= i32(u.w)) { return 0.0; }
   return x[u32(col.x + kr.x + ih * i32(u.w) + iw)];`
       : "return x[col + k * u.h * u.w];",
-    store: `let ohw = u.oh * u.ow; let co = z * u.ocg + r;
-  out[((c / ohw) * u.oc + co) * ohw + c % ohw] = v${bias ? " + bias[co]" : ""};`,
+    store: `let ohw = u.oh * u.ow; let co = z * u.ocg + r; let o = ((c / ohw) * u.oc + co) * ohw + c % ohw;
+  var y = v;${epilogue?.scale ? " y = y * scale[co];" : ""}${epilogue?.bias ? " y = y + bias[co];" : ""}${
+      epilogue?.residual ? " y = y + residual[o];" : ""
+    }${epilogue?.relu ? " y = max(y, 0.0);" : ""}
+  out[o] = y;`,
     tile,
   });
 });
@@ -443,14 +472,14 @@ function wasmConvProducts(g: ConvGeometry): Record<"forward" | "inputGrad" | "we
 }
 
 /** How one backend runs a convolution's three passes; conv2d's gradient rule is the same for both. */
-type ConvPassesOf = (x: Tensor, weight: Tensor, bias: Tensor | null, g: ConvGeometry) => ConvPasses;
+type ConvPassesOf = (x: Tensor, weight: Tensor, epilogue: ConvEpilogue, g: ConvGeometry) => ConvPasses;
 interface ConvPasses {
   forward(out: Tensor): void;
   inputGrad(dy: Tensor): Tensor;
   weightGrad(dy: Tensor): Tensor;
 }
 
-function wasmPasses(x: Tensor, weight: Tensor, bias: Tensor | null, g: ConvGeometry): ConvPasses {
+function wasmPasses(x: Tensor, weight: Tensor, epilogue: ConvEpilogue, g: ConvGeometry): ConvPasses {
   const products = wasmConvProducts(g);
   // How a profile names the three products: window, stride and groups say which of a network's convs it is.
   const conv = `conv2d ${g.kh}x${g.kw}${g.sh > 1 || g.sw > 1 ? `/${g.sh}` : ""}${
@@ -458,7 +487,14 @@ function wasmPasses(x: Tensor, weight: Tensor, bias: Tensor | null, g: ConvGeome
   }`;
   return {
     forward: (out) =>
-      wasmGemm(weight, x, out, { ...products.forward, bias: bias ?? undefined, use: `${conv} forward` }),
+      wasmGemm(weight, x, out, {
+        ...products.forward,
+        bias: epilogue.bias ?? undefined,
+        scale: epilogue.scale ?? undefined,
+        residual: epilogue.residual ?? undefined,
+        relu: epilogue.relu,
+        use: `${conv} forward`,
+      }),
     inputGrad: (dy) => {
       const dx = Tensor.empty([...x.shape]);
       wasmGemm(weight, dy, dx, { ...products.inputGrad, use: `${conv} input grad` });
@@ -510,13 +546,15 @@ const WASM_SPLIT_MAX_OUTPUTS = 65536;
 const WASM_SPLIT_MAX_SLICES = 8;
 const WASM_SPLIT_MIN_PIXELS = 4096;
 
-function webgpuPasses(x: Tensor, weight: Tensor, bias: Tensor | null, g: ConvGeometry): ConvPasses {
+function webgpuPasses(x: Tensor, weight: Tensor, epilogue: ConvEpilogue, g: ConvGeometry): ConvPasses {
   const variant: Variant = isPointwise(g) ? "pointwise" : "general";
   const products = webgpuProducts(g);
   return {
     forward: (out) => {
-      const buffers = [x, weight, ...(bias ? [bias] : []), out, ...(variant === "pointwise" ? [x] : [])];
-      run(forwardKernel, buffers, g, { variant, bias: Boolean(bias) }, products.forward);
+      // The epilogue's tensors in the kernel's binding order (forwardKernel: scale, bias, residual).
+      const parts = [epilogue.scale, epilogue.bias, epilogue.residual].filter((t): t is Tensor => Boolean(t));
+      const buffers = [x, weight, ...parts, out, ...(variant === "pointwise" ? [x] : [])];
+      run(forwardKernel, buffers, g, { variant, epilogue: epilogueParts(epilogue) }, products.forward);
     },
     inputGrad: (dy) => {
       const dx = Tensor.empty([...x.shape]);
@@ -565,10 +603,8 @@ export function convPlan(x: Tensor, weight: Tensor, options: Conv2dOptions = {})
  */
 export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor | null, options: Conv2dOptions = {}): Tensor {
   const g = geometry(x, weight, options);
-  if (bias && (bias.rank !== 1 || bias.shape[0] !== g.oc)) {
-    throw new Error(`conv2d: bias must be [${g.oc}], got ${fmtShape(bias.shape)}`);
-  }
-  const passes = implementation<ConvPassesOf>("conv2d")(x, weight, bias ?? null, g);
+  checkChannelVector("conv2d", "bias", bias, g.oc);
+  const passes = implementation<ConvPassesOf>("conv2d")(x, weight, { bias }, g);
   const out = Tensor.empty([g.n, g.oc, g.oh, g.ow]);
   passes.forward(out);
   const inputs = bias ? [x, weight, bias] : [x, weight];
@@ -585,4 +621,47 @@ export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor | null, options:
     const db = bias?.requiresGrad ? sum(dy, [0, 2, 3]) : null;
     return bias ? [dx, dw, db] : [dx, dw];
   });
+}
+
+function checkChannelVector(op: string, name: string, t: Tensor | null | undefined, oc: number): void {
+  if (t && (t.rank !== 1 || t.shape[0] !== oc)) {
+    throw new Error(`${op}: ${name} must be [${oc}], got ${fmtShape(t.shape)}`);
+  }
+}
+
+/**
+ * {@link conv2d} and what follows it in one pass: relu(conv2d(x, weight) * scale[co] + bias[co] + residual),
+ * each part where given ({@link ConvEpilogue}), computed in the GEMM's epilogue while the outputs are in
+ * registers. For inference (a batch norm in eval mode folded in: see nn's `convBatchNorm`): it has no
+ * gradient rule, so it throws when called with recording on and an input that requires a gradient.
+ */
+export function conv2dFused(
+  x: Tensor,
+  weight: Tensor,
+  epilogue: ConvEpilogue,
+  options: Conv2dOptions = {},
+): Tensor {
+  const op = "conv2dFused";
+  const g = geometry(x, weight, options);
+  checkChannelVector(op, "scale", epilogue.scale, g.oc);
+  checkChannelVector(op, "bias", epilogue.bias, g.oc);
+  const shape = [g.n, g.oc, g.oh, g.ow];
+  const residual = epilogue.residual;
+  if (residual && fmtShape(residual.shape) !== fmtShape(shape)) {
+    throw new Error(
+      `${op}: residual must be ${fmtShape(shape)} (the output's shape), got ${fmtShape(residual.shape)}`,
+    );
+  }
+  const inputs = [x, weight, epilogue.scale, epilogue.bias, residual].filter((t): t is Tensor => Boolean(t));
+  if (isGradEnabled() && inputs.some((t) => t.requiresGrad)) {
+    throw new Error(
+      `${op} has no gradient: call it under noGrad (inference), or use conv2d and the ops after it`,
+    );
+  }
+  if (tracer) {
+    throw new Error(`${op} has no ONNX form: trace the unfused ops (conv2d, batchNorm2d, add, relu)`);
+  }
+  const out = Tensor.empty(shape);
+  implementation<ConvPassesOf>("conv2d")(x, weight, epilogue, g).forward(out);
+  return out;
 }

@@ -9,6 +9,7 @@
 import { getEngine } from "../backend/device.ts";
 import { type KernelDef, wasmKernel } from "../backend/kernel.ts";
 import type { Tensor } from "../autograd/tensor.ts";
+import { recordFlop } from "../backend/profile.ts";
 
 /** One GEMM-shaped op for {@link gemmKernel}: its bindings and the WGSL that reads A and B and writes C. */
 export interface GemmTemplate {
@@ -338,10 +339,12 @@ const wasmGemmKernel = wasmKernel({
     { name: "b", access: "read" },
     { name: "c", access: "rw" },
     { name: "bias", access: "read" },
+    { name: "scale", access: "read" },
+    { name: "residual", access: "read" },
   ],
   uniforms: [
     ...["M", "N", "K", "rsA", "csA", "rsB", "csB", "ldc", "accumulate", "z1", "z2", "a1", "a2", "b1", "b2"],
-    ...["c1", "c2", "amode", "bmode", "has_bias", ...GEOMETRY],
+    ...["c1", "c2", "amode", "bmode", "has_bias", "has_scale", "has_residual", "relu", ...GEOMETRY],
   ].map((name) => ({ name, type: "u32" as const })),
 });
 
@@ -363,8 +366,14 @@ export interface WasmGemm {
   z?: [number, number];
   /** Add into C instead of overwriting it. */
   accumulate?: boolean;
-  /** Added per row: bias[z2 * m + row]. */
+  /** Added per row: bias[z2 * m + row] (after `scale`). */
   bias?: Tensor;
+  /** Multiplies each row of the product: scale[z2 * m + row] (a batch norm folded into a convolution). */
+  scale?: Tensor;
+  /** Added element by element at the end, laid out as C (a residual connection). */
+  residual?: Tensor;
+  /** max(0, .) last (a ReLU after the rest). */
+  relu?: boolean;
   /** The convolution's sizes, in GEOMETRY's order, for the window packers. */
   geometry?: number[];
   /** What the product computes, for a profile (e.g. "conv2d 3x3 forward"); default "matmul". */
@@ -374,15 +383,21 @@ export interface WasmGemm {
 /** C (+)= A B on the WebAssembly backend. */
 export function wasmGemm(a: Tensor, b: Tensor, c: Tensor, g: WasmGemm): void {
   const [z1, z2] = g.z ?? [1, 1];
+  if (g.accumulate && (g.scale || g.residual || g.relu)) {
+    throw new Error("wasmGemm: scale, residual and relu apply to the product alone, not with accumulate");
+  }
+  const label = `gemm: ${g.use ?? "matmul"}`;
+  recordFlop(label, 2 * g.m * g.n * g.k * z1 * z2);
   getEngine().dispatch(
     wasmGemmKernel,
-    [a.buffer, b.buffer, c.buffer, (g.bias ?? c).buffer],
+    [a.buffer, b.buffer, c.buffer, (g.bias ?? c).buffer, (g.scale ?? c).buffer, (g.residual ?? c).buffer],
     [
       ...[g.m, g.n, g.k, g.a.rs ?? 0, g.a.cs ?? 0, g.b.rs ?? 0, g.b.cs ?? 0, g.c.ld, g.accumulate ? 1 : 0],
       ...[z1, z2, g.a.z1 ?? 0, g.a.z2 ?? 0, g.b.z1 ?? 0, g.b.z2 ?? 0, g.c.z1 ?? 0, g.c.z2 ?? 0],
-      ...[g.a.mode, g.b.mode, g.bias ? 1 : 0, ...(g.geometry ?? GEOMETRY.map(() => 0))],
+      ...[g.a.mode, g.b.mode, g.bias ? 1 : 0, g.scale ? 1 : 0, g.residual ? 1 : 0, g.relu ? 1 : 0],
+      ...(g.geometry ?? GEOMETRY.map(() => 0)),
     ],
     [1],
-    `gemm: ${g.use ?? "matmul"}`,
+    label,
   );
 }

@@ -15,10 +15,10 @@ import { cat } from "../kernels/concat.ts";
 import { relu } from "../kernels/elementwise.ts";
 import { adaptiveAvgPool2d } from "../kernels/pool.ts";
 import { flatten } from "../kernels/view.ts";
-import { AvgPool2d, BatchNorm2d, Conv2d, MaxPool2d } from "../nn/cnn_layers.ts";
+import { AvgPool2d, BatchNorm2d, Conv2d, convBatchNorm, MaxPool2d } from "../nn/cnn_layers.ts";
 import { type InitOptions, Linear, ReLU } from "../nn/layers.ts";
 import { modelScale } from "./resnet.ts";
-import { Module } from "../nn/module.ts";
+import { forwardChain, Module } from "../nn/module.ts";
 
 /** A DenseNet-BC architecture (torchvision's DenseNet arguments). */
 export interface DenseNetConfig {
@@ -72,7 +72,7 @@ export class NamedSequential extends Module {
 
   /** `x` passed through every child in the order they were added. */
   forward(x: Tensor): Tensor {
-    return this.order.reduce((h, m) => m.forward(h), x);
+    return forwardChain(this.order, x);
   }
 }
 
@@ -112,8 +112,10 @@ export class DenseLayer extends Module {
   /** The new k feature maps from all previous ones (concatenated along channels first). */
   forwardFeatures(features: Tensor[]): Tensor {
     const x = features.length === 1 ? features[0] : cat(features, 1);
-    const bottleneck = this.conv1.forward(this.relu1.forward(this.norm1.forward(x)));
-    return this.conv2.forward(this.relu2.forward(this.norm2.forward(bottleneck)));
+    const bottleneck = convBatchNorm(this.conv1, this.norm2, this.relu1.forward(this.norm1.forward(x)), {
+      relu: true,
+    });
+    return this.conv2.forward(bottleneck);
   }
 
   /** The growthRate new maps [N, growthRate, H, W] of x [N, numInputFeatures, H, W]. */

@@ -21,10 +21,10 @@ import type { Tensor } from "../autograd/tensor.ts";
 import { tensor } from "../kernels/basic.ts";
 import { normal_ } from "../nn/init.ts";
 import { cat } from "../kernels/concat.ts";
-import { add, mul, relu } from "../kernels/elementwise.ts";
+import { add, mul } from "../kernels/elementwise.ts";
 import { adaptiveAvgPool2d, avgPool2d, maxPool2d } from "../kernels/pool.ts";
 import { flatten } from "../kernels/view.ts";
-import { AdaptiveAvgPool2d, BatchNorm2d, Conv2d, MaxPool2d } from "../nn/cnn_layers.ts";
+import { AdaptiveAvgPool2d, BatchNorm2d, Conv2d, convBatchNorm, MaxPool2d } from "../nn/cnn_layers.ts";
 import { Dropout, type InitOptions, Linear } from "../nn/layers.ts";
 import { Module, type TensorRecord } from "../nn/module.ts";
 import { modelScale } from "./resnet.ts";
@@ -147,7 +147,7 @@ export class BasicConv2d extends Module {
 
   /** relu(bn(conv(x))) for x [N, inChannels, H, W]: [N, outChannels, H', W']. */
   forward(x: Tensor): Tensor {
-    return relu(this.bn.forward(this.conv.forward(x)));
+    return convBatchNorm(this.conv, this.bn, x, { relu: true });
   }
 }
 

@@ -14,11 +14,10 @@
 // The bottleneck width is floor(planes * widthPerGroup / baseWidth) * groups, torchvision's formula with
 // its constant 64 made the `baseWidth` option (64 at full size, 8 in the tiny configs).
 import type { Tensor } from "../autograd/tensor.ts";
-import { add, relu } from "../kernels/elementwise.ts";
 import { fillInPlace } from "../kernels/basic.ts";
 import { kaimingNormal_ } from "../nn/init.ts";
 import { flatten } from "../kernels/view.ts";
-import { AdaptiveAvgPool2d, BatchNorm2d, Conv2d, MaxPool2d } from "../nn/cnn_layers.ts";
+import { AdaptiveAvgPool2d, BatchNorm2d, Conv2d, convBatchNorm, MaxPool2d } from "../nn/cnn_layers.ts";
 import { type InitOptions, Linear, ReLU, Sequential } from "../nn/layers.ts";
 import { Module } from "../nn/module.ts";
 
@@ -139,11 +138,10 @@ export class Bottleneck extends Module {
    * H' = ceil(H / stride).
    */
   forward(x: Tensor): Tensor {
-    let out = relu(this.bn1.forward(this.conv1.forward(x)));
-    out = relu(this.bn2.forward(this.conv2.forward(out)));
-    out = this.bn3.forward(this.conv3.forward(out));
+    let out = convBatchNorm(this.conv1, this.bn1, x, { relu: true });
+    out = convBatchNorm(this.conv2, this.bn2, out, { relu: true });
     const identity = this.downsample ? this.downsample.forward(x) : x;
-    return relu(add(out, identity));
+    return convBatchNorm(this.conv3, this.bn3, out, { residual: identity, relu: true });
   }
 }
 
@@ -243,7 +241,7 @@ export class ResNet extends Module {
 
   /** The last stage's feature map [B, C, h, w] (before pooling; what a class activation map uses). */
   featureMaps(x: Tensor): Tensor {
-    let h = this.maxpool.forward(relu(this.bn1.forward(this.conv1.forward(x))));
+    let h = this.maxpool.forward(convBatchNorm(this.conv1, this.bn1, x, { relu: true }));
     for (const s of this.stages) h = s.forward(h);
     return h;
   }

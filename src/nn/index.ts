@@ -3,7 +3,7 @@
  *
  * @module
  */
-export { Module, shapeFits, type StateDict, type TensorRecord } from "./module.ts";
+export { forwardChain, Module, shapeFits, type StateDict, type TensorRecord } from "./module.ts";
 export {
   Dropout,
   Flatten,
@@ -24,6 +24,9 @@ export {
   type BatchNorm2dOptions,
   Conv2d,
   type Conv2dOptions,
+  convBatchNorm,
+  type ConvBatchNormOptions,
   MaxPool2d,
   type MaxPool2dLayerOptions,
+  setFusedInference,
 } from "./cnn_layers.ts";

@@ -4,7 +4,7 @@ import { linear } from "../kernels/matmul.ts";
 import { relu, sigmoid, silu, tanh } from "../kernels/elementwise.ts";
 import { dropout, type Generator, rand, stochasticDepth } from "../kernels/random.ts";
 import { flatten } from "../kernels/view.ts";
-import { Module } from "./module.ts";
+import { forwardChain, Module } from "./module.ts";
 
 /** Options shared by every layer with random initial weights. */
 export interface InitOptions {
@@ -171,8 +171,8 @@ export class Sequential extends Module {
     layers.forEach((m, i) => this.registerModule(String(i), m));
   }
 
-  /** `x` passed through every layer in order. */
+  /** `x` passed through every layer in order (a Conv2d, BatchNorm2d, ReLU run fused in inference). */
   forward(x: Tensor): Tensor {
-    return this.layers.reduce((h, m) => m.forward(h), x);
+    return forwardChain(this.layers, x);
   }
 }

@@ -32,6 +32,17 @@ export function shapeFits(shape: readonly number[], t: Tensor): boolean {
  * Base class of every layer and model, as torch.nn.Module: parameters, buffers and child modules are
  * registered by name, so `stateDict()` keys are PyTorch's dotted paths (`layer1.0.conv1.weight`).
  */
+/** x through `modules` in order (Sequential's forward), letting each fuse with those after it. */
+export function forwardChain(modules: readonly Module[], x: Tensor): Tensor {
+  let h = x;
+  for (let i = 0; i < modules.length; i++) {
+    const [out, skipped] = modules[i].forwardInChain(h, modules.slice(i + 1));
+    h = out;
+    i += skipped;
+  }
+  return h;
+}
+
 export abstract class Module {
   /** Training mode (the default) or eval mode; set through `train()` / `eval()` so children follow. */
   training = true;
@@ -41,6 +52,15 @@ export abstract class Module {
 
   /** The module's output for input `x`. */
   abstract forward(x: Tensor): Tensor;
+
+  /**
+   * This module's output on x where the modules `next` follow it in a chain ({@link forwardChain}), and how
+   * many of them that output already went through. By default `forward` and none; a layer that fuses with
+   * its successors overrides it (Conv2d with a BatchNorm2d and a ReLU after it: see nn's convBatchNorm).
+   */
+  forwardInChain(x: Tensor, _next: readonly Module[]): [Tensor, number] {
+    return [this.forward(x), 0];
+  }
 
   /** Registers a trainable tensor; it outlives every scope until the module is disposed. */
   protected registerParameter(name: string, t: Tensor): Tensor {

@@ -34,7 +34,8 @@ const A_ = L.gemm.a, B_ = L.gemm.b, C_ = L.gemm.c, BIAS_ = L.gemm.bias;
 const M_ = L.gemm.M, N_ = L.gemm.N, K_ = L.gemm.K, RSA = L.gemm.rsA, CSA = L.gemm.csA, RSB = L.gemm.rsB;
 const CSB = L.gemm.csB, LDC = L.gemm.ldc, ACC = L.gemm.accumulate, Z1 = L.gemm.z1, Z2 = L.gemm.z2;
 const A1 = L.gemm.a1, A2 = L.gemm.a2, B1 = L.gemm.b1, B2 = L.gemm.b2, C1 = L.gemm.c1, C2 = L.gemm.c2;
-const AMODE = L.gemm.amode, BMODE = L.gemm.bmode, HAS_BIAS = L.gemm.has_bias;
+const AMODE = L.gemm.amode, BMODE = L.gemm.bmode, HAS_BIAS = L.gemm.has_bias, HAS_SCALE = L.gemm.has_scale;
+const HAS_RESIDUAL = L.gemm.has_residual, RELU = L.gemm.relu, SCALE_ = L.gemm.scale, RESIDUAL_ = L.gemm.residual;
 const GC = L.gemm.g_c, GH = L.gemm.g_h, GW = L.gemm.g_w, GOC = L.gemm.g_oc, GOH = L.gemm.g_oh, GOW = L.gemm.g_ow;
 const GKH = L.gemm.g_kh, GKW = L.gemm.g_kw, GSH = L.gemm.g_sh, GSW = L.gemm.g_sw, GPH = L.gemm.g_ph;
 const GPW = L.gemm.g_pw, GDH = L.gemm.g_dh, GDW = L.gemm.g_dw, GGROUPS = L.gemm.g_groups;
@@ -249,12 +250,48 @@ function packB(pb: usize, cols_: usize, args: usize, b: usize, k0: i32, kc: i32,
 }
 
 /**
+ * What follows the product, on a finished h x w block of C at `dst` (rows ldc apart, first row `row`) while
+ * it is still in cache: C = relu(C * scale[row] + bias[row] + residual), each part where asked for; the
+ * residual is read at dst's offset from C's base. Eight columns go as two vectors, an edge one by one.
+ */
+function epilogue(args: usize, z2: i32, M: i32, dst: usize, ldc: i32, row: i32, h: i32, w: i32): void {
+  const hasScale = argI(args, HAS_SCALE) != 0, hasBias = argI(args, HAS_BIAS) != 0;
+  const hasResidual = argI(args, HAS_RESIDUAL) != 0, relu = argI(args, RELU) != 0;
+  const res = <isize>argP(args, RESIDUAL_) - <isize>argP(args, C_);
+  const scale = at(argP(args, SCALE_), z2 * M + row), bias = at(argP(args, BIAS_), z2 * M + row);
+  for (let r = 0; r < h; r++) {
+    const s = hasScale ? load<f32>(at(scale, r)) : <f32>1, b = hasBias ? load<f32>(at(bias, r)) : <f32>0;
+    const line = at(dst, r * ldc);
+    let q = 0;
+    if (w == 8) {
+      const sv = f32x4.splat(s), bv = f32x4.splat(b), zero = zero4();
+      for (; q < 8; q += 4) {
+        const p = at(line, q);
+        let v = f32x4.add(f32x4.mul(v128.load(p), sv), bv);
+        if (hasResidual) v = f32x4.add(v, v128.load(<usize>(<isize>p + res)));
+        if (relu) v = f32x4.max(v, zero);
+        v128.store(p, v);
+      }
+    }
+    for (; q < w; q++) {
+      const p = at(line, q);
+      let v = load<f32>(p) * s + b;
+      if (hasResidual) v += load<f32>(<usize>(<isize>p + res));
+      if (relu) v = max(v, 0);
+      store<f32>(p, v);
+    }
+  }
+}
+
+/**
  * C[z] (+)= A[z] B[z] for z = (z1, z2) in Z1 x Z2, operand z offsets z1 * (A1, B1, C1) + z2 * (A2, B2, C2);
- * with HAS_BIAS, bias[z2 * M + row] is added to each row (the convolution's per-channel bias by group).
+ * then the epilogue (scale, bias, residual, ReLU: see `epilogue`) on each block of C as its last K chunk ends;
+ * scale and bias are per row, by group: [z2 * M + row] (a convolution's per-channel ones).
  */
 export function gemm(tid: i32, nth: i32, args: usize): void {
   const M = argI(args, M_), N = argI(args, N_), K = argI(args, K_);
-  const ldc = argI(args, LDC), accumulate = argI(args, ACC) != 0, hasBias = argI(args, HAS_BIAS) != 0;
+  const ldc = argI(args, LDC), accumulate = argI(args, ACC) != 0;
+  const hasEpilogue = argI(args, HAS_BIAS) + argI(args, HAS_SCALE) + argI(args, HAS_RESIDUAL) + argI(args, RELU) != 0;
   const z1n = argI(args, Z1), z2n = argI(args, Z2), zn = z1n * z2n;
   const scratch = argP(args, SCRATCH_) + <usize>tid * SCRATCH;
   const pa = scratch + PACK_A, pb = scratch + PACK_B, edge = scratch + EDGE, cols_ = scratch + COLS;
@@ -276,13 +313,14 @@ export function gemm(tid: i32, nth: i32, args: usize): void {
     const az = at(argP(args, A_), z1 * argI(args, A1) + z2 * argI(args, A2));
     const bz = at(argP(args, B_), z1 * argI(args, B1) + z2 * argI(args, B2));
     const cz = at(argP(args, C_), z1 * argI(args, C1) + z2 * argI(args, C2) + n0);
-    if (K == 0 && !accumulate) {
-      for (let r = mFirst; r < mEnd; r++) memory.fill(at(cz, r * ldc), 0, <usize>cols * 4);
+    if (K == 0) {
+      if (!accumulate) for (let r = mFirst; r < mEnd; r++) memory.fill(at(cz, r * ldc), 0, <usize>cols * 4);
+      if (hasEpilogue) epilogue(args, z2, M, at(cz, mFirst * ldc), ldc, mFirst, mEnd - mFirst, cols);
     }
     for (let k0 = 0; k0 < K; k0 += KB) {
       const kc = min(KB, K - k0);
       packB(pb, cols_, args, bz, k0, kc, n0, cols);
-      const acc = accumulate || k0 > 0;
+      const acc = accumulate || k0 > 0, last = hasEpilogue && k0 + KB >= K;
       for (let m0 = mFirst; m0 < mEnd; m0 += MB) {
         const rows = min(MB, M - m0);
         packA(pa, args, az, m0, rows, k0, kc);
@@ -292,6 +330,7 @@ export function gemm(tid: i32, nth: i32, args: usize): void {
             const dst = at(cz, (m0 + s) * ldc + p);
             if (s + 4 <= rows && p + 8 <= cols) {
               micro(kc, pas, pbp, dst, <usize>ldc, acc);
+              if (last) epilogue(args, z2, M, dst, ldc, m0 + s, 4, 8);
             } else {
               // Edge tile: into scratch with rows 8 apart, then the part inside C.
               micro(kc, pas, pbp, edge, 8, false);
@@ -303,16 +342,10 @@ export function gemm(tid: i32, nth: i32, args: usize): void {
                   store<f32>(to, acc ? load<f32>(to) + v : v);
                 }
               }
+              if (last) epilogue(args, z2, M, dst, ldc, m0 + s, h, w);
             }
           }
         }
-      }
-    }
-    if (hasBias) {
-      const bias = at(argP(args, BIAS_), z2 * M);
-      for (let r = mFirst; r < mEnd; r++) {
-        const v = load<f32>(at(bias, r)), row = at(cz, r * ldc);
-        for (let q = 0; q < cols; q++) store<f32>(at(row, q), load<f32>(at(row, q)) + v);
       }
     }
   }

@@ -165,6 +165,41 @@ export namespace batchnorm_dx_running_plain {
   export const UNIFORMS: i32 = 4;
 }
 
+/** batchnorm_fold: bindings mean, variance, gamma, beta, scale, shift; uniforms n, eps. */
+export namespace batchnorm_fold {
+  export const mean: i32 = 0;
+  export const variance: i32 = 1;
+  export const gamma: i32 = 2;
+  export const beta: i32 = 3;
+  export const scale: i32 = 4;
+  export const shift: i32 = 5;
+  export const n: i32 = 6;
+  export const eps: i32 = 7;
+  export const GRID_X: i32 = 8;
+  export const GRID_Y: i32 = 9;
+  export const GRID_Z: i32 = 10;
+  export const SCRATCH_BASE: i32 = 11;
+  export const UNIFORMS: i32 = 6;
+}
+
+/** batchnorm_fold_bias: bindings mean, variance, gamma, beta, b, scale, shift; uniforms n, eps. */
+export namespace batchnorm_fold_bias {
+  export const mean: i32 = 0;
+  export const variance: i32 = 1;
+  export const gamma: i32 = 2;
+  export const beta: i32 = 3;
+  export const b: i32 = 4;
+  export const scale: i32 = 5;
+  export const shift: i32 = 6;
+  export const n: i32 = 7;
+  export const eps: i32 = 8;
+  export const GRID_X: i32 = 9;
+  export const GRID_Y: i32 = 10;
+  export const GRID_Z: i32 = 11;
+  export const SCRATCH_BASE: i32 = 12;
+  export const UNIFORMS: i32 = 7;
+}
+
 /** batchnorm_grad_sums_256, batchnorm_grad_sums_64: bindings g, x, stats, sg, sgx; uniforms n, c, hw. */
 export namespace batchnorm_grad_sums {
   export const g: i32 = 0;
@@ -378,52 +413,57 @@ export namespace gather_rows {
   export const UNIFORMS: i32 = 3;
 }
 
-/** gemm: bindings a, b, c, bias; uniforms M, N, K, rsA, csA, rsB, csB, ldc, accumulate, z1, z2, a1, a2, b1, b2, c1, c2, amode, bmode, has_bias, g_c, g_h, g_w, g_oc, g_oh, g_ow, g_kh, g_kw, g_sh, g_sw, g_ph, g_pw, g_dh, g_dw, g_groups. */
+/** gemm: bindings a, b, c, bias, scale, residual; uniforms M, N, K, rsA, csA, rsB, csB, ldc, accumulate, z1, z2, a1, a2, b1, b2, c1, c2, amode, bmode, has_bias, has_scale, has_residual, relu, g_c, g_h, g_w, g_oc, g_oh, g_ow, g_kh, g_kw, g_sh, g_sw, g_ph, g_pw, g_dh, g_dw, g_groups. */
 export namespace gemm {
   export const a: i32 = 0;
   export const b: i32 = 1;
   export const c: i32 = 2;
   export const bias: i32 = 3;
-  export const M: i32 = 4;
-  export const N: i32 = 5;
-  export const K: i32 = 6;
-  export const rsA: i32 = 7;
-  export const csA: i32 = 8;
-  export const rsB: i32 = 9;
-  export const csB: i32 = 10;
-  export const ldc: i32 = 11;
-  export const accumulate: i32 = 12;
-  export const z1: i32 = 13;
-  export const z2: i32 = 14;
-  export const a1: i32 = 15;
-  export const a2: i32 = 16;
-  export const b1: i32 = 17;
-  export const b2: i32 = 18;
-  export const c1: i32 = 19;
-  export const c2: i32 = 20;
-  export const amode: i32 = 21;
-  export const bmode: i32 = 22;
-  export const has_bias: i32 = 23;
-  export const g_c: i32 = 24;
-  export const g_h: i32 = 25;
-  export const g_w: i32 = 26;
-  export const g_oc: i32 = 27;
-  export const g_oh: i32 = 28;
-  export const g_ow: i32 = 29;
-  export const g_kh: i32 = 30;
-  export const g_kw: i32 = 31;
-  export const g_sh: i32 = 32;
-  export const g_sw: i32 = 33;
-  export const g_ph: i32 = 34;
-  export const g_pw: i32 = 35;
-  export const g_dh: i32 = 36;
-  export const g_dw: i32 = 37;
-  export const g_groups: i32 = 38;
-  export const GRID_X: i32 = 39;
-  export const GRID_Y: i32 = 40;
-  export const GRID_Z: i32 = 41;
-  export const SCRATCH_BASE: i32 = 42;
-  export const UNIFORMS: i32 = 4;
+  export const scale: i32 = 4;
+  export const residual: i32 = 5;
+  export const M: i32 = 6;
+  export const N: i32 = 7;
+  export const K: i32 = 8;
+  export const rsA: i32 = 9;
+  export const csA: i32 = 10;
+  export const rsB: i32 = 11;
+  export const csB: i32 = 12;
+  export const ldc: i32 = 13;
+  export const accumulate: i32 = 14;
+  export const z1: i32 = 15;
+  export const z2: i32 = 16;
+  export const a1: i32 = 17;
+  export const a2: i32 = 18;
+  export const b1: i32 = 19;
+  export const b2: i32 = 20;
+  export const c1: i32 = 21;
+  export const c2: i32 = 22;
+  export const amode: i32 = 23;
+  export const bmode: i32 = 24;
+  export const has_bias: i32 = 25;
+  export const has_scale: i32 = 26;
+  export const has_residual: i32 = 27;
+  export const relu: i32 = 28;
+  export const g_c: i32 = 29;
+  export const g_h: i32 = 30;
+  export const g_w: i32 = 31;
+  export const g_oc: i32 = 32;
+  export const g_oh: i32 = 33;
+  export const g_ow: i32 = 34;
+  export const g_kh: i32 = 35;
+  export const g_kw: i32 = 36;
+  export const g_sh: i32 = 37;
+  export const g_sw: i32 = 38;
+  export const g_ph: i32 = 39;
+  export const g_pw: i32 = 40;
+  export const g_dh: i32 = 41;
+  export const g_dw: i32 = 42;
+  export const g_groups: i32 = 43;
+  export const GRID_X: i32 = 44;
+  export const GRID_Y: i32 = 45;
+  export const GRID_Z: i32 = 46;
+  export const SCRATCH_BASE: i32 = 47;
+  export const UNIFORMS: i32 = 6;
 }
 
 /** increment_i32: bindings t. */

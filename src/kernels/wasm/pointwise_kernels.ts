@@ -59,6 +59,75 @@ export function adam_step(tid: i32, nth: i32, args: usize): void {
   }
 }
 
+/** batchnorm_fold: generated from its pointwise program (the kernel's declaration). */
+export function batchnorm_fold(tid: i32, nth: i32, args: usize): void {
+  const mean_ptr = argP(args, L.batchnorm_fold.mean);
+  const variance_ptr = argP(args, L.batchnorm_fold.variance);
+  const gamma_ptr = argP(args, L.batchnorm_fold.gamma);
+  const beta_ptr = argP(args, L.batchnorm_fold.beta);
+  const scale_ptr = argP(args, L.batchnorm_fold.scale);
+  const shift_ptr = argP(args, L.batchnorm_fold.shift);
+  const elements = argI(args, L.batchnorm_fold.n);
+  const eps = argF(args, L.batchnorm_fold.eps);
+  const begin = shareBegin(tid, nth, elements, 4), end = shareEnd(tid, nth, elements, 4);
+  let i = begin;
+  const eps_x4 = f32x4.splat(eps);
+  for (; i + 4 <= end; i += 4) {
+    const gamma_in = v128.load(at(gamma_ptr, i));
+    const variance_in = v128.load(at(variance_ptr, i));
+    const beta_in = v128.load(at(beta_ptr, i));
+    const mean_in = v128.load(at(mean_ptr, i));
+    const s = f32x4.div(gamma_in, f32x4.sqrt(f32x4.add(variance_in, eps_x4)));
+    v128.store(at(scale_ptr, i), s);
+    v128.store(at(shift_ptr, i), f32x4.add(beta_in, f32x4.mul(f32x4.neg(mean_in), s)));
+  }
+  for (; i < end; i++) {
+    const gamma_in = load<f32>(at(gamma_ptr, i));
+    const variance_in = load<f32>(at(variance_ptr, i));
+    const beta_in = load<f32>(at(beta_ptr, i));
+    const mean_in = load<f32>(at(mean_ptr, i));
+    const s = (gamma_in / Mathf.sqrt((variance_in + eps)));
+    store<f32>(at(scale_ptr, i), s);
+    store<f32>(at(shift_ptr, i), (beta_in + ((-mean_in) * s)));
+  }
+}
+
+/** batchnorm_fold_bias: generated from its pointwise program (the kernel's declaration). */
+export function batchnorm_fold_bias(tid: i32, nth: i32, args: usize): void {
+  const mean_ptr = argP(args, L.batchnorm_fold_bias.mean);
+  const variance_ptr = argP(args, L.batchnorm_fold_bias.variance);
+  const gamma_ptr = argP(args, L.batchnorm_fold_bias.gamma);
+  const beta_ptr = argP(args, L.batchnorm_fold_bias.beta);
+  const b_ptr = argP(args, L.batchnorm_fold_bias.b);
+  const scale_ptr = argP(args, L.batchnorm_fold_bias.scale);
+  const shift_ptr = argP(args, L.batchnorm_fold_bias.shift);
+  const elements = argI(args, L.batchnorm_fold_bias.n);
+  const eps = argF(args, L.batchnorm_fold_bias.eps);
+  const begin = shareBegin(tid, nth, elements, 4), end = shareEnd(tid, nth, elements, 4);
+  let i = begin;
+  const eps_x4 = f32x4.splat(eps);
+  for (; i + 4 <= end; i += 4) {
+    const gamma_in = v128.load(at(gamma_ptr, i));
+    const variance_in = v128.load(at(variance_ptr, i));
+    const beta_in = v128.load(at(beta_ptr, i));
+    const b_in = v128.load(at(b_ptr, i));
+    const mean_in = v128.load(at(mean_ptr, i));
+    const s = f32x4.div(gamma_in, f32x4.sqrt(f32x4.add(variance_in, eps_x4)));
+    v128.store(at(scale_ptr, i), s);
+    v128.store(at(shift_ptr, i), f32x4.add(beta_in, f32x4.mul(f32x4.sub(b_in, mean_in), s)));
+  }
+  for (; i < end; i++) {
+    const gamma_in = load<f32>(at(gamma_ptr, i));
+    const variance_in = load<f32>(at(variance_ptr, i));
+    const beta_in = load<f32>(at(beta_ptr, i));
+    const b_in = load<f32>(at(b_ptr, i));
+    const mean_in = load<f32>(at(mean_ptr, i));
+    const s = (gamma_in / Mathf.sqrt((variance_in + eps)));
+    store<f32>(at(scale_ptr, i), s);
+    store<f32>(at(shift_ptr, i), (beta_in + ((b_in - mean_in) * s)));
+  }
+}
+
 /** sgd_step: generated from its pointwise program (the kernel's declaration). */
 export function sgd_step(tid: i32, nth: i32, args: usize): void {
   const p_ptr = argP(args, L.sgd_step.p);
