@@ -16,11 +16,11 @@
 //   shapes, its own random weights) on every core, where Debian's python3-torch is installed.
 // - Timing: tinybench, 1 warmup and S (default 3) measured calls each; medians; images/s = B / median.
 import process from "node:process";
-import { Bench } from "tinybench";
 import * as ortNode from "onnxruntime-node";
 import * as ortWeb from "onnxruntime-web";
 import * as fl from "../mod.ts";
 import * as flannel from "../src/flannel/mod.ts";
+import { timeTasks } from "./timing.ts";
 import { torchPeer } from "./torch_peer.ts";
 import { wasmPeak } from "./wasm_peak.ts";
 
@@ -44,22 +44,15 @@ console.log(
     `on 1 thread, ${peak.allThreads.toFixed(1)} on ${threads}`,
 );
 
+const problems: string[] = [];
 ortWeb.env.wasm.numThreads = threads;
 ortWeb.env.wasm.wasmPaths = new URL("../node_modules/onnxruntime-web/dist/", import.meta.url).href;
 
-/** Median milliseconds of `fn` over `steps` calls after one warmup, with tinybench. */
+/** Median milliseconds of `fn` over `steps` calls after one warmup (bench/timing.ts); NaN if it failed. */
 async function median(name: string, fn: () => Promise<unknown>): Promise<number> {
-  await fn();
-  const bench = new Bench({ iterations: steps, time: 0, warmup: false });
-  bench.add(name, async () => void await fn());
-  await bench.run();
-  const r = bench.getTask(name)?.result as
-    | { state: string; latency?: { p50: number }; error?: unknown }
-    | undefined;
-  if (!r || r.state !== "completed" || !r.latency) {
-    throw new Error(`${name}: ${r?.state}: ${String(r?.error)}`);
-  }
-  return r.latency.p50;
+  const ms = (await timeTasks({ [name]: { fn, time: 0, iterations: steps } }))[name].median;
+  if (Number.isNaN(ms)) problems.push(`${name} failed`);
+  return ms;
 }
 
 interface Row {
@@ -74,7 +67,6 @@ interface Row {
 }
 const rows: Row[] = [];
 let ortWebThreads = 0;
-const problems: string[] = [];
 
 for (const arch of [...flannel.LEARNER_ARCHS, ...flannel.BASELINE_ARCHS]) {
   if (!arch.includes(filter)) continue;

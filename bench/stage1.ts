@@ -38,11 +38,11 @@
 //   back, so the full-size learners (VGG19-bn: 139.6 M parameters, a 411 MB classifier weight) do not pile
 //   up; tensors still alive after that are reported.
 import process from "node:process";
-import { Bench } from "tinybench";
 import * as fl from "../mod.ts";
 import * as flannel from "../src/flannel/mod.ts";
 import { syntheticImages } from "./synthetic_images.ts";
 import { trainStep } from "../src/train/step.ts";
+import { timeTasks } from "./timing.ts";
 import { torchPeer } from "./torch_peer.ts";
 
 const args = process.argv.slice(2);
@@ -79,39 +79,6 @@ for (let k = 0; k < 20; k++) {
 
 const fmt = (v: number) => (Number.isFinite(v) ? v.toPrecision(3) : "-");
 const seconds = (ms: number) => `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)} s`;
-
-/**
- * Per task, the time of one warmup call (run here, before tinybench) and the median milliseconds of the
- * measured ones; NaN (and a message) for a task that failed.
- */
-async function timeTasks(
-  tasks: Record<string, { fn: () => unknown; time: number; iterations: number }>,
-): Promise<Record<string, { first: number; median: number }>> {
-  const out: Record<string, { first: number; median: number }> = {};
-  for (const [name, t] of Object.entries(tasks)) {
-    out[name] = { first: NaN, median: NaN };
-    try {
-      const s = performance.now();
-      await t.fn();
-      out[name].first = performance.now() - s;
-    } catch (err) {
-      console.log(`  ${name} failed in its warmup: ${(err as Error).message.split("\n")[0].slice(0, 300)}`);
-      continue;
-    }
-    // one Bench per task: each has its own time budget and iteration count
-    const bench = new Bench({ time: t.time, iterations: t.iterations, warmup: false });
-    bench.add(name, t.fn);
-    await bench.run();
-    const r = bench.getTask(name)?.result as
-      | { state: string; latency?: { p50: number }; error?: unknown }
-      | undefined;
-    if (!r || r.state !== "completed" || !r.latency) {
-      const msg = (r?.error as Error | undefined)?.message ?? String(r?.error ?? "");
-      console.log(`  ${name} failed (${r?.state}): ${msg.split("\n")[0].slice(0, 300)}`);
-    } else out[name].median = r.latency.p50;
-  }
-  return out;
-}
 
 /** A profiled step: time per phase, then the kernels that take the most, with their share of the step. */
 function printProfile(rows: fl.ProfileRow[], wallMs: number): void {

@@ -19,7 +19,7 @@ import {
   wasmGemm,
 } from "./gemm.ts";
 import { sum } from "./reduce.ts";
-import { fmtShape, type Pair } from "./shape.ts";
+import { fmtShape, type Pair, sameShape } from "./shape.ts";
 import { tracer } from "../onnx/trace.ts";
 
 export type { Pair };
@@ -129,13 +129,16 @@ export interface ConvEpilogue {
   /** max(0, .) last. */
   relu?: boolean;
 }
-type EpilogueParts = Record<"scale" | "bias" | "residual" | "relu", boolean>;
+/** The epilogue's tensors, in the order the forward kernel binds them (after x and the weight). */
+const EPILOGUE_TENSORS = ["scale", "bias", "residual"] as const;
+type EpilogueParts = Record<typeof EPILOGUE_TENSORS[number] | "relu", boolean>;
 const epilogueParts = (e: ConvEpilogue): EpilogueParts => ({
   scale: Boolean(e.scale),
   bias: Boolean(e.bias),
   residual: Boolean(e.residual),
   relu: Boolean(e.relu),
 });
+const epilogueTensors = (e: ConvEpilogue): Tensor[] => EPILOGUE_TENSORS.flatMap((p) => e[p] ?? []);
 const parseKey = (key: string): ConvKernelKey => JSON.parse(key);
 
 // Forward: C[oc_g, (n, oh, ow)] = W[oc_g, (ci, kh, kw)] . X_cols[(ci, kh, kw), (n, oh, ow)] (+ bias).
@@ -145,10 +148,11 @@ const parseKey = (key: string): ConvKernelKey => JSON.parse(key);
 const forwardKernel = kernelFamily((key: string) => {
   const { variant, consts, epilogue, tile } = parseKey(key);
   const general = variant === "general";
-  const parts = (Object.keys(epilogue ?? {}) as (keyof EpilogueParts)[]).filter((p) => epilogue![p]);
-  const tensors = parts.filter((p) => p !== "relu");
+  const tensors = EPILOGUE_TENSORS.filter((p) => epilogue?.[p]);
   return gemmKernel({
-    name: `conv2d_fwd_${variant}${parts.map((p) => `_${p}`).join("")}`,
+    name: `conv2d_fwd_${variant}${
+      [...tensors, ...(epilogue?.relu ? ["relu"] : [])].map((p) => `_${p}`).join("")
+    }`,
     storage: [
       { name: "x", access: "read" },
       { name: "wt", access: "read" },
@@ -486,15 +490,7 @@ function wasmPasses(x: Tensor, weight: Tensor, epilogue: ConvEpilogue, g: ConvGe
     g.groups > 1 ? ` g${g.groups}` : ""
   }`;
   return {
-    forward: (out) =>
-      wasmGemm(weight, x, out, {
-        ...products.forward,
-        bias: epilogue.bias ?? undefined,
-        scale: epilogue.scale ?? undefined,
-        residual: epilogue.residual ?? undefined,
-        relu: epilogue.relu,
-        use: `${conv} forward`,
-      }),
+    forward: (out) => wasmGemm(weight, x, out, { ...products.forward, ...epilogue, use: `${conv} forward` }),
     inputGrad: (dy) => {
       const dx = Tensor.empty([...x.shape]);
       wasmGemm(weight, dy, dx, { ...products.inputGrad, use: `${conv} input grad` });
@@ -551,9 +547,7 @@ function webgpuPasses(x: Tensor, weight: Tensor, epilogue: ConvEpilogue, g: Conv
   const products = webgpuProducts(g);
   return {
     forward: (out) => {
-      // The epilogue's tensors in the kernel's binding order (forwardKernel: scale, bias, residual).
-      const parts = [epilogue.scale, epilogue.bias, epilogue.residual].filter((t): t is Tensor => Boolean(t));
-      const buffers = [x, weight, ...parts, out, ...(variant === "pointwise" ? [x] : [])];
+      const buffers = [x, weight, ...epilogueTensors(epilogue), out, ...(variant === "pointwise" ? [x] : [])];
       run(forwardKernel, buffers, g, { variant, epilogue: epilogueParts(epilogue) }, products.forward);
     },
     inputGrad: (dy) => {
@@ -647,12 +641,12 @@ export function conv2dFused(
   checkChannelVector(op, "bias", epilogue.bias, g.oc);
   const shape = [g.n, g.oc, g.oh, g.ow];
   const residual = epilogue.residual;
-  if (residual && fmtShape(residual.shape) !== fmtShape(shape)) {
+  if (residual && !sameShape(residual.shape, shape)) {
     throw new Error(
       `${op}: residual must be ${fmtShape(shape)} (the output's shape), got ${fmtShape(residual.shape)}`,
     );
   }
-  const inputs = [x, weight, epilogue.scale, epilogue.bias, residual].filter((t): t is Tensor => Boolean(t));
+  const inputs = [x, weight, ...epilogueTensors(epilogue)];
   if (isGradEnabled() && inputs.some((t) => t.requiresGrad)) {
     throw new Error(
       `${op} has no gradient: call it under noGrad (inference), or use conv2d and the ops after it`,

@@ -367,11 +367,11 @@ export interface WasmGemm {
   /** Add into C instead of overwriting it. */
   accumulate?: boolean;
   /** Added per row: bias[z2 * m + row] (after `scale`). */
-  bias?: Tensor;
+  bias?: Tensor | null;
   /** Multiplies each row of the product: scale[z2 * m + row] (a batch norm folded into a convolution). */
-  scale?: Tensor;
+  scale?: Tensor | null;
   /** Added element by element at the end, laid out as C (a residual connection). */
-  residual?: Tensor;
+  residual?: Tensor | null;
   /** max(0, .) last (a ReLU after the rest). */
   relu?: boolean;
   /** The convolution's sizes, in GEOMETRY's order, for the window packers. */
