@@ -68,7 +68,12 @@ Commands:
   status      done / running / failed / pending per job of a plan
   help        this text; every command also takes --help
 
-Run 'deno task flannel <command> --help' for a command's options.`,
+Run 'deno task flannel <command> --help' for a command's options.
+
+Every command also takes --fast-math (anywhere on the line; the same as FLANNEL_FAST_MATH=1, which the
+commands' own child processes inherit): the WebAssembly backend's kernels built with relaxed SIMD, whose
+fused multiply-adds are faster where the CPU and engine have them but round differently, so results are no
+longer the same bits in every runtime. Where the engine has no relaxed SIMD it says so and runs exact.`,
   demo: `flannel demo: the FLANNEL experiment end to end on the embedded synthetic chest X-rays
 
 Usage: deno task demo    (or: deno task flannel demo [options], bun run cli.ts demo [options])
@@ -1148,7 +1153,10 @@ const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
   "build-web": buildWeb,
 };
 
-async function main(argv: string[]): Promise<void> {
+async function main(args: string[]): Promise<void> {
+  // --fast-math applies to every command and to the child processes some of them start: as the variable.
+  const argv = args.filter((a) => a !== "--fast-math");
+  if (argv.length !== args.length) process.env.FLANNEL_FAST_MATH = "1";
   const [command, ...rest] = argv;
   if (!command || command === "help" || command === "--help" || command === "-h") {
     return console.log(HELP.main);

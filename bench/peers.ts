@@ -1,13 +1,17 @@
 // Inference of the stage-1 learners on the same weights in four engines, in one run, against the WebAssembly
 // SIMD peak of the machine (bench/wasm_peak.ts):
 //   deno task bench:peers [--batch B] [--steps S] [--no-torch] [filter]     bun run bench/peers.ts ...
+//   FLANNEL_FAST_MATH=1 deno task bench:peers: ours with fastMath (the relaxed-SIMD kernels)
 //
 // - Ours: the WebAssembly backend on every core, each learner (full size, crop 224, random weights with a
-//   seed, eval mode, under noGrad) with inference fusion off ("unfused": conv, batch norm, add, ReLU one
-//   pass each, as before fusion) and on ("fused": src/nn/cnn_layers.ts convBatchNorm).
-// - GEMM share: one fused forward under fl.startProfile: the GEMM's FLOP (2 M N K per product) over the
-//   GEMM's own time gives its GFLOP/s on these shapes; the same FLOP over the forward's wall time gives the
-//   end-to-end GFLOP/s; their ratio is the fraction of the GEMM's speed the whole forward keeps.
+//   seed, eval mode, under noGrad) in three configurations: "before" (conv, batch norm, add and ReLU one pass
+//   each, direct convolutions), "fused" (src/nn/cnn_layers.ts convBatchNorm: batch norm, residual and ReLU in
+//   the GEMM's epilogue) and "+ Winograd" (fused, and the 3x3 stride-1 convolutions by Winograd where
+//   src/kernels/conv.ts winogradTile chooses it: the library's default, "after").
+// - GEMM: one fused forward with direct convolutions under fl.startProfile: the GEMM's FLOP (2 M N K per
+//   product) over the GEMM's own time gives its GFLOP/s on these shapes, its share of the forward's wall time
+//   how much else there is. The same FLOP (the direct convolutions' work, which Winograd does with fewer
+//   multiplications) over the "after" time gives the effective GFLOP/s, set against the peak.
 // - The same weights elsewhere: the learner exported with fl.onnx.exportModel and run in onnxruntime-web's
 //   WebAssembly backend (SIMD; asked for as many threads as ours: the table says how many it got) and in
 //   onnxruntime-node (native code: the ceiling of this CPU); the largest |logit| difference to ours, relative
@@ -20,6 +24,7 @@ import * as ortNode from "onnxruntime-node";
 import * as ortWeb from "onnxruntime-web";
 import * as fl from "../mod.ts";
 import * as flannel from "../src/flannel/mod.ts";
+import { setWasmConvAlgorithm, type WasmConvAlgorithm } from "../src/kernels/conv.ts";
 import { timeTasks } from "./timing.ts";
 import { torchPeer } from "./torch_peer.ts";
 import { wasmPeak } from "./wasm_peak.ts";
@@ -57,16 +62,31 @@ async function median(name: string, fn: () => Promise<unknown>): Promise<number>
 
 interface Row {
   arch: string;
-  unfusedMs: number;
+  /** Median ms of the three configurations (see the header). */
+  beforeMs: number;
   fusedMs: number;
-  gemmGflops: number;
-  e2eGflops: number;
+  afterMs: number;
+  /** The direct convolutions' FLOP and the GEMM's time on them, from a profiled fused forward. */
+  flop: number;
+  gemmMs: number;
+  gemmWallMs: number;
   ortWebMs: number;
   ortNodeMs: number;
   maxDiff: number;
 }
 const rows: Row[] = [];
 let ortWebThreads = 0;
+
+/** Runs `fn` with fusion and the convolution algorithm set as given, restoring both after. */
+async function configured<T>(fused: boolean, algorithm: WasmConvAlgorithm, fn: () => Promise<T>): Promise<T> {
+  const wasFused = fl.nn.setFusedInference(fused), wasAlgorithm = setWasmConvAlgorithm(algorithm);
+  try {
+    return await fn();
+  } finally {
+    fl.nn.setFusedInference(wasFused);
+    setWasmConvAlgorithm(wasAlgorithm);
+  }
+}
 
 for (const arch of [...flannel.LEARNER_ARCHS, ...flannel.BASELINE_ARCHS]) {
   if (!arch.includes(filter)) continue;
@@ -75,21 +95,18 @@ for (const arch of [...flannel.LEARNER_ARCHS, ...flannel.BASELINE_ARCHS]) {
   const data = fl.randn([B, 3, crop, crop], { seed: 2 });
   const pixels = await data.toArray() as Float32Array;
   const forward = () => fl.scope(() => fl.noGrad(() => model.forward(data)).toArray());
-  const unfusedMs = await (async () => {
-    const previous = fl.nn.setFusedInference(false);
-    try {
-      return await median(`${arch} unfused`, forward);
-    } finally {
-      fl.nn.setFusedInference(previous);
-    }
-  })();
-  const fusedMs = await median(`${arch} fused`, forward);
-  fl.startProfile();
-  const t0 = performance.now();
+  const beforeMs = await configured(false, "direct", () => median(`${arch} before`, forward));
+  const fusedMs = await configured(true, "direct", () => median(`${arch} fused`, forward));
+  const afterMs = await configured(true, "auto", () => median(`${arch} after`, forward));
+  const profile = await configured(true, "direct", async () => {
+    fl.startProfile();
+    const t0 = performance.now();
+    await forward();
+    const wallMs = performance.now() - t0;
+    const gemm = fl.stopProfile().filter((r) => r.kernel.startsWith("gemm:"));
+    return { wallMs, flop: gemm.reduce((s, r) => s + r.flop, 0), gemmMs: gemm.reduce((s, r) => s + r.ms, 0) };
+  });
   const ours = await forward() as Float32Array;
-  const wallMs = performance.now() - t0;
-  const gemm = fl.stopProfile().filter((r) => r.kernel.startsWith("gemm:"));
-  const flop = gemm.reduce((s, r) => s + r.flop, 0), gemmMs = gemm.reduce((s, r) => s + r.ms, 0);
 
   const onnx = await fl.onnx.exportModel(model, { input: [B, 3, crop, crop] });
   const feed = (ort: typeof ortNode | typeof ortWeb) => ({
@@ -105,7 +122,7 @@ for (const arch of [...flannel.LEARNER_ARCHS, ...flannel.BASELINE_ARCHS]) {
   const ortWebMs = await median(`${arch} onnxruntime-web`, () => web.run(feed(ortWeb)));
   let maxDiff = 0;
   const outputs = [(await node.run(feed(ortNode))).logits.data, (await web.run(feed(ortWeb))).logits.data];
-  const scale = Math.max(...Array.from(ours, Math.abs));
+  const scale = ours.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
   for (const logits of outputs as Float32Array[]) {
     for (let i = 0; i < ours.length; i++) maxDiff = Math.max(maxDiff, Math.abs(logits[i] - ours[i]) / scale);
   }
@@ -113,24 +130,26 @@ for (const arch of [...flannel.LEARNER_ARCHS, ...flannel.BASELINE_ARCHS]) {
   await web.release();
   const row: Row = {
     arch,
-    unfusedMs,
+    beforeMs,
     fusedMs,
-    gemmGflops: flop / 1e6 / gemmMs,
-    e2eGflops: flop / 1e6 / wallMs,
+    afterMs,
+    flop: profile.flop,
+    gemmMs: profile.gemmMs,
+    gemmWallMs: profile.wallMs,
     ortWebMs,
     ortNodeMs,
     maxDiff,
   };
   rows.push(row);
   console.log(
-    `${arch}: unfused ${unfusedMs.toFixed(0)} ms, fused ${fusedMs.toFixed(0)} ms; GEMM ${
-      row.gemmGflops.toFixed(1)
-    } GFLOP/s, end to end ${row.e2eGflops.toFixed(1)} (${
-      (row.e2eGflops / row.gemmGflops * 100).toFixed(0)
-    }%); ` +
-      `onnxruntime-web ${ortWebMs.toFixed(0)} ms, -node ${
-        ortNodeMs.toFixed(0)
-      } ms; max |logit diff| / max |logit| ${maxDiff.toExponential(1)}`,
+    `${arch}: before ${beforeMs.toFixed(0)} ms, fused ${fusedMs.toFixed(0)} ms, + Winograd ${
+      afterMs.toFixed(0)
+    } ms; ` +
+      `GEMM ${(row.flop / 1e6 / row.gemmMs).toFixed(1)} GFLOP/s, ${
+        (row.gemmMs / row.gemmWallMs * 100).toFixed(0)
+      }% ` +
+      `of the fused forward; onnxruntime-web ${ortWebMs.toFixed(0)} ms, -node ${ortNodeMs.toFixed(0)} ms; ` +
+      `max |logit diff| / max |logit| ${maxDiff.toExponential(1)}`,
   );
   if (maxDiff > 1e-4) {
     problems.push(`${arch}: onnxruntime's logits differ from ours by ${maxDiff} of the largest`);
@@ -148,25 +167,29 @@ const torch = peer && !("error" in peer) ? peer : null;
 
 const ips = (ms: number) => B / (ms / 1000);
 const f = (v: number) => (v >= 10 ? v.toFixed(1) : v.toFixed(2));
+const r2 = (v: number) => v.toFixed(2);
 console.log(
-  `\nInference, images/s (batch ${B}); ours on ${threads} threads; onnxruntime-web got ${ortWebThreads} ` +
-    `thread(s); ${torch ? `PyTorch ${torch.version} on ${torch.threads}` : "no PyTorch"}:\n`,
+  `\nInference, images/s (batch ${B}); ours on ${threads} threads (${info.adapter}); onnxruntime-web got ` +
+    `${ortWebThreads} thread(s); ${torch ? `PyTorch ${torch.version} on ${torch.threads}` : "no PyTorch"}. ` +
+    "GFLOP/s count the direct convolutions' work; GEMM: the GEMM alone on the learner's shapes (fused, direct):\n",
 );
 console.log(
-  "| learner | ours unfused | ours fused | speed-up | GEMM GFLOP/s | end to end | share of GEMM | share of peak | ort-web | fused / ort-web | ort-node | fused / ort-node | PyTorch | fused / PyTorch |",
+  "| learner | before | fused | + Winograd | after / before | GEMM GFLOP/s | GEMM share | after GFLOP/s | of peak | ort-web | after / ort-web | ort-node | after / ort-node | PyTorch | after / PyTorch |",
 );
-console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
 for (const r of rows) {
   const pt = torch?.rows.find((t) => t.arch === r.arch);
-  const fused = ips(r.fusedMs);
+  const after = ips(r.afterMs), gflops = r.flop / 1e6 / r.afterMs;
   console.log(
-    `| ${r.arch} | ${f(ips(r.unfusedMs))} | ${f(fused)} | ${(r.unfusedMs / r.fusedMs).toFixed(2)} | ${
-      r.gemmGflops.toFixed(1)
-    } | ${r.e2eGflops.toFixed(1)} | ${(r.e2eGflops / r.gemmGflops * 100).toFixed(0)}% | ${
-      (r.e2eGflops / peak.allThreads * 100).toFixed(0)
-    }% | ${f(ips(r.ortWebMs))} | ${(fused / ips(r.ortWebMs)).toFixed(2)} | ${f(ips(r.ortNodeMs))} | ${
-      (fused / ips(r.ortNodeMs)).toFixed(2)
-    } | ${pt ? f(ips(pt.inference_ms)) : "-"} | ${pt ? (fused / ips(pt.inference_ms)).toFixed(2) : "-"} |`,
+    `| ${r.arch} | ${f(ips(r.beforeMs))} | ${f(ips(r.fusedMs))} | ${f(after)} | ${
+      r2(r.beforeMs / r.afterMs)
+    } | ${(r.flop / 1e6 / r.gemmMs).toFixed(1)} | ${(r.gemmMs / r.gemmWallMs * 100).toFixed(0)}% | ${
+      gflops.toFixed(1)
+    } | ${(gflops / peak.allThreads * 100).toFixed(0)}% | ${f(ips(r.ortWebMs))} | ${
+      r2(after / ips(r.ortWebMs))
+    } | ${f(ips(r.ortNodeMs))} | ${r2(after / ips(r.ortNodeMs))} | ${pt ? f(ips(pt.inference_ms)) : "-"} | ${
+      pt ? r2(after / ips(pt.inference_ms)) : "-"
+    } |`,
   );
 }
 if (problems.length) console.log(`\nproblems:\n${problems.map((p) => `- ${p}`).join("\n")}`);

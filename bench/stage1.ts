@@ -1,7 +1,8 @@
 // Stage-1 training throughput (images/s) of FLANNEL's five base learners and the two baselines (COVID-Net,
 // AI-Covid), measured with tinybench,
 // with the same model's inference throughput (same process, same batch) as the peer that gives each a ratio.
-//   deno task bench:stage1 [--full] [--profile] [filter]      bun run bench/stage1.ts [--full] [--profile] [filter]
+//   deno task bench:stage1 [--full] [--profile] [--direct] [filter]      bun run bench/stage1.ts [...]
+//   --direct: no Winograd (every convolution a direct product on the WebAssembly backend), for before/after.
 //   --profile: one more train step per learner under fl.startProfile, printed by phase and kernel.
 //   The PyTorch CPU peer (bench/stage1_torch.py) runs after ours when python3-torch is installed (--no-torch
 //   skips it), and the last table gives ours / PyTorch per learner and the geometric mean.
@@ -42,12 +43,15 @@ import * as fl from "../mod.ts";
 import * as flannel from "../src/flannel/mod.ts";
 import { syntheticImages } from "./synthetic_images.ts";
 import { trainStep } from "../src/train/step.ts";
+import { setWasmConvAlgorithm } from "../src/kernels/conv.ts";
 import { timeTasks } from "./timing.ts";
 import { torchPeer } from "./torch_peer.ts";
 
 const args = process.argv.slice(2);
 const full = args.includes("--full");
 const profile = args.includes("--profile");
+// --direct: every convolution as a direct product (no Winograd on the WebAssembly backend): the "before".
+if (args.includes("--direct")) setWasmConvAlgorithm("direct");
 const filter = args.find((a) => !a.startsWith("-")) ?? "";
 
 const scale = full ? "full" : "tiny";

@@ -42,6 +42,13 @@ const RESULTS: {
   },
   { name: "stage1", file: "stage1.test.ts", what: "a short seeded stage-1 run", acrossBackends: true },
   {
+    name: "winograd",
+    file: "winograd.test.ts",
+    what: "a Winograd convolution's outputs",
+    acrossBackends: false,
+    runtimeTolerance: 0,
+  },
+  {
     name: "experiment",
     file: "experiment.test.ts",
     what: "one seeded image experiment (stage 1 and stage 2)",

@@ -1,10 +1,11 @@
 // Inference fusion (src/nn/cnn_layers.ts convBatchNorm, src/kernels/conv.ts conv2dFused): a batch norm in
 // eval mode folded into a per-channel scale and shift that the convolution's GEMM applies with the residual
-// and the ReLU. Checked against a float64 direct convolution written here (shapes that reach the GEMM's edge
+// and the ReLU. Checked against a float64 direct convolution (tests/reference.ts) (shapes that reach the GEMM's edge
 // tiles, several K chunks, groups, stride and the 1x1 path), against the unfused layers on the learners, and
 // for what it refuses.
 import * as fl from "../mod.ts";
 import { assert, assertClose, assertEquals, assertThrows, test } from "./harness.ts";
+import * as ref from "./reference.ts";
 
 await fl.init();
 
@@ -41,7 +42,7 @@ const CASES: ConvCase[] = [
   { name: "1x1 (strided loaders)", n: 3, c: 20, h: 4, w: 6, oc: 13, k: 1, stride: 1, padding: 0, groups: 1 },
 ];
 
-/** relu(conv(x, w) * scale + bias + residual) in float64, directly from the definition. */
+/** relu(conv(x, w) * scale + bias + residual) in float64, from tests/reference.ts's direct convolution. */
 function reference(
   g: ConvCase,
   x: Float32Array,
@@ -50,32 +51,11 @@ function reference(
   bias: Float32Array,
   residual: Float32Array,
 ): { out: Float64Array; oh: number; ow: number } {
-  const oh = Math.floor((g.h + 2 * g.padding - g.k) / g.stride) + 1;
-  const ow = Math.floor((g.w + 2 * g.padding - g.k) / g.stride) + 1;
-  const cg = g.c / g.groups, ocg = g.oc / g.groups;
-  const out = new Float64Array(g.n * g.oc * oh * ow);
-  for (let n = 0; n < g.n; n++) {
-    for (let o = 0; o < g.oc; o++) {
-      const grp = Math.floor(o / ocg);
-      for (let y = 0; y < oh; y++) {
-        for (let xx = 0; xx < ow; xx++) {
-          let acc = 0;
-          for (let ci = 0; ci < cg; ci++) {
-            for (let ky = 0; ky < g.k; ky++) {
-              for (let kx = 0; kx < g.k; kx++) {
-                const iy = y * g.stride - g.padding + ky, ix = xx * g.stride - g.padding + kx;
-                if (iy < 0 || ix < 0 || iy >= g.h || ix >= g.w) continue;
-                acc += x[((n * g.c + grp * cg + ci) * g.h + iy) * g.w + ix] *
-                  w[((o * cg + ci) * g.k + ky) * g.k + kx];
-              }
-            }
-          }
-          const i = ((n * g.oc + o) * oh + y) * ow + xx;
-          out[i] = Math.max(0, acc * scale[o] + bias[o] + residual[i]);
-        }
-      }
-    }
-  }
+  const y = ref.conv2d(ref.arr(x, [g.n, g.c, g.h, g.w]), ref.arr(w, [g.oc, g.c / g.groups, g.k, g.k]), g);
+  const [, , oh, ow] = y.shape, plane = oh * ow;
+  const out = y.data.map((v, i) =>
+    Math.max(0, v * scale[Math.floor(i / plane) % g.oc] + bias[Math.floor(i / plane) % g.oc] + residual[i])
+  );
   return { out, oh, ow };
 }
 

@@ -203,9 +203,8 @@ test("pointwise twins: uniform-only subexpressions once per dispatch; the genera
 });
 
 test("the shipped kernels (kernels_wasm.ts) are what their sources build to, byte for byte", async () => {
-  const fresh = await compileKernels();
   const shipped = readFileSync(KERNELS_MODULE, "utf8");
-  const expected = kernelsModuleSource(fresh);
+  const expected = kernelsModuleSource(await compileKernels());
   assertEquals(shipped.length, expected.length, "size of kernels_wasm.ts (run `deno task build:wasm`)");
   assert(
     shipped === expected,

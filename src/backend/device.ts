@@ -21,6 +21,14 @@ export interface InitOptions {
   powerPreference?: GPUPowerPreference;
   /** Compute threads of the WebAssembly backend (default: FLANNEL_THREADS, else the machine's cores). */
   threads?: number;
+  /**
+   * The WebAssembly backend's kernels built with relaxed SIMD, where the engine validates it (default:
+   * FLANNEL_FAST_MATH=1, else false): the GEMM's multiply and add may become one fused multiply-add, faster
+   * where the CPU has it, but rounded once instead of twice, so results are no longer the same bits in every
+   * runtime and on every CPU. Where the engine lacks relaxed SIMD the exact kernels run and
+   * `BackendInfo.fastMath` is false. Ignored by WebGPU.
+   */
+  fastMath?: boolean;
 }
 /** The open backend, as {@link init} and {@link backendInfo} report it. */
 export interface BackendInfo {
@@ -32,6 +40,8 @@ export interface BackendInfo {
   runtime: "deno" | "bun" | "node" | "browser" | "other";
   /** WebGPU's flag for a software or reduced adapter, where the runtime reports it; false on Wasm. */
   isFallbackAdapter: boolean;
+  /** Whether the relaxed-SIMD kernels run (InitOptions.fastMath, on an engine that has relaxed SIMD). */
+  fastMath: boolean;
   /** Why this backend: "asked for", or what `auto` found (a GPU, a CPU adapter, no adapter). */
   reason: string;
   /**
@@ -183,17 +193,25 @@ async function initWasm(
     if (!/^\d+$/.test(v)) throw new Error(`${name} must be a non-negative integer, got ${JSON.stringify(v)}`);
     return Number(v);
   };
+  const fastMath = options.fastMath ?? env("FLANNEL_FAST_MATH") === "1";
   const wasm = await WasmEngine.create({
     threads: options.threads ?? fromEnv("FLANNEL_THREADS"),
     // FLANNEL_WASM_SPLIT_BYTES=0 splits every kernel over all threads (tests/both.ts uses it).
     parallelMinBytes: fromEnv("FLANNEL_WASM_SPLIT_BYTES"),
+    fastMath,
   });
+  if (fastMath && !wasm.fastMath) {
+    console.error("flannel: fastMath: this engine has no relaxed SIMD; running the exact kernels");
+  }
   engine = wasm;
   info = {
     backend: "wasm",
-    adapter: `WebAssembly SIMD, ${wasm.threads} thread${wasm.threads === 1 ? "" : "s"}`,
+    adapter: `WebAssembly ${wasm.fastMath ? "relaxed SIMD (fastMath)" : "SIMD"}, ${wasm.threads} thread${
+      wasm.threads === 1 ? "" : "s"
+    }`,
     runtime,
     isFallbackAdapter: false,
+    fastMath: wasm.fastMath,
     reason,
     limits: { maxStorageBufferBindingSize: wasm.maxStorageBinding, threads: wasm.threads },
   };
@@ -238,6 +256,7 @@ async function initWebGpu(
       `${adapterInfo.vendor} ${adapterInfo.architecture} ${adapterInfo.device}`.trim(),
     runtime,
     isFallbackAdapter: Boolean(adapterInfo.isFallbackAdapter),
+    fastMath: false,
     reason,
     limits: limitsRecord(device.limits),
   };

@@ -19,6 +19,7 @@ import {
   wasmGemm,
 } from "./gemm.ts";
 import { sum } from "./reduce.ts";
+import { wasmWinograd, type WinogradTile } from "./winograd.ts";
 import { fmtShape, type Pair, sameShape } from "./shape.ts";
 import { tracer } from "../onnx/trace.ts";
 
@@ -483,6 +484,44 @@ interface ConvPasses {
   weightGrad(dy: Tensor): Tensor;
 }
 
+/** Which convolution algorithm the WebAssembly backend uses: "auto" (per shape), "direct" or a Winograd tile. */
+export type WasmConvAlgorithm = "auto" | "direct" | WinogradTile;
+let wasmAlgorithm: WasmConvAlgorithm = "auto";
+
+/**
+ * Sets the WebAssembly backend's choice between direct (implicit-GEMM) convolution and Winograd for 3x3
+ * stride-1 convolutions (tests and benchmarks reach each path with it); returns the previous setting.
+ */
+export function setWasmConvAlgorithm(algorithm: WasmConvAlgorithm): WasmConvAlgorithm {
+  const previous = wasmAlgorithm;
+  wasmAlgorithm = algorithm;
+  return previous;
+}
+
+/**
+ * The Winograd tile for a 3x3 stride-1 product with `c` input and `oc` output channels over oh x ow outputs
+ * per image, or null for the direct product: where Winograd can not take it (groups, dilation, other windows
+ * and strides) or does not pay. "auto" follows the learners' shapes measured on 2 threads (README, "Winograd"):
+ * the transforms cost in proportion to the channels and the tiles, the products shrink 2.25x (F(2x2)) or 4x
+ * (F(4x4)); with few channels the transforms win, on small maps F(4x4)'s ragged tiles and filter transform.
+ */
+function winogradTile(g: ConvGeometry, c: number, oc: number, oh: number, ow: number): WinogradTile | null {
+  if (wasmAlgorithm === "direct" || g.kh !== 3 || g.kw !== 3 || g.sh !== 1 || g.sw !== 1) return null;
+  if (g.dh !== 1 || g.dw !== 1 || g.groups !== 1) return null;
+  if (wasmAlgorithm !== "auto") return wasmAlgorithm;
+  if (Math.min(c, oc) < WINOGRAD_MIN_CHANNELS) return null;
+  return oh * ow >= WINOGRAD_F4_MIN_PIXELS ? 4 : oh * ow >= WINOGRAD_F2_MIN_PIXELS ? 2 : null;
+}
+const WINOGRAD_MIN_CHANNELS = 48;
+/** F(4x4) from 28x28 output maps, F(2x2) from 14x14. */
+const WINOGRAD_F4_MIN_PIXELS = 28 * 28;
+const WINOGRAD_F2_MIN_PIXELS = 14 * 14;
+
+/** The input gradient's Winograd tile: a convolution of dy (padding 2 - p) with the flipped filters. */
+function winogradInputGradTile(g: ConvGeometry): WinogradTile | null {
+  return g.ph <= 2 && g.pw <= 2 ? winogradTile(g, g.oc, g.c, g.h, g.w) : null;
+}
+
 function wasmPasses(x: Tensor, weight: Tensor, epilogue: ConvEpilogue, g: ConvGeometry): ConvPasses {
   const products = wasmConvProducts(g);
   // How a profile names the three products: window, stride and groups say which of a network's convs it is.
@@ -490,10 +529,34 @@ function wasmPasses(x: Tensor, weight: Tensor, epilogue: ConvEpilogue, g: ConvGe
     g.groups > 1 ? ` g${g.groups}` : ""
   }`;
   return {
-    forward: (out) => wasmGemm(weight, x, out, { ...products.forward, ...epilogue, use: `${conv} forward` }),
+    forward: (out) => {
+      const tile = winogradTile(g, g.c, g.oc, g.oh, g.ow);
+      if (tile) {
+        const { n, c, h, w, oc, oh, ow, ph, pw } = g;
+        wasmWinograd(x, weight, out, tile, {
+          n,
+          c,
+          h,
+          w,
+          oc,
+          oh,
+          ow,
+          ph,
+          pw,
+          ...epilogue,
+          use: `${conv} forward`,
+        });
+      } else wasmGemm(weight, x, out, { ...products.forward, ...epilogue, use: `${conv} forward` });
+    },
     inputGrad: (dy) => {
       const dx = Tensor.empty([...x.shape]);
-      wasmGemm(weight, dy, dx, { ...products.inputGrad, use: `${conv} input grad` });
+      const tile = winogradInputGradTile(g);
+      if (tile) {
+        // dx is the convolution of dy with the filters transposed and turned, padded by 2 - p.
+        const { n, c, h, w, oc, oh, ow, ph, pw } = g;
+        const geometry = { n, c: oc, h: oh, w: ow, oc: c, oh: h, ow: w, ph: 2 - ph, pw: 2 - pw };
+        wasmWinograd(dy, weight, dx, tile, { ...geometry, flip: true, use: `${conv} input grad` });
+      } else wasmGemm(weight, dy, dx, { ...products.inputGrad, use: `${conv} input grad` });
       return dx;
     },
     weightGrad: (dy) => {
@@ -570,6 +633,8 @@ export interface ConvPlan {
   tiles: Record<"forward" | "inputGrad" | "weightGrad", GemmTile> | null;
   /** Parts the weight gradient is summed from: K splits on WebGPU, slices of the batch on WebAssembly. */
   weightGradParts: number;
+  /** The Winograd tile of the forward pass and of the input gradient on WebAssembly; null: direct. */
+  winograd: { forward: WinogradTile | null; inputGrad: WinogradTile | null };
 }
 
 /**
@@ -579,7 +644,12 @@ export interface ConvPlan {
 export function convPlan(x: Tensor, weight: Tensor, options: Conv2dOptions = {}): ConvPlan {
   const g = geometry(x, weight, options);
   if (backendInfo()?.backend === "wasm") {
-    return { pointwise: isPointwise(g), tiles: null, weightGradParts: wasmWeightGradSlices(g) };
+    return {
+      pointwise: isPointwise(g),
+      tiles: null,
+      weightGradParts: wasmWeightGradSlices(g),
+      winograd: { forward: winogradTile(g, g.c, g.oc, g.oh, g.ow), inputGrad: winogradInputGradTile(g) },
+    };
   }
   const p = webgpuProducts(g);
   const tile = ([m, n]: [number, number, number]) => chooseTile(m, n);
@@ -587,6 +657,7 @@ export function convPlan(x: Tensor, weight: Tensor, options: Conv2dOptions = {})
     pointwise: isPointwise(g),
     tiles: { forward: tile(p.forward), inputGrad: tile(p.inputGrad), weightGrad: tile(p.weightGrad) },
     weightGradParts: splitK(g).count,
+    winograd: { forward: null, inputGrad: null },
   };
 }
 

@@ -11,7 +11,7 @@ import {
   type PooledBuffer,
   splitGrid,
 } from "../engine.ts";
-import { KERNELS_WASM_BASE64 } from "./kernels_wasm.ts";
+import { KERNELS_WASM_BASE64, KERNELS_WASM_FAST_BASE64 } from "./kernels_wasm.ts";
 import { CTL } from "./protocol.ts";
 import { profiling, recordKernel } from "../profile.ts";
 import { computeWorkerMain, type WorkerStart } from "./worker.ts";
@@ -123,6 +123,11 @@ export interface WasmEngineOptions {
    * job over all threads, which the test suite uses to check that results do not depend on the split.
    */
   parallelMinBytes?: number;
+  /**
+   * Run the relaxed-SIMD build of the kernels (the GEMM's multiply-adds may be fused) where the engine
+   * validates it; `fastMath` on the engine says whether it does.
+   */
+  fastMath?: boolean;
 }
 
 export class WasmEngine implements Engine {
@@ -149,6 +154,8 @@ export class WasmEngine implements Engine {
     exports: WebAssembly.Exports,
     private workers: WorkerThread[],
     readonly threads: number,
+    /** Whether the relaxed-SIMD build runs (asked for with fastMath, and validated by this engine). */
+    readonly fastMath: boolean,
     private ctlPtr: number,
     private argsPtr: number,
     private scratchPtr: number,
@@ -169,7 +176,9 @@ export class WasmEngine implements Engine {
     if (typeof WebAssembly === "undefined") {
       throw new Error("The WebAssembly backend needs WebAssembly in this runtime.");
     }
-    const module = new WebAssembly.Module(decodeBase64(KERNELS_WASM_BASE64));
+    const fastBytes = options.fastMath ? decodeBase64(KERNELS_WASM_FAST_BASE64) : null;
+    const fastMath = fastBytes !== null && WebAssembly.validate(fastBytes);
+    const module = new WebAssembly.Module(fastMath ? fastBytes : decodeBase64(KERNELS_WASM_BASE64));
     const cores =
       (globalThis.navigator as { hardwareConcurrency?: number } | undefined)?.hardwareConcurrency ?? 1;
     const threads = typeof SharedArrayBuffer === "undefined"
@@ -208,6 +217,7 @@ export class WasmEngine implements Engine {
       instance.exports,
       workers,
       threads,
+      fastMath,
       ctlPtr,
       argsPtr,
       scratchPtr,

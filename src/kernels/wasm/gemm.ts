@@ -209,6 +209,16 @@ function packB(pb: usize, cols_: usize, args: usize, b: usize, k0: i32, kc: i32,
   }
 }
 
+/**
+ * c + a b, lane by lane: a multiply then an add, rounded twice, in the exact build (the same bits in every
+ * engine); in the fastMath build (compiled with relaxed SIMD) relaxed_madd, which an engine may fuse into one
+ * fused multiply-add where the CPU has it (rounded once: faster, and no longer the same bits everywhere).
+ */
+@inline function madd(a: v128, b: v128, c: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) return f32x4.relaxed_madd(a, b, c);
+  return f32x4.add(c, f32x4.mul(a, b));
+}
+
 /** The 4 x 8 tile over kc packed rows; C rows ldc apart, accumulated into C when `accumulate`. */
 @inline function micro(kc: i32, pa: usize, pb: usize, c: usize, ldc: usize, accumulate: bool): void {
   let c00 = zero4(), c01 = zero4(), c10 = zero4(), c11 = zero4();
@@ -217,14 +227,14 @@ function packB(pb: usize, cols_: usize, args: usize, b: usize, k0: i32, kc: i32,
     const b0 = v128.load(pb), b1 = v128.load(pb, 16);
     const a0 = v128.load32_splat(pa), a1 = v128.load32_splat(pa, 4);
     const a2 = v128.load32_splat(pa, 8), a3 = v128.load32_splat(pa, 12);
-    c00 = f32x4.add(c00, f32x4.mul(a0, b0));
-    c01 = f32x4.add(c01, f32x4.mul(a0, b1));
-    c10 = f32x4.add(c10, f32x4.mul(a1, b0));
-    c11 = f32x4.add(c11, f32x4.mul(a1, b1));
-    c20 = f32x4.add(c20, f32x4.mul(a2, b0));
-    c21 = f32x4.add(c21, f32x4.mul(a2, b1));
-    c30 = f32x4.add(c30, f32x4.mul(a3, b0));
-    c31 = f32x4.add(c31, f32x4.mul(a3, b1));
+    c00 = madd(a0, b0, c00);
+    c01 = madd(a0, b1, c01);
+    c10 = madd(a1, b0, c10);
+    c11 = madd(a1, b1, c11);
+    c20 = madd(a2, b0, c20);
+    c21 = madd(a2, b1, c21);
+    c30 = madd(a3, b0, c30);
+    c31 = madd(a3, b1, c31);
     pa += 16;
     pb += 32;
   }

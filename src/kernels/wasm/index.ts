@@ -5,6 +5,7 @@ export { expand } from "./elementwise";
 export * from "./map_kernels";
 export { reduce_sum } from "./reduce";
 export { gemm } from "./gemm";
+export { winograd_input, winograd_output, winograd_weight } from "./winograd";
 export { log_softmax_bwd, log_softmax_fwd, softmax_bwd, softmax_fwd } from "./softmax";
 export { focal_bwd, focal_fwd } from "./loss";
 export { outer_bwd, outer_fwd, weighted_sum_bwd, weighted_sum_fwd } from "./ensemble";

@@ -843,6 +843,66 @@ export namespace weighted_sum_fwd {
   export const UNIFORMS: i32 = 3;
 }
 
+/** winograd_input: bindings x, v; uniforms n, c, h, w, ph, pw, th, tw, m. */
+export namespace winograd_input {
+  export const x: i32 = 0;
+  export const v: i32 = 1;
+  export const n: i32 = 2;
+  export const c: i32 = 3;
+  export const h: i32 = 4;
+  export const w: i32 = 5;
+  export const ph: i32 = 6;
+  export const pw: i32 = 7;
+  export const th: i32 = 8;
+  export const tw: i32 = 9;
+  export const m: i32 = 10;
+  export const GRID_X: i32 = 11;
+  export const GRID_Y: i32 = 12;
+  export const GRID_Z: i32 = 13;
+  export const SCRATCH_BASE: i32 = 14;
+  export const UNIFORMS: i32 = 2;
+}
+
+/** winograd_output: bindings mm, y, scale, bias, residual; uniforms n, oc, oh, ow, th, tw, m, has_scale, has_bias, has_residual, relu. */
+export namespace winograd_output {
+  export const mm: i32 = 0;
+  export const y: i32 = 1;
+  export const scale: i32 = 2;
+  export const bias: i32 = 3;
+  export const residual: i32 = 4;
+  export const n: i32 = 5;
+  export const oc: i32 = 6;
+  export const oh: i32 = 7;
+  export const ow: i32 = 8;
+  export const th: i32 = 9;
+  export const tw: i32 = 10;
+  export const m: i32 = 11;
+  export const has_scale: i32 = 12;
+  export const has_bias: i32 = 13;
+  export const has_residual: i32 = 14;
+  export const relu: i32 = 15;
+  export const GRID_X: i32 = 16;
+  export const GRID_Y: i32 = 17;
+  export const GRID_Z: i32 = 18;
+  export const SCRATCH_BASE: i32 = 19;
+  export const UNIFORMS: i32 = 5;
+}
+
+/** winograd_weight: bindings w, u; uniforms rows, cols, m, flip. */
+export namespace winograd_weight {
+  export const w: i32 = 0;
+  export const u: i32 = 1;
+  export const rows: i32 = 2;
+  export const cols: i32 = 3;
+  export const m: i32 = 4;
+  export const flip: i32 = 5;
+  export const GRID_X: i32 = 6;
+  export const GRID_Y: i32 = 7;
+  export const GRID_Z: i32 = 8;
+  export const SCRATCH_BASE: i32 = 9;
+  export const UNIFORMS: i32 = 2;
+}
+
 /** the uniforms of batchnorm_apply_affine, batchnorm_apply_plain, batchnorm_dx_batch_affine, batchnorm_dx_batch_plain, batchnorm_dx_running_affine, batchnorm_dx_running_plain, as offsets from the first. */
 export namespace batchnorm_channels {
   export const total: i32 = 0;

@@ -1,0 +1,174 @@
+// Winograd's minimal filtering for 3x3 convolutions at stride 1 (Lavin and Gray, "Fast Algorithms for
+// Convolutional Neural Networks"): F(m x m, 3 x 3) with m = 2 or 4 and tiles of a = m + 2. The filters become
+// U = G g G^T, the input's overlapping a x a tiles V = B^T d B, the a^2 products M[xi] = U[xi] V[xi] run on
+// the GEMM (src/kernels/winograd.ts), and each m x m output tile is A^T M A, with the convolution's epilogue
+// (scale, bias, residual, ReLU) applied as it is written.
+import { argI, argP, at, SCRATCH } from "./common";
+import * as L from "./layout";
+
+// The transforms as 1-D maps applied to columns, then rows: B^T (a x a), G (a x 3) and A^T (m x a) written
+// out (Lavin and Gray's matrices for the points 0, -1, 1 and 0, +-1, +-2) without their zero terms. Each
+// reads its values `ss` bytes apart from `s` and writes its results `ds` bytes apart from `d`.
+@inline function v(p: usize, i: i32, stride: usize): f32 {
+  return load<f32>(p + <usize>i * stride);
+}
+@inline function put(p: usize, i: i32, stride: usize, x: f32): void {
+  store<f32>(p + <usize>i * stride, x);
+}
+
+/** d = B^T s (a values in, a out). */
+@inline function inputMap(m: i32, s: usize, ss: usize, d: usize, ds: usize): void {
+  if (m == 2) {
+    const d0 = v(s, 0, ss), d1 = v(s, 1, ss), d2 = v(s, 2, ss), d3 = v(s, 3, ss);
+    put(d, 0, ds, d0 - d2);
+    put(d, 1, ds, d1 + d2);
+    put(d, 2, ds, d2 - d1);
+    put(d, 3, ds, d1 - d3);
+  } else {
+    const d0 = v(s, 0, ss), d1 = v(s, 1, ss), d2 = v(s, 2, ss), d3 = v(s, 3, ss), d4 = v(s, 4, ss), d5 = v(s, 5, ss);
+    put(d, 0, ds, 4 * d0 - 5 * d2 + d4);
+    put(d, 1, ds, d4 + d3 - 4 * (d1 + d2));
+    put(d, 2, ds, d4 - d3 + 4 * (d1 - d2));
+    put(d, 3, ds, d4 - d2 + 2 * (d3 - d1));
+    put(d, 4, ds, d4 - d2 - 2 * (d3 - d1));
+    put(d, 5, ds, 4 * d1 - 5 * d3 + d5);
+  }
+}
+
+/** d = A^T s (a values in, m out). */
+@inline function outputMap(m: i32, s: usize, ss: usize, d: usize, ds: usize): void {
+  const m0 = v(s, 0, ss), m1 = v(s, 1, ss), m2 = v(s, 2, ss), m3 = v(s, 3, ss);
+  if (m == 2) {
+    put(d, 0, ds, m0 + m1 + m2);
+    put(d, 1, ds, m1 - m2 - m3);
+  } else {
+    const m4 = v(s, 4, ss), m5 = v(s, 5, ss);
+    const p12 = m1 + m2, n12 = m1 - m2, p34 = m3 + m4, n34 = m3 - m4;
+    put(d, 0, ds, m0 + p12 + p34);
+    put(d, 1, ds, n12 + 2 * n34);
+    put(d, 2, ds, p12 + 4 * p34);
+    put(d, 3, ds, n12 + 8 * n34 + m5);
+  }
+}
+
+/** d = G s (3 values in, a out). */
+@inline function weightMap(m: i32, s: usize, ss: usize, d: usize, ds: usize): void {
+  const g0 = v(s, 0, ss), g1 = v(s, 1, ss), g2 = v(s, 2, ss);
+  if (m == 2) {
+    put(d, 0, ds, g0);
+    put(d, 1, ds, (g0 + g1 + g2) * 0.5);
+    put(d, 2, ds, (g0 - g1 + g2) * 0.5);
+    put(d, 3, ds, g2);
+  } else {
+    put(d, 0, ds, g0 * 0.25);
+    put(d, 1, ds, (g0 + g1 + g2) * (-1.0 / 6));
+    put(d, 2, ds, (g0 - g1 + g2) * (-1.0 / 6));
+    put(d, 3, ds, g0 * (1.0 / 24) + g1 * (1.0 / 12) + g2 * (1.0 / 6));
+    put(d, 4, ds, g0 * (1.0 / 24) - g1 * (1.0 / 12) + g2 * (1.0 / 6));
+    put(d, 5, ds, g2);
+  }
+}
+
+/**
+ * U[xi, r, c] = (G g G^T)[xi] for the filter g = w[r, c] (3 x 3), or with `flip` g = w[c, r] turned by 180
+ * degrees: the filters of the input gradient, a convolution of dy with the transposed, flipped weights.
+ */
+export function winograd_weight(tid: i32, nth: i32, args: usize): void {
+  const rows = argI(args, L.winograd_weight.rows), cols = argI(args, L.winograd_weight.cols);
+  const m = argI(args, L.winograd_weight.m), flip = argI(args, L.winograd_weight.flip) != 0, a = m + 2;
+  const w = argP(args, L.winograd_weight.w), u = argP(args, L.winograd_weight.u);
+  const scratch = argP(args, L.winograd_weight.SCRATCH_BASE) + <usize>tid * SCRATCH;
+  const f = scratch, gf = f + 64, out = gf + 256;
+  for (let r = tid; r < rows; r += nth) {
+    for (let c = 0; c < cols; c++) {
+      const src = at(w, (flip ? c * rows + r : r * cols + c) * 9);
+      for (let i = 0; i < 9; i++) store<f32>(at(f, i), load<f32>(at(src, flip ? 8 - i : i)));
+      for (let j = 0; j < 3; j++) weightMap(m, at(f, j), 12, at(gf, j), 12); // G g: a x 3, rows 3 apart
+      for (let i = 0; i < a; i++) weightMap(m, at(gf, i * 3), 4, at(out, i * a), 4); // (G g) G^T: a x a
+      for (let xi = 0; xi < a * a; xi++) store<f32>(at(u, (xi * rows + r) * cols + c), load<f32>(at(out, xi)));
+    }
+  }
+}
+
+/**
+ * V[xi, ch, p] = (B^T d B)[xi] for each channel ch and tile p = (image, ty, tx), d the a x a patch of x at
+ * (ty m - ph, tx m - pw), zeros outside the image.
+ */
+export function winograd_input(tid: i32, nth: i32, args: usize): void {
+  const n = argI(args, L.winograd_input.n), ch = argI(args, L.winograd_input.c);
+  const h = argI(args, L.winograd_input.h), w = argI(args, L.winograd_input.w);
+  const ph = argI(args, L.winograd_input.ph), pw = argI(args, L.winograd_input.pw);
+  const th = argI(args, L.winograd_input.th), tw = argI(args, L.winograd_input.tw);
+  const m = argI(args, L.winograd_input.m), a = m + 2;
+  const x = argP(args, L.winograd_input.x), v = argP(args, L.winograd_input.v);
+  const scratch = argP(args, L.winograd_input.SCRATCH_BASE) + <usize>tid * SCRATCH;
+  const d = scratch, t = d + 256, out = t + 256;
+  const tiles = th * tw, p = n * tiles, plane = ch * p;
+  for (let unit = tid; unit < n * ch; unit += nth) {
+    const img = unit / ch, c = unit % ch;
+    const src = at(x, (img * ch + c) * h * w);
+    for (let ty = 0; ty < th; ty++) {
+      for (let tx = 0; tx < tw; tx++) {
+        const y0 = ty * m - ph, x0 = tx * m - pw;
+        for (let i = 0; i < a; i++) {
+          const y = y0 + i;
+          for (let j = 0; j < a; j++) {
+            const xx = x0 + j;
+            store<f32>(at(d, i * a + j), y >= 0 && y < h && xx >= 0 && xx < w ? load<f32>(at(src, y * w + xx)) : 0);
+          }
+        }
+        const row = <usize>a * 4;
+        for (let j = 0; j < a; j++) inputMap(m, at(d, j), row, at(t, j), row); // B^T d, column by column
+        for (let i = 0; i < a; i++) inputMap(m, at(t, i * a), 4, at(out, i * a), 4); // (B^T d) B, row by row
+        const col = c * p + img * tiles + ty * tw + tx;
+        for (let xi = 0; xi < a * a; xi++) store<f32>(at(v, xi * plane + col), load<f32>(at(out, xi)));
+      }
+    }
+  }
+}
+
+/**
+ * y[image, o, ty m + i, tx m + j] = epilogue((A^T M A)[i, j]) from M[xi, o, p], inside the output only; the
+ * epilogue as the GEMM's: relu(v * scale[o] + bias[o] + residual), each part where its flag is set.
+ */
+export function winograd_output(tid: i32, nth: i32, args: usize): void {
+  const n = argI(args, L.winograd_output.n), oc = argI(args, L.winograd_output.oc);
+  const oh = argI(args, L.winograd_output.oh), ow = argI(args, L.winograd_output.ow);
+  const th = argI(args, L.winograd_output.th), tw = argI(args, L.winograd_output.tw);
+  const m = argI(args, L.winograd_output.m), a = m + 2;
+  const hasScale = argI(args, L.winograd_output.has_scale) != 0, hasBias = argI(args, L.winograd_output.has_bias) != 0;
+  const hasResidual = argI(args, L.winograd_output.has_residual) != 0, relu = argI(args, L.winograd_output.relu) != 0;
+  const mm = argP(args, L.winograd_output.mm), y = argP(args, L.winograd_output.y);
+  const scale = argP(args, L.winograd_output.scale), bias = argP(args, L.winograd_output.bias);
+  const residual = argP(args, L.winograd_output.residual);
+  const scratch = argP(args, L.winograd_output.SCRATCH_BASE) + <usize>tid * SCRATCH;
+  const src = scratch, t = src + 256, out = t + 256;
+  const tiles = th * tw, p = n * tiles, plane = oc * p;
+  for (let unit = tid; unit < n * oc; unit += nth) {
+    const img = unit / oc, o = unit % oc;
+    const s = hasScale ? load<f32>(at(scale, o)) : <f32>1, b = hasBias ? load<f32>(at(bias, o)) : <f32>0;
+    const base = (img * oc + o) * oh * ow;
+    for (let ty = 0; ty < th; ty++) {
+      for (let tx = 0; tx < tw; tx++) {
+        const col = o * p + img * tiles + ty * tw + tx;
+        for (let xi = 0; xi < a * a; xi++) store<f32>(at(src, xi), load<f32>(at(mm, xi * plane + col)));
+        const row = <usize>a * 4;
+        for (let j = 0; j < a; j++) outputMap(m, at(src, j), row, at(t, j), row); // A^T M: m x a
+        for (let i = 0; i < m; i++) outputMap(m, at(t, i * a), 4, at(out, i * m), 4); // (A^T M) A: m x m
+        for (let i = 0; i < m; i++) {
+          const yy = ty * m + i;
+          if (yy >= oh) break;
+          for (let j = 0; j < m; j++) {
+            const xx = tx * m + j;
+            if (xx >= ow) break;
+            const k = base + yy * ow + xx;
+            let v = load<f32>(at(out, i * m + j)) * s + b;
+            if (hasResidual) v += load<f32>(at(residual, k));
+            if (relu) v = max(v, 0);
+            store<f32>(at(y, k), v);
+          }
+        }
+      }
+    }
+  }
+}

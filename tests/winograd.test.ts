@@ -1,0 +1,121 @@
+// Winograd convolution on the WebAssembly backend (src/kernels/winograd.ts, src/kernels/wasm/winograd.ts):
+// F(2x2, 3x3) and F(4x4, 3x3) forced on, forward (with the fused epilogue) and input gradient against the
+// float64 direct convolution of tests/reference.ts, on maps whose sides are not multiples of the tile and with
+// padding 0, 1 and 2; the per-shape choice of "auto"; and a result written for tests/both.ts, which checks
+// that Deno and Bun give the same bits.
+import * as fl from "../mod.ts";
+import { convPlan, setWasmConvAlgorithm, type WasmConvAlgorithm } from "../src/kernels/conv.ts";
+import { assert, assertClose, assertEquals, skip, test, writeArtifact } from "./harness.ts";
+import * as ref from "./reference.ts";
+
+await fl.init();
+const onWasm = fl.backendInfo()?.backend === "wasm";
+
+const formula = (n: number, a: number, b: number, scale = 1) =>
+  Float32Array.from({ length: n }, (_, i) => scale * Math.sin(a * i + b));
+
+/** Runs `fn` with the algorithm forced, restoring "auto" after. */
+async function using<T>(algorithm: WasmConvAlgorithm, fn: () => Promise<T>): Promise<T> {
+  const previous = setWasmConvAlgorithm(algorithm);
+  try {
+    return await fn();
+  } finally {
+    setWasmConvAlgorithm(previous);
+  }
+}
+
+// F(4x4)'s matrices hold 8 and 1/24: its rounding is about ten times F(2x2)'s (README, "Winograd").
+const TOLERANCE = { 2: 2e-6, 4: 2e-5 } as const;
+const CASES = [
+  { n: 2, c: 5, oc: 7, h: 9, w: 11, padding: 1 },
+  { n: 1, c: 6, oc: 4, h: 10, w: 7, padding: 0 },
+  { n: 1, c: 3, oc: 5, h: 6, w: 13, padding: 2 },
+];
+
+for (const tile of [2, 4] as const) {
+  for (const g of CASES) {
+    const name = `${g.n}x${g.c}->${g.oc} ${g.h}x${g.w} padding ${g.padding}`;
+    test(`Winograd F(${tile}x${tile}, 3x3) equals the float64 direct convolution: forward with epilogue, input gradient (${name})`, async () => {
+      if (!onWasm) skip("Winograd runs on the WebAssembly backend only");
+      const x = formula(g.n * g.c * g.h * g.w, 0.37, 0.1), w = formula(g.oc * g.c * 9, 0.71, 0.3, 0.3);
+      const want = ref.conv2d(ref.arr(x, [g.n, g.c, g.h, g.w]), ref.arr(w, [g.oc, g.c, 3, 3]), g);
+      const [, , oh, ow] = want.shape, plane = oh * ow;
+      const scale = formula(g.oc, 1.3, 0.5, 1.5), bias = formula(g.oc, 2.1, 0.2, 0.3);
+      const residual = formula(want.data.length, 0.53, 0.9, 0.5);
+      const dy = formula(want.data.length, 0.29, 0.4);
+      const wantDx = ref.conv2dInputGrad(ref.arr(dy, want.shape), ref.arr(w, [g.oc, g.c, 3, 3]), [
+        g.n,
+        g.c,
+        g.h,
+        g.w,
+      ], g);
+      const { y, dx, plan } = await using(tile, () =>
+        fl.scope(async () => {
+          const xt = fl.tensor(x, [g.n, g.c, g.h, g.w], { requiresGrad: true });
+          const wt = fl.tensor(w, [g.oc, g.c, 3, 3]);
+          const fused = fl.noGrad(() =>
+            fl.F.conv2dFused(xt, wt, {
+              scale: fl.tensor(scale, [g.oc]),
+              bias: fl.tensor(bias, [g.oc]),
+              residual: fl.tensor(residual, want.shape),
+              relu: true,
+            }, { padding: g.padding })
+          );
+          fl.F.sum(fl.F.mul(fl.F.conv2d(xt, wt, null, { padding: g.padding }), fl.tensor(dy, want.shape)))
+            .backward();
+          return {
+            y: await fused.toArray() as Float32Array,
+            dx: await xt.grad!.toArray() as Float32Array,
+            plan: convPlan(xt, wt, { padding: g.padding }),
+          };
+        }));
+      assertEquals(plan.winograd, { forward: tile, inputGrad: tile }, "the path taken");
+      const epilogue = Array.from(want.data, (v, i) => {
+        const o = Math.floor(i / plane) % g.oc;
+        return Math.max(0, v * scale[o] + bias[o] + residual[i]);
+      });
+      const max = (a: ArrayLike<number>) => Array.from(a).reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+      assertClose(Array.from(y), epilogue, {
+        rtol: 0,
+        atol: TOLERANCE[tile] * max(epilogue),
+        msg: "forward",
+      });
+      assertClose(Array.from(dx), Array.from(wantDx.data), {
+        rtol: 0,
+        atol: TOLERANCE[tile] * max(wantDx.data),
+        msg: "input gradient",
+      });
+    });
+  }
+}
+
+test("Winograd's per-shape choice: F(4x4) on large maps, F(2x2) on 14x14, direct on small maps, few channels, groups, strides", () => {
+  if (!onWasm) skip("Winograd runs on the WebAssembly backend only");
+  const plan = (c: number, oc: number, hw: number, options: fl.F.Conv2dOptions = { padding: 1 }) =>
+    fl.scope(() =>
+      convPlan(fl.zeros([1, c, hw, hw]), fl.zeros([oc, c / (options.groups ?? 1), 3, 3]), options)
+    ).winograd;
+  assertEquals(plan(64, 64, 56), { forward: 4, inputGrad: 4 });
+  assertEquals(plan(256, 256, 14), { forward: 2, inputGrad: 2 });
+  assertEquals(plan(512, 512, 7), { forward: null, inputGrad: null });
+  assertEquals(plan(32, 64, 56), { forward: null, inputGrad: null });
+  assertEquals(plan(64, 64, 56, { padding: 1, groups: 2 }), { forward: null, inputGrad: null });
+  assertEquals(plan(64, 64, 56, { padding: 1, stride: 2 }), { forward: null, inputGrad: null });
+  assertEquals(plan(64, 64, 56, { padding: 3 }), { forward: 4, inputGrad: null });
+});
+
+test("Winograd on a learner's shape (ResNet-152's 3x3 64->64 at 56x56, F(4x4)): within 2e-5 of the direct product; its bits for the runtime comparison", async () => {
+  if (!onWasm) skip("Winograd runs on the WebAssembly backend only");
+  const x = fl.randn([1, 64, 56, 56], { seed: 1 }),
+    w = fl.F.scale(fl.randn([64, 64, 3, 3], { seed: 2 }), 0.05);
+  const run = (algorithm: WasmConvAlgorithm) =>
+    using(
+      algorithm,
+      () => fl.scope(() => fl.noGrad(() => fl.F.conv2d(x, w, null, { padding: 1 })).toArray()),
+    );
+  const direct = await run("direct") as Float32Array, winograd = await run("auto") as Float32Array;
+  assert(convPlan(x, w, { padding: 1 }).winograd.forward === 4, "auto takes F(4x4) here");
+  const max = direct.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+  assertClose(Array.from(winograd), Array.from(direct), { rtol: 0, atol: 2e-5 * max });
+  writeArtifact("winograd", { sample: Array.from(winograd.subarray(0, 4096)) });
+});
