@@ -47,5 +47,14 @@ export {
 } from "./kernels/pool.ts";
 export { cat } from "./kernels/concat.ts";
 export type { Pair } from "./kernels/shape.ts";
-export { conv2d, conv2dFused, type Conv2dOptions, type ConvEpilogue } from "./kernels/conv.ts";
+export {
+  conv2d,
+  conv2dFused,
+  type Conv2dOptions,
+  type ConvEpilogue,
+  type ConvPlan,
+  convPlan,
+  setWasmConvAlgorithm,
+  type WasmConvAlgorithm,
+} from "./kernels/conv.ts";
 export { gatherRows } from "./kernels/gather.ts";

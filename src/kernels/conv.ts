@@ -531,22 +531,8 @@ function wasmPasses(x: Tensor, weight: Tensor, epilogue: ConvEpilogue, g: ConvGe
   return {
     forward: (out) => {
       const tile = winogradTile(g, g.c, g.oc, g.oh, g.ow);
-      if (tile) {
-        const { n, c, h, w, oc, oh, ow, ph, pw } = g;
-        wasmWinograd(x, weight, out, tile, {
-          n,
-          c,
-          h,
-          w,
-          oc,
-          oh,
-          ow,
-          ph,
-          pw,
-          ...epilogue,
-          use: `${conv} forward`,
-        });
-      } else wasmGemm(weight, x, out, { ...products.forward, ...epilogue, use: `${conv} forward` });
+      if (tile) wasmWinograd(x, weight, out, tile, { ...g, ...epilogue, use: `${conv} forward` });
+      else wasmGemm(weight, x, out, { ...products.forward, ...epilogue, use: `${conv} forward` });
     },
     inputGrad: (dy) => {
       const dx = Tensor.empty([...x.shape]);
