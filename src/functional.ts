@@ -52,9 +52,8 @@ export {
   conv2dFused,
   type Conv2dOptions,
   type ConvEpilogue,
-  type ConvPlan,
-  convPlan,
   setWasmConvAlgorithm,
   type WasmConvAlgorithm,
 } from "./kernels/conv.ts";
+export type { WinogradTile } from "./kernels/winograd.ts";
 export { gatherRows } from "./kernels/gather.ts";

@@ -28,10 +28,6 @@ export function shapeFits(shape: readonly number[], t: Tensor): boolean {
   return count === t.size && (shape.length === 0 || fmtShape(shape) === fmtShape(t.shape));
 }
 
-/**
- * Base class of every layer and model, as torch.nn.Module: parameters, buffers and child modules are
- * registered by name, so `stateDict()` keys are PyTorch's dotted paths (`layer1.0.conv1.weight`).
- */
 /** x through `modules` in order (Sequential's forward), letting each fuse with those after it. */
 export function forwardChain(modules: readonly Module[], x: Tensor): Tensor {
   let h = x;
@@ -43,6 +39,10 @@ export function forwardChain(modules: readonly Module[], x: Tensor): Tensor {
   return h;
 }
 
+/**
+ * Base class of every layer and model, as torch.nn.Module: parameters, buffers and child modules are
+ * registered by name, so `stateDict()` keys are PyTorch's dotted paths (`layer1.0.conv1.weight`).
+ */
 export abstract class Module {
   /** Training mode (the default) or eval mode; set through `train()` / `eval()` so children follow. */
   training = true;
