@@ -26,6 +26,7 @@ export {
   type BackendInfo,
   backendInfo,
   type BackendName,
+  finishProfile,
   init,
   type InitOptions,
 } from "./src/backend/device.ts";

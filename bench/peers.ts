@@ -6,8 +6,9 @@
 // - Ours: the WebAssembly backend on every core, each learner (full size, crop 224, random weights with a
 //   seed, eval mode, under noGrad) in three configurations: "before" (conv, batch norm, add and ReLU one pass
 //   each, direct convolutions), "fused" (src/nn/cnn_layers.ts convBatchNorm: batch norm, residual and ReLU in
-//   the GEMM's epilogue) and "+ Winograd" (fused, and the 3x3 stride-1 convolutions by Winograd where
-//   src/kernels/conv.ts winogradTile chooses it: the library's default, "after").
+//   the GEMM's epilogue) and "+ Winograd, depthwise" (fused, the 3x3 stride-1 convolutions by Winograd where
+//   src/kernels/conv.ts winogradTile chooses it, and depthwise ones by src/kernels/depthwise.ts: the
+//   library's default, "after").
 // - GEMM: one fused forward with direct convolutions under fl.startProfile: the GEMM's FLOP (2 M N K per
 //   product) over the GEMM's own time gives its GFLOP/s on these shapes, its share of the forward's wall time
 //   how much else there is. The same FLOP (the direct convolutions' work, which Winograd does with fewer
@@ -142,7 +143,7 @@ for (const arch of [...flannel.LEARNER_ARCHS, ...flannel.BASELINE_ARCHS]) {
   };
   rows.push(row);
   console.log(
-    `${arch}: before ${beforeMs.toFixed(0)} ms, fused ${fusedMs.toFixed(0)} ms, + Winograd ${
+    `${arch}: before ${beforeMs.toFixed(0)} ms, fused ${fusedMs.toFixed(0)} ms, + Winograd, depthwise ${
       afterMs.toFixed(0)
     } ms; ` +
       `GEMM ${(row.flop / 1e6 / row.gemmMs).toFixed(1)} GFLOP/s, ${
@@ -174,7 +175,7 @@ console.log(
     "GFLOP/s count the direct convolutions' work; GEMM: the GEMM alone on the learner's shapes (fused, direct):\n",
 );
 console.log(
-  "| learner | before | fused | + Winograd | after / before | GEMM GFLOP/s | GEMM share | after GFLOP/s | of peak | ort-web | after / ort-web | ort-node | after / ort-node | PyTorch | after / PyTorch |",
+  "| learner | before | fused | + Winograd, depthwise | after / before | GEMM GFLOP/s | GEMM share | after GFLOP/s | of peak | ort-web | after / ort-web | ort-node | after / ort-node | PyTorch | after / PyTorch |",
 );
 console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
 for (const r of rows) {

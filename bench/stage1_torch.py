@@ -9,7 +9,8 @@ fixture scripts of tests/fixtures (the same module trees and shapes the goldens 
 
     /usr/bin/python3 bench/stage1_torch.py --scale tiny|full --crop N --batch B --steps S [--inference-only] ARCH...
 
---inference-only (bench/peers.ts) skips the train step and prints train_ms null.
+--inference-only (bench/peers.ts) skips the train step and prints train_ms null. --device cuda (bench/gpu_check.ts)
+runs on the GPU, each timed call ending with torch.cuda.synchronize().
 
 Threads: torch.set_num_threads(os.cpu_count()) (Debian's build defaults to one here). Run it with
 OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (bench/stage1.ts does): they slow this OpenBLAS down.
@@ -60,12 +61,17 @@ def full(arch, crop):
     return getattr(torchvision.models, arch)(num_classes=4)
 
 
-def median_ms(fn, steps):
-    fn()  # warmup: allocator, Adam's state
+def median_ms(fn, steps, device):
+    def run():
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()  # a CUDA call only queues the work
+
+    run()  # warmup: allocator, Adam's state
     times = []
     for _ in range(steps):
         t = time.perf_counter()
-        fn()
+        run()
         times.append((time.perf_counter() - t) * 1000)
     return statistics.median(times)
 
@@ -77,13 +83,14 @@ def main():
     p.add_argument("--batch", type=int, required=True)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--inference-only", action="store_true")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("archs", nargs="+")
     args = p.parse_args()
     torch.manual_seed(0)
-    x = torch.randn(args.batch, 3, args.crop, args.crop)
-    y = torch.arange(args.batch) % 4
+    x = torch.randn(args.batch, 3, args.crop, args.crop).to(args.device)
+    y = (torch.arange(args.batch) % 4).to(args.device)
     for arch in args.archs:
-        model = (tiny if args.scale == "tiny" else full)(arch, args.crop)
+        model = (tiny if args.scale == "tiny" else full)(arch, args.crop).to(args.device)
         torch.set_num_threads(os.cpu_count())  # after the fixture imports, which pin one thread for goldens
         opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
         loss_fn = nn.CrossEntropyLoss()
@@ -102,8 +109,8 @@ def main():
 
         print(json.dumps({
             "arch": arch,
-            "train_ms": None if args.inference_only else median_ms(train, args.steps),
-            "inference_ms": median_ms(inference, args.steps),
+            "train_ms": None if args.inference_only else median_ms(train, args.steps, args.device),
+            "inference_ms": median_ms(inference, args.steps, args.device),
             "threads": torch.get_num_threads(),
         }), flush=True)
 

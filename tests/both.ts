@@ -52,6 +52,14 @@ const RESULTS: {
     backends: ["wasm"],
   },
   {
+    name: "depthwise",
+    file: "depthwise.test.ts",
+    what: "a depthwise convolution's outputs",
+    acrossBackends: false,
+    runtimeTolerance: 0,
+    backends: ["wasm"],
+  },
+  {
     name: "experiment",
     file: "experiment.test.ts",
     what: "one seeded image experiment (stage 1 and stage 2)",

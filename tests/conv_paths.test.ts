@@ -11,6 +11,7 @@ import * as fl from "../mod.ts";
 import { convPlan } from "../src/kernels/conv.ts";
 import { type GemmChoice, type GemmTile, setGemmChoice } from "../src/kernels/gemm.ts";
 import { assertClose, assertEquals, test } from "./harness.ts";
+import { formula } from "./conv_data.ts";
 
 await fl.init();
 const onWebGpu = fl.backendInfo()?.backend === "webgpu";
@@ -38,9 +39,7 @@ const { cases } = JSON.parse(readFileSync(join(here, "fixtures", "conv_paths.jso
   cases: Case[];
 };
 
-/** The fixture's input formulas (see make_conv_paths.py), rounded to float32. */
-const formula = (n: number, a: number, b: number, scale = 1, fn = Math.sin) =>
-  Float32Array.from({ length: n }, (_, i) => scale * fn(a * i + b));
+// The fixture's input formulas (see make_conv_paths.py), rounded to float32: conv_data.ts formula.
 const size = (shape: number[]) => shape.reduce((p, d) => p * d, 1);
 
 /** The tensor against the fixture's summary: its shape, sampled elements, L2 norm and max |v|. */

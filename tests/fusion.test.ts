@@ -6,11 +6,9 @@
 import * as fl from "../mod.ts";
 import { assert, assertClose, assertEquals, assertThrows, test } from "./harness.ts";
 import * as ref from "./reference.ts";
+import { formula } from "./conv_data.ts";
 
 await fl.init();
-
-const formula = (n: number, a: number, b: number, scale = 1) =>
-  Float32Array.from({ length: n }, (_, i) => scale * Math.sin(a * i + b));
 
 interface ConvCase {
   name: string;

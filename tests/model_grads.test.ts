@@ -123,7 +123,7 @@ async function checkModelGrads(name: string, mode: "eval" | "train"): Promise<vo
     else model.eval();
     const input = all.__input__;
     x = fl.tensor(input.data as Float32Array, input.shape, { requiresGrad: true });
-    await fl.scope(async () => {
+    fl.scope(() => {
       const r = grads[`${name}.R`];
       const logits = model.forward(x!);
       assertEquals(logits.shape, r.shape, `${name}: logits shape`);

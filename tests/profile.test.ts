@@ -1,5 +1,6 @@
-// The kernel profile (fl.startProfile / fl.stopProfile): every dispatch counted once, under the phase it ran
-// in (forward, backward inside backward(), optimizer inside step()); timed on WebAssembly, counted on WebGPU.
+// The kernel profile (fl.startProfile / fl.finishProfile / fl.stopProfile): every dispatch counted once, under
+// the phase it ran in (forward, backward inside backward(), optimizer inside step()); timed on WebAssembly,
+// timed by the device on WebGPU where it has timestamp-query (lavapipe has), else counted.
 import * as fl from "../mod.ts";
 import { assert, assertEquals, test } from "./harness.ts";
 
@@ -13,6 +14,7 @@ test("profile: each dispatch once, by phase; convolution products named by their
   await fl.syncDevice();
   const before = fl.poolStats().dispatches;
   fl.startProfile();
+  const t0 = performance.now();
   fl.scope(() => {
     const logits = head.forward(fl.F.flatten(fl.F.relu(conv.forward(x))));
     const loss = fl.F.crossEntropy(logits, [0, 1]);
@@ -20,7 +22,8 @@ test("profile: each dispatch once, by phase; convolution products named by their
     loss.backward();
     optimizer.step();
   });
-  const rows = fl.stopProfile();
+  const rows = await fl.finishProfile();
+  const wallMs = performance.now() - t0;
   const dispatched = fl.poolStats().dispatches - before;
   const calls = rows.reduce((n, r) => n + r.calls, 0);
   assertEquals(calls, dispatched, "profiled calls = dispatches");
@@ -34,8 +37,15 @@ test("profile: each dispatch once, by phase; convolution products named by their
     assert(has("backward", /^gemm: conv2d 3x3 weight grad$/), JSON.stringify(rows));
     assert(has("forward", /^gemm: matmul$/), JSON.stringify(rows));
     assert(rows.every((r) => Number.isFinite(r.ms) && r.ms >= 0), "times on WebAssembly");
+  } else if (fl.backendInfo()!.features.includes("timestamp-query")) {
+    assert(rows.every((r) => Number.isFinite(r.ms) && r.ms >= 0), `device times: ${JSON.stringify(rows)}`);
+    const deviceMs = rows.reduce((t, r) => t + r.ms, 0);
+    assert(
+      deviceMs > 0 && deviceMs < wallMs,
+      `device time ${deviceMs} ms, within the ${wallMs} ms it all took`,
+    );
   } else {
-    assert(rows.every((r) => Number.isNaN(r.ms)), "WebGPU counts calls, no times");
+    assert(rows.every((r) => Number.isNaN(r.ms)), "WebGPU without timestamps counts calls, no times");
   }
   assert(
     has("optimizer", /adam/i),

@@ -581,18 +581,23 @@ export function cat(xs: Arr[], dim: number): Arr {
   return out;
 }
 
-/** Options of {@link conv2d}: stride, padding (both sides) and groups, as torch.nn.functional.conv2d's. */
+/** Options of {@link conv2d}: stride, padding (both sides), dilation and groups, as torch.nn.functional.conv2d's. */
 export interface ConvRefOptions {
   stride?: number;
   padding?: number;
+  dilation?: number;
   groups?: number;
 }
 
 /** conv2d of x [N, C, H, W] with w [O, C / groups, KH, KW], from the definition (no bias). */
-export function conv2d(x: Arr, w: Arr, { stride = 1, padding = 0, groups = 1 }: ConvRefOptions = {}): Arr {
+export function conv2d(
+  x: Arr,
+  w: Arr,
+  { stride = 1, padding = 0, dilation = 1, groups = 1 }: ConvRefOptions = {},
+): Arr {
   const [n, c, h, wd] = x.shape, [oc, cg, kh, kw] = w.shape;
-  const oh = Math.floor((h + 2 * padding - kh) / stride) + 1,
-    ow = Math.floor((wd + 2 * padding - kw) / stride) + 1;
+  const oh = Math.floor((h + 2 * padding - dilation * (kh - 1) - 1) / stride) + 1,
+    ow = Math.floor((wd + 2 * padding - dilation * (kw - 1) - 1) / stride) + 1;
   const ocg = oc / groups, out = new Float64Array(n * oc * oh * ow);
   for (let img = 0; img < n; img++) {
     for (let o = 0; o < oc; o++) {
@@ -602,10 +607,10 @@ export function conv2d(x: Arr, w: Arr, { stride = 1, padding = 0, groups = 1 }: 
           let acc = 0;
           for (let ci = 0; ci < cg; ci++) {
             for (let ky = 0; ky < kh; ky++) {
-              const iy = y * stride - padding + ky;
+              const iy = y * stride - padding + ky * dilation;
               if (iy < 0 || iy >= h) continue;
               for (let kx = 0; kx < kw; kx++) {
-                const ix = xx * stride - padding + kx;
+                const ix = xx * stride - padding + kx * dilation;
                 if (ix < 0 || ix >= wd) continue;
                 acc += x.data[((img * c + c0 + ci) * h + iy) * wd + ix] *
                   w.data[((o * cg + ci) * kh + ky) * kw + kx];
@@ -620,28 +625,29 @@ export function conv2d(x: Arr, w: Arr, { stride = 1, padding = 0, groups = 1 }: 
   return { shape: [n, oc, oh, ow], data: out };
 }
 
-/** The gradient of sum(conv2d(x, w) * dy) to x (shape `xShape`), from the definition (groups 1). */
+/** The gradient of sum(conv2d(x, w) * dy) to x (shape `xShape`), from the definition. */
 export function conv2dInputGrad(
   dy: Arr,
   w: Arr,
   xShape: number[],
-  { stride = 1, padding = 0 }: ConvRefOptions = {},
+  { stride = 1, padding = 0, dilation = 1, groups = 1 }: ConvRefOptions = {},
 ): Arr {
-  const [n, c, h, wd] = xShape, [oc, , kh, kw] = w.shape, [, , oh, ow] = dy.shape;
+  const [n, c, h, wd] = xShape, [oc, cg, kh, kw] = w.shape, [, , oh, ow] = dy.shape, ocg = oc / groups;
   const dx = new Float64Array(size(xShape));
   for (let img = 0; img < n; img++) {
     for (let o = 0; o < oc; o++) {
       for (let y = 0; y < oh; y++) {
         for (let xx = 0; xx < ow; xx++) {
-          const g = dy.data[((img * oc + o) * oh + y) * ow + xx];
-          for (let ci = 0; ci < c; ci++) {
+          const g = dy.data[((img * oc + o) * oh + y) * ow + xx], c0 = Math.floor(o / ocg) * cg;
+          for (let ci = 0; ci < cg; ci++) {
             for (let ky = 0; ky < kh; ky++) {
-              const iy = y * stride - padding + ky;
+              const iy = y * stride - padding + ky * dilation;
               if (iy < 0 || iy >= h) continue;
               for (let kx = 0; kx < kw; kx++) {
-                const ix = xx * stride - padding + kx;
+                const ix = xx * stride - padding + kx * dilation;
                 if (ix < 0 || ix >= wd) continue;
-                dx[((img * c + ci) * h + iy) * wd + ix] += g * w.data[((o * c + ci) * kh + ky) * kw + kx];
+                dx[((img * c + c0 + ci) * h + iy) * wd + ix] += g *
+                  w.data[((o * cg + ci) * kh + ky) * kw + kx];
               }
             }
           }

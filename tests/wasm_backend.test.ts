@@ -16,7 +16,7 @@ import {
   pointwiseTwin,
   twinDeclarations,
 } from "../tools/build_wasm.ts";
-import { E, hoistUniform } from "../src/backend/expr.ts";
+import { E, hoistUniform, repeatedSubexpressions } from "../src/backend/expr.ts";
 import { pointwiseKernel } from "../src/backend/kernel.ts";
 import { WASM_MEMORY_LIMIT, WasmEngine } from "../src/backend/wasm/engine.ts";
 import { KERNELS_WASM_BASE64 } from "../src/backend/wasm/kernels_wasm.ts";
@@ -200,6 +200,22 @@ test("pointwise twins: uniform-only subexpressions once per dispatch; the genera
     /axpb: its count a is not a u32 uniform/,
   );
   assertThrows(() => E.c(0.1), /0.1 is not an exact f32/);
+});
+
+test("element-wise twins compute a repeated subexpression once: sigmoid's and silu's one exp per element", async () => {
+  const x = E.value("x"), e = E.exp(E.neg(x));
+  assertEquals([...repeatedSubexpressions(E.div(e, E.add(E.c(1), e))).keys()], ["(-x)", "exp((-x))"]);
+  const maps = (await generatedModules()).find(([file]) =>
+    file.endsWith("maps.ts") && !file.endsWith("_kernels.ts")
+  );
+  const lines = maps![1].split("\n");
+  // forward, its lanes, gradient, its lanes: sigmoid's gradient reads y alone, silu's recomputes the logistic
+  const exps = (op: string) =>
+    lines.filter((line) => line.includes(`if (op == ${op})`)).map((line) =>
+      line.match(/expf4?\(/g)?.length ?? 0
+    );
+  assertEquals(exps("UNARY_SIGMOID"), [1, 1, 0, 0]);
+  assertEquals(exps("UNARY_SILU"), [1, 1, 1, 1]);
 });
 
 test("the shipped kernels (kernels_wasm.ts) are what their sources build to, byte for byte", async () => {

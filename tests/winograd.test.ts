@@ -4,25 +4,13 @@
 // padding 0, 1 and 2; the per-shape choice of "auto"; and a result written for tests/both.ts, which checks
 // that Deno and Bun give the same bits.
 import * as fl from "../mod.ts";
-import { convPlan, setWasmConvAlgorithm, type WasmConvAlgorithm } from "../src/kernels/conv.ts";
+import { convPlan, type WasmConvAlgorithm } from "../src/kernels/conv.ts";
+import { formula, largest, usingConvAlgorithm as using } from "./conv_data.ts";
 import { assert, assertClose, assertEquals, skip, test, writeArtifact } from "./harness.ts";
 import * as ref from "./reference.ts";
 
 await fl.init();
 const onWasm = fl.backendInfo()?.backend === "wasm";
-
-const formula = (n: number, a: number, b: number, scale = 1) =>
-  Float32Array.from({ length: n }, (_, i) => scale * Math.sin(a * i + b));
-
-/** Runs `fn` with the algorithm forced, restoring "auto" after. */
-async function using<T>(algorithm: WasmConvAlgorithm, fn: () => Promise<T>): Promise<T> {
-  const previous = setWasmConvAlgorithm(algorithm);
-  try {
-    return await fn();
-  } finally {
-    setWasmConvAlgorithm(previous);
-  }
-}
 
 // F(4x4)'s matrices hold 8 and 1/24: its rounding is about ten times F(2x2)'s (README, "Winograd").
 const TOLERANCE = { 2: 2e-6, 4: 2e-5 } as const;
@@ -74,15 +62,14 @@ for (const tile of [2, 4] as const) {
         const o = Math.floor(i / plane) % g.oc;
         return Math.max(0, v * scale[o] + bias[o] + residual[i]);
       });
-      const max = (a: ArrayLike<number>) => Array.from(a).reduce((m, v) => Math.max(m, Math.abs(v)), 0);
       assertClose(Array.from(y), epilogue, {
         rtol: 0,
-        atol: TOLERANCE[tile] * max(epilogue),
+        atol: TOLERANCE[tile] * largest(epilogue),
         msg: "forward",
       });
       assertClose(Array.from(dx), Array.from(wantDx.data), {
         rtol: 0,
-        atol: TOLERANCE[tile] * max(wantDx.data),
+        atol: TOLERANCE[tile] * largest(wantDx.data),
         msg: "input gradient",
       });
     });
@@ -115,7 +102,6 @@ test("Winograd on a learner's shape (ResNet-152's 3x3 64->64 at 56x56, F(4x4)): 
     );
   const direct = await run("direct") as Float32Array, winograd = await run("auto") as Float32Array;
   assert(convPlan(x, w, { padding: 1 }).winograd.forward === 4, "auto takes F(4x4) here");
-  const max = direct.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
-  assertClose(Array.from(winograd), Array.from(direct), { rtol: 0, atol: 2e-5 * max });
+  assertClose(Array.from(winograd), Array.from(direct), { rtol: 0, atol: 2e-5 * largest(direct) });
   writeArtifact("winograd", { sample: Array.from(winograd.subarray(0, 4096)) });
 });

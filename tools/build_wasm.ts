@@ -34,6 +34,7 @@ import {
   hoistUniform,
   type Naming,
   programInputs,
+  repeatedSubexpressions,
   toAssemblyScript,
   toLanes,
   toWgsl,
@@ -192,11 +193,23 @@ function mapFunctions(prefix: string, fn: string, table: Record<string, Expr>, p
   const lanes = ops.filter((op) => toLanes(table[op]) !== null);
   const scalarParams = params.map((p) => `${p}: f32`).join(", ");
   const laneParams = params.map((p) => `${p}: v128`).join(", ");
+  // A map's case: its repeated subexpressions into locals s0, s1, ... first, then the value.
+  const mapCase = (op: string, express: (e: Expr, naming: Naming) => string | null) => {
+    const computed = new Map<string, string>(), lets: string[] = [];
+    for (const [text, e] of repeatedSubexpressions(table[op])) {
+      lets.push(`const s${computed.size} = ${express(e, { computed })};`);
+      computed.set(text, `s${computed.size}`);
+    }
+    const value = `return ${express(table[op], { computed })};`;
+    return `  if (op == ${constantName(prefix, op)}) ${
+      lets.length ? `{ ${lets.join(" ")} ${value} }` : value
+    }`;
+  };
   return [
     ...ops.map((op, i) => `export const ${constantName(prefix, op)}: i32 = ${i};`),
     "",
     `@inline export function ${fn}(op: i32, ${scalarParams}): f32 {`,
-    ...ops.map((op) => `  if (op == ${constantName(prefix, op)}) return ${toAssemblyScript(table[op])};`),
+    ...ops.map((op) => mapCase(op, toAssemblyScript)),
     "  unreachable();",
     "  return 0;",
     "}",
@@ -208,7 +221,7 @@ function mapFunctions(prefix: string, fn: string, table: Record<string, Expr>, p
     "}",
     "",
     `@inline export function ${fn}Lanes(op: i32, ${laneParams}): v128 {`,
-    ...lanes.map((op) => `  if (op == ${constantName(prefix, op)}) return ${toLanes(table[op])};`),
+    ...lanes.map((op) => mapCase(op, toLanes)),
     "  unreachable();",
     "  return f32x4.splat(0);",
     "}",
@@ -231,12 +244,16 @@ const GENERATED = (from: string) => [
   "// is not current.",
 ];
 
+/** The import of src/kernels/wasm/math.ts's functions that generated `code` calls (expr.ts emits them for exp). */
+function mathImport(code: string[]): string[] {
+  const used = ["expf", "expf4"].filter((fn) => code.some((line) => line.includes(`${fn}(`)));
+  return used.length ? [`import { ${used.join(", ")} } from "./math";`] : [];
+}
+
 /** src/kernels/wasm/maps.ts: the element-wise twins' arithmetic, from the expressions of src/kernels/maps.ts. */
 export async function mapsModuleSource(): Promise<string> {
   const t = await mapTables();
-  return [
-    ...GENERATED("the expressions of src/kernels/maps.ts"),
-    "",
+  const body = [
     ...mapFunctions("BINARY", "binaryMap", t.binary, ["x", "y", "scale"]),
     "",
     ...mapFunctions("UNARY", "unaryMap", t.fwd, ["x", "alpha"]),
@@ -245,7 +262,10 @@ export async function mapsModuleSource(): Promise<string> {
       !l.startsWith("export const")
     ),
     "",
-  ].join("\n");
+  ];
+  return [...GENERATED("the expressions of src/kernels/maps.ts"), ...mathImport(body), "", ...body].join(
+    "\n",
+  );
 }
 
 /** src/kernels/wasm/map_kernels.ts: one export per element-wise WGSL kernel (`unary_relu`, ...). */
@@ -281,9 +301,11 @@ export async function functionsModuleSource(): Promise<string> {
     }
     byName.set(fn.name, fn);
   }
+  const body = [...byName.values()].flatMap((fn) => ["", functionAssemblyScript(fn)]);
   return [
     ...GENERATED("the expression functions of the kernel declarations (KernelDef.functions)"),
-    ...[...byName.values()].flatMap((fn) => ["", functionAssemblyScript(fn)]),
+    ...mathImport(body),
+    ...body,
     "",
   ].join("\n");
 }
@@ -393,12 +415,14 @@ export async function pointwiseModuleSource(): Promise<string> {
   const fns = calledFunctions(
     kernels.flatMap((k) => [...k.pointwise!.lets, ...k.pointwise!.stores].map(([, e]) => e)),
   );
+  const body = kernels.flatMap((k) => ["", ...pointwiseTwin(k)]);
   return [
     ...GENERATED("the pointwise programs of the kernel declarations (KernelDef.pointwise)"),
     'import { argF, argI, argP, at, shareBegin, shareEnd } from "./common";',
     ...(fns.length ? [`import { ${fns.map((f) => f.name).join(", ")} } from "./functions";`] : []),
     'import * as L from "./layout";',
-    ...kernels.flatMap((k) => ["", ...pointwiseTwin(k)]),
+    ...mathImport(body),
+    ...body,
     "",
   ].join("\n");
 }

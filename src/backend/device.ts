@@ -4,6 +4,7 @@
 // than the WebAssembly backend on the same cores.
 import { env, PLATFORM } from "../platform/runtime.ts";
 import { type Engine, WebGpuEngine } from "./engine.ts";
+import { type ProfileRow, stopProfile } from "./profile.ts";
 import { WasmEngine } from "./wasm/engine.ts";
 
 /** The two backends: WebGPU (WGSL kernels) or WebAssembly (SIMD kernels on worker threads). */
@@ -49,7 +50,15 @@ export interface BackendInfo {
    * binding and `threads`.
    */
   limits: Record<string, number>;
+  /**
+   * The optional WebGPU features the adapter offers that the library uses (requested with the device):
+   * `timestamp-query` (device times in a profile), `shader-f16`, `subgroups`; empty on WebAssembly.
+   */
+  features: string[];
 }
+
+/** The optional features the library asks a WebGPU device for, where the adapter offers them. */
+const OPTIONAL_FEATURES = ["timestamp-query", "shader-f16", "subgroups"] as const;
 
 let engine: Engine | null = null;
 let info: BackendInfo | null = null;
@@ -214,6 +223,7 @@ async function initWasm(
     fastMath: wasm.fastMath,
     reason,
     limits: { maxStorageBufferBindingSize: wasm.maxStorageBinding, threads: wasm.threads },
+    features: [],
   };
   return info;
 }
@@ -244,7 +254,8 @@ async function initWebGpu(
   const limits = limitsRecord(adapter.limits);
   // Every limit is asked for explicitly: Dawn otherwise packs its defaults, some of which exceed what
   // lavapipe reports (e.g. storage buffers in fragment stages) and the request fails.
-  const device = await adapter.requestDevice({ requiredLimits: limits });
+  const features = OPTIONAL_FEATURES.filter((f) => adapter.features.has(f));
+  const device = await adapter.requestDevice({ requiredLimits: limits, requiredFeatures: features });
   engine = new WebGpuEngine(
     device,
     cpuAdapterReason(adapterInfo) !== null,
@@ -259,6 +270,7 @@ async function initWebGpu(
     fastMath: false,
     reason,
     limits: limitsRecord(device.limits),
+    features: OPTIONAL_FEATURES.filter((f) => device.features.has(f)),
   };
   return info;
 }
@@ -267,6 +279,15 @@ async function initWebGpu(
 export function getEngine(): Engine {
   if (!engine) throw new Error("No backend: call `await fl.init()` before creating tensors.");
   return engine;
+}
+
+/**
+ * Waits until the device has run everything recorded and the device times of the profiled dispatches are
+ * in (WebGPU with `timestamp-query`), then stops the profile and returns its rows (see `stopProfile`).
+ */
+export async function finishProfile(): Promise<ProfileRow[]> {
+  await engine?.deviceTimes();
+  return stopProfile();
 }
 
 /** What {@link init} opened, or null before it has. */

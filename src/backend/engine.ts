@@ -1,7 +1,7 @@
 // The device side of every tensor: a size-bucketed buffer pool, a pipeline cache, and dispatches recorded
 // into one compute pass and submitted together (a submit is paid once per batch, not per op).
 
-import { profiling, recordKernel } from "./profile.ts";
+import { type ProfileRow, profiling, recordKernel } from "./profile.ts";
 
 /** How a kernel reads a storage binding. */
 export type Access = "read" | "rw";
@@ -50,6 +50,16 @@ const MAX_PENDING_DISPATCHES = 1024;
 const STORAGE_USAGE = 0x80 /* STORAGE */ | 0x04 /* COPY_SRC */ | 0x08; /* COPY_DST */
 const MAP_READ_USAGE = 0x01 /* MAP_READ */ | 0x08; /* COPY_DST */
 const UNIFORM_USAGE = 0x40 /* UNIFORM */ | 0x08; /* COPY_DST */
+const QUERY_RESOLVE_USAGE = 0x200 /* QUERY_RESOLVE */ | 0x04; /* COPY_SRC */
+/** Batches of timestamps kept for {@link WebGpuEngine.deviceTimes} before the oldest go. */
+const MAX_UNREAD_TIME_BATCHES = 256;
+
+/** One query set's timestamps: the rows they belong to, and where they wait to be read. */
+interface UnreadTimes {
+  rows: ProfileRow[];
+  readback: GPUBuffer;
+  querySet: GPUQuerySet;
+}
 
 /** Rounds a request up to its pool bucket, so freed buffers fit later requests of about the same size. */
 export function bucketSize(bytes: number): number {
@@ -240,6 +250,11 @@ export interface Engine {
   flush(): void;
   /** Waits until everything queued has run. */
   sync(): Promise<void>;
+  /**
+   * Waits until everything queued has run and the device times of profiled dispatches have been added to
+   * their profile rows (WebGPU with `timestamp-query`; elsewhere the same as {@link sync}).
+   */
+  deviceTimes(): Promise<void>;
   /** Gives the pool's free memory back. */
   trimPool(): void;
   /** Splits `n` workgroups over x and y within the per-dimension limit. */
@@ -319,6 +334,18 @@ export class WebGpuEngine implements Engine {
   submits = 0;
   /** Dispatches recorded so far. */
   dispatches = 0;
+  /** Whether the device has `timestamp-query`: a profile then holds each kernel's device time. */
+  readonly timestamps: boolean;
+  /**
+   * The query set of this batch's timed dispatches, fresh for each batch and big enough for all of them: a
+   * batch submitted early because a smaller set was full stalled lavapipe (under Deno) for minutes on its
+   * next dispatch, in a training step's second profiled run.
+   */
+  private querySet: GPUQuerySet | null = null;
+  /** The profile rows of this batch's timed dispatches, in the order of their timestamp pairs. */
+  private timedRows: ProfileRow[] = [];
+  /** Submitted batches' timestamps, not yet read back and added to their rows. */
+  private unreadTimes: UnreadTimes[] = [];
 
   /**
    * Wraps an opened device; its uncaptured errors are rethrown by the next read or sync. `onCpu`: the adapter
@@ -329,6 +356,7 @@ export class WebGpuEngine implements Engine {
     // Held from the start: Bun's `device.queue` throws once the device is destroyed, before `lost` settles,
     // and the lost-device error should come from the next wait instead.
     this.queue = device.queue;
+    this.timestamps = device.features.has("timestamp-query");
     this.pool = new BufferPool(device, device.limits.maxBufferSize);
     this.maxStorageBinding = device.limits.maxStorageBufferBindingSize;
     this.minStorageOffsetAlignment = device.limits.minStorageBufferOffsetAlignment;
@@ -394,8 +422,9 @@ export class WebGpuEngine implements Engine {
     workgroups: [number, number?, number?],
     label?: string,
   ): void {
-    // A dispatch only records work here: a profile counts it (its time is the device's, later).
-    if (profiling()) recordKernel(label ?? spec.name, NaN);
+    // A dispatch only records work here: a profile counts it, and its device time comes later where the
+    // device has timestamps (NaN where it has none).
+    const row = profiling() ? recordKernel(label ?? spec.name, this.timestamps ? 0 : NaN) : null;
     if (buffers.length !== spec.storage.length) {
       throw new Error(`kernel ${spec.key}: ${buffers.length} buffers bound, ${spec.storage.length} declared`);
     }
@@ -460,6 +489,23 @@ export class WebGpuEngine implements Engine {
         else u32[i] = params[i];
       });
     }
+    const timed = row !== null && this.timestamps;
+    if (timed) {
+      // A pass of its own, timestamped at its start and end: WebGPU times passes, not dispatches.
+      this.endPass();
+      // Two timestamps for each of the batch's dispatches (at most 2,048: a query set holds 4,096).
+      this.querySet ??= this.device.createQuerySet({ type: "timestamp", count: 2 * MAX_PENDING_DISPATCHES });
+      const index = 2 * this.timedRows.length;
+      this.timedRows.push(row);
+      this.encoder ??= this.device.createCommandEncoder();
+      this.pass = this.encoder.beginComputePass({
+        timestampWrites: {
+          querySet: this.querySet,
+          beginningOfPassWriteIndex: index,
+          endOfPassWriteIndex: index + 1,
+        },
+      });
+    }
     if (!this.pass) {
       this.encoder ??= this.device.createCommandEncoder();
       this.pass = this.encoder.beginComputePass();
@@ -467,8 +513,55 @@ export class WebGpuEngine implements Engine {
     this.pass.setPipeline(pipeline);
     this.pass.setBindGroup(0, bindGroup, dynamicOffsets);
     this.pass.dispatchWorkgroups(x, y, z);
+    if (timed) this.endPass();
     this.pending++;
     this.dispatches++;
+  }
+
+  /**
+   * Resolves the batch's timestamps into a buffer that {@link deviceTimes} reads once the work has run, on
+   * the batch's encoder before it is finished. The reads wait for deviceTimes: mapping a batch's buffer while
+   * later batches were being submitted stalled lavapipe (under Deno) for minutes on the next dispatch.
+   */
+  private resolveTimes(encoder: GPUCommandEncoder): void {
+    const rows = this.timedRows, count = 2 * rows.length, querySet = this.querySet!;
+    this.timedRows = [];
+    this.querySet = null;
+    const resolved = this.device.createBuffer({ size: count * 8, usage: QUERY_RESOLVE_USAGE });
+    const readback = this.device.createBuffer({ size: count * 8, usage: MAP_READ_USAGE });
+    encoder.resolveQuerySet(querySet, 0, count, resolved, 0);
+    encoder.copyBufferToBuffer(resolved, 0, readback, 0, count * 8);
+    this.stagingToDestroy.push(resolved);
+    this.unreadTimes.push({ rows, readback, querySet });
+    // A profile stopped without deviceTimes leaves its reads here: past a bound the oldest are dropped.
+    if (this.unreadTimes.length > MAX_UNREAD_TIME_BATCHES) this.dropTimes(this.unreadTimes.shift()!);
+  }
+
+  private dropTimes(t: UnreadTimes): void {
+    t.readback.destroy();
+    t.querySet.destroy();
+  }
+
+  /**
+   * Waits until the device has run everything, then reads the timestamps of every profiled dispatch and adds
+   * each one's time (end minus start) to its profile row.
+   */
+  async deviceTimes(): Promise<void> {
+    await this.sync();
+    const unread = this.unreadTimes;
+    this.unreadTimes = [];
+    for (const t of unread) {
+      const bytes = t.rows.length * 16;
+      try {
+        await this.untilLost(t.readback.mapAsync(1, /* GPUMapMode.READ */ 0, bytes));
+        const ns = new BigUint64Array(t.readback.getMappedRange(0, bytes));
+        // An implementation may clamp or reorder timestamps; a negative span counts as none.
+        t.rows.forEach((r, i) => r.ms += Math.max(0, Number(ns[2 * i + 1] - ns[2 * i])) / 1e6);
+        t.readback.unmap();
+      } finally {
+        this.dropTimes(t);
+      }
+    }
   }
 
   /**
@@ -597,6 +690,7 @@ export class WebGpuEngine implements Engine {
         this.uniformSlot * UNIFORM_SLOT,
       );
     }
+    if (this.timedRows.length > 0) this.resolveTimes(this.encoder);
     const commands = this.encoder.finish();
     this.queue.submit([commands]);
     bunRelease.commands(commands);

@@ -178,6 +178,7 @@ export function toAssemblyScript(expr: Expr, naming: Naming = {}): string {
   if (e.op === "max") return `max<f32>(${a[0]}, ${a[1]})`;
   const infix = INFIX[e.op];
   if (infix) return `(${a[0]} ${infix} ${a[1]})`;
+  if (e.op === "exp") return `expf(${a[0]})`;
   return `Mathf.${e.op}(${a.join(", ")})`;
 }
 
@@ -189,6 +190,8 @@ const LANES: Partial<Record<Operation, string>> = {
   div: "f32x4.div",
   max: "f32x4.max",
   sqrt: "f32x4.sqrt",
+  abs: "f32x4.abs",
+  exp: "expf4",
   gt: "f32x4.gt",
   ge: "f32x4.ge",
   lt: "f32x4.lt",
@@ -200,7 +203,7 @@ const LANES: Partial<Record<Operation, string>> = {
 
 /**
  * AssemblyScript over four lanes (v128): values and uniforms by their names (v128 locals: uniforms splat),
- * or null where an operation has no lane form (exp, log, pow, abs, sign, calls), so the twin goes element by
+ * or null where an operation has no lane form (log, pow, sign, calls), so the twin goes element by
  * element. A select on a flag (one bool for all lanes) picks a whole vector. Each lane computes what the
  * scalar form computes, bit for bit.
  */
@@ -241,6 +244,24 @@ export function hoistUniform(exprs: Expr[]): Map<string, Expr> {
   };
   exprs.forEach(visit);
   return found;
+}
+
+/**
+ * The composite subexpressions that `expr` holds more than once (sigmoid's exp(-|x|) in both arms of its
+ * select), by WGSL text, each after those it contains: a twin computes each once into a local (the same f32
+ * operations, so the same bits) instead of once per occurrence.
+ */
+export function repeatedSubexpressions(expr: Expr): Map<string, Expr> {
+  const seen = new Map<string, { e: Expr; count: number }>();
+  const visit = (e: Expr) => {
+    if (e.kind !== "op" && e.kind !== "call") return;
+    e.args.forEach(visit);
+    const text = toWgsl(e), entry = seen.get(text);
+    if (entry) entry.count++;
+    else seen.set(text, { e, count: 1 });
+  };
+  visit(expr);
+  return new Map([...seen].filter(([, { count }]) => count > 1).map(([text, { e }]) => [text, e]));
 }
 
 /** The functions an expression calls, those they call first, each once. */

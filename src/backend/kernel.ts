@@ -124,6 +124,10 @@ export function pointwiseKernel(
   };
 }
 
+/** u32 uniforms by name, in order: the sizes and flags of a kernel that exists only on WebAssembly. */
+export const u32Uniforms = (names: string[]): { name: string; type: "u32" }[] =>
+  names.map((name) => ({ name, type: "u32" as const }));
+
 /**
  * A kernel that exists only on the WebAssembly backend, for an op whose Wasm path is decomposed
  * differently from its WGSL one (convolution: packed GEMM panels instead of one implicit-GEMM pass).

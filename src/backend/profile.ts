@@ -1,6 +1,8 @@
 // A kernel-level profile: time and calls per kernel and phase (forward, backward, optimizer). On the
-// WebAssembly backend a kernel runs inside its dispatch, so its wall time is exact; on WebGPU a dispatch only
-// records work, so the profile counts calls and leaves the time NaN.
+// WebAssembly backend a kernel runs inside its dispatch, so its wall time is exact. On WebGPU a dispatch only
+// records work: where the device has `timestamp-query`, each profiled dispatch gets its own compute pass with
+// timestamps at its start and end, and the device's time comes back after the batch has run (see
+// finishProfile in device.ts); without it the profile counts calls and leaves the time NaN.
 
 /** One row of a profile: a kernel (a GEMM named by its use, e.g. "gemm: conv2d weight grad") in one phase. */
 export interface ProfileRow {
@@ -10,7 +12,10 @@ export interface ProfileRow {
   kernel: string;
   /** Dispatches. */
   calls: number;
-  /** Milliseconds spent in them (WebAssembly), or NaN (WebGPU). */
+  /**
+   * Milliseconds spent in them: wall time on WebAssembly, device time on WebGPU with `timestamp-query`
+   * (complete after `finishProfile`), NaN on WebGPU without it.
+   */
   ms: number;
   /** Floating-point operations they did, where the op counts them (the WebAssembly GEMM: 2 M N K), else 0. */
   flop: number;
@@ -24,7 +29,11 @@ export function startProfile(): void {
   rows = new Map();
 }
 
-/** Stops collecting and returns the rows, the most time first (on WebGPU: the most calls first). */
+/**
+ * Stops collecting and returns the rows, the most time first (on WebGPU without timestamps: the most calls
+ * first). On WebGPU, device times of work not yet read back are missing: `finishProfile` (src/backend/device.ts) waits
+ * for them.
+ */
 export function stopProfile(): ProfileRow[] {
   const out = [...(rows ?? new Map<string, ProfileRow>()).values()];
   rows = null;
@@ -54,12 +63,16 @@ function row(kernel: string): ProfileRow {
   return r;
 }
 
-/** Adds one dispatch of `kernel` taking `ms` to the profile being collected. */
-export function recordKernel(kernel: string, ms: number): void {
-  if (!rows) return;
+/**
+ * Adds one dispatch of `kernel` taking `ms` to the profile being collected and returns its row, where a
+ * device time that comes later is added (null when no profile is being collected).
+ */
+export function recordKernel(kernel: string, ms: number): ProfileRow | null {
+  if (!rows) return null;
   const r = row(kernel);
   r.calls++;
   r.ms += ms;
+  return r;
 }
 
 /** Adds `flop` operations to `kernel`'s row (before or after its dispatch is recorded). */

@@ -9,6 +9,7 @@ import { isGradEnabled, Tensor } from "../autograd/tensor.ts";
 import { record } from "../autograd/tape.ts";
 import {
   chooseTile,
+  EPILOGUE_TENSORS,
   gemmKernel,
   gemmThreads,
   type GemmTile,
@@ -20,6 +21,7 @@ import {
 } from "./gemm.ts";
 import { sum } from "./reduce.ts";
 import { wasmWinograd, type WinogradTile } from "./winograd.ts";
+import { type DepthwiseConv, depthwiseFits, wasmDepthwise } from "./depthwise.ts";
 import { fmtShape, type Pair, sameShape } from "./shape.ts";
 import { tracer } from "../onnx/trace.ts";
 
@@ -59,7 +61,7 @@ export function pair(
 }
 
 /** Sizes of one convolution, in the order of the kernels' uniforms after M, N, K. */
-interface ConvGeometry {
+export interface ConvGeometry {
   n: number;
   c: number;
   h: number;
@@ -130,8 +132,6 @@ export interface ConvEpilogue {
   /** max(0, .) last. */
   relu?: boolean;
 }
-/** The epilogue's tensors, in the order the forward kernel binds them (after x and the weight). */
-const EPILOGUE_TENSORS = ["scale", "bias", "residual"] as const;
 type EpilogueParts = Record<typeof EPILOGUE_TENSORS[number] | "relu", boolean>;
 const epilogueParts = (e: ConvEpilogue): EpilogueParts => ({
   scale: Boolean(e.scale),
@@ -484,18 +484,36 @@ interface ConvPasses {
   weightGrad(dy: Tensor): Tensor;
 }
 
-/** Which convolution algorithm the WebAssembly backend uses: "auto" (per shape), "direct" or a Winograd tile. */
+/**
+ * Which convolution algorithm the WebAssembly backend uses: "auto" (per shape: Winograd, the depthwise kernel
+ * or the implicit GEMM), "direct" (the implicit GEMM for every convolution) or a Winograd tile.
+ */
 export type WasmConvAlgorithm = "auto" | "direct" | WinogradTile;
 let wasmAlgorithm: WasmConvAlgorithm = "auto";
 
 /**
- * Sets the WebAssembly backend's choice between direct (implicit-GEMM) convolution and Winograd for 3x3
- * stride-1 convolutions (tests and benchmarks reach each path with it); returns the previous setting.
+ * Sets the WebAssembly backend's choice of convolution algorithm (tests and benchmarks reach each path with
+ * it); returns the previous setting.
  */
 export function setWasmConvAlgorithm(algorithm: WasmConvAlgorithm): WasmConvAlgorithm {
   const previous = wasmAlgorithm;
   wasmAlgorithm = algorithm;
   return previous;
+}
+
+/**
+ * Whether "auto" gives a convolution to the depthwise kernel (src/kernels/depthwise.ts): one filter per
+ * channel, and a padded plane that fits in a thread's scratch. Its input gradient too where the stride is 1
+ * (a depthwise convolution of dy, padded (k - 1) d - p).
+ */
+function isDepthwise(g: ConvGeometry): boolean {
+  return wasmAlgorithm === "auto" && g.groups > 1 && g.groups === g.c && g.oc === g.c && depthwiseFits(g);
+}
+function depthwiseInputGrad(g: ConvGeometry): DepthwiseConv | null {
+  const ph = (g.kh - 1) * g.dh - g.ph, pw = (g.kw - 1) * g.dw - g.pw;
+  if (!isDepthwise(g) || g.sh !== 1 || g.sw !== 1 || ph < 0 || pw < 0) return null;
+  const geometry = { ...g, h: g.oh, w: g.ow, oh: g.h, ow: g.w, ph, pw, flip: true, use: "" };
+  return depthwiseFits(geometry) ? geometry : null;
 }
 
 /**
@@ -532,12 +550,14 @@ function wasmPasses(x: Tensor, weight: Tensor, epilogue: ConvEpilogue, g: ConvGe
     forward: (out) => {
       const tile = winogradTile(g, g.c, g.oc, g.oh, g.ow);
       if (tile) wasmWinograd(x, weight, out, tile, { ...g, ...epilogue, use: `${conv} forward` });
+      else if (isDepthwise(g)) wasmDepthwise(x, weight, out, { ...g, ...epilogue, use: `${conv} forward` });
       else wasmGemm(weight, x, out, { ...products.forward, ...epilogue, use: `${conv} forward` });
     },
     inputGrad: (dy) => {
       const dx = Tensor.empty([...x.shape]);
-      const tile = winogradInputGradTile(g);
-      if (tile) {
+      const tile = winogradInputGradTile(g), depthwise = depthwiseInputGrad(g);
+      if (depthwise) wasmDepthwise(dy, weight, dx, { ...depthwise, use: `${conv} input grad` });
+      else if (tile) {
         // dx is the convolution of dy with the filters transposed and turned, padded by 2 - p.
         const { n, c, h, w, oc, oh, ow, ph, pw } = g;
         const geometry = { n, c: oc, h: oh, w: ow, oc: c, oh: h, ow: w, ph: 2 - ph, pw: 2 - pw };
@@ -621,6 +641,8 @@ export interface ConvPlan {
   weightGradParts: number;
   /** The Winograd tile of the forward pass and of the input gradient on WebAssembly; null: direct. */
   winograd: { forward: WinogradTile | null; inputGrad: WinogradTile | null };
+  /** Whether the forward pass and the input gradient run on WebAssembly's depthwise kernel. */
+  depthwise: { forward: boolean; inputGrad: boolean };
 }
 
 /**
@@ -635,6 +657,7 @@ export function convPlan(x: Tensor, weight: Tensor, options: Conv2dOptions = {})
       tiles: null,
       weightGradParts: wasmWeightGradSlices(g),
       winograd: { forward: winogradTile(g, g.c, g.oc, g.oh, g.ow), inputGrad: winogradInputGradTile(g) },
+      depthwise: { forward: isDepthwise(g), inputGrad: depthwiseInputGrad(g) !== null },
     };
   }
   const p = webgpuProducts(g);
@@ -644,6 +667,7 @@ export function convPlan(x: Tensor, weight: Tensor, options: Conv2dOptions = {})
     tiles: { forward: tile(p.forward), inputGrad: tile(p.inputGrad), weightGrad: tile(p.weightGrad) },
     weightGradParts: splitK(g).count,
     winograd: { forward: null, inputGrad: null },
+    depthwise: { forward: false, inputGrad: false },
   };
 }
 

@@ -306,6 +306,25 @@ fn b4_fits(c0: u32) -> bool { return c0 + 3u < u.N && (${t.loadB4.when}); }`
 // The WebAssembly backend's GEMM (src/kernels/wasm/gemm.ts): one kernel whose packers read A and B either
 // as strided matrices or as a convolution's windows, so matmul and all three convolution passes share it.
 
+/**
+ * The tensors of a convolution's fused epilogue (conv.ts ConvEpilogue), in the order the forward kernels
+ * bind them: the per-channel scale and bias, then the residual.
+ */
+export const EPILOGUE_TENSORS = ["scale", "bias", "residual"] as const;
+/** What a kernel with the epilogue gets: the tensors (each may be absent) and a ReLU flag. */
+type Epilogue = Partial<Record<typeof EPILOGUE_TENSORS[number], Tensor | null>> & { relu?: boolean };
+/** The epilogue tensors' read-only bindings, for the WebAssembly kernels that end with it (Winograd, depthwise). */
+export const EPILOGUE_BINDINGS = EPILOGUE_TENSORS.map((name) => ({ name, access: "read" as const }));
+/** The buffers bound to {@link EPILOGUE_BINDINGS} (`absent` where a tensor is not given: never read then). */
+export const epilogueBuffers = (e: Epilogue, absent: Tensor) =>
+  EPILOGUE_TENSORS.map((p) => (e[p] ?? absent).buffer);
+/** The names of the uniforms that say which parts an epilogue has, and their values: {@link epilogueFlags}. */
+export const EPILOGUE_FLAGS = [...EPILOGUE_TENSORS.map((p) => `has_${p}`), "relu"];
+/** The uniforms has_scale, has_bias, has_residual and relu. */
+export const epilogueFlags = (
+  e: Epilogue,
+): number[] => [...EPILOGUE_TENSORS.map((p) => e[p] ? 1 : 0), e.relu ? 1 : 0];
+
 /** How the Wasm GEMM reads an operand: a strided matrix, or one of a convolution's implicit matrices. */
 export const WASM_A = { strided: 0, weightT: 1, dyImages: 2 } as const;
 /**

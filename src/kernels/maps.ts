@@ -35,13 +35,14 @@ export type UnaryOp =
   | "addScalar"
   | "abs";
 
-/** The logistic of v in the two forms that are each exact on their side: no exp of a large positive value. */
-const logistic = (v: Expr): Expr =>
-  E.select(
-    E.div(E.exp(v), E.add(E.c(1), E.exp(v))),
-    E.div(E.c(1), E.add(E.c(1), E.exp(E.neg(v)))),
-    E.ge(v, E.c(0)),
-  );
+/**
+ * The logistic of v in the two forms that are each exact on their side, through one exp(-|v|) (never of a
+ * large positive value) and one division: r = 1 / (1 + e) for v >= 0, e r below.
+ */
+const logistic = (v: Expr): Expr => {
+  const e = E.exp(E.neg(E.abs(v))), r = E.div(E.c(1), E.add(E.c(1), e));
+  return E.select(E.mul(e, r), r, E.ge(v, E.c(0)));
+};
 
 /**
  * Each map's forward of x (and the uniform alpha) and its gradient of g, x, y = f(x) and alpha: the one

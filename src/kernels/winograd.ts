@@ -6,30 +6,31 @@
 // held in the transformed domain, and of rounding: F(4x4)'s matrices hold values up to 8 and 1/24.
 import { Tensor } from "../autograd/tensor.ts";
 import { getEngine } from "../backend/device.ts";
-import { wasmKernel } from "../backend/kernel.ts";
-import { WASM_A, WASM_B, wasmGemm } from "./gemm.ts";
+import { u32Uniforms, wasmKernel } from "../backend/kernel.ts";
+import {
+  EPILOGUE_BINDINGS,
+  EPILOGUE_FLAGS,
+  epilogueBuffers,
+  epilogueFlags,
+  WASM_A,
+  WASM_B,
+  wasmGemm,
+} from "./gemm.ts";
 
-const u32 = (names: string[]) => names.map((name) => ({ name, type: "u32" as const }));
 const weightKernel = wasmKernel({
   name: "winograd_weight",
   storage: [{ name: "w", access: "read" }, { name: "u", access: "rw" }],
-  uniforms: u32(["rows", "cols", "m", "flip"]),
+  uniforms: u32Uniforms(["rows", "cols", "m", "flip"]),
 });
 const inputKernel = wasmKernel({
   name: "winograd_input",
   storage: [{ name: "x", access: "read" }, { name: "v", access: "rw" }],
-  uniforms: u32(["n", "c", "h", "w", "ph", "pw", "th", "tw", "m"]),
+  uniforms: u32Uniforms(["n", "c", "h", "w", "ph", "pw", "th", "tw", "m"]),
 });
 const outputKernel = wasmKernel({
   name: "winograd_output",
-  storage: [
-    { name: "mm", access: "read" },
-    { name: "y", access: "rw" },
-    { name: "scale", access: "read" },
-    { name: "bias", access: "read" },
-    { name: "residual", access: "read" },
-  ],
-  uniforms: u32(["n", "oc", "oh", "ow", "th", "tw", "m", "has_scale", "has_bias", "has_residual", "relu"]),
+  storage: [{ name: "mm", access: "read" }, { name: "y", access: "rw" }, ...EPILOGUE_BINDINGS],
+  uniforms: u32Uniforms(["n", "oc", "oh", "ow", "th", "tw", "m", ...EPILOGUE_FLAGS]),
 });
 
 /** Output tile side: 2 (F(2x2, 3x3)) or 4 (F(4x4, 3x3)). */
@@ -90,8 +91,8 @@ export function wasmWinograd(x: Tensor, weight: Tensor, out: Tensor, m: Winograd
   });
   engine.dispatch(
     outputKernel,
-    [mm.buffer, out.buffer, (g.scale ?? out).buffer, (g.bias ?? out).buffer, (g.residual ?? out).buffer],
-    [g.n, g.oc, g.oh, g.ow, th, tw, m, g.scale ? 1 : 0, g.bias ? 1 : 0, g.residual ? 1 : 0, g.relu ? 1 : 0],
+    [mm.buffer, out.buffer, ...epilogueBuffers(g, out)],
+    [g.n, g.oc, g.oh, g.ow, th, tw, m, ...epilogueFlags(g)],
     [1],
     `winograd F(${m}x${m}) output: ${g.use}`,
   );

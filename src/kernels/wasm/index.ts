@@ -6,6 +6,7 @@ export * from "./map_kernels";
 export { reduce_sum } from "./reduce";
 export { gemm } from "./gemm";
 export { winograd_input, winograd_output, winograd_weight } from "./winograd";
+export { depthwise_conv } from "./depthwise";
 export { log_softmax_bwd, log_softmax_fwd, softmax_bwd, softmax_fwd } from "./softmax";
 export { focal_bwd, focal_fwd } from "./loss";
 export { outer_bwd, outer_fwd, weighted_sum_bwd, weighted_sum_fwd } from "./ensemble";

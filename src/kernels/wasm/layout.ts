@@ -328,6 +328,42 @@ export namespace cat_slice {
   export const UNIFORMS: i32 = 2;
 }
 
+/** depthwise_conv: bindings x, weight, y, scale, bias, residual; uniforms n, c, h, w, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw, flip, hp, wq, has_scale, has_bias, has_residual, relu. */
+export namespace depthwise_conv {
+  export const x: i32 = 0;
+  export const weight: i32 = 1;
+  export const y: i32 = 2;
+  export const scale: i32 = 3;
+  export const bias: i32 = 4;
+  export const residual: i32 = 5;
+  export const n: i32 = 6;
+  export const c: i32 = 7;
+  export const h: i32 = 8;
+  export const w: i32 = 9;
+  export const oh: i32 = 10;
+  export const ow: i32 = 11;
+  export const kh: i32 = 12;
+  export const kw: i32 = 13;
+  export const sh: i32 = 14;
+  export const sw: i32 = 15;
+  export const ph: i32 = 16;
+  export const pw: i32 = 17;
+  export const dh: i32 = 18;
+  export const dw: i32 = 19;
+  export const flip: i32 = 20;
+  export const hp: i32 = 21;
+  export const wq: i32 = 22;
+  export const has_scale: i32 = 23;
+  export const has_bias: i32 = 24;
+  export const has_residual: i32 = 25;
+  export const relu: i32 = 26;
+  export const GRID_X: i32 = 27;
+  export const GRID_Y: i32 = 28;
+  export const GRID_Z: i32 = 29;
+  export const SCRATCH_BASE: i32 = 30;
+  export const UNIFORMS: i32 = 6;
+}
+
 /** expand: bindings a, out; uniforms n, s0, s1, s2, s3, s4, s5, at0, at1, at2, at3, at4, at5, scale. */
 export namespace expand {
   export const a: i32 = 0;
