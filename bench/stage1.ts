@@ -4,6 +4,8 @@
 //   deno task bench:stage1 [--full] [--profile] [--direct] [filter]      bun run bench/stage1.ts [...]
 //   --direct: no Winograd (every convolution a direct product on the WebAssembly backend), for before/after.
 //   --profile: one more train step per learner under fl.startProfile, printed by phase and kernel.
+//   On WebGPU with timestamp-query that step is always run: its kernels' device time is the "device ms"
+//   column beside the wall-clock step (the rest of a step is the CPU recording and submitting the work).
 //   The PyTorch CPU peer (bench/stage1_torch.py) runs after ours when python3-torch is installed (--no-torch
 //   skips it), and the last table gives ours / PyTorch per learner and the geometric mean.
 //   default: the tiny learners (`scale: "tiny"`) at crop 64, batch 16 (each learner takes a few seconds);
@@ -60,6 +62,7 @@ const B = full ? 2 : 16;
 const numClasses = 4;
 
 const info = await fl.init();
+const deviceTimed = info.backend === "webgpu" && info.features.includes("timestamp-query");
 const runtime = `${info.runtime} ${
   info.runtime === "deno"
     ? (globalThis as unknown as { Deno: { version: { deno: string } } }).Deno.version.deno
@@ -109,6 +112,8 @@ interface Row {
   arch: string;
   params: number;
   trainMs: number;
+  /** The device time of one train step's kernels (WebGPU with timestamp-query), else NaN. */
+  deviceMs: number;
   assemblyMs: number;
   inferenceMs: number;
 }
@@ -168,13 +173,17 @@ for (const arch of [...flannel.LEARNER_ARCHS, ...flannel.BASELINE_ARCHS]) {
     inference: { fn: inferenceTask, time: full ? 0 : 800, iterations: full ? 2 : 3 },
   });
 
-  if (profile) {
-    // One more train step, profiled: where its time goes, by phase and kernel (exact on WebAssembly).
+  let deviceMs = NaN;
+  if (profile || deviceTimed) {
+    // One more train step, profiled: where its time goes, by phase and kernel (exact on WebAssembly, the
+    // device's on WebGPU with timestamps).
     fl.startProfile();
     const s = performance.now();
     await trainTask();
     const wall = performance.now() - s;
-    printProfile(fl.stopProfile(), wall);
+    const profiled = await fl.finishProfile();
+    if (deviceTimed) deviceMs = profiled.reduce((t, r) => t + r.ms, 0);
+    if (profile) printProfile(profiled, wall);
   }
 
   // Sanity: the mean training loss over the steps run (warmup included) and one batch's logits are finite.
@@ -203,7 +212,9 @@ for (const arch of [...flannel.LEARNER_ARCHS, ...flannel.BASELINE_ARCHS]) {
   console.log(
     `  train ${fmt(B / (t.train.median / 1000))} images/s (step ${seconds(t.train.median)}, first ${
       seconds(t.train.first)
-    }), assembly ${fmt(t.assembly.median)} ms, inference ${fmt(B / (t.inference.median / 1000))} images/s` +
+    })${deviceTimed ? `, device ${seconds(deviceMs)} of a step's kernels` : ""}, assembly ${
+      fmt(t.assembly.median)
+    } ms, inference ${fmt(B / (t.inference.median / 1000))} images/s` +
       ` (first ${seconds(t.inference.first)}); ${
         seconds(performance.now() - t0)
       } in all; after disposal: ${left}` +
@@ -215,6 +226,7 @@ for (const arch of [...flannel.LEARNER_ARCHS, ...flannel.BASELINE_ARCHS]) {
     arch,
     params,
     trainMs: t.train.median,
+    deviceMs,
     assemblyMs: t.assembly.median,
     inferenceMs: t.inference.median,
   });
@@ -222,15 +234,17 @@ for (const arch of [...flannel.LEARNER_ARCHS, ...flannel.BASELINE_ARCHS]) {
 
 console.log(`\n${runtime} on ${info.adapter}\n`);
 console.log(
-  "| learner | scale | crop | batch | params | train images/s | batch assembly ms | inference images/s | train/inference |",
+  "| learner | scale | crop | batch | params | train images/s | step ms | device ms | batch assembly ms | inference images/s | train/inference |",
 );
-console.log("|---|---|---|---|---|---|---|---|---|");
+console.log("|---|---|---|---|---|---|---|---|---|---|---|");
 for (const r of rows) {
   const train = B / (r.trainMs / 1000), inference = B / (r.inferenceMs / 1000);
   console.log(
     `| ${r.arch} | ${scale} | ${crop} | ${B} | ${r.params.toLocaleString("en-US")} | ${fmt(train)} | ${
-      fmt(r.assemblyMs)
-    } | ${fmt(inference)} | ${Number.isFinite(train / inference) ? (train / inference).toFixed(2) : "-"} |`,
+      fmt(r.trainMs)
+    } | ${fmt(r.deviceMs)} | ${fmt(r.assemblyMs)} | ${fmt(inference)} | ${
+      Number.isFinite(train / inference) ? (train / inference).toFixed(2) : "-"
+    } |`,
   );
 }
 console.log(
