@@ -30,6 +30,14 @@ export interface InitOptions {
    * `BackendInfo.fastMath` is false. Ignored by WebGPU.
    */
   fastMath?: boolean;
+  /**
+   * WebGPU's workgroup sums (batch norm's per-channel sums, `sum` over many values) by subgroup operations,
+   * where the device offers `subgroups` (default: FLANNEL_SUBGROUPS=1, else false): fewer barriers on a GPU,
+   * but the values are added in another order than the kernels of a device without subgroups (Deno's wgpu on
+   * the same machine has none), so results match those within float32 rounding, not bit for bit.
+   * `BackendInfo.subgroupSums` says whether they run. Ignored by WebAssembly.
+   */
+  subgroups?: boolean;
 }
 /** The open backend, as {@link init} and {@link backendInfo} report it. */
 export interface BackendInfo {
@@ -43,6 +51,8 @@ export interface BackendInfo {
   isFallbackAdapter: boolean;
   /** Whether the relaxed-SIMD kernels run (InitOptions.fastMath, on an engine that has relaxed SIMD). */
   fastMath: boolean;
+  /** Whether workgroup sums use subgroup operations (InitOptions.subgroups, on a device with `subgroups`). */
+  subgroupSums: boolean;
   /** Why this backend: "asked for", or what `auto` found (a GPU, a CPU adapter, no adapter). */
   reason: string;
   /**
@@ -150,7 +160,12 @@ export async function init(options: InitOptions = {}): Promise<BackendInfo> {
     );
     return await initWasm(runtime, options, reason);
   }
-  const opened = await initWebGpu(runtime, adapter, wanted === "webgpu" ? "asked for" : "a GPU adapter");
+  const opened = await initWebGpu(
+    runtime,
+    adapter,
+    wanted === "webgpu" ? "asked for" : "a GPU adapter",
+    options.subgroups ?? env("FLANNEL_SUBGROUPS") === "1",
+  );
   if (wanted === "auto") console.error(`flannel: using WebGPU on ${opened.adapter} (a GPU)`);
   return opened;
 }
@@ -221,6 +236,7 @@ async function initWasm(
     runtime,
     isFallbackAdapter: false,
     fastMath: wasm.fastMath,
+    subgroupSums: false,
     reason,
     limits: { maxStorageBufferBindingSize: wasm.maxStorageBinding, threads: wasm.threads },
     features: [],
@@ -249,6 +265,7 @@ async function initWebGpu(
   runtime: BackendInfo["runtime"],
   adapter: GPUAdapter,
   reason: string,
+  subgroupSums: boolean,
 ): Promise<BackendInfo> {
   const adapterInfo = adapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean };
   const limits = limitsRecord(adapter.limits);
@@ -260,6 +277,7 @@ async function initWebGpu(
     device,
     cpuAdapterReason(adapterInfo) !== null,
     /swiftshader/i.test(adapterText(adapterInfo)),
+    subgroupSums,
   );
   info = {
     backend: "webgpu",
@@ -268,6 +286,7 @@ async function initWebGpu(
     runtime,
     isFallbackAdapter: Boolean(adapterInfo.isFallbackAdapter),
     fastMath: false,
+    subgroupSums: engine.subgroupSums,
     reason,
     limits: limitsRecord(device.limits),
     features: OPTIONAL_FEATURES.filter((f) => device.features.has(f)),

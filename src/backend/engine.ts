@@ -204,6 +204,10 @@ export interface Engine {
   readonly maxWorkgroupsPerDim: number;
   /** Whether kernels run on the CPU (the WebAssembly backend, or a CPU implementation of WebGPU). */
   readonly onCpu: boolean;
+  /** Whether the device offers subgroup operations (WebGPU's `subgroups` feature). */
+  readonly subgroups: boolean;
+  /** Whether workgroup sums use them unless a caller says otherwise (src/kernels/group_sum.ts). */
+  readonly subgroupSums: boolean;
   /**
    * Whether GEMM kernels keep to one vec4 column group per thread because the compiler is slow on two:
    * SwiftShader (Chromium's CPU WebGPU) took 21-28 s per convolution kernel with two, 0.4 s with one.
@@ -336,6 +340,10 @@ export class WebGpuEngine implements Engine {
   dispatches = 0;
   /** Whether the device has `timestamp-query`: a profile then holds each kernel's device time. */
   readonly timestamps: boolean;
+  /** Whether the device has `subgroups`. */
+  readonly subgroups: boolean;
+  /** Whether workgroup sums use subgroups by default (InitOptions.subgroups, where the device has them). */
+  readonly subgroupSums: boolean;
   /**
    * The query set of this batch's timed dispatches, fresh for each batch and big enough for all of them: a
    * batch submitted early because a smaller set was full stalled lavapipe (under Deno) for minutes on its
@@ -352,11 +360,18 @@ export class WebGpuEngine implements Engine {
    * is a CPU implementation (lavapipe), where kernels without workgroup memory run faster; `narrowTiles`: see
    * {@linkcode Engine.narrowTiles}.
    */
-  constructor(readonly device: GPUDevice, readonly onCpu: boolean, readonly narrowTiles = false) {
+  constructor(
+    readonly device: GPUDevice,
+    readonly onCpu: boolean,
+    readonly narrowTiles = false,
+    subgroupSums = false,
+  ) {
     // Held from the start: Bun's `device.queue` throws once the device is destroyed, before `lost` settles,
     // and the lost-device error should come from the next wait instead.
     this.queue = device.queue;
     this.timestamps = device.features.has("timestamp-query");
+    this.subgroups = device.features.has("subgroups");
+    this.subgroupSums = subgroupSums && this.subgroups;
     this.pool = new BufferPool(device, device.limits.maxBufferSize);
     this.maxStorageBinding = device.limits.maxStorageBufferBindingSize;
     this.minStorageOffsetAlignment = device.limits.minStorageBufferOffsetAlignment;

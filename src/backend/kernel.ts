@@ -14,6 +14,8 @@ export interface KernelDef {
   storage: { name: string; access: Access; type?: "f32" | "i32" | "u32" | "atomic<u32>" | "vec4<f32>" }[];
   uniforms?: { name: string; type: ScalarType }[];
   workgroupSize?: number;
+  /** WGSL extensions the body uses (`subgroups`): `enable` directives at the top of the shader. */
+  enable?: string[];
   /** WGSL after the bindings; declares `@compute @workgroup_size(WG) fn main(...)`. */
   body: string;
   /**
@@ -84,7 +86,7 @@ export function defineKernel(def: KernelDef): KernelSpec {
   }
   const wg = def.workgroupSize ?? 256;
   const uniforms = def.uniforms ?? [];
-  const lines: string[] = [];
+  const lines: string[] = (def.enable ?? []).map((e) => `enable ${e};`);
   def.storage.forEach((s, i) => {
     const access = s.access === "read" ? "read" : "read_write";
     lines.push(`@group(0) @binding(${i}) var<storage, ${access}> ${s.name}: array<${s.type ?? "f32"}>;`);

@@ -2,7 +2,8 @@
 // statistics in training mode (running statistics updated in place on the device, the unbiased variance
 // into the running variance), running statistics in eval mode; gradients to x, weight and bias in both.
 import { getEngine } from "../backend/device.ts";
-import { defineKernel, kernelFamily, main1d, pointwiseKernel } from "../backend/kernel.ts";
+import { defineKernel, type KernelDef, kernelFamily, main1d, pointwiseKernel } from "../backend/kernel.ts";
+import { type GroupSum, groupSum, groupSumBuiltins, groupSumEnables, groupSums } from "./group_sum.ts";
 import { E } from "../backend/expr.ts";
 import { Tensor } from "../autograd/tensor.ts";
 import { record } from "../autograd/tape.ts";
@@ -21,7 +22,7 @@ export interface BatchNormOptions {
 }
 
 // Per-channel statistics: one workgroup per channel, threads striding over the N*H*W values of the
-// channel, partial sums combined by a tree in workgroup memory. Two passes over x (the mean, then the
+// channel, partial sums combined across the workgroup (group_sum.ts: a tree, or subgroup sums). Two passes over x (the mean, then the
 // squared deviations from it) keep the variance accurate where the mean is large. Small maps (late
 // layers, 1x1 maps) get a smaller workgroup, so that fewer threads idle.
 type GroupSize = 64 | 256;
@@ -31,64 +32,74 @@ const CHANNEL_ID = `let j = wid.x + wid.y * nwg.x;
   let count = u.n * u.hw;`;
 // Offset of value r (of N*H*W) of channel c.
 const AT = "((r / u.hw) * u.c + c) * u.hw + r % u.hw";
-const TREE = (arr: string) =>
-  `workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s / 2u) {
-    if (lid.x < s) { ${arr}[lid.x] += ${arr}[lid.x + s]; }
-    workgroupBarrier();
-  }`;
-const GROUP_MAIN = `@compute @workgroup_size(WG) fn main(@builtin(workgroup_id) wid: vec3u,
-    @builtin(local_invocation_id) lid: vec3u, @builtin(num_workgroups) nwg: vec3u) {`;
+const groupMain = (sum: GroupSum) =>
+  `@compute @workgroup_size(WG) fn main(@builtin(workgroup_id) wid: vec3u,
+    @builtin(local_invocation_id) lid: vec3u, @builtin(num_workgroups) nwg: vec3u${groupSumBuiltins(sum)}) {`;
+/** A kernel variant's group size and how it sums: "64", "256", "64_subgroup", "256_subgroup". */
+type Grouping = `${GroupSize}` | `${GroupSize}_subgroup`;
+const GROUPINGS: Grouping[] = ["64", "256", "64_subgroup", "256_subgroup"];
+const grouping = (count: number): Grouping => {
+  const sum = groupSum();
+  return sum === "tree" ? `${groupSize(count)}` : `${groupSize(count)}_${sum}`;
+};
+const sumOf = (g: Grouping): GroupSum => (g.endsWith("_subgroup") ? "subgroup" : "tree");
 
-type StatsVariant = `${"track" | "plain"}_${GroupSize}`;
+type StatsVariant = `${"track" | "plain"}_${Grouping}`;
 /** stats[c] = batch mean, stats[C + c] = 1 / sqrt(biased var + eps); with "track" the running stats move. */
-const statsKernel = kernelFamily((v: StatsVariant) => ({
-  name: `batchnorm_stats_${v}`,
-  // One twin per binding layout: it loops over each channel's values whatever the WGSL's group size.
-  wasm: `batchnorm_stats_${v.split("_")[0]}`,
-  uniformBlock: "batchnorm_stats",
-  storage: [
-    { name: "x", access: "read" },
-    { name: "stats", access: "rw" },
-    ...(v.startsWith("track")
-      ? [{ name: "rm", access: "rw" as const }, { name: "rv", access: "rw" as const }]
-      : []),
-  ],
-  uniforms: [
-    { name: "n", type: "u32" },
-    { name: "c", type: "u32" },
-    { name: "hw", type: "u32" },
-    { name: "eps", type: "f32" },
-    { name: "momentum", type: "f32" },
-    { name: "unbias", type: "f32" },
-  ],
-  workgroupSize: Number(v.split("_")[1]),
-  body: `var<workgroup> partial: array<f32, WG>;
-${GROUP_MAIN}
+const statsKernel = kernelFamily(
+  (v: StatsVariant) => statsDef(v, sumOf(v.slice(v.indexOf("_") + 1) as Grouping)),
+  (
+    ["track", "plain"] as const
+  ).flatMap((t) => GROUPINGS.map((g): StatsVariant => `${t}_${g}`)),
+);
+function statsDef(v: StatsVariant, sum: GroupSum): KernelDef {
+  return {
+    name: `batchnorm_stats_${v}`,
+    // One twin per binding layout: it loops over each channel's values whatever the WGSL's group size.
+    wasm: `batchnorm_stats_${v.split("_")[0]}`,
+    uniformBlock: "batchnorm_stats",
+    storage: [
+      { name: "x", access: "read" },
+      { name: "stats", access: "rw" },
+      ...(v.startsWith("track")
+        ? [{ name: "rm", access: "rw" as const }, { name: "rv", access: "rw" as const }]
+        : []),
+    ],
+    uniforms: [
+      { name: "n", type: "u32" },
+      { name: "c", type: "u32" },
+      { name: "hw", type: "u32" },
+      { name: "eps", type: "f32" },
+      { name: "momentum", type: "f32" },
+      { name: "unbias", type: "f32" },
+    ],
+    workgroupSize: Number(v.split("_")[1]),
+    enable: groupSumEnables(sum),
+    body: `var<workgroup> partial: array<f32, WG>;
+${groupMain(sum)}
   ${CHANNEL_ID}
   var acc = 0.0;
   for (var r = lid.x; r < count; r += WG) { acc += x[${AT}]; }
-  partial[lid.x] = acc;
-  ${TREE("partial")}
+  ${groupSums(sum, ["partial"], ["acc"])}
   let mean = partial[0] / f32(count);
   workgroupBarrier();
   acc = 0.0;
   for (var r = lid.x; r < count; r += WG) { let d = x[${AT}] - mean; acc += d * d; }
-  partial[lid.x] = acc;
-  ${TREE("partial")}
+  ${groupSums(sum, ["partial"], ["acc"])}
   if (lid.x == 0u && j < u.c) {
     let variance = partial[0] / f32(count);
     stats[c] = mean;
     stats[u.c + c] = 1.0 / sqrt(variance + u.eps);
     ${
-    v.startsWith("track")
-      ? `rm[c] = (1.0 - u.momentum) * rm[c] + u.momentum * mean;
+      v.startsWith("track")
+        ? `rm[c] = (1.0 - u.momentum) * rm[c] + u.momentum * mean;
     rv[c] = (1.0 - u.momentum) * rv[c] + u.momentum * variance * u.unbias;`
-      : ""
-  }
+        : ""
+    }
   }
 }`,
-}), ["track_64", "track_256", "plain_64", "plain_256"]);
+  };
+}
 
 /** Eval mode: the same stats layout from the running statistics. */
 const runningStatsKernel = defineKernel({
@@ -129,8 +140,8 @@ const applyKernel = kernelFamily((affine: "affine" | "plain") => ({
 }), ["affine", "plain"]);
 
 /** Per channel: sg = sum(g) (the bias gradient) and sgx = sum(g * xhat) (the weight gradient). */
-const gradSumsKernel = kernelFamily((wg: GroupSize) => ({
-  name: `batchnorm_grad_sums_${wg}`,
+const gradSumsKernel = kernelFamily((v: Grouping) => ({
+  name: `batchnorm_grad_sums_${v}`,
   wasm: "batchnorm_grad_sums",
   storage: [
     { name: "g", access: "read" },
@@ -140,10 +151,11 @@ const gradSumsKernel = kernelFamily((wg: GroupSize) => ({
     { name: "sgx", access: "rw" },
   ],
   uniforms: [{ name: "n", type: "u32" }, { name: "c", type: "u32" }, { name: "hw", type: "u32" }],
-  workgroupSize: wg,
+  workgroupSize: Number(v.split("_")[0]),
+  enable: groupSumEnables(sumOf(v)),
   body: `var<workgroup> pg: array<f32, WG>;
 var<workgroup> pgx: array<f32, WG>;
-${GROUP_MAIN}
+${groupMain(sumOf(v))}
   ${CHANNEL_ID}
   let mean = stats[c];
   let invstd = stats[u.c + c];
@@ -154,22 +166,13 @@ ${GROUP_MAIN}
     ag += g[o];
     agx += g[o] * (x[o] - mean) * invstd;
   }
-  pg[lid.x] = ag;
-  pgx[lid.x] = agx;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s / 2u) {
-    if (lid.x < s) {
-      pg[lid.x] += pg[lid.x + s];
-      pgx[lid.x] += pgx[lid.x + s];
-    }
-    workgroupBarrier();
-  }
+  ${groupSums(sumOf(v), ["pg", "pgx"], ["ag", "agx"])}
   if (lid.x == 0u && j < u.c) {
     sg[c] = pg[0];
     sgx[c] = pgx[0];
   }
 }`,
-}), [64, 256]);
+}), GROUPINGS);
 
 type DxVariant = `${"batch" | "running"}_${"affine" | "plain"}`;
 /**
@@ -311,7 +314,7 @@ export function batchNorm2d(
     const params = [n, c, hw, eps, momentum, count > 1 ? count / (count - 1) : 1];
     const buffers = [x.buffer, stats.buffer, ...(track ? [runningMean!.buffer, runningVar!.buffer] : [])];
     engine.dispatch(
-      statsKernel(`${track ? "track" : "plain"}_${groupSize(count)}`),
+      statsKernel(`${track ? "track" : "plain"}_${grouping(count)}`),
       buffers,
       params,
       engine.grid(c),
@@ -336,7 +339,7 @@ export function batchNorm2d(
       sg = Tensor.empty([c]);
       sgx = Tensor.empty([c]);
       engine.dispatch(
-        gradSumsKernel(groupSize(count)),
+        gradSumsKernel(grouping(count)),
         [g.buffer, x.buffer, stats.buffer, sg.buffer, sgx.buffer],
         [n, c, hw],
         engine.grid(c),

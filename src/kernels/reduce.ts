@@ -1,7 +1,8 @@
 // Sums over any set of axes: sum/mean along a dim or over everything, and the reduction of a broadcast
 // gradient back to its input's shape.
 import { getEngine } from "../backend/device.ts";
-import { defineKernel, main1d } from "../backend/kernel.ts";
+import { defineKernel, kernelFamily, main1d } from "../backend/kernel.ts";
+import { type GroupSum, groupSum, groupSumBuiltins, groupSumEnables, groupSums } from "./group_sum.ts";
 import { shapeSize, Tensor } from "../autograd/tensor.ts";
 import { record } from "../autograd/tape.ts";
 import {
@@ -64,31 +65,27 @@ ${main1d("j", "u.n_out")}
 }`,
 });
 
-/** One workgroup per output, threads striding over the reduction and a tree in shared memory. */
+/** One workgroup per output, threads striding over the reduction, summed across the group (group_sum.ts). */
 const REDUCE_WG = 64;
-const reduceGroupKernel = defineKernel({
-  name: "reduce_sum_group",
+const reduceGroupKernel = kernelFamily((sum: GroupSum) => ({
+  name: sum === "tree" ? "reduce_sum_group" : `reduce_sum_group_${sum}`,
   wasm: "reduce_sum",
   storage: [{ name: "x", access: "read" }, { name: "out", access: "rw" }],
   uniforms: UNIFORMS,
   workgroupSize: REDUCE_WG,
+  enable: groupSumEnables(sum),
   body: `${DECODE}
 var<workgroup> partial: array<f32, WG>;
 @compute @workgroup_size(WG) fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u,
-    @builtin(num_workgroups) nwg: vec3u) {
+    @builtin(num_workgroups) nwg: vec3u${groupSumBuiltins(sum)}) {
   let j = wid.x + wid.y * nwg.x;
   let base = kept_offset(min(j, u.n_out - 1u));
   var acc = 0.0;
   for (var r = lid.x; r < u.n_red; r += WG) { acc += x[base + reduced_offset(r)]; }
-  partial[lid.x] = acc;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s / 2u) {
-    if (lid.x < s) { partial[lid.x] += partial[lid.x + s]; }
-    workgroupBarrier();
-  }
+  ${groupSums(sum, ["partial"], ["acc"])}
   if (lid.x == 0u && j < u.n_out) { out[j] = partial[0] * u.scale; }
 }`,
-});
+}), ["tree", "subgroup"]);
 
 /**
  * Sums `x` over the axes where `keep` is false, times `scale`; the output keeps the kept axes in order.
@@ -112,7 +109,7 @@ function reduceRaw(x: Tensor, keep: boolean[], outShape: number[], scale: number
   const engine = getEngine();
   const params = [nOut, nRed, scale, ...pad(kept), ...pad(reduced)];
   if (nRed >= 4 * REDUCE_WG || nOut < 256) {
-    engine.dispatch(reduceGroupKernel, [x.buffer, out.buffer], params, engine.grid(nOut));
+    engine.dispatch(reduceGroupKernel(groupSum()), [x.buffer, out.buffer], params, engine.grid(nOut));
   } else {
     engine.dispatch(reduceThreadKernel, [x.buffer, out.buffer], params, engine.grid(Math.ceil(nOut / 256)));
   }

@@ -134,6 +134,9 @@ export class WasmEngine implements Engine {
   readonly kind = "wasm" as const;
   /** Always true: the kernels are the CPU's. */
   readonly onCpu = true;
+  /** WebAssembly has no subgroups: its twins sum in order. */
+  readonly subgroups = false;
+  readonly subgroupSums = false;
   readonly narrowTiles = false;
   readonly pool: WasmPool;
   // Twins index with 32-bit integers: one binding stays under 2 GiB (larger tensors go element-wise in chunks).

@@ -200,7 +200,7 @@ export namespace batchnorm_fold_bias {
   export const UNIFORMS: i32 = 7;
 }
 
-/** batchnorm_grad_sums_256, batchnorm_grad_sums_64: bindings g, x, stats, sg, sgx; uniforms n, c, hw. */
+/** batchnorm_grad_sums_256, batchnorm_grad_sums_256_subgroup, batchnorm_grad_sums_64, batchnorm_grad_sums_64_subgroup: bindings g, x, stats, sg, sgx; uniforms n, c, hw. */
 export namespace batchnorm_grad_sums {
   export const g: i32 = 0;
   export const x: i32 = 1;
@@ -231,7 +231,7 @@ export namespace batchnorm_running_stats {
   export const UNIFORMS: i32 = 3;
 }
 
-/** batchnorm_stats_plain_256, batchnorm_stats_plain_64: bindings x, stats; uniforms n, c, hw, eps, momentum, unbias. */
+/** batchnorm_stats_plain_256, batchnorm_stats_plain_256_subgroup, batchnorm_stats_plain_64, batchnorm_stats_plain_64_subgroup: bindings x, stats; uniforms n, c, hw, eps, momentum, unbias. */
 export namespace batchnorm_stats_plain {
   export const x: i32 = 0;
   export const stats: i32 = 1;
@@ -248,7 +248,7 @@ export namespace batchnorm_stats_plain {
   export const UNIFORMS: i32 = 2;
 }
 
-/** batchnorm_stats_track_256, batchnorm_stats_track_64: bindings x, stats, rm, rv; uniforms n, c, hw, eps, momentum, unbias. */
+/** batchnorm_stats_track_256, batchnorm_stats_track_256_subgroup, batchnorm_stats_track_64, batchnorm_stats_track_64_subgroup: bindings x, stats, rm, rv; uniforms n, c, hw, eps, momentum, unbias. */
 export namespace batchnorm_stats_track {
   export const x: i32 = 0;
   export const stats: i32 = 1;
@@ -715,7 +715,7 @@ export namespace random {
   export const UNIFORMS: i32 = 1;
 }
 
-/** reduce_sum_group, reduce_sum_thread: bindings x, out; uniforms n_out, n_red, scale, ks0, kt0, ks1, kt1, ks2, kt2, ks3, kt3, ks4, kt4, ks5, kt5, rs0, rt0, rs1, rt1, rs2, rt2, rs3, rt3, rs4, rt4, rs5, rt5. */
+/** reduce_sum_group, reduce_sum_group_subgroup, reduce_sum_thread: bindings x, out; uniforms n_out, n_red, scale, ks0, kt0, ks1, kt1, ks2, kt2, ks3, kt3, ks4, kt4, ks5, kt5, rs0, rt0, rs1, rt1, rs2, rt2, rs3, rt3, rs4, rt4, rs5, rt5. */
 export namespace reduce_sum {
   export const x: i32 = 0;
   export const out: i32 = 1;
@@ -947,7 +947,7 @@ export namespace batchnorm_channels {
   export const count: i32 = 3;
 }
 
-/** the uniforms of batchnorm_stats_plain_256, batchnorm_stats_plain_64, batchnorm_stats_track_256, batchnorm_stats_track_64, as offsets from the first. */
+/** the uniforms of batchnorm_stats_plain_256, batchnorm_stats_plain_256_subgroup, batchnorm_stats_plain_64, batchnorm_stats_plain_64_subgroup, batchnorm_stats_track_256, batchnorm_stats_track_256_subgroup, batchnorm_stats_track_64, batchnorm_stats_track_64_subgroup, as offsets from the first. */
 export namespace batchnorm_stats {
   export const n: i32 = 0;
   export const c: i32 = 1;
