@@ -535,8 +535,8 @@ export class WebGpuEngine implements Engine {
 
   /**
    * Resolves the batch's timestamps into a buffer that {@link deviceTimes} reads once the work has run, on
-   * the batch's encoder before it is finished. The reads wait for deviceTimes: mapping a batch's buffer while
-   * later batches were being submitted stalled lavapipe (under Deno) for minutes on the next dispatch.
+   * the batch's encoder before it is finished. The reads wait for deviceTimes, so no buffer is mapped while
+   * the profiled work is still being recorded and submitted.
    */
   private resolveTimes(encoder: GPUCommandEncoder): void {
     const rows = this.timedRows, count = 2 * rows.length, querySet = this.querySet!;
