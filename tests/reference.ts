@@ -589,22 +589,25 @@ export interface ConvRefOptions {
   groups?: number;
 }
 
-/** conv2d of x [N, C, H, W] with w [O, C / groups, KH, KW], from the definition (no bias). */
-export function conv2d(
-  x: Arr,
-  w: Arr,
-  { stride = 1, padding = 0, dilation = 1, groups = 1 }: ConvRefOptions = {},
-): Arr {
-  const [n, c, h, wd] = x.shape, [oc, cg, kh, kw] = w.shape;
-  const oh = Math.floor((h + 2 * padding - dilation * (kh - 1) - 1) / stride) + 1,
-    ow = Math.floor((wd + 2 * padding - dilation * (kw - 1) - 1) / stride) + 1;
-  const ocg = oc / groups, out = new Float64Array(n * oc * oh * ow);
+/**
+ * Every (output, input, weight) index triple of a convolution of x [N, C, H, W] with w [O, C / groups, KH, KW]
+ * giving output [N, O, OH, OW]: each tap of each window that falls inside the input, in (image, output channel,
+ * row, column, input channel, ky, kx) order. The convolution and its input gradient are both this walk.
+ */
+function convTaps(
+  [n, c, h, wd]: number[],
+  [oc, cg, kh, kw]: number[],
+  [oh, ow]: number[],
+  { stride = 1, padding = 0, dilation = 1, groups = 1 }: ConvRefOptions,
+  tap: (out: number, input: number, weight: number) => void,
+): void {
+  const ocg = oc / groups;
   for (let img = 0; img < n; img++) {
     for (let o = 0; o < oc; o++) {
       const c0 = Math.floor(o / ocg) * cg;
       for (let y = 0; y < oh; y++) {
         for (let xx = 0; xx < ow; xx++) {
-          let acc = 0;
+          const out = ((img * oc + o) * oh + y) * ow + xx;
           for (let ci = 0; ci < cg; ci++) {
             for (let ky = 0; ky < kh; ky++) {
               const iy = y * stride - padding + ky * dilation;
@@ -612,48 +615,30 @@ export function conv2d(
               for (let kx = 0; kx < kw; kx++) {
                 const ix = xx * stride - padding + kx * dilation;
                 if (ix < 0 || ix >= wd) continue;
-                acc += x.data[((img * c + c0 + ci) * h + iy) * wd + ix] *
-                  w.data[((o * cg + ci) * kh + ky) * kw + kx];
+                tap(out, ((img * c + c0 + ci) * h + iy) * wd + ix, ((o * cg + ci) * kh + ky) * kw + kx);
               }
             }
           }
-          out[((img * oc + o) * oh + y) * ow + xx] = acc;
         }
       }
     }
   }
+}
+
+/** conv2d of x [N, C, H, W] with w [O, C / groups, KH, KW], from the definition (no bias). */
+export function conv2d(x: Arr, w: Arr, options: ConvRefOptions = {}): Arr {
+  const { stride = 1, padding = 0, dilation = 1 } = options;
+  const [n, , h, wd] = x.shape, [oc, , kh, kw] = w.shape;
+  const oh = Math.floor((h + 2 * padding - dilation * (kh - 1) - 1) / stride) + 1,
+    ow = Math.floor((wd + 2 * padding - dilation * (kw - 1) - 1) / stride) + 1;
+  const out = new Float64Array(n * oc * oh * ow);
+  convTaps(x.shape, w.shape, [oh, ow], options, (o, i, k) => out[o] += x.data[i] * w.data[k]);
   return { shape: [n, oc, oh, ow], data: out };
 }
 
 /** The gradient of sum(conv2d(x, w) * dy) to x (shape `xShape`), from the definition. */
-export function conv2dInputGrad(
-  dy: Arr,
-  w: Arr,
-  xShape: number[],
-  { stride = 1, padding = 0, dilation = 1, groups = 1 }: ConvRefOptions = {},
-): Arr {
-  const [n, c, h, wd] = xShape, [oc, cg, kh, kw] = w.shape, [, , oh, ow] = dy.shape, ocg = oc / groups;
+export function conv2dInputGrad(dy: Arr, w: Arr, xShape: number[], options: ConvRefOptions = {}): Arr {
   const dx = new Float64Array(size(xShape));
-  for (let img = 0; img < n; img++) {
-    for (let o = 0; o < oc; o++) {
-      for (let y = 0; y < oh; y++) {
-        for (let xx = 0; xx < ow; xx++) {
-          const g = dy.data[((img * oc + o) * oh + y) * ow + xx], c0 = Math.floor(o / ocg) * cg;
-          for (let ci = 0; ci < cg; ci++) {
-            for (let ky = 0; ky < kh; ky++) {
-              const iy = y * stride - padding + ky * dilation;
-              if (iy < 0 || iy >= h) continue;
-              for (let kx = 0; kx < kw; kx++) {
-                const ix = xx * stride - padding + kx * dilation;
-                if (ix < 0 || ix >= wd) continue;
-                dx[((img * c + c0 + ci) * h + iy) * wd + ix] += g *
-                  w.data[((o * cg + ci) * kh + ky) * kw + kx];
-              }
-            }
-          }
-        }
-      }
-    }
-  }
+  convTaps(xShape, w.shape, dy.shape.slice(2), options, (o, i, k) => dx[i] += dy.data[o] * w.data[k]);
   return { shape: [...xShape], data: dx };
 }

@@ -7,6 +7,7 @@
 import { Tensor } from "../autograd/tensor.ts";
 import { getEngine } from "../backend/device.ts";
 import { u32Uniforms, wasmKernel } from "../backend/kernel.ts";
+import type { ConvEpilogue, ConvGeometry } from "./conv.ts";
 import {
   EPILOGUE_BINDINGS,
   EPILOGUE_FLAGS,
@@ -36,25 +37,14 @@ const outputKernel = wasmKernel({
 /** Output tile side: 2 (F(2x2, 3x3)) or 4 (F(4x4, 3x3)). */
 export type WinogradTile = 2 | 4;
 
-/** One 3x3 stride-1 convolution as Winograd takes it: sizes, padding, and what follows the product. */
-export interface WinogradConv {
-  /** Images, input channels, input height and width. */
-  n: number;
-  c: number;
-  h: number;
-  w: number;
-  /** Output channels, height and width (oh = h + 2 ph - 2). */
-  oc: number;
-  oh: number;
-  ow: number;
-  ph: number;
-  pw: number;
+/**
+ * One 3x3 stride-1 convolution as Winograd takes it: images, channels in and out, input and output sides
+ * (oh = h + 2 ph - 2), padding, and what follows the product.
+ */
+export interface WinogradConv
+  extends Pick<ConvGeometry, "n" | "c" | "h" | "w" | "oc" | "oh" | "ow" | "ph" | "pw">, ConvEpilogue {
   /** The filters are w[c, oc] turned by 180 degrees (an input gradient) instead of w[oc, c]. */
   flip?: boolean;
-  scale?: Tensor | null;
-  bias?: Tensor | null;
-  residual?: Tensor | null;
-  relu?: boolean;
   /** For a profile (e.g. "conv2d 3x3 forward"). */
   use: string;
 }
