@@ -21,6 +21,9 @@ const IMAGE_RUN_HELP = `Options:
   --resize N        short side images are resized to before cropping (default size * 8 / 7: 72 or 256)
   --epochs N        epochs per learner and fold (default 3)
   --batch N         batch size (default 16)
+  --accumulate N    run each batch as N micro-batches (gradients summed, one optimizer step; batch norm per
+                    micro-batch, as PyTorch's accumulation loop), or auto (default: whole batches unless a
+                    step would not fit the WebAssembly memory; then the fewest micro-batches that fit, said)
   --lr X            Adam learning rate (default 0.001)
   --folds K         cross-validation folds (default 5)
   --seed S          seed of split, initial weights and augmentation (default 0)
@@ -491,6 +494,7 @@ const IMAGE_RUN_OPTIONS = {
   equalize: { type: "boolean" },
   recipe: { type: "string" },
   augment: { type: "string" },
+  accumulate: { type: "string" },
   backend: { type: "string" },
   help: { type: "boolean" },
 } as const;
@@ -537,6 +541,9 @@ async function prepareImageRun(command: string, values: ImageRunValues) {
     resize,
     epochs: intOption(values, "epochs", 3, 1),
     batchSize: intOption(values, "batch", 16, 2),
+    accumulate: values.accumulate === undefined || values.accumulate === "auto"
+      ? "auto" as const
+      : intOption(values, "accumulate", 1, 1),
     lr: numberOption(values, "lr", 1e-3),
     seed,
     resume: values.resume,

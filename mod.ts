@@ -31,6 +31,7 @@ export {
   type InitOptions,
 } from "./src/backend/device.ts";
 export {
+  type BackwardOptions,
   type DType,
   liveTensorCount,
   noGrad,
@@ -47,7 +48,7 @@ export {
   type RandomOptions,
   threefry2x32,
 } from "./src/kernels/random.ts";
-export { type PoolStats, poolStats, syncDevice, trimPool } from "./src/backend/stats.ts";
+export { type PoolStats, poolStats, resetPoolPeak, syncDevice, trimPool } from "./src/backend/stats.ts";
 export { type ProfileRow, startProfile, stopProfile } from "./src/backend/profile.ts";
 /**
  * Functional ops by their PyTorch names (as torch.nn.functional and torch.*): element-wise and broadcasting

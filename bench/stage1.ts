@@ -1,9 +1,16 @@
 // Stage-1 training throughput (images/s) of FLANNEL's five base learners and the two baselines (COVID-Net,
 // AI-Covid), measured with tinybench,
 // with the same model's inference throughput (same process, same batch) as the peer that gives each a ratio.
-//   deno task bench:stage1 [--full] [--profile] [--direct] [filter]      bun run bench/stage1.ts [...]
+//   deno task bench:stage1 [--full] [--profile] [--direct] [--batch N] [filter]   bun run bench/stage1.ts [...]
+//   deno task bench:stage1 --memory [--full] [--batch N] [--accumulate N|auto] [--keep-activations] [filter]
 //   --direct: no Winograd (every convolution a direct product on the WebAssembly backend), for before/after.
 //   --profile: one more train step per learner under fl.startProfile, printed by phase and kernel.
+//   --batch N: images per batch (default 16; 2 with --full).
+//   --memory: the peak memory of a train step per learner instead of its speed, beside PyTorch's for the same
+//   step (see "Memory" below); --accumulate N runs each batch as N micro-batches (auto, the default: whole
+//   batches where they fit the backend's memory, else the fewest micro-batches that do, as trainStage1
+//   chooses); --keep-activations keeps every forward activation to the step's end (backward without
+//   freeActivations: the "before").
 //   On WebGPU with timestamp-query that step is always run: its kernels' device time is the "device ms"
 //   column beside the wall-clock step (the rest of a step is the CPU recording and submitting the work).
 //   The PyTorch CPU peer (bench/stage1_torch.py) runs after ours when python3-torch is installed (--no-torch
@@ -36,29 +43,50 @@
 //   on its own and printed as "first" (the first train step also compiles the pipelines and makes Adam's
 //   state), then tinybench runs at least 3 iterations and a small time budget (exactly 2 iterations with
 //   --full); the median is reported, since the machine may be shared.
+// - Memory (--memory): per learner, a model and Adam, one warmup step (Adam's state, the gradients), then
+//   fl.resetPoolPeak() and a second step; "ours" is fl.poolStats().peakLiveBytes over that step: the bytes
+//   live tensors held at the peak (bucket capacities: weights, gradients, Adam's state, the input, the
+//   activations and the gradients in flight). PyTorch's is bench/stage1_torch.py --memory for the same
+//   learner, batch and micro-batches, in a process of its own: its resident high-water mark over the
+//   measured step less its size before the model was built (so its allocator's and kernels' own memory
+//   count against it, as the pool's bucket rounding counts against ours). ratio = ours / PyTorch's.
 // - After each learner: a check that the accumulated training loss and the inference logits are finite,
 //   then model, optimizer and loss accumulator are disposed and `fl.trimPool()` gives the pool's buffers
 //   back, so the full-size learners (VGG19-bn: 139.6 M parameters, a 411 MB classifier weight) do not pile
 //   up; tensors still alive after that are reported.
 import process from "node:process";
+import { parseArgs } from "node:util";
 import * as fl from "../mod.ts";
 import * as flannel from "../src/flannel/mod.ts";
 import { syntheticImages } from "./synthetic_images.ts";
 import { trainStep } from "../src/train/step.ts";
 import { setWasmConvAlgorithm } from "../src/kernels/conv.ts";
 import { timeTasks } from "./timing.ts";
-import { torchPeer } from "./torch_peer.ts";
+import { torchMemoryPeer, torchPeer } from "./torch_peer.ts";
 
-const args = process.argv.slice(2);
-const full = args.includes("--full");
-const profile = args.includes("--profile");
+const { values: flags, positionals } = parseArgs({
+  args: process.argv.slice(2),
+  options: {
+    full: { type: "boolean", default: false },
+    profile: { type: "boolean", default: false },
+    direct: { type: "boolean", default: false },
+    "no-torch": { type: "boolean", default: false },
+    memory: { type: "boolean", default: false },
+    batch: { type: "string" },
+    accumulate: { type: "string", default: "auto" },
+    "keep-activations": { type: "boolean", default: false },
+  },
+  allowPositionals: true,
+});
+const full = flags.full, profile = flags.profile;
 // --direct: every convolution as a direct product (no Winograd on the WebAssembly backend): the "before".
-if (args.includes("--direct")) setWasmConvAlgorithm("direct");
-const filter = args.find((a) => !a.startsWith("-")) ?? "";
+if (flags.direct) setWasmConvAlgorithm("direct");
+const filter = positionals[0] ?? "";
 
 const scale = full ? "full" : "tiny";
 const crop = full ? 224 : 64;
-const B = full ? 2 : 16;
+const B = flags.batch === undefined ? (full ? 2 : 16) : Number(flags.batch);
+if (!Number.isInteger(B) || B < 2) throw new Error(`--batch must be an integer >= 2, got ${flags.batch}`);
 const numClasses = 4;
 
 const info = await fl.init();
@@ -108,6 +136,109 @@ function printProfile(rows: fl.ProfileRow[], wallMs: number): void {
   }
 }
 
+const mib = (bytes: number) =>
+  Number.isFinite(bytes) ? Math.round(bytes / 2 ** 20).toLocaleString("en-US") : "-";
+
+/**
+ * --memory: per learner, the peak live bytes of a train step (the second: Adam's state made by the first) at
+ * batch B in the micro-batches --accumulate asks for, and PyTorch's for the same step.
+ */
+async function memoryTable(): Promise<never> {
+  const table: string[] = [];
+  for (const arch of [...flannel.LEARNER_ARCHS, ...flannel.BASELINE_ARCHS]) {
+    if (!arch.includes(filter)) continue;
+    const model = flannel.createLearner(arch, { scale, seed: 1, numClasses, crop });
+    const optimizer = new fl.optim.Adam(model.parameters(), { lr: 1e-3, weightDecay: 1e-4 });
+    const lossSum = fl.zeros([1]).keep();
+    const gen = new fl.Generator(7);
+    model.train();
+    try {
+      let parts = flags.accumulate === "auto" ? 1 : Number(flags.accumulate);
+      if (flags.accumulate === "auto") {
+        const plan = await fl.train.fitStepToMemory(model, optimizer, B, (n) => {
+          const x = fl.data.makeBatch(images, batchIndices(0).subarray(0, n), { crop, train: false });
+          return fl.F.crossEntropy(model.forward(fl.tensor(x, [n, 3, crop, crop])), labels.subarray(0, n));
+        });
+        if (plan) {
+          parts = plan.parts;
+          console.log(
+            `${arch}: batch ${B}, predicted ${mib(plan.wholeBatchBytes)} MiB of ${
+              mib(fl.poolStats().limitBytes)
+            }: ` +
+              `${parts} micro-batch(es) of up to ${plan.microBatch}, predicted ${
+                mib(plan.predictedBytes)
+              } MiB`,
+          );
+        }
+      }
+      const ranges = fl.train.microBatches(B, parts);
+      const step = async () => {
+        const x = fl.data.makeBatch(images, batchIndices(0), { crop, train: true, generator: gen });
+        const partLoss = (part: number) => {
+          const [start, end] = ranges[part];
+          const input = fl.tensor(x.subarray(start * 3 * crop * crop, end * 3 * crop * crop), [
+            end - start,
+            3,
+            crop,
+            crop,
+          ]);
+          return fl.F.scale(
+            fl.F.crossEntropy(model.forward(input), labels.subarray(start, end)),
+            (end - start) / B,
+          );
+        };
+        if (flags["keep-activations"]) {
+          // the step before activations were freed during backward: every one lives to the scope's end
+          fl.scope(() => {
+            optimizer.zeroGrad();
+            for (let part = 0; part < parts; part++) partLoss(part).backward();
+            optimizer.step();
+          });
+        } else trainStep(optimizer, partLoss, lossSum, 1 / B, undefined, parts);
+        await fl.syncDevice();
+      };
+      let t = performance.now();
+      fl.resetPoolPeak();
+      await step();
+      console.log(
+        `  ${arch}: warmup step ${seconds(performance.now() - t)}, peak ${
+          mib(fl.poolStats().peakLiveBytes)
+        } MiB`,
+      );
+      fl.resetPoolPeak();
+      t = performance.now();
+      await step();
+      const stepMs = performance.now() - t;
+      const ours = fl.poolStats().peakLiveBytes;
+      const theirs = flags["no-torch"] ? null : torchMemoryPeer(arch, { scale, crop, batch: B, parts });
+      if (theirs && "error" in theirs) problems.push(`${arch}: ${theirs.error}`);
+      const torchBytes = theirs && !("error" in theirs) ? theirs.peak_bytes : NaN;
+      const row = `| ${arch} | ${B} | ${parts} | ${mib(ours)} | ${
+        mib(torchBytes)
+      } | ${(Number.isFinite(torchBytes) ? (ours / torchBytes).toFixed(2) : "-")} | ${seconds(stepMs)} |`;
+      console.log(row);
+      table.push(row);
+    } catch (err) {
+      problems.push(`${arch}: ${(err as Error).message.split("\n")[0]}`);
+      table.push(`| ${arch} | ${B} | - | does not fit: ${(err as Error).message.split("\n")[0]} | | | |`);
+    } finally {
+      lossSum.dispose();
+      optimizer.dispose();
+      model.dispose();
+      fl.trimPool();
+    }
+  }
+  console.log(
+    `\n${runtime} on ${info.adapter}; ${scale} learners, crop ${crop}${
+      flags["keep-activations"] ? "; activations kept to the step's end" : ""
+    }\n`,
+  );
+  console.log("| learner | batch | micro-batches | ours MiB | PyTorch MiB | ratio | our step |");
+  console.log("|---|---|---|---|---|---|---|");
+  for (const row of table) console.log(row);
+  if (problems.length) console.log(`\nproblems:\n${problems.map((p) => `- ${p}`).join("\n")}`);
+  process.exit(problems.length ? 1 : 0);
+}
 interface Row {
   arch: string;
   params: number;
@@ -119,6 +250,7 @@ interface Row {
 }
 const rows: Row[] = [];
 const problems: string[] = [];
+if (flags.memory) await memoryTable();
 
 for (const arch of [...flannel.LEARNER_ARCHS, ...flannel.BASELINE_ARCHS]) {
   if (!arch.includes(filter)) continue;
@@ -252,7 +384,7 @@ console.log(
     " device; inference (the peer): makeBatch (centre crop) + forward in eval mode under noGrad, then a wait.",
 );
 // The PyTorch CPU peer (bench/stage1_torch.py) in the same run, where Debian's python3-torch is installed.
-const peer = args.includes("--no-torch")
+const peer = flags["no-torch"]
   ? null
   : torchPeer(rows.map((r) => r.arch), { scale, crop, batch: B, steps: full ? 2 : 5 });
 if (peer && "error" in peer) problems.push(peer.error);

@@ -12,12 +12,22 @@ fixture scripts of tests/fixtures (the same module trees and shapes the goldens 
 --inference-only (bench/peers.ts) skips the train step and prints train_ms null. --device cuda (bench/gpu_check.ts)
 runs on the GPU, each timed call ending with torch.cuda.synchronize().
 
+--memory PARTS (bench/stage1.ts --memory; one learner per process): the peak memory of a train step instead of
+its time, as {"arch", "parts", "peak_bytes", "step_ms"}. The batch runs as PARTS micro-batches (PyTorch's
+accumulation loop: each part's loss times its share, backward, one Adam step). Measured as the process's
+resident high-water mark (VmHWM, reset through /proc/self/clear_refs before the measured step, a second step:
+Adam's state exists by then) less its resident size before the model was built: the weights, gradients,
+Adam's state and the step's activations, with whatever PyTorch's kernels and allocator hold on top. Run it
+with MALLOC_MMAP_THRESHOLD_=65536 (bench/torch_peer.ts does), so that freed tensors leave the resident set at
+once instead of staying in glibc's heap.
+
 Threads: torch.set_num_threads(os.cpu_count()) (Debian's build defaults to one here). Run it with
 OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (bench/stage1.ts does): they slow this OpenBLAS down.
 """
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -76,6 +86,32 @@ def median_ms(fn, steps, device):
     return statistics.median(times)
 
 
+def resident(key):
+    """VmRSS or VmHWM of this process, in bytes."""
+    with open("/proc/self/status") as f:
+        return int(re.search(rf"^{key}:\s+(\d+) kB", f.read(), re.M).group(1)) * 1024
+
+
+def step_peak_bytes(model, x, y, parts):
+    """The peak resident bytes of the second train step over the process's size before the model was built
+    (see --memory), and that step's wall time."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
+
+    def train():
+        model.train()
+        opt.zero_grad()
+        for xi, yi in zip(x.chunk(parts), y.chunk(parts)):
+            (nn.functional.cross_entropy(model(xi), yi) * (len(yi) / len(y))).backward()
+        opt.step()
+
+    train()  # Adam's state, the gradients, the allocator's first blocks
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current resident size
+    t = time.perf_counter()
+    train()
+    return resident("VmHWM"), (time.perf_counter() - t) * 1000
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--scale", choices=["tiny", "full"], required=True)
@@ -84,9 +120,20 @@ def main():
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--inference-only", action="store_true")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--memory", type=int, metavar="PARTS")
     p.add_argument("archs", nargs="+")
     args = p.parse_args()
     torch.manual_seed(0)
+    if args.memory:
+        [arch] = args.archs
+        base = resident("VmRSS")
+        model = (tiny if args.scale == "tiny" else full)(arch, args.crop)
+        torch.set_num_threads(os.cpu_count())
+        x = torch.randn(args.batch, 3, args.crop, args.crop)
+        y = torch.arange(args.batch) % 4
+        peak, ms = step_peak_bytes(model, x, y, args.memory)
+        print(json.dumps({"arch": arch, "parts": args.memory, "peak_bytes": peak - base, "step_ms": ms}), flush=True)
+        return
     x = torch.randn(args.batch, 3, args.crop, args.crop).to(args.device)
     y = (torch.arange(args.batch) % 4).to(args.device)
     for arch in args.archs:

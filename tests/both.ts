@@ -60,6 +60,14 @@ const RESULTS: {
     backends: ["wasm"],
   },
   {
+    name: "memory64",
+    file: "memory64.test.ts",
+    what: "ops and gradients on Deno's 64-bit memory and Bun's 32-bit one",
+    acrossBackends: false,
+    runtimeTolerance: 0,
+    backends: ["wasm"],
+  },
+  {
     name: "experiment",
     file: "experiment.test.ts",
     what: "one seeded image experiment (stage 1 and stage 2)",

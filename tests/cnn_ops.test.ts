@@ -199,6 +199,65 @@ test("batchNorm2d over 70000 channels: one workgroup per channel on a 2-D grid (
   assertEquals(fl.liveTensorCount(), before);
 });
 
+test("batchNorm2d's epilogue (residual, relu): the bits of batch norm, add and relu in turn, two tensors kept", async () => {
+  const gen = new fl.Generator(21);
+  const values = (n: number) => Float32Array.from({ length: n }, () => gen.uniform() * 4 - 2);
+  const shape = [3, 5, 7, 6], size = 3 * 5 * 7 * 6;
+  const [xs, rs, gs, ws, bs] = [values(size), values(size), values(size), values(5), values(5)];
+  for (const then of [{ relu: true }, { residual: true }, { residual: true, relu: true }]) {
+    for (const training of [true, false]) {
+      const results: Float32Array[][] = [];
+      const kept: number[] = [];
+      for (const fused of [false, true]) {
+        results.push(
+          await fl.scope(async () => {
+            const x = fl.tensor(xs, shape, { requiresGrad: true });
+            const r = fl.tensor(rs, shape, { requiresGrad: true });
+            const w = fl.tensor(ws, [5], { requiresGrad: true }),
+              b = fl.tensor(bs, [5], { requiresGrad: true });
+            const rm = fl.tensor(ws.map(Math.abs), [5]), rv = fl.tensor(bs.map((v) => 1 + v * v), [5]);
+            const live = fl.liveTensorCount();
+            let y: fl.Tensor;
+            if (fused) {
+              y = fl.F.batchNorm2d(x, rm, rv, w, b, {
+                training,
+                residual: then.residual ? r : null,
+                relu: then.relu,
+              });
+            } else {
+              y = fl.F.batchNorm2d(x, rm, rv, w, b, { training });
+              if (then.residual) y = fl.F.add(y, r);
+              if (then.relu) y = fl.F.relu(y);
+            }
+            kept.push(fl.liveTensorCount() - live);
+            fl.F.sum(fl.F.mul(y, fl.tensor(gs, shape))).backward();
+            return await Promise.all(
+              [y, x.grad!, w.grad!, b.grad!, rm, rv, ...(then.residual ? [r.grad!] : [])].map((t) =>
+                t.toArray() as Promise<Float32Array>
+              ),
+            );
+          }),
+        );
+      }
+      const what = `${JSON.stringify(then)}, training ${training}`;
+      results[0].forEach((want, i) => {
+        assert(
+          want.every((v, j) => Object.is(v, results[1][i][j])),
+          `${what}: result ${i} differs from the ops in turn`,
+        );
+      });
+      // the output (and the per-channel statistics saved beside it) instead of one or two more x-sized tensors
+      const steps = (then.residual ? 1 : 0) + (then.relu ? 1 : 0);
+      assert(kept[0] - kept[1] === steps, `${what}: ${kept[1]} tensors kept fused, ${kept[0]} in turn`);
+    }
+  }
+  assertThrows(
+    () =>
+      fl.F.batchNorm2d(fl.zeros([2, 3, 4, 4]), null, null, null, null, { residual: fl.zeros([2, 3, 4, 5]) }),
+    /residual must be a Tensor shaped as x \[2, 3, 4, 4\], got \[2, 3, 4, 5\]/,
+  );
+});
+
 // ---------------------------------------------------------------------------------------------------------
 // Pooling
 

@@ -449,3 +449,10 @@ export function relativeDiff(a: ArrayLike<unknown>, b: ArrayLike<unknown>): numb
   }
   return diff / scale;
 }
+
+/** Little-endian float32 values from base64 (how the fixture scripts store float32 tensors in JSON). */
+export function float32FromBase64(s: string): Float32Array {
+  const bytes = Uint8Array.from(atob(s), (ch) => ch.charCodeAt(0));
+  const view = new DataView(bytes.buffer);
+  return Float32Array.from({ length: bytes.length / 4 }, (_, i) => view.getFloat32(4 * i, true));
+}

@@ -12,7 +12,7 @@ import { fileURLToPath } from "node:url";
 import * as fl from "../mod.ts";
 import * as flannel from "../src/flannel/mod.ts";
 import { balancedOrder } from "../src/flannel/stage2.ts";
-import { assert, assertClose, assertEquals, test } from "./harness.ts";
+import { assert, assertClose, assertEquals, float32FromBase64, test } from "./harness.ts";
 
 await fl.init();
 const here = dirname(fileURLToPath(import.meta.url));
@@ -163,12 +163,6 @@ interface TrajectoryCase {
 const trajectories = JSON.parse(readFileSync(join(here, "fixtures", "nwm_trajectory.json"), "utf8")) as {
   cases: TrajectoryCase[];
 };
-
-function float32FromBase64(s: string): Float32Array {
-  const bytes = Uint8Array.from(atob(s), (ch) => ch.charCodeAt(0));
-  const view = new DataView(bytes.buffer);
-  return Float32Array.from({ length: bytes.length / 4 }, (_, i) => view.getFloat32(4 * i, true));
-}
 
 // Tolerances. The library computes in float32, PyTorch here in float64 from the same float32 start. One
 // forward/backward in float32 is good to ~1e-6 relative (400-term dot products, softmax, log); Adam's update

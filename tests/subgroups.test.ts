@@ -35,7 +35,7 @@ test("batch norm (training) with subgroup sums: statistics, output and the three
     const x = Float32Array.from({ length: size }, (_, i) => 3 + Math.sin(0.37 * i) * (1 + (i % 7)));
     const g = Float32Array.from({ length: size }, (_, i) => Math.cos(0.11 * i));
     const pass = () =>
-      fl.scope(async () => {
+      fl.scope(() => {
         const xt = fl.tensor(x, shape, { requiresGrad: true });
         const weight = fl.tensor(Float32Array.from({ length: c }, (_, i) => 1 + 0.1 * i), [c], {
           requiresGrad: true,

@@ -229,7 +229,9 @@ test("the shipped kernels (kernels_wasm.ts) are what their sources build to, byt
 });
 
 test("Wasm pool: exact-size reuse without growth, merging on trim, a clear error before the 4 GiB limit", async () => {
-  const engine = await WasmEngine.create({ threads: 2, parallelMinBytes: 0 });
+  // the 32-bit memory, whose 4 GiB a test can fill (tests/memory64.test.ts has the 64-bit one)
+  const engine = await WasmEngine.create({ threads: 2, parallelMinBytes: 0, memory64: false });
+  assertEquals(engine.memoryBits, 32);
   const pool = engine.pool;
   // A training loop's pattern: the same sizes every step. After the first step nothing new is carved.
   const step = () => [1000, 4096, 70_000, 1 << 19, 1 << 20].map((n) => pool.acquire(n * 4));

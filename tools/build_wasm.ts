@@ -22,7 +22,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import process from "node:process";
 import { Buffer } from "node:buffer";
@@ -40,6 +40,7 @@ import {
   toWgsl,
 } from "../src/backend/expr.ts";
 import type { KernelDef } from "../src/backend/kernel.ts";
+import { MEMORY64_PAGES } from "../src/backend/wasm/protocol.ts";
 
 const KERNEL_DIR = fileURLToPath(new URL("../src/kernels/", import.meta.url));
 const KERNEL_SOURCE_DIR = join(KERNEL_DIR, "wasm");
@@ -438,40 +439,98 @@ export async function generatedModules(): Promise<[string, string][]> {
   ];
 }
 
-/** The two builds of the kernels: `exact` (plain SIMD, the default) and `fast` (relaxed SIMD, fastMath). */
+/**
+ * The four builds of the kernels: `exact` (plain SIMD, the default) and `fast` (relaxed SIMD, fastMath), each
+ * for a 32-bit memory (every engine) and a 64-bit one (`exact64`, `fast64`: where the engine has memory64).
+ */
 export interface KernelBuilds {
   exact: Uint8Array<ArrayBuffer>;
   fast: Uint8Array<ArrayBuffer>;
+  exact64: Uint8Array<ArrayBuffer>;
+  fast64: Uint8Array<ArrayBuffer>;
 }
 
 /**
- * Compiles the AssemblyScript sources twice, without and with relaxed SIMD (the GEMM's multiply-add, see
- * src/kernels/wasm/gemm.ts `madd`), checks their exports against the declarations, returns both binaries.
+ * Compiles the AssemblyScript sources four times, without and with relaxed SIMD (the GEMM's multiply-add, see
+ * src/kernels/wasm/gemm.ts `madd`), for 32- and 64-bit memories; checks their exports against the
+ * declarations, returns the binaries.
  */
 export async function compileKernels(): Promise<KernelBuilds> {
-  return { exact: await compileBuild([]), fast: await compileBuild(["--enable", "relaxed-simd"]) };
+  const relaxed = ["--enable", "relaxed-simd"];
+  return {
+    exact: await compileBuild([], false),
+    fast: await compileBuild(relaxed, false),
+    exact64: await compileBuild([], true),
+    fast64: await compileBuild(relaxed, true),
+  };
 }
 
-async function compileBuild(extraFlags: string[]): Promise<Uint8Array<ArrayBuffer>> {
-  let asc: {
-    main: (
-      args: string[],
-      options: object,
-    ) => Promise<{ error: Error | null; stderr: { toString(): string } }>;
-  };
+/**
+ * The places in the pinned compiler (assemblyscript 0.28.20, node_modules/assemblyscript/dist) that keep it
+ * from emitting a 64-bit memory. Its code generator has the Wasm64 target (usize is 64 bits, addresses are
+ * i64), but the command line always selects Wasm32 and the memory is always declared 32-bit. The 64-bit
+ * build runs copies of the two files with these replaced; each must occur exactly once.
+ */
+const WASM64_PATCHES: { file: string; from: string; to: string }[] = [
+  // asc: the Wasm64 target (Target.Wasm64 = 2) instead of Wasm32, and the patched compiler beside it
+  { file: "asc.js", from: "g.setTarget(T,0)", to: "g.setTarget(T,2)" },
+  { file: "asc.js", from: 'from"assemblyscript"', to: `from"./assemblyscript.wasm64.${process.pid}.js"` },
+  // Module.setMemory: the memory64 flag of BinaryenSetMemory follows the target (it is hard-coded false)
+  { file: "assemblyscript.js", from: "c,l,!1,p),ee(I)", to: "c,l,n==2,p),ee(I)" },
+];
+
+/**
+ * The compiler's `main`: the pinned one, or for `wasm64` the copies that {@link WASM64_PATCHES} makes, written
+ * beside the originals (their bare imports resolve from there) and removed by `cleanup`.
+ */
+async function loadCompiler(wasm64: boolean): Promise<{ asc: AscModule; cleanup: () => void }> {
   try {
-    asc = await import("assemblyscript/asc");
+    if (!wasm64) return { asc: await import("assemblyscript/asc"), cleanup: () => {} };
+    const dist = dirname(fileURLToPath(import.meta.resolve("assemblyscript/asc")));
+    const written: string[] = [];
+    const cleanup = () => written.forEach((f) => rmSync(f, { force: true }));
+    try {
+      for (const file of ["assemblyscript.js", "asc.js"]) {
+        let text = readFileSync(join(dist, file), "utf8");
+        for (const p of WASM64_PATCHES.filter((p) => p.file === file)) {
+          if (text.split(p.from).length !== 2) {
+            throw new Error(
+              `the 64-bit build patches ${file} of assemblyscript 0.28.20, and ${JSON.stringify(p.from)} ` +
+                "is not in it exactly once: another compiler version is installed (./setup.sh pins it)",
+            );
+          }
+          text = text.replace(p.from, p.to);
+        }
+        // named by process: the test that rebuilds the kernels may run in two runtimes at once
+        const target = join(dist, file.replace(/\.js$/, `.wasm64.${process.pid}.js`));
+        writeFileSync(target, text);
+        written.push(target);
+      }
+      return { asc: await import(pathToFileURL(join(dist, `asc.wasm64.${process.pid}.js`)).href), cleanup };
+    } catch (err) {
+      cleanup();
+      throw err;
+    }
   } catch (err) {
     throw new Error(
       `The AssemblyScript compiler could not be loaded (${(err as Error).message}). ` +
         "Run ./setup.sh (or `bun install`) in the project.",
     );
   }
+}
+
+type AscModule = {
+  main: (args: string[], options: object) => Promise<{ error: Error | null; stderr: { toString(): string } }>;
+};
+
+async function compileBuild(extraFlags: string[], wasm64: boolean): Promise<Uint8Array<ArrayBuffer>> {
+  const { asc, cleanup } = await loadCompiler(wasm64);
   const dir = mkdtempSync(join(tmpdir(), "flannel-asc-"));
   try {
     const out = join(dir, "kernels.wasm");
+    const memory = wasm64 ? ["--enable", "memory64", "--maximumMemory", String(MEMORY64_PAGES)] : [];
     const { error, stderr } = await asc.main(
-      [join(KERNEL_SOURCE_DIR, "index.ts"), "-o", out, ...ASC_FLAGS, ...extraFlags],
+      [join(KERNEL_SOURCE_DIR, "index.ts"), "-o", out, ...ASC_FLAGS, ...extraFlags, ...memory],
       {},
     );
     if (error) {
@@ -482,15 +541,46 @@ async function compileBuild(extraFlags: string[]): Promise<Uint8Array<ArrayBuffe
     return wasm;
   } finally {
     rmSync(dir, { recursive: true, force: true });
+    cleanup();
   }
+}
+
+/**
+ * The names of a module's exported functions, read from its export section (section 7) by hand: the engine
+ * running the build may lack a feature of the module (Bun has no memory64), and only the names are needed.
+ */
+export function exportedFunctions(wasm: Uint8Array): string[] {
+  let at = 8; // past the magic number and the version
+  const leb = () => {
+    let value = 0, shift = 0, byte: number;
+    do {
+      byte = wasm[at++];
+      value += (byte & 0x7f) * 2 ** shift;
+      shift += 7;
+    } while (byte & 0x80);
+    return value;
+  };
+  const names: string[] = [];
+  while (at < wasm.length) {
+    const id = wasm[at++], size = leb(), end = at + size;
+    if (id === 7) {
+      for (let count = leb(); count > 0; count--) {
+        const length = leb();
+        const name = new TextDecoder().decode(wasm.subarray(at, at + length));
+        at += length;
+        const kind = wasm[at++];
+        leb(); // the index
+        if (kind === 0) names.push(name);
+      }
+    }
+    at = end;
+  }
+  return names;
 }
 
 /** Every declared twin exported, and every export a declared twin (or heap_base, the engine's). */
 export function checkExports(wasm: Uint8Array<ArrayBuffer>, twins: Map<string, string[]>): void {
-  const exports = new Set(
-    WebAssembly.Module.exports(new WebAssembly.Module(wasm)).filter((e) => e.kind === "function")
-      .map((e) => e.name),
-  );
+  const exports = new Set(exportedFunctions(wasm));
   const missing = [...twins].filter(([twin]) => !exports.has(twin))
     .map(([twin, kernels]) => `${kernels.join(", ")} (export ${twin})`);
   const orphans = [...exports].filter((e) => e !== "heap_base" && !twins.has(e));
@@ -506,7 +596,7 @@ export function checkExports(wasm: Uint8Array<ArrayBuffer>, twins: Map<string, s
 }
 
 /** The generated TypeScript module holding both builds (base64 in lines of 100 characters). */
-export function kernelsModuleSource({ exact, fast }: KernelBuilds): string {
+export function kernelsModuleSource({ exact, fast, exact64, fast64 }: KernelBuilds): string {
   const constant = (name: string, doc: string, wasm: Uint8Array) => {
     const b64 = Buffer.from(wasm).toString("base64");
     const lines: string[] = [];
@@ -523,6 +613,8 @@ export function kernelsModuleSource({ exact, fast }: KernelBuilds): string {
     "// rebuilds it; tests/wasm_backend.test.ts fails when it is not what the sources build to.",
     ...constant("KERNELS_WASM_BASE64", "The WebAssembly kernels", exact),
     ...constant("KERNELS_WASM_FAST_BASE64", "The same kernels built with relaxed SIMD, for fastMath", fast),
+    ...constant("KERNELS_WASM64_BASE64", "The kernels for a 64-bit memory (memory64)", exact64),
+    ...constant("KERNELS_WASM64_FAST_BASE64", "The relaxed-SIMD kernels for a 64-bit memory", fast64),
     "",
   ].join("\n");
 }
@@ -539,6 +631,7 @@ if (import.meta.main || process.argv[1] === fileURLToPath(import.meta.url)) {
   writeFileSync(tmp, kernelsModuleSource(builds));
   renameSync(tmp, KERNELS_MODULE);
   console.log(
-    `built ${KERNELS_MODULE} (${builds.exact.length} and, relaxed SIMD, ${builds.fast.length} bytes of WebAssembly)`,
+    `built ${KERNELS_MODULE}: bytes of WebAssembly, 32-bit memory ${builds.exact.length} (relaxed SIMD ` +
+      `${builds.fast.length}), 64-bit memory ${builds.exact64.length} (relaxed SIMD ${builds.fast64.length})`,
   );
 }

@@ -1,6 +1,14 @@
 // Reverse-mode differentiation: walk the graph behind a scalar in reverse topological order, apply each
 // op's gradient rule, and accumulate into the leaves' `.grad`.
-import { type GradNode, installBackward, isGradEnabled, noGrad, scope, type Tensor } from "./tensor.ts";
+import {
+  type BackwardOptions,
+  type GradNode,
+  installBackward,
+  isGradEnabled,
+  noGrad,
+  scope,
+  type Tensor,
+} from "./tensor.ts";
 import { add } from "../kernels/elementwise.ts";
 import { axpyInPlace, ones } from "../kernels/basic.ts";
 import { fmtShape, sameShape } from "../kernels/shape.ts";
@@ -47,7 +55,7 @@ function topoOrder(root: Tensor): Tensor[] {
   return order.reverse();
 }
 
-function backward(root: Tensor): void {
+function backward(root: Tensor, { freeActivations = false }: BackwardOptions): void {
   if (root.size !== 1) {
     throw new Error(`backward() needs a tensor of one element (a loss), got shape ${fmtShape(root.shape)}`);
   }
@@ -105,6 +113,9 @@ function backward(root: Tensor): void {
         });
         // The graph is consumed: saved tensors may now be freed by their owners.
         t.node = null;
+        // Every consumer of t came earlier in the order, so no rule still to run reads t (a rule reads its
+        // inputs and its own output).
+        if (freeActivations && t !== root && t.scoped) t.dispose();
       }
     }));
 }

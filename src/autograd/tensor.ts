@@ -21,6 +21,18 @@ export interface GradNode {
   backward: (grad: Tensor) => (Tensor | null)[];
 }
 
+/** Options of {@link Tensor.backward}. */
+export interface BackwardOptions {
+  /**
+   * Dispose every intermediate tensor of the graph (not the root, nor leaves, nor tensors detached with
+   * `keep()`) as soon as its own gradient rule has run, which is after the rules of all its consumers: the
+   * forward activations go one by one as the backward pass walks down the network, instead of all at the
+   * scope's end. Only for callers that read nothing but the root and the leaves' gradients afterwards
+   * (the training step does this). Default false.
+   */
+  freeActivations?: boolean;
+}
+
 /** Options of the tensor factories (`fl.tensor`, `fl.zeros`, `fl.randn`, ...). */
 export interface TensorOptions {
   /** Make the tensor a leaf that collects a gradient in `.grad` on backward (default false). */
@@ -170,8 +182,16 @@ export class Tensor {
   }
 
   /** Reverse-mode differentiation from this one-element tensor into every leaf's `.grad`. */
-  backward(): void {
-    runBackward(this);
+  backward(options: BackwardOptions = {}): void {
+    runBackward(this, options);
+  }
+
+  /**
+   * Internal (the tape): whether a scope owns this tensor (false once `keep()`-ed).
+   * @ignore
+   */
+  get scoped(): boolean {
+    return this.scope !== null;
   }
 
   /** Detaches this tensor from every scope: it lives until disposed by hand. */
@@ -196,14 +216,14 @@ export class Tensor {
   }
 }
 
-let runBackward: (t: Tensor) => void = () => {
+let runBackward: (t: Tensor, options: BackwardOptions) => void = () => {
   throw new Error("autograd tape not loaded");
 };
 /**
  * The tape (src/autograd/tape.ts) installs backward here, so this file needs no kernels. Every op records its
  * node with the tape's `record`, so any graph to walk comes with the tape loaded.
  */
-export function installBackward(fn: (t: Tensor) => void): void {
+export function installBackward(fn: (t: Tensor, options: BackwardOptions) => void): void {
   runBackward = fn;
 }
 

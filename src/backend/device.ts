@@ -38,6 +38,12 @@ export interface InitOptions {
    * `BackendInfo.subgroupSums` says whether they run. Ignored by WebAssembly.
    */
   subgroups?: boolean;
+  /**
+   * The WebAssembly backend's 64-bit memory (16 GiB of tensors instead of 4), where the engine has memory64
+   * (Deno, Node 24, Chromium; not Bun): default true unless FLANNEL_WASM_MEMORY64=0. Results are the same bits
+   * either way. `BackendInfo.limits.memoryBytes` says how much memory tensors have. Ignored by WebGPU.
+   */
+  memory64?: boolean;
 }
 /** The open backend, as {@link init} and {@link backendInfo} report it. */
 export interface BackendInfo {
@@ -57,7 +63,8 @@ export interface BackendInfo {
   reason: string;
   /**
    * The device's limits by WebGPU name (e.g. maxStorageBufferBindingSize); on WebAssembly the largest
-   * binding and `threads`.
+   * binding, `threads` and `memoryBytes` (the most bytes tensors can hold: about 4 GiB on a 32-bit memory,
+   * 16 GiB on a 64-bit one).
    */
   limits: Record<string, number>;
   /**
@@ -223,6 +230,7 @@ async function initWasm(
     // FLANNEL_WASM_SPLIT_BYTES=0 splits every kernel over all threads (tests/both.ts uses it).
     parallelMinBytes: fromEnv("FLANNEL_WASM_SPLIT_BYTES"),
     fastMath,
+    memory64: options.memory64 ?? env("FLANNEL_WASM_MEMORY64") !== "0",
   });
   if (fastMath && !wasm.fastMath) {
     console.error("flannel: fastMath: this engine has no relaxed SIMD; running the exact kernels");
@@ -232,13 +240,17 @@ async function initWasm(
     backend: "wasm",
     adapter: `WebAssembly ${wasm.fastMath ? "relaxed SIMD (fastMath)" : "SIMD"}, ${wasm.threads} thread${
       wasm.threads === 1 ? "" : "s"
-    }`,
+    }${wasm.memoryBits === 64 ? ", 64-bit memory" : ""}`,
     runtime,
     isFallbackAdapter: false,
     fastMath: wasm.fastMath,
     subgroupSums: false,
     reason,
-    limits: { maxStorageBufferBindingSize: wasm.maxStorageBinding, threads: wasm.threads },
+    limits: {
+      maxStorageBufferBindingSize: wasm.maxStorageBinding,
+      threads: wasm.threads,
+      memoryBytes: wasm.pool.limitBytes,
+    },
     features: [],
   };
   return info;

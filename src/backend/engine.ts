@@ -86,6 +86,13 @@ export interface PoolStats {
   pooledBuffers: number;
   /** Buffers ever created on the device. */
   created: number;
+  /** The most bytes live tensors held at once since the pool began or since `fl.resetPoolPeak()`. */
+  peakLiveBytes: number;
+  /**
+   * The most bytes live tensors can hold: the WebAssembly memory's addressable space less what the
+   * engine reserves; Infinity on WebGPU, whose adapters do not say how much memory they have.
+   */
+  limitBytes: number;
 }
 
 /**
@@ -95,7 +102,19 @@ export interface PoolStats {
 export abstract class BucketPool<H = unknown> {
   private free = new Map<number, PooledBuffer<H>[]>();
   private nextId = 0;
-  private stats: PoolStats = { liveBytes: 0, liveBuffers: 0, pooledBytes: 0, pooledBuffers: 0, created: 0 };
+  private stats = {
+    liveBytes: 0,
+    liveBuffers: 0,
+    pooledBytes: 0,
+    pooledBuffers: 0,
+    created: 0,
+    peakLiveBytes: 0,
+  };
+
+  /** See {@link PoolStats.limitBytes}. */
+  get limitBytes(): number {
+    return Infinity;
+  }
 
   protected abstract capacityFor(bytes: number): number;
   protected abstract create(capacity: number): H;
@@ -113,6 +132,7 @@ export abstract class BucketPool<H = unknown> {
     }
     pb.bytes = bytes;
     this.stats.liveBytes += capacity;
+    this.stats.peakLiveBytes = Math.max(this.stats.peakLiveBytes, this.stats.liveBytes);
     this.stats.liveBuffers++;
     return pb;
   }
@@ -142,9 +162,14 @@ export abstract class BucketPool<H = unknown> {
     return this.stats.liveBytes;
   }
 
+  /** Starts the peak over from the bytes live now. */
+  resetPeak(): void {
+    this.stats.peakLiveBytes = this.stats.liveBytes;
+  }
+
   /** A copy of the current accounting. */
   snapshot(): PoolStats {
-    return { ...this.stats };
+    return { ...this.stats, limitBytes: this.limitBytes };
   }
 }
 

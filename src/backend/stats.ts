@@ -18,6 +18,11 @@ export function syncDevice(): Promise<void> {
   return getEngine().sync();
 }
 
+/** Starts `poolStats().peakLiveBytes` over from the bytes live now (to measure the peak of one step, say). */
+export function resetPoolPeak(): void {
+  getEngine().pool.resetPeak();
+}
+
 /** Gives the pool's free buffers back to the device (after a large model is disposed, say). */
 export function trimPool(): void {
   getEngine().trimPool();

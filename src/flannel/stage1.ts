@@ -71,6 +71,19 @@ export interface Stage1Config {
   epochs: number;
   /** Images per batch (default 32); a last batch of one image is dropped (batch norm needs two). */
   batchSize?: number;
+  /**
+   * Gradient accumulation: each batch runs as this many micro-batches (near-equal, at least two images
+   * each), one forward and backward pass each, their gradients summed, then one optimizer step; the loss is
+   * weighted so that the step's gradient is the whole batch's. Batch norm normalises each micro-batch by its
+   * own statistics, as PyTorch's accumulation loop does. "auto" (default): 1 unless the backend's memory
+   * (the WebAssembly memory) would not hold a step of the whole batch, measured by two probe passes of 2
+   * and 4 images before training (the model's state is restored after them); then the fewest micro-batches
+   * that fit, said through `onNotice`. Saved with the checkpoint: resume refuses another number ("auto"
+   * takes the checkpoint's).
+   */
+  accumulate?: number | "auto";
+  /** Messages about choices the trainer made itself (the micro-batches "auto" chose); default console.warn. */
+  onNotice?: (message: string) => void;
   /** Adam's learning rate (default 1e-3). */
   lr?: number;
   /** Adam's weight decay (default 1e-4). */
@@ -189,6 +202,8 @@ export interface Stage1Result {
   model: fl.nn.Module;
   /** 1-based epoch whose weights the model holds (0 when no epoch ran) */
   bestEpoch: number;
+  /** Micro-batches per batch the run used (see {@link Stage1Config.accumulate}). */
+  accumulate: number;
   /** Every epoch so far, resumed ones included. */
   history: Stage1EpochLog[];
   /** The kept model on the validation set (the last epoch's report when stopped early); null when no epoch ran. */
@@ -274,7 +289,49 @@ type Stage1Settings = {
   augment: fl.data.AugmentMode;
   /** The recipe as JSON ("{}" for the default). */
   recipe: string;
+  /** Micro-batches per batch (1: none). */
+  accumulate: number;
 };
+
+/**
+ * Micro-batches per step for `accumulate: "auto"` (fl.train.fitStepToMemory on the first training images'
+ * centre crops: what a step holds does not depend on the pixels); said through `onNotice` when the batch has
+ * to split.
+ */
+async function accumulationToFit(
+  model: fl.nn.Module,
+  optimizer: fl.optim.Adam | fl.optim.SGD,
+  train: { images: readonly fl.io.GrayImage[]; labels: Int32Array },
+  batchSize: number,
+  crop: number,
+  onNotice: (message: string) => void = console.warn,
+): Promise<number> {
+  let plan: fl.train.AccumulationPlan | null;
+  try {
+    plan = await fl.train.fitStepToMemory(model, optimizer, batchSize, (images) => {
+      const idx = Int32Array.from({ length: images }, (_, i) => i % train.labels.length);
+      const x = fl.data.makeBatch(train.images, idx, { crop, train: false });
+      return fl.F.crossEntropy(
+        model.forward(fl.tensor(x, [images, 3, crop, crop])),
+        Int32Array.from(idx, (i) => train.labels[i]),
+      );
+    });
+  } catch (err) {
+    throw new Error(`stage 1: ${(err as Error).message}`);
+  }
+  if (plan && plan.parts > 1) {
+    const gb = (bytes: number) => (bytes / 1e9).toFixed(2);
+    onNotice(
+      `stage 1: a step of ${batchSize} images would need about ${gb(plan.wholeBatchBytes)} GB, past the ` +
+        `${
+          gb(fl.train.ACCUMULATION_HEADROOM * fl.poolStats().limitBytes)
+        } GB this backend holds for tensors: ` +
+        `each batch runs as ${plan.parts} micro-batches of up to ${plan.microBatch} images (accumulate ${plan.parts}, ` +
+        `about ${gb(plan.predictedBytes)} GB)`,
+    );
+  }
+  return plan?.parts ?? 1;
+}
 
 /** Whether every parameter is finite: x * 0 is 0 for a finite x and NaN otherwise, and a sum keeps a NaN. */
 function parametersFinite(model: fl.nn.Module): Promise<boolean> {
@@ -329,11 +386,19 @@ async function resumeFrom(
   model: fl.nn.Module,
   optimizer: fl.optim.Adam | fl.optim.SGD,
   settings: Stage1Settings,
+  autoAccumulate: boolean,
 ) {
   const meta = await fl.io.loadCheckpoint(path, { model, optimizer });
-  // checkpoints from before `augment` existed trained with "basic"
-  const saved = { recipe: "{}", augment: "basic", ...meta.stage1 as Stage1Settings | undefined };
-  for (const k of ["batchSize", "seed", "crop", "noiseStd", "augment", "recipe"] as const) {
+  // checkpoints from before `augment` and `accumulate` existed trained with "basic" and whole batches
+  const saved = {
+    recipe: "{}",
+    augment: "basic",
+    accumulate: 1,
+    ...meta.stage1 as Stage1Settings | undefined,
+  };
+  // "auto" continues with the checkpoint's micro-batches: the same ones give the same weights
+  if (autoAccumulate) settings.accumulate = saved.accumulate;
+  for (const k of ["batchSize", "seed", "crop", "noiseStd", "augment", "recipe", "accumulate"] as const) {
     if (saved?.[k] !== settings[k]) {
       throw new Error(`stage 1: ${path} was trained with ${k} ${saved?.[k]}, this run has ${settings[k]}`);
     }
@@ -392,6 +457,14 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
     throw new Error(`stage 1: seed must be a non-negative integer below 2^53 / 1000, got ${seed}`);
   }
   if (config.resume && !config.checkpointPath) throw new Error("stage 1: resume needs checkpointPath");
+  const accumulate = config.accumulate ?? "auto";
+  const maxParts = Math.max(1, Math.floor(batchSize / 2)); // micro-batches of at least two images
+  if (accumulate !== "auto" && !(Number.isInteger(accumulate) && accumulate >= 1 && accumulate <= maxParts)) {
+    throw new Error(
+      `stage 1: accumulate must be "auto" or an integer from 1 to ${maxParts} (batch ${batchSize} in ` +
+        `micro-batches of at least two images), got ${accumulate}`,
+    );
+  }
   const augment = fl.data.checkAugmentMode(config.augment ?? "basic", "stage 1: augment");
   const train = await materialize(config.train, resize, config.cache, "the training set");
   const val = await materialize(config.val, resize, config.cache, "the validation set");
@@ -425,6 +498,7 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
     noiseStd: config.noiseStd ?? 0.01,
     augment,
     recipe: JSON.stringify(recipe),
+    accumulate: accumulate === "auto" ? 1 : accumulate,
   };
   const bestPath = config.checkpointPath ? config.checkpointPath + ".best" : null;
   let history: Stage1EpochLog[] = [];
@@ -440,6 +514,7 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
         model,
         optimizer,
         settings,
+        accumulate === "auto",
       ));
     } catch (err) {
       optimizer.dispose();
@@ -449,6 +524,20 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
     // can resume with a lower learning rate (with the same values, a resumed run equals an uninterrupted one).
     optimizer.hyper.lr = settings.lr;
     optimizer.hyper.weightDecay = settings.weightDecay;
+  } else if (accumulate === "auto" && startEpoch <= epochs) {
+    try {
+      settings.accumulate = await accumulationToFit(
+        model,
+        optimizer,
+        train,
+        batchSize,
+        crop,
+        config.onNotice,
+      );
+    } catch (err) {
+      optimizer.dispose();
+      throw err;
+    }
   }
 
   if (config.logPath) {
@@ -527,24 +616,54 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
           const { x, y } = next!;
           next = null;
           const count = y.length;
+          // every micro-batch keeps two images (batch norm); a short last batch runs in fewer parts
+          const parts = fl.train.microBatches(
+            count,
+            Math.max(1, Math.min(settings.accumulate, Math.floor(count / 2))),
+          );
+          // A part's cross-entropy is its (weighted) mean: times its share of the batch's weight, the parts
+          // add up to the whole batch's mean.
+          const weightOf = (i: number) => recipe.classWeights?.[y[i]] ?? 1;
+          let batchWeight = 0;
+          for (let i = 0; i < count; i++) batchWeight += weightOf(i);
+          const rowIndex = x instanceof fl.Tensor && parts.length > 1
+            ? fl.intTensor(Int32Array.from({ length: count }, (_, i) => i))
+            : null;
           let health: fl.train.StepHealth | null;
           try {
             health = fl.train.trainStep(
               optimizer,
-              () => {
-                const logits = model.forward(
-                  x instanceof fl.Tensor ? x : fl.tensor(x, [count, 3, crop, crop]),
-                );
-                const ce = fl.F.crossEntropy(logits, y, { weight: recipe.classWeights });
+              (part) => {
+                const [start, end] = parts[part];
+                const rows = end - start, shape = [rows, 3, crop, crop];
+                const input = parts.length === 1
+                  ? (x instanceof fl.Tensor ? x : fl.tensor(x, shape))
+                  : rowIndex
+                  ? fl.F.gatherRows(x as fl.Tensor, rowIndex, start, rows)
+                  : fl.tensor(
+                    (x as Float32Array).subarray(start * 3 * crop * crop, end * 3 * crop * crop),
+                    shape,
+                  );
+                const logits = model.forward(input);
+                let loss = fl.F.crossEntropy(logits, y.subarray(start, end), { weight: recipe.classWeights });
+                if (parts.length > 1) {
+                  let partWeight = 0;
+                  for (let i = start; i < end; i++) partWeight += weightOf(i);
+                  loss = fl.F.scale(loss, partWeight / batchWeight);
+                }
                 const { l1 = 0, l2 = 0 } = recipe.penalty ?? {};
-                return penalized.length ? fl.F.add(ce, fl.F.l1l2Penalty(penalized, { l1, l2 })) : ce;
+                return penalized.length && part === 0
+                  ? fl.F.add(loss, fl.F.l1l2Penalty(penalized, { l1, l2 }))
+                  : loss;
               },
               lossSum,
               count / imagesPerEpoch,
               watched,
+              parts.length,
             );
           } finally {
             if (x instanceof fl.Tensor) x.dispose(); // a device batch ("paper"), made outside the step's scope
+            rowIndex?.dispose();
           }
           const submitted = fl.syncDevice(); // submits this batch now; resolves when the device has run it
           next = b + 1 < batches.length ? assemble(batches[b + 1]) : null;
@@ -618,7 +737,9 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
     lossSum.dispose();
     optimizer.dispose();
   }
-  if (lastEpoch < epochs) return { model, bestEpoch: best.epoch, history, valReport: lastReport };
+  if (lastEpoch < epochs) {
+    return { model, bestEpoch: best.epoch, accumulate: settings.accumulate, history, valReport: lastReport };
+  }
   if (bestWeights) model.loadStateDict(bestWeights);
   const valReport = best.epoch > 0
     ? fl.metrics.classificationReport(
@@ -627,7 +748,7 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
       classNames,
     )
     : null;
-  return { model, bestEpoch: best.epoch, history, valReport };
+  return { model, bestEpoch: best.epoch, accumulate: settings.accumulate, history, valReport };
 }
 
 /** One learner's probabilities on one image set, as {@link saveLearnerOutputs} writes them. */

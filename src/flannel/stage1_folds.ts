@@ -43,6 +43,8 @@ export interface Stage1FoldsConfig {
   epochs: number;
   /** Images per batch (default 32). */
   batchSize?: number;
+  /** Micro-batches per batch, or "auto" (default; see Stage1Config.accumulate). */
+  accumulate?: number | "auto";
   /** Crop side in pixels (default 224). */
   crop?: number;
   /** The training augmentation (default "basic"; see Stage1Config.augment). */
@@ -240,6 +242,8 @@ export async function runStage1Folds(config: Stage1FoldsConfig): Promise<Stage1F
           val: { images: selectSet.images, labels: selectSet.labels },
           epochs: config.epochs,
           batchSize: own?.batchSize ?? config.batchSize,
+          accumulate: config.accumulate,
+          onNotice: (m) => say(`${arch} fold ${f}: ${m}`),
           lr: own?.lr ?? config.lr,
           weightDecay: own?.weightDecay ?? config.weightDecay,
           recipe: own?.recipe,

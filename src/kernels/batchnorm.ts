@@ -7,8 +7,10 @@ import { type GroupSum, groupSum, groupSumBuiltins, groupSumEnables, groupSums }
 import { E } from "../backend/expr.ts";
 import { Tensor } from "../autograd/tensor.ts";
 import { record } from "../autograd/tape.ts";
-import { dispatch1d } from "./basic.ts";
-import { fmtShape } from "./shape.ts";
+import { clone, dispatch1d } from "./basic.ts";
+import { fmtShape, sameShape } from "./shape.ts";
+import { add, relu as reluOp, reluGradFromOutput } from "./elementwise.ts";
+import { BINARY_MAPS, reluOf } from "./maps.ts";
 import { tracer, type TraceRecorder } from "../onnx/trace.ts";
 
 /** Options of {@link batchNorm2d}, as torch.nn.functional.batch_norm's keyword arguments. */
@@ -19,7 +21,29 @@ export interface BatchNormOptions {
   momentum?: number;
   /** Added to the variance before the square root (default 1e-5). */
   eps?: number;
+  /** Added to the normalised output, before the ReLU (a ResNet block's shortcut); shaped as x. */
+  residual?: Tensor | null;
+  /** A ReLU last: relu(bn(x) + residual) (default false). */
+  relu?: boolean;
 }
+
+/** What follows the normalisation in place, in the output's buffer: + residual, then ReLU. */
+type Epilogue = "relu" | "residual" | "residual_relu";
+
+// The epilogue, in place on the batch norm's output x (with the residual y): the same maps as add and relu, so
+// the same bits as those ops in turn, without their two tensors.
+const epilogueKernel = kernelFamily((v: Epilogue) => {
+  const x = E.value("x"), sum = v === "relu" ? x : BINARY_MAPS.add;
+  return pointwiseKernel({
+    name: `batchnorm_epilogue_${v}`,
+    storage: [
+      { name: "x", access: "rw" as const },
+      ...(v === "relu" ? [] : [{ name: "y", access: "read" as const }]),
+    ],
+    uniforms: [{ name: "n", type: "u32" as const }],
+    program: { count: "n", lets: [], stores: [["x", v === "residual" ? sum : reluOf(sum)]] },
+  });
+}, ["relu", "residual", "residual_relu"]);
 
 // Per-channel statistics: one workgroup per channel, threads striding over the N*H*W values of the
 // channel, partial sums combined across the workgroup (group_sum.ts: a tree, or subgroup sums). Two passes over x (the mean, then the
@@ -264,6 +288,10 @@ function traceBatchNorm(
  * PyTorch's F.batch_norm on an NCHW tensor. `weight`/`bias` null means no affine transform; null running
  * statistics mean batch statistics are always used (track_running_stats=False). In training mode with
  * running statistics, `runningMean`/`runningVar` are updated in place on the device.
+ *
+ * With `residual` and/or `relu`: relu(bn(x) + residual), the epilogue applied in place to the output, so the
+ * op keeps x and its output for the backward pass, where batch norm, add and relu in turn keep three
+ * tensors of x's size (what PyTorch's in-place add and ReLU save); the values are those ops' bits.
  */
 export function batchNorm2d(
   x: Tensor,
@@ -271,7 +299,7 @@ export function batchNorm2d(
   runningVar: Tensor | null,
   weight: Tensor | null = null,
   bias: Tensor | null = null,
-  { training = false, momentum = 0.1, eps = 1e-5 }: BatchNormOptions = {},
+  { training = false, momentum = 0.1, eps = 1e-5, residual = null, relu = false }: BatchNormOptions = {},
 ): Tensor {
   const op = "batchNorm2d";
   if (!(x instanceof Tensor)) throw new Error(`${op}: expected a Tensor, got ${typeof x}`);
@@ -304,6 +332,20 @@ export function batchNorm2d(
   if (useBatch && count === 0) {
     throw new Error(`${op}: batch statistics of an empty input ${fmtShape(x.shape)}`);
   }
+  if (residual && !(residual instanceof Tensor && sameShape(residual.shape, x.shape))) {
+    throw new Error(
+      `${op}: residual must be a Tensor shaped as x ${fmtShape(x.shape)}, got ${
+        residual instanceof Tensor ? fmtShape(residual.shape) : typeof residual
+      }`,
+    );
+  }
+  const epilogue: Epilogue | null = residual ? (relu ? "residual_relu" : "residual") : relu ? "relu" : null;
+  if (epilogue && tracer) {
+    // ONNX has no such node: the three ops in turn
+    const y = batchNorm2d(x, runningMean, runningVar, weight, bias, { training, momentum, eps });
+    const s = residual ? add(y, residual) : y;
+    return relu ? reluOp(s) : s;
+  }
   const out = Tensor.empty([...x.shape]);
   if (tracer) traceBatchNorm(tracer, x, out, runningMean, runningVar, weight, bias, training, eps);
   if (x.size === 0) return out;
@@ -330,9 +372,15 @@ export function batchNorm2d(
     elemParams,
     x.size,
   );
+  if (epilogue) {
+    dispatch1d(epilogueKernel(epilogue), residual ? [out, residual] : [out], [x.size], x.size);
+  }
 
-  const inputs = affine ? [x, weight!, bias!] : [x];
-  record(out, op, inputs, (g) => {
+  const inputs = [x, ...(affine ? [weight!, bias!] : []), ...(residual ? [residual] : [])];
+  record(out, op, inputs, (gOut) => {
+    // through the ReLU from the output (kept for this), to the residual as it is, then the batch norm's rule
+    const g = relu ? reluGradFromOutput(gOut, out) : gOut;
+    const gResidual = residual?.requiresGrad ? (relu ? g : clone(gOut)) : null;
     const needSums = useBatch || weight?.requiresGrad || bias?.requiresGrad;
     let sg: Tensor | null = null, sgx: Tensor | null = null;
     if (needSums) {
@@ -358,7 +406,7 @@ export function batchNorm2d(
     const db = affine && bias!.requiresGrad ? sg : null;
     if (sgx && sgx !== dw) sgx.dispose();
     if (sg && sg !== db) sg.dispose();
-    return affine ? [dx, dw, db] : [dx];
+    return [dx, ...(affine ? [dw, db] : []), ...(residual ? [gResidual] : [])];
   });
   if (!out.node) stats.dispose();
   return out;

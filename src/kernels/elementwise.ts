@@ -132,6 +132,16 @@ const unaryGradKernel = kernelFamily((op: UnaryOp) => ({
 }`,
 }), UNARY_OPS);
 
+/**
+ * The gradient through a ReLU from its output alone: out > 0 exactly where its input was > 0, so the mask is
+ * the same bits. For ops that apply a ReLU to their own output and keep nothing else (batch norm's epilogue).
+ */
+export function reluGradFromOutput(g: Tensor, out: Tensor): Tensor {
+  const gx = Tensor.empty([...out.shape]);
+  dispatch1d(unaryGradKernel("relu"), [g, out, out, gx], [out.size, 0], out.size);
+  return gx;
+}
+
 function unaryRaw(op: UnaryOp, x: Tensor, alpha = 0): Tensor {
   checkFloat(op, x);
   const out = Tensor.empty([...x.shape]);

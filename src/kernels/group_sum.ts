@@ -57,7 +57,7 @@ export function groupSums(sum: GroupSum, arrays: string[], values: string[]): st
   }
   // A block of its own: a kernel may sum more than once, and the locals must not clash.
   return `{
-    ${arrays.map((a, i) => `let sg_sum_${i} = subgroupAdd(${values[i]});`).join(" ")}
+    ${arrays.map((_, i) => `let sg_sum_${i} = subgroupAdd(${values[i]});`).join(" ")}
     if (sg_lane == 0u) { ${arrays.map((a, i) => `${a}[lid.x / sg_size] = sg_sum_${i};`).join(" ")} }
     workgroupBarrier();
     if (lid.x == 0u) {

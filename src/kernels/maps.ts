@@ -44,6 +44,9 @@ const logistic = (v: Expr): Expr => {
   return E.select(E.mul(e, r), r, E.ge(v, E.c(0)));
 };
 
+/** max(v, 0): ReLU's forward, also where an op applies it in place (batchnorm.ts's epilogue). */
+export const reluOf = (v: Expr): Expr => E.max(v, E.c(0));
+
 /**
  * Each map's forward of x (and the uniform alpha) and its gradient of g, x, y = f(x) and alpha: the one
  * statement of them that the WGSL kernels and their WebAssembly twins are both made from.
@@ -52,7 +55,7 @@ export const UNARY_MAPS: Record<UnaryOp, { fwd: Expr; grad: Expr }> = {
   neg: { fwd: E.neg(x), grad: E.neg(g) },
   exp: { fwd: E.exp(x), grad: E.mul(g, y) },
   log: { fwd: E.log(x), grad: E.div(g, x) },
-  relu: { fwd: E.max(x, E.c(0)), grad: E.select(E.c(0), g, E.gt(x, E.c(0))) },
+  relu: { fwd: reluOf(x), grad: E.select(E.c(0), g, E.gt(x, E.c(0))) },
   // tanh through exp of -2|x| so large |x| saturates to +-1 instead of overflowing to NaN.
   tanh: {
     fwd: E.div(

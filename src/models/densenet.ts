@@ -112,7 +112,8 @@ export class DenseLayer extends Module {
   /** The new k feature maps from all previous ones (concatenated along channels first). */
   forwardFeatures(features: Tensor[]): Tensor {
     const x = features.length === 1 ? features[0] : cat(features, 1);
-    const bottleneck = convBatchNorm(this.conv1, this.norm2, this.relu1.forward(this.norm1.forward(x)), {
+    // norm1 and relu1 as one op (the batch norm's epilogue): the concatenation's normalised copy is not kept
+    const bottleneck = convBatchNorm(this.conv1, this.norm2, this.norm1.forwardThen(x, { relu: true }), {
       relu: true,
     });
     return this.conv2.forward(bottleneck);

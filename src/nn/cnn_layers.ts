@@ -3,7 +3,6 @@ import { isGradEnabled, type Tensor } from "../autograd/tensor.ts";
 import { intTensor, ones, zeros } from "../kernels/basic.ts";
 import { batchNorm2d, foldBatchNorm, incrementInPlace } from "../kernels/batchnorm.ts";
 import { conv2d, conv2dFused, type Conv2dOptions as ConvOptions } from "../kernels/conv.ts";
-import { add, relu } from "../kernels/elementwise.ts";
 import { tracer } from "../onnx/trace.ts";
 import {
   adaptiveAvgPool2d,
@@ -183,6 +182,22 @@ export class BatchNorm2d extends Module {
    * @throws Error when `x` is not 4-D or has another channel count.
    */
   forward(x: Tensor): Tensor {
+    return this.forwardThen(x, {});
+  }
+
+  /** With a ReLU next (DenseNet's norm-relu-conv): {@link forwardThen} with the ReLU, one op. */
+  override forwardInChain(x: Tensor, next: readonly Module[]): [Tensor, number] {
+    return next[0] instanceof ReLU && !(this instanceof BatchNorm1d)
+      ? [this.forwardThen(x, { relu: true }), 1]
+      : super.forwardInChain(x, next);
+  }
+
+  /**
+   * relu(this(x) + residual), each where asked for, as one op (batchNorm2d's epilogue: it keeps x and the
+   * output only, the memory of PyTorch's in-place add and ReLU, with the same values as the three in turn).
+   * @throws Error as `forward`, and when `residual` is not shaped as x.
+   */
+  forwardThen(x: Tensor, then: { residual?: Tensor | null; relu?: boolean }): Tensor {
     if (x.rank !== 4) {
       throw new Error(`BatchNorm2d: expected a 4-D [N, C, H, W] input, got shape ${fmtShape(x.shape)}`);
     }
@@ -195,6 +210,8 @@ export class BatchNorm2d extends Module {
       training: this.training,
       momentum: this.momentum,
       eps: this.eps,
+      residual: then.residual,
+      relu: then.relu,
     });
     if (this.training && this.numBatchesTracked) incrementInPlace(this.numBatchesTracked);
     return out;
@@ -255,7 +272,8 @@ export interface ConvBatchNormOptions {
 
 /**
  * relu(bn(conv(x)) + residual), the ReLU and residual where asked for: the pattern of every convolution in
- * ResNet, VGG-bn, Inception and DenseNet. In eval mode under noGrad (inference: predict, Grad-CAM's maps, the
+ * ResNet, VGG-bn, Inception and DenseNet. Otherwise (training) the batch norm applies the residual and the
+ * ReLU to its own output (BatchNorm2d.forwardThen), which is all it keeps with the convolution's output. In eval mode under noGrad (inference: predict, Grad-CAM's maps, the
  * bundle, the browser) the batch norm is folded into a per-channel scale and shift that the convolution's
  * GEMM applies with the residual and the ReLU while its outputs are in registers: one pass over memory
  * instead of four, and no weights rewritten (the fold costs one dispatch over C values). Training, recorded
@@ -285,9 +303,7 @@ export function convBatchNorm(
     shift.dispose();
     return out;
   }
-  let out = bn.forward(conv.forward(x));
-  if (residual) out = add(out, residual);
-  return options.relu ? relu(out) : out;
+  return bn.forwardThen(conv.forward(x), { residual, relu: options.relu });
 }
 
 /** Options of `MaxPool2d`: torch.nn.MaxPool2d's keyword arguments after kernel_size. */

@@ -43,6 +43,21 @@ export abstract class Optimizer {
 
   /** Frees the optimizer's state tensors. */
   abstract dispose(): void;
+  /**
+   * Bytes of state the optimizer will make on its next step (moment buffers not made yet); 0 unless a
+   * subclass makes state lazily (Adam, SGD with momentum).
+   */
+  pendingStateBytes(): number {
+    return 0;
+  }
+
+  /**
+   * Makes now the state the next step would make for every parameter that has a gradient: the results are
+   * the same, but these long-lived tensors then sit together, ahead of the next step's activations (in the
+   * WebAssembly memory, which a pool cannot compact, that keeps large steps from fragmenting it). Nothing by
+   * default.
+   */
+  prepareState(): void {}
   /** Updates every parameter that has a `.grad` in place; parameters without one are skipped. */
   abstract step(): void;
 }
@@ -173,13 +188,29 @@ export class Adam extends Optimizer {
     profilePhase("optimizer", () => this.update());
   }
 
+  /** Two moment buffers per parameter that has none yet. */
+  override pendingStateBytes(): number {
+    return this.params.reduce((bytes, p) => bytes + (this.state.has(p) ? 0 : 8 * p.size), 0);
+  }
+
+  /** Makes the moment buffers (zeros, step 0) of every parameter with a gradient that has none yet. */
+  override prepareState(): void {
+    for (const p of this.params) if (p.grad) this.stateOf(p);
+  }
+
+  /** p's moment buffers and step count, made (zeros, step 0) on first use. */
+  private stateOf(p: Tensor): { m: Tensor; v: Tensor; step: number } {
+    let s = this.state.get(p);
+    if (!s) this.state.set(p, s = { m: zerosLike(p).keep(), v: zerosLike(p).keep(), step: 0 });
+    return s;
+  }
+
   /** The update itself; `step` runs it as the "optimizer" phase of a profile. */
   private update(): void {
     this.stepCount++;
     for (const p of this.params) {
       if (!p.grad) continue;
-      let s = this.state.get(p);
-      if (!s) this.state.set(p, s = { m: zerosLike(p).keep(), v: zerosLike(p).keep(), step: 0 });
+      const s = this.stateOf(p);
       s.step++;
       adamStep(p, p.grad, s.m, s.v, s.step, this.hyper);
     }
@@ -263,6 +294,8 @@ export class SGD extends Optimizer {
   /** The hyper-parameters in use; loadStateDict may replace them with stored ones. */
   readonly hyper: SgdHyper;
   private buffers = new Map<Tensor, Tensor>();
+  /** Buffers made by prepareState that no step has set yet (the first step sets a buffer to the gradient). */
+  private unset = new Set<Tensor>();
 
   /** Throws when `params` is empty or not float32, an option is out of range, or Nesterov lacks momentum. */
   constructor(params: Tensor[], options: SgdOptions = {}) {
@@ -291,13 +324,30 @@ export class SGD extends Optimizer {
     profilePhase("optimizer", () => this.update());
   }
 
+  /** A momentum buffer per parameter that has none yet (none without momentum). */
+  override pendingStateBytes(): number {
+    if (this.hyper.momentum === 0) return 0;
+    return this.params.reduce((bytes, p) => bytes + (this.buffers.has(p) ? 0 : 4 * p.size), 0);
+  }
+
+  /** Makes the momentum buffer of every parameter with a gradient that has none (the next step sets it). */
+  override prepareState(): void {
+    if (this.hyper.momentum === 0) return;
+    for (const p of this.params) {
+      if (p.grad && !this.buffers.has(p)) {
+        this.buffers.set(p, zerosLike(p).keep());
+        this.unset.add(p);
+      }
+    }
+  }
+
   /** The update itself; `step` runs it as the "optimizer" phase of a profile. */
   private update(): void {
     this.stepCount++;
     for (const p of this.params) {
       if (!p.grad) continue;
       let buf = this.buffers.get(p);
-      const first = !buf;
+      const first = !buf || this.unset.delete(p);
       if (!buf && this.hyper.momentum !== 0) this.buffers.set(p, buf = zerosLike(p).keep());
       sgdStep(p, p.grad, buf ?? null, first, this.hyper);
     }
@@ -314,7 +364,7 @@ export class SGD extends Optimizer {
     for (let i = 0; i < this.params.length; i++) {
       const b = this.buffers.get(this.params[i]);
       const shape = [...this.params[i].shape];
-      if (b) {
+      if (b && !this.unset.has(this.params[i])) {
         reads.push(
           b.toArray().then((data) =>
             void (out[`state.${i}.momentum_buffer`] = { dtype: "F32", shape, data })
@@ -348,5 +398,6 @@ export class SGD extends Optimizer {
   dispose(): void {
     for (const b of this.buffers.values()) b.dispose();
     this.buffers.clear();
+    this.unset.clear();
   }
 }

@@ -1,5 +1,16 @@
 // `fl.train`: what any training loop needs besides ops and optimizers: the step with its loss accumulated on
 // the device, progress display, Grad-CAM, and the PNG charts.
+export {
+  ACCUMULATION_HEADROOM,
+  type AccumulationBudget,
+  type AccumulationPlan,
+  fitStepToMemory,
+  microBatches,
+  type PeakProbe,
+  planAccumulation,
+  type PreparableOptimizer,
+  stepPeakBytes,
+} from "./accumulate.ts";
 export { type StepHealth, type Steppable, takeEpochLoss, trainStep } from "./step.ts";
 export { formatDuration, ProgressBar, progressLine } from "./progress.ts";
 export { type CamModel, type ClassActivationMap, classActivationMap, isCamModel } from "./cam.ts";

@@ -29,29 +29,46 @@ export interface StepHealth {
  * Forward (`computeLoss`), backward and an optimizer step; adds `weight * loss` into `lossSum`. With `watch`
  * (parameters), also returns the step's {@link StepHealth}, so a caller can stop a diverging run at its first
  * non-finite step.
+ *
+ * With `parts` > 1 the step accumulates gradients (a batch as `parts` micro-batches): `computeLoss(part)`
+ * for part 0 .. parts - 1 each runs forward and backward in a scope of its own, so only one micro-batch's
+ * activations are live at a time; the gradients add up in the parameters' `.grad` and the optimizer steps
+ * once. Each part's loss must be weighted so that they sum to the batch's loss (a mean over the batch: a
+ * micro-batch's mean times its share of the batch), and the step's loss is that sum. Each part's forward
+ * activations are freed while its backward pass runs (`freeActivations`): nothing but the loss is read.
  */
 export function trainStep(
   optimizer: Steppable,
-  computeLoss: () => Tensor,
+  computeLoss: (part: number) => Tensor,
   lossSum: Tensor,
   weight: number,
   watch?: readonly Tensor[],
+  parts = 1,
 ): StepHealth | null {
+  if (!Number.isInteger(parts) || parts < 1) {
+    throw new Error(`trainStep: parts must be a positive integer, got ${parts}`);
+  }
   return scope(() => {
-    const loss = computeLoss();
     optimizer.zeroGrad();
-    loss.backward();
+    let loss: Tensor | null = null;
+    for (let part = 0; part < parts; part++) {
+      const partLoss = scope(() => {
+        const l = computeLoss(part);
+        l.backward({ freeActivations: true });
+        return noGrad(() => scale(l, 1)); // the value, off the graph, past the part's scope
+      });
+      loss = loss ? add(loss, partLoss) : partLoss;
+    }
     let health: StepHealth | null = null;
     if (watch) {
       health = noGrad(() => {
-        const value = scale(loss, 1); // a copy outside the autograd graph, kept past the scope
         const grads = watch.flatMap((p) => (p.grad ? [p.grad] : []));
-        const total = grads.reduce((acc, g) => add(acc, sum(scale(g, 0))), scale(loss, 1));
-        return { loss: value.keep(), health: total.keep() };
+        const total = grads.reduce((acc, g) => add(acc, sum(scale(g, 0))), scale(loss!, 1));
+        return { loss: scale(loss!, 1).keep(), health: total.keep() };
       });
     }
     optimizer.step();
-    axpyInPlace(lossSum, loss, weight);
+    axpyInPlace(lossSum, loss!, weight);
     return health;
   });
 }

@@ -11,8 +11,13 @@ import {
   type PooledBuffer,
   splitGrid,
 } from "../engine.ts";
-import { KERNELS_WASM_BASE64, KERNELS_WASM_FAST_BASE64 } from "./kernels_wasm.ts";
-import { CTL } from "./protocol.ts";
+import {
+  KERNELS_WASM64_BASE64,
+  KERNELS_WASM64_FAST_BASE64,
+  KERNELS_WASM_BASE64,
+  KERNELS_WASM_FAST_BASE64,
+} from "./kernels_wasm.ts";
+import { CTL, MEMORY64_PAGES } from "./protocol.ts";
 import { profiling, recordKernel } from "../profile.ts";
 import { computeWorkerMain, type WorkerStart } from "./worker.ts";
 import { decodeBase64, startThread, type WorkerThread } from "../../platform/runtime.ts";
@@ -20,6 +25,8 @@ import { decodeBase64, startThread, type WorkerThread } from "../../platform/run
 const PAGE = 65536;
 /** A Wasm32 memory addresses 4 GiB; the pool stops short of it with a clear error. */
 export const WASM_MEMORY_LIMIT = 65536 * PAGE;
+/** The 64-bit build's memory (memory64, where the engine has it: Deno, Node 24, Chromium): 16 GiB. */
+export const WASM64_MEMORY_LIMIT = MEMORY64_PAGES * PAGE;
 /** Per-thread scratch that kernels may use (GEMM packing panels); src/kernels/wasm/common.ts relies on it. */
 export const SCRATCH_PER_THREAD = 1 << 20;
 const ARGS_BYTES = 1024;
@@ -27,7 +34,56 @@ const ARGS_BYTES = 1024;
 export const PARALLEL_MIN_BYTES = 1 << 16;
 const ALIGN = 64;
 
-type KernelFn = (tid: number, nth: number, args: number) => void;
+/** A kernel twin: `args` is a number for the 32-bit build, a BigInt (an i64 address) for the 64-bit one. */
+type KernelFn = (tid: number, nth: number, args: number | bigint) => void;
+
+/**
+ * The linear memory of both builds: 32-bit (every engine) or 64-bit, whose sizes and addresses the JavaScript
+ * API takes as BigInts.
+ */
+class LinearMemory {
+  readonly limit: number;
+  private constructor(readonly memory: WebAssembly.Memory, readonly bits: 32 | 64) {
+    this.limit = bits === 64 ? WASM64_MEMORY_LIMIT : WASM_MEMORY_LIMIT;
+  }
+
+  static create(bits: 32 | 64): LinearMemory {
+    const memory = bits === 64
+      ? new WebAssembly.Memory(
+        {
+          initial: 1n,
+          maximum: BigInt(MEMORY64_PAGES),
+          shared: true,
+          address: "i64",
+        } as unknown as WebAssembly.MemoryDescriptor,
+      )
+      : new WebAssembly.Memory({ initial: 1, maximum: 65536, shared: true });
+    return new LinearMemory(memory, bits);
+  }
+
+  /** Whether this engine makes 64-bit memories and validates the 64-bit build. */
+  static has64(build: Uint8Array<ArrayBuffer>): boolean {
+    try {
+      LinearMemory.create(64);
+      return WebAssembly.validate(build);
+    } catch {
+      return false; // an engine without memory64 refuses the BigInt sizes or the "address" field
+    }
+  }
+
+  get bytes(): number {
+    return this.memory.buffer.byteLength;
+  }
+
+  grow(pages: number): void {
+    this.memory.grow((this.bits === 64 ? BigInt(pages) : pages) as number);
+  }
+
+  /** An address as a kernel's `usize` argument. */
+  pointer(address: number): number | bigint {
+    return this.bits === 64 ? BigInt(address) : address;
+  }
+}
 
 /** The byte address behind a buffer of the Wasm pool (ops hand the engine neutral handles). */
 function address(pb: PooledBuffer): number {
@@ -43,9 +99,17 @@ class WasmPool extends BucketPool<number> {
   /** Address-ordered free blocks that no bucket list holds (after trim). */
   private spare: { ptr: number; size: number }[] = [];
 
+  /** Where the pool's blocks begin: below lie the scratch and argument areas. */
+  private readonly base: number;
+
   /** `onGrow` runs after the memory grew (views over the old buffer end short of the new space). */
-  constructor(private memory: WebAssembly.Memory, private top: number, private onGrow: () => void) {
+  constructor(private memory: LinearMemory, private top: number, private onGrow: () => void) {
     super();
+    this.base = top;
+  }
+
+  override get limitBytes(): number {
+    return this.memory.limit - this.base;
   }
 
   protected capacityFor(bytes: number): number {
@@ -59,7 +123,7 @@ class WasmPool extends BucketPool<number> {
   private carve(size: number): number {
     const spare = this.takeSpare(size);
     if (spare !== null) return spare;
-    if (this.top + size > WASM_MEMORY_LIMIT) {
+    if (this.top + size > this.memory.limit) {
       // The free lists may hold blocks of other sizes (another model's, run before this one): merged, they
       // may hold this one. Only then is the memory full.
       this.trim();
@@ -67,13 +131,16 @@ class WasmPool extends BucketPool<number> {
       if (merged !== null) return merged;
     }
     const ptr = this.top;
-    if (ptr + size > WASM_MEMORY_LIMIT) {
+    if (ptr + size > this.memory.limit) {
       throw new Error(
         `WebAssembly backend: a tensor of ${size} bytes does not fit: ${this.liveBytes} bytes are live and ` +
-          `a Wasm32 memory addresses at most 4 GiB. Use a smaller batch or model, or the WebGPU backend.`,
+          (this.memory.bits === 64
+            ? "the 64-bit memory holds at most 16 GiB. "
+            : "a Wasm32 memory addresses at most 4 GiB (a 64-bit one is off, or not in this engine). ") +
+          "Use a smaller batch or model, accumulate gradients over micro-batches, or the WebGPU backend.",
       );
     }
-    const have = this.memory.buffer.byteLength;
+    const have = this.memory.bytes;
     if (ptr + size > have) {
       this.memory.grow(Math.ceil((ptr + size - have) / PAGE));
       this.onGrow();
@@ -128,6 +195,11 @@ export interface WasmEngineOptions {
    * validates it; `fastMath` on the engine says whether it does.
    */
   fastMath?: boolean;
+  /**
+   * A 64-bit memory (16 GiB instead of 4) where the engine has memory64 (default true: it is used where
+   * available); false keeps the 32-bit build everywhere. `memoryBits` on the engine says which runs.
+   */
+  memory64?: boolean;
 }
 
 export class WasmEngine implements Engine {
@@ -146,13 +218,26 @@ export class WasmEngine implements Engine {
   readonly pipelineCount = 0;
   submits = 0;
   dispatches = 0;
-  private views: { u8: Uint8Array; i32: Int32Array; f32: Float32Array } | null = null;
+  private views: { u8: Uint8Array; i32: Int32Array; u32: Uint32Array; f32: Float32Array } | null = null;
   private ctl: Int32Array;
   private fnIndex: Map<string, number>;
   private fns: KernelFn[];
 
+  /** The argument block's address as the kernels take it. */
+  private argsArg: number | bigint;
+
+  /** The linear memory all tensors live in (it grows, never shrinks). */
+  get memory(): WebAssembly.Memory {
+    return this.linear.memory;
+  }
+
+  /** 64 where the 64-bit build runs (16 GiB of memory), else 32 (4 GiB). */
+  get memoryBits(): 32 | 64 {
+    return this.linear.bits;
+  }
+
   private constructor(
-    readonly memory: WebAssembly.Memory,
+    private linear: LinearMemory,
     names: string[],
     exports: WebAssembly.Exports,
     private workers: WorkerThread[],
@@ -165,8 +250,9 @@ export class WasmEngine implements Engine {
     heapStart: number,
     private parallelMinBytes: number,
   ) {
-    this.pool = new WasmPool(memory, heapStart, () => (this.views = null));
-    this.ctl = new Int32Array(memory.buffer, ctlPtr, CTL.SLOTS);
+    this.pool = new WasmPool(linear, heapStart, () => (this.views = null));
+    this.ctl = new Int32Array(linear.memory.buffer, ctlPtr, CTL.SLOTS);
+    this.argsArg = linear.pointer(argsPtr);
     this.fnIndex = new Map(names.map((n, i) => [n, i]));
     this.fns = names.map((n) => exports[n] as KernelFn);
   }
@@ -179,22 +265,28 @@ export class WasmEngine implements Engine {
     if (typeof WebAssembly === "undefined") {
       throw new Error("The WebAssembly backend needs WebAssembly in this runtime.");
     }
-    const fastBytes = options.fastMath ? decodeBase64(KERNELS_WASM_FAST_BASE64) : null;
+    const exact64 = decodeBase64(KERNELS_WASM64_BASE64);
+    const bits = options.memory64 !== false && LinearMemory.has64(exact64) ? 64 : 32;
+    const fastBytes = options.fastMath
+      ? decodeBase64(bits === 64 ? KERNELS_WASM64_FAST_BASE64 : KERNELS_WASM_FAST_BASE64)
+      : null;
     const fastMath = fastBytes !== null && WebAssembly.validate(fastBytes);
-    const module = new WebAssembly.Module(fastMath ? fastBytes : decodeBase64(KERNELS_WASM_BASE64));
+    const exact = bits === 64 ? exact64 : decodeBase64(KERNELS_WASM_BASE64);
+    const module = new WebAssembly.Module(fastMath ? fastBytes : exact);
     const cores =
       (globalThis.navigator as { hardwareConcurrency?: number } | undefined)?.hardwareConcurrency ?? 1;
     const threads = typeof SharedArrayBuffer === "undefined"
       ? 1
       : Math.max(1, Math.floor(options.threads ?? cores));
-    const memory = new WebAssembly.Memory({ initial: 1, maximum: 65536, shared: true });
+    const linear = LinearMemory.create(bits);
+    const memory = linear.memory;
     const instance = new WebAssembly.Instance(module, { env: { memory } });
-    const heapBase = (instance.exports.heap_base as () => number)();
+    const heapBase = Number((instance.exports.heap_base as () => number | bigint)());
     const ctlPtr = Math.ceil(heapBase / ALIGN) * ALIGN;
     const argsPtr = ctlPtr + ALIGN;
     const scratchPtr = argsPtr + ARGS_BYTES;
     const heapStart = scratchPtr + threads * SCRATCH_PER_THREAD;
-    memory.grow(Math.ceil(heapStart / PAGE) - memory.buffer.byteLength / PAGE);
+    linear.grow(Math.ceil(heapStart / PAGE) - linear.bytes / PAGE);
     const names = WebAssembly.Module.exports(module).filter((e) => e.kind === "function").map((e) => e.name);
     const workers: WorkerThread[] = [];
     try {
@@ -206,7 +298,9 @@ export class WasmEngine implements Engine {
           worker.once("error", (message) => {
             reject(new Error(`WebAssembly backend: compute worker ${tid} failed to start: ${message}`));
           });
-          worker.post({ module, memory, names, tid, ctlPtr, ctl: CTL } satisfies WorkerStart);
+          worker.post(
+            { module, memory, memoryBits: bits, names, tid, ctlPtr, ctl: CTL } satisfies WorkerStart,
+          );
         });
         worker.unref();
       }
@@ -215,7 +309,7 @@ export class WasmEngine implements Engine {
       throw err;
     }
     return new WasmEngine(
-      memory,
+      linear,
       names,
       instance.exports,
       workers,
@@ -232,8 +326,13 @@ export class WasmEngine implements Engine {
   /** Views over the whole memory, remade only after the pool grew it. */
   private get mem() {
     if (!this.views) {
-      const buf = this.memory.buffer;
-      this.views = { u8: new Uint8Array(buf), i32: new Int32Array(buf), f32: new Float32Array(buf) };
+      const buf = this.linear.memory.buffer;
+      this.views = {
+        u8: new Uint8Array(buf),
+        i32: new Int32Array(buf),
+        u32: new Uint32Array(buf),
+        f32: new Float32Array(buf),
+      };
     }
     return this.views;
   }
@@ -258,8 +357,8 @@ export class WasmEngine implements Engine {
     }
     const [x, y = 1, z = 1] = workgroups;
     if (x === 0 || y === 0 || z === 0) return;
-    // The argument block: binding addresses, uniforms, the WGSL grid, the scratch base (common.ts).
-    const { i32, f32 } = this.mem;
+    // The argument block: binding addresses / 4, uniforms, the WGSL grid, the scratch base / 4 (common.ts).
+    const { i32, u32, f32 } = this.mem;
     let slot = this.argsPtr >> 2;
     let bytes = 0;
     for (const b of buffers) {
@@ -269,7 +368,7 @@ export class WasmEngine implements Engine {
           `${name}: a tensor of ${pb.bytes} bytes exceeds one binding; this op does not split such tensors`,
         );
       }
-      i32[slot++] = address(pb) + ("pb" in b ? b.offset : 0);
+      u32[slot++] = (address(pb) + ("pb" in b ? b.offset : 0)) / 4;
       bytes += "pb" in b ? b.size : pb.bytes;
     }
     spec.uniforms.forEach((t, i) => {
@@ -279,7 +378,7 @@ export class WasmEngine implements Engine {
     i32[slot++] = x;
     i32[slot++] = y;
     i32[slot++] = z;
-    i32[slot++] = this.scratchPtr;
+    u32[slot++] = this.scratchPtr / 4;
     const nth = bytes >= this.parallelMinBytes ? this.threads : 1;
     if (profiling()) {
       const t0 = performance.now();
@@ -292,7 +391,7 @@ export class WasmEngine implements Engine {
   private run(index: number, nth: number, spec: KernelSpec): void {
     const fn = this.fns[index];
     if (nth === 1 || this.workers.length === 0) {
-      fn(0, 1, this.argsPtr);
+      fn(0, 1, this.argsArg);
       return;
     }
     const ctl = this.ctl;
@@ -305,7 +404,7 @@ export class WasmEngine implements Engine {
     Atomics.notify(ctl, CTL.GEN);
     let failure: unknown = null;
     try {
-      fn(0, nth, this.argsPtr);
+      fn(0, nth, this.argsArg);
     } catch (err) {
       failure = err;
     }
@@ -323,7 +422,7 @@ export class WasmEngine implements Engine {
     }
   }
 
-  /** One dispatch: a binding covers up to 2 GiB here, past what the 4 GiB memory leaves room to chunk. */
+  /** One dispatch: a binding covers up to 2 GiB here (a larger tensor is refused by dispatch). */
   dispatchElements(spec: KernelSpec, buffers: PooledBuffer[], params: number[], n: number): void {
     this.dispatch(spec, buffers, params, this.grid(Math.ceil(n / 256)));
   }

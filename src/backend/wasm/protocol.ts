@@ -1,4 +1,12 @@
-// The control block that the main thread and the compute workers share (Int32 slots in the Wasm memory).
+// What the engine, its compute workers and the kernel build agree on: the control block that the main thread
+// and the workers share (Int32 slots in the Wasm memory), and the 64-bit memory's size.
+
+/**
+ * Pages of the 64-bit build's memory (tools/build_wasm.ts declares it, the engine makes it): 16 GiB less one
+ * page, so that a Float32Array over all of it stays under 2^32 elements.
+ */
+export const MEMORY64_PAGES = 262143;
+
 export const CTL = {
   /** Bumped by the main thread to post a job; workers wait on it. */
   GEN: 0,

@@ -13,6 +13,8 @@ import type { CTL } from "./protocol.ts";
 export interface WorkerStart {
   module: WebAssembly.Module;
   memory: WebAssembly.Memory;
+  /** 64: the kernels take their argument address as a BigInt (the 64-bit build). */
+  memoryBits: 32 | 64;
   names: string[];
   tid: number;
   ctlPtr: number;
@@ -21,10 +23,10 @@ export interface WorkerStart {
 
 /** The worker's whole program; see the note above on why it is self-contained. */
 export function computeWorkerMain(parent: ThreadPort): void {
-  type KernelFn = (tid: number, nth: number, args: number) => void;
+  type KernelFn = (tid: number, nth: number, args: number | bigint) => void;
   parent.once((message) => {
     const start = message as WorkerStart;
-    const { module, memory, names, tid, ctlPtr, ctl: CTL } = start;
+    const { module, memory, memoryBits, names, tid, ctlPtr, ctl: CTL } = start;
     const instance = new WebAssembly.Instance(module, { env: { memory } });
     const fns = names.map((n) => instance.exports[n] as KernelFn);
     const ctl = new Int32Array(memory.buffer, ctlPtr, CTL.SLOTS);
@@ -42,7 +44,8 @@ export function computeWorkerMain(parent: ThreadPort): void {
       const nth = ctl[CTL.NTH];
       if (tid < nth) {
         try {
-          fns[ctl[CTL.FN]](tid, nth, ctl[CTL.ARGS]);
+          const args = ctl[CTL.ARGS];
+          fns[ctl[CTL.FN]](tid, nth, memoryBits === 64 ? BigInt(args) : args);
         } catch {
           Atomics.store(ctl, CTL.ERROR, tid);
         }

@@ -1,9 +1,11 @@
 // AssemblyScript (compiled to kernels.wasm by src/backend/wasm/build.ts). Each kernel twin is
 //   export function <name>(tid: i32, nth: i32, args: usize): void
 // and is called on every compute thread at once (tid in [0, nth)), each doing its share. `args` points to
-// 4-byte slots: the byte address of each binding, in the WGSL kernel's order, then its uniforms in
-// declaration order (u32/i32/f32 bits), then the WGSL grid (x, y, z), then the base of the per-thread
-// scratch (SCRATCH bytes a thread, at base + tid * SCRATCH).
+// 4-byte slots: the address of each binding, in the WGSL kernel's order, then its uniforms in declaration
+// order (u32/i32/f32 bits), then the WGSL grid (x, y, z), then the base of the per-thread scratch (SCRATCH
+// bytes a thread, at base + tid * SCRATCH). An address slot holds the byte address / 4 (every binding is
+// 4-byte aligned): 32 bits then reach 16 GiB, the 64-bit build's memory, and the same engine code writes
+// both builds' arguments.
 
 export const SCRATCH: usize = 1 << 20;
 
@@ -16,7 +18,7 @@ export const SCRATCH: usize = 1 << 20;
 }
 
 @inline export function argP(args: usize, i: i32): usize {
-  return <usize>load<u32>(args + (<usize>i << 2));
+  return <usize>load<u32>(args + (<usize>i << 2)) << 2;
 }
 
 /** Thread tid's part [begin, end) of n items, in multiples of `align` (the last part takes the rest). */

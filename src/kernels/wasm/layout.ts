@@ -165,6 +165,41 @@ export namespace batchnorm_dx_running_plain {
   export const UNIFORMS: i32 = 4;
 }
 
+/** batchnorm_epilogue_relu: bindings x; uniforms n. */
+export namespace batchnorm_epilogue_relu {
+  export const x: i32 = 0;
+  export const n: i32 = 1;
+  export const GRID_X: i32 = 2;
+  export const GRID_Y: i32 = 3;
+  export const GRID_Z: i32 = 4;
+  export const SCRATCH_BASE: i32 = 5;
+  export const UNIFORMS: i32 = 1;
+}
+
+/** batchnorm_epilogue_residual: bindings x, y; uniforms n. */
+export namespace batchnorm_epilogue_residual {
+  export const x: i32 = 0;
+  export const y: i32 = 1;
+  export const n: i32 = 2;
+  export const GRID_X: i32 = 3;
+  export const GRID_Y: i32 = 4;
+  export const GRID_Z: i32 = 5;
+  export const SCRATCH_BASE: i32 = 6;
+  export const UNIFORMS: i32 = 2;
+}
+
+/** batchnorm_epilogue_residual_relu: bindings x, y; uniforms n. */
+export namespace batchnorm_epilogue_residual_relu {
+  export const x: i32 = 0;
+  export const y: i32 = 1;
+  export const n: i32 = 2;
+  export const GRID_X: i32 = 3;
+  export const GRID_Y: i32 = 4;
+  export const GRID_Z: i32 = 5;
+  export const SCRATCH_BASE: i32 = 6;
+  export const UNIFORMS: i32 = 2;
+}
+
 /** batchnorm_fold: bindings mean, variance, gamma, beta, scale, shift; uniforms n, eps. */
 export namespace batchnorm_fold {
   export const mean: i32 = 0;

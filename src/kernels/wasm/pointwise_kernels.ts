@@ -59,6 +59,60 @@ export function adam_step(tid: i32, nth: i32, args: usize): void {
   }
 }
 
+/** batchnorm_epilogue_relu: generated from its pointwise program (the kernel's declaration). */
+export function batchnorm_epilogue_relu(tid: i32, nth: i32, args: usize): void {
+  const x_ptr = argP(args, L.batchnorm_epilogue_relu.x);
+  const elements = argI(args, L.batchnorm_epilogue_relu.n);
+  const begin = shareBegin(tid, nth, elements, 4), end = shareEnd(tid, nth, elements, 4);
+  let i = begin;
+  for (; i + 4 <= end; i += 4) {
+    const x_in = v128.load(at(x_ptr, i));
+    v128.store(at(x_ptr, i), f32x4.max(x_in, f32x4.splat(<f32>0.0)));
+  }
+  for (; i < end; i++) {
+    const x_in = load<f32>(at(x_ptr, i));
+    store<f32>(at(x_ptr, i), max<f32>(x_in, <f32>0.0));
+  }
+}
+
+/** batchnorm_epilogue_residual: generated from its pointwise program (the kernel's declaration). */
+export function batchnorm_epilogue_residual(tid: i32, nth: i32, args: usize): void {
+  const x_ptr = argP(args, L.batchnorm_epilogue_residual.x);
+  const y_ptr = argP(args, L.batchnorm_epilogue_residual.y);
+  const elements = argI(args, L.batchnorm_epilogue_residual.n);
+  const begin = shareBegin(tid, nth, elements, 4), end = shareEnd(tid, nth, elements, 4);
+  let i = begin;
+  for (; i + 4 <= end; i += 4) {
+    const x_in = v128.load(at(x_ptr, i));
+    const y_in = v128.load(at(y_ptr, i));
+    v128.store(at(x_ptr, i), f32x4.add(x_in, y_in));
+  }
+  for (; i < end; i++) {
+    const x_in = load<f32>(at(x_ptr, i));
+    const y_in = load<f32>(at(y_ptr, i));
+    store<f32>(at(x_ptr, i), (x_in + y_in));
+  }
+}
+
+/** batchnorm_epilogue_residual_relu: generated from its pointwise program (the kernel's declaration). */
+export function batchnorm_epilogue_residual_relu(tid: i32, nth: i32, args: usize): void {
+  const x_ptr = argP(args, L.batchnorm_epilogue_residual_relu.x);
+  const y_ptr = argP(args, L.batchnorm_epilogue_residual_relu.y);
+  const elements = argI(args, L.batchnorm_epilogue_residual_relu.n);
+  const begin = shareBegin(tid, nth, elements, 4), end = shareEnd(tid, nth, elements, 4);
+  let i = begin;
+  for (; i + 4 <= end; i += 4) {
+    const x_in = v128.load(at(x_ptr, i));
+    const y_in = v128.load(at(y_ptr, i));
+    v128.store(at(x_ptr, i), f32x4.max(f32x4.add(x_in, y_in), f32x4.splat(<f32>0.0)));
+  }
+  for (; i < end; i++) {
+    const x_in = load<f32>(at(x_ptr, i));
+    const y_in = load<f32>(at(y_ptr, i));
+    store<f32>(at(x_ptr, i), max<f32>((x_in + y_in), <f32>0.0));
+  }
+}
+
 /** batchnorm_fold: generated from its pointwise program (the kernel's declaration). */
 export function batchnorm_fold(tid: i32, nth: i32, args: usize): void {
   const mean_ptr = argP(args, L.batchnorm_fold.mean);
