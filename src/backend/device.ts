@@ -40,8 +40,9 @@ export interface InitOptions {
   subgroups?: boolean;
   /**
    * The WebAssembly backend's 64-bit memory (16 GiB of tensors instead of 4), where the engine has memory64
-   * (Deno, Node 24, Chromium; not Bun): default true unless FLANNEL_WASM_MEMORY64=0. Results are the same bits
-   * either way. `BackendInfo.limits.memoryBytes` says how much memory tensors have. Ignored by WebGPU.
+   * (Deno; V8 in Node 24 and Chrome 133 on; not Bun): default true unless FLANNEL_WASM_MEMORY64=0. Results
+   * are the same bits either way. `BackendInfo.limits.memoryBytes` says how much memory tensors have. Ignored
+   * by WebGPU.
    */
   memory64?: boolean;
 }

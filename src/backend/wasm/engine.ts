@@ -25,7 +25,7 @@ import { decodeBase64, startThread, type WorkerThread } from "../../platform/run
 const PAGE = 65536;
 /** A Wasm32 memory addresses 4 GiB; the pool stops short of it with a clear error. */
 export const WASM_MEMORY_LIMIT = 65536 * PAGE;
-/** The 64-bit build's memory (memory64, where the engine has it: Deno, Node 24, Chromium): 16 GiB. */
+/** The 64-bit build's memory (memory64, where the engine has it: Deno; V8 in Node 24, Chrome 133 on): 16 GiB. */
 export const WASM64_MEMORY_LIMIT = MEMORY64_PAGES * PAGE;
 /** Per-thread scratch that kernels may use (GEMM packing panels); src/kernels/wasm/common.ts relies on it. */
 export const SCRATCH_PER_THREAD = 1 << 20;
