@@ -47,7 +47,7 @@ class LinearMemory {
     this.limit = bits === 64 ? WASM64_MEMORY_LIMIT : WASM_MEMORY_LIMIT;
   }
 
-  static create(bits: 32 | 64): LinearMemory {
+  private static create(bits: 32 | 64): LinearMemory {
     const memory = bits === 64
       ? new WebAssembly.Memory(
         {
@@ -61,14 +61,19 @@ class LinearMemory {
     return new LinearMemory(memory, bits);
   }
 
-  /** Whether this engine makes 64-bit memories and validates the 64-bit build. */
-  static has64(build: Uint8Array<ArrayBuffer>): boolean {
-    try {
-      LinearMemory.create(64);
-      return WebAssembly.validate(build);
-    } catch {
-      return false; // an engine without memory64 refuses the BigInt sizes or the "address" field
+  /**
+   * The 64-bit memory where it is wanted and this engine has memory64 (it validates the 64-bit build and makes
+   * the memory), else the 32-bit one.
+   */
+  static open(want64: boolean, build64: Uint8Array<ArrayBuffer>): LinearMemory {
+    if (want64 && WebAssembly.validate(build64)) {
+      try {
+        return LinearMemory.create(64);
+      } catch {
+        // an engine without memory64 refuses the BigInt sizes or the "address" field
+      }
     }
+    return LinearMemory.create(32);
   }
 
   get bytes(): number {
@@ -266,7 +271,8 @@ export class WasmEngine implements Engine {
       throw new Error("The WebAssembly backend needs WebAssembly in this runtime.");
     }
     const exact64 = decodeBase64(KERNELS_WASM64_BASE64);
-    const bits = options.memory64 !== false && LinearMemory.has64(exact64) ? 64 : 32;
+    const linear = LinearMemory.open(options.memory64 !== false, exact64);
+    const bits = linear.bits;
     const fastBytes = options.fastMath
       ? decodeBase64(bits === 64 ? KERNELS_WASM64_FAST_BASE64 : KERNELS_WASM_FAST_BASE64)
       : null;
@@ -278,7 +284,6 @@ export class WasmEngine implements Engine {
     const threads = typeof SharedArrayBuffer === "undefined"
       ? 1
       : Math.max(1, Math.floor(options.threads ?? cores));
-    const linear = LinearMemory.create(bits);
     const memory = linear.memory;
     const instance = new WebAssembly.Instance(module, { env: { memory } });
     const heapBase = Number((instance.exports.heap_base as () => number | bigint)());
