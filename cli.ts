@@ -24,6 +24,8 @@ const IMAGE_RUN_HELP = `Options:
   --accumulate N    run each batch as N micro-batches (gradients summed, one optimizer step; batch norm per
                     micro-batch, as PyTorch's accumulation loop), or auto (default: whole batches unless a
                     step would not fit the WebAssembly memory; then the fewest micro-batches that fit, said)
+  --precision P     f32 (default) or f16: activations stored as float16 (about half their memory; every
+                    kernel still computes in float32) with dynamic loss scaling; WebGPU with shader-f16
   --lr X            Adam learning rate (default 0.001)
   --folds K         cross-validation folds (default 5)
   --seed S          seed of split, initial weights and augmentation (default 0)
@@ -475,6 +477,11 @@ function augmentOption(command: string, value: string | undefined): fl.data.Augm
   }
 }
 
+function precisionOption(command: string, value: string | undefined): "f32" | "f16" {
+  if (value === undefined || value === "f32" || value === "f16") return value ?? "f32";
+  return fail(`${command}: --precision must be f32 or f16, got ${JSON.stringify(value)}`);
+}
+
 // Options that `stage1` and `experiment` share.
 const IMAGE_RUN_OPTIONS = {
   data: { type: "string", multiple: true },
@@ -495,6 +502,7 @@ const IMAGE_RUN_OPTIONS = {
   recipe: { type: "string" },
   augment: { type: "string" },
   accumulate: { type: "string" },
+  precision: { type: "string" },
   backend: { type: "string" },
   help: { type: "boolean" },
 } as const;
@@ -544,6 +552,7 @@ async function prepareImageRun(command: string, values: ImageRunValues) {
     accumulate: values.accumulate === undefined || values.accumulate === "auto"
       ? "auto" as const
       : intOption(values, "accumulate", 1, 1),
+    precision: precisionOption(command, values.precision),
     lr: numberOption(values, "lr", 1e-3),
     seed,
     resume: values.resume,

@@ -31,6 +31,7 @@ export {
   type InitOptions,
 } from "./src/backend/device.ts";
 export {
+  autocast,
   type BackwardOptions,
   type DType,
   liveTensorCount,
@@ -39,7 +40,7 @@ export {
   Tensor,
   type TensorOptions,
 } from "./src/autograd/tensor.ts";
-export { full, intTensor, ones, tensor, zeros } from "./src/kernels/basic.ts";
+export { cast, full, intTensor, ones, tensor, zeros } from "./src/kernels/basic.ts";
 export {
   Generator,
   manualSeed,

@@ -2,7 +2,8 @@
 // AI-Covid), measured with tinybench,
 // with the same model's inference throughput (same process, same batch) as the peer that gives each a ratio.
 //   deno task bench:stage1 [--full] [--profile] [--direct] [--batch N] [filter]   bun run bench/stage1.ts [...]
-//   deno task bench:stage1 --memory [--full] [--batch N] [--accumulate N|auto] [--keep-activations] [filter]
+//   deno task bench:stage1 --memory [--full] [--batch N] [--accumulate N|auto] [--keep-activations]
+//                                   [--precision f16] [filter]
 //   --direct: no Winograd (every convolution a direct product on the WebAssembly backend), for before/after.
 //   --profile: one more train step per learner under fl.startProfile, printed by phase and kernel.
 //   --batch N: images per batch (default 16; 2 with --full).
@@ -10,7 +11,8 @@
 //   step (see "Memory" below); --accumulate N runs each batch as N micro-batches (auto, the default: whole
 //   batches where they fit the backend's memory, else the fewest micro-batches that do, as trainStage1
 //   chooses); --keep-activations keeps every forward activation to the step's end (backward without
-//   freeActivations: the "before").
+//   freeActivations: the "before"); --precision f16 stores activations as float16 (fl.autocast, with
+//   trainStepScaled's loss scaling; WebGPU with shader-f16), against the same step in float32 (the default).
 //   On WebGPU with timestamp-query that step is always run: its kernels' device time is the "device ms"
 //   column beside the wall-clock step (the rest of a step is the CPU recording and submitting the work).
 //   The PyTorch CPU peer (bench/stage1_torch.py) runs after ours when python3-torch is installed (--no-torch
@@ -59,7 +61,7 @@ import { parseArgs } from "node:util";
 import * as fl from "../mod.ts";
 import * as flannel from "../src/flannel/mod.ts";
 import { syntheticImages } from "./synthetic_images.ts";
-import { trainStep } from "../src/train/step.ts";
+import { LossScaler, trainStep, trainStepScaled } from "../src/train/step.ts";
 import { setWasmConvAlgorithm } from "../src/kernels/conv.ts";
 import { timeTasks } from "./timing.ts";
 import { torchMemoryPeer, torchPeer } from "./torch_peer.ts";
@@ -75,6 +77,7 @@ const { values: flags, positionals } = parseArgs({
     batch: { type: "string" },
     accumulate: { type: "string", default: "auto" },
     "keep-activations": { type: "boolean", default: false },
+    precision: { type: "string", default: "f32" },
   },
   allowPositionals: true,
 });
@@ -82,6 +85,11 @@ const full = flags.full, profile = flags.profile;
 // --direct: every convolution as a direct product (no Winograd on the WebAssembly backend): the "before".
 if (flags.direct) setWasmConvAlgorithm("direct");
 const filter = positionals[0] ?? "";
+if (flags.precision !== "f32" && flags.precision !== "f16") {
+  throw new Error(`--precision must be f32 or f16, got ${flags.precision}`);
+}
+// f16: activations stored as float16 under autocast, loss scaling (WebGPU with shader-f16; --memory only)
+const half = flags.precision === "f16";
 
 const scale = full ? "full" : "tiny";
 const crop = full ? 224 : 64;
@@ -151,6 +159,7 @@ async function memoryTable(): Promise<never> {
     const optimizer = new fl.optim.Adam(model.parameters(), { lr: 1e-3, weightDecay: 1e-4 });
     const lossSum = fl.zeros([1]).keep();
     const gen = new fl.Generator(7);
+    const scaler = new LossScaler();
     model.train();
     try {
       let parts = flags.accumulate === "auto" ? 1 : Number(flags.accumulate);
@@ -187,7 +196,10 @@ async function memoryTable(): Promise<never> {
             (end - start) / B,
           );
         };
-        if (flags["keep-activations"]) {
+        if (half) {
+          const forward = (part: number) => fl.autocast("float16", () => partLoss(part));
+          await trainStepScaled(optimizer, forward, lossSum, 1 / B, scaler, model.parameters(), parts);
+        } else if (flags["keep-activations"]) {
           // the step before activations were freed during backward: every one lives to the scope's end
           fl.scope(() => {
             optimizer.zeroGrad();
@@ -231,7 +243,7 @@ async function memoryTable(): Promise<never> {
   console.log(
     `\n${runtime} on ${info.adapter}; ${scale} learners, crop ${crop}${
       flags["keep-activations"] ? "; activations kept to the step's end" : ""
-    }\n`,
+    }${half ? "; float16 activations (autocast, loss scaling)" : ""}\n`,
   );
   console.log("| learner | batch | micro-batches | ours MiB | PyTorch MiB | ratio | our step |");
   console.log("|---|---|---|---|---|---|---|");

@@ -10,7 +10,7 @@ import {
   type Tensor,
 } from "./tensor.ts";
 import { add } from "../kernels/elementwise.ts";
-import { axpyInPlace, ones } from "../kernels/basic.ts";
+import { axpyInPlace, cast, ones } from "../kernels/basic.ts";
 import { fmtShape, sameShape } from "../kernels/shape.ts";
 import { profilePhase } from "../backend/profile.ts";
 import { tracer } from "../onnx/trace.ts";
@@ -91,8 +91,15 @@ function backward(root: Tensor, { freeActivations = false }: BackwardOptions): v
         const inputGrads = scope(() => rule(g));
         g.dispose();
         inputs.forEach((input, i) => {
-          const gi = inputGrads[i];
+          let gi = inputGrads[i];
           if (!gi) return;
+          if (gi.dtype !== input.dtype && input.requiresGrad) {
+            // a gradient has its tensor's dtype (a float16 activation's gradient is float16, a float32
+            // parameter's float32), whatever mix of dtypes the rule's kernels read
+            const converted = cast(gi, input.dtype as "float32" | "float16");
+            gi.dispose();
+            gi = converted;
+          }
           if (!input.requiresGrad) {
             gi.dispose();
             return;

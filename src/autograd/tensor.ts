@@ -1,9 +1,63 @@
 // Tensors on the device, their explicit lifetime (dispose, scopes), and the graph that backward walks.
 import { getEngine } from "../backend/device.ts";
 import type { PooledBuffer } from "../backend/engine.ts";
+import { halfsToFloats } from "../backend/half.ts";
 
-/** Element types: float32 for values and gradients, int32 for class indices and counters (4 bytes each). */
-export type DType = "float32" | "int32";
+/**
+ * Element types: float32 for values and gradients, int32 for class indices and counters (4 bytes each), and
+ * float16 (2 bytes; WebGPU with `shader-f16` only) for activations under {@link autocast}.
+ */
+export type DType = "float32" | "float16" | "int32";
+
+/** Whether tensors of `dtype` hold floating-point values (float32 or float16). */
+export function isFloat(dtype: DType): boolean {
+  return dtype !== "int32";
+}
+
+/** Bytes a tensor of `dtype` and `size` elements takes on the device (float16 pairs share 4-byte words). */
+export function byteLength(dtype: DType, size: number): number {
+  return dtype === "float16" ? Math.ceil(size / 2) * 4 : size * 4;
+}
+
+let autocastDtype: "float16" | null = null;
+
+/**
+ * Runs `fn` with matrix products (convolutions, linear layers, matmul) writing float16 results: the
+ * activations that follow them (batch norm, ReLU, pooling, additions, concatenation) stay float16, halving
+ * their memory, while every kernel computes in float32 and parameters stay float32 (PyTorch's autocast).
+ * Gradients take the dtype of their tensor. Needs WebGPU with `shader-f16` (`fl.backendInfo().features`);
+ * elsewhere the first float16 tensor throws. `"float32"` turns it off inside an autocast. Synchronous, as
+ * {@link noGrad}.
+ */
+export function autocast<T>(dtype: "float16" | "float32", fn: () => T): T {
+  if (dtype !== "float16" && dtype !== "float32") {
+    throw new Error(`autocast: dtype must be "float16" or "float32", got ${JSON.stringify(dtype)}`);
+  }
+  const prev = autocastDtype;
+  autocastDtype = dtype === "float16" ? dtype : null;
+  try {
+    const out = fn();
+    if (out instanceof Promise) {
+      throw new Error("autocast takes a synchronous function: an async one would leave it on across awaits");
+    }
+    return out;
+  } finally {
+    autocastDtype = prev;
+  }
+}
+
+/**
+ * The dtype a matrix product (convolution, linear, matmul) writes for the activation `x`: float16 under
+ * {@link autocast}, else `x`'s own.
+ */
+export function productDtype(x: Tensor): DType {
+  return autocastDtype ?? x.dtype;
+}
+
+/** The dtype of an op's float result from float inputs: float16 when all are float16, else float32. */
+export function resultDtype(...inputs: Tensor[]): DType {
+  return inputs.every((t) => t.dtype === "float16") ? "float16" : "float32";
+}
 
 /** A pooled device buffer shared by a tensor and its reshaped views; freed when the last one is disposed. */
 interface Storage {
@@ -37,6 +91,8 @@ export interface BackwardOptions {
 export interface TensorOptions {
   /** Make the tensor a leaf that collects a gradient in `.grad` on backward (default false). */
   requiresGrad?: boolean;
+  /** "float32" (default) or "float16" (WebGPU with shader-f16; values rounded to nearest, ties to even). */
+  dtype?: "float32" | "float16";
 }
 
 let gradEnabled = true;
@@ -85,7 +141,7 @@ export class Tensor {
    */
   requiresGrad: boolean;
   /**
-   * The gradient accumulated by backward into a leaf that requires one (same shape, float32); null until
+   * The gradient accumulated by backward into a leaf that requires one (same shape and dtype); null until
    * then. Outlives scopes and is disposed with the tensor; zero it between steps (optimizer.zeroGrad).
    */
   grad: Tensor | null = null;
@@ -116,8 +172,21 @@ export class Tensor {
 
   /** Allocates an uninitialised tensor from the pool. */
   static empty(shape: number[], dtype: DType = "float32"): Tensor {
-    const bytes = Math.max(shapeSize(shape), 1) * 4;
-    return new Tensor(shape, dtype, { pb: getEngine().pool.acquire(bytes), refs: 1 });
+    const engine = getEngine();
+    if (dtype === "float16" && !engine.halfStorage) {
+      throw new Error(
+        "float16 tensors need the WebGPU backend on an adapter with shader-f16 (fl.backendInfo().features); " +
+          `this one is ${engine.kind === "webgpu" ? "a WebGPU adapter without it" : "the WebAssembly backend"}`,
+      );
+    }
+    const pb = engine.pool.acquire(byteLength(dtype, Math.max(shapeSize(shape), 1)));
+    pb.half = dtype === "float16";
+    return new Tensor(shape, dtype, { pb, refs: 1 });
+  }
+
+  /** Bytes its elements take on the device. */
+  get byteLength(): number {
+    return byteLength(this.dtype, this.size);
   }
 
   /** Number of dims (shape.length). */
@@ -161,10 +230,11 @@ export class Tensor {
     }
   }
 
-  /** Downloads the values of a float32 tensor (throws for int32); waits for the device. */
+  /** Downloads the values of a float tensor (float16 widened to float32; throws for int32); waits for the device. */
   async toArray(): Promise<Float32Array> {
-    if (this.dtype !== "float32") throw new Error("toArray() reads float32 tensors; use toInt32Array()");
-    return new Float32Array(await getEngine().read(this.buffer, 0, this.size * 4));
+    if (this.dtype === "int32") throw new Error("toArray() reads float tensors; use toInt32Array()");
+    const bytes = await getEngine().read(this.buffer, 0, this.byteLength);
+    return this.dtype === "float16" ? halfsToFloats(bytes, this.size) : new Float32Array(bytes);
   }
 
   /** Downloads the values of an int32 tensor (throws for float32); waits for the device. */

@@ -2,6 +2,7 @@
 // into one compute pass and submitted together (a submit is paid once per batch, not per op).
 
 import { type ProfileRow, profiling, recordKernel } from "./profile.ts";
+import { halfPrecisionWgsl } from "./half.ts";
 
 /** How a kernel reads a storage binding. */
 export type Access = "read" | "rw";
@@ -42,6 +43,11 @@ export interface PooledBuffer<H = unknown> {
   bytes: number;
   /** WebGPU: the batch that last recorded a command on it; a CPU write must wait until it is submitted. */
   lastBatch: number;
+  /**
+   * Whether its owner holds float16 elements (two bytes each): kernels bound to it then run their half
+   * precision variant (src/backend/half.ts). Reset to false by every acquire; set by the tensor.
+   */
+  half?: boolean;
 }
 
 const UNIFORM_SLOT = 256; // >= minUniformBufferOffsetAlignment on every adapter
@@ -131,6 +137,7 @@ export abstract class BucketPool<H = unknown> {
       this.stats.created++;
     }
     pb.bytes = bytes;
+    pb.half = false;
     this.stats.liveBytes += capacity;
     this.stats.peakLiveBytes = Math.max(this.stats.peakLiveBytes, this.stats.liveBytes);
     this.stats.liveBuffers++;
@@ -233,6 +240,8 @@ export interface Engine {
   readonly subgroups: boolean;
   /** Whether workgroup sums use them unless a caller says otherwise (src/kernels/group_sum.ts). */
   readonly subgroupSums: boolean;
+  /** Whether float16 tensors can be stored: WebGPU with `shader-f16` (src/backend/half.ts). */
+  readonly halfStorage: boolean;
   /**
    * Whether GEMM kernels keep to one vec4 column group per thread because the compiler is slow on two:
    * SwiftShader (Chromium's CPU WebGPU) took 21-28 s per convolution kernel with two, 0.4 s with one.
@@ -338,6 +347,8 @@ export class WebGpuEngine implements Engine {
   /** The device's maxComputeWorkgroupsPerDimension. */
   readonly maxWorkgroupsPerDim: number;
   private pipelines = new Map<string, CachedPipeline>();
+  /** Float16 variants of kernels, by the kernel's key and the bindings that hold float16 tensors. */
+  private halfSpecs = new Map<string, KernelSpec>();
   private bindGroups = new Map<string, GPUBindGroup>();
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
@@ -369,6 +380,8 @@ export class WebGpuEngine implements Engine {
   readonly subgroups: boolean;
   /** Whether workgroup sums use subgroups by default (InitOptions.subgroups, where the device has them). */
   readonly subgroupSums: boolean;
+  /** Whether the device has `shader-f16`, which float16 tensors need. */
+  readonly halfStorage: boolean;
   /**
    * The query set of this batch's timed dispatches, fresh for each batch and big enough for all of them: a
    * batch submitted early because a smaller set was full stalled lavapipe (under Deno) for minutes on its
@@ -397,6 +410,7 @@ export class WebGpuEngine implements Engine {
     this.timestamps = device.features.has("timestamp-query");
     this.subgroups = device.features.has("subgroups");
     this.subgroupSums = subgroupSums && this.subgroups;
+    this.halfStorage = device.features.has("shader-f16");
     this.pool = new BufferPool(device, device.limits.maxBufferSize);
     this.maxStorageBinding = device.limits.maxStorageBufferBindingSize;
     this.minStorageOffsetAlignment = device.limits.minStorageBufferOffsetAlignment;
@@ -416,6 +430,21 @@ export class WebGpuEngine implements Engine {
     const target = device as unknown as { addEventListener?: (t: string, f: (e: Event) => void) => void };
     if (typeof target.addEventListener === "function") target.addEventListener("uncapturederror", onError);
     else (device as unknown as { onuncapturederror: unknown }).onuncapturederror = onError;
+  }
+
+  /** The variant of `spec` whose bindings `halfBindings` hold float16 tensors, made once per combination. */
+  private halfVariant(spec: KernelSpec, halfBindings: number[]): KernelSpec {
+    const key = `${spec.key}\nhalf:${halfBindings.join(",")}`;
+    let variant = this.halfSpecs.get(key);
+    if (!variant) {
+      if (!this.halfStorage) {
+        throw new Error(`kernel ${spec.name}: a float16 tensor is bound but the device has no shader-f16`);
+      }
+      const code = halfPrecisionWgsl(spec.name, spec.code, halfBindings);
+      variant = { ...spec, key: `${spec.name}\n${code}`, code };
+      this.halfSpecs.set(key, variant);
+    }
+    return variant;
   }
 
   private pipelineFor(spec: KernelSpec): CachedPipeline {
@@ -483,6 +512,8 @@ export class WebGpuEngine implements Engine {
     if (this.uniformSlot >= UNIFORM_SLOTS || this.pending >= MAX_PENDING_DISPATCHES) this.flush();
     // Before the buffers are marked with this batch: dropping the cache submits the batch.
     if (this.bindGroups.size >= MAX_BIND_GROUPS) this.dropBindGroups();
+    const halfBindings = buffers.flatMap((b, i) => (("pb" in b ? b.pb : b).half ? [i] : []));
+    if (halfBindings.length > 0) spec = this.halfVariant(spec, halfBindings);
     const { id, pipeline, layout } = this.pipelineFor(spec);
     let key = String(id);
     for (const b of buffers) {
@@ -620,9 +651,9 @@ export class WebGpuEngine implements Engine {
       this.dispatch(spec, buffers, params, this.grid(Math.ceil(n / 256)));
       return;
     }
-    if (buffers.some((pb) => pb.bytes !== n * 4)) {
+    if (buffers.some((pb) => pb.half || pb.bytes !== n * 4)) {
       throw new Error(
-        `${spec.name}: tensors over ${limit} bytes (one storage binding) are only supported element-wise`,
+        `${spec.name}: tensors over ${limit} bytes (one storage binding) are only supported element-wise, in float32`,
       );
     }
     const align = this.minStorageOffsetAlignment;

@@ -82,6 +82,14 @@ export interface Stage1Config {
    * takes the checkpoint's).
    */
   accumulate?: number | "auto";
+  /**
+   * "f32" (default), or "f16": the forward pass under `fl.autocast("float16")` (activations stored as float16,
+   * every kernel computing in float32, weights and Adam's state float32) with dynamic loss scaling
+   * (`fl.train.trainStepScaled`; a step whose gradients overflow is skipped and the scale halved). About
+   * half the activations' memory. Needs WebGPU with `shader-f16`; validation runs in float32. Saved with the
+   * checkpoint: resume refuses the other precision.
+   */
+  precision?: "f32" | "f16";
   /** Messages about choices the trainer made itself (the micro-batches "auto" chose); default console.warn. */
   onNotice?: (message: string) => void;
   /** Adam's learning rate (default 1e-3). */
@@ -291,6 +299,8 @@ type Stage1Settings = {
   recipe: string;
   /** Micro-batches per batch (1: none). */
   accumulate: number;
+  /** "f32", or "f16" (float16 activations with loss scaling). */
+  precision: "f32" | "f16";
 };
 
 /**
@@ -347,6 +357,9 @@ function parametersFinite(model: fl.nn.Module): Promise<boolean> {
  * The error that stops a diverged run: where (epoch, and step when known), what was not finite, and which
  * checkpoint is the last good one (a diverged epoch is never checkpointed).
  */
+/** Below this loss scale a float16 run's gradients overflow whatever the scale: it has diverged. */
+const MIN_LOSS_SCALE = 2 ** -8;
+
 function divergedError(checkpointPath: string | undefined, epoch: number, what: string): Error {
   return new Error(
     `stage 1: epoch ${epoch}, ${what} (training diverged); ${
@@ -394,11 +407,23 @@ async function resumeFrom(
     recipe: "{}",
     augment: "basic",
     accumulate: 1,
+    precision: "f32",
     ...meta.stage1 as Stage1Settings | undefined,
   };
   // "auto" continues with the checkpoint's micro-batches: the same ones give the same weights
   if (autoAccumulate) settings.accumulate = saved.accumulate;
-  for (const k of ["batchSize", "seed", "crop", "noiseStd", "augment", "recipe", "accumulate"] as const) {
+  for (
+    const k of [
+      "batchSize",
+      "seed",
+      "crop",
+      "noiseStd",
+      "augment",
+      "recipe",
+      "accumulate",
+      "precision",
+    ] as const
+  ) {
     if (saved?.[k] !== settings[k]) {
       throw new Error(`stage 1: ${path} was trained with ${k} ${saved?.[k]}, this run has ${settings[k]}`);
     }
@@ -465,6 +490,18 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
         `micro-batches of at least two images), got ${accumulate}`,
     );
   }
+  const precision = config.precision ?? "f32";
+  if (precision !== "f32" && precision !== "f16") {
+    throw new Error(`stage 1: precision must be "f32" or "f16", got ${JSON.stringify(precision)}`);
+  }
+  const info = fl.backendInfo();
+  if (precision === "f16" && !(info?.backend === "webgpu" && info.features.includes("shader-f16"))) {
+    throw new Error(
+      `stage 1: precision "f16" needs the WebGPU backend on an adapter with shader-f16; this is ${
+        info ? `${info.backend} (${info.adapter})` : "no backend (call fl.init first)"
+      }`,
+    );
+  }
   const augment = fl.data.checkAugmentMode(config.augment ?? "basic", "stage 1: augment");
   const train = await materialize(config.train, resize, config.cache, "the training set");
   const val = await materialize(config.val, resize, config.cache, "the validation set");
@@ -499,6 +536,7 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
     augment,
     recipe: JSON.stringify(recipe),
     accumulate: accumulate === "auto" ? 1 : accumulate,
+    precision,
   };
   const bestPath = config.checkpointPath ? config.checkpointPath + ".best" : null;
   let history: Stage1EpochLog[] = [];
@@ -552,6 +590,8 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
   // lavapipe under Deno crashed (the weights are all checked after every epoch).
   const watched = [parameters[0], parameters[parameters.length - 1]];
   const lossSum = fl.zeros([1]).keep();
+  // float16: the scale carries over from epoch to epoch (a resumed run starts it afresh)
+  const scaler = precision === "f16" ? new fl.train.LossScaler() : null;
   const lastEpoch = Math.min(epochs, config.stopAfterEpoch ?? epochs);
   let lastReport: fl.metrics.ClassificationReport | null = null;
   try {
@@ -629,38 +669,63 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
           const rowIndex = x instanceof fl.Tensor && parts.length > 1
             ? fl.intTensor(Int32Array.from({ length: count }, (_, i) => i))
             : null;
-          let health: fl.train.StepHealth | null;
+          let health: fl.train.StepHealth | null = null;
           try {
-            health = fl.train.trainStep(
-              optimizer,
-              (part) => {
-                const [start, end] = parts[part];
-                const rows = end - start, shape = [rows, 3, crop, crop];
-                const input = parts.length === 1
-                  ? (x instanceof fl.Tensor ? x : fl.tensor(x, shape))
-                  : rowIndex
-                  ? fl.F.gatherRows(x as fl.Tensor, rowIndex, start, rows)
-                  : fl.tensor(
-                    (x as Float32Array).subarray(start * 3 * crop * crop, end * 3 * crop * crop),
-                    shape,
-                  );
-                const logits = model.forward(input);
-                let loss = fl.F.crossEntropy(logits, y.subarray(start, end), { weight: recipe.classWeights });
-                if (parts.length > 1) {
-                  let partWeight = 0;
-                  for (let i = start; i < end; i++) partWeight += weightOf(i);
-                  loss = fl.F.scale(loss, partWeight / batchWeight);
-                }
-                const { l1 = 0, l2 = 0 } = recipe.penalty ?? {};
-                return penalized.length && part === 0
-                  ? fl.F.add(loss, fl.F.l1l2Penalty(penalized, { l1, l2 }))
-                  : loss;
-              },
-              lossSum,
-              count / imagesPerEpoch,
-              watched,
-              parts.length,
-            );
+            const partLoss = (part: number) => {
+              const [start, end] = parts[part];
+              const rows = end - start, shape = [rows, 3, crop, crop];
+              const input = parts.length === 1
+                ? (x instanceof fl.Tensor ? x : fl.tensor(x, shape))
+                : rowIndex
+                ? fl.F.gatherRows(x as fl.Tensor, rowIndex, start, rows)
+                : fl.tensor(
+                  (x as Float32Array).subarray(start * 3 * crop * crop, end * 3 * crop * crop),
+                  shape,
+                );
+              const logits = model.forward(input);
+              let loss = fl.F.crossEntropy(logits, y.subarray(start, end), { weight: recipe.classWeights });
+              if (parts.length > 1) {
+                let partWeight = 0;
+                for (let i = start; i < end; i++) partWeight += weightOf(i);
+                loss = fl.F.scale(loss, partWeight / batchWeight);
+              }
+              const { l1 = 0, l2 = 0 } = recipe.penalty ?? {};
+              return penalized.length && part === 0
+                ? fl.F.add(loss, fl.F.l1l2Penalty(penalized, { l1, l2 }))
+                : loss;
+            };
+            if (scaler) {
+              const r = await fl.train.trainStepScaled(
+                optimizer,
+                (part) => fl.autocast("float16", () => partLoss(part)),
+                lossSum,
+                count / imagesPerEpoch,
+                scaler,
+                parameters,
+                parts.length,
+                watched,
+              );
+              const at = `step ${b + 1} of ${batches.length}`;
+              if (!Number.isFinite(r.loss)) {
+                throw divergedError(config.checkpointPath, epoch, `${at}: the training loss is ${r.loss}`);
+              }
+              if (scaler.scale < MIN_LOSS_SCALE) {
+                throw divergedError(
+                  config.checkpointPath,
+                  epoch,
+                  `${at}: the gradients overflow float16 even at a loss scale of ${r.scale}`,
+                );
+              }
+            } else {
+              health = fl.train.trainStep(
+                optimizer,
+                partLoss,
+                lossSum,
+                count / imagesPerEpoch,
+                watched,
+                parts.length,
+              );
+            }
           } finally {
             if (x instanceof fl.Tensor) x.dispose(); // a device batch ("paper"), made outside the step's scope
             rowIndex?.dispose();
@@ -669,7 +734,7 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
           next = b + 1 < batches.length ? assemble(batches[b + 1]) : null;
           await previous;
           const prior = unchecked;
-          unchecked = { step: b + 1, health: health! };
+          unchecked = health ? { step: b + 1, health } : null;
           await check(prior);
           previous = submitted;
           done += count;

@@ -45,6 +45,8 @@ export interface Stage1FoldsConfig {
   batchSize?: number;
   /** Micro-batches per batch, or "auto" (default; see Stage1Config.accumulate). */
   accumulate?: number | "auto";
+  /** "f32" (default) or "f16": float16 activations with loss scaling (see Stage1Config.precision). */
+  precision?: "f32" | "f16";
   /** Crop side in pixels (default 224). */
   crop?: number;
   /** The training augmentation (default "basic"; see Stage1Config.augment). */
@@ -243,6 +245,7 @@ export async function runStage1Folds(config: Stage1FoldsConfig): Promise<Stage1F
           epochs: config.epochs,
           batchSize: own?.batchSize ?? config.batchSize,
           accumulate: config.accumulate,
+          precision: config.precision,
           onNotice: (m) => say(`${arch} fold ${f}: ${m}`),
           lr: own?.lr ?? config.lr,
           weightDecay: own?.weightDecay ?? config.weightDecay,

@@ -2,7 +2,16 @@
 import { getEngine } from "../backend/device.ts";
 import { defineKernel, main1d } from "../backend/kernel.ts";
 import type { KernelSpec } from "../backend/engine.ts";
-import { checkShape, shapeSize, Tensor, type TensorOptions } from "../autograd/tensor.ts";
+import {
+  checkShape,
+  type DType,
+  isFloat,
+  noGrad,
+  shapeSize,
+  Tensor,
+  type TensorOptions,
+} from "../autograd/tensor.ts";
+import { record } from "../autograd/tape.ts";
 import { fmtShape } from "./shape.ts";
 
 /** Sets out[i] = value for i < n (uniforms n, value); shared by {@link full} and {@link fillInPlace}. */
@@ -25,6 +34,17 @@ const axpyKernel = defineKernel({
 }`,
 });
 
+/** out[i] = src[i]: a copy that converts between float32 and float16 where one side is float16. */
+const castKernel = defineKernel({
+  name: "cast",
+  wasm: null,
+  storage: [{ name: "src", access: "read" }, { name: "out", access: "rw" }],
+  uniforms: [{ name: "n", type: "u32" }],
+  body: `${main1d("i", "u.n")}
+  out[i] = src[i];
+}`,
+});
+
 /**
  * Dispatches a kernel with one thread per element over `n` elements (its first uniform is `n`); the
  * backend handles its own binding limits (see `Engine.dispatchElements`).
@@ -44,7 +64,7 @@ export function dispatch1d(
  * integers. The tensor belongs to the enclosing scope, if any; otherwise dispose it.
  */
 export function full(shape: number[], value: number, options: TensorOptions = {}): Tensor {
-  const out = Tensor.empty(checkShape(shape));
+  const out = Tensor.empty(checkShape(shape), floatDtype(options));
   dispatch1d(fillKernel, [out], [out.size, value], out.size);
   out.requiresGrad = options.requiresGrad ?? false;
   return out;
@@ -60,9 +80,30 @@ export function ones(shape: number[], options: TensorOptions = {}): Tensor {
   return full(shape, 1, options);
 }
 
-/** A float32 tensor of zeros with `t`'s shape, without requiresGrad (torch.zeros_like). */
+/** A tensor of zeros with `t`'s shape and float dtype, without requiresGrad (torch.zeros_like). */
 export function zerosLike(t: Tensor): Tensor {
-  return full(t.shape, 0);
+  return full(t.shape, 0, { dtype: t.dtype === "float16" ? "float16" : "float32" });
+}
+
+function floatDtype(options: TensorOptions): DType {
+  const dtype = options.dtype ?? "float32";
+  if (dtype !== "float32" && dtype !== "float16") {
+    throw new Error(`dtype must be "float32" or "float16", got ${JSON.stringify(dtype)}`);
+  }
+  return dtype;
+}
+
+/**
+ * `t`'s values as `dtype` (torch's `.to(dtype)`): float32 to float16 rounds to nearest, ties to even (out
+ * of range: ±Infinity); float16 to float32 is exact. The gradient converts back. Returns `t` itself when it
+ * already has that dtype; float16 needs WebGPU with shader-f16.
+ */
+export function cast(t: Tensor, dtype: "float32" | "float16"): Tensor {
+  if (!isFloat(t.dtype)) throw new Error(`cast: needs a float tensor, got ${t.dtype}`);
+  if (t.dtype === floatDtype({ dtype })) return t;
+  const out = Tensor.empty([...t.shape], dtype);
+  dispatch1d(castKernel, [t, out], [t.size], t.size);
+  return record(out, "cast", [t], (g) => [cast(g, t.dtype as "float32" | "float16")]);
 }
 
 /** Uploads CPU values. `shape` defaults to 1-D; its product must equal the data's length. */
@@ -78,8 +119,14 @@ export function tensor(
       `tensor: shape ${fmtShape(s)} holds ${shapeSize(s)} values but the data has ${values.length}`,
     );
   }
-  const out = Tensor.empty(s);
+  const dtype = floatDtype(options);
+  let out = Tensor.empty(s);
   if (values.length > 0) getEngine().write(out.buffer, 0, values);
+  if (dtype === "float16") {
+    const wide = out;
+    out = noGrad(() => cast(wide, dtype));
+    wide.dispose();
+  }
   out.requiresGrad = options.requiresGrad ?? false;
   return out;
 }
@@ -101,14 +148,15 @@ export function intTensor(data: Int32Array | ArrayLike<number>, shape?: number[]
 /** A new tensor with the same values (no gradient link). */
 export function clone(t: Tensor): Tensor {
   const out = Tensor.empty([...t.shape], t.dtype);
-  getEngine().copy(t.buffer, 0, out.buffer, 0, t.size * 4);
+  getEngine().copy(t.buffer, 0, out.buffer, 0, t.byteLength);
   return out;
 }
 
 /** Writes `src`'s values into `dst` (same size), in order with queued kernels. */
 export function copyInto(dst: Tensor, src: Tensor): void {
   if (dst.size !== src.size) throw new Error(`copyInto: sizes ${dst.size} and ${src.size} differ`);
-  getEngine().copy(src.buffer, 0, dst.buffer, 0, src.size * 4);
+  if (dst.dtype !== src.dtype) throw new Error(`copyInto: dtypes ${dst.dtype} and ${src.dtype} differ`);
+  getEngine().copy(src.buffer, 0, dst.buffer, 0, src.byteLength);
 }
 
 /** dst += alpha * src in place; shapes must match exactly. */

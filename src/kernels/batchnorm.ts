@@ -5,7 +5,7 @@ import { getEngine } from "../backend/device.ts";
 import { defineKernel, type KernelDef, kernelFamily, main1d, pointwiseKernel } from "../backend/kernel.ts";
 import { type GroupSum, groupSum, groupSumBuiltins, groupSumEnables, groupSums } from "./group_sum.ts";
 import { E } from "../backend/expr.ts";
-import { Tensor } from "../autograd/tensor.ts";
+import { isFloat, Tensor } from "../autograd/tensor.ts";
 import { record } from "../autograd/tape.ts";
 import { clone, dispatch1d } from "./basic.ts";
 import { fmtShape, sameShape } from "./shape.ts";
@@ -303,7 +303,7 @@ export function batchNorm2d(
 ): Tensor {
   const op = "batchNorm2d";
   if (!(x instanceof Tensor)) throw new Error(`${op}: expected a Tensor, got ${typeof x}`);
-  if (x.dtype !== "float32") throw new Error(`${op}: needs a float32 input, got ${x.dtype}`);
+  if (!isFloat(x.dtype)) throw new Error(`${op}: needs a float input, got ${x.dtype}`);
   if (x.rank !== 4) {
     throw new Error(`${op}: expected a 4-D [N, C, H, W] input, got shape ${fmtShape(x.shape)}`);
   }
@@ -346,7 +346,7 @@ export function batchNorm2d(
     const s = residual ? add(y, residual) : y;
     return relu ? reluOp(s) : s;
   }
-  const out = Tensor.empty([...x.shape]);
+  const out = Tensor.empty([...x.shape], x.dtype);
   if (tracer) traceBatchNorm(tracer, x, out, runningMean, runningVar, weight, bias, training, eps);
   if (x.size === 0) return out;
   const engine = getEngine();
@@ -395,7 +395,7 @@ export function batchNorm2d(
     }
     let dx: Tensor | null = null;
     if (x.requiresGrad) {
-      dx = Tensor.empty([...x.shape]);
+      dx = Tensor.empty([...x.shape], x.dtype);
       const variant: DxVariant = `${useBatch ? "batch" : "running"}_${affine ? "affine" : "plain"}`;
       const buffers = [g, x, stats, ...(useBatch ? [sg!, sgx!] : []), ...(affine ? [weight!] : []), dx];
       dispatch1d(dxKernel(variant), buffers, elemParams, x.size);

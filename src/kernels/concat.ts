@@ -85,7 +85,7 @@ export function cat(inputs: Tensor[], dim = 0): Tensor {
   return record(out, op, xs, (g) =>
     xs.map((t, i) => {
       if (!t.requiresGrad) return null;
-      const dx = Tensor.empty([...t.shape]);
+      const dx = Tensor.empty([...t.shape], t.dtype);
       dispatch1d(sliceKernel, [g, dx], places[i], t.size);
       return dx;
     }));

@@ -5,7 +5,7 @@
 import { backendInfo, getEngine } from "../backend/device.ts";
 import { implementation, kernelFamily, registerImplementation } from "../backend/kernel.ts";
 import type { KernelSpec } from "../backend/engine.ts";
-import { isGradEnabled, Tensor } from "../autograd/tensor.ts";
+import { isGradEnabled, productDtype, Tensor } from "../autograd/tensor.ts";
 import { record } from "../autograd/tape.ts";
 import {
   chooseTile,
@@ -397,7 +397,7 @@ function weightGrad(dy: Tensor, x: Tensor, weight: Tensor, g: ConvGeometry, vari
   const [m, n, k] = webgpuProducts(g).weightGrad;
   const { count, chunk } = splitK(g);
   if (count === 1) {
-    const dw = Tensor.empty([...weight.shape]);
+    const dw = Tensor.empty([...weight.shape], weight.dtype);
     run(weightGradKernel, [dy, x, dw], g, { variant }, [m, n, k], { count, chunk });
     return dw;
   }
@@ -554,7 +554,7 @@ function wasmPasses(x: Tensor, weight: Tensor, epilogue: ConvEpilogue, g: ConvGe
       else wasmGemm(weight, x, out, { ...products.forward, ...epilogue, use: `${conv} forward` });
     },
     inputGrad: (dy) => {
-      const dx = Tensor.empty([...x.shape]);
+      const dx = Tensor.empty([...x.shape], x.dtype);
       const tile = winogradInputGradTile(g), depthwise = depthwiseInputGrad(g);
       if (depthwise) wasmDepthwise(dy, weight, dx, { ...depthwise, use: `${conv} input grad` });
       else if (tile) {
@@ -620,7 +620,7 @@ function webgpuPasses(x: Tensor, weight: Tensor, epilogue: ConvEpilogue, g: Conv
       run(forwardKernel, buffers, g, { variant, epilogue: epilogueParts(epilogue) }, products.forward);
     },
     inputGrad: (dy) => {
-      const dx = Tensor.empty([...x.shape]);
+      const dx = Tensor.empty([...x.shape], x.dtype);
       const buffers = [dy, weight, dx, ...(variant === "pointwise" ? [dy] : [])];
       run(inputGradKernel, buffers, g, { variant }, products.inputGrad);
       return dx;
@@ -680,7 +680,7 @@ export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor | null, options:
   const g = geometry(x, weight, options);
   checkChannelVector("conv2d", "bias", bias, g.oc);
   const passes = implementation<ConvPassesOf>("conv2d")(x, weight, { bias }, g);
-  const out = Tensor.empty([g.n, g.oc, g.oh, g.ow]);
+  const out = Tensor.empty([g.n, g.oc, g.oh, g.ow], productDtype(x));
   passes.forward(out);
   const inputs = bias ? [x, weight, bias] : [x, weight];
   tracer?.node("Conv", inputs, out, {
@@ -736,7 +736,7 @@ export function conv2dFused(
   if (tracer) {
     throw new Error(`${op} has no ONNX form: trace the unfused ops (conv2d, batchNorm2d, add, relu)`);
   }
-  const out = Tensor.empty(shape);
+  const out = Tensor.empty(shape, productDtype(x));
   implementation<ConvPassesOf>("conv2d")(x, weight, epilogue, g).forward(out);
   return out;
 }

@@ -1,7 +1,7 @@
 // Element-wise ops: binary with NumPy broadcasting (add, sub, mul, div) and unary maps (relu, tanh,
 // sigmoid, silu, abs, exp, log, neg, sqrt, scalar affine), each with its gradient rule.
 import { kernelFamily, main1d } from "../backend/kernel.ts";
-import { Tensor } from "../autograd/tensor.ts";
+import { isFloat, resultDtype, Tensor } from "../autograd/tensor.ts";
 import { record } from "../autograd/tape.ts";
 import { broadcastDecode, broadcastParams, broadcastShapes, broadcastUniforms, sameShape } from "./shape.ts";
 import { dispatch1d } from "./basic.ts";
@@ -25,14 +25,14 @@ const binaryKernel = kernelFamily((op: BinaryOp) => ({
 function checkFloat(op: string, ...ts: Tensor[]): void {
   for (const t of ts) {
     if (!(t instanceof Tensor)) throw new Error(`${op}: expected a Tensor, got ${typeof t}`);
-    if (t.dtype !== "float32") throw new Error(`${op}: needs float32 tensors, got ${t.dtype}`);
+    if (!isFloat(t.dtype)) throw new Error(`${op}: needs float tensors, got ${t.dtype}`);
   }
 }
 
 function binary(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
   checkFloat(op, a, b);
   const shape = broadcastShapes(a.shape, b.shape, op);
-  const out = Tensor.empty(shape);
+  const out = Tensor.empty(shape, resultDtype(a, b));
   dispatch1d(binaryKernel(op), [a, b, out], broadcastParams(shape, [a.shape, b.shape]), out.size);
   return out;
 }
@@ -137,14 +137,14 @@ const unaryGradKernel = kernelFamily((op: UnaryOp) => ({
  * the same bits. For ops that apply a ReLU to their own output and keep nothing else (batch norm's epilogue).
  */
 export function reluGradFromOutput(g: Tensor, out: Tensor): Tensor {
-  const gx = Tensor.empty([...out.shape]);
+  const gx = Tensor.empty([...out.shape], out.dtype);
   dispatch1d(unaryGradKernel("relu"), [g, out, out, gx], [out.size, 0], out.size);
   return gx;
 }
 
 function unaryRaw(op: UnaryOp, x: Tensor, alpha = 0): Tensor {
   checkFloat(op, x);
-  const out = Tensor.empty([...x.shape]);
+  const out = Tensor.empty([...x.shape], x.dtype);
   dispatch1d(unaryKernel(op), [x, out], [x.size, alpha], x.size);
   return out;
 }
@@ -182,7 +182,7 @@ function unary(op: UnaryOp, x: Tensor, alpha = 0): Tensor {
   const out = unaryRaw(op, x, alpha);
   if (tracer) traceUnary(tracer, op, x, out, alpha);
   return record(out, op, [x], (g) => {
-    const gx = Tensor.empty([...x.shape]);
+    const gx = Tensor.empty([...x.shape], x.dtype);
     dispatch1d(unaryGradKernel(op), [g, x, out, gx], [x.size, alpha], x.size);
     return [gx];
   });

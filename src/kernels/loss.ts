@@ -186,7 +186,7 @@ function perSample(logits: Tensor, target: Targets, alphaValues: readonly number
     grid,
   );
   const result = record(out, "focal", [logits], (g) => {
-    const d = Tensor.empty([b, m]);
+    const d = Tensor.empty([b, m], logits.dtype);
     engine.dispatch(backwardKernel, [logits.buffer, targetT.buffer, alphaT.buffer, g.buffer, d.buffer], [
       b,
       m,

@@ -3,7 +3,7 @@
 import { getEngine } from "../backend/device.ts";
 import { implementation, kernelFamily, registerImplementation } from "../backend/kernel.ts";
 import { chooseTile, gemmKernel, gemmWorkgroups, WASM_A, WASM_B, wasmGemm } from "./gemm.ts";
-import { Tensor } from "../autograd/tensor.ts";
+import { type DType, isFloat, productDtype, Tensor } from "../autograd/tensor.ts";
 import { record } from "../autograd/tape.ts";
 import { add } from "./elementwise.ts";
 import { sumToShape } from "./reduce.ts";
@@ -207,9 +207,9 @@ registerImplementation<MatmulImpl>("matmul", "webgpu", (a, b, out, s, transA, tr
 });
 
 /** C = op(A) op(B) with op a transpose when asked; a 3-D operand is a batch, a 2-D one is shared. */
-function matmulRaw(a: Tensor, b: Tensor, transA: boolean, transB: boolean): Tensor {
+function matmulRaw(a: Tensor, b: Tensor, transA: boolean, transB: boolean, dtype: DType): Tensor {
   const s = matmulShape(a, b, transA, transB);
-  const out = Tensor.empty(a.rank === 3 || b.rank === 3 ? [s.batch, s.m, s.n] : [s.m, s.n]);
+  const out = Tensor.empty(a.rank === 3 || b.rank === 3 ? [s.batch, s.m, s.n] : [s.m, s.n], dtype);
   implementation<MatmulImpl>("matmul")(a, b, out, s, transA, transB);
   return out;
 }
@@ -219,18 +219,18 @@ function matmulRaw(a: Tensor, b: Tensor, transA: boolean, transB: boolean): Tens
  * across the batch). `transA`/`transB` read an operand transposed without copying it.
  */
 export function matmul(a: Tensor, b: Tensor, transA = false, transB = false): Tensor {
-  for (const t of [a, b]) if (t.dtype !== "float32") throw new Error("matmul: needs float32 tensors");
-  const out = matmulRaw(a, b, transA, transB);
+  for (const t of [a, b]) if (!isFloat(t.dtype)) throw new Error("matmul: needs float tensors");
+  const out = matmulRaw(a, b, transA, transB, productDtype(a));
   if (tracer) tracer.node("MatMul", [transposedIf(tracer, a, transA), transposedIf(tracer, b, transB)], out);
   return record(out, "matmul", [a, b], (g) => {
     let ga: Tensor | null = null, gb: Tensor | null = null;
     if (a.requiresGrad) {
       // dA = dC B^T (or its transpose when A was read transposed)
-      ga = transA ? matmulRaw(b, g, transB, true) : matmulRaw(g, b, false, !transB);
+      ga = transA ? matmulRaw(b, g, transB, true, a.dtype) : matmulRaw(g, b, false, !transB, a.dtype);
       if (ga.rank !== a.rank) ga = sumBatch(ga, a.shape);
     }
     if (b.requiresGrad) {
-      gb = transB ? matmulRaw(g, a, true, transA) : matmulRaw(a, g, !transA, false);
+      gb = transB ? matmulRaw(g, a, true, transA, b.dtype) : matmulRaw(a, g, !transA, false, b.dtype);
       if (gb.rank !== b.rank) gb = sumBatch(gb, b.shape);
     }
     return [ga, gb];

@@ -3,7 +3,7 @@
 // Every backward runs one thread per input element that sums the gradients of the outputs whose window
 // holds it: a gather instead of a scatter, so no float atomics.
 import { kernelFamily, main1d } from "../backend/kernel.ts";
-import { Tensor } from "../autograd/tensor.ts";
+import { isFloat, Tensor } from "../autograd/tensor.ts";
 import { record } from "../autograd/tape.ts";
 import { dispatch1d } from "./basic.ts";
 import { fmtShape, type Pair } from "./shape.ts";
@@ -82,7 +82,7 @@ export function toPair(op: string, name: string, v: Pair, min: number): [number,
 
 function check4d(op: string, x: Tensor): [number, number, number, number] {
   if (!(x instanceof Tensor)) throw new Error(`${op}: expected a Tensor, got ${typeof x}`);
-  if (x.dtype !== "float32") throw new Error(`${op}: needs a float32 input, got ${x.dtype}`);
+  if (!isFloat(x.dtype)) throw new Error(`${op}: needs a float input, got ${x.dtype}`);
   if (x.rank !== 4) {
     throw new Error(`${op}: expected a 4-D [N, C, H, W] input, got shape ${fmtShape(x.shape)}`);
   }
@@ -348,8 +348,8 @@ function pool(
   includePad = 1,
   divisor = 0,
 ): Tensor {
-  const out = Tensor.empty([g.n, g.c, g.oh, g.ow]);
-  if (out.size === 0) return record(out, op, [x], () => [Tensor.empty([...x.shape])]);
+  const out = Tensor.empty([g.n, g.c, g.oh, g.ow], x.dtype);
+  if (out.size === 0) return record(out, op, [x], () => [Tensor.empty([...x.shape], x.dtype)]);
   if (tracer) tracePool(tracer, op, kind, x, out, g, includePad, divisor);
   const idx = kind === "max" ? Tensor.empty([...out.shape], "int32") : null;
   dispatch1d(
@@ -359,7 +359,7 @@ function pool(
     out.size,
   );
   record(out, op, [x], (grad) => {
-    const dx = Tensor.empty([...x.shape]);
+    const dx = Tensor.empty([...x.shape], x.dtype);
     const bufs = idx ? [grad, idx, dx] : [grad, dx];
     dispatch1d(poolKernel(`${kind}_bwd`), bufs, poolParams(x.size, g, includePad, divisor), x.size);
     // The graph runs backward once: the saved argmax is not needed afterwards.

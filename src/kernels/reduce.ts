@@ -148,7 +148,7 @@ function reduceOp(
   mean: boolean,
   op: string,
 ): Tensor {
-  if (x.dtype !== "float32") throw new Error(`${op}: needs a float32 tensor`);
+  if (x.dtype === "int32") throw new Error(`${op}: needs a float tensor, got int32`);
   const keep = resolveDims(x, dim, op);
   const count = x.shape.reduce((a, s, i) => (keep[i] ? a : a * s), 1);
   if (mean && count === 0) throw new Error(`${op}: mean over an empty dimension`);

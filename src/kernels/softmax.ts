@@ -1,7 +1,7 @@
 // softmax and logSoftmax along any dim, stable (max subtracted), with fused backward kernels.
 import { getEngine } from "../backend/device.ts";
 import { kernelFamily } from "../backend/kernel.ts";
-import { Tensor } from "../autograd/tensor.ts";
+import { isFloat, Tensor } from "../autograd/tensor.ts";
 import { record } from "../autograd/tape.ts";
 import { normAxis } from "./shape.ts";
 import { tracer } from "../onnx/trace.ts";
@@ -59,18 +59,19 @@ const backwardKernel = kernelFamily((v: Variant) => ({
 }), ["softmax", "log_softmax"]);
 
 function run(v: Variant, x: Tensor, dim: number): Tensor {
-  if (x.dtype !== "float32") throw new Error(`${v}: needs a float32 tensor`);
+  if (!isFloat(x.dtype)) throw new Error(`${v}: needs a float tensor, got ${x.dtype}`);
   const d = normAxis(dim, x.rank, v);
   const n = x.shape[d];
   const inner = x.shape.slice(d + 1).reduce((a, b) => a * b, 1);
   const rows = x.size / Math.max(n, 1);
   const engine = getEngine();
   const grid = engine.grid(Math.ceil(rows / 256));
+  // float32 out of float16 too (autocast's rule for softmax): probabilities and logs need the precision
   const out = Tensor.empty([...x.shape]);
   if (n > 0) engine.dispatch(forwardKernel(v), [x.buffer, out.buffer], [rows, n, inner], grid);
   tracer?.node(v === "softmax" ? "Softmax" : "LogSoftmax", [x], out, { axis: d });
   return record(out, v, [x], (g) => {
-    const dx = Tensor.empty([...x.shape]);
+    const dx = Tensor.empty([...x.shape], x.dtype);
     if (n > 0) engine.dispatch(backwardKernel(v), [g.buffer, out.buffer, dx.buffer], [rows, n, inner], grid);
     return [dx];
   });

@@ -131,11 +131,14 @@ export class TraceRecorder {
     const known = this.values.get(t);
     if (known !== undefined) return known;
     if (t.disposed) throw new Error(`an input of ${opType} was disposed before the trace read it`);
+    if (t.dtype === "float16") {
+      throw new Error(`ONNX export traces float32 models: an input of ${opType} is float16 (trace outside autocast)`);
+    }
     const name = this.names.get(t) ?? this.fresh("const");
     const read = t.dtype === "int32" ? t.toInt32Array().then(asBytes) : t.toArray().then(asBytes);
     // Awaited by flush(); until then a failed read must not surface as an unhandled rejection.
     read.catch(() => {});
-    this.addInitializer(name, [...t.shape], t.dtype, null, read);
+    this.addInitializer(name, [...t.shape], t.dtype as "float32" | "int32", null, read);
     this.values.set(t, name);
     return name;
   }

@@ -11,7 +11,16 @@ export {
   type PreparableOptimizer,
   stepPeakBytes,
 } from "./accumulate.ts";
-export { type StepHealth, type Steppable, takeEpochLoss, trainStep } from "./step.ts";
+export {
+  LossScaler,
+  type LossScalerOptions,
+  type ScaledStep,
+  type StepHealth,
+  type Steppable,
+  takeEpochLoss,
+  trainStep,
+  trainStepScaled,
+} from "./step.ts";
 export { formatDuration, ProgressBar, progressLine } from "./progress.ts";
 export { type CamModel, type ClassActivationMap, classActivationMap, isCamModel } from "./cam.ts";
 /** PNG charts: training curves, ROC and precision-recall curves, confusion matrices, bar charts and image grids. */

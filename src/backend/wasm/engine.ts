@@ -213,6 +213,8 @@ export class WasmEngine implements Engine {
   readonly onCpu = true;
   /** WebAssembly has no subgroups: its twins sum in order. */
   readonly subgroups = false;
+  /** The twins are written for float32: no float16 tensors here. */
+  readonly halfStorage = false;
   readonly subgroupSums = false;
   readonly narrowTiles = false;
   readonly pool: WasmPool;
