@@ -10,7 +10,7 @@
 // 4. A stage-1 training step per learner (forward, cross-entropy, backward, Adam) at full size, crop 224,
 //    batch 8 on a GPU; on a CPU adapter the tiny learners at crop 64, batch 4 (full size takes minutes a step
 //    there). Time per step by the wall clock and by the device (timestamp-query), and the buffer pool's high
-//    water mark. float32 only: half precision is not built yet, and the row says so.
+//    water mark, in float32 and in float16 (fl.autocast with loss scaling; where the adapter has shader-f16).
 // 5. PyTorch on CUDA as the peer, where `python3 -c "import torch"` finds CUDA (bench/stage1_torch.py
 //    --device cuda, the same learners and batch); otherwise the report says why not.
 // Writes DIR/gpu-check.json and DIR/gpu-check.md (DIR defaults to runs/gpu-check), each file whole or not
@@ -22,7 +22,7 @@ import { join } from "node:path";
 import * as fl from "../mod.ts";
 import * as flannel from "../src/flannel/mod.ts";
 import { getEngine } from "../src/backend/device.ts";
-import { trainStep } from "../src/train/step.ts";
+import { LossScaler, trainStep, trainStepScaled } from "../src/train/step.ts";
 import type { LabReport } from "./kernels.ts";
 
 const args = process.argv.slice(2);
@@ -117,51 +117,85 @@ const ARCHS = quick ? ["resnet152", "aicovid"] : [...flannel.LEARNER_ARCHS, ...f
 interface StepRow {
   arch: string;
   precision: "f32" | "f16";
-  /** Wall ms of a step (median of 2 after a warmup), device ms of its kernels, the pool's bytes after it. */
+  /** Wall ms of a step (the faster of 2 after a warmup), device ms of its kernels, the pool's bytes after it. */
   wallMs: number;
   deviceMs: number;
   poolBytes: number;
+  /** The most bytes live tensors held during the measured steps. */
+  peakBytes: number;
   note?: string;
 }
 const steps: StepRow[] = [];
-console.log(`stage-1 steps: ${scale} learners, crop ${crop}, batch ${batch} ...`);
+const halfStorage = info.features.includes("shader-f16");
+console.log(`stage-1 steps: ${scale} learners, crop ${crop}, batch ${batch}, float32 and float16 ...`);
 for (const arch of ARCHS) {
-  const model = flannel.createLearner(arch as flannel.LearnerArch, { scale, seed: 1, numClasses: 4, crop });
-  model.train();
-  const optimizer = new fl.optim.Adam(model.parameters(), { lr: 1e-3, weightDecay: 1e-4 });
-  const lossSum = fl.zeros([1]).keep();
-  const x = fl.randn([batch, 3, crop, crop], { seed: 2 }).keep();
-  const labels = Array.from({ length: batch }, (_, i) => i % 4);
-  const step = () =>
-    trainStep(optimizer, () => fl.F.crossEntropy(model.forward(x), labels), lossSum, 1 / batch);
-  step();
-  await fl.syncDevice();
-  const walls: number[] = [], devices: number[] = [];
-  for (let i = 0; i < 2; i++) {
-    const t0 = performance.now();
-    fl.startProfile();
-    step();
-    const rows = await fl.finishProfile();
-    walls.push(performance.now() - t0);
-    devices.push(rows.reduce((t, r) => t + r.ms, 0));
+  for (const precision of ["f32", "f16"] as const) {
+    if (precision === "f16" && !halfStorage) {
+      steps.push({
+        arch,
+        precision,
+        wallMs: NaN,
+        deviceMs: NaN,
+        poolBytes: NaN,
+        peakBytes: NaN,
+        note: "the adapter has no shader-f16",
+      });
+      continue;
+    }
+    const model = flannel.createLearner(arch as flannel.LearnerArch, { scale, seed: 1, numClasses: 4, crop });
+    model.train();
+    const optimizer = new fl.optim.Adam(model.parameters(), { lr: 1e-3, weightDecay: 1e-4 });
+    const lossSum = fl.zeros([1]).keep();
+    const x = fl.randn([batch, 3, crop, crop], { seed: 2 }).keep();
+    const labels = Array.from({ length: batch }, (_, i) => i % 4);
+    const loss = () => fl.F.crossEntropy(model.forward(x), labels);
+    const scaler = new LossScaler();
+    const step = () =>
+      precision === "f16"
+        ? trainStepScaled(
+          optimizer,
+          () => fl.autocast("float16", loss),
+          lossSum,
+          1 / batch,
+          scaler,
+          model.parameters(),
+        )
+        : trainStep(optimizer, loss, lossSum, 1 / batch);
+    await step();
+    await fl.syncDevice();
+    fl.resetPoolPeak();
+    const walls: number[] = [], devices: number[] = [];
+    for (let i = 0; i < 2; i++) {
+      const t0 = performance.now();
+      fl.startProfile();
+      await step();
+      const rows = await fl.finishProfile();
+      walls.push(performance.now() - t0);
+      devices.push(rows.reduce((t, r) => t + r.ms, 0));
+    }
+    const pool = fl.poolStats();
+    steps.push({
+      arch,
+      precision,
+      wallMs: Math.min(...walls),
+      deviceMs: Math.min(...devices),
+      poolBytes: pool.liveBytes + pool.pooledBytes,
+      peakBytes: pool.peakLiveBytes,
+      ...(precision === "f16" && scaler.skippedSteps > 0
+        ? { note: `${scaler.skippedSteps} step(s) skipped by the loss scaler` }
+        : {}),
+    });
+    console.log(
+      `  ${arch} ${precision}: ${Math.min(...walls).toFixed(0)} ms a step (${
+        Math.min(...devices).toFixed(0)
+      } ms device), peak ${(pool.peakLiveBytes / 2 ** 20).toFixed(0)} MiB`,
+    );
+    x.dispose();
+    lossSum.dispose();
+    model.dispose();
+    optimizer.dispose();
+    fl.trimPool();
   }
-  const pool = fl.poolStats();
-  steps.push({
-    arch,
-    precision: "f32",
-    wallMs: Math.min(...walls),
-    deviceMs: Math.min(...devices),
-    poolBytes: pool.liveBytes + pool.pooledBytes,
-  });
-  steps.push({ arch, precision: "f16", wallMs: NaN, deviceMs: NaN, poolBytes: NaN, note: "not built yet" });
-  console.log(
-    `  ${arch}: ${Math.min(...walls).toFixed(0)} ms a step (${Math.min(...devices).toFixed(0)} ms device)`,
-  );
-  x.dispose();
-  lossSum.dispose();
-  model.dispose();
-  optimizer.dispose();
-  fl.trimPool();
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -264,14 +298,12 @@ const md = [
   "",
   `## Stage-1 step: ${scale} learners, crop ${crop}, batch ${batch}`,
   "",
-  "| learner | precision | ms a step | device ms | images/s | pool MiB |",
-  "|---|---|---|---|---|---|",
+  "| learner | precision | ms a step | device ms | images/s | peak MiB | pool MiB | note |",
+  "|---|---|---|---|---|---|---|---|",
   ...steps.map((s) =>
-    s.note
-      ? `| ${s.arch} | ${s.precision} | ${s.note} | | | |`
-      : `| ${s.arch} | ${s.precision} | ${num(s.wallMs)} | ${num(s.deviceMs)} | ${
-        num(batch / (s.wallMs / 1000))
-      } | ${num(s.poolBytes / 2 ** 20)} |`
+    `| ${s.arch} | ${s.precision} | ${num(s.wallMs)} | ${num(s.deviceMs)} | ${
+      num(batch / (s.wallMs / 1000))
+    } | ${num(s.peakBytes / 2 ** 20)} | ${num(s.poolBytes / 2 ** 20)} | ${s.note ?? ""} |`
   ),
   "",
   `## PyTorch: ${"unavailable" in torchPeer ? torchPeer.unavailable : `${torchPeer.version} on CUDA`}`,

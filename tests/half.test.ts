@@ -47,7 +47,9 @@ test("float16 conversion on the CPU: every half round-trips, midpoints round to 
       if (Math.fround(mid) === mid) {
         assertEquals(halfBits(mid), (h & 1) === 0 ? h : next, `midpoint after ${h.toString(16)}`);
         const above = mid + Math.abs(mid) * 2 ** -20;
-        if (Math.fround(above) === above) assertEquals(halfBits(above), h & 0x8000 ? h : next, "above midpoint");
+        if (Math.fround(above) === above) {
+          assertEquals(halfBits(above), h & 0x8000 ? h : next, "above midpoint");
+        }
       }
     }
   }
@@ -137,7 +139,10 @@ test("cast to float16 and back: the device rounds as the CPU reference, bit for 
     -1e-7,
   ]);
   const rng = new fl.Generator(5);
-  const random = Float32Array.from({ length: 4096 }, () => (rng.uniform() - 0.5) * 2 ** (rng.uniform() * 40 - 24));
+  const random = Float32Array.from(
+    { length: 4096 },
+    () => (rng.uniform() - 0.5) * 2 ** (rng.uniform() * 40 - 24),
+  );
   for (const data of [values, random]) {
     const h = fl.tensor(data, [data.length], { dtype: "float16" });
     assertEquals(h.dtype, "float16");
@@ -201,7 +206,12 @@ test("each op on float16 activations: the float32 op's result rounded to float16
             const y = half ? fl.autocast("float16", () => op(x)) : op(x);
             const gy = fl.tensor(roundHalf(rand(y.shape, 11)), y.shape);
             fl.F.sum(fl.F.mul(y, gy)).backward();
-            return { y: await y.toArray(), dtype: y.dtype, dx: await x.grad!.toArray(), dxType: x.grad!.dtype };
+            return {
+              y: await y.toArray(),
+              dtype: y.dtype,
+              dx: await x.grad!.toArray(),
+              dxType: x.grad!.dtype,
+            };
           }),
         );
       }
@@ -236,7 +246,10 @@ test("autocast: products write float16, parameters and their gradients stay floa
     assertEquals(y.dtype, "float16");
     assertEquals(conv.forward(x).dtype, "float32", "outside autocast");
     assertEquals(fl.F.relu(y).dtype, "float16", "an op follows its input");
-    assertEquals(fl.autocast("float16", () => fl.autocast("float32", () => conv.forward(x))).dtype, "float32");
+    assertEquals(
+      fl.autocast("float16", () => fl.autocast("float32", () => conv.forward(x))).dtype,
+      "float32",
+    );
     fl.F.sum(y).backward();
     for (const p of conv.parameters()) assertEquals(p.grad!.dtype, "float32");
     assertThrows(() => fl.autocast("float16", async () => 1), /synchronous/);
@@ -357,7 +370,9 @@ test("a training step's peak memory with float16 activations: under three quarte
     peaks.push(fl.poolStats().peakLiveBytes);
     x.dispose(), lossSum.dispose(), optimizer.dispose(), net.dispose();
   }
-  console.log(`  peak live bytes: float32 ${peaks[0]}, float16 ${peaks[1]} (${(peaks[1] / peaks[0]).toFixed(2)})`);
+  console.log(
+    `  peak live bytes: float32 ${peaks[0]}, float16 ${peaks[1]} (${(peaks[1] / peaks[0]).toFixed(2)})`,
+  );
   assert(peaks[1] < 0.75 * peaks[0], `float16 peak ${peaks[1]} against float32 ${peaks[0]}`);
 });
 
@@ -382,16 +397,25 @@ test("trainStage1 precision f16: trains, kept in the checkpoint, the other preci
     };
     const info = fl.backendInfo()!;
     if (info.backend !== "webgpu" || !info.features.includes("shader-f16")) {
-      await assertRejects(() => run("f16"), /precision "f16" needs the WebGPU backend on an adapter with shader-f16/);
+      await assertRejects(
+        () => run("f16"),
+        /precision "f16" needs the WebGPU backend on an adapter with shader-f16/,
+      );
       return;
     }
     await assertRejects(() => run("f8" as "f16"), /precision must be "f32" or "f16"/);
     const first = await run("f16", { stopAfterEpoch: 1 });
     assert(Number.isFinite(first.history[0].trainLoss), `epoch 1 loss ${first.history[0].trainLoss}`);
-    await assertRejects(() => run("f32", { resume: true }), /was trained with precision f16, this run has f32/);
+    await assertRejects(
+      () => run("f32", { resume: true }),
+      /was trained with precision f16, this run has f32/,
+    );
     const resumed = await run("f16", { resume: true });
     assertEquals(resumed.history.length, 2);
-    assert(resumed.history.every((h) => Number.isFinite(h.trainLoss) && h.trainLoss > 0), JSON.stringify(resumed.history));
+    assert(
+      resumed.history.every((h) => Number.isFinite(h.trainLoss) && h.trainLoss > 0),
+      JSON.stringify(resumed.history),
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
