@@ -252,7 +252,7 @@ test("autocast: products write float16, parameters and their gradients stay floa
     );
     fl.F.sum(y).backward();
     for (const p of conv.parameters()) assertEquals(p.grad!.dtype, "float32");
-    assertThrows(() => fl.autocast("float16", async () => 1), /synchronous/);
+    assertThrows(() => fl.autocast("float16", () => Promise.resolve(1)), /synchronous/);
     assertThrows(() => fl.cast(fl.intTensor([1]), "float16"), /needs a float tensor/);
   });
 });

@@ -112,3 +112,136 @@ test("sum over many values with subgroup sums equals the tree's and float64's wi
     msg: "subgroups against the tree",
   });
 });
+
+/**
+ * Softmax and log-softmax (along the last dim, and along dim 1 of a 3-D tensor) and the cross-entropy and
+ * focal losses over rows of 1,000 classes, with their gradients: long rows run a workgroup a row on WebGPU.
+ * A logit of 100 in some rows makes exp overflow float32 unless the row's true maximum is subtracted. The
+ * tolerance is relative to the largest output or 1, the inputs' scale: softmax's gradient at a row's
+ * dominant class is g - sum(g p), a difference of two numbers near 1.
+ */
+function longRowPass(): Promise<Float32Array[]> {
+  const [b, m] = [5, 1000];
+  const logits = Float32Array.from(
+    { length: b * m },
+    (_, i) => 4 * Math.sin(0.37 * i) + (i % 13) * 0.3 + (i % 2000 === 321 ? 100 : 0),
+  );
+  const g = Float32Array.from({ length: b * m }, (_, i) => Math.cos(0.11 * i));
+  const labels = [3, 999, 0, 512, 77];
+  return fl.scope(() => {
+    const outs: fl.Tensor[] = [];
+    for (const f of [fl.F.softmax, fl.F.logSoftmax]) {
+      for (const shape of [[b, m], [1, m, b]]) {
+        const x = fl.tensor(logits, shape, { requiresGrad: true });
+        const y = f(x, shape.length === 2 ? -1 : 1);
+        fl.F.sum(fl.F.mul(y, fl.tensor(g, shape))).backward();
+        outs.push(y, x.grad!);
+      }
+    }
+    for (const loss of ["ce", "focal"]) {
+      const x = fl.tensor(logits, [b, m], { requiresGrad: true });
+      const l = loss === "ce" ? fl.F.crossEntropy(x, labels) : fl.F.focalLoss(x, labels, { gamma: 2 });
+      l.backward();
+      outs.push(l, x.grad!);
+    }
+    return Promise.all(outs.map((t) => t.toArray()));
+  });
+}
+
+/** The float64 values of {@link longRowPass}'s outputs, in its order. */
+function longRowReference(): Float64Array[] {
+  const [b, m] = [5, 1000];
+  const logits = Float64Array.from(
+    { length: b * m },
+    (_, i) => Math.fround(4 * Math.sin(0.37 * i) + (i % 13) * 0.3 + (i % 2000 === 321 ? 100 : 0)),
+  );
+  const g = Float64Array.from({ length: b * m }, (_, i) => Math.fround(Math.cos(0.11 * i)));
+  const labels = [3, 999, 0, 512, 77];
+  const out: Float64Array[] = [];
+  for (const log of [false, true]) {
+    for (const transposed of [false, true]) {
+      // [1, m, b] along dim 1 holds row r at r + t * b: the same rows, interleaved
+      const at = (r: number, t: number) => (transposed ? t * b + r : r * m + t);
+      const y = new Float64Array(b * m), dx = new Float64Array(b * m);
+      for (let r = 0; r < b; r++) {
+        const row = Array.from({ length: m }, (_, t) => logits[at(r, t)]);
+        const mx = Math.max(...row), lse = mx + Math.log(row.reduce((s, v) => s + Math.exp(v - mx), 0));
+        const p = row.map((v) => Math.exp(v - lse));
+        const gy = Array.from({ length: m }, (_, t) => g[at(r, t)]);
+        const dot = log ? gy.reduce((s, v) => s + v, 0) : gy.reduce((s, v, t) => s + v * p[t], 0);
+        for (let t = 0; t < m; t++) {
+          y[at(r, t)] = log ? row[t] - lse : p[t];
+          dx[at(r, t)] = log ? gy[t] - p[t] * dot : p[t] * (gy[t] - dot);
+        }
+      }
+      out.push(y, dx);
+    }
+  }
+  for (const gamma of [0, 2]) {
+    let total = 0;
+    const dx = new Float64Array(b * m);
+    for (let r = 0; r < b; r++) {
+      const row = Array.from(logits.subarray(r * m, (r + 1) * m));
+      const mx = Math.max(...row), lse = mx + Math.log(row.reduce((s, v) => s + Math.exp(v - mx), 0));
+      const lp = row[labels[r]] - lse, q = Math.exp(lp), omq = -Math.expm1(lp);
+      total += -(omq ** gamma) * lp;
+      // dL/dz_j = coeff (delta_yj - p_j), coeff = -[(1-q)^g - g (1-q)^(g-1) q log q] / B
+      const coeff = -((omq ** gamma) - (gamma === 0 ? 0 : gamma * omq ** (gamma - 1) * q * lp)) / b;
+      for (let t = 0; t < m; t++) {
+        dx[r * m + t] = coeff * ((t === labels[r] ? 1 : 0) - Math.exp(row[t] - lse));
+      }
+    }
+    out.push(Float64Array.of(total / b), dx);
+  }
+  return out;
+}
+
+const LONG_ROW_NAMES = [
+  "softmax",
+  "softmax dx",
+  "softmax dim 1",
+  "softmax dim 1 dx",
+  "log-softmax",
+  "log-softmax dx",
+  "log-softmax dim 1",
+  "log-softmax dim 1 dx",
+  "cross-entropy",
+  "cross-entropy dx",
+  "focal",
+  "focal dx",
+];
+
+test("rows of 1,000 classes run a workgroup a row on WebGPU: softmax, log-softmax, cross-entropy, focal and their gradients against float64", async () => {
+  if (fl.backendInfo()!.backend !== "webgpu") skip("WebAssembly runs a thread a row at every length");
+  const { value, kernels } = await run(false, longRowPass);
+  for (const k of ["softmax_fwd_group", "softmax_bwd_group", "log_softmax_fwd_group", "focal_fwd_group"]) {
+    assert(kernels.includes(k), `${k} in ${kernels}`);
+  }
+  const want = longRowReference();
+  value.forEach((got, i) => {
+    const scale = want[i].reduce((s, v) => Math.max(s, Math.abs(v)), 0);
+    assertClose(Array.from(got), Array.from(want[i]), {
+      rtol: 0,
+      atol: 2e-6 * Math.max(scale, 1),
+      msg: LONG_ROW_NAMES[i],
+    });
+  });
+});
+
+test("long rows with subgroup maxima and sums: the tree's values within float32 rounding", async () => {
+  needsSubgroups();
+  const sub = await run(true, longRowPass), tree = await run(false, longRowPass);
+  for (
+    const k of ["softmax_fwd_group_subgroup", "log_softmax_bwd_group_subgroup", "focal_bwd_group_subgroup"]
+  ) {
+    assert(sub.kernels.includes(k), `${k} in ${sub.kernels}`);
+  }
+  sub.value.forEach((got, i) => {
+    const scale = tree.value[i].reduce((s, v) => Math.max(s, Math.abs(v)), 0);
+    assertClose(Array.from(got), Array.from(tree.value[i]), {
+      rtol: 0,
+      atol: 2e-6 * Math.max(scale, 1),
+      msg: `${LONG_ROW_NAMES[i]}: subgroups against the tree`,
+    });
+  });
+});

@@ -47,22 +47,39 @@ export const groupSumBuiltins = (sum: GroupSum): string =>
  * thread 0: the same values as the tree within float32 rounding, not bit for bit.
  */
 export function groupSums(sum: GroupSum, arrays: string[], values: string[]): string {
+  return groupReduce(sum, "add", arrays, values);
+}
+
+/** As {@link groupSums}, for the largest of `values[i]` over the workgroup (exact either way). */
+export function groupMaxes(sum: GroupSum, arrays: string[], values: string[]): string {
+  return groupReduce(sum, "max", arrays, values);
+}
+
+function groupReduce(sum: GroupSum, op: "add" | "max", arrays: string[], values: string[]): string {
+  // `into op= from`, as WGSL statements (the sums' text as it always was: same kernels, same cache keys)
+  const fold = (into: string, from: string) =>
+    op === "add" ? `${into} += ${from};` : `${into} = max(${into}, ${from});`;
   if (sum === "tree") {
     return `${arrays.map((a, i) => `${a}[lid.x] = ${values[i]};`).join(" ")}
   workgroupBarrier();
   for (var s = WG / 2u; s > 0u; s = s / 2u) {
-    if (lid.x < s) { ${arrays.map((a) => `${a}[lid.x] += ${a}[lid.x + s];`).join(" ")} }
+    if (lid.x < s) { ${arrays.map((a) => fold(`${a}[lid.x]`, `${a}[lid.x + s]`)).join(" ")} }
     workgroupBarrier();
   }`;
   }
-  // A block of its own: a kernel may sum more than once, and the locals must not clash.
+  // A block of its own: a kernel may reduce more than once, and the locals must not clash.
+  const [part, subgroupOp, start] = op === "add"
+    ? ["sg_sum", "subgroupAdd", "0.0"]
+    : ["sg_max", "subgroupMax", "-0x1.fffffep+127f"];
   return `{
-    ${arrays.map((_, i) => `let sg_sum_${i} = subgroupAdd(${values[i]});`).join(" ")}
-    if (sg_lane == 0u) { ${arrays.map((a, i) => `${a}[lid.x / sg_size] = sg_sum_${i};`).join(" ")} }
+    ${arrays.map((_, i) => `let ${part}_${i} = ${subgroupOp}(${values[i]});`).join(" ")}
+    if (sg_lane == 0u) { ${arrays.map((a, i) => `${a}[lid.x / sg_size] = ${part}_${i};`).join(" ")} }
     workgroupBarrier();
     if (lid.x == 0u) {
-      ${arrays.map((_, i) => `var total_${i} = 0.0;`).join(" ")}
-      for (var k = 0u; k < WG / sg_size; k++) { ${arrays.map((a, i) => `total_${i} += ${a}[k];`).join(" ")} }
+      ${arrays.map((_, i) => `var total_${i} = ${start};`).join(" ")}
+      for (var k = 0u; k < WG / sg_size; k++) { ${
+    arrays.map((a, i) => fold(`total_${i}`, `${a}[k]`)).join(" ")
+  } }
       ${arrays.map((a, i) => `${a}[0] = total_${i};`).join(" ")}
     }
     workgroupBarrier();

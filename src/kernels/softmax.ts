@@ -4,6 +4,14 @@ import { kernelFamily } from "../backend/kernel.ts";
 import { isFloat, Tensor } from "../autograd/tensor.ts";
 import { record } from "../autograd/tape.ts";
 import { normAxis } from "./shape.ts";
+import {
+  groupMaxes,
+  type GroupSum,
+  groupSum,
+  groupSumBuiltins,
+  groupSumEnables,
+  groupSums,
+} from "./group_sum.ts";
 import { tracer } from "../onnx/trace.ts";
 
 type Variant = "softmax" | "log_softmax";
@@ -58,6 +66,91 @@ const backwardKernel = kernelFamily((v: Variant) => ({
 }`,
 }), ["softmax", "log_softmax"]);
 
+/**
+ * Rows at least this long run one workgroup a row on WebGPU: threads stride along the row and the row's
+ * maximum and sum are taken across the workgroup (group_sum.ts: a tree, or subgroup operations where they
+ * are on), instead of one thread walking the whole row. The same values within float32 rounding (the sum
+ * adds in another order). WebAssembly keeps its one-thread-a-row twins.
+ */
+export const LONG_ROW = 256;
+
+/** WGSL of the row a long-row kernel's workgroup takes (clamped: every thread reaches the barriers). */
+const GROUP_ROW = `let row = wid.x + wid.y * nwg.x;
+  let live = row < u.rows;
+  let r = min(row, u.rows - 1u);
+  let base = (r / u.inner) * u.n * u.inner + r % u.inner;`;
+const GROUP_MAIN = (sum: GroupSum) =>
+  `@compute @workgroup_size(WG) fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u,
+    @builtin(num_workgroups) nwg: vec3u${groupSumBuiltins(sum)}) {
+  ${GROUP_ROW}`;
+
+type GroupKey = `${Variant} ${GroupSum}`;
+const GROUP_KEYS: GroupKey[] = [
+  "softmax tree",
+  "softmax subgroup",
+  "log_softmax tree",
+  "log_softmax subgroup",
+];
+const groupName = (pass: string, key: GroupKey) => {
+  const [v, sum] = key.split(" ");
+  return `${v}_${pass}_group${sum === "tree" ? "" : `_${sum}`}`;
+};
+
+const groupForwardKernel = kernelFamily((key: GroupKey) => {
+  const [v, sum] = key.split(" ") as [Variant, GroupSum];
+  return {
+    name: groupName("fwd", key),
+    wasm: null,
+    storage: [{ name: "x", access: "read" }, { name: "y", access: "rw" }],
+    uniforms,
+    workgroupSize: 64,
+    enable: groupSumEnables(sum),
+    body: `var<workgroup> row_max: array<f32, WG>;
+var<workgroup> row_sum: array<f32, WG>;
+${GROUP_MAIN(sum)}
+  var mx = -0x1.fffffep+127f;
+  for (var t = lid.x; t < u.n; t += WG) { mx = max(mx, x[base + t * u.inner]); }
+  ${groupMaxes(sum, ["row_max"], ["mx"])}
+  let top = row_max[0];
+  var acc = 0.0;
+  for (var t = lid.x; t < u.n; t += WG) { acc += exp(x[base + t * u.inner] - top); }
+  ${groupSums(sum, ["row_sum"], ["acc"])}
+  if (!live) { return; }
+  ${
+      v === "softmax"
+        ? "let inv = 1.0 / row_sum[0];\n  for (var t = lid.x; t < u.n; t += WG) { let o = base + t * u.inner; y[o] = exp(x[o] - top) * inv; }"
+        : "let ls = log(row_sum[0]);\n  for (var t = lid.x; t < u.n; t += WG) { let o = base + t * u.inner; y[o] = (x[o] - top) - ls; }"
+    }
+}`,
+  };
+}, GROUP_KEYS);
+
+const groupBackwardKernel = kernelFamily((key: GroupKey) => {
+  const [v, sum] = key.split(" ") as [Variant, GroupSum];
+  return {
+    name: groupName("bwd", key),
+    wasm: null,
+    storage: [{ name: "g", access: "read" }, { name: "y", access: "read" }, { name: "dx", access: "rw" }],
+    uniforms,
+    workgroupSize: 64,
+    enable: groupSumEnables(sum),
+    body: `var<workgroup> row_sum: array<f32, WG>;
+${GROUP_MAIN(sum)}
+  var acc = 0.0;
+  for (var t = lid.x; t < u.n; t += WG) { let o = base + t * u.inner; acc += ${
+      v === "softmax" ? "g[o] * y[o]" : "g[o]"
+    }; }
+  ${groupSums(sum, ["row_sum"], ["acc"])}
+  if (!live) { return; }
+  let s = row_sum[0];
+  for (var t = lid.x; t < u.n; t += WG) {
+    let o = base + t * u.inner;
+    dx[o] = ${v === "softmax" ? "y[o] * (g[o] - s)" : "g[o] - exp(y[o]) * s"};
+  }
+}`,
+  };
+}, GROUP_KEYS);
+
 function run(v: Variant, x: Tensor, dim: number): Tensor {
   if (!isFloat(x.dtype)) throw new Error(`${v}: needs a float tensor, got ${x.dtype}`);
   const d = normAxis(dim, x.rank, v);
@@ -65,14 +158,17 @@ function run(v: Variant, x: Tensor, dim: number): Tensor {
   const inner = x.shape.slice(d + 1).reduce((a, b) => a * b, 1);
   const rows = x.size / Math.max(n, 1);
   const engine = getEngine();
-  const grid = engine.grid(Math.ceil(rows / 256));
+  const long = engine.kind === "webgpu" && n >= LONG_ROW;
+  const grid = long ? engine.grid(rows) : engine.grid(Math.ceil(rows / 256));
+  const forward = long ? groupForwardKernel(`${v} ${groupSum()}`) : forwardKernel(v);
+  const backward = () => (long ? groupBackwardKernel(`${v} ${groupSum()}`) : backwardKernel(v));
   // float32 out of float16 too (autocast's rule for softmax): probabilities and logs need the precision
   const out = Tensor.empty([...x.shape]);
-  if (n > 0) engine.dispatch(forwardKernel(v), [x.buffer, out.buffer], [rows, n, inner], grid);
+  if (n > 0) engine.dispatch(forward, [x.buffer, out.buffer], [rows, n, inner], grid);
   tracer?.node(v === "softmax" ? "Softmax" : "LogSoftmax", [x], out, { axis: d });
   return record(out, v, [x], (g) => {
     const dx = Tensor.empty([...x.shape], x.dtype);
-    if (n > 0) engine.dispatch(backwardKernel(v), [g.buffer, out.buffer, dx.buffer], [rows, n, inner], grid);
+    if (n > 0) engine.dispatch(backward(), [g.buffer, out.buffer, dx.buffer], [rows, n, inner], grid);
     return [dx];
   });
 }
