@@ -134,7 +134,10 @@ function planBlocks(s: MatmulShape, transA: boolean, transB: boolean, limit: num
 
 /** Binds the elements [first, last] of a tensor: whole when it fits, else an aligned byte range. */
 function bindRange(t: Tensor, first: number, last: number, limit: number, align: number) {
-  if (t.size * 4 <= limit) return { binding: t.buffer, offset: first };
+  if (t.byteLength <= limit) return { binding: t.buffer, offset: first };
+  if (t.dtype === "float16") {
+    throw new Error(`matmul: a float16 operand over ${limit} bytes (one storage binding) is not supported`);
+  }
   const start = Math.floor((first * 4) / align) * align;
   const size = Math.min(t.buffer.capacity - start, Math.ceil(((last + 1) * 4 - start) / 4) * 4);
   return { binding: { pb: t.buffer, offset: start, size }, offset: first - start / 4 };

@@ -3,7 +3,7 @@
 // same bits for tests and host-side shuffles.
 import { defineKernel, main1d } from "../backend/kernel.ts";
 import { checkShape, Tensor, type TensorOptions } from "../autograd/tensor.ts";
-import { dispatch1d } from "./basic.ts";
+import { cast, dispatch1d } from "./basic.ts";
 import { mul } from "./elementwise.ts";
 import { tracer } from "../onnx/trace.ts";
 
@@ -169,8 +169,18 @@ export function randn(
 export function dropout(x: Tensor, p: number, training: boolean, options: RandomOptions = {}): Tensor {
   if (!(p >= 0 && p < 1)) throw new Error(`dropout: p must be in [0, 1), got ${p}`);
   if (!training || p === 0) return x;
-  const mask = draw([...x.shape], "bernoulliScale", p, 1 / (1 - p), options);
-  return mul(x, mask);
+  return mul(x, maskAs(x, draw([...x.shape], "bernoulliScale", p, 1 / (1 - p), options)));
+}
+
+/**
+ * The mask in `x`'s dtype: a float16 activation stays float16 (its scale 1 / (1 - p) rounded to float16,
+ * as PyTorch's half-precision dropout does).
+ */
+function maskAs(x: Tensor, mask: Tensor): Tensor {
+  if (x.dtype !== "float16") return mask;
+  const half = cast(mask, "float16");
+  mask.dispose();
+  return half;
 }
 
 /**
@@ -194,5 +204,5 @@ export function stochasticDepth(
     1 / (1 - p),
     options,
   );
-  return mul(x, mask);
+  return mul(x, maskAs(x, mask));
 }

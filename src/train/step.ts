@@ -85,8 +85,9 @@ function backwardParts(computeLoss: (part: number) => Tensor, parts: number, los
 
 /** `loss` plus 0 x every element of the parameters' gradients: finite exactly when all of them are. */
 function finiteProbe(loss: Tensor, params: readonly Tensor[]): Tensor {
-  return noGrad(() =>
-    params.reduce((acc, p) => (p.grad ? add(acc, sum(scale(p.grad, 0))) : acc), scale(loss, 1))
+  // a scope of its own: the gradients' zeroed copies and partial sums go, the probe stays
+  return scope(() =>
+    noGrad(() => params.reduce((acc, p) => (p.grad ? add(acc, sum(scale(p.grad, 0))) : acc), scale(loss, 1)))
   );
 }
 
@@ -169,13 +170,15 @@ export interface ScaledStep {
 
 /**
  * {@link trainStep} with dynamic loss scaling, for float16 activations (`fl.autocast("float16", ...)` inside
- * `computeLoss`): backward runs on the loss times `scaler.scale`; the gradients of `watch` (default `params`,
- * every parameter the optimizer updates) are checked on the device and read back as one number; where all
- * are finite the gradients of `params` are divided by the scale and the optimizer steps, else the step is
- * skipped (the gradients are zeroed by the next step). The scaler then adapts. `weight * loss` is added into
- * `lossSum` only for a step taken. Waits for the device once per step. Watching the first and the last
- * parameter is enough for a network: an overflow anywhere in the float16 activation gradients reaches the
- * first layer's gradient, and one in the loss's the last layer's.
+ * `computeLoss`): backward runs on the loss times `scaler.scale`; the gradients of `watch` are checked on the
+ * device and read back as one number; where all are finite the gradients of `params` (every parameter the
+ * optimizer updates) are divided by the scale and the optimizer steps, else the step is skipped (the
+ * gradients are zeroed by the next step). The scaler then adapts. `weight * loss` is added into `lossSum`
+ * only for a step taken. Waits for the device once per step. `watch` defaults to the first and the last of
+ * `params`, which is enough for a network: an overflow in the float16 activation gradients carries down to
+ * the first layer's gradient (through batch norm's sums, every element of it), and one at the loss reaches
+ * the last layer's. (Summing every gradient would also bind each whole: a gradient past the storage-binding
+ * limit, VGG19-bn's 411 MB classifier, cannot be.)
  */
 export async function trainStepScaled(
   optimizer: Steppable,
@@ -185,7 +188,7 @@ export async function trainStepScaled(
   scaler: LossScaler,
   params: readonly Tensor[],
   parts = 1,
-  watch: readonly Tensor[] = params,
+  watch: readonly Tensor[] = params.length > 2 ? [params[0], params[params.length - 1]] : params,
 ): Promise<ScaledStep> {
   const stepScale = scaler.scale;
   const loss = scope(() => {
