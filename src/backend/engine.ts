@@ -347,8 +347,8 @@ export class WebGpuEngine implements Engine {
   /** The device's maxComputeWorkgroupsPerDimension. */
   readonly maxWorkgroupsPerDim: number;
   private pipelines = new Map<string, CachedPipeline>();
-  /** Float16 variants of kernels, by the kernel's key and the bindings that hold float16 tensors. */
-  private halfSpecs = new Map<string, KernelSpec>();
+  /** Float16 variants of each kernel, by the bindings that hold float16 tensors ("0,2"). */
+  private halfSpecs = new Map<KernelSpec, Map<string, KernelSpec>>();
   private bindGroups = new Map<string, GPUBindGroup>();
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
@@ -434,15 +434,17 @@ export class WebGpuEngine implements Engine {
 
   /** The variant of `spec` whose bindings `halfBindings` hold float16 tensors, made once per combination. */
   private halfVariant(spec: KernelSpec, halfBindings: number[]): KernelSpec {
-    const key = `${spec.key}\nhalf:${halfBindings.join(",")}`;
-    let variant = this.halfSpecs.get(key);
+    let variants = this.halfSpecs.get(spec);
+    if (!variants) this.halfSpecs.set(spec, variants = new Map());
+    const key = halfBindings.join(",");
+    let variant = variants.get(key);
     if (!variant) {
       if (!this.halfStorage) {
         throw new Error(`kernel ${spec.name}: a float16 tensor is bound but the device has no shader-f16`);
       }
       const code = halfPrecisionWgsl(spec.name, spec.code, halfBindings);
       variant = { ...spec, key: `${spec.name}\n${code}`, code };
-      this.halfSpecs.set(key, variant);
+      variants.set(key, variant);
     }
     return variant;
   }

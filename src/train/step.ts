@@ -117,10 +117,14 @@ export class LossScaler {
   goodSteps = 0;
   /** Steps skipped so far because a gradient overflowed. */
   skippedSteps = 0;
+  /** See {@link LossScalerOptions.growthFactor}. */
   readonly growthFactor: number;
+  /** See {@link LossScalerOptions.backoffFactor}. */
   readonly backoffFactor: number;
+  /** See {@link LossScalerOptions.growthInterval}. */
   readonly growthInterval: number;
 
+  /** A scaler at `options.initScale`; throws on a non-positive factor, or growth <= 1 or backoff >= 1. */
   constructor(options: LossScalerOptions = {}) {
     const { initScale = 2 ** 16, growthFactor = 2, backoffFactor = 0.5, growthInterval = 2000 } = options;
     const positive = (name: string, v: number) => {
