@@ -161,7 +161,12 @@ for (const arch of ARCHS) {
           model.parameters(),
         )
         : trainStep(optimizer, loss, lossSum, 1 / batch);
-    await step();
+    // warm up to a step taken: a float16 step skipped for an overflow makes no Adam state
+    for (let tries = 0; tries < 10; tries++) {
+      const skippedBefore = scaler.skippedSteps;
+      await step();
+      if (scaler.skippedSteps === skippedBefore) break;
+    }
     await fl.syncDevice();
     fl.resetPoolPeak();
     const walls: number[] = [], devices: number[] = [];

@@ -196,9 +196,18 @@ async function memoryTable(): Promise<never> {
             (end - start) / B,
           );
         };
+        let stepped = true;
         if (half) {
           const forward = (part: number) => fl.autocast("float16", () => partLoss(part));
-          await trainStepScaled(optimizer, forward, lossSum, 1 / B, scaler, model.parameters(), parts);
+          ({ stepped } = await trainStepScaled(
+            optimizer,
+            forward,
+            lossSum,
+            1 / B,
+            scaler,
+            model.parameters(),
+            parts,
+          ));
         } else if (flags["keep-activations"]) {
           // the step before activations were freed during backward: every one lives to the scope's end
           fl.scope(() => {
@@ -208,19 +217,25 @@ async function memoryTable(): Promise<never> {
           });
         } else trainStep(optimizer, partLoss, lossSum, 1 / B, undefined, parts);
         await fl.syncDevice();
+        return stepped;
       };
-      let t = performance.now();
-      fl.resetPoolPeak();
-      await step();
+      // A float16 step skipped for an overflowing gradient makes no Adam state and no update: the warmup and
+      // the measured step are steps taken (the scaler backs off until one is).
+      const takenStep = async () => {
+        for (let tries = 1; tries <= 20; tries++) {
+          fl.resetPoolPeak();
+          const t = performance.now();
+          if (await step()) return performance.now() - t;
+        }
+        throw new Error(`20 float16 steps in a row overflowed (loss scale now ${scaler.scale})`);
+      };
+      const warmupMs = await takenStep();
       console.log(
-        `  ${arch}: warmup step ${seconds(performance.now() - t)}, peak ${
-          mib(fl.poolStats().peakLiveBytes)
-        } MiB`,
+        `  ${arch}: warmup step ${seconds(warmupMs)}, peak ${mib(fl.poolStats().peakLiveBytes)} MiB${
+          half ? `, ${scaler.skippedSteps} overflowing step(s) skipped, loss scale ${scaler.scale}` : ""
+        }`,
       );
-      fl.resetPoolPeak();
-      t = performance.now();
-      await step();
-      const stepMs = performance.now() - t;
+      const stepMs = await takenStep();
       const ours = fl.poolStats().peakLiveBytes;
       const theirs = flags["no-torch"] ? null : torchMemoryPeer(arch, { scale, crop, batch: B, parts });
       if (theirs && "error" in theirs) problems.push(`${arch}: ${theirs.error}`);
