@@ -426,3 +426,43 @@ test("trainStage1 precision f16: trains, kept in the checkpoint, the other preci
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("a loss-scaled step at a power-of-two scale takes the unscaled step's weights, bit for bit (float32, any backend)", async () => {
+  const weights: Float32Array[] = [];
+  for (const scaled of [false, true]) {
+    const net = new fl.nn.Sequential(
+      new fl.nn.Conv2d(3, 4, 3, { padding: 1, generator: new fl.Generator(1) }),
+      new fl.nn.ReLU(),
+      new fl.nn.AdaptiveAvgPool2d(1),
+      new fl.nn.Flatten(),
+      new fl.nn.Linear(4, 4, { generator: new fl.Generator(2) }),
+    );
+    const optimizer = new fl.optim.Adam(net.parameters(), { lr: 0.01 });
+    const lossSum = fl.zeros([]).keep();
+    const x = fl.randn([4, 3, 8, 8], { seed: 3 }).keep();
+    const loss = () => fl.F.crossEntropy(net.forward(x), [0, 1, 2, 3]);
+    for (let step = 0; step < 3; step++) {
+      if (scaled) {
+        const r = await fl.train.trainStepScaled(
+          optimizer,
+          loss,
+          lossSum,
+          1,
+          new fl.train.LossScaler({ initScale: 1024 }),
+          net.parameters(),
+        );
+        assert(r.stepped && r.scale === 1024, JSON.stringify(r));
+      } else fl.train.trainStep(optimizer, loss, lossSum, 1);
+    }
+    weights.push(...await Promise.all(net.parameters().map((p) => p.toArray())));
+    x.dispose(), lossSum.dispose(), optimizer.dispose(), net.dispose();
+  }
+  const half = weights.length / 2;
+  for (let i = 0; i < half; i++) {
+    const off = weights[i].findIndex((v, j) => !Object.is(v, weights[half + i][j]));
+    assert(
+      off < 0,
+      `parameter ${i}, element ${off}: ${weights[i][off]} unscaled, ${weights[half + i][off]} scaled`,
+    );
+  }
+});

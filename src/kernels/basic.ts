@@ -1,6 +1,7 @@
 // Making tensors: from CPU data, constant fills, copies, and in-place accumulation of gradients.
 import { getEngine } from "../backend/device.ts";
-import { defineKernel, main1d } from "../backend/kernel.ts";
+import { defineKernel, main1d, pointwiseKernel } from "../backend/kernel.ts";
+import { E } from "../backend/expr.ts";
 import type { KernelSpec } from "../backend/engine.ts";
 import {
   checkShape,
@@ -33,6 +34,14 @@ const axpyKernel = defineKernel({
   dst[i] = dst[i] + u.alpha * src[i];
 }`,
 });
+
+/** x[i] *= alpha, in place (unscaling loss-scaled gradients without a copy as large as the largest). */
+const scaleInPlaceKernel = defineKernel(pointwiseKernel({
+  name: "scale_in_place",
+  storage: [{ name: "x", access: "rw" }],
+  uniforms: [{ name: "n", type: "u32" }, { name: "alpha", type: "f32" }],
+  program: { count: "n", lets: [], stores: [["x", E.mul(E.value("x"), E.uniform("alpha"))]] },
+}));
 
 /** out[i] = src[i]: a copy that converts between float32 and float16 where one side is float16. */
 const castKernel = defineKernel({
@@ -165,6 +174,11 @@ export function axpyInPlace(dst: Tensor, src: Tensor, alpha = 1): void {
     throw new Error(`accumulate: shapes ${fmtShape(dst.shape)} and ${fmtShape(src.shape)} differ`);
   }
   dispatch1d(axpyKernel, [dst, src], [dst.size, alpha], dst.size);
+}
+
+/** Multiplies every element of `t` by `factor` in place. */
+export function scaleInPlace(t: Tensor, factor: number): void {
+  dispatch1d(scaleInPlaceKernel, [t], [t.size, factor], t.size);
 }
 
 /** Sets every element of `t` to `value` in place. */

@@ -1,7 +1,7 @@
 // The optimisation step both training stages share: one batch inside a scope, the loss accumulated on the
 // device so an epoch reads it back once.
 import { noGrad, scope, type Tensor } from "../autograd/tensor.ts";
-import { axpyInPlace, copyInto, fillInPlace } from "../kernels/basic.ts";
+import { axpyInPlace, fillInPlace, scaleInPlace } from "../kernels/basic.ts";
 import { add, scale } from "../kernels/elementwise.ts";
 import { sum } from "../kernels/reduce.ts";
 
@@ -206,12 +206,7 @@ export async function trainStepScaled(
     if (stepped) {
       scope(() =>
         noGrad(() => {
-          for (const p of params) {
-            if (!p.grad) continue;
-            const unscaled = scale(p.grad, 1 / stepScale);
-            copyInto(p.grad, unscaled);
-            unscaled.dispose(); // one parameter's copy at a time
-          }
+          for (const p of params) if (p.grad) scaleInPlace(p.grad, 1 / stepScale);
           optimizer.step();
           axpyInPlace(lossSum, loss, weight);
         })

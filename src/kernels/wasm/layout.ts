@@ -788,6 +788,18 @@ export namespace reduce_sum {
   export const UNIFORMS: i32 = 2;
 }
 
+/** scale_in_place: bindings x; uniforms n, alpha. */
+export namespace scale_in_place {
+  export const x: i32 = 0;
+  export const n: i32 = 1;
+  export const alpha: i32 = 2;
+  export const GRID_X: i32 = 3;
+  export const GRID_Y: i32 = 4;
+  export const GRID_Z: i32 = 5;
+  export const SCRATCH_BASE: i32 = 6;
+  export const UNIFORMS: i32 = 1;
+}
+
 /** sgd_step: bindings p, g; uniforms n, lr, momentum, dampening, weight_decay, nesterov, first. */
 export namespace sgd_step {
   export const p: i32 = 0;

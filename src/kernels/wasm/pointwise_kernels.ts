@@ -182,6 +182,24 @@ export function batchnorm_fold_bias(tid: i32, nth: i32, args: usize): void {
   }
 }
 
+/** scale_in_place: generated from its pointwise program (the kernel's declaration). */
+export function scale_in_place(tid: i32, nth: i32, args: usize): void {
+  const x_ptr = argP(args, L.scale_in_place.x);
+  const elements = argI(args, L.scale_in_place.n);
+  const alpha = argF(args, L.scale_in_place.alpha);
+  const begin = shareBegin(tid, nth, elements, 4), end = shareEnd(tid, nth, elements, 4);
+  let i = begin;
+  const alpha_x4 = f32x4.splat(alpha);
+  for (; i + 4 <= end; i += 4) {
+    const x_in = v128.load(at(x_ptr, i));
+    v128.store(at(x_ptr, i), f32x4.mul(x_in, alpha_x4));
+  }
+  for (; i < end; i++) {
+    const x_in = load<f32>(at(x_ptr, i));
+    store<f32>(at(x_ptr, i), (x_in * alpha));
+  }
+}
+
 /** sgd_step: generated from its pointwise program (the kernel's declaration). */
 export function sgd_step(tid: i32, nth: i32, args: usize): void {
   const p_ptr = argP(args, L.sgd_step.p);
