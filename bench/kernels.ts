@@ -12,7 +12,8 @@
 //   can have, so the fraction says how close to the memory's speed it comes.
 // - Paths: the GEMM and the convolution run "streamed" (no workgroup memory: the tile chooseTile picks, the
 //   kernel's name in the table says which) and "staged" (the workgroup-memory tile); ops with one kernel run
-//   as they are. Variants from bench/kernel_variants.ts run beside them (WebGPU only) after their outputs
+//   as they are. Where the adapter has shader-f16, each path runs again with its activation stored as
+//   float16 (fl.autocast: the kernels' float16 variants, arithmetic in float32). Variants from bench/kernel_variants.ts run beside them (WebGPU only) after their outputs
 //   are checked against the library's; a wrong one is reported and not timed. --variants FILE adds the
 //   VARIANTS a module of your own exports (the same shape as bench/kernel_variants.ts's).
 // - --quick: one small case per op and 2 calls (the gpu-check test's budget); filter: cases whose op or
@@ -299,14 +300,23 @@ for (const c of CASES) {
       "library",
       "auto",
     ]];
+  // and again with the activation stored as float16 (fl.autocast; arithmetic in float32) where the adapter
+  // has shader-f16: GB/s is left out of those rows, whose bytes the case counts as float32
+  const halfInput = onGpu && info.features.includes("shader-f16") ? fl.cast(inputs[0], "float16") : null;
   for (const [path, choice] of paths) {
     const before = setGemmChoice(choice);
     try {
       rows.push(row(path, await timeOp(() => c.library(inputs))));
+      if (halfInput) {
+        const half = [halfInput, ...inputs.slice(1)];
+        const t = await timeOp(() => fl.autocast("float16", () => c.library(half)));
+        rows.push(row(`${path}, float16 activations`, t, { gbs: NaN }));
+      }
     } finally {
       setGemmChoice(before);
     }
   }
+  halfInput?.dispose();
   for (const v of onGpu ? variants.filter((v) => v.op === c.op) : []) {
     const [want, got] = await Promise.all([c.library(inputs), v.run(inputs)].map(async (t) => {
       const values = await t.toArray() as Float32Array;

@@ -176,7 +176,9 @@ export class Tensor {
     if (dtype === "float16" && !engine.halfStorage) {
       throw new Error(
         "float16 tensors need the WebGPU backend on an adapter with shader-f16 (fl.backendInfo().features); " +
-          `this one is ${engine.kind === "webgpu" ? "a WebGPU adapter without it" : "the WebAssembly backend"}`,
+          `this one is ${
+            engine.kind === "webgpu" ? "a WebGPU adapter without it" : "the WebAssembly backend"
+          }`,
       );
     }
     const pb = engine.pool.acquire(byteLength(dtype, Math.max(shapeSize(shape), 1)));

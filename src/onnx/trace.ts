@@ -132,7 +132,9 @@ export class TraceRecorder {
     if (known !== undefined) return known;
     if (t.disposed) throw new Error(`an input of ${opType} was disposed before the trace read it`);
     if (t.dtype === "float16") {
-      throw new Error(`ONNX export traces float32 models: an input of ${opType} is float16 (trace outside autocast)`);
+      throw new Error(
+        `ONNX export traces float32 models: an input of ${opType} is float16 (trace outside autocast)`,
+      );
     }
     const name = this.names.get(t) ?? this.fresh("const");
     const read = t.dtype === "int32" ? t.toInt32Array().then(asBytes) : t.toArray().then(asBytes);
