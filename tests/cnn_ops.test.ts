@@ -811,7 +811,7 @@ test("bad arguments throw errors that name the problem", () => {
     assertThrows(() => fl.F.maxPool2d(x, undefined as any), /options \{ kernelSize, ... \} are required/);
     assertThrows(
       () => fl.F.maxPool2d(fl.intTensor([1, 2, 3, 4], [1, 1, 2, 2]), { kernelSize: 2 }),
-      /needs a float32 input, got int32/,
+      /needs a float input, got int32/,
     );
     // cat
     assertThrows(() => fl.F.cat([], 0), /cat: expects a non-empty array of tensors/);
