@@ -439,9 +439,6 @@ export class WebGpuEngine implements Engine {
     const key = halfBindings.join(",");
     let variant = variants.get(key);
     if (!variant) {
-      if (!this.halfStorage) {
-        throw new Error(`kernel ${spec.name}: a float16 tensor is bound but the device has no shader-f16`);
-      }
       const code = halfPrecisionWgsl(spec.name, spec.code, halfBindings);
       variant = { ...spec, key: `${spec.name}\n${code}`, code };
       variants.set(key, variant);

@@ -2,15 +2,8 @@
 // a log-softmax for stability and both from one per-sample kernel (cross-entropy is focal with gamma 0).
 import { getEngine } from "../backend/device.ts";
 import { defineKernel, type KernelDef, kernelFamily, main1d } from "../backend/kernel.ts";
-import {
-  groupMaxes,
-  type GroupSum,
-  groupSum,
-  groupSumBuiltins,
-  groupSumEnables,
-  groupSums,
-} from "./group_sum.ts";
-import { LONG_ROW } from "./softmax.ts";
+import { type GroupSum, groupSum, groupSumBuiltins, groupSumEnables } from "./group_sum.ts";
+import { GROUP_ROW_ARRAYS, groupRowExpSum, LONG_ROW } from "./softmax.ts";
 import { E } from "../backend/expr.ts";
 import { Tensor } from "../autograd/tensor.ts";
 import { record } from "../autograd/tape.ts";
@@ -136,54 +129,43 @@ ${ROW_PROLOGUE}
  * log-sum-exp across the workgroup (group_sum.ts), threads striding over the classes.
  */
 const GROUP_PROLOGUE = (sum: GroupSum) =>
-  `var<workgroup> row_max: array<f32, WG>;
-var<workgroup> row_sum: array<f32, WG>;
+  `${GROUP_ROW_ARRAYS}
 @compute @workgroup_size(WG) fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u,
     @builtin(num_workgroups) nwg: vec3u${groupSumBuiltins(sum)}) {
   let row = wid.x + wid.y * nwg.x;
   let live = row < u.B;
   let b = min(row, u.B - 1u); // clamped: every thread reaches the barriers
-  var mx = -0x1.fffffep+127f;
-  for (var m = lid.x; m < u.M; m += WG) { mx = max(mx, logits[b * u.M + m]); }
-  ${groupMaxes(sum, ["row_max"], ["mx"])}
-  let top = row_max[0];
-  var acc = 0.0;
-  for (var m = lid.x; m < u.M; m += WG) { acc += exp(logits[b * u.M + m] - top); }
-  ${groupSums(sum, ["row_sum"], ["acc"])}
+  ${groupRowExpSum(sum, "u.M", (m) => `logits[b * u.M + ${m}]`)}
   if (!live) { return; }
   let lse = vec2f(top, log(row_sum[0]));
   let y = u32(labels[b]);
   let lp = (logits[b * u.M + y] - lse.x) - lse.y;`;
 
-const groupForwardKernel = kernelFamily((sum: GroupSum) => ({
-  name: sum === "tree" ? "focal_fwd_group" : `focal_fwd_group_${sum}`,
-  wasm: null,
-  storage: FORWARD_STORAGE,
-  uniforms,
-  workgroupSize: 64,
-  enable: groupSumEnables(sum),
-  functions: [focalLossOfRow],
-  body: `${GROUP_PROLOGUE(sum)}
-  if (lid.x == 0u) { loss[b] = focal_loss(lp, alpha[y], u.gamma); }
-}`,
-}), ["tree", "subgroup"]);
-
-const groupBackwardKernel = kernelFamily((sum: GroupSum) => ({
-  name: sum === "tree" ? "focal_bwd_group" : `focal_bwd_group_${sum}`,
-  wasm: null,
-  storage: BACKWARD_STORAGE,
-  uniforms,
-  workgroupSize: 64,
-  enable: groupSumEnables(sum),
-  functions: [focalCoeffOfRow],
-  body: `${GROUP_PROLOGUE(sum)}
-  let coeff = focal_coeff(lp, alpha[y], u.gamma, gout[b]);
+type GroupKey = `${"fwd" | "bwd"} ${GroupSum}`;
+/** The long-row forward (the loss) and backward (dL/dlogits) kernels, per way of summing. */
+const groupKernel = kernelFamily((key: GroupKey) => {
+  const [pass, sum] = key.split(" ") as ["fwd" | "bwd", GroupSum];
+  return {
+    name: `focal_${pass}_group${sum === "tree" ? "" : `_${sum}`}`,
+    wasm: null,
+    storage: pass === "fwd" ? FORWARD_STORAGE : BACKWARD_STORAGE,
+    uniforms,
+    workgroupSize: 64,
+    enable: groupSumEnables(sum),
+    functions: [pass === "fwd" ? focalLossOfRow : focalCoeffOfRow],
+    body: `${GROUP_PROLOGUE(sum)}
+  ${
+      pass === "fwd"
+        ? "if (lid.x == 0u) { loss[b] = focal_loss(lp, alpha[y], u.gamma); }"
+        : `let coeff = focal_coeff(lp, alpha[y], u.gamma, gout[b]);
   for (var m = lid.x; m < u.M; m += WG) {
     let p = exp((logits[b * u.M + m] - lse.x) - lse.y);
     dlogits[b * u.M + m] = coeff * (select(0.0, 1.0, m == y) - p);
-  }
+  }`
+    }
 }`,
-}), ["tree", "subgroup"]);
+  };
+}, ["fwd tree", "fwd subgroup", "bwd tree", "bwd subgroup"]);
 
 /** How per-sample losses become one scalar: their mean (see each loss for weighting) or their sum. */
 export type Reduction = "mean" | "sum";
@@ -247,14 +229,14 @@ function perSample(logits: Tensor, target: Targets, alphaValues: readonly number
   const long = engine.kind === "webgpu" && m >= LONG_ROW;
   const grid = long ? engine.grid(b) : engine.grid(Math.ceil(b / 256));
   engine.dispatch(
-    long ? groupForwardKernel(groupSum()) : forwardKernel,
+    long ? groupKernel(`fwd ${groupSum()}`) : forwardKernel,
     [logits.buffer, targetT.buffer, alphaT.buffer, out.buffer],
     [b, m, gamma],
     grid,
   );
   const result = record(out, "focal", [logits], (g) => {
     const d = Tensor.empty([b, m], logits.dtype);
-    engine.dispatch(long ? groupBackwardKernel(groupSum()) : backwardKernel, [
+    engine.dispatch(long ? groupKernel(`bwd ${groupSum()}`) : backwardKernel, [
       logits.buffer,
       targetT.buffer,
       alphaT.buffer,

@@ -79,6 +79,25 @@ const GROUP_ROW = `let row = wid.x + wid.y * nwg.x;
   let live = row < u.rows;
   let r = min(row, u.rows - 1u);
   let base = (r / u.inner) * u.n * u.inner + r % u.inner;`;
+/** The workgroup arrays of {@link groupRowExpSum}, declared at module scope. */
+export const GROUP_ROW_ARRAYS = `var<workgroup> row_max: array<f32, WG>;
+var<workgroup> row_sum: array<f32, WG>;`;
+
+/**
+ * WGSL statements over a row of `count` elements, `element(t)` the t-th (threads of the workgroup striding
+ * over t, `lid` in scope): they leave `top`, the row's maximum, and `row_sum[0]`, the sum of exp(element -
+ * top), in every thread. The long-row kernels of softmax and of the losses share it.
+ */
+export function groupRowExpSum(sum: GroupSum, count: string, element: (t: string) => string): string {
+  return `var mx = -0x1.fffffep+127f;
+  for (var t = lid.x; t < ${count}; t += WG) { mx = max(mx, ${element("t")}); }
+  ${groupMaxes(sum, ["row_max"], ["mx"])}
+  let top = row_max[0];
+  var acc = 0.0;
+  for (var t = lid.x; t < ${count}; t += WG) { acc += exp(${element("t")} - top); }
+  ${groupSums(sum, ["row_sum"], ["acc"])}`;
+}
+
 const GROUP_MAIN = (sum: GroupSum) =>
   `@compute @workgroup_size(WG) fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u,
     @builtin(num_workgroups) nwg: vec3u${groupSumBuiltins(sum)}) {
@@ -105,16 +124,9 @@ const groupForwardKernel = kernelFamily((key: GroupKey) => {
     uniforms,
     workgroupSize: 64,
     enable: groupSumEnables(sum),
-    body: `var<workgroup> row_max: array<f32, WG>;
-var<workgroup> row_sum: array<f32, WG>;
+    body: `${GROUP_ROW_ARRAYS}
 ${GROUP_MAIN(sum)}
-  var mx = -0x1.fffffep+127f;
-  for (var t = lid.x; t < u.n; t += WG) { mx = max(mx, x[base + t * u.inner]); }
-  ${groupMaxes(sum, ["row_max"], ["mx"])}
-  let top = row_max[0];
-  var acc = 0.0;
-  for (var t = lid.x; t < u.n; t += WG) { acc += exp(x[base + t * u.inner] - top); }
-  ${groupSums(sum, ["row_sum"], ["acc"])}
+  ${groupRowExpSum(sum, "u.n", (t) => `x[base + ${t} * u.inner]`)}
   if (!live) { return; }
   ${
       v === "softmax"
