@@ -48,6 +48,12 @@ const IMAGE_RUN_HELP = `Options:
                     crop, no noise); --resume refuses a checkpoint trained with another
   --equalize        histogram-equalise every image after resizing (a mitigation of source shortcuts:
                     exposure and contrast differ between the data sources; predict and cam repeat it)
+  --balance-sources on|off
+                    on (default): negatives balanced by source: in every source with covid and non-covid
+                    training images, the non-covid ones are drawn again (with replacement) until they
+                    match its covid images, so that the source alone cannot tell covid apart (a
+                    mitigation of source shortcuts; nothing changes where no source mixes the classes);
+                    off: every training image once an epoch
   --backend NAME    auto | webgpu | wasm (default: $FLANNEL_BACKEND, else auto:
                     WebGPU on a GPU, else WebAssembly: also where the only
                     adapter is a CPU implementation such as lavapipe)`;
@@ -462,6 +468,13 @@ function parseSubsample(spec: string): Record<string, number> {
   return out;
 }
 
+/** An on|off option (absent: `fallback`). */
+function onOffOption(command: string, name: string, value: string | undefined, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (value === "on" || value === "off") return value === "on";
+  return fail(`${command}: --${name} must be on or off, got ${JSON.stringify(value)}`);
+}
+
 /** --recipe: shared (default) or own. */
 function recipeOption(command: string, value: string | undefined): "shared" | "own" {
   if (value === undefined || value === "shared" || value === "own") return value ?? "shared";
@@ -499,6 +512,7 @@ const IMAGE_RUN_OPTIONS = {
   pretrained: { type: "string" },
   resume: { type: "boolean" },
   equalize: { type: "boolean" },
+  "balance-sources": { type: "string" },
   recipe: { type: "string" },
   augment: { type: "string" },
   accumulate: { type: "string" },
@@ -558,6 +572,7 @@ async function prepareImageRun(command: string, values: ImageRunValues) {
     resume: values.resume,
     pretrained: values.pretrained && resolve(values.pretrained),
     equalize: values.equalize ?? false,
+    balanceSources: onOffOption(command, "balance-sources", values["balance-sources"], true),
     recipe: recipeOption(command, values.recipe),
     augment: augmentOption(command, values.augment),
   };

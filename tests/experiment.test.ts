@@ -247,6 +247,10 @@ test("experiment with the baselines: their rows between the learners' and the en
   }
   // The run's folder predicts with the learner, and its Fig. 6 has a tile for each of the three.
   writeFileSync(join(out, "results.json"), JSON.stringify(result, flannel.withoutProbabilities));
+  // results.json keeps the audit whole (a user's own analysis reads it there), only the probabilities go.
+  const written = JSON.parse(readFileSync(join(out, "results.json"), "utf8"));
+  assertEquals(written.audit, JSON.parse(JSON.stringify(audit)));
+  assertEquals(written.methods[0].testProbs, undefined);
   const file = records[split.test[0]].file;
   const predicted = await flannel.predictFiles(out, [file], { method: "Voting" });
   const r = await flannel.loadLearnerOutputs(

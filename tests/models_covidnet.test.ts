@@ -121,3 +121,44 @@ test("covidnet refuses inconsistent configs with a message that names the proble
   assertThrows(() => new fl.models.CovidNet({ ...base, stemWidth: 6 }), /multiple of 4, got 6/);
   assertThrows(() => fl.models.covidnet({ scale: "huge" as "tiny" }), /scale must be "full" or "tiny"/);
 });
+
+test("covidnet init: 'signal' keeps the image in the logits, the reference's PyTorch defaults lose it", async () => {
+  const signal = fl.models.covidnet({ numClasses: 4, scale: "tiny", generator: new fl.Generator(4) });
+  const reference = fl.models.covidnet({
+    numClasses: 4,
+    scale: "tiny",
+    init: "default",
+    generator: new fl.Generator(4),
+  });
+  try {
+    // Weights N(0, gain / fan_in): the stem 2 (ReLU follows), each block's last projection 0.5, the rest 1.
+    for (const [k, p] of signal.namedParameters()) {
+      const v = await p.toArray();
+      if (k.endsWith("bias")) {
+        if (k.startsWith("classifier")) continue; // PyTorch's default, as the reference
+        assert(v.every((x) => x === 0), `${k}: bias not zero`);
+        continue;
+      }
+      if (k.startsWith("classifier") || v.length < 2000) continue; // too few draws to estimate a variance
+      const gain = k === "conv1.weight" ? 2 : k.endsWith("network.4.weight") ? 0.5 : 1;
+      const fanIn = p.shape.slice(1).reduce((a, b) => a * b, 1);
+      const variance = v.reduce((s, x) => s + x * x, 0) / v.length;
+      assertClose(variance, gain / fanIn, { rtol: 0.1, msg: `${k} variance` });
+    }
+    // Different images, different logits: their between-image rms against their rms at initialisation.
+    const share = async (model: fl.nn.Module) =>
+      await fl.scope(async () => {
+        const a = await fl.noGrad(() => model.forward(fl.randn([8, 3, 64, 64], { seed: 9 }))).toArray();
+        const mean = [0, 1, 2, 3].map((c) => a.filter((_, i) => i % 4 === c).reduce((s, x) => s + x, 0) / 8);
+        const all = a.reduce((s, x) => s + x * x, 0),
+          between = a.reduce((s, x, i) => s + (x - mean[i % 4]) ** 2, 0);
+        return Math.sqrt(between / all);
+      });
+    const kept = await share(signal), lost = await share(reference);
+    assert(kept > 0.1, `signal init: between-image share ${kept}`);
+    assert(lost < 1e-4, `reference init: between-image share ${lost}`);
+  } finally {
+    signal.dispose();
+    reference.dispose();
+  }
+});

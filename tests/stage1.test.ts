@@ -7,7 +7,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as fl from "../mod.ts";
 import * as flannel from "../src/flannel/mod.ts";
-import { epochBatches, patienceExhausted } from "../src/flannel/stage1.ts";
+import { balanceSourcesOrder, epochBatches, patienceExhausted } from "../src/flannel/stage1.ts";
 import {
   assert,
   assertClose,
@@ -421,6 +421,53 @@ test("recipes: covid share of batches, early stopping on the validation loss", (
   assert(patienceExhausted([1, 0.9, 0.95, 0.92].map(log), 2), "two epochs without improvement");
   assert(!patienceExhausted([1, 0.9, 0.95, 0.85].map(log), 2), "improved in the last");
   assert(!patienceExhausted([1, 2, 3].map(log), undefined), "no patience, no stop");
+});
+
+test("recipes: negatives balanced by source (each source's non-covid images drawn up to its covid count)", async () => {
+  // Source a: 12 covid, 3 non-covid; source b: 0 covid, 10 non-covid; source c: 2 covid, 5 non-covid.
+  const sources = [...Array(15).fill("a"), ...Array(10).fill("b"), ...Array(7).fill("c")];
+  const labels = Int32Array.from(
+    sources,
+    (s, i) => (s === "a" ? (i < 12 ? 0 : 2) : s === "c" ? (i < 27 ? 0 : 3) : 1),
+  );
+  const order = new fl.Generator(1).permutation(labels.length);
+  const balanced = balanceSourcesOrder(order, labels, sources, new fl.Generator(2));
+  const count = (s: string, covid: boolean) =>
+    [...balanced].filter((i) => sources[i] === s && (labels[i] === 0) === covid).length;
+  assertEquals([count("a", true), count("a", false)], [12, 12], "source a: 3 non-covid drawn up to 12");
+  assertEquals([count("b", true), count("b", false)], [0, 10], "no covid in b: nothing added");
+  assertEquals([count("c", true), count("c", false)], [2, 5], "c already has more negatives");
+  assertEquals(balanced.length, labels.length + 9);
+  // Every image still once at least, the added draws only among a's negatives; the same bits again.
+  assertEquals([...new Set(balanced)].sort((x, y) => x - y), Array.from({ length: 32 }, (_, i) => i));
+  assertEquals([...balanceSourcesOrder(order, labels, sources, new fl.Generator(2))], [...balanced]);
+  // Nothing to add (one source, more negatives than covid): the order as it was, no draw taken.
+  const untouched = new fl.Generator(2);
+  const one = sources.map(() => "one");
+  assertEquals([...balanceSourcesOrder(order, labels, one, untouched)], [...order]);
+  assertEquals(untouched.uniform(), new fl.Generator(2).uniform(), "the generator was drawn from");
+  // trainStage1 needs the sources for it, and says so.
+  const set = await smallSet();
+  const model = fl.models.resnet152({ numClasses: 4, scale: "tiny", generator: new fl.Generator(4) });
+  try {
+    await assertRejects(
+      () => flannel.trainStage1({ ...set, model, epochs: 1, crop: 32, recipe: { balanceSources: true } }),
+      /balanceSources needs the source of every training image/,
+    );
+    await assertRejects(
+      () =>
+        flannel.trainStage1({
+          ...set,
+          train: { ...set.train, sources: ["x"] },
+          model,
+          epochs: 1,
+          crop: 32,
+        }),
+      /has \d+ labels and 1 sources/,
+    );
+  } finally {
+    model.dispose();
+  }
 });
 
 test("own recipes: AI-Covid (SGD Nesterov, class weights, penalty, patience) and COVID-Net resume exactly", async () => {

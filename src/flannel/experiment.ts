@@ -62,6 +62,8 @@ export interface ExperimentResult extends Stage2ExperimentResult {
     equalize: boolean;
     /** "shared": every row trained alike; "own": the baselines with their published recipes. */
     recipe: "shared" | "own";
+    /** Whether stage 1 balanced the negatives by source (Stage1Recipe.balanceSources). */
+    balanceSources: boolean;
     /** Stage-1 epochs. */
     epochs: number;
     /** Stage-1 batch size. */
@@ -269,6 +271,7 @@ export async function runExperiment(config: ExperimentConfig): Promise<Experimen
       resize: config.resize,
       equalize: config.equalize ?? false,
       recipe: config.recipe ?? "shared",
+      balanceSources: config.balanceSources ?? true,
       epochs: config.epochs,
       batchSize: config.batchSize ?? 32,
       lr: config.lr ?? 1e-3,

@@ -22,10 +22,13 @@ import * as fl from "../../mod.ts";
 /** The `format` metadata of a {@link saveLearnerOutputs} file; {@link loadLearnerOutputs} refuses other values. */
 export const LEARNER_OUTPUTS_FORMAT = "flannel-learner-outputs/1";
 
-/** A labelled image set: records (decoded and resized through the cache) or images already in memory. */
+/**
+ * A labelled image set: records (decoded and resized through the cache) or images already in memory; with
+ * each image's source (a record's `source`, or `sources`) where the recipe balances sources.
+ */
 export type Stage1Set =
-  | { records: readonly Pick<fl.data.ImageRecord, "file" | "label">[] }
-  | { images: readonly fl.io.GrayImage[]; labels: ArrayLike<number> };
+  | { records: readonly (Pick<fl.data.ImageRecord, "file" | "label"> & { source?: string })[] }
+  | { images: readonly fl.io.GrayImage[]; labels: ArrayLike<number>; sources?: readonly string[] };
 
 /** One epoch of stage 1, as `onProgress` receives it and `logPath` records it (one JSON line). */
 export interface Stage1EpochLog {
@@ -156,6 +159,45 @@ export interface Stage1Recipe {
   penalty?: { l1: number; l2: number; parameters: readonly string[] };
   /** Stop after this many epochs without a lower validation loss (AI-Covid: 7); default never. */
   patience?: number;
+  /**
+   * Negatives balanced by source (a mitigation of the source shortcut): in every source that has covid and
+   * non-covid training images, the non-covid ones are drawn again, with replacement, until they are as many
+   * as its covid images, so that within a source the source no longer tells covid apart (the epoch grows
+   * by those draws). Needs every training image's source. Default false.
+   */
+  balanceSources?: boolean;
+}
+
+/**
+ * The epoch's order with {@link Stage1Recipe.balanceSources}: `order` plus, for every source with covid
+ * (class 0) and non-covid images, non-covid images of that source drawn with replacement until they are as
+ * many as its covid images; the whole then shuffled. Deterministic in `gen`; `order` itself, with no draw
+ * taken, where nothing is added.
+ */
+export function balanceSourcesOrder(
+  order: Int32Array,
+  labels: ArrayLike<number>,
+  sources: readonly string[],
+  gen: fl.Generator,
+): Int32Array {
+  const bySource = new Map<string, { covid: number; negatives: number[] }>();
+  for (const i of order) {
+    let group = bySource.get(sources[i]);
+    if (!group) bySource.set(sources[i], group = { covid: 0, negatives: [] });
+    if (labels[i] === 0) group.covid++;
+    else group.negatives.push(i);
+  }
+  const all = [...order];
+  for (const { covid, negatives } of bySource.values()) {
+    for (let k = negatives.length; k < covid && negatives.length > 0; k++) {
+      all.push(negatives[Math.floor(gen.uniform() * negatives.length)]);
+    }
+  }
+  // Nothing drawn (no source mixes the classes, or its negatives already suffice): the epoch and the
+  // generator's later draws stay exactly as without the recipe.
+  if (all.length === order.length) return order;
+  const shuffle = gen.permutation(all.length);
+  return Int32Array.from(shuffle, (j) => all[j]);
 }
 
 /** The epochs' training batches (indices into the training set): shuffled, or with a set covid share. */
@@ -228,10 +270,20 @@ async function materialize(
     if (set.images.length !== set.labels.length) {
       throw new Error(`stage 1: ${what} has ${set.images.length} images and ${set.labels.length} labels`);
     }
-    return { images: set.images, labels: Int32Array.from(set.labels) };
+    if (set.sources && set.sources.length !== set.labels.length) {
+      throw new Error(`stage 1: ${what} has ${set.labels.length} labels and ${set.sources.length} sources`);
+    }
+    return { images: set.images, labels: Int32Array.from(set.labels), sources: set.sources };
   }
   const c = cache ?? new fl.data.ImageCache(resize);
-  return { images: await c.getAll(set.records), labels: Int32Array.from(set.records, (r) => r.label) };
+  const sources = set.records.every((r) => r.source !== undefined)
+    ? set.records.map((r) => r.source!)
+    : undefined;
+  return {
+    images: await c.getAll(set.records),
+    labels: Int32Array.from(set.records, (r) => r.label),
+    sources,
+  };
 }
 
 /**
@@ -509,6 +561,12 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
   if (val.labels.length === 0) throw new Error("stage 1: the validation set is empty");
 
   const recipe = config.recipe ?? {};
+  const trainSources = train.sources;
+  if (recipe.balanceSources && !trainSources) {
+    throw new Error(
+      "stage 1: balanceSources needs the source of every training image (records' source, or sources)",
+    );
+  }
   const named = new Map(model.namedParameters());
   const penalized = (recipe.penalty?.parameters ?? []).map((name) => {
     const p = named.get(name);
@@ -602,11 +660,16 @@ export async function trainStage1(config: Stage1Config): Promise<Stage1Result> {
       // Dropout and stochastic depth draw from the global generator: reseeded per epoch from (seed, epoch),
       // so that a resumed run draws the same masks as an uninterrupted one.
       fl.manualSeed(fl.threefry2x32(seed >>> 0, Math.floor(seed / 2 ** 32) >>> 0, epoch, 0x64726f70)[0]);
-      const order = gen.permutation(s);
+      const shuffled = gen.permutation(s);
+      const order = recipe.balanceSources
+        ? balanceSourcesOrder(shuffled, train.labels, trainSources!, gen)
+        : shuffled;
       model.train();
       const batches = epochBatches(order, train.labels, batchSize, recipe.covidShare, gen);
-      // With a covid share the epoch's images are the batches' (covid drawn with replacement); else the set's.
-      const imagesPerEpoch = recipe.covidShare === undefined ? s : batches.reduce((a, b) => a + b.length, 0);
+      // With a covid share the epoch's images are the batches' (covid drawn with replacement); else the order's.
+      const imagesPerEpoch = recipe.covidShare === undefined
+        ? order.length
+        : batches.reduce((a, b) => a + b.length, 0);
       const assemble = (idx: Int32Array) => {
         const x = trainingBatch(train.images, idx, {
           augment,

@@ -8,7 +8,18 @@
 // max-pooled outputs of the previous one (the stem's output for stage 1); the head flattens the sum of stage
 // 4's outputs (7x7x2048) into classifier Linear(100352, numClasses). PEPX(n, o), network.0..4: five
 // convolutions with bias, no batch norm or activation: 1x1 n -> n/2, 1x1 n/2 -> 3n/4, depthwise 3x3 (pad
-// 1), 1x1 3n/4 -> n/2, 1x1 n/2 -> o. 29,117,972 parameters with numClasses 4. PyTorch's default init.
+// 1), 1x1 3n/4 -> n/2, 1x1 n/2 -> o. 29,117,972 parameters with numClasses 4.
+//
+// Initialisation. The reference keeps PyTorch's layer defaults (`init: "default"`): kaiming uniform with
+// a = sqrt 5, which scales a signal's variance by 1/3 per convolution, and uniform biases. With no
+// normalisation or activation between the 91 convolutions of the trunk, the image-dependent part of the
+// activations falls by about 1/sqrt 3 per layer while the biases are added afresh: at 64x64 the logits of
+// different images agree to 6 digits at initialisation (between-image rms 5e-7 against rms 9e-2; `deno task
+// bench:health`), every image gets the same class and training cannot get out. The default here, `init:
+// "signal"`, keeps the signal instead: every convolution N(0, 1/fan_in) (the stem, followed by ReLU, 2/fan_in),
+// the last projection of each PEPX block at half that variance (a block's output then adds to the stage's
+// running sum about what the sum already holds, so the sums do not double the variance block after block),
+// biases 0; the classifier keeps PyTorch's default.
 //
 // The reference feeds block 4_1 with the pooled p31 + p32 + p32 + p34 + p35 + p36: p32 twice, p33 not at
 // all. `wiring: "corrected"` (the default) sums every output of stage 3 once; `wiring: "reference"` gives
@@ -17,10 +28,12 @@
 // Tiny (`scale: "tiny"`): stem 8, widths 16, 32, 64, 128 with the same 3, 4, 6, 3 blocks, for 64x64 inputs
 // (stage 4 at 2x2: classifier Linear(512, numClasses)).
 import type { Tensor } from "../autograd/tensor.ts";
+import { fillInPlace } from "../kernels/basic.ts";
 import { add, relu } from "../kernels/elementwise.ts";
 import { maxPool2d } from "../kernels/pool.ts";
 import { flatten } from "../kernels/view.ts";
 import { Conv2d } from "../nn/cnn_layers.ts";
+import { kaimingNormal_, normal_ } from "../nn/init.ts";
 import { type InitOptions, Linear, Sequential } from "../nn/layers.ts";
 import { Module } from "../nn/module.ts";
 import { type ModelOptions, type ModelScale, modelScale } from "./resnet.ts";
@@ -99,11 +112,13 @@ export class CovidNet extends Module {
   readonly config: Required<CovidNetConfig>;
 
   /**
-   * Builds the network with PyTorch's default init, seeded by `options.generator`.
+   * Builds the network, its weights seeded by `options.generator`: with the signal-preserving init
+   * (`options.init` "signal", the default; see the file's description) or the reference's PyTorch layer
+   * defaults ("default").
    * @throws Error when the config is inconsistent (stage count, input size not a multiple of 32, the
-   *   reference wiring without 6 blocks in stage 3).
+   *   reference wiring without 6 blocks in stage 3) or `init` is neither "signal" nor "default".
    */
-  constructor(config: CovidNetConfig, options: InitOptions = {}) {
+  constructor(config: CovidNetConfig, options: CovidNetInit = {}) {
     super();
     const c: Required<CovidNetConfig> = { wiring: "corrected", ...config };
     if (
@@ -119,6 +134,10 @@ export class CovidNet extends Module {
     }
     if (c.wiring === "reference" && c.blocks[2] !== 6) {
       throw new Error("CovidNet: the reference wiring needs 6 blocks in stage 3");
+    }
+    const init = options.init ?? "signal";
+    if (init !== "signal" && init !== "default") {
+      throw new Error(`CovidNet: init must be "signal" or "default", got ${JSON.stringify(init)}`);
     }
     this.config = c;
     const g = options.generator;
@@ -144,6 +163,21 @@ export class CovidNet extends Module {
       "classifier",
       new Linear(c.widths[3] * side * side, c.numClasses, { generator: g }),
     );
+    if (init === "signal") this.keepSignal(g);
+  }
+
+  /** The "signal" init (see the file's description), drawn in module order after the layers' defaults. */
+  private keepSignal(g: InitOptions["generator"]): void {
+    kaimingNormal_(this.conv1.weight, "fan_in", g);
+    fillInPlace(this.conv1.bias!, 0);
+    for (const block of this.pepx.flat()) {
+      block.network.layers.forEach((layer, i) => {
+        const conv = layer as Conv2d;
+        const fanIn = conv.weight.shape.slice(1).reduce((a, b) => a * b, 1);
+        normal_(conv.weight, Math.sqrt((i === 4 ? 0.5 : 1) / fanIn), g);
+        fillInPlace(conv.bias!, 0);
+      });
+    }
   }
 
   /** The sum of stage 4's outputs [N, width4, H/32, W/32] (what a class activation map uses). */
@@ -182,8 +216,18 @@ const COVIDNET_CONFIGS = {
   tiny: { stemWidth: 8, widths: [16, 32, 64, 128], blocks: [3, 4, 6, 3], inputSize: 64 },
 } satisfies Record<ModelScale, Omit<CovidNetConfig, "numClasses">>;
 
+/** The generator of COVID-Net's initial weights and which initialisation to draw them with. */
+export interface CovidNetInit extends InitOptions {
+  /**
+   * "signal" (default): the init that keeps the image's signal through the 91 linear convolutions (see
+   * {@link CovidNet}); "default": PyTorch's layer defaults, as the reference code (every image gets the same
+   * logits at initialisation).
+   */
+  init?: "signal" | "default";
+}
+
 /** Options of {@link covidnet}: the learners' options plus COVID-Net's own. */
-export interface CovidNetOptions extends ModelOptions {
+export interface CovidNetOptions extends Omit<ModelOptions, "init">, CovidNetInit {
   /** See {@link CovidNetConfig.wiring} (default "corrected"). */
   wiring?: "corrected" | "reference";
   /** Input side the head is sized for (default 224 full, 64 tiny). */
@@ -192,7 +236,8 @@ export interface CovidNetOptions extends ModelOptions {
 
 /**
  * COVID-Net small as the FLANNEL authors ran it (29,117,972 parameters with numClasses 4 at 224x224), with
- * PyTorch's default init (the reference re-initialises nothing; `options.init` does not apply).
+ * the signal-preserving init (`options.init` "signal", the default) or the reference's PyTorch layer
+ * defaults (`init: "default"`).
  * @throws Error when `scale` is neither "full" nor "tiny", or the options are inconsistent.
  */
 export function covidnet(options: CovidNetOptions = {}): CovidNet {
@@ -203,7 +248,7 @@ export function covidnet(options: CovidNetOptions = {}): CovidNet {
     inputSize: options.inputSize ?? base.inputSize,
     numClasses: options.numClasses ?? 1000,
     wiring: options.wiring ?? "corrected",
-  }, { generator: options.generator });
+  }, { generator: options.generator, init: options.init });
 }
 
 /** Plain-text description of the tiny COVID-Net (`scale: "tiny"`). */

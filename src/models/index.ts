@@ -57,6 +57,7 @@ export {
   covidnet,
   COVIDNET_TINY_CONFIG,
   type CovidNetConfig,
+  type CovidNetInit,
   type CovidNetOptions,
   PEPX,
 } from "./covidnet.ts";
@@ -74,4 +75,5 @@ export {
   MBConv,
   type MBConvStage,
   SqueezeExcitation,
+  TINY_HEAD_DROPOUT,
 } from "./efficientnet.ts";
