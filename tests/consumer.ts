@@ -12,24 +12,9 @@ import { fileURLToPath } from "node:url";
 import { Buffer } from "node:buffer";
 import process from "node:process";
 import ts from "typescript";
+import { DOC_ENTRIES } from "../tools/api_doc.ts";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-/** The modules whose exports make the public surface (the entry points and the namespaces they export). */
-export const DOC_ENTRIES = [
-  "mod.ts",
-  "src/flannel/mod.ts",
-  "cli.ts",
-  "src/functional.ts",
-  "src/nn/index.ts",
-  "src/optim/optimizers.ts",
-  "src/models/index.ts",
-  "src/io/index.ts",
-  "src/data/index.ts",
-  "src/train/metrics.ts",
-  "src/train/index.ts",
-  "src/train/plots.ts",
-  "src/onnx/index.ts",
-];
 /** The packed tarball's budget (issue 12): under 2 MB. */
 const TARBALL_BUDGET = 10_000_000; // the shipped weights (weights/*.zip) are most of it
 
