@@ -38,7 +38,9 @@ const ENTRIES = [
 /** `npm:name@version[/subpath]` specifiers of src/npm.ts -> { name, version, bare: name[/subpath] }. */
 export function npmSpecifiers(): { specifier: string; name: string; version: string; bare: string }[] {
   const source = readFileSync(join(ROOT, "src/npm.ts"), "utf8");
-  return [...source.matchAll(/(?:from |import\()"(npm:((?:@[^/"]+\/)?[^@"]+)@([^"/]+)(\/[^"]+)?)"/g)].map((m) => ({
+  return [...source.matchAll(/(?:from |import\()"(npm:((?:@[^/"]+\/)?[^@"]+)@([^"/]+)(\/[^"]+)?)"/g)].map((
+    m,
+  ) => ({
     specifier: m[1],
     name: m[2],
     version: m[3],

@@ -2,7 +2,16 @@
 // records its own ONNX translation (src/onnx/trace.ts, the hooks in src/kernels), then writes one ModelProto
 // (opset 17, IR version 8) through protobufjs and ONNX's own schema, with the initializers inside it or,
 // past protobuf's 2 GB or when asked, in an external data file beside it.
-import { basename, closeSync, join, mkdtempSync, openSync, rmSync, tmpdir, writeSync } from "../platform/runtime.ts";
+import {
+  basename,
+  closeSync,
+  join,
+  mkdtempSync,
+  openSync,
+  rmSync,
+  tmpdir,
+  writeSync,
+} from "../platform/runtime.ts";
 import { noGrad, scope, type Tensor } from "../autograd/tensor.ts";
 import { zeros } from "../kernels/basic.ts";
 import { Module } from "../nn/module.ts";
