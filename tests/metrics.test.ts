@@ -6,6 +6,7 @@ import {
   aggregateFolds,
   argmaxRows,
   averagePrecision,
+  calibration,
   CLASS_NAMES,
   classificationReport,
   confusionMatrix,
@@ -304,4 +305,51 @@ test("pairedBootstrap resamples: each replicate's difference equals classificati
   assertClose(result.pValue, Math.min(1, (2 * k) / 41));
   assertThrows(() => pairedBootstrap(labels, [], [b]), /each side needs at least one model/);
   assertThrows(() => pairedBootstrap(labels, [a.subarray(4)], [b]), /59 prediction rows for 60 labels/);
+});
+
+test("calibration: ECE, classwise ECE, Brier and NLL on a hand-computed case; the reliability bins", () => {
+  // Confidences 0.9 (right), 0.8 (wrong), 0.6 (right), 0.7 (right), each alone in its bin of 10:
+  // ECE = (0.1 + 0.8 + 0.4 + 0.3) / 4; per class the same four gaps; Brier (0.02 + 1.28 + 0.32 + 0.18) / 4.
+  const probs = [[0.9, 0.1], [0.8, 0.2], [0.6, 0.4], [0.3, 0.7]], y = [0, 1, 0, 1];
+  const r = calibration(y, probs, { numClasses: 2, bins: 10 });
+  assertClose(r.ece, 0.4, { atol: 1e-12 });
+  assertClose(r.classwiseEce, 0.4, { atol: 1e-12 });
+  assertClose(r.brier, 0.45, { atol: 1e-12 });
+  assertClose(r.nll, -(Math.log(0.9) + Math.log(0.2) + Math.log(0.6) + Math.log(0.7)) / 4, { atol: 1e-12 });
+  assertEquals(r.bins.map((b) => b.count), [0, 0, 0, 0, 0, 1, 1, 1, 1, 0]);
+  assertEquals([r.bins[7].confidence, r.bins[7].accuracy, r.bins[8].accuracy], [0.8, 0, 1]);
+  assert(Number.isNaN(r.bins[0].confidence) && Number.isNaN(r.bins[0].accuracy), "an empty bin is NaN");
+  assertClose([r.bins[3].lower, r.bins[3].upper], [0.3, 0.4], { atol: 1e-12 });
+  // Sure and right: no error at all; sure and wrong: ECE 1, Brier 2, NLL -ln 1e-12.
+  const right = calibration([2, 0], [[0, 0, 1, 0], [1, 0, 0, 0]]);
+  assertEquals([right.ece, right.classwiseEce, right.brier, right.nll], [0, 0, 0, 0]);
+  const wrong = calibration([1], [[1, 0, 0, 0]]);
+  assertClose([wrong.ece, wrong.brier, wrong.nll], [1, 2, -Math.log(1e-12)], { atol: 1e-9 });
+});
+
+test("calibration: labels drawn at the stated confidence give an ECE near 0, overconfident ones near the gap", () => {
+  // 20,000 samples, 4 classes: the top class has probability q in [0.3, 1), the rest share 1 - q; the label
+  // is the top class with probability q (calibrated), or with probability q - 0.2 (overconfident by 0.2).
+  const gen = new Generator(7);
+  const n = 20_000, probs = new Float32Array(n * 4), calibrated: number[] = [], over: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const q = 0.3 + 0.7 * gen.uniform(), top = Math.floor(gen.uniform() * 4);
+    for (let c = 0; c < 4; c++) probs[i * 4 + c] = c === top ? q : (1 - q) / 3;
+    const u = gen.uniform(), other = (top + 1 + Math.floor(gen.uniform() * 3)) % 4;
+    calibrated.push(u < q ? top : other);
+    over.push(u < q - 0.2 ? top : other);
+  }
+  const good = calibration(calibrated, probs), bad = calibration(over, probs);
+  assert(good.ece < 0.02, `calibrated ECE ${good.ece}`);
+  assertClose(bad.ece, 0.2, { atol: 0.02, msg: "overconfident by 0.2" });
+  assert(bad.brier > good.brier && bad.nll > good.nll, "the overconfident labels score worse");
+  assertEquals(good.bins.reduce((a, b) => a + b.count, 0), n);
+});
+
+test("calibration: bad inputs name the problem", () => {
+  assertThrows(() => calibration([], []), /no samples/);
+  assertThrows(() => calibration([0, 1], [[1, 0, 0, 0]]), /1 probability rows for 2 labels/);
+  assertThrows(() => calibration([4], [[1, 0, 0, 0]]), /yTrue\[0\] = 4 is not a class index/);
+  assertThrows(() => calibration([0], [[NaN, 0, 0, 0]]), /not finite/);
+  assertThrows(() => calibration([0], [[1, 0, 0, 0]], { bins: 0 }), /bins must be a positive integer/);
 });

@@ -469,3 +469,102 @@ export function pairedBootstrap(
     replicates,
   };
 }
+
+/** One bin of a reliability diagram: the samples whose confidence lies in (lower, upper]. */
+export interface ReliabilityBin {
+  /** Lower edge (excluded; the first bin takes 0 too). */
+  lower: number;
+  /** Upper edge (included). */
+  upper: number;
+  /** Samples in the bin. */
+  count: number;
+  /** Their mean confidence (the top class's probability); NaN for an empty bin. */
+  confidence: number;
+  /** The share of them whose top class is the true one; NaN for an empty bin. */
+  accuracy: number;
+}
+
+/** The result of {@linkcode calibration}. */
+export interface CalibrationReport {
+  /**
+   * Expected calibration error (Guo et al. 2017): over equal-width confidence bins, the sample-weighted mean
+   * of |accuracy - mean confidence|, the confidence being the top class's probability.
+   */
+  ece: number;
+  /**
+   * Classwise ECE (Kull et al. 2019): for each class, the same over bins of that class's probability with the
+   * class's frequency in place of accuracy; the mean over classes.
+   */
+  classwiseEce: number;
+  /** Multiclass Brier score: the mean over samples of sum_c (p_c - [y = c])^2 (0 to 2). */
+  brier: number;
+  /** Negative log-likelihood: the mean of -ln p_y, p_y clamped at 1e-12 (stage 1's validation loss). */
+  nll: number;
+  /** The top-label bins (a reliability diagram's bars). */
+  bins: ReliabilityBin[];
+}
+
+/** The equal-width bin of `p` among `bins` over [0, 1]: (k/bins, (k+1)/bins], 0 in the first. */
+const binOf = (p: number, bins: number) => Math.min(bins - 1, Math.max(0, Math.ceil(p * bins) - 1));
+
+/**
+ * How far probabilities are from meaning what they say: ECE (top-label and classwise), the Brier score and
+ * the negative log-likelihood, with the reliability diagram's bins. `bins` equal-width bins (default 15).
+ *
+ * @throws Error when there are no samples, the lengths differ, a label is not a class index, a probability is
+ *   not finite, or `bins` is not a positive integer.
+ */
+export function calibration(
+  yTrue: Labels,
+  probs: Probabilities,
+  options: { numClasses?: number; bins?: number } = {},
+): CalibrationReport {
+  const { numClasses = CLASS_NAMES.length, bins = 15 } = options;
+  if (!Number.isInteger(bins) || bins < 1) {
+    throw new Error(`calibration: bins must be a positive integer, got ${bins}`);
+  }
+  const flat = flattenProbs(probs, numClasses);
+  const n = yTrue.length;
+  if (n === 0) throw new Error("calibration: no samples");
+  if (flat.length !== n * numClasses) {
+    throw new Error(`calibration: ${flat.length / numClasses} probability rows for ${n} labels`);
+  }
+  checkLabels(yTrue, numClasses, "yTrue");
+  const predicted = argmaxRows(flat, numClasses);
+  const count = new Float64Array(bins), confidence = new Float64Array(bins), correct = new Float64Array(bins);
+  let brier = 0, nll = 0;
+  for (let i = 0; i < n; i++) {
+    const row = flat.subarray(i * numClasses, (i + 1) * numClasses), y = yTrue[i];
+    const top = row[predicted[i]], b = binOf(top, bins);
+    count[b]++;
+    confidence[b] += top;
+    if (predicted[i] === y) correct[b]++;
+    for (let c = 0; c < numClasses; c++) brier += (row[c] - (c === y ? 1 : 0)) ** 2;
+    nll -= Math.log(Math.max(row[y], 1e-12));
+  }
+  let ece = 0;
+  for (let b = 0; b < bins; b++) ece += Math.abs(correct[b] - confidence[b]) / n;
+  let classwise = 0;
+  for (let c = 0; c < numClasses; c++) {
+    const mass = new Float64Array(bins), hits = new Float64Array(bins);
+    for (let i = 0; i < n; i++) {
+      const p = flat[i * numClasses + c], b = binOf(p, bins);
+      mass[b] += p;
+      if (yTrue[i] === c) hits[b]++;
+    }
+    for (let b = 0; b < bins; b++) classwise += Math.abs(hits[b] - mass[b]) / n / numClasses;
+  }
+  return {
+    ece,
+    classwiseEce: classwise,
+    brier: brier / n,
+    nll: nll / n,
+    bins: Array.from({ length: bins }, (_, b) => ({
+      lower: b / bins,
+      upper: (b + 1) / bins,
+      count: count[b],
+      confidence: count[b] ? confidence[b] / count[b] : NaN,
+      accuracy: count[b] ? correct[b] / count[b] : NaN,
+    })),
+  };
+}
