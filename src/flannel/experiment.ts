@@ -15,7 +15,12 @@ import {
   type Stage1Arch,
 } from "./learners.ts";
 import { type LearnerOutputsFile, loadLearnerOutputs } from "./stage1.ts";
-import { runStage1Folds, type Stage1FoldResult, type Stage1FoldsConfig } from "./stage1_folds.ts";
+import {
+  balancesSources,
+  runStage1Folds,
+  type Stage1FoldResult,
+  type Stage1FoldsConfig,
+} from "./stage1_folds.ts";
 import {
   type MethodSpec,
   runStage2Folds,
@@ -271,7 +276,7 @@ export async function runExperiment(config: ExperimentConfig): Promise<Experimen
       resize: config.resize,
       equalize: config.equalize ?? false,
       recipe: config.recipe ?? "shared",
-      balanceSources: config.balanceSources ?? true,
+      balanceSources: balancesSources(config),
       epochs: config.epochs,
       batchSize: config.batchSize ?? 32,
       lr: config.lr ?? 1e-3,

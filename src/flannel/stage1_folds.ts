@@ -25,6 +25,11 @@ import {
   trainStage1,
 } from "./stage1.ts";
 
+/** Whether a run of {@link runStage1Folds} balances negatives by source (its default: yes). */
+export function balancesSources(config: Pick<Stage1FoldsConfig, "balanceSources">): boolean {
+  return config.balanceSources ?? true;
+}
+
 /** Settings of {@link runStage1Folds}: the data and its split, the learners, and stage 1's training settings. */
 export interface Stage1FoldsConfig {
   /** the records `split` indexes, with their decoded images (same order) */
@@ -257,7 +262,7 @@ export async function runStage1Folds(config: Stage1FoldsConfig): Promise<Stage1F
           onNotice: (m) => say(`${arch} fold ${f}: ${m}`),
           lr: own?.lr ?? config.lr,
           weightDecay: own?.weightDecay ?? config.weightDecay,
-          recipe: (config.balanceSources ?? true) ? { ...own?.recipe, balanceSources: true } : own?.recipe,
+          recipe: balancesSources(config) ? { ...own?.recipe, balanceSources: true } : own?.recipe,
           seed: runSeed,
           crop: config.crop,
           augment: config.augment,

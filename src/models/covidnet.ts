@@ -33,7 +33,7 @@ import { add, relu } from "../kernels/elementwise.ts";
 import { maxPool2d } from "../kernels/pool.ts";
 import { flatten } from "../kernels/view.ts";
 import { Conv2d } from "../nn/cnn_layers.ts";
-import { kaimingNormal_, normal_ } from "../nn/init.ts";
+import { fan, kaimingNormal_, normal_ } from "../nn/init.ts";
 import { type InitOptions, Linear, Sequential } from "../nn/layers.ts";
 import { Module } from "../nn/module.ts";
 import { type ModelOptions, type ModelScale, modelScale } from "./resnet.ts";
@@ -173,8 +173,7 @@ export class CovidNet extends Module {
     for (const block of this.pepx.flat()) {
       block.network.layers.forEach((layer, i) => {
         const conv = layer as Conv2d;
-        const fanIn = conv.weight.shape.slice(1).reduce((a, b) => a * b, 1);
-        normal_(conv.weight, Math.sqrt((i === 4 ? 0.5 : 1) / fanIn), g);
+        normal_(conv.weight, Math.sqrt((i === 4 ? 0.5 : 1) / fan(conv.weight, "fan_in")), g);
         fillInPlace(conv.bias!, 0);
       });
     }

@@ -26,7 +26,11 @@ export function uniform_(t: Tensor, low: number, high: number, generator?: Gener
  * weight [out, in / groups, ...window] counted on its inputs ("fan_in") or outputs ("fan_out").
  */
 export function kaimingNormal_(weight: Tensor, mode: "fan_in" | "fan_out", generator?: Generator): void {
+  normal_(weight, Math.sqrt(2 / fan(weight, mode)), generator);
+}
+
+/** A conv or linear weight's [out, in / groups, ...window] fan, counted on its inputs or its outputs. */
+export function fan(weight: Tensor, mode: "fan_in" | "fan_out"): number {
   const receptive = weight.shape.slice(2).reduce((a, b) => a * b, 1);
-  const fan = (mode === "fan_in" ? weight.shape[1] : weight.shape[0]) * receptive;
-  normal_(weight, Math.sqrt(2 / fan), generator);
+  return (mode === "fan_in" ? weight.shape[1] : weight.shape[0]) * receptive;
 }
