@@ -28,7 +28,16 @@ const classes = fl.metrics.CLASS_NAMES.length;
 // A run's trained models as predict and exportOnnx read them, with seeded weights instead of trained ones.
 const models: flannel.TrainedModels = {
   source: "seeded full-size learners",
-  settings: { archs, baselines: [], scale: "full", crop: 224, resize: 256, equalize: false, folds },
+  settings: {
+    archs,
+    baselines: [],
+    scale: "full",
+    crop: 224,
+    resize: 256,
+    equalize: false,
+    lungCrop: false,
+    folds,
+  },
   loadLearner: (arch, fold) =>
     Promise.resolve(
       flannel.createLearner(arch, { scale: "full", seed: 10 * fold + (archs as string[]).indexOf(arch) }),
@@ -41,11 +50,12 @@ const models: flannel.TrainedModels = {
       for (const [k, t] of Object.entries(nwm.stateDict())) {
         state[k] = { dtype: "F32", shape: t.shape, data: await t.toArray() };
       }
-      return { method, config, state };
+      return { method, config, state, temperature: null }; // untrained: nothing to calibrate
     } finally {
       nwm.dispose();
     }
   },
+  learnerTemperature: () => null,
 };
 
 const dir = mkdtempSync(join(tmpdir(), "fl-onnx-ensemble-"));

@@ -103,7 +103,12 @@ test("bundle: a trained experiment exported; predictions and Fig. 6 from the bun
     const fromFolder = await flannel.predictFiles(run, files, { method });
     const fromBundle = await flannel.predictFiles(bundle, files, { method });
     assertEquals([...fromBundle.probs], [...fromFolder.probs], method);
+    assert(fromBundle.temperature !== null && fromBundle.temperature === fromFolder.temperature, method);
   }
+  assertEquals(
+    bundle.learnerTemperature("resnet152", 1),
+    flannel.runFolderModels(run).learnerTemperature("resnet152", 1),
+  );
   const card = bundle.card();
   assert(card.includes("Not for clinical use") && card.includes("## Table 3: scores"), card);
   assert(card.includes("Data: chestxray64.") && !card.includes("![x]"), card);
@@ -111,6 +116,13 @@ test("bundle: a trained experiment exported; predictions and Fig. 6 from the bun
   assertEquals(
     [...await flannel.camFigure(bundle, files[0], { fold: 1 })],
     [...await flannel.camFigure(run, files[0], { fold: 1 })],
+  );
+  // the captions' probabilities are the learner's scaled by its temperature unless calibration is "none"
+  const camRaw = await flannel.camFigure(bundle, files[0], { fold: 1, calibration: "none" });
+  const camScaled = await flannel.camFigure(bundle, files[0], { fold: 1 });
+  assert(
+    camRaw.length !== camScaled.length || camRaw.some((v, i) => v !== camScaled[i]),
+    `the caption ignored the temperature ${bundle.learnerTemperature("resnet152", 1)}`,
   );
   // the same experiment gives the same bytes (fixed timestamps, sorted entries)
   await flannel.exportBundle(run, join(tmp, "again.zip"), { notes: "Data: chestxray64." });
@@ -177,7 +189,15 @@ test("bundle: altered, incomplete or foreign bundles are refused before use, eac
       at("crop"),
       (e) => editManifest(e, (m) => ((m.settings as { crop: number }).crop = 0)),
     ),
-    /settings \(archs, scale, crop, resize, equalize\) missing or out of range/,
+    /settings \(archs, scale, crop, resize, equalize, lungCrop\) missing or out of range/,
+  );
+  await refused(
+    await rewrite(
+      good,
+      at("lungcrop"),
+      (e) => editManifest(e, (m) => ((m.settings as { lungCrop: unknown }).lungCrop = "yes")),
+    ),
+    /settings \(archs, scale, crop, resize, equalize, lungCrop\) missing or out of range/,
   );
   await refused(
     await rewrite(good, at("huge"), (e) => e.set("manifest.json", noise(2 << 20))), // noise: no zip-bomb ratio
@@ -244,6 +264,19 @@ test("bundle: export, predict --model and cam --model on the command line; the e
   assert(/wrote .*cli\.zip \(.* MiB\): 1 learners x 2 folds/.test(cli("export", "--run", run, "--out", out)));
   const fromRun = cli("predict", "--run", run, "--images", ...files);
   assertEquals(cli("predict", "--model", out, "--images", ...files), fromRun);
+  // --calibration none: the raw fold average, other probabilities, the same predicted classes
+  const rawCsv = cli("predict", "--model", out, "--calibration", "none", "--images", ...files);
+  const column = (csv: string, c: number) => csv.trim().split("\n").slice(1).map((r) => r.split(",")[c]);
+  assert(
+    column(rawCsv, 1).join() !== column(fromRun, 1).join(),
+    "calibration left the probabilities as they were",
+  );
+  assertEquals(column(rawCsv, 5), column(fromRun, 5));
+  assert(
+    /--calibration must be temperature or none, not platt/.test(
+      cliError("predict", "--model", out, "--calibration", "platt", "--images", files[0]),
+    ),
+  );
   const camDir = join(tmp, "cams");
   cli("cam", "--model", out, "--out", camDir, "--images", files[0], files[1]);
   assertEquals(readdirSync(camDir).length, 2);
@@ -276,6 +309,16 @@ test("bundle: the shipped weights (weights/): under 10 MB, F16, five learners x 
   assertEquals(shipped.manifest.folds, [0, 1, 2, 3, 4]);
   assertEquals(shipped.manifest.weights, "F16");
   assert(shipped.card().includes("Not for clinical use"));
+  // calibrated: every fold's FLANNEL and every learner carry a temperature, and the card reports them
+  for (const fold of shipped.manifest.folds) {
+    for (const arch of shipped.manifest.settings.archs) {
+      assert(shipped.learnerTemperature(arch, fold)! > 0, `${arch} fold ${fold} has no temperature`);
+    }
+  }
+  assert(
+    shipped.card().includes("## Calibration") && shipped.card().includes("## The folds' ensemble"),
+    "the model card reports calibration",
+  );
   const images = join(shared, "chestxray", "images");
   if (!existsSync(images)) throw new AssertionError(`test data missing: ${images}`);
   const pick = readdirSync(images).filter((f) => /^(covid_ieee|normal_kaggle)/.test(f)).sort()

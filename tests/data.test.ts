@@ -26,7 +26,8 @@ import {
   readImageSync,
   resizeGray,
 } from "../src/io/images.ts";
-import { equalizeHistogram, ImageCache } from "../src/data/preprocess.ts";
+import { equalizeHistogram, ImageCache, resizeShortSide } from "../src/data/preprocess.ts";
+import { cropBox, cropLungField, lungFieldBox } from "../src/data/lung_field.ts";
 import { assert, assertClose, assertEquals, AssertionError, assertThrows, test } from "./harness.ts";
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -596,4 +597,62 @@ test("`data --json` on layouts/ (the CLI, spawned in this runtime)", () => {
 
 test.afterAll(() => {
   rmSync(tmp, { recursive: true, force: true });
+});
+
+test("lungFieldBox: both lungs of a drawn chest in, the marker and the air around out; the fallbacks by hand", () => {
+  // 128 x 128: air (0) outside x 10..117, body 0.7, lungs 0.2 at x 25..55 and 73..103, rows 30..100, the spine
+  // 0.9 at x 60..68, a burnt-in marker (1) at x, y 2..8.
+  const w = 128, h = 128, image = { width: w, height: h, data: new Float32Array(w * h) };
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const lung = y >= 30 && y <= 100 && ((x >= 25 && x <= 55) || (x >= 73 && x <= 103));
+      const body = x >= 10 && x <= 117;
+      image.data[y * w + x] = lung ? 0.2 : x >= 60 && x <= 68 ? 0.9 : body ? 0.7 : 0;
+      if (x >= 2 && x <= 8 && y >= 2 && y <= 8) image.data[y * w + x] = 1;
+    }
+  }
+  const box = lungFieldBox(image);
+  assert(box.x <= 25 && box.x + box.width - 1 >= 103, `columns ${box.x}..${box.x + box.width - 1}`);
+  assert(box.y <= 30 && box.y + box.height - 1 >= 100, `rows ${box.y}..${box.y + box.height - 1}`);
+  assert(box.x > 10 && box.x + box.width - 1 < 117, `the air at the sides is out: ${JSON.stringify(box)}`);
+  assert(box.x > 8 || box.y > 8, `the marker is out: ${JSON.stringify(box)}`);
+  assertEquals(box.width, box.height, "grown to a square");
+  const cropped = cropLungField(image);
+  assertEquals([cropped.width, cropped.height], [box.width, box.height]);
+  assertEquals(cropped.data[0], image.data[box.y * w + box.x]);
+  // A constant image (100 wide, 200 tall) has no lungs: no chest wall, so the columns run to the edges; no dark
+  // rows, so the rows fall back to the central 80% (20..180), plus 5% of 160 each side; no wider than the image.
+  const flat = { width: 100, height: 200, data: new Float32Array(100 * 200).fill(0.5) };
+  assertEquals(lungFieldBox(flat), { x: 0, y: 12, width: 100, height: 177 });
+  assertThrows(
+    () => lungFieldBox({ width: 8, height: 40, data: new Float32Array(320) }),
+    /8x40; at least 16x16/,
+  );
+  assertThrows(() => cropBox(flat, { x: 90, y: 0, width: 20, height: 5 }), /not inside the 100x200 image/);
+});
+
+test("lungFieldBox on real X-rays: inside the image, at least 40% x 30% of it, cropped in the cache before resizing", async () => {
+  const dir = sharedDir("chestxray");
+  const files = readdirSync(join(dir, "images")).sort().filter((_, i) => i % 50 === 0);
+  const plain = new ImageCache(73), cropped = new ImageCache(73, { lungCrop: true });
+  let smaller = 0;
+  for (const f of files) {
+    const record = { file: join(dir, "images", f) };
+    const image = readImageSync(record.file), box = lungFieldBox(image);
+    assert(
+      box.x >= 0 && box.y >= 0 && box.x + box.width <= image.width && box.y + box.height <= image.height,
+      f,
+    );
+    assert(
+      box.width >= 0.4 * image.width && box.height >= 0.3 * image.height,
+      `${f}: ${JSON.stringify(box)}`,
+    );
+    if (box.width * box.height < 0.9 * image.width * image.height) smaller++;
+    assertEquals(await cropped.get(record), resizeShortSide(cropBox(image, box), 73), f);
+    assertEquals(await plain.get(record), resizeShortSide(image, 73), f);
+  }
+  assert(
+    smaller >= 0.5 * files.length,
+    `only ${smaller} of ${files.length} boxes leave out a tenth of the image`,
+  );
 });

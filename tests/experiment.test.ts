@@ -114,6 +114,7 @@ test("experiment on chestxray64: two tiny learners, two folds; every Table 3 row
     "fig2_covid_f1.png",
     "fig3_covid_roc.png",
     "fig3_covid_pr.png",
+    "fig3_reliability.png",
     "fig4_confusion.png",
   ]);
   for (const f of figures) {
@@ -121,7 +122,49 @@ test("experiment on chestxray64: two tiny learners, two folds; every Table 3 row
     assert(png.width >= 400 && png.height >= 300, `${f}: ${png.width}x${png.height}`);
   }
   const json = JSON.parse(JSON.stringify(result, flannel.withoutProbabilities));
-  assertEquals([json.testLabels, json.methods[0].testProbs], [undefined, undefined]);
+  assertEquals([json.testLabels, json.methods[0].testProbs, json.methods[0].calibratedTestProbs], [
+    undefined,
+    undefined,
+    undefined,
+  ]);
+  assertEquals(json.methods[7].calibration[1], result.methods[7].calibration[1]);
+
+  // Calibration: every row's temperature is fitted on its fold's selection share (recomputed here for a
+  // learner: the out-of-fold outputs' stratified 20%), its scores are those of the test probabilities raw and
+  // scaled, and scaling keeps every argmax (Table 3 is the same either way).
+  const oof = await flannel.loadLearnerOutputs(
+    join(flannel.stage1FoldDir(tmp, "resnet152", 1), "val.safetensors"),
+  );
+  const share = fl.data.stratifiedSplit(oof.labels, 0.2, 1 + 31 * 2).test;
+  const shareProbs = new Float32Array(share.length * 4);
+  share.forEach((i, j) => shareProbs.set(oof.probs.subarray(4 * i, 4 * i + 4), 4 * j));
+  assertClose(
+    result.methods[0].calibration[1].temperature,
+    fl.metrics.fitTemperature(share.map((i) => oof.labels[i]), shareProbs),
+    { atol: 1e-12 },
+  );
+  for (const m of result.methods) {
+    for (const [f, c] of m.calibration.entries()) {
+      const { bins: _, ...raw } = fl.metrics.calibration(result.testLabels, m.testProbs[f]);
+      const scaled = fl.metrics.temperatureScale(m.testProbs[f], c.temperature);
+      const { bins: __, ...calibrated } = fl.metrics.calibration(result.testLabels, scaled);
+      assertEquals([c.raw, c.calibrated], [raw, calibrated], `${m.name} fold ${f}`);
+      assertEquals(c.eceFloor, fl.metrics.eceFloor(scaled), `${m.name} fold ${f}: ECE's floor`);
+      assertEquals(
+        fl.metrics.classificationReport(result.testLabels, m.calibratedTestProbs[f]).confusion,
+        m.folds[f].confusion,
+        `${m.name} fold ${f}: the argmax moved`,
+      );
+    }
+    assertClose(
+      m.calibrationSummary.temperature.mean,
+      (m.calibration[0].temperature + m.calibration[1].temperature) / 2,
+    );
+  }
+  const flannelRow = result.methods[7];
+  const meta = await fl.io.readSafetensorsMetadata(flannel.stage2ModelPath(tmp, 1, "FLANNEL"));
+  assertEquals(Number(meta.temperature), flannelRow.calibration[1].temperature);
+  assert(flannel.calibrationTable(result).includes("| FLANNEL |"), "the calibration table has FLANNEL's row");
   assertEquals(result.methods[0].testProbs.length, 2);
 
   // prediction on new files from the folder: Voting = the folds' mean of the learners' mean probabilities
@@ -129,6 +172,7 @@ test("experiment on chestxray64: two tiny learners, two folds; every Table 3 row
   const files = split.test.slice(0, 3).map((i) => records[i].file);
   const predicted = await flannel.predictFiles(tmp, [...files, join(tmp, "results.json")], {
     method: "Voting",
+    calibration: "none",
   });
   assertEquals(predicted.files, files);
   assertEquals(predicted.skipped.length, 1);
@@ -151,6 +195,46 @@ test("experiment on chestxray64: two tiny learners, two folds; every Table 3 row
       atol: 1e-5,
     });
   }
+  // Calibrated prediction: the raw fold average scaled by the folds' mean temperature, the same argmax.
+  const rawPredicted = await flannel.predictFiles(tmp, files, { calibration: "none" });
+  const meanTemperature = (flannelRow.calibration[0].temperature + flannelRow.calibration[1].temperature) / 2;
+  assertEquals([rawPredicted.temperature, flannelPredicted.temperature], [null, meanTemperature]);
+  assertClose(flannelPredicted.probs, fl.metrics.temperatureScale(rawPredicted.probs, meanTemperature), {
+    atol: 1e-6,
+  });
+  assertEquals(
+    fl.metrics.argmaxRows(flannelPredicted.probs, 4),
+    fl.metrics.argmaxRows(rawPredicted.probs, 4),
+  );
+  // ... which is the experiment's fold ensemble on those test images, and its report is that of the average.
+  const testFiles = (await load("resnet152")).files;
+  const ensembleProbs = fl.metrics.temperatureScale(
+    flannel.foldMean(flannelRow.testProbs),
+    flannelRow.foldEnsemble.temperature,
+  );
+  files.forEach((file, i) => {
+    const row = testFiles.indexOf(file);
+    assertClose(
+      flannelPredicted.probs.subarray(4 * i, 4 * i + 4),
+      ensembleProbs.subarray(4 * row, 4 * row + 4),
+      {
+        atol: 1e-5,
+      },
+    );
+  });
+  assertEquals(flannelRow.foldEnsemble.temperature, meanTemperature);
+  assertEquals(
+    flannelRow.foldEnsemble.report,
+    fl.metrics.classificationReport(result.testLabels, flannel.foldMean(flannelRow.testProbs)),
+  );
+  await assertRejects(
+    () => flannel.predictFiles(tmp, files, { calibration: "platt" as flannel.Calibration }),
+    /calibration must be temperature or none, not "platt"/,
+  );
+  assertEquals(
+    flannel.runFolderModels(tmp).learnerTemperature("densenet161", 1),
+    result.methods[1].calibration[1].temperature,
+  );
   await assertRejects(
     () => flannel.predictFiles(tmp, files, { method: "Bagging" }),
     /no trained Bagging for fold 0/,
@@ -252,7 +336,7 @@ test("experiment with the baselines: their rows between the learners' and the en
   assertEquals(written.audit, JSON.parse(JSON.stringify(audit)));
   assertEquals(written.methods[0].testProbs, undefined);
   const file = records[split.test[0]].file;
-  const predicted = await flannel.predictFiles(out, [file], { method: "Voting" });
+  const predicted = await flannel.predictFiles(out, [file], { method: "Voting", calibration: "none" });
   const r = await flannel.loadLearnerOutputs(
     join(flannel.stage1FoldDir(out, "resnet152", 0), "test.safetensors"),
   );

@@ -10,12 +10,16 @@ import {
   CLASS_NAMES,
   classificationReport,
   confusionMatrix,
+  eceFloor,
+  fitTemperature,
   formatMeanStd,
   meanStd,
   pairedBootstrap,
   precisionRecallCurve,
   rocAuc,
   rocCurve,
+  TEMPERATURE_RANGE,
+  temperatureScale,
 } from "../src/train/metrics.ts";
 import { Generator } from "../src/kernels/random.ts";
 
@@ -352,4 +356,79 @@ test("calibration: bad inputs name the problem", () => {
   assertThrows(() => calibration([4], [[1, 0, 0, 0]]), /yTrue\[0\] = 4 is not a class index/);
   assertThrows(() => calibration([0], [[NaN, 0, 0, 0]]), /not finite/);
   assertThrows(() => calibration([0], [[1, 0, 0, 0]], { bins: 0 }), /bins must be a positive integer/);
+});
+
+test("temperatureScale: softmax(ln p / T) by hand; T = 1 renormalises; every argmax kept; zeros clamped", () => {
+  // T = 2 turns p into sqrt(p), normalised; T = 0.5 into p^2, normalised.
+  const p = [[0.5, 0.25, 0.25], [0.1, 0.6, 0.3]];
+  const soft = temperatureScale(p, 2, 3), sharp = temperatureScale(p, 0.5, 3);
+  const norm = (row: number[]) => row.map((v) => v / row.reduce((a, b) => a + b, 0));
+  assertClose(Array.from(soft), [...norm(p[0].map(Math.sqrt)), ...norm(p[1].map(Math.sqrt))], { atol: 1e-7 });
+  assertClose(Array.from(sharp), [...norm(p[0].map((v) => v * v)), ...norm(p[1].map((v) => v * v))], {
+    atol: 1e-7,
+  });
+  assertClose(Array.from(temperatureScale([[2, 1, 1]], 1, 3)), [0.5, 0.25, 0.25], { atol: 1e-7 });
+  assertEquals(Array.from(argmaxRows(soft, 3)), [0, 1]);
+  // A zero becomes 1e-12 before the logarithm: at T = 100 it is far from 0 but still the smallest.
+  const zero = temperatureScale([[0, 0.9, 0.1]], 100, 3);
+  assert(zero[0] > 0.25 && zero[0] < zero[2] && zero[2] < zero[1], `clamped zero: ${Array.from(zero)}`);
+  assertThrows(() => temperatureScale(p, 0, 3), /finite positive number, got 0/);
+  assertThrows(() => temperatureScale([[-0.1, 1.1]], 1, 2), /probability -0.1 at row 0/);
+});
+
+test("fitTemperature: recovers the temperature labels were drawn at; the NLL is least there", () => {
+  // Probabilities softmax(z), labels drawn from softmax(z / 2.5): the right temperature is 2.5.
+  const gen = new Generator(3);
+  const n = 20_000, m = 4, probs = new Float32Array(n * m), labels = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    const z = Array.from({ length: m }, () => 4 * (gen.uniform() - 0.5) * 2);
+    const at = (t: number) => norm(z.map((v) => Math.exp(v / t)));
+    const norm = (row: number[]) => row.map((v) => v / row.reduce((a, b) => a + b, 0));
+    probs.set(at(1), i * m);
+    const drawn = at(2.5), u = gen.uniform();
+    let c = 0;
+    for (let acc = drawn[0]; acc < u && c < m - 1;) acc += drawn[++c];
+    labels[i] = c;
+  }
+  const t = fitTemperature(labels, probs);
+  assertClose(t, 2.5, { atol: 0.1, msg: "fitted temperature" });
+  // The fit is the NLL's minimum, checked by the NLL itself (calibration) a little either side.
+  const nll = (temp: number) => calibration(labels, temperatureScale(probs, temp)).nll;
+  assert(
+    nll(t) < nll(t * 0.97) && nll(t) < nll(t * 1.03),
+    `NLL ${nll(t * 0.97)}, ${nll(t)}, ${nll(t * 1.03)}`,
+  );
+  const before = calibration(labels, probs).ece, after = calibration(labels, temperatureScale(probs, t)).ece;
+  assert(before > 0.1 && after < 0.02, `ECE ${before} before, ${after} after`);
+});
+
+test("fitTemperature: range bounds when the optimum lies beyond them; bad inputs name the problem", () => {
+  // Always right: sharper is always better, down to the lower bound; always wrong: flatter, to the upper.
+  assertEquals(fitTemperature([0, 1], [[0.6, 0.4], [0.3, 0.7]], { numClasses: 2 }), TEMPERATURE_RANGE[0]);
+  assertEquals(fitTemperature([1, 0], [[0.6, 0.4], [0.3, 0.7]], { numClasses: 2 }), TEMPERATURE_RANGE[1]);
+  assertThrows(() => fitTemperature([], []), /no samples/);
+  assertThrows(() => fitTemperature([0, 1], [[1, 0, 0, 0]]), /1 probability rows for 2 labels/);
+  assertThrows(() => fitTemperature([7], [[1, 0, 0, 0]]), /yTrue\[0\] = 7 is not a class index/);
+  assertThrows(() => fitTemperature([0], [[NaN, 0, 0, 0]]), /not finite/);
+});
+
+test("eceFloor: ECE's bias when the probabilities are right by construction; shrinks as the set grows", () => {
+  // One coin flip at 0.5 is right or wrong, never half right: ECE 0.5 whatever is drawn. Sure rows: 0.
+  assertEquals(eceFloor([[0.5, 0.5]], { numClasses: 2 }), 0.5);
+  assertEquals(eceFloor([[0, 0, 1, 0], [1, 0, 0, 0]]), 0);
+  // The same confidences on 10,000 rows instead of 100: the floor falls about tenfold (1 / sqrt(n)).
+  const gen = new Generator(5);
+  const rows = (n: number) =>
+    Array.from({ length: n }, () => {
+      const q = 0.4 + 0.5 * gen.uniform();
+      return [q, (1 - q) / 3, (1 - q) / 3, (1 - q) / 3];
+    });
+  const small = eceFloor(rows(100), { draws: 100 }), large = eceFloor(rows(10_000), { draws: 20 });
+  assert(
+    small > 0.05 && large < 0.015 && small / large > 5,
+    `floor ${small} at 100 rows, ${large} at 10,000`,
+  );
+  const some = rows(50);
+  assertEquals(eceFloor(some, { seed: 3 }), eceFloor(some, { seed: 3 }), "seeded: the same floor twice");
+  assertThrows(() => eceFloor([[1, 0, 0, 0]], { draws: 0 }), /draws must be a positive integer/);
 });

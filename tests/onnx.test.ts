@@ -492,12 +492,14 @@ test(
     const x = await xrayBatch();
     assertEquals([bundle.settings.resize, bundle.settings.crop, bundle.settings.equalize], [73, CROP, false]);
     const sizes: string[] = [];
+    let flannelTemperature: number | null = null;
     for (const method of bundle.manifest.methods) {
       const path = join(tmp, `ensemble-${method.replaceAll(" ", "_")}.onnx`);
       const info = await flannel.exportOnnx(bundle, path, { method });
       assertEquals([info.path, info.external, info.bytes], [path, false, statSync(path).size]);
       const want = await flannel.predictFiles(bundle, xrayFiles, { method });
       assertEquals(want.files, xrayFiles);
+      if (method === "FLANNEL") flannelTemperature = want.temperature;
       const got = await runOnnx(path, { input: { data: x, dims: [BATCH, 3, CROP, CROP] } });
       assertEquals(got.probs.dims, [BATCH, 4]);
       const diff = maxAbsDiff(got.probs.data, want.probs);
@@ -525,6 +527,7 @@ test(
         meta.method,
         meta.learners,
         meta.folds,
+        meta.temperature,
         meta.resize,
         meta.crop,
         meta.equalize,
@@ -536,6 +539,7 @@ test(
         "FLANNEL",
         bundle.settings.archs.join(","),
         "0,1,2,3,4",
+        String(flannelTemperature ?? "none"),
         "73",
         "64",
         "false",

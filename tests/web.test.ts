@@ -283,6 +283,8 @@ browserTest(
     assertEquals(predict.status, 0, predict.stderr);
     assertEquals(csv, predict.stdout);
     assertEquals(csv.split("\n").length, 10); // header, 8 rows, final newline
+    const status = await page.$eval("#status", (e) => e.textContent!);
+    assert(/Probabilities calibrated \(temperature \d+\.\d\d\)/.test(status), status);
     await page.screenshot({ path: artifactPath("web-page").replace(/\.json$/, ".png"), fullPage: true });
     // warm: the same browser loads the page again (compiled WebAssembly and code cached)
     const t1 = Date.now();

@@ -2,7 +2,7 @@
 import { basename, join, resolve } from "node:path";
 import * as fl from "../../mod.ts";
 import * as flannel from "../flannel/mod.ts";
-import { imageFiles, intOption, parseImageArgs, trainedModels } from "./shared.ts";
+import { calibrationOption, imageFiles, intOption, parseImageArgs, trainedModels } from "./shared.ts";
 
 /** `flannel cam --help`. */
 export const HELP = `flannel cam: class activation maps of each learner on chest X-ray images (Fig. 6)
@@ -19,6 +19,8 @@ Options:
   --model FILE     a bundle written by 'flannel export' (default: the shipped one)
   --run DIR        an 'experiment' output folder instead of a bundle
   --fold F         which fold's learners (default the first)
+  --calibration C  temperature (default: each caption's probability scaled by its learner's temperature,
+                   fitted when the models were trained) or none (raw)
   --out PATH       for one image, the PNG to write; for several, a folder (default: DIR/cam with --run,
                    else ./cam), each image's map as <image name>.png
   --backend NAME   auto | webgpu | wasm (default: $FLANNEL_BACKEND, else auto:
@@ -31,8 +33,10 @@ export async function cam(args: string[]): Promise<void> {
     image: { type: "string" },
     fold: { type: "string" },
     out: { type: "string" },
+    calibration: { type: "string", default: "temperature" },
   });
   if (values.help) return console.log(HELP);
+  const calibration = calibrationOption("cam", values);
   const files = imageFiles("cam", [...(values.image ? [values.image as string] : []), ...paths]);
   const models = trainedModels("cam", values as { run?: string; model?: string });
   const fold = values.fold === undefined
@@ -44,7 +48,7 @@ export async function cam(args: string[]): Promise<void> {
     ? out ?? (values.run ? join(resolve(values.run as string), "cam") : resolve("cam"))
     : null;
   for (const file of files) {
-    const png = await flannel.camFigure(models, file, { fold });
+    const png = await flannel.camFigure(models, file, { fold, calibration });
     const path = folder ? join(folder, `${basename(file).replace(/\.[^.]*$/, "")}.png`) : out!;
     fl.train.plots.savePNG(path, png);
     console.log(`wrote ${path}`);

@@ -55,6 +55,10 @@ The learner rows are the synthetic learners' own probabilities on the test part 
 ## Table 3: F1 per class and macro-F1 on the test part, mean (std) over folds
 
 ${flannel.table3(result)}
+
+## Calibration on the test part, mean (std) over folds: raw and temperature-scaled "(T)"
+
+${flannel.calibrationTable(result)}
 `;
 }
 

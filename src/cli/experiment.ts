@@ -114,6 +114,26 @@ ${fl.data.formatSummary(summary)}
 
 ${flannel.table3(result)}
 
+## Calibration: do the probabilities mean what they say? (test part, mean (std) over folds)
+
+Expected calibration error (ECE: 15 equal-width bins of the top class's probability; the sample-weighted
+mean gap between a bin's accuracy and its mean confidence), its classwise variant, the Brier score and the
+negative log-likelihood, raw and after temperature scaling "(T)": each fold's temperature is fitted on the
+share of its out-of-fold outputs that chose the stage-2 epoch, never on the test part. Scaling keeps every
+argmax, so Table 3 is the same either way. \`predict\` applies the folds' mean temperature to their averaged
+probabilities (\`--calibration none\` keeps them raw).
+
+${flannel.calibrationTable(result)}
+
+![Reliability](fig3_reliability.png)
+
+## The folds' ensemble: what predict and a bundle run (test part)
+
+Each row's fold models as one ensemble: the folds' test probabilities averaged, then scaled by the
+folds' mean temperature, exactly what \`predict\` computes for a new image. One set of test images, so no std.
+
+${flannel.foldEnsembleTable(result)}
+
 ## Figures
 
 COVID F1 per method with fold error bars (Fig. 2), COVID-vs-rest ROC and precision-recall curves (Fig. 3),

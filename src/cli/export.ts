@@ -4,7 +4,7 @@ import { parseArgs } from "node:util";
 import { existsSync, readFileSync, statSync } from "node:fs";
 import * as fl from "../../mod.ts";
 import * as flannel from "../flannel/mod.ts";
-import { fail, trainedModels } from "./shared.ts";
+import { calibrationOption, fail, trainedModels } from "./shared.ts";
 
 /** `flannel export --help`. */
 export const HELP =
@@ -38,6 +38,7 @@ Options:
   --onnx OUT.onnx    the ONNX file to write
   --method NAME      the combiner in the ONNX graph (default FLANNEL; also Voting, Ensemble_MLP_1,
                      Ensemble_MLP_2, "FLANNEL w/o focal", "FLANNEL w/o focal + sampling")
+  --calibration C    temperature (default: the graph ends with predict's temperature scaling) or none
   --backend NAME     auto | webgpu | wasm: where the models run while they are traced (default auto)
   --help`;
 
@@ -52,6 +53,7 @@ export async function exportCommand(args: string[]): Promise<void> {
       notes: { type: "string" },
       onnx: { type: "string" },
       method: { type: "string", default: "FLANNEL" },
+      calibration: { type: "string", default: "temperature" },
       backend: { type: "string" },
       help: { type: "boolean" },
     },
@@ -66,10 +68,14 @@ export async function exportCommand(args: string[]): Promise<void> {
     fail(`export: --weights must be f32 or f16, not ${values.weights}`);
   }
   if (values.notes && !existsSync(values.notes)) fail(`export: ${values.notes} does not exist`);
+  const calibration = calibrationOption("export", values);
   if (values.onnx) {
     const models = trainedModels("export", values);
     await fl.init({ backend: values.backend as fl.InitOptions["backend"] });
-    const info = await flannel.exportOnnx(models, resolve(values.onnx), { method: values.method });
+    const info = await flannel.exportOnnx(models, resolve(values.onnx), {
+      method: values.method,
+      calibration,
+    });
     console.log(
       `wrote ${values.onnx} (${(info.bytes / 2 ** 20).toFixed(1)} MiB${
         info.externalDataPath

@@ -2,7 +2,7 @@
 import process from "node:process";
 import * as fl from "../../mod.ts";
 import * as flannel from "../flannel/mod.ts";
-import { imageFiles, parseImageArgs, trainedModels } from "./shared.ts";
+import { calibrationOption, imageFiles, parseImageArgs, trainedModels } from "./shared.ts";
 
 /** `flannel predict --help`. */
 export const HELP = `flannel predict: class probabilities of chest X-ray images from trained models
@@ -25,6 +25,9 @@ Options:
   --run DIR        an 'experiment' output folder instead of a bundle
   --method NAME    the combiner (default FLANNEL; also Voting, Ensemble_MLP_1, Ensemble_MLP_2,
                    "FLANNEL w/o focal", "FLANNEL w/o focal + sampling")
+  --calibration C  temperature (default: the folds' averaged probabilities scaled by the mean of their
+                   temperatures, fitted when the models were trained, so that a probability of 0.8 is
+                   right about 80% of the time; the predicted class is the same) or none (raw)
   --backend NAME   auto | webgpu | wasm (default: $FLANNEL_BACKEND, else auto:
                     WebGPU on a GPU, else WebAssembly: also where the only
                     adapter is a CPU implementation such as lavapipe)
@@ -33,12 +36,19 @@ Options:
 export async function predict(args: string[]): Promise<void> {
   const { values, paths } = parseImageArgs("predict", args, {
     method: { type: "string", default: "FLANNEL" },
+    calibration: { type: "string", default: "temperature" },
   });
   if (values.help) return console.log(HELP);
+  const calibration = calibrationOption("predict", values);
   const files = imageFiles("predict", paths);
   const models = trainedModels("predict", values as { run?: string; model?: string });
   await fl.init({ backend: values.backend as fl.InitOptions["backend"] });
-  const result = await flannel.predictFiles(models, files, { method: values.method as string });
+  const result = await flannel.predictFiles(models, files, { method: values.method as string, calibration });
   for (const s of result.skipped) console.error(`unreadable, left out: ${s.reason}`);
+  if (calibration === "temperature" && result.temperature === null) {
+    console.error(
+      `${models.source}: the models carry no temperature (trained before calibration): raw probabilities`,
+    );
+  }
   process.stdout.write(flannel.predictionsCsv(result.files, result.probs));
 }

@@ -126,6 +126,9 @@ export const IMAGE_RUN_HELP = `Options:
                     crop, no noise); --resume refuses a checkpoint trained with another
   --equalize        histogram-equalise every image after resizing (a mitigation of source shortcuts:
                     exposure and contrast differ between the data sources; predict and cam repeat it)
+  --lung-crop       crop every image to its lung fields before resizing (found from its intensity
+                    profiles: fl.data.lungFieldBox; a mitigation of source shortcuts: markers, labels
+                    and framing sit outside the lungs; predict and cam repeat it)
   --balance-sources on|off
                     on (default): negatives balanced by source: in every source with covid and non-covid
                     training images, the non-covid ones are drawn again (with replacement) until they
@@ -153,6 +156,7 @@ export const IMAGE_RUN_OPTIONS = {
   pretrained: { type: "string" },
   resume: { type: "boolean" },
   equalize: { type: "boolean" },
+  "lung-crop": { type: "boolean" },
   "balance-sources": { type: "string" },
   recipe: { type: "string" },
   augment: { type: "string" },
@@ -213,6 +217,7 @@ export async function prepareImageRun(command: string, values: ImageRunValues) {
     resume: values.resume,
     pretrained: values.pretrained && resolve(values.pretrained),
     equalize: values.equalize ?? false,
+    lungCrop: values["lung-crop"] ?? false,
     balanceSources: onOffOption(command, "balance-sources", values["balance-sources"], true),
     recipe: recipeOption(command, values.recipe),
     augment: augmentOption(command, values.augment),
@@ -238,7 +243,7 @@ export async function prepareImageRun(command: string, values: ImageRunValues) {
       dirs.join(", ")
     } (${loaded.skipped.length} rows skipped); decoding`,
   );
-  const cache = new fl.data.ImageCache(resize, { equalize: values.equalize });
+  const cache = new fl.data.ImageCache(resize, { equalize: settings.equalize, lungCrop: settings.lungCrop });
   const bar = new fl.train.ProgressBar();
   const decodeStart = performance.now();
   const readable = await cache.getReadable(
@@ -360,4 +365,13 @@ export function parseImageArgs(
     fail(`${command}: ${positionals[0]} is not an option; images follow --images PATH`);
   }
   return { values, paths: [...(images ?? []), ...positionals] };
+}
+
+/** The --calibration option of predict and cam, checked (temperature or none). */
+export function calibrationOption(command: string, values: Record<string, unknown>): flannel.Calibration {
+  const calibration = values.calibration as flannel.Calibration;
+  if (!flannel.CALIBRATIONS.includes(calibration)) {
+    fail(`${command}: --calibration must be ${flannel.CALIBRATIONS.join(" or ")}, not ${calibration}`);
+  }
+  return calibration;
 }

@@ -42,6 +42,7 @@ export {
   stratifiedSplit,
   type SubsampleSpec,
 } from "./splits.ts";
+export { cropBox, cropLungField, lungFieldBox, type PixelBox } from "./lung_field.ts";
 export {
   type BatchOptions,
   centreCrop,

@@ -6,6 +6,7 @@
 import { type GrayImage, resizeGray } from "../io/images.ts";
 import { type Generator, threefry2x32 } from "../kernels/random.ts";
 import { type ImageSource, loadImage, type Skipped } from "./datasets.ts";
+import { cropLungField } from "./lung_field.ts";
 
 /** ImageNet's per-channel (R, G, B) mean of [0, 1] pixels, as torchvision's pretrained models expect. */
 export const IMAGENET_MEAN = [0.485, 0.456, 0.406] as const;
@@ -29,18 +30,21 @@ export class ImageCache {
   readonly resize: number;
   /** Whether every image is histogram-equalised after resizing (see {@linkcode equalizeHistogram}). */
   readonly equalize: boolean;
+  /** Whether every image is cropped to its lung fields before resizing (see `cropLungField`). */
+  readonly lungCrop: boolean;
   private readonly images = new Map<string, Promise<GrayImage>>();
   /**
-   * An empty cache whose images get short side `resize` (default 256), then, with `equalize`, histogram
-   * equalisation.
+   * An empty cache whose images are, with `lungCrop`, cropped to their lung fields, then get short side
+   * `resize` (default 256), then, with `equalize`, histogram equalisation.
    * @throws Error when `resize` is not a positive integer.
    */
-  constructor(resize = 256, options: { equalize?: boolean } = {}) {
+  constructor(resize = 256, options: { equalize?: boolean; lungCrop?: boolean } = {}) {
     if (!Number.isInteger(resize) || resize < 1) {
       throw new Error(`ImageCache: resize must be a positive integer, got ${resize}`);
     }
     this.resize = resize;
     this.equalize = options.equalize ?? false;
+    this.lungCrop = options.lungCrop ?? false;
   }
 
   /** Number of files cached or being decoded. */
@@ -56,7 +60,7 @@ export class ImageCache {
     let p = this.images.get(record.file);
     if (!p) {
       p = loadImage(record).then((img) => {
-        const resized = resizeShortSide(img, this.resize);
+        const resized = resizeShortSide(this.lungCrop ? cropLungField(img) : img, this.resize);
         return this.equalize ? equalizeHistogram(resized) : resized;
       });
       this.images.set(record.file, p);

@@ -22,6 +22,7 @@ import { STAGE2_MODEL_FORMAT } from "./experiment.ts";
 import { createLearner, isLearnerArch, type Stage1Arch } from "./learners.ts";
 import {
   type Combiner,
+  learnerTemperature,
   readCombiner,
   readRunSettings,
   type RunSettings,
@@ -91,12 +92,17 @@ async function runCombiners(runDir: string, fold: number): Promise<Map<string, s
   return out;
 }
 
-/** Sections of the run's report.md worth a model card: the data, Table 3 and what Table 3 hides. */
+/**
+ * Sections of the run's report.md worth a model card: the data, Table 3, calibration, the folds' ensemble and
+ * what Table 3 hides.
+ */
 function reportSections(runDir: string): string {
   const path = join(runDir, "report.md");
   if (!existsSync(path)) return "";
   const sections = readFileSync(path, "utf8").split(/^(?=## )/m);
-  return sections.filter((s) => /^## (Table 1|Table 3|What Table 3 hides)/.test(s))
+  return sections.filter((s) =>
+    /^## (Table 1|Table 3|Calibration|The folds' ensemble|What Table 3 hides)/.test(s)
+  )
     .map((s) => s.replace(/^!\[.*$/gm, "").trimEnd()).join("\n\n");
 }
 
@@ -114,6 +120,8 @@ largely recognise where an image comes from (almost every covid image comes from
   }; ${manifest.folds.length} folds (folds ${manifest.folds.join(", ")}), whose probabilities are averaged.
 - Input: a gray chest X-ray (PNG or JPEG), short side resized to ${s.resize} px${
     s.equalize ? ", histogram-equalised" : ""
+  }${
+    s.lungCrop ? "; first cropped to its lung fields (fl.data.lungFieldBox)" : ""
   }, centre ${s.crop} x ${s.crop} crop, replicated to 3 channels, ImageNet mean/std.
 - Output: probabilities of ${manifest.classes.join(", ")}.
 - Weights stored as ${manifest.weights}${
@@ -215,9 +223,10 @@ function checkManifest(path: string, m: unknown): BundleManifest {
     !s.archs.every(isLearnerArch) ||
     new Set(s.archs).size !== s.archs.length || !Array.isArray(s.baselines) || s.baselines.length !== 0 ||
     (s.scale !== "tiny" && s.scale !== "full") || !posInt(s.crop, 4096) || !posInt(s.resize, 8192) ||
-    (s.crop as number) > (s.resize as number) || typeof s.equalize !== "boolean"
+    (s.crop as number) > (s.resize as number) || typeof s.equalize !== "boolean" ||
+    (s.lungCrop !== undefined && typeof s.lungCrop !== "boolean")
   ) {
-    bad(path, "settings (archs, scale, crop, resize, equalize) missing or out of range");
+    bad(path, "settings (archs, scale, crop, resize, equalize, lungCrop) missing or out of range");
   }
   const folds = o.folds;
   if (
@@ -265,7 +274,12 @@ export class Bundle implements TrainedModels {
     this.zip = zip;
     this.source = zip.path;
     this.manifest = manifest;
-    this.settings = { ...manifest.settings, folds: manifest.folds };
+    // Bundles written before the lung-field crop existed carry no lungCrop: they did not crop.
+    this.settings = {
+      ...manifest.settings,
+      lungCrop: manifest.settings.lungCrop ?? false,
+      folds: manifest.folds,
+    };
   }
 
   /** Opens and checks a bundle (see {@linkcode loadBundle}): a file, or bytes in memory named `name`. */
@@ -353,6 +367,11 @@ export class Bundle implements TrainedModels {
       bad(this.source, `${name}: ${(err as Error).message}`);
     }
     return model;
+  }
+
+  /** The temperature of `arch` alone on fold `fold`, from the bundle's results.json. */
+  learnerTemperature(arch: Stage1Arch, fold: number): number | null {
+    return learnerTemperature(this.results(), this.settings.folds, arch, fold, `${this.source}: ${RESULTS}`);
   }
 
   /** Fold `fold`'s trained combiner `method`: its config and state dict. */

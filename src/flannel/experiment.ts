@@ -38,6 +38,8 @@ export interface ExperimentConfig extends Omit<Stage1FoldsConfig, "folds" | "sel
   resize: number;
   /** Whether `images` were histogram-equalised after resizing (recorded for prediction; default false). */
   equalize?: boolean;
+  /** Whether `images` were cropped to their lung fields before resizing (recorded for prediction; default false). */
+  lungCrop?: boolean;
   /** stage-2 epochs per combiner and fold (default 20) */
   stage2Epochs?: number;
   /** The ensemble rows (default STAGE2_METHODS, those of Table 3). */
@@ -65,6 +67,8 @@ export interface ExperimentResult extends Stage2ExperimentResult {
     resize: number;
     /** Whether the images were histogram-equalised after resizing. */
     equalize: boolean;
+    /** Whether the images were cropped to their lung fields before resizing. */
+    lungCrop: boolean;
     /** "shared": every row trained alike; "own": the baselines with their published recipes. */
     recipe: "shared" | "own";
     /** Whether stage 1 balanced the negatives by source (Stage1Recipe.balanceSources). */
@@ -147,13 +151,29 @@ export async function stage2FoldsFromStage1(
     const inner = fl.data.stratifiedSplit(oof.labels, 0.2, seed + 31 * (f + 1));
     const fold: Stage2Fold = { train: subset(oof, inner.train), val: subset(oof, inner.test), test };
     if (baselines.length > 0) {
+      const baselinePairs = pairsOf(baselines);
       fold.baselines = stackLearnerOutputs(
-        await Promise.all(pairsOf(baselines).map((r) => loadLearnerOutputs(r.testPath))),
+        await Promise.all(baselinePairs.map((r) => loadLearnerOutputs(r.testPath))),
       );
+      // Stacked after the learners' so that stackLearnerOutputs checks they hold the same images.
+      const oofAll = stackLearnerOutputs(
+        await Promise.all([...pairs, ...baselinePairs].map((r) => loadLearnerOutputs(r.valPath))),
+      );
+      fold.baselinesVal = subset(learnerRange(oofAll, archs.length, baselines.length), inner.test);
     }
     out.push(fold);
   }
   return out;
+}
+
+/** Learners `first` .. `first + count - 1` of `set`, as a set of their own. */
+function learnerRange(set: LearnerOutputs, first: number, count: number): LearnerOutputs {
+  const { learners: n, classes: m } = set, s = set.labels.length;
+  const probs = new Float32Array(s * count * m);
+  for (let i = 0; i < s; i++) {
+    probs.set(set.probs.subarray((i * n + first) * m, (i * n + first + count) * m), i * count * m);
+  }
+  return { probs, labels: set.labels, learners: count, classes: m };
 }
 
 /** The folds stage 1 ran, ascending (stage 2's fold i is the i-th of them). */
@@ -180,6 +200,7 @@ async function saveStage2Model(
   method: MethodSpec,
   archs: readonly LearnerArch[],
   model: Ensemble,
+  temperature: number,
 ): Promise<void> {
   await fl.io.saveSafetensors(stage2ModelPath(outDir, fold, method.name), await model.downloadStateDict(), {
     format: STAGE2_MODEL_FORMAT,
@@ -187,12 +208,14 @@ async function saveStage2Model(
     config: JSON.stringify(method.config),
     learners: JSON.stringify(archs),
     fold: String(fold),
+    temperature: String(temperature),
   });
 }
 
 /**
  * The `format` metadata of a trained combiner's file (at {@link stage2ModelPath}): its state dict, with
- * metadata `method` (name), `config` (JSON MethodSpec config), `learners` (JSON archs) and `fold`.
+ * metadata `method` (name), `config` (JSON MethodSpec config), `learners` (JSON archs), `fold` and
+ * `temperature` (fitted on the fold's selection share; absent in files written before calibration existed).
  */
 export const STAGE2_MODEL_FORMAT = "flannel-stage2-model/1";
 
@@ -232,7 +255,8 @@ export async function runExperiment(config: ExperimentConfig): Promise<Experimen
     seed,
     methods: config.methods,
     onProgress: config.onMessage,
-    onModel: (method, i, model) => saveStage2Model(config.outDir, foldIds[i], method, archs, model),
+    onModel: (method, i, model, temperature) =>
+      saveStage2Model(config.outDir, foldIds[i], method, archs, model, temperature),
   });
   const labelsOf = (idx: readonly number[]) => idx.map((i) => config.records[i].label);
   const kept = labelsOf([...config.split.train, ...config.split.test]);
@@ -275,6 +299,7 @@ export async function runExperiment(config: ExperimentConfig): Promise<Experimen
       augment: config.augment ?? "basic",
       resize: config.resize,
       equalize: config.equalize ?? false,
+      lungCrop: config.lungCrop ?? false,
       recipe: config.recipe ?? "shared",
       balanceSources: balancesSources(config),
       epochs: config.epochs,

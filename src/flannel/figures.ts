@@ -6,17 +6,13 @@
 import { basename, join } from "../platform/runtime.ts";
 import * as fl from "../../mod.ts";
 import { LEARNER_TITLES } from "./learners.ts";
-import { runFolderModels, type TrainedModels } from "./predict.ts";
-import type { Stage2ExperimentResult } from "./stage2_experiment.ts";
+import { type Calibration, checkCalibration, runFolderModels, type TrainedModels } from "./predict.ts";
+import { foldMean, type Stage2ExperimentResult } from "./stage2_experiment.ts";
 
-/** Mean of the folds' test probabilities [S, M]. */
-function foldMean(probs: readonly Float32Array[]): Float32Array {
-  const out = new Float32Array(probs[0].length);
-  for (const p of probs) p.forEach((v, i) => (out[i] += v / probs.length));
-  return out;
-}
-
-/** Writes fig2_covid_f1.png, fig3_covid_roc.png, fig3_covid_pr.png and fig4_confusion.png; returns their paths. */
+/**
+ * Writes fig2_covid_f1.png, fig3_covid_roc.png, fig3_covid_pr.png, fig3_reliability.png and fig4_confusion.png;
+ * returns their paths.
+ */
 export function writeFigures(outDir: string, result: Stage2ExperimentResult, focus = "FLANNEL"): string[] {
   const covid = result.classNames[0];
   const rows = result.methods;
@@ -82,6 +78,7 @@ export function writeFigures(outDir: string, result: Stage2ExperimentResult, foc
       yRange: [0, 1],
     }),
   );
+  save("fig3_reliability.png", reliabilityDiagram(result, [focus, "Voting"]));
   const focusRow = rows[focusIndex >= 0 ? focusIndex : rows.length - 1];
   save(
     "fig4_confusion.png",
@@ -96,15 +93,55 @@ export function writeFigures(outDir: string, result: Stage2ExperimentResult, foc
 }
 
 /**
+ * The reliability diagram of the rows named `names` (those present) on the test part, raw and temperature-
+ * scaled: each of 15 equal-width confidence bins at its mean confidence and accuracy, every fold's
+ * predictions pooled (each fold scores the same test images with its own models); the diagonal is perfect
+ * calibration. A series' name carries its ECE over the pooled predictions.
+ */
+function reliabilityDiagram(result: Stage2ExperimentResult, names: readonly string[]): Uint8Array {
+  const m = result.classNames.length;
+  const rows = result.methods.filter((r) => names.includes(r.name));
+  if (rows.length === 0) throw new Error(`reliability diagram: none of ${names.join(", ")} is a row`);
+  const series = rows.flatMap((r) =>
+    ([["raw", r.testProbs], ["calibrated", r.calibratedTestProbs]] as const).map(([kind, probs]) => {
+      const pooled = new Float32Array(probs.length * probs[0].length);
+      probs.forEach((p, f) => pooled.set(p, f * p.length));
+      const labels = Int32Array.from(
+        { length: pooled.length / m },
+        (_, i) => result.testLabels[i % result.testLabels.length],
+      );
+      const c = fl.metrics.calibration(labels, pooled, { numClasses: m });
+      const bins = c.bins.filter((b) => b.count > 0);
+      return {
+        name: `${r.name}, ${kind} (ECE ${c.ece.toFixed(3)})`,
+        x: bins.map((b) => b.confidence),
+        y: bins.map((b) => b.accuracy),
+      };
+    })
+  );
+  return fl.train.plots.lineChart({
+    title: `reliability on the test part (${result.folds} folds pooled, 15 bins)`,
+    xLabel: "confidence (top class's probability)",
+    yLabel: "accuracy",
+    series,
+    xRange: [0, 1],
+    yRange: [0, 1],
+    diagonal: true,
+  });
+}
+
+/**
  * Fig. 6 for one image: the image as each learner of trained models (an experiment folder, or a bundle)
  * sees it (fold `fold`'s kept weights), with that learner's class activation map for its predicted class,
- * one tile per learner.
+ * one tile per learner, captioned with the class's probability: temperature-scaled by the learner's own
+ * temperature of that fold unless `calibration` is "none" (or the models carry none).
  */
 export async function camFigure(
   models: string | TrainedModels,
   file: string | fl.data.ImageSource,
-  { fold }: { fold?: number } = {},
+  { fold, calibration = "temperature" }: { fold?: number; calibration?: Calibration } = {},
 ): Promise<Uint8Array> {
+  checkCalibration("cam", calibration);
   const source = typeof models === "string" ? runFolderModels(models) : models;
   const { settings } = source;
   const f = fold ?? settings.folds[0];
@@ -112,17 +149,21 @@ export async function camFigure(
     throw new Error(`fold ${f} is not in the experiment (folds ${settings.folds.join(", ")})`);
   }
   const input = typeof file === "string" ? { file } : file;
-  const image = await new fl.data.ImageCache(settings.resize, { equalize: settings.equalize }).get(input);
+  const image = await new fl.data.ImageCache(settings.resize, settings).get(input);
   const seen = fl.data.centreCrop(image, settings.crop);
   const tiles: Uint8Array[] = [], labels: string[] = [];
   for (const arch of [...settings.archs, ...settings.baselines]) {
     const model = await source.loadLearner(arch, f);
     try {
       const cam = await fl.train.classActivationMap(model, image, { crop: settings.crop });
+      const temperature = calibration === "temperature" ? source.learnerTemperature(arch, f) : null;
+      const probs = temperature === null
+        ? cam.probs
+        : fl.metrics.temperatureScale(cam.probs, temperature, cam.probs.length);
       tiles.push(fl.train.plots.heatmapOverlay({ gray: seen, heat: cam.map }));
       labels.push(
         `${LEARNER_TITLES[arch]}: ${fl.metrics.CLASS_NAMES[cam.classIndex]} ${
-          cam.probs[cam.classIndex].toFixed(2)
+          probs[cam.classIndex].toFixed(2)
         }`,
       );
     } finally {

@@ -91,6 +91,14 @@ export {
   validateLearnerOutputs,
 } from "./stage2.ts";
 export {
+  type CalibrationScores,
+  type CalibrationSummary,
+  calibrationTable,
+  type FoldCalibration,
+  type FoldEnsemble,
+  foldEnsembleTable,
+  foldMean,
+  foldTemperature,
   type MethodResult,
   type MethodSpec,
   runStage2Experiment,
@@ -101,6 +109,7 @@ export {
   type Stage2Fold,
   type Stage2FoldsOptions,
   subset,
+  summarizeCalibration,
   table3,
   withoutProbabilities,
 } from "./stage2_experiment.ts";
@@ -114,10 +123,13 @@ export {
   stage2ModelPath,
 } from "./experiment.ts";
 export {
+  type Calibration,
+  CALIBRATIONS,
   type Combiner,
   predictFiles,
   type PredictionResult,
   predictionsCsv,
+  type PredictOptions,
   readCombiner,
   readRunSettings,
   runFolderModels,

@@ -1,17 +1,28 @@
 // A trained ensemble as one ONNX graph: what `predict` computes, traced op by op (fl.onnx.Trace) so that any
 // ONNX runtime gives the same probabilities. For each fold: each learner's softmax on the normalised crop,
 // the learners stacked [B, N, M] in the order the combiner was trained with, the fold's combiner's
-// probabilities; then the mean over the folds. Learners are traced one at a time and their weights read
+// probabilities; then the mean over the folds, temperature-scaled as predict does. Learners are traced one at a time and their weights read
 // out before the next is loaded, so an ensemble of full-size learners never sits in memory whole; each step
 // is recorded in a scope that frees its activations.
 import * as fl from "../../mod.ts";
-import { runFolderModels, type TrainedModels } from "./predict.ts";
+import {
+  type Calibration,
+  checkCalibration,
+  ensembleTemperature,
+  runFolderModels,
+  type TrainedModels,
+} from "./predict.ts";
 import { buildEnsemble } from "./stage2.ts";
 
 /** Options of {@link exportOnnx}. */
 export interface ExportOnnxOptions {
   /** The combiner (a Table 3 method name; default "FLANNEL"). */
   method?: string;
+  /**
+   * "temperature" (default): the graph ends with predict's temperature scaling (softmax(ln p / T), T the
+   * folds' mean temperature, where the models carry one); "none": the raw average.
+   */
+  calibration?: Calibration;
   /** Weights in `<path>.data` beside the graph: "auto" (default) past protobuf's 2 GB, or always / never. */
   externalData?: boolean | "auto";
 }
@@ -28,8 +39,9 @@ export interface ExportOnnxOptions {
 export async function exportOnnx(
   models: string | TrainedModels,
   path: string,
-  { method = "FLANNEL", externalData = "auto" }: ExportOnnxOptions = {},
+  { method = "FLANNEL", externalData = "auto", calibration = "temperature" }: ExportOnnxOptions = {},
 ): Promise<fl.onnx.SaveInfo> {
+  checkCalibration("export", calibration);
   const source = typeof models === "string" ? runFolderModels(models) : models;
   const { settings } = source;
   const { archs, folds, crop } = settings;
@@ -47,8 +59,10 @@ export async function exportOnnx(
   };
   try {
     let sum: fl.Tensor | null = null;
+    const temperatures: (number | null)[] = [];
     for (const fold of folds) {
       const combiner = await source.loadCombiner(fold, method);
+      temperatures.push(combiner.temperature);
       const perLearner: fl.Tensor[] = [];
       for (const arch of archs) {
         const learner = await source.loadLearner(arch, fold);
@@ -78,9 +92,14 @@ export async function exportOnnx(
     }
     // predict sums the folds' probabilities and divides by their count
     const total = sum!;
-    const probs = traced(() => fl.F.div(total, fl.full([1], folds.length)));
+    const mean = traced(() => fl.F.div(total, fl.full([1], folds.length)));
+    const temperature = ensembleTemperature(temperatures, calibration, `${source.source}: ${method}`);
+    // ln max(p, 1e-12) as predict's: in float32, p + 1e-12 is p for every p above 1e-5.
+    const probs = temperature === null
+      ? mean
+      : traced(() => fl.F.softmax(fl.F.scale(fl.F.log(fl.F.addScalar(mean, 1e-12)), 1 / temperature), -1));
     await trace.flush();
-    const { resize, equalize } = settings;
+    const { resize, equalize, lungCrop } = settings;
     return await trace.save(path, {
       outputs: [{ name: "probs", tensor: probs }],
       externalData,
@@ -89,14 +108,17 @@ export async function exportOnnx(
         method,
         learners: archs.join(","),
         folds: folds.join(","),
+        temperature: temperature === null ? "none" : String(temperature),
         scale: settings.scale,
-        preprocess:
-          `decode to gray in [0, 1]; resize the short side to ${resize} px (PIL BILINEAR, as torchvision's Resize)${
-            equalize ? "; histogram-equalise" : ""
-          }; centre crop ${crop}x${crop}; repeat the gray channel 3 times; (x - mean) / std per channel`,
+        preprocess: `decode to gray in [0, 1]; ${
+          lungCrop ? "crop to the lung fields (flannel-webgpu's fl.data.lungFieldBox); " : ""
+        }resize the short side to ${resize} px (PIL BILINEAR, as torchvision's Resize)${
+          equalize ? "; histogram-equalise" : ""
+        }; centre crop ${crop}x${crop}; repeat the gray channel 3 times; (x - mean) / std per channel`,
         resize: String(resize),
         crop: String(crop),
         equalize: String(equalize),
+        lungCrop: String(lungCrop),
         mean: fl.data.IMAGENET_MEAN.join(","),
         std: fl.data.IMAGENET_STD.join(","),
         input: "input: float32 [batch, 3, crop, crop], NCHW",

@@ -8,10 +8,12 @@ import {
   type BaselineArch,
   isBaselineArch,
   isLearnerArch,
+  LEARNER_TITLES,
   type LearnerArch,
   type Stage1Arch,
 } from "./learners.ts";
 import { stackLearnerOutputs, STAGE2_MODEL_FORMAT, stage2ModelPath } from "./experiment.ts";
+import { foldTemperature } from "./stage2_experiment.ts";
 import { type LearnerOutputsFile, predictStage1 } from "./stage1.ts";
 import { loadTrainedLearner } from "./stage1_folds.ts";
 import { NeuralWeightModule } from "./ensembles.ts";
@@ -31,6 +33,8 @@ export interface RunSettings {
   resize: number;
   /** Whether new images are histogram-equalised after resizing, as the training images were. */
   equalize: boolean;
+  /** Whether new images are cropped to their lung fields before resizing, as the training images were. */
+  lungCrop: boolean;
 }
 
 /**
@@ -67,6 +71,7 @@ export function readRunSettings(runDir: string): RunSettings & { folds: number[]
     crop: s.crop,
     resize: s.resize,
     equalize: s.equalize ?? false,
+    lungCrop: s.lungCrop ?? false,
     folds,
   };
 }
@@ -84,6 +89,45 @@ export interface TrainedModels {
   loadLearner(arch: Stage1Arch, fold: number): Promise<fl.nn.Module>;
   /** Fold `fold`'s trained combiner `method` (a Table 3 method name): its config and state dict. */
   loadCombiner(fold: number, method: string): Promise<Combiner>;
+  /**
+   * The temperature of `arch` alone on fold `fold` (see {@link learnerTemperature}); null when the models were
+   * trained before calibration existed.
+   */
+  learnerTemperature(arch: Stage1Arch, fold: number): number | null;
+}
+
+/** A temperature read from a file, checked against `fl.metrics.TEMPERATURE_RANGE`. */
+function checkedTemperature(value: unknown, where: string): number {
+  const [low, high] = fl.metrics.TEMPERATURE_RANGE;
+  const t = typeof value === "string" ? Number(value) : value;
+  if (typeof t !== "number" || !(t >= low && t <= high)) {
+    throw new Error(`${where}: its temperature ${JSON.stringify(value)} is not in [${low}, ${high}]`);
+  }
+  return t;
+}
+
+/**
+ * Fold `fold`'s temperature of `arch` alone, from an experiment's parsed results.json (`results`): what its
+ * Table 3 row fitted on that fold's selection share (`methods[].calibration[]`, in the order of `folds`);
+ * null when the results predate calibration.
+ *
+ * @throws {Error} naming `where` when the row or fold is missing or the temperature is out of range.
+ */
+export function learnerTemperature(
+  results: unknown,
+  folds: readonly number[],
+  arch: Stage1Arch,
+  fold: number,
+  where: string,
+): number | null {
+  const rows =
+    (results as { methods?: { name: string; calibration?: { temperature: unknown }[] }[] }).methods;
+  const row = rows?.find((r) => r.name === LEARNER_TITLES[arch]);
+  if (!row) throw new Error(`${where}: no Table 3 row for ${LEARNER_TITLES[arch]}`);
+  if (row.calibration === undefined) return null;
+  const entry = row.calibration[folds.indexOf(fold)];
+  if (!entry) throw new Error(`${where}: no calibration of ${LEARNER_TITLES[arch]} on fold ${fold}`);
+  return checkedTemperature(entry.temperature, `${where}: ${LEARNER_TITLES[arch]}, fold ${fold}`);
 }
 
 /** A trained combiner as saved by `experiment`: its method name, config and state dict. */
@@ -94,6 +138,11 @@ export interface Combiner {
   config: Stage2Config;
   /** Its trained tensors. */
   state: Record<string, fl.nn.TensorRecord>;
+  /**
+   * The temperature fitted on its fold's selection share (see `fl.metrics.fitTemperature`); null in files
+   * written before calibration existed.
+   */
+  temperature: number | null;
 }
 
 /**
@@ -114,8 +163,9 @@ export function readCombiner(
   } catch (err) {
     throw new Error(`${where}: its config does not parse (${(err as Error).message})`);
   }
+  const temperature = meta.temperature === undefined ? null : checkedTemperature(meta.temperature, where);
   const state = fl.io.loadSafetensorsSync(bytes) as Record<string, fl.nn.TensorRecord>;
-  return { method: meta.method, config, state };
+  return { method: meta.method, config, state, temperature };
 }
 
 /** The trained models of the experiment folder `runDir` (see {@link readRunSettings}). */
@@ -130,6 +180,10 @@ export function runFolderModels(runDir: string): TrainedModels {
       if (!existsSync(path)) throw new Error(`no trained ${method} for fold ${fold}: ${path} is missing`);
       return Promise.resolve(readCombiner(readFileSync(path), path));
     },
+    learnerTemperature(arch, fold) {
+      const path = join(runDir, "results.json");
+      return learnerTemperature(JSON.parse(readFileSync(path, "utf8")), settings.folds, arch, fold, path);
+    },
   };
 }
 
@@ -137,8 +191,16 @@ export function runFolderModels(runDir: string): TrainedModels {
 export interface PredictionResult {
   /** the readable files, in the order given */
   files: string[];
-  /** [files, classes], averaged over the folds */
+  /**
+   * [files, classes]: the folds' probabilities averaged, then temperature-scaled by `temperature` (the argmax
+   * is that of the average either way).
+   */
   probs: Float32Array;
+  /**
+   * The temperature applied: the mean of the folds' fitted temperatures; null with `calibration: "none"` or
+   * when the models carry none (trained before calibration existed): `probs` are then the raw average.
+   */
+  temperature: number | null;
   /** Each learner's probabilities [files, learners, classes] (`settings.archs` order), averaged over the folds. */
   learnerProbs: Float32Array;
   /**
@@ -152,23 +214,75 @@ export interface PredictionResult {
   folds: number[];
 }
 
+/** Options of {@link predictFiles}. */
+export interface PredictOptions {
+  /** The combiner, a Table 3 method name (default FLANNEL). */
+  method?: string;
+  /**
+   * "temperature" (default): the averaged probabilities scaled by the mean of the folds' fitted temperatures,
+   * so that a probability of 0.8 is right about 80% of the time; "none": the raw average.
+   */
+  calibration?: Calibration;
+}
+
+/** How {@link predictFiles} calibrates: temperature scaling (the default) or none. */
+export type Calibration = "temperature" | "none";
+
+/** The calibrations {@link predictFiles} accepts. */
+export const CALIBRATIONS: readonly Calibration[] = ["temperature", "none"];
+
+/**
+ * Refuses a calibration other than those of {@link CALIBRATIONS}, naming `what` asked for it.
+ * @throws {Error} naming the calibrations accepted.
+ */
+export function checkCalibration(what: string, calibration: string): void {
+  if (!CALIBRATIONS.includes(calibration as Calibration)) {
+    throw new Error(
+      `${what}: calibration must be ${CALIBRATIONS.join(" or ")}, not ${JSON.stringify(calibration)}`,
+    );
+  }
+}
+
+/**
+ * The one temperature for the folds' averaged probabilities (one temperature keeps the average's argmax): the
+ * mean of the folds' combiners' `temperatures`; null with calibration "none", or when no fold carries one
+ * (models trained before calibration existed).
+ *
+ * @throws {Error} naming `where` when some folds carry a temperature and others not.
+ */
+export function ensembleTemperature(
+  temperatures: readonly (number | null)[],
+  calibration: Calibration,
+  where: string,
+): number | null {
+  const fitted = temperatures.filter((t): t is number => t !== null);
+  if (fitted.length > 0 && fitted.length < temperatures.length) {
+    throw new Error(
+      `${where}: a temperature on ${fitted.length} of ${temperatures.length} folds (mixed runs?)`,
+    );
+  }
+  return calibration === "temperature" && fitted.length > 0 ? foldTemperature(fitted) : null;
+}
+
 /**
  * Probabilities of `files` (paths, or names with their encoded bytes) by `method` (default FLANNEL; a Table 3
  * method name) of trained models (an experiment folder's path, or {@link TrainedModels} such as a bundle), with
  * each learner's probabilities and FLANNEL's learner weights: on each fold, the fold's learners
- * give their probabilities and its trained combiner combines them; the folds' results are averaged.
- * Unreadable files are skipped and listed.
+ * give their probabilities and its trained combiner combines them; the folds' results are averaged and, unless
+ * `calibration` is "none", temperature-scaled. Unreadable files are skipped and listed.
  *
- * @throws {Error} when no file is readable, or the models lack a fold's combiner or learner.
+ * @throws {Error} when no file is readable, the models lack a fold's combiner or learner, `calibration` is
+ *   unknown, or some folds' combiners carry a temperature and others not.
  */
 export async function predictFiles(
   models: string | TrainedModels,
   files: readonly (string | fl.data.ImageSource)[],
-  { method = "FLANNEL" }: { method?: string } = {},
+  { method = "FLANNEL", calibration = "temperature" }: PredictOptions = {},
 ): Promise<PredictionResult> {
+  checkCalibration("predict", calibration);
   const source = typeof models === "string" ? runFolderModels(models) : models;
   const { settings } = source;
-  const cache = new fl.data.ImageCache(settings.resize, { equalize: settings.equalize });
+  const cache = new fl.data.ImageCache(settings.resize, settings);
   const readable = await cache.getReadable(files.map((f) => (typeof f === "string" ? { file: f } : f)));
   const readableFiles = readable.records.map((r) => r.file);
   const s = readable.images.length, n = settings.archs.length;
@@ -183,9 +297,11 @@ export async function predictFiles(
   // Sums over the folds, divided by their count at the end.
   const probs = new Float32Array(s * m), learnerProbs = new Float32Array(s * n * m);
   let learnerWeights: Float32Array | null = null;
+  const temperatures: (number | null)[] = [];
   const add = (into: Float32Array, values: Float32Array) => values.forEach((v, i) => (into[i] += v));
   for (const fold of settings.folds) {
     const combiner = await source.loadCombiner(fold, method);
+    temperatures.push(combiner.temperature);
     const perLearner: LearnerOutputsFile[] = [];
     for (const arch of settings.archs) {
       const model = await source.loadLearner(arch, fold);
@@ -215,9 +331,11 @@ export async function predictFiles(
   }
   const folds = settings.folds.length;
   for (const sums of [probs, learnerProbs, learnerWeights]) sums?.forEach((v, i) => (sums[i] = v / folds));
+  const temperature = ensembleTemperature(temperatures, calibration, `${source.source}: ${method}`);
   return {
     files: readableFiles,
-    probs,
+    probs: temperature === null ? probs : fl.metrics.temperatureScale(probs, temperature, m),
+    temperature,
     learnerProbs,
     learnerWeights,
     skipped: readable.skipped,

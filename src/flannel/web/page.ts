@@ -149,7 +149,11 @@ function onResults(msg: Extract<FromWorker, { type: "results" }>): void {
   status(
     `Classified ${msg.rows.length - bad} image${msg.rows.length - bad === 1 ? "" : "s"} in ${
       msg.seconds.toFixed(1)
-    } s${bad ? `; ${bad} could not be read` : ""}.`,
+    } s${bad ? `; ${bad} could not be read` : ""}. ${
+      msg.temperature === null
+        ? "Raw probabilities (the bundle carries no calibration)."
+        : `Probabilities calibrated (temperature ${msg.temperature.toFixed(2)}).`
+    }`,
   );
   exposed.flannelResults = msg.rows.map((r) =>
     "error" in r

@@ -42,6 +42,13 @@ export type FromWorker =
     seconds: number;
   }
   | { type: "progress"; text: string }
-  | { type: "results"; rows: ResultRow[]; csv: string; seconds: number }
+  | {
+    type: "results";
+    rows: ResultRow[];
+    csv: string;
+    seconds: number;
+    /** The temperature the probabilities were scaled by; null where the bundle carries none. */
+    temperature: number | null;
+  }
   | { type: "cam"; file: string; png: ArrayBuffer }
   | { type: "error"; message: string; during: ToWorker["type"] };

@@ -45,6 +45,7 @@ async function classify(files: ImageFile[]): Promise<void> {
   const m = fl.metrics.CLASS_NAMES.length, n = bundle!.settings.archs.length;
   let rows: ResultRow[];
   let csv = predictionsCsv([], new Float32Array(0));
+  let temperature: number | null = null;
   try {
     const result = await predictFiles(bundle!, inputs, { method });
     const at = new Map(result.files.map((f, i) => [f, i]));
@@ -67,12 +68,13 @@ async function classify(files: ImageFile[]): Promise<void> {
       };
     });
     csv = predictionsCsv(result.files, result.probs);
+    temperature = result.temperature;
   } catch (err) {
     // predictFiles refuses a batch with no readable image: every row says why its file failed.
     const message = (err as Error).message;
     rows = inputs.map(({ file }) => ({ file, error: message }));
   }
-  scope.postMessage({ type: "results", rows, csv, seconds: (performance.now() - t0) / 1000 });
+  scope.postMessage({ type: "results", rows, csv, seconds: (performance.now() - t0) / 1000, temperature });
 }
 
 async function cam(file: ImageFile): Promise<void> {
