@@ -55,5 +55,5 @@ test("doc tables: each region replaced by its table, the text around it kept; th
   // not in the repository: the titles are checked against the report's headings).
   const experiment = readFileSync(new URL("../docs/experiment.md", import.meta.url), "utf8");
   const titles = [...experiment.matchAll(/<!-- table: report\.md "([^"]+)" -->/g)].map((m) => m[1]);
-  assertEquals(titles, ["Table 3", "Non-covid images called covid"]);
+  assertEquals(titles, ["Table 3", "Calibration", "The folds' ensemble", "Non-covid images called covid"]);
 });

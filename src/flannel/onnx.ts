@@ -1,9 +1,9 @@
 // A trained ensemble as one ONNX graph: what `predict` computes, traced op by op (fl.onnx.Trace) so that any
 // ONNX runtime gives the same probabilities. For each fold: each learner's softmax on the normalised crop,
 // the learners stacked [B, N, M] in the order the combiner was trained with, the fold's combiner's
-// probabilities; then the mean over the folds, temperature-scaled as predict does. Learners are traced one at a time and their weights read
-// out before the next is loaded, so an ensemble of full-size learners never sits in memory whole; each step
-// is recorded in a scope that frees its activations.
+// probabilities; then the mean over the folds, temperature-scaled as predict does. Learners are traced one at
+// a time and their weights read out before the next is loaded, so an ensemble of full-size learners never
+// sits in memory whole; each step is recorded in a scope that frees its activations.
 import * as fl from "../../mod.ts";
 import {
   type Calibration,
