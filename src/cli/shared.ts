@@ -367,7 +367,7 @@ export function parseImageArgs(
   return { values, paths: [...(images ?? []), ...positionals] };
 }
 
-/** The --calibration option of predict and cam, checked (temperature or none). */
+/** The --calibration option of predict, cam and export, checked (temperature or none). */
 export function calibrationOption(command: string, values: Record<string, unknown>): flannel.Calibration {
   const calibration = values.calibration as flannel.Calibration;
   if (!flannel.CALIBRATIONS.includes(calibration)) {
