@@ -2,7 +2,14 @@
 import { basename, join, resolve } from "node:path";
 import * as fl from "../../mod.ts";
 import * as flannel from "../flannel/mod.ts";
-import { calibrationOption, imageFiles, intOption, parseImageArgs, trainedModels } from "./shared.ts";
+import {
+  BACKEND_HELP,
+  calibrationOption,
+  imageFiles,
+  intOption,
+  parseImageArgs,
+  trainedModels,
+} from "./shared.ts";
 
 /** `flannel cam --help`. */
 export const HELP = `flannel cam: class activation maps of each learner on chest X-ray images (Fig. 6)
@@ -23,9 +30,7 @@ Options:
                    fitted when the models were trained) or none (raw)
   --out PATH       for one image, the PNG to write; for several, a folder (default: DIR/cam with --run,
                    else ./cam), each image's map as <image name>.png
-  --backend NAME   auto | webgpu | wasm (default: $FLANNEL_BACKEND, else auto:
-                    WebGPU on a GPU, else WebAssembly: also where the only
-                    adapter is a CPU implementation such as lavapipe)
+  --backend NAME   ${BACKEND_HELP}
   --help`;
 
 export async function cam(args: string[]): Promise<void> {

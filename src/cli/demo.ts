@@ -4,7 +4,7 @@ import { parseArgs } from "node:util";
 import * as fl from "../../mod.ts";
 import * as flannel from "../flannel/mod.ts";
 import { runImageExperiment } from "./experiment.ts";
-import { intOption } from "./shared.ts";
+import { BACKEND_HELP, intOption } from "./shared.ts";
 
 /** `flannel demo --help`. */
 export const HELP = `flannel demo: the FLANNEL experiment end to end on the embedded synthetic chest X-rays
@@ -29,9 +29,7 @@ Options:
   --seed S          seed of data, split and training (default 0)
   --stage2-only     only stage 2, on synthetic learner outputs (5508 samples with the paper's imbalance,
                     about 2 minutes): the quick look at the ensembles
-  --backend NAME    auto | webgpu | wasm (default: $FLANNEL_BACKEND, else auto:
-                    WebGPU on a GPU, else WebAssembly: also where the only
-                    adapter is a CPU implementation such as lavapipe)
+  --backend NAME    ${BACKEND_HELP}
   --help`;
 
 export const LEARNERS = ["InceptionV3", "VGG19-bn", "ResNeXt101-32x8d", "ResNet152", "DenseNet161"];

@@ -4,8 +4,8 @@ import { parseArgs } from "node:util";
 import * as fl from "../../mod.ts";
 import * as flannel from "../flannel/mod.ts";
 import {
+  EXPERIMENT_HELP,
   EXPERIMENT_OPTIONS,
-  IMAGE_RUN_HELP,
   type ImageRunValues,
   intOption,
   prepareImageRun,
@@ -23,9 +23,7 @@ other 20%) and scored on the test part; the learners alone too. Writes OUT/resul
 fold: per-class precision, recall, F1, ROC-AUC, PR-AUC, macro-F1, accuracy, confusion matrix; mean and
 std over folds) and OUT/report.md (Table 1, Table 3). A rerun with --resume skips finished stage-1 work.
 
-${IMAGE_RUN_HELP}
-  --stage2-epochs N stage-2 epochs per method and fold (default 20)
-  --help`;
+${EXPERIMENT_HELP}`;
 
 export async function experiment(args: string[]): Promise<void> {
   const { values } = parseArgs({

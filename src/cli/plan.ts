@@ -3,7 +3,7 @@ import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { existsSync } from "node:fs";
 import * as flannel from "../flannel/mod.ts";
-import { EXPERIMENT_OPTIONS, fail, IMAGE_RUN_HELP, intOption, prepareImageRun } from "./shared.ts";
+import { EXPERIMENT_HELP, EXPERIMENT_OPTIONS, fail, intOption, prepareImageRun } from "./shared.ts";
 
 /** `flannel plan --help`. */
 export const HELP =
@@ -17,9 +17,7 @@ jobs, one per (learner, fold) in the order 'experiment' runs them (jobs 0..N-1),
 --index I' on any machine that sees OUT (a shared folder); 'flannel status --run OUT' shows where they stand.
 The jobs together give the same results.json as 'experiment' with the same options. Templates: deploy/.
 
-${IMAGE_RUN_HELP}
-  --stage2-epochs N stage-2 epochs per method and fold (default 20)
-  --help`;
+${EXPERIMENT_HELP}`;
 
 export async function plan(args: string[]): Promise<void> {
   const { values } = parseArgs({

@@ -2,7 +2,7 @@
 import process from "node:process";
 import * as fl from "../../mod.ts";
 import * as flannel from "../flannel/mod.ts";
-import { calibrationOption, imageFiles, parseImageArgs, trainedModels } from "./shared.ts";
+import { BACKEND_HELP, calibrationOption, imageFiles, parseImageArgs, trainedModels } from "./shared.ts";
 
 /** `flannel predict --help`. */
 export const HELP = `flannel predict: class probabilities of chest X-ray images from trained models
@@ -28,9 +28,7 @@ Options:
   --calibration C  temperature (default: the folds' averaged probabilities scaled by the mean of their
                    temperatures, fitted when the models were trained, so that a probability of 0.8 is
                    right about 80% of the time; the predicted class is the same) or none (raw)
-  --backend NAME   auto | webgpu | wasm (default: $FLANNEL_BACKEND, else auto:
-                    WebGPU on a GPU, else WebAssembly: also where the only
-                    adapter is a CPU implementation such as lavapipe)
+  --backend NAME   ${BACKEND_HELP}
   --help`;
 
 export async function predict(args: string[]): Promise<void> {

@@ -87,6 +87,11 @@ export function precisionOption(command: string, value: string | undefined): "f3
   return fail(`${command}: --precision must be f32 or f16, got ${JSON.stringify(value)}`);
 }
 
+/** The --backend option's description, after its name, in every command's help. */
+export const BACKEND_HELP = `auto | webgpu | wasm (default: $FLANNEL_BACKEND, else auto:
+                    WebGPU on a GPU, else WebAssembly: also where the only
+                    adapter is a CPU implementation such as lavapipe)`;
+
 export const IMAGE_RUN_HELP = `Options:
   --data DIR        a source folder or zip archive (repeat for several)
   --out DIR         output folder (required)
@@ -135,9 +140,7 @@ export const IMAGE_RUN_HELP = `Options:
                     match its covid images, so that the source alone cannot tell covid apart (a
                     mitigation of source shortcuts; nothing changes where no source mixes the classes);
                     off: every training image once an epoch
-  --backend NAME    auto | webgpu | wasm (default: $FLANNEL_BACKEND, else auto:
-                    WebGPU on a GPU, else WebAssembly: also where the only
-                    adapter is a CPU implementation such as lavapipe)`;
+  --backend NAME    ${BACKEND_HELP}`;
 
 // Options that `stage1` and `experiment` share.
 export const IMAGE_RUN_OPTIONS = {
@@ -168,6 +171,11 @@ export const IMAGE_RUN_OPTIONS = {
 
 // `experiment`'s options, which `plan` takes too.
 export const EXPERIMENT_OPTIONS = { ...IMAGE_RUN_OPTIONS, "stage2-epochs": { type: "string" } } as const;
+
+/** The help of {@link EXPERIMENT_OPTIONS} (`experiment` and `plan`). */
+export const EXPERIMENT_HELP = `${IMAGE_RUN_HELP}
+  --stage2-epochs N stage-2 epochs per method and fold (default 20)
+  --help`;
 
 export type ImageRunValues = {
   [K in keyof typeof IMAGE_RUN_OPTIONS]?: (typeof IMAGE_RUN_OPTIONS)[K] extends { multiple: true } ? string[]

@@ -327,6 +327,8 @@ export class Bundle implements TrainedModels {
     return new Bundle(zip, manifest);
   }
 
+  private resultsForTemperatures: unknown;
+
   /** The model card (MODEL_CARD.md). */
   card(): string {
     return new TextDecoder().decode(this.entry(CARD));
@@ -371,7 +373,9 @@ export class Bundle implements TrainedModels {
 
   /** The temperature of `arch` alone on fold `fold`, from the bundle's results.json. */
   learnerTemperature(arch: Stage1Arch, fold: number): number | null {
-    return learnerTemperature(this.results(), this.settings.folds, arch, fold, `${this.source}: ${RESULTS}`);
+    this.resultsForTemperatures ??= this.results(); // checked and parsed once, when first asked
+    const where = `${this.source}: ${RESULTS}`;
+    return learnerTemperature(this.resultsForTemperatures, this.settings.folds, arch, fold, where);
   }
 
   /** Fold `fold`'s trained combiner `method`: its config and state dict. */

@@ -171,6 +171,8 @@ export function readCombiner(
 /** The trained models of the experiment folder `runDir` (see {@link readRunSettings}). */
 export function runFolderModels(runDir: string): TrainedModels {
   const settings = readRunSettings(runDir);
+  const resultsPath = join(runDir, "results.json");
+  let results: unknown;
   return {
     source: runDir,
     settings,
@@ -181,8 +183,8 @@ export function runFolderModels(runDir: string): TrainedModels {
       return Promise.resolve(readCombiner(readFileSync(path), path));
     },
     learnerTemperature(arch, fold) {
-      const path = join(runDir, "results.json");
-      return learnerTemperature(JSON.parse(readFileSync(path, "utf8")), settings.folds, arch, fold, path);
+      results ??= JSON.parse(readFileSync(resultsPath, "utf8")); // read once, when first asked
+      return learnerTemperature(results, settings.folds, arch, fold, resultsPath);
     },
   };
 }
