@@ -304,6 +304,36 @@ test("matmul batched [3,5,7]x[3,7,2], shared [2,4,6]x[6,3] and [4,6]x[2,6,3]", a
   }
 });
 
+test("the WebAssembly GEMM's splits: A packed per unit or once per call, equal column blocks, row groups across K chunks", async () => {
+  if (fl.backendInfo()?.backend !== "wasm") {
+    skip("the split is the WebAssembly GEMM's (src/kernels/wasm/gemm.ts)");
+  }
+  // K = 300 spans two K chunks (256 + 44), so every C block is accumulated; M = 100 is no multiple of the
+  // 64-row block; a row group splits it where the columns are too few to keep the threads busy.
+  const cases: [string, number[], number[], boolean][] = [
+    ["own A per product, one column block: packed per unit", [3, 20, 300], [3, 300, 24], false],
+    ["A shared by two products, 289 columns in equal blocks: packed once", [100, 300], [2, 300, 289], true],
+    ["one product of 20 columns: row groups, packed per unit", [100, 300], [300, 20], false],
+    ["one product of 40 columns: row groups, packed once", [100, 300], [300, 40], true],
+  ];
+  let seed = 750;
+  for (const [what, sa, sb, packedOnce] of cases) {
+    const r = rng(seed++);
+    const [a, b] = [r.randn(sa), r.randn(sb)];
+    const [ta, tb] = [toDevice(a), toDevice(b)];
+    fl.startProfile();
+    const y = fl.F.matmul(ta, tb);
+    const packings = fl.stopProfile().filter((row) => row.kernel.startsWith("gemm A packing")).length;
+    assertEquals(packings, packedOnce ? 1 : 0, `${what}: A packing dispatches`);
+    assertClose(await y.toArray() as Float32Array, ref.matmul(a, b).data, {
+      rtol: 1e-4,
+      atol: 1e-4,
+      msg: what,
+    });
+    for (const t of [ta, tb, y]) t.dispose();
+  }
+});
+
 test("matmul with transA / transB, 2-D, batched and shared", async () => {
   // op(A) is [M, K] = [5, 7], op(B) is [K, N] = [7, 3].
   const stored = (t: boolean, rows: number, cols: number, batch?: number) => {

@@ -8,7 +8,7 @@
 // the software rasterizer pays dearly for; caches give the reuse that workgroup memory gives a GPU.
 import { getEngine } from "../backend/device.ts";
 import { type KernelDef, wasmKernel } from "../backend/kernel.ts";
-import type { Tensor } from "../autograd/tensor.ts";
+import { Tensor } from "../autograd/tensor.ts";
 import { recordFlop } from "../backend/profile.ts";
 
 /** One GEMM-shaped op for {@link gemmKernel}: its bindings and the WGSL that reads A and B and writes C. */
@@ -360,12 +360,35 @@ const wasmGemmKernel = wasmKernel({
     { name: "bias", access: "read" },
     { name: "scale", access: "read" },
     { name: "residual", access: "read" },
+    { name: "packed_a", access: "rw" },
   ],
   uniforms: [
     ...["M", "N", "K", "rsA", "csA", "rsB", "csB", "ldc", "accumulate", "z1", "z2", "a1", "a2", "b1", "b2"],
-    ...["c1", "c2", "amode", "bmode", "has_bias", "has_scale", "has_residual", "relu", ...GEOMETRY],
+    ...[
+      "c1",
+      "c2",
+      "amode",
+      "bmode",
+      "has_bias",
+      "has_scale",
+      "has_residual",
+      "relu",
+      "a_packing",
+      ...GEOMETRY,
+    ],
   ].map((name) => ({ name, type: "u32" as const })),
 });
+
+/**
+ * Where the GEMM packs A (uniform a_packing): per unit of work, as it goes (a unit is a column block, so A is
+ * packed once per column block and per image sharing it); into `packed_a` once for the whole call (the first
+ * of two dispatches); or read from `packed_a` (the second).
+ */
+const A_PACKING = { perUnit: 0, packOnly: 1, prepacked: 2 } as const;
+/** The largest pre-packed A (bytes); a larger one is packed per unit, as it goes. */
+const PREPACKED_A_LIMIT = 64 << 20;
+/** The narrowest column block the GEMM takes (src/kernels/wasm/gemm.ts NB_MIN): up to it, one block. */
+const NB_MIN = 32;
 
 /** One call of the WebAssembly GEMM: sizes, how each operand is read, and where C goes. */
 export interface WasmGemm {
@@ -405,18 +428,38 @@ export function wasmGemm(a: Tensor, b: Tensor, c: Tensor, g: WasmGemm): void {
   if (g.accumulate && (g.scale || g.residual || g.relu)) {
     throw new Error("wasmGemm: scale, residual and relu apply to the product alone, not with accumulate");
   }
-  const label = `gemm: ${g.use ?? "matmul"}`;
+  const use = g.use ?? "matmul", label = `gemm: ${use}`;
+  // A is packed once for the call where a unit of work would pack it again: when products share it (a
+  // convolution's images) or when its columns split into blocks. Its strips of four rows, per K chunk, are
+  // what every unit reads.
+  const distinctA = (g.a.z1 ? z1 : 1) * (g.a.z2 ? z2 : 1);
+  const packedBytes = distinctA * Math.ceil(g.m / 4) * 4 * g.k * 4;
+  const prepack = packedBytes > 0 && packedBytes <= PREPACKED_A_LIMIT &&
+    (distinctA < z1 * z2 || g.n > NB_MIN);
+  const packed = prepack ? Tensor.empty([packedBytes / 4]) : c;
+  const dispatch = (aPacking: number, name: string) =>
+    getEngine().dispatch(
+      wasmGemmKernel,
+      [a, b, c, g.bias ?? c, g.scale ?? c, g.residual ?? c, packed].map((t) => t.buffer),
+      [
+        ...[g.m, g.n, g.k, g.a.rs ?? 0, g.a.cs ?? 0, g.b.rs ?? 0, g.b.cs ?? 0, g.c.ld, g.accumulate ? 1 : 0],
+        ...[z1, z2, g.a.z1 ?? 0, g.a.z2 ?? 0, g.b.z1 ?? 0, g.b.z2 ?? 0, g.c.z1 ?? 0, g.c.z2 ?? 0],
+        ...[
+          g.a.mode,
+          g.b.mode,
+          g.bias ? 1 : 0,
+          g.scale ? 1 : 0,
+          g.residual ? 1 : 0,
+          g.relu ? 1 : 0,
+          aPacking,
+        ],
+        ...(g.geometry ?? GEOMETRY.map(() => 0)),
+      ],
+      [1],
+      name,
+    );
+  if (prepack) dispatch(A_PACKING.packOnly, `gemm A packing: ${use}`);
   recordFlop(label, 2 * g.m * g.n * g.k * z1 * z2);
-  getEngine().dispatch(
-    wasmGemmKernel,
-    [a.buffer, b.buffer, c.buffer, (g.bias ?? c).buffer, (g.scale ?? c).buffer, (g.residual ?? c).buffer],
-    [
-      ...[g.m, g.n, g.k, g.a.rs ?? 0, g.a.cs ?? 0, g.b.rs ?? 0, g.b.cs ?? 0, g.c.ld, g.accumulate ? 1 : 0],
-      ...[z1, z2, g.a.z1 ?? 0, g.a.z2 ?? 0, g.b.z1 ?? 0, g.b.z2 ?? 0, g.c.z1 ?? 0, g.c.z2 ?? 0],
-      ...[g.a.mode, g.b.mode, g.bias ? 1 : 0, g.scale ? 1 : 0, g.residual ? 1 : 0, g.relu ? 1 : 0],
-      ...(g.geometry ?? GEOMETRY.map(() => 0)),
-    ],
-    [1],
-    label,
-  );
+  dispatch(prepack ? A_PACKING.prepacked : A_PACKING.perUnit, label);
+  if (prepack) packed.dispose();
 }

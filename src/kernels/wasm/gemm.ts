@@ -10,11 +10,13 @@ import * as L from "./layout";
 const MB: i32 = 64;
 const KB: i32 = 256;
 const NB_MAX: i32 = 256;
-// Scratch a thread uses: packed A (MB x KB), packed B (KB x NB_MAX), an edge tile, 3 x 8 column offsets.
+/** The narrowest column block (src/kernels/gemm.ts NB_MIN decides from it whether to pre-pack A). */
+const NB_MIN: i32 = 32;
+// Scratch a thread uses: packed A (MB x KB), packed B (KB x NB_MAX), an edge tile, 3 x 8 + 1 column slots.
 const PACK_A: usize = 0;
 const PACK_B: usize = PACK_A + <usize>(MB * KB) * 4;
 const EDGE: usize = PACK_B + <usize>(KB * NB_MAX) * 4;
-const COLS: usize = EDGE + 32 * 4;
+const COLS: usize = EDGE + 32 * 4; // up to COLS + 25 * 4
 
 // How A and B are read (uniforms amode, bmode).
 const STRIDED = 0;
@@ -39,7 +41,11 @@ const HAS_RESIDUAL = L.gemm.has_residual, RELU = L.gemm.relu, SCALE_ = L.gemm.sc
 const GC = L.gemm.g_c, GH = L.gemm.g_h, GW = L.gemm.g_w, GOC = L.gemm.g_oc, GOH = L.gemm.g_oh, GOW = L.gemm.g_ow;
 const GKH = L.gemm.g_kh, GKW = L.gemm.g_kw, GSH = L.gemm.g_sh, GSW = L.gemm.g_sw, GPH = L.gemm.g_ph;
 const GPW = L.gemm.g_pw, GDH = L.gemm.g_dh, GDW = L.gemm.g_dw, GGROUPS = L.gemm.g_groups;
-const SCRATCH_ = L.gemm.SCRATCH_BASE;
+const SCRATCH_ = L.gemm.SCRATCH_BASE, PACKED_A = L.gemm.packed_a, A_PACKING = L.gemm.a_packing;
+// Values of a_packing (src/kernels/gemm.ts A_PACKING).
+const PACK_PER_UNIT = 0;
+const PACK_ONLY = 1;
+const PREPACKED = 2;
 
 @inline function zero4(): v128 {
   return f32x4.splat(0);
@@ -50,6 +56,10 @@ function packA(pa: usize, args: usize, a: usize, m0: i32, rows: i32, k0: i32, kc
   const mode = argI(args, AMODE);
   for (let s = 0; s < rows; s += 4) {
     const strip = pa + <usize>(s * kc) * 4;
+    if (mode == STRIDED && argI(args, CSA) == 1 && s + 4 <= rows) {
+      packRows4(strip, at(a, (m0 + s) * argI(args, RSA) + k0), <usize>argI(args, RSA) * 4, kc);
+      continue;
+    }
     for (let r = 0; r < 4; r++) {
       const dst = strip + <usize>r * 4;
       const m = m0 + s + r;
@@ -79,6 +89,25 @@ function packA(pa: usize, args: usize, a: usize, m0: i32, rows: i32, k0: i32, kc
         }
       }
     }
+  }
+}
+
+/** Four rows of a row-major A (rows `ld` bytes apart) into one strip: four columns at a time, transposed. */
+@inline function packRows4(strip: usize, src: usize, ld: usize, kc: i32): void {
+  let k = 0;
+  for (; k + 4 <= kc; k += 4) {
+    const p = src + <usize>k * 4;
+    const r0 = v128.load(p), r1 = v128.load(p + ld), r2 = v128.load(p + 2 * ld), r3 = v128.load(p + 3 * ld);
+    const t0 = v128.shuffle<f32>(r0, r1, 0, 4, 1, 5), t1 = v128.shuffle<f32>(r2, r3, 0, 4, 1, 5);
+    const t2 = v128.shuffle<f32>(r0, r1, 2, 6, 3, 7), t3 = v128.shuffle<f32>(r2, r3, 2, 6, 3, 7);
+    const dst = strip + <usize>k * 16;
+    v128.store(dst, v128.shuffle<f32>(t0, t1, 0, 1, 4, 5));
+    v128.store(dst, v128.shuffle<f32>(t0, t1, 2, 3, 6, 7), 16);
+    v128.store(dst, v128.shuffle<f32>(t2, t3, 0, 1, 4, 5), 32);
+    v128.store(dst, v128.shuffle<f32>(t2, t3, 2, 3, 6, 7), 48);
+  }
+  for (; k < kc; k++) {
+    for (let r = 0; r < 4; r++) store<f32>(strip + <usize>(k * 4 + r) * 4, load<f32>(src + <usize>r * ld + <usize>k * 4));
   }
 }
 
@@ -134,7 +163,15 @@ function packB(pb: usize, cols_: usize, args: usize, b: usize, k0: i32, kc: i32,
     store<i32>(at(cols_, 8 + c), dy ? x + pw : x * sw - pw);
   }
   const y0 = load<i32>(cols_), x0 = load<i32>(at(cols_, 8));
-  const oneRow = width == 8 && load<i32>(at(cols_, 7)) == y0 && (dy ? sw == 1 && sh == 1 : sw == 1);
+  // At unit stride a run of columns in one destination row reads one run of a source row: the panel's
+  // columns split into such runs (cols_[16 + i] the first column of run i; the last ends at `width`).
+  const unitStride = dy ? sw == 1 && sh == 1 : sw == 1;
+  let runs = 0;
+  if (unitStride) {
+    for (let c = 0; c < width; c++) if (c == 0 || load<i32>(at(cols_, c)) != load<i32>(at(cols_, c - 1))) store<i32>(at(cols_, 16 + runs++), c);
+    store<i32>(at(cols_, 16 + runs), width);
+  }
+  const oneRow = width == 8 && runs == 1;
   const plane = srcH * srcW;
   let ch = k0 / khw, r = k0 % khw;
   for (let k = 0; k < kc; k++) {
@@ -150,6 +187,11 @@ function packB(pb: usize, cols_: usize, args: usize, b: usize, k0: i32, kc: i32,
         if (++r == khw) (r = 0, ch++);
         continue;
       }
+    }
+    if (unitStride) {
+      packRuns(dst, cols_, base, runs, dy ? -kh * dh : kh * dh, dy ? -kw * dw : kw * dw, srcH, srcW);
+      if (++r == khw) (r = 0, ch++);
+      continue;
     }
     for (let c = 0; c < 8; c++) {
       let v: f32 = 0;
@@ -173,6 +215,26 @@ function packB(pb: usize, cols_: usize, args: usize, b: usize, k0: i32, kc: i32,
     }
     if (++r == khw) (r = 0, ch++);
   }
+}
+
+/**
+ * One packed row at unit stride, run by run (see packWindows): a run of columns reads source row y + dy0 from
+ * x + dx0 on, where (y, x) is its first column's origin; what falls outside the map is zero, and so are the
+ * columns past the last run.
+ */
+@inline function packRuns(dst: usize, cols_: usize, base: usize, runs: i32, dy0: i32, dx0: i32, srcH: i32, srcW: i32): void {
+  for (let i = 0; i < runs; i++) {
+    const c0 = load<i32>(at(cols_, 16 + i)), c1 = load<i32>(at(cols_, 17 + i));
+    const y = load<i32>(at(cols_, c0)) + dy0, x = load<i32>(at(cols_, 8 + c0)) + dx0;
+    let lo = c1, hi = c1;
+    if (y >= 0 && y < srcH) (lo = max(c0, c0 - x), hi = min(c1, c0 + srcW - x));
+    let c = c0;
+    for (; c < lo; c++) store<f32>(at(dst, c), 0);
+    const offset = y * srcW + x - c0;
+    for (; c < hi; c++) store<f32>(at(dst, c), load<f32>(at(base, offset + c)));
+    for (; c < c1; c++) store<f32>(at(dst, c), 0);
+  }
+  for (let c = load<i32>(at(cols_, 16 + runs)); c < 8; c++) store<f32>(at(dst, c), 0);
 }
 
 /** B of the weight gradient: rows k = (image, output pixel), columns n = (ci, kh, kw) of the filter. */
@@ -294,32 +356,68 @@ function epilogue(args: usize, z2: i32, M: i32, dst: usize, ldc: i32, row: i32, 
 }
 
 /**
+ * Where A's block (rows m0.., K chunk k0..) of product (z1, z2) lies in packed_a: per distinct A (products
+ * share one where its z offset is 0), per K chunk, strips of four rows (M rounded up to 4), kc deep.
+ */
+@inline function prepackedBlock(args: usize, z1: i32, z2: i32, M: i32, K: i32, m0: i32, k0: i32, kc: i32): usize {
+  const d2 = argI(args, A2) != 0 ? argI(args, Z2) : 1;
+  const za = (argI(args, A1) != 0 ? z1 : 0) * d2 + (argI(args, A2) != 0 ? z2 : 0);
+  const mPad = (M + 3) & ~3;
+  return argP(args, PACKED_A) + (<usize>za * <usize>mPad * <usize>K + <usize>(mPad * k0 + m0 * kc)) * 4;
+}
+
+/** Packs every distinct A into packed_a (see prepackedBlock), in units of one row block of one K chunk. */
+function packWholeA(tid: i32, nth: i32, args: usize): void {
+  const M = argI(args, M_), K = argI(args, K_);
+  const d1 = argI(args, A1) != 0 ? argI(args, Z1) : 1, d2 = argI(args, A2) != 0 ? argI(args, Z2) : 1;
+  const kChunks = (K + KB - 1) / KB, mBlocks = (M + MB - 1) / MB;
+  const units = d1 * d2 * kChunks * mBlocks;
+  for (let u = tid; u < units; u += nth) {
+    const za = u / (kChunks * mBlocks), rest = u % (kChunks * mBlocks);
+    const z1 = za / d2, z2 = za % d2;
+    const k0 = (rest / mBlocks) * KB, m0 = (rest % mBlocks) * MB;
+    const az = at(argP(args, A_), z1 * argI(args, A1) + z2 * argI(args, A2));
+    const kc = min(KB, K - k0);
+    packA(prepackedBlock(args, z1, z2, M, K, m0, k0, kc), args, az, m0, min(MB, M - m0), k0, kc);
+  }
+}
+
+/**
  * C[z] (+)= A[z] B[z] for z = (z1, z2) in Z1 x Z2, operand z offsets z1 * (A1, B1, C1) + z2 * (A2, B2, C2);
  * then the epilogue (scale, bias, residual, ReLU: see `epilogue`) on each block of C as its last K chunk ends;
  * scale and bias are per row, by group: [z2 * M + row] (a convolution's per-channel ones).
  */
 export function gemm(tid: i32, nth: i32, args: usize): void {
+  const packing = argI(args, A_PACKING);
+  if (packing == PACK_ONLY) {
+    packWholeA(tid, nth, args);
+    return;
+  }
   const M = argI(args, M_), N = argI(args, N_), K = argI(args, K_);
   const ldc = argI(args, LDC), accumulate = argI(args, ACC) != 0;
   const hasEpilogue = argI(args, HAS_BIAS) + argI(args, HAS_SCALE) + argI(args, HAS_RESIDUAL) + argI(args, RELU) != 0;
   const z1n = argI(args, Z1), z2n = argI(args, Z2), zn = z1n * z2n;
   const scratch = argP(args, SCRATCH_) + <usize>tid * SCRATCH;
-  const pa = scratch + PACK_A, pb = scratch + PACK_B, edge = scratch + EDGE, cols_ = scratch + COLS;
-  const mBlocks = (M + MB - 1) / MB;
-  // A unit is (z, column block, group of row blocks): B's panel is packed once per K chunk and serves every
-  // row block of the group (the window packers are the costly ones). Columns per block: up to NB_MAX,
-  // fewer, and then rows split into groups, while that leaves threads idle.
-  let nb = NB_MAX;
-  while (nb > 32 && zn * ((N + nb - 1) / nb) < 2 * nth) nb >>= 1;
-  const nBlocks = (N + nb - 1) / nb;
-  const mGroups = min(mBlocks, max(1, (2 * nth + zn * nBlocks - 1) / (zn * nBlocks)));
-  const perGroup = (mBlocks + mGroups - 1) / mGroups;
+  const packedA = scratch + PACK_A, pb = scratch + PACK_B, edge = scratch + EDGE, cols_ = scratch + COLS;
+  // A unit is (z, column block, group of rows): B's panel is packed once per K chunk and serves every
+  // row block of the group (the window packers are the costly ones). Columns split into blocks of equal
+  // width (up to NB_MAX, a multiple of the tile's 8), twice as many while that leaves threads idle and keeps
+  // them NB_MIN wide, then rows into groups. Equal blocks keep the threads' shares equal: 289 columns in
+  // blocks of 256 and 33 would give one thread both wide blocks of two images.
+  let nBlocks = (N + NB_MAX - 1) / NB_MAX;
+  while (zn * nBlocks < 2 * nth && (N + 2 * nBlocks - 1) / (2 * nBlocks) >= NB_MIN) nBlocks <<= 1;
+  const nb = ((N + nBlocks - 1) / nBlocks + 7) & ~7;
+  nBlocks = (N + nb - 1) / nb;
+  // Row groups of equal height (a multiple of the tile's 4 rows, at least 16 of them).
+  const mGroups = min(max(1, (M + 15) / 16), max(1, (2 * nth + zn * nBlocks - 1) / (zn * nBlocks)));
+  const groupRows = ((M + mGroups - 1) / mGroups + 3) & ~3;
   const units = zn * nBlocks * mGroups;
   for (let u = tid; u < units; u += nth) {
     const z = u / (nBlocks * mGroups), rest = u % (nBlocks * mGroups);
     const z1 = z / z2n, z2 = z % z2n;
     const n0 = (rest / mGroups) * nb, cols = min(nb, N - n0);
-    const mFirst = (rest % mGroups) * perGroup * MB, mEnd = min(M, mFirst + perGroup * MB);
+    const mFirst = (rest % mGroups) * groupRows, mEnd = min(M, mFirst + groupRows);
+    if (mFirst >= mEnd) continue; // rounding the groups up to 4 rows can leave the last ones empty
     const az = at(argP(args, A_), z1 * argI(args, A1) + z2 * argI(args, A2));
     const bz = at(argP(args, B_), z1 * argI(args, B1) + z2 * argI(args, B2));
     const cz = at(argP(args, C_), z1 * argI(args, C1) + z2 * argI(args, C2) + n0);
@@ -332,8 +430,10 @@ export function gemm(tid: i32, nth: i32, args: usize): void {
       packB(pb, cols_, args, bz, k0, kc, n0, cols);
       const acc = accumulate || k0 > 0, last = hasEpilogue && k0 + KB >= K;
       for (let m0 = mFirst; m0 < mEnd; m0 += MB) {
-        const rows = min(MB, M - m0);
-        packA(pa, args, az, m0, rows, k0, kc);
+        const rows = min(MB, mEnd - m0);
+        let pa = packedA;
+        if (packing == PREPACKED) pa = prepackedBlock(args, z1, z2, M, K, m0, k0, kc);
+        else packA(pa, args, az, m0, rows, k0, kc);
         for (let p = 0; p < cols; p += 8) {
           for (let s = 0; s < rows; s += 4) {
             const pas = pa + <usize>(s * kc) * 4, pbp = pb + <usize>(p * kc) * 4;

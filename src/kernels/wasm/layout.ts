@@ -484,7 +484,7 @@ export namespace gather_rows {
   export const UNIFORMS: i32 = 3;
 }
 
-/** gemm: bindings a, b, c, bias, scale, residual; uniforms M, N, K, rsA, csA, rsB, csB, ldc, accumulate, z1, z2, a1, a2, b1, b2, c1, c2, amode, bmode, has_bias, has_scale, has_residual, relu, g_c, g_h, g_w, g_oc, g_oh, g_ow, g_kh, g_kw, g_sh, g_sw, g_ph, g_pw, g_dh, g_dw, g_groups. */
+/** gemm: bindings a, b, c, bias, scale, residual, packed_a; uniforms M, N, K, rsA, csA, rsB, csB, ldc, accumulate, z1, z2, a1, a2, b1, b2, c1, c2, amode, bmode, has_bias, has_scale, has_residual, relu, a_packing, g_c, g_h, g_w, g_oc, g_oh, g_ow, g_kh, g_kw, g_sh, g_sw, g_ph, g_pw, g_dh, g_dw, g_groups. */
 export namespace gemm {
   export const a: i32 = 0;
   export const b: i32 = 1;
@@ -492,49 +492,51 @@ export namespace gemm {
   export const bias: i32 = 3;
   export const scale: i32 = 4;
   export const residual: i32 = 5;
-  export const M: i32 = 6;
-  export const N: i32 = 7;
-  export const K: i32 = 8;
-  export const rsA: i32 = 9;
-  export const csA: i32 = 10;
-  export const rsB: i32 = 11;
-  export const csB: i32 = 12;
-  export const ldc: i32 = 13;
-  export const accumulate: i32 = 14;
-  export const z1: i32 = 15;
-  export const z2: i32 = 16;
-  export const a1: i32 = 17;
-  export const a2: i32 = 18;
-  export const b1: i32 = 19;
-  export const b2: i32 = 20;
-  export const c1: i32 = 21;
-  export const c2: i32 = 22;
-  export const amode: i32 = 23;
-  export const bmode: i32 = 24;
-  export const has_bias: i32 = 25;
-  export const has_scale: i32 = 26;
-  export const has_residual: i32 = 27;
-  export const relu: i32 = 28;
-  export const g_c: i32 = 29;
-  export const g_h: i32 = 30;
-  export const g_w: i32 = 31;
-  export const g_oc: i32 = 32;
-  export const g_oh: i32 = 33;
-  export const g_ow: i32 = 34;
-  export const g_kh: i32 = 35;
-  export const g_kw: i32 = 36;
-  export const g_sh: i32 = 37;
-  export const g_sw: i32 = 38;
-  export const g_ph: i32 = 39;
-  export const g_pw: i32 = 40;
-  export const g_dh: i32 = 41;
-  export const g_dw: i32 = 42;
-  export const g_groups: i32 = 43;
-  export const GRID_X: i32 = 44;
-  export const GRID_Y: i32 = 45;
-  export const GRID_Z: i32 = 46;
-  export const SCRATCH_BASE: i32 = 47;
-  export const UNIFORMS: i32 = 6;
+  export const packed_a: i32 = 6;
+  export const M: i32 = 7;
+  export const N: i32 = 8;
+  export const K: i32 = 9;
+  export const rsA: i32 = 10;
+  export const csA: i32 = 11;
+  export const rsB: i32 = 12;
+  export const csB: i32 = 13;
+  export const ldc: i32 = 14;
+  export const accumulate: i32 = 15;
+  export const z1: i32 = 16;
+  export const z2: i32 = 17;
+  export const a1: i32 = 18;
+  export const a2: i32 = 19;
+  export const b1: i32 = 20;
+  export const b2: i32 = 21;
+  export const c1: i32 = 22;
+  export const c2: i32 = 23;
+  export const amode: i32 = 24;
+  export const bmode: i32 = 25;
+  export const has_bias: i32 = 26;
+  export const has_scale: i32 = 27;
+  export const has_residual: i32 = 28;
+  export const relu: i32 = 29;
+  export const a_packing: i32 = 30;
+  export const g_c: i32 = 31;
+  export const g_h: i32 = 32;
+  export const g_w: i32 = 33;
+  export const g_oc: i32 = 34;
+  export const g_oh: i32 = 35;
+  export const g_ow: i32 = 36;
+  export const g_kh: i32 = 37;
+  export const g_kw: i32 = 38;
+  export const g_sh: i32 = 39;
+  export const g_sw: i32 = 40;
+  export const g_ph: i32 = 41;
+  export const g_pw: i32 = 42;
+  export const g_dh: i32 = 43;
+  export const g_dw: i32 = 44;
+  export const g_groups: i32 = 45;
+  export const GRID_X: i32 = 46;
+  export const GRID_Y: i32 = 47;
+  export const GRID_Z: i32 = 48;
+  export const SCRATCH_BASE: i32 = 49;
+  export const UNIFORMS: i32 = 7;
 }
 
 /** increment_i32: bindings t. */

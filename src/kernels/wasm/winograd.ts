@@ -69,9 +69,32 @@ import * as L from "./layout";
   }
 }
 
+/** d = G s as weightMap computes it, in four lanes at once: four filters, the same operations in the same order. */
+@inline function weightMap4(m: i32, s: usize, ss: usize, d: usize, ds: usize): void {
+  const g0 = v128.load(s), g1 = v128.load(s + ss), g2 = v128.load(s + 2 * ss);
+  const sum = f32x4.add(f32x4.add(g0, g1), g2), alt = f32x4.add(f32x4.sub(g0, g1), g2);
+  if (m == 2) {
+    const half = f32x4.splat(0.5);
+    v128.store(d, g0);
+    v128.store(d + ds, f32x4.mul(sum, half));
+    v128.store(d + 2 * ds, f32x4.mul(alt, half));
+    v128.store(d + 3 * ds, g2);
+  } else {
+    const sixth = f32x4.splat(-1.0 / 6), c24 = f32x4.splat(1.0 / 24), c12 = f32x4.splat(1.0 / 12), c6 = f32x4.splat(1.0 / 6);
+    const t0 = f32x4.mul(g0, c24), t1 = f32x4.mul(g1, c12), t2 = f32x4.mul(g2, c6);
+    v128.store(d, f32x4.mul(g0, f32x4.splat(0.25)));
+    v128.store(d + ds, f32x4.mul(sum, sixth));
+    v128.store(d + 2 * ds, f32x4.mul(alt, sixth));
+    v128.store(d + 3 * ds, f32x4.add(f32x4.add(t0, t1), t2));
+    v128.store(d + 4 * ds, f32x4.add(f32x4.sub(t0, t1), t2));
+    v128.store(d + 5 * ds, g2);
+  }
+}
+
 /**
  * U[xi, r, c] = (G g G^T)[xi] for the filter g = w[r, c] (3 x 3), or with `flip` g = w[c, r] turned by 180
  * degrees: the filters of the input gradient, a convolution of dy with the transposed, flipped weights.
+ * Four filters of a row r go at once, one a lane (weightMap4); the last cols % 4 one by one.
  */
 export function winograd_weight(tid: i32, nth: i32, args: usize): void {
   const rows = argI(args, L.winograd_weight.rows), cols = argI(args, L.winograd_weight.cols);
@@ -79,8 +102,19 @@ export function winograd_weight(tid: i32, nth: i32, args: usize): void {
   const w = argP(args, L.winograd_weight.w), u = argP(args, L.winograd_weight.u);
   const scratch = argP(args, L.winograd_weight.SCRATCH_BASE) + <usize>tid * SCRATCH;
   const f = scratch, gf = f + 64, out = gf + 256;
+  const f4 = out + 256, gf4 = f4 + 9 * 16, out4 = gf4 + 18 * 16;
   for (let r = tid; r < rows; r += nth) {
-    for (let c = 0; c < cols; c++) {
+    let c = 0;
+    for (; c + 4 <= cols; c += 4) {
+      for (let j = 0; j < 4; j++) {
+        const src = at(w, (flip ? (c + j) * rows + r : r * cols + c + j) * 9);
+        for (let i = 0; i < 9; i++) store<f32>(f4 + <usize>(i * 4 + j) * 4, load<f32>(at(src, flip ? 8 - i : i)));
+      }
+      for (let j = 0; j < 3; j++) weightMap4(m, f4 + <usize>j * 16, 48, gf4 + <usize>j * 16, 48);
+      for (let i = 0; i < a; i++) weightMap4(m, gf4 + <usize>i * 48, 16, out4 + <usize>(i * a) * 16, 16);
+      for (let xi = 0; xi < a * a; xi++) v128.store(at(u, (xi * rows + r) * cols + c), v128.load(out4 + <usize>xi * 16));
+    }
+    for (; c < cols; c++) {
       const src = at(w, (flip ? c * rows + r : r * cols + c) * 9);
       for (let i = 0; i < 9; i++) store<f32>(at(f, i), load<f32>(at(src, flip ? 8 - i : i)));
       for (let j = 0; j < 3; j++) weightMap(m, at(f, j), 12, at(gf, j), 12); // G g: a x 3, rows 3 apart
