@@ -18,6 +18,9 @@ const CASES = [
   { n: 2, c: 5, oc: 7, h: 9, w: 11, padding: 1 },
   { n: 1, c: 6, oc: 4, h: 10, w: 7, padding: 0 },
   { n: 1, c: 3, oc: 5, h: 6, w: 13, padding: 2 },
+  // Wide enough for the transforms' four tiles at once, inside the map and across its edges.
+  { n: 2, c: 5, oc: 6, h: 11, w: 19, padding: 1 },
+  { n: 1, c: 4, oc: 5, h: 12, w: 22, padding: 0 },
 ];
 
 for (const tile of [2, 4] as const) {

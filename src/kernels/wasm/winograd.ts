@@ -35,6 +35,26 @@ import * as L from "./layout";
   }
 }
 
+/** d = B^T s as inputMap computes it, in four lanes at once: four tiles, the same operations in the same order. */
+@inline function inputMap4(m: i32, s: usize, ss: usize, d: usize, ds: usize): void {
+  const d0 = v128.load(s), d1 = v128.load(s + ss), d2 = v128.load(s + 2 * ss), d3 = v128.load(s + 3 * ss);
+  if (m == 2) {
+    v128.store(d, f32x4.sub(d0, d2));
+    v128.store(d + ds, f32x4.add(d1, d2));
+    v128.store(d + 2 * ds, f32x4.sub(d2, d1));
+    v128.store(d + 3 * ds, f32x4.sub(d1, d3));
+  } else {
+    const d4 = v128.load(s + 4 * ss), d5 = v128.load(s + 5 * ss), two = f32x4.splat(2), four = f32x4.splat(4);
+    const five = f32x4.splat(5);
+    v128.store(d, f32x4.add(f32x4.sub(f32x4.mul(four, d0), f32x4.mul(five, d2)), d4));
+    v128.store(d + ds, f32x4.sub(f32x4.add(d4, d3), f32x4.mul(four, f32x4.add(d1, d2))));
+    v128.store(d + 2 * ds, f32x4.add(f32x4.sub(d4, d3), f32x4.mul(four, f32x4.sub(d1, d2))));
+    v128.store(d + 3 * ds, f32x4.add(f32x4.sub(d4, d2), f32x4.mul(two, f32x4.sub(d3, d1))));
+    v128.store(d + 4 * ds, f32x4.sub(f32x4.sub(d4, d2), f32x4.mul(two, f32x4.sub(d3, d1))));
+    v128.store(d + 5 * ds, f32x4.add(f32x4.sub(f32x4.mul(four, d1), f32x4.mul(five, d3)), d5));
+  }
+}
+
 /** d = A^T s (a values in, m out). */
 @inline function outputMap(m: i32, s: usize, ss: usize, d: usize, ds: usize): void {
   const m0 = v(s, 0, ss), m1 = v(s, 1, ss), m2 = v(s, 2, ss), m3 = v(s, 3, ss);
@@ -48,6 +68,22 @@ import * as L from "./layout";
     put(d, 1, ds, n12 + 2 * n34);
     put(d, 2, ds, p12 + 4 * p34);
     put(d, 3, ds, n12 + 8 * n34 + m5);
+  }
+}
+
+/** d = A^T s as outputMap computes it, in four lanes at once: four tiles, the same operations in the same order. */
+@inline function outputMap4(m: i32, s: usize, ss: usize, d: usize, ds: usize): void {
+  const m0 = v128.load(s), m1 = v128.load(s + ss), m2 = v128.load(s + 2 * ss), m3 = v128.load(s + 3 * ss);
+  if (m == 2) {
+    v128.store(d, f32x4.add(f32x4.add(m0, m1), m2));
+    v128.store(d + ds, f32x4.sub(f32x4.sub(m1, m2), m3));
+  } else {
+    const m4 = v128.load(s + 4 * ss), m5 = v128.load(s + 5 * ss);
+    const p12 = f32x4.add(m1, m2), n12 = f32x4.sub(m1, m2), p34 = f32x4.add(m3, m4), n34 = f32x4.sub(m3, m4);
+    v128.store(d, f32x4.add(f32x4.add(m0, p12), p34));
+    v128.store(d + ds, f32x4.add(n12, f32x4.mul(f32x4.splat(2), n34)));
+    v128.store(d + 2 * ds, f32x4.add(p12, f32x4.mul(f32x4.splat(4), p34)));
+    v128.store(d + 3 * ds, f32x4.add(f32x4.add(n12, f32x4.mul(f32x4.splat(8), n34)), m5));
   }
 }
 
@@ -124,6 +160,16 @@ export function winograd_weight(tid: i32, nth: i32, args: usize): void {
   }
 }
 
+/** Rows r0..r3 of a 4 x 4 block stored as its columns, 16 bytes apart from `dst`. */
+@inline function transpose4(dst: usize, r0: v128, r1: v128, r2: v128, r3: v128): void {
+  const t0 = v128.shuffle<f32>(r0, r1, 0, 4, 1, 5), t1 = v128.shuffle<f32>(r2, r3, 0, 4, 1, 5);
+  const t2 = v128.shuffle<f32>(r0, r1, 2, 6, 3, 7), t3 = v128.shuffle<f32>(r2, r3, 2, 6, 3, 7);
+  v128.store(dst, v128.shuffle<f32>(t0, t1, 0, 1, 4, 5));
+  v128.store(dst, v128.shuffle<f32>(t0, t1, 2, 3, 6, 7), 16);
+  v128.store(dst, v128.shuffle<f32>(t2, t3, 0, 1, 4, 5), 32);
+  v128.store(dst, v128.shuffle<f32>(t2, t3, 2, 3, 6, 7), 48);
+}
+
 /**
  * V[xi, ch, p] = (B^T d B)[xi] for each channel ch and tile p = (image, ty, tx), d the a x a patch of x at
  * (ty m - ph, tx m - pw), zeros outside the image.
@@ -137,12 +183,50 @@ export function winograd_input(tid: i32, nth: i32, args: usize): void {
   const x = argP(args, L.winograd_input.x), v = argP(args, L.winograd_input.v);
   const scratch = argP(args, L.winograd_input.SCRATCH_BASE) + <usize>tid * SCRATCH;
   const d = scratch, t = d + 256, out = t + 256;
+  // Four tiles side by side at once, one a lane: their band of the a rows, 4m + 2 columns (read as `span`),
+  // then the lanes' columns by shuffles (tile j's column col is the band's column j m + col).
+  const span = m == 2 ? 12 : 20;
+  const band = out + 256, d4 = band + 6 * 80, t4 = d4 + 36 * 16, out4 = t4 + 36 * 16;
   const tiles = th * tw, p = n * tiles, plane = ch * p;
   for (let unit = tid; unit < n * ch; unit += nth) {
     const img = unit / ch, c = unit % ch;
     const src = at(x, (img * ch + c) * h * w);
     for (let ty = 0; ty < th; ty++) {
-      for (let tx = 0; tx < tw; tx++) {
+      let tx = 0;
+      for (; tx + 4 <= tw; tx += 4) {
+        const y0 = ty * m - ph, x0 = tx * m - pw;
+        for (let i = 0; i < a; i++) {
+          const y = y0 + i, row = band + <usize>i * 80;
+          if (y >= 0 && y < h && x0 >= 0 && x0 + span <= w) {
+            const from = at(src, y * w + x0);
+            for (let q = 0; q < span * 4; q += 16) v128.store(row + <usize>q, v128.load(from + <usize>q));
+          } else {
+            for (let j = 0; j < span; j++) {
+              const xx = x0 + j;
+              store<f32>(at(row, j), y >= 0 && y < h && xx >= 0 && xx < w ? load<f32>(at(src, y * w + xx)) : 0);
+            }
+          }
+          const lanes = d4 + <usize>(i * a) * 16;
+          if (m == 2) {
+            const r0 = v128.load(row), r1 = v128.load(row, 16), r2 = v128.load(row, 8), r3 = v128.load(row, 24);
+            v128.store(lanes, v128.shuffle<f32>(r0, r1, 0, 2, 4, 6));
+            v128.store(lanes, v128.shuffle<f32>(r0, r1, 1, 3, 5, 7), 16);
+            v128.store(lanes, v128.shuffle<f32>(r2, r3, 0, 2, 4, 6), 32);
+            v128.store(lanes, v128.shuffle<f32>(r2, r3, 1, 3, 5, 7), 48);
+          } else {
+            transpose4(lanes, v128.load(row), v128.load(row, 16), v128.load(row, 32), v128.load(row, 48));
+            transpose4(out4, v128.load(row, 16), v128.load(row, 32), v128.load(row, 48), v128.load(row, 64));
+            v128.store(lanes, v128.load(out4), 64);
+            v128.store(lanes, v128.load(out4, 16), 80);
+          }
+        }
+        const stride = <usize>a * 16;
+        for (let j = 0; j < a; j++) inputMap4(m, d4 + <usize>j * 16, stride, t4 + <usize>j * 16, stride);
+        for (let i = 0; i < a; i++) inputMap4(m, t4 + <usize>i * stride, 16, out4 + <usize>i * stride, 16);
+        const col = c * p + img * tiles + ty * tw + tx;
+        for (let xi = 0; xi < a * a; xi++) v128.store(at(v, xi * plane + col), v128.load(out4 + <usize>xi * 16));
+      }
+      for (; tx < tw; tx++) {
         const y0 = ty * m - ph, x0 = tx * m - pw;
         for (let i = 0; i < a; i++) {
           const y = y0 + i;
@@ -177,13 +261,42 @@ export function winograd_output(tid: i32, nth: i32, args: usize): void {
   const residual = argP(args, L.winograd_output.residual);
   const scratch = argP(args, L.winograd_output.SCRATCH_BASE) + <usize>tid * SCRATCH;
   const src = scratch, t = src + 256, out = t + 256;
+  const src4 = out + 256, t4 = src4 + 36 * 16, out4 = t4 + 36 * 16, rows4 = out4 + 16 * 16;
   const tiles = th * tw, p = n * tiles, plane = oc * p;
   for (let unit = tid; unit < n * oc; unit += nth) {
     const img = unit / oc, o = unit % oc;
     const s = hasScale ? load<f32>(at(scale, o)) : <f32>1, b = hasBias ? load<f32>(at(bias, o)) : <f32>0;
     const base = (img * oc + o) * oh * ow;
+    const sv = f32x4.splat(s), bv = f32x4.splat(b), zero = f32x4.splat(0);
     for (let ty = 0; ty < th; ty++) {
-      for (let tx = 0; tx < tw; tx++) {
+      let tx = 0;
+      // Four tiles side by side at once, one a lane, where their 4m columns and m rows lie inside the output:
+      // each output row's lanes interleaved back into 4m adjacent values.
+      for (; tx + 4 <= tw && (tx + 4) * m <= ow && (ty + 1) * m <= oh; tx += 4) {
+        const col = o * p + img * tiles + ty * tw + tx;
+        for (let xi = 0; xi < a * a; xi++) v128.store(src4 + <usize>xi * 16, v128.load(at(mm, xi * plane + col)));
+        const stride = <usize>a * 16;
+        for (let j = 0; j < a; j++) outputMap4(m, src4 + <usize>j * 16, stride, t4 + <usize>j * 16, stride);
+        for (let i = 0; i < m; i++) outputMap4(m, t4 + <usize>i * stride, 16, out4 + <usize>(i * m) * 16, 16);
+        for (let i = 0; i < m; i++) {
+          const lanes = out4 + <usize>(i * m) * 16;
+          if (m == 2) {
+            const v0 = v128.load(lanes), v1 = v128.load(lanes, 16);
+            v128.store(rows4, v128.shuffle<f32>(v0, v1, 0, 4, 1, 5));
+            v128.store(rows4, v128.shuffle<f32>(v0, v1, 2, 6, 3, 7), 16);
+          } else {
+            transpose4(rows4, v128.load(lanes), v128.load(lanes, 16), v128.load(lanes, 32), v128.load(lanes, 48));
+          }
+          const k = base + (ty * m + i) * ow + tx * m;
+          for (let q = 0; q < m; q++) {
+            let v = f32x4.add(f32x4.mul(v128.load(rows4 + <usize>q * 16), sv), bv);
+            if (hasResidual) v = f32x4.add(v, v128.load(at(residual, k + q * 4)));
+            if (relu) v = f32x4.max(v, zero);
+            v128.store(at(y, k + q * 4), v);
+          }
+        }
+      }
+      for (; tx < tw; tx++) {
         const col = o * p + img * tiles + ty * tw + tx;
         for (let xi = 0; xi < a * a; xi++) store<f32>(at(src, xi), load<f32>(at(mm, xi * plane + col)));
         const row = <usize>a * 4;
