@@ -4,7 +4,7 @@
 // tile (eight f32x4 accumulators, the A value broadcast by load32_splat) runs over the packed panels. How A and B are read
 // (a strided matrix, or a convolution's implicit im2col) is the packers' business only, so the
 // convolution needs no im2col buffer: its windows are unrolled into the packed panel directly.
-import { argI, argP, at, SCRATCH } from "./common";
+import { argI, argP, at, SCRATCH, transpose4 } from "./common";
 import * as L from "./layout";
 
 const MB: i32 = 64;
@@ -98,13 +98,7 @@ function packA(pa: usize, args: usize, a: usize, m0: i32, rows: i32, k0: i32, kc
   for (; k + 4 <= kc; k += 4) {
     const p = src + <usize>k * 4;
     const r0 = v128.load(p), r1 = v128.load(p + ld), r2 = v128.load(p + 2 * ld), r3 = v128.load(p + 3 * ld);
-    const t0 = v128.shuffle<f32>(r0, r1, 0, 4, 1, 5), t1 = v128.shuffle<f32>(r2, r3, 0, 4, 1, 5);
-    const t2 = v128.shuffle<f32>(r0, r1, 2, 6, 3, 7), t3 = v128.shuffle<f32>(r2, r3, 2, 6, 3, 7);
-    const dst = strip + <usize>k * 16;
-    v128.store(dst, v128.shuffle<f32>(t0, t1, 0, 1, 4, 5));
-    v128.store(dst, v128.shuffle<f32>(t0, t1, 2, 3, 6, 7), 16);
-    v128.store(dst, v128.shuffle<f32>(t2, t3, 0, 1, 4, 5), 32);
-    v128.store(dst, v128.shuffle<f32>(t2, t3, 2, 3, 6, 7), 48);
+    transpose4(strip + <usize>k * 16, 16, r0, r1, r2, r3);
   }
   for (; k < kc; k++) {
     for (let r = 0; r < 4; r++) store<f32>(strip + <usize>(k * 4 + r) * 4, load<f32>(src + <usize>r * ld + <usize>k * 4));
@@ -130,6 +124,24 @@ function packB(pb: usize, cols_: usize, args: usize, b: usize, k0: i32, kc: i32,
       const src = at(b, (k0 + k) * rsB + c0);
       v128.store(panel + <usize>k * 32, v128.load(src));
       v128.store(panel + <usize>k * 32, v128.load(src, 16), 16);
+    }
+    return;
+  }
+  if (rsB == 1) {
+    // B transposed (a Linear layer's weight): each column runs along k, so read four k of eight columns and
+    // store them as four rows of the panel, instead of eight loads a row far apart.
+    const col = at(b, k0 + c0 * csB), ld = <usize>csB * 4;
+    let k = 0;
+    if (width == 8) {
+      for (; k + 4 <= kc; k += 4) {
+        const p = col + <usize>k * 4, dst = panel + <usize>k * 32;
+        transpose4(dst, 32, v128.load(p), v128.load(p + ld), v128.load(p + 2 * ld), v128.load(p + 3 * ld));
+        const q = p + 4 * ld;
+        transpose4(dst + 16, 32, v128.load(q), v128.load(q + ld), v128.load(q + 2 * ld), v128.load(q + 3 * ld));
+      }
+    }
+    for (; k < kc; k++) {
+      for (let c = 0; c < 8; c++) store<f32>(panel + <usize>(k * 8 + c) * 4, c < width ? load<f32>(col + <usize>c * ld + <usize>k * 4) : 0);
     }
     return;
   }

@@ -3,7 +3,7 @@
 // U = G g G^T, the input's overlapping a x a tiles V = B^T d B, the a^2 products M[xi] = U[xi] V[xi] run on
 // the GEMM (src/kernels/winograd.ts), and each m x m output tile is A^T M A, with the convolution's epilogue
 // (scale, bias, residual, ReLU) applied as it is written.
-import { argI, argP, at, SCRATCH } from "./common";
+import { argI, argP, at, SCRATCH, transpose4 } from "./common";
 import * as L from "./layout";
 
 // The transforms as 1-D maps applied to columns, then rows: B^T (a x a), G (a x 3) and A^T (m x a) written
@@ -160,16 +160,6 @@ export function winograd_weight(tid: i32, nth: i32, args: usize): void {
   }
 }
 
-/** Rows r0..r3 of a 4 x 4 block stored as its columns, 16 bytes apart from `dst`. */
-@inline function transpose4(dst: usize, r0: v128, r1: v128, r2: v128, r3: v128): void {
-  const t0 = v128.shuffle<f32>(r0, r1, 0, 4, 1, 5), t1 = v128.shuffle<f32>(r2, r3, 0, 4, 1, 5);
-  const t2 = v128.shuffle<f32>(r0, r1, 2, 6, 3, 7), t3 = v128.shuffle<f32>(r2, r3, 2, 6, 3, 7);
-  v128.store(dst, v128.shuffle<f32>(t0, t1, 0, 1, 4, 5));
-  v128.store(dst, v128.shuffle<f32>(t0, t1, 2, 3, 6, 7), 16);
-  v128.store(dst, v128.shuffle<f32>(t2, t3, 0, 1, 4, 5), 32);
-  v128.store(dst, v128.shuffle<f32>(t2, t3, 2, 3, 6, 7), 48);
-}
-
 /**
  * V[xi, ch, p] = (B^T d B)[xi] for each channel ch and tile p = (image, ty, tx), d the a x a patch of x at
  * (ty m - ph, tx m - pw), zeros outside the image.
@@ -214,8 +204,8 @@ export function winograd_input(tid: i32, nth: i32, args: usize): void {
             v128.store(lanes, v128.shuffle<f32>(r2, r3, 0, 2, 4, 6), 32);
             v128.store(lanes, v128.shuffle<f32>(r2, r3, 1, 3, 5, 7), 48);
           } else {
-            transpose4(lanes, v128.load(row), v128.load(row, 16), v128.load(row, 32), v128.load(row, 48));
-            transpose4(out4, v128.load(row, 16), v128.load(row, 32), v128.load(row, 48), v128.load(row, 64));
+            transpose4(lanes, 16, v128.load(row), v128.load(row, 16), v128.load(row, 32), v128.load(row, 48));
+            transpose4(out4, 16, v128.load(row, 16), v128.load(row, 32), v128.load(row, 48), v128.load(row, 64));
             v128.store(lanes, v128.load(out4), 64);
             v128.store(lanes, v128.load(out4, 16), 80);
           }
@@ -285,7 +275,7 @@ export function winograd_output(tid: i32, nth: i32, args: usize): void {
             v128.store(rows4, v128.shuffle<f32>(v0, v1, 0, 4, 1, 5));
             v128.store(rows4, v128.shuffle<f32>(v0, v1, 2, 6, 3, 7), 16);
           } else {
-            transpose4(rows4, v128.load(lanes), v128.load(lanes, 16), v128.load(lanes, 32), v128.load(lanes, 48));
+            transpose4(rows4, 16, v128.load(lanes), v128.load(lanes, 16), v128.load(lanes, 32), v128.load(lanes, 48));
           }
           const k = base + (ty * m + i) * ow + tx * m;
           for (let q = 0; q < m; q++) {
