@@ -249,6 +249,21 @@ function packB(pb: usize, cols_: usize, args: usize, b: usize, k0: i32, kc: i32,
   for (let c = load<i32>(at(cols_, 16 + runs)); c < 8; c++) store<f32>(at(dst, c), 0);
 }
 
+/** Whether every column's window tap (cols_: plane, dy, dx) of four adjacent pixels from (y0, x0) is inside. */
+@inline function quadInside(cols_: usize, y0: i32, x0: i32, h: i32, w: i32): bool {
+  for (let c = 0; c < 8; c++) {
+    const y = y0 + load<i32>(at(cols_, 8 + c)), xx = x0 + load<i32>(at(cols_, 16 + c));
+    if (y < 0 || y >= h || xx < 0 || xx + 4 > w) return false;
+  }
+  return true;
+}
+
+/** Column c's window tap (cols_: plane, dy, dx) of the four adjacent pixels from (y0, x0). */
+@inline function tapQuad(cols_: usize, base: usize, c: i32, y0: i32, x0: i32, w: i32): v128 {
+  const y = y0 + load<i32>(at(cols_, 8 + c)), xx = x0 + load<i32>(at(cols_, 16 + c));
+  return v128.load(at(base, load<i32>(at(cols_, c)) + y * w + xx));
+}
+
 /** B of the weight gradient: rows k = (image, output pixel), columns n = (ci, kh, kw) of the filter. */
 @inline function packIm2colT(panel: usize, cols_: usize, args: usize, x: usize, k0: i32, kc: i32, c0: i32, width: i32): void {
   const kh_ = argI(args, GKH), kw_ = argI(args, GKW), khw = kh_ * kw_;
@@ -266,15 +281,29 @@ function packB(pb: usize, cols_: usize, args: usize, b: usize, k0: i32, kc: i32,
   }
   let img = k0 / p, px = k0 % p;
   let oh = px / ow_, ow = px % ow_;
+  // At unit stride four rows k of one output row read four adjacent pixels in each column: where all eight
+  // columns' are inside the map, eight vector loads and two 4 x 4 transposes make the four panel rows.
+  const quads = width == 8 && sw == 1;
   for (let k = 0; k < kc; k++) {
     const dst = panel + <usize>k * 32;
     const y0 = oh * sh - ph, x0 = ow * sw - pw;
     const base = at(x, img * chw);
-    for (let c = 0; c < 8; c++) {
-      const y = y0 + load<i32>(at(cols_, 8 + c)), xx = x0 + load<i32>(at(cols_, 16 + c));
-      let v: f32 = 0;
-      if (c < width && y >= 0 && y < h && xx >= 0 && xx < w) v = load<f32>(at(base, load<i32>(at(cols_, c)) + y * w + xx));
-      store<f32>(at(dst, c), v);
+    if (quads && k + 4 <= kc && ow + 4 <= ow_ && quadInside(cols_, y0, x0, h, w)) {
+      const q0 = tapQuad(cols_, base, 0, y0, x0, w), q1 = tapQuad(cols_, base, 1, y0, x0, w);
+      const q2 = tapQuad(cols_, base, 2, y0, x0, w), q3 = tapQuad(cols_, base, 3, y0, x0, w);
+      transpose4(dst, 32, q0, q1, q2, q3);
+      const q4 = tapQuad(cols_, base, 4, y0, x0, w), q5 = tapQuad(cols_, base, 5, y0, x0, w);
+      const q6 = tapQuad(cols_, base, 6, y0, x0, w), q7 = tapQuad(cols_, base, 7, y0, x0, w);
+      transpose4(dst + 16, 32, q4, q5, q6, q7);
+      k += 3;
+      ow += 3;
+    } else {
+      for (let c = 0; c < 8; c++) {
+        const y = y0 + load<i32>(at(cols_, 8 + c)), xx = x0 + load<i32>(at(cols_, 16 + c));
+        let v: f32 = 0;
+        if (c < width && y >= 0 && y < h && xx >= 0 && xx < w) v = load<f32>(at(base, load<i32>(at(cols_, c)) + y * w + xx));
+        store<f32>(at(dst, c), v);
+      }
     }
     if (++ow == ow_) {
       ow = 0;
