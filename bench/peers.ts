@@ -19,14 +19,18 @@
 //   to the largest |logit|, is shown (random weights give logits in the thousands).
 // - PyTorch CPU (bench/stage1_torch.py --inference-only, torchvision's models: the same architectures and
 //   shapes, its own random weights) on every core, where Debian's python3-torch is installed.
-// - Timing: tinybench, 1 warmup and S (default 3) measured calls each; medians; images/s = B / median.
+// - Timing: tinybench, 1 warmup, then R rounds (--rounds, default 3) of S measured calls (--steps, default 3)
+//   of each configuration and engine in turn, so that each round times them all within seconds of each other;
+//   a figure is the median over the rounds of each round's median, and "after / ort-web" is the median of the
+//   rounds' own ratios, with their range: this VM's speed drifts by up to 2x over minutes (the peak too,
+//   measured before every round), and only ratios taken within a round mean something. images/s = B / ms.
 import process from "node:process";
 import * as ortNode from "onnxruntime-node";
 import * as ortWeb from "onnxruntime-web";
 import * as fl from "../mod.ts";
 import * as flannel from "../src/flannel/mod.ts";
 import { setWasmConvAlgorithm, type WasmConvAlgorithm } from "../src/kernels/conv.ts";
-import { timeTasks } from "./timing.ts";
+import { medianOf, timeTasks } from "./timing.ts";
 import { torchPeer } from "./torch_peer.ts";
 import { wasmPeak } from "./wasm_peak.ts";
 
@@ -35,20 +39,24 @@ const option = (name: string, fallback: number) => {
   const i = args.indexOf(name);
   return i >= 0 ? Number(args.splice(i, 2)[1]) : fallback;
 };
-const B = option("--batch", 2), steps = option("--steps", 3);
+const B = option("--batch", 2), steps = option("--steps", 3), rounds = option("--rounds", 3);
 const filter = args.find((a) => !a.startsWith("-")) ?? "";
 const crop = 224;
 
 const info = await fl.init({ backend: "wasm" });
 const threads = info.limits.threads;
 console.log(`${info.runtime}, ${info.adapter}; full-size learners, crop ${crop}, batch ${B}, ${steps} steps`);
-const peak = await wasmPeak(threads);
-console.log(
-  `WebAssembly SIMD peak (bench/wasm_peak.ts, kernel "${peak.kernel}"): ${
-    peak.oneThread.toFixed(1)
-  } GFLOP/s ` +
-    `on 1 thread, ${peak.allThreads.toFixed(1)} on ${threads}`,
-);
+console.log(`${new Date().toISOString()}; ${rounds} rounds of ${steps} steps`);
+/** The peak (bench/wasm_peak.ts) on every thread, measured once per round, GFLOP/s. */
+const peaks: number[] = [];
+async function measurePeak(): Promise<void> {
+  const peak = await wasmPeak(threads);
+  peaks.push(peak.allThreads);
+  console.log(
+    `WebAssembly SIMD peak (kernel "${peak.kernel}"): ${peak.oneThread.toFixed(1)} GFLOP/s on 1 thread, ` +
+      `${peak.allThreads.toFixed(1)} on ${threads}`,
+  );
+}
 
 const problems: string[] = [];
 ortWeb.env.wasm.numThreads = threads;
@@ -63,7 +71,7 @@ async function median(name: string, fn: () => Promise<unknown>): Promise<number>
 
 interface Row {
   arch: string;
-  /** Median ms of the three configurations (see the header). */
+  /** Median ms of the three configurations over the rounds (see the header). */
   beforeMs: number;
   fusedMs: number;
   afterMs: number;
@@ -71,7 +79,11 @@ interface Row {
   flop: number;
   gemmMs: number;
   gemmWallMs: number;
+  /** The peak on every thread, median of the rounds', GFLOP/s. */
+  peak: number;
   ortWebMs: number;
+  /** ort-web's time over ours ("after"), the median of the rounds' ratios, their least and largest. */
+  afterPerOrtWeb: [number, number, number];
   ortNodeMs: number;
   maxDiff: number;
 }
@@ -96,9 +108,6 @@ for (const arch of [...flannel.LEARNER_ARCHS, ...flannel.BASELINE_ARCHS]) {
   const data = fl.randn([B, 3, crop, crop], { seed: 2 });
   const pixels = await data.toArray() as Float32Array;
   const forward = () => fl.scope(() => fl.noGrad(() => model.forward(data)).toArray());
-  const beforeMs = await configured(false, "direct", () => median(`${arch} before`, forward));
-  const fusedMs = await configured(true, "direct", () => median(`${arch} fused`, forward));
-  const afterMs = await configured(true, "auto", () => median(`${arch} after`, forward));
   const profile = await configured(true, "direct", async () => {
     fl.startProfile();
     const t0 = performance.now();
@@ -119,8 +128,37 @@ for (const arch of [...flannel.LEARNER_ARCHS, ...flannel.BASELINE_ARCHS]) {
   });
   const web = await ortWeb.InferenceSession.create(onnx, { executionProviders: ["wasm"] });
   ortWebThreads = ortWeb.env.wasm.numThreads as number;
-  const ortNodeMs = await median(`${arch} onnxruntime-node`, () => node.run(feed(ortNode)));
-  const ortWebMs = await median(`${arch} onnxruntime-web`, () => web.run(feed(ortWeb)));
+  const timed: Record<"before" | "fused" | "after" | "ortWeb" | "ortNode", number[]> = {
+    before: [],
+    fused: [],
+    after: [],
+    ortWeb: [],
+    ortNode: [],
+  };
+  const peakFrom = peaks.length;
+  for (let round = 0; round < rounds; round++) {
+    await measurePeak();
+    timed.before.push(await configured(false, "direct", () => median(`${arch} before`, forward)));
+    timed.fused.push(await configured(true, "direct", () => median(`${arch} fused`, forward)));
+    timed.after.push(await configured(true, "auto", () => median(`${arch} after`, forward)));
+    timed.ortWeb.push(await median(`${arch} onnxruntime-web`, () => web.run(feed(ortWeb))));
+    timed.ortNode.push(await median(`${arch} onnxruntime-node`, () => node.run(feed(ortNode))));
+    console.log(
+      `${arch}, round ${round + 1}: ms before ${timed.before[round].toFixed(0)}, fused ${
+        timed.fused[round].toFixed(0)
+      }, after ${timed.after[round].toFixed(0)}, onnxruntime-web ${timed.ortWeb[round].toFixed(0)}, -node ${
+        timed.ortNode[round].toFixed(0)
+      }`,
+    );
+  }
+  const [beforeMs, fusedMs, afterMs, ortWebMs, ortNodeMs] = [
+    timed.before,
+    timed.fused,
+    timed.after,
+    timed.ortWeb,
+    timed.ortNode,
+  ].map(medianOf);
+  const webRatios = timed.after.map((ms, i) => timed.ortWeb[i] / ms);
   let maxDiff = 0;
   const outputs = [(await node.run(feed(ortNode))).logits.data, (await web.run(feed(ortWeb))).logits.data];
   const scale = ours.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
@@ -137,7 +175,9 @@ for (const arch of [...flannel.LEARNER_ARCHS, ...flannel.BASELINE_ARCHS]) {
     flop: profile.flop,
     gemmMs: profile.gemmMs,
     gemmWallMs: profile.wallMs,
+    peak: medianOf(peaks.slice(peakFrom)),
     ortWebMs,
+    afterPerOrtWeb: [medianOf(webRatios), Math.min(...webRatios), Math.max(...webRatios)],
     ortNodeMs,
     maxDiff,
   };
@@ -175,7 +215,7 @@ console.log(
     "GFLOP/s count the direct convolutions' work; GEMM: the GEMM alone on the learner's shapes (fused, direct):\n",
 );
 console.log(
-  "| learner | before | fused | + Winograd, depthwise | after / before | GEMM GFLOP/s | GEMM share | after GFLOP/s | of peak | ort-web | after / ort-web | ort-node | after / ort-node | PyTorch | after / PyTorch |",
+  "| learner | before | fused | + Winograd, depthwise | after / before | GEMM GFLOP/s | GEMM share | after GFLOP/s | of peak | ort-web | after / ort-web (range) | ort-node | after / ort-node | PyTorch | after / PyTorch |",
 );
 console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
 for (const r of rows) {
@@ -186,9 +226,9 @@ for (const r of rows) {
       r2(r.beforeMs / r.afterMs)
     } | ${(r.flop / 1e6 / r.gemmMs).toFixed(1)} | ${(r.gemmMs / r.gemmWallMs * 100).toFixed(0)}% | ${
       gflops.toFixed(1)
-    } | ${(gflops / peak.allThreads * 100).toFixed(0)}% | ${f(ips(r.ortWebMs))} | ${
-      r2(after / ips(r.ortWebMs))
-    } | ${f(ips(r.ortNodeMs))} | ${r2(after / ips(r.ortNodeMs))} | ${pt ? f(ips(pt.inference_ms)) : "-"} | ${
+    } | ${(gflops / r.peak * 100).toFixed(0)}% | ${f(ips(r.ortWebMs))} | ${r2(r.afterPerOrtWeb[0])} (${
+      r.afterPerOrtWeb.slice(1).map(r2).join("-")
+    }) | ${f(ips(r.ortNodeMs))} | ${r2(after / ips(r.ortNodeMs))} | ${pt ? f(ips(pt.inference_ms)) : "-"} | ${
       pt ? r2(after / ips(pt.inference_ms)) : "-"
     } |`,
   );

@@ -65,6 +65,7 @@ import { join } from "node:path";
 import * as fl from "../mod.ts";
 import * as flannel from "../src/flannel/mod.ts";
 import { syntheticImages } from "./synthetic_images.ts";
+import { medianOf } from "./timing.ts";
 import { getEngine } from "../src/backend/device.ts";
 
 // --- command line ------------------------------------------------------------------------------------------
@@ -289,8 +290,7 @@ quantities.forEach((q, i) => {
     why = ok ? "flat" : `changed after the warm-up (min ${fmtValue(q, min)}, max ${fmtValue(q, max)})`;
   } else {
     // medians of the first and last five samples: one GC that happened to keep a little more is not growth
-    const median = (v: number[]) => [...v].sort((a, b) => a - b)[v.length >> 1];
-    const ends = median(ys.slice(-5)) - median(ys.slice(0, 5));
+    const ends = medianOf(ys.slice(-5)) - medianOf(ys.slice(0, 5));
     const growth = Math.max(ends, fitted);
     ok = growth <= q.tolerance;
     why = `${ok ? "flat" : "GROWS"}: +${fmtValue(q, Math.max(0, growth))} (median of last 5 - first 5 ${

@@ -33,3 +33,9 @@ export async function timeTasks(
   }
   return out;
 }
+
+/** The median of some numbers (the mean of the middle two for an even count; NaN for none). */
+export function medianOf(values: number[]): number {
+  const v = [...values].sort((a, b) => a - b), h = v.length >> 1;
+  return v.length === 0 ? NaN : v.length % 2 ? v[h] : (v[h - 1] + v[h]) / 2;
+}
