@@ -89,11 +89,17 @@ export interface WasmPeak {
   allThreads: number;
 }
 
+/**
+ * The runtime's Web Worker, taken when this module loads: onnxruntime-web, once it runs threaded in the same
+ * process, puts node:worker_threads' Worker in its place (bench/peers.ts measures the peak between its runs).
+ */
+const WebWorker = globalThis.Worker;
+
 /** Runs the microkernel for about `seconds` per measurement. */
 export async function wasmPeak(threads: number, seconds = 1): Promise<WasmPeak> {
   const bytes = await compile();
   const url = URL.createObjectURL(new Blob([WORKER], { type: "text/javascript" }));
-  const workers = Array.from({ length: threads }, () => new Worker(url, { type: "module" }));
+  const workers = Array.from({ length: threads }, () => new WebWorker(url, { type: "module" }));
   const next = (w: Worker) => new Promise<unknown>((resolve) => (w.onmessage = ({ data }) => resolve(data)));
   try {
     await Promise.all(workers.map((w) => {

@@ -175,35 +175,54 @@ function packB(pb: usize, cols_: usize, args: usize, b: usize, k0: i32, kc: i32,
     store<i32>(at(cols_, 8 + c), dy ? x + pw : x * sw - pw);
   }
   const y0 = load<i32>(cols_), x0 = load<i32>(at(cols_, 8));
-  // At unit stride a run of columns in one destination row reads one run of a source row: the panel's
-  // columns split into such runs (cols_[16 + i] the first column of run i; the last ends at `width`).
-  const unitStride = dy ? sw == 1 && sh == 1 : sw == 1;
+  // A run of columns in one destination row reads every step-th value of one source row (the forward's step
+  // is its stride; the input gradient's runs are for unit strides only): the panel's columns split into such
+  // runs (cols_[16 + i] the first column of run i; the last ends at `width`).
+  const byRuns = dy ? sw == 1 && sh == 1 : true, step = dy ? 1 : sw;
   let runs = 0;
-  if (unitStride) {
+  if (byRuns) {
     for (let c = 0; c < width; c++) if (c == 0 || load<i32>(at(cols_, c)) != load<i32>(at(cols_, c - 1))) store<i32>(at(cols_, 16 + runs++), c);
     store<i32>(at(cols_, 16 + runs), width);
   }
   const oneRow = width == 8 && runs == 1;
+  // A strided input gradient's panel in one row of dX: its window row kh reads dY's row (y0 - kh dh) / sh,
+  // which exists for one kh in sh; the others' panel rows are zeros, known before any column is looked at.
+  const oneDxRow = dy && !byRuns && load<i32>(at(cols_, width - 1)) == y0;
   const plane = srcH * srcW;
   let ch = k0 / khw, r = k0 % khw;
   for (let k = 0; k < kc; k++) {
     const kh = r / kw_, kw = r % kw_;
     const dst = panel + <usize>k * 32;
     const base = at(src, ch * plane);
-    if (oneRow) {
+    if (oneRow && step <= 2) {
       const y = dy ? y0 - kh * dh : y0 + kh * dh, x = dy ? x0 - kw * dw : x0 + kw * dw;
-      if (y >= 0 && y < srcH && x >= 0 && x + 8 <= srcW) {
+      if (y >= 0 && y < srcH && x >= 0 && x + 8 * step <= srcW) {
         const row = at(base, y * srcW + x);
-        v128.store(dst, v128.load(row));
-        v128.store(dst, v128.load(row, 16), 16);
+        if (step == 1) {
+          v128.store(dst, v128.load(row));
+          v128.store(dst, v128.load(row, 16), 16);
+        } else {
+          // every second value of 16: the even lanes of four vectors
+          v128.store(dst, v128.shuffle<f32>(v128.load(row), v128.load(row, 16), 0, 2, 4, 6));
+          v128.store(dst, v128.shuffle<f32>(v128.load(row, 32), v128.load(row, 48), 0, 2, 4, 6), 16);
+        }
         if (++r == khw) (r = 0, ch++);
         continue;
       }
     }
-    if (unitStride) {
-      packRuns(dst, cols_, base, runs, dy ? -kh * dh : kh * dh, dy ? -kw * dw : kw * dw, srcH, srcW);
+    if (byRuns) {
+      packRuns(dst, cols_, base, runs, dy ? -kh * dh : kh * dh, dy ? -kw * dw : kw * dw, step, srcH, srcW);
       if (++r == khw) (r = 0, ch++);
       continue;
+    }
+    if (oneDxRow) {
+      const t = y0 - kh * dh;
+      if (t < 0 || t % sh != 0 || t / sh >= srcH) {
+        v128.store(dst, zero4());
+        v128.store(dst, zero4(), 16);
+        if (++r == khw) (r = 0, ch++);
+        continue;
+      }
     }
     for (let c = 0; c < 8; c++) {
       let v: f32 = 0;
@@ -230,20 +249,25 @@ function packB(pb: usize, cols_: usize, args: usize, b: usize, k0: i32, kc: i32,
 }
 
 /**
- * One packed row at unit stride, run by run (see packWindows): a run of columns reads source row y + dy0 from
- * x + dx0 on, where (y, x) is its first column's origin; what falls outside the map is zero, and so are the
- * columns past the last run.
+ * One packed row, run by run (see packWindows): a run of columns reads source row y + dy0 from x + dx0 on,
+ * every `step`-th value, where (y, x) is its first column's origin; what falls outside the map is zero, and
+ * so are the columns past the last run.
  */
-@inline function packRuns(dst: usize, cols_: usize, base: usize, runs: i32, dy0: i32, dx0: i32, srcH: i32, srcW: i32): void {
+@inline function packRuns(
+  dst: usize, cols_: usize, base: usize, runs: i32, dy0: i32, dx0: i32, step: i32, srcH: i32, srcW: i32,
+): void {
   for (let i = 0; i < runs; i++) {
     const c0 = load<i32>(at(cols_, 16 + i)), c1 = load<i32>(at(cols_, 17 + i));
     const y = load<i32>(at(cols_, c0)) + dy0, x = load<i32>(at(cols_, 8 + c0)) + dx0;
+    // Columns c0 + j with 0 <= x + j step < srcW: j from ceil(-x / step), below ceil((srcW - x) / step).
     let lo = c1, hi = c1;
-    if (y >= 0 && y < srcH) (lo = max(c0, c0 - x), hi = min(c1, c0 + srcW - x));
+    if (y >= 0 && y < srcH && x < srcW) {
+      (lo = min(c1, c0 + (x < 0 ? (step - 1 - x) / step : 0)), hi = min(c1, c0 + (srcW - x + step - 1) / step));
+    }
     let c = c0;
     for (; c < lo; c++) store<f32>(at(dst, c), 0);
-    const offset = y * srcW + x - c0;
-    for (; c < hi; c++) store<f32>(at(dst, c), load<f32>(at(base, offset + c)));
+    const offset = y * srcW + x - c0 * step;
+    for (; c < hi; c++) store<f32>(at(dst, c), load<f32>(at(base, offset + c * step)));
     for (; c < c1; c++) store<f32>(at(dst, c), 0);
   }
   for (let c = load<i32>(at(cols_, 16 + runs)); c < 8; c++) store<f32>(at(dst, c), 0);
