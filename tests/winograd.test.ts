@@ -79,13 +79,15 @@ for (const tile of [2, 4] as const) {
   }
 }
 
-test("Winograd's per-shape choice: F(4x4) on large maps, F(2x2) on 14x14, direct on small maps, few channels, groups, strides", () => {
+test("Winograd's per-shape choice: F(4x4) from 24x24 maps, F(2x2) from 14x14, direct on small maps, few channels, groups, strides", () => {
   if (!onWasm) skip("Winograd runs on the WebAssembly backend only");
   const plan = (c: number, oc: number, hw: number, options: fl.F.Conv2dOptions = { padding: 1 }) =>
     fl.scope(() =>
       convPlan(fl.zeros([1, c, hw, hw]), fl.zeros([oc, c / (options.groups ?? 1), 3, 3]), options)
     ).winograd;
   assertEquals(plan(64, 64, 56), { forward: 4, inputGrad: 4 });
+  assertEquals(plan(64, 96, 25), { forward: 4, inputGrad: 4 });
+  assertEquals(plan(256, 256, 23), { forward: 2, inputGrad: 2 });
   assertEquals(plan(256, 256, 14), { forward: 2, inputGrad: 2 });
   assertEquals(plan(512, 512, 7), { forward: null, inputGrad: null });
   assertEquals(plan(32, 64, 56), { forward: null, inputGrad: null });

@@ -531,8 +531,8 @@ function winogradTile(g: ConvGeometry, c: number, oc: number, oh: number, ow: nu
   return oh * ow >= WINOGRAD_F4_MIN_PIXELS ? 4 : oh * ow >= WINOGRAD_F2_MIN_PIXELS ? 2 : null;
 }
 const WINOGRAD_MIN_CHANNELS = 48;
-/** F(4x4) from 28x28 output maps, F(2x2) from 14x14. */
-const WINOGRAD_F4_MIN_PIXELS = 28 * 28;
+/** F(4x4) from 24x24 output maps (InceptionV3 at crop 224 has 25x25), F(2x2) from 14x14. */
+const WINOGRAD_F4_MIN_PIXELS = 24 * 24;
 const WINOGRAD_F2_MIN_PIXELS = 14 * 14;
 
 /** The input gradient's Winograd tile: a convolution of dy (padding 2 - p) with the flipped filters. */
