@@ -382,7 +382,7 @@ const wasmGemmKernel = wasmKernel({
 /**
  * Where the GEMM packs A (uniform a_packing): per unit of work, as it goes (a unit is a column block, so A is
  * packed once per column block and per image sharing it); into `packed_a` once for the whole call (the first
- * of two dispatches); or read from `packed_a` (the second).
+ * of two dispatches, "gemm: <use>, A packing" in a profile); or read from `packed_a` (the second).
  */
 const A_PACKING = { perUnit: 0, packOnly: 1, prepacked: 2 } as const;
 /** The largest pre-packed A (bytes); a larger one is packed per unit, as it goes. */
@@ -458,7 +458,7 @@ export function wasmGemm(a: Tensor, b: Tensor, c: Tensor, g: WasmGemm): void {
       [1],
       name,
     );
-  if (prepack) dispatch(A_PACKING.packOnly, `gemm A packing: ${use}`);
+  if (prepack) dispatch(A_PACKING.packOnly, `${label}, A packing`);
   recordFlop(label, 2 * g.m * g.n * g.k * z1 * z2);
   dispatch(prepack ? A_PACKING.prepacked : A_PACKING.perUnit, label);
   if (prepack) packed.dispose();
