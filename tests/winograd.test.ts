@@ -96,6 +96,35 @@ test("Winograd's per-shape choice: F(4x4) from 24x24 maps, F(2x2) from 14x14, di
   assertEquals(plan(64, 64, 56, { padding: 3 }), { forward: 4, inputGrad: null });
 });
 
+test("Winograd's transforms give the same bits four tiles a lane as one at a time: a map repeating every tile has equal output tiles", async () => {
+  if (!onWasm) skip("Winograd runs on the WebAssembly backend only");
+  for (const m of [2, 4] as const) {
+    // Padding 0 and width 5m + 2: five tiles a row, the first four in lanes, the fifth alone; the map repeats
+    // every m columns, so every tile sees the same patch.
+    const c = 3, oc = 2, h = 2 * m + 2, w = 5 * m + 2, x = new Float32Array(c * h * w);
+    for (let i = 0; i < x.length; i++) x[i] = Math.sin(1.7 * (Math.floor(i / w) + 1) + 0.9 * (i % w % m));
+    const y = await using(
+      m,
+      () =>
+        fl.scope(() =>
+          fl.noGrad(() =>
+            fl.F.conv2d(fl.tensor(x, [1, c, h, w]), fl.tensor(formula(oc * c * 9, 0.71, 0.3), [oc, c, 3, 3]))
+          )
+            .toArray()
+        ),
+    ) as Float32Array;
+    const ow = w - 2, oh = h - 2;
+    for (let o = 0; o < oc * oh; o++) {
+      for (let j = 0; j < m; j++) {
+        const alone = y[o * ow + 4 * m + j];
+        for (let tx = 0; tx < 4; tx++) {
+          assertEquals(y[o * ow + tx * m + j], alone, `F(${m}x${m}): row ${o}, tile ${tx} column ${j}`);
+        }
+      }
+    }
+  }
+});
+
 test("Winograd on a learner's shape (ResNet-152's 3x3 64->64 at 56x56, F(4x4)): within 2e-5 of the direct product; its bits for the runtime comparison", async () => {
   if (!onWasm) skip("Winograd runs on the WebAssembly backend only");
   const x = fl.randn([1, 64, 56, 56], { seed: 1 }),

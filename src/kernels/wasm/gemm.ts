@@ -1,7 +1,8 @@
 // The one GEMM of the WebAssembly backend, for matmul and the three convolution passes: C = A B (+ C, + bias),
-// blocked as BLIS does. A thread takes (batch item, column block, rows) units; for K in chunks of 256 it
-// packs B eight columns at a time, then for each 64-row block A four rows at a time, and a 4 x 8 register
-// tile (eight f32x4 accumulators, the A value broadcast by load32_splat) runs over the packed panels. How A and B are read
+// blocked as BLIS does. A thread takes (batch item, column block, row group) units; for K in chunks of 256 it
+// packs B eight columns at a time, then for each block of up to 64 rows A four rows at a time (or reads them
+// from packed_a, which a first dispatch filled once for the call), and a 4 x 8 register tile (eight f32x4
+// accumulators, the A value broadcast by load32_splat) runs over the packed panels. How A and B are read
 // (a strided matrix, or a convolution's implicit im2col) is the packers' business only, so the
 // convolution needs no im2col buffer: its windows are unrolled into the packed panel directly.
 import { argI, argP, at, SCRATCH, transpose4 } from "./common";
@@ -42,8 +43,7 @@ const GC = L.gemm.g_c, GH = L.gemm.g_h, GW = L.gemm.g_w, GOC = L.gemm.g_oc, GOH 
 const GKH = L.gemm.g_kh, GKW = L.gemm.g_kw, GSH = L.gemm.g_sh, GSW = L.gemm.g_sw, GPH = L.gemm.g_ph;
 const GPW = L.gemm.g_pw, GDH = L.gemm.g_dh, GDW = L.gemm.g_dw, GGROUPS = L.gemm.g_groups;
 const SCRATCH_ = L.gemm.SCRATCH_BASE, PACKED_A = L.gemm.packed_a, A_PACKING = L.gemm.a_packing;
-// Values of a_packing (src/kernels/gemm.ts A_PACKING).
-const PACK_PER_UNIT = 0;
+// Values of a_packing (src/kernels/gemm.ts A_PACKING) other than 0, A packed per unit as it goes.
 const PACK_ONLY = 1;
 const PREPACKED = 2;
 
