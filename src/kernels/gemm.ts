@@ -374,6 +374,7 @@ const wasmGemmKernel = wasmKernel({
       "has_residual",
       "relu",
       "a_packing",
+      "nb_min",
       ...GEOMETRY,
     ],
   ].map((name) => ({ name, type: "u32" as const })),
@@ -387,7 +388,7 @@ const wasmGemmKernel = wasmKernel({
 const A_PACKING = { perUnit: 0, packOnly: 1, prepacked: 2 } as const;
 /** The largest pre-packed A (bytes); a larger one is packed per unit, as it goes. */
 const PREPACKED_A_LIMIT = 64 << 20;
-/** The narrowest column block the GEMM takes (src/kernels/wasm/gemm.ts NB_MIN): up to it, one block. */
+/** The narrowest column block the GEMM takes (uniform nb_min): up to it, a product is one block. */
 const NB_MIN = 32;
 
 /** One call of the WebAssembly GEMM: sizes, how each operand is read, and where C goes. */
@@ -452,6 +453,7 @@ export function wasmGemm(a: Tensor, b: Tensor, c: Tensor, g: WasmGemm): void {
           g.residual ? 1 : 0,
           g.relu ? 1 : 0,
           aPacking,
+          NB_MIN,
         ],
         ...(g.geometry ?? GEOMETRY.map(() => 0)),
       ],

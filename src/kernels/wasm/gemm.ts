@@ -11,13 +11,11 @@ import * as L from "./layout";
 const MB: i32 = 64;
 const KB: i32 = 256;
 const NB_MAX: i32 = 256;
-/** The narrowest column block (src/kernels/gemm.ts NB_MIN decides from it whether to pre-pack A). */
-const NB_MIN: i32 = 32;
-// Scratch a thread uses: packed A (MB x KB), packed B (KB x NB_MAX), an edge tile, 3 x 8 + 1 column slots.
+// Scratch a thread uses: packed A (MB x KB), packed B (KB x NB_MAX), an edge tile, 4 x 8 column slots.
 const PACK_A: usize = 0;
 const PACK_B: usize = PACK_A + <usize>(MB * KB) * 4;
 const EDGE: usize = PACK_B + <usize>(KB * NB_MAX) * 4;
-const COLS: usize = EDGE + 32 * 4; // up to COLS + 25 * 4
+const COLS: usize = EDGE + 32 * 4; // up to COLS + 32 * 4
 
 // How A and B are read (uniforms amode, bmode).
 const STRIDED = 0;
@@ -43,6 +41,8 @@ const GC = L.gemm.g_c, GH = L.gemm.g_h, GW = L.gemm.g_w, GOC = L.gemm.g_oc, GOH 
 const GKH = L.gemm.g_kh, GKW = L.gemm.g_kw, GSH = L.gemm.g_sh, GSW = L.gemm.g_sw, GPH = L.gemm.g_ph;
 const GPW = L.gemm.g_pw, GDH = L.gemm.g_dh, GDW = L.gemm.g_dw, GGROUPS = L.gemm.g_groups;
 const SCRATCH_ = L.gemm.SCRATCH_BASE, PACKED_A = L.gemm.packed_a, A_PACKING = L.gemm.a_packing;
+// The narrowest column block, set by src/kernels/gemm.ts, which decides from it whether to pre-pack A.
+const NB_MIN_ = L.gemm.nb_min;
 // Values of a_packing (src/kernels/gemm.ts A_PACKING) other than 0, A packed per unit as it goes.
 const PACK_ONLY = 1;
 const PREPACKED = 2;
@@ -273,19 +273,22 @@ function packB(pb: usize, cols_: usize, args: usize, b: usize, k0: i32, kc: i32,
   for (let c = load<i32>(at(cols_, 16 + runs)); c < 8; c++) store<f32>(at(dst, c), 0);
 }
 
-/** Whether every column's window tap (cols_: plane, dy, dx) of four adjacent pixels from (y0, x0) is inside. */
+/**
+ * Whether every column's window tap (cols_: plane, dy, dx) of four adjacent pixels from (y0, x0) is inside;
+ * where they all are, each column's first pixel offset goes to cols_[24 + c] for tapQuad.
+ */
 @inline function quadInside(cols_: usize, y0: i32, x0: i32, h: i32, w: i32): bool {
   for (let c = 0; c < 8; c++) {
     const y = y0 + load<i32>(at(cols_, 8 + c)), xx = x0 + load<i32>(at(cols_, 16 + c));
     if (y < 0 || y >= h || xx < 0 || xx + 4 > w) return false;
+    store<i32>(at(cols_, 24 + c), load<i32>(at(cols_, c)) + y * w + xx);
   }
   return true;
 }
 
-/** Column c's window tap (cols_: plane, dy, dx) of the four adjacent pixels from (y0, x0). */
-@inline function tapQuad(cols_: usize, base: usize, c: i32, y0: i32, x0: i32, w: i32): v128 {
-  const y = y0 + load<i32>(at(cols_, 8 + c)), xx = x0 + load<i32>(at(cols_, 16 + c));
-  return v128.load(at(base, load<i32>(at(cols_, c)) + y * w + xx));
+/** Column c's four adjacent pixels, at the offset quadInside found. */
+@inline function tapQuad(cols_: usize, base: usize, c: i32): v128 {
+  return v128.load(at(base, load<i32>(at(cols_, 24 + c))));
 }
 
 /** B of the weight gradient: rows k = (image, output pixel), columns n = (ci, kh, kw) of the filter. */
@@ -313,12 +316,8 @@ function packB(pb: usize, cols_: usize, args: usize, b: usize, k0: i32, kc: i32,
     const y0 = oh * sh - ph, x0 = ow * sw - pw;
     const base = at(x, img * chw);
     if (quads && k + 4 <= kc && ow + 4 <= ow_ && quadInside(cols_, y0, x0, h, w)) {
-      const q0 = tapQuad(cols_, base, 0, y0, x0, w), q1 = tapQuad(cols_, base, 1, y0, x0, w);
-      const q2 = tapQuad(cols_, base, 2, y0, x0, w), q3 = tapQuad(cols_, base, 3, y0, x0, w);
-      transpose4(dst, 32, q0, q1, q2, q3);
-      const q4 = tapQuad(cols_, base, 4, y0, x0, w), q5 = tapQuad(cols_, base, 5, y0, x0, w);
-      const q6 = tapQuad(cols_, base, 6, y0, x0, w), q7 = tapQuad(cols_, base, 7, y0, x0, w);
-      transpose4(dst + 16, 32, q4, q5, q6, q7);
+      transpose4(dst, 32, tapQuad(cols_, base, 0), tapQuad(cols_, base, 1), tapQuad(cols_, base, 2), tapQuad(cols_, base, 3));
+      transpose4(dst + 16, 32, tapQuad(cols_, base, 4), tapQuad(cols_, base, 5), tapQuad(cols_, base, 6), tapQuad(cols_, base, 7));
       k += 3;
       ow += 3;
     } else {
@@ -467,10 +466,10 @@ export function gemm(tid: i32, nth: i32, args: usize): void {
   // A unit is (z, column block, group of rows): B's panel is packed once per K chunk and serves every
   // row block of the group (the window packers are the costly ones). Columns split into blocks of equal
   // width (up to NB_MAX, a multiple of the tile's 8), twice as many while that leaves threads idle and keeps
-  // them NB_MIN wide, then rows into groups. Equal blocks keep the threads' shares equal: 289 columns in
+  // them nb_min wide, then rows into groups. Equal blocks keep the threads' shares equal: 289 columns in
   // blocks of 256 and 33 would give one thread both wide blocks of two images.
   let nBlocks = (N + NB_MAX - 1) / NB_MAX;
-  while (zn * nBlocks < 2 * nth && (N + 2 * nBlocks - 1) / (2 * nBlocks) >= NB_MIN) nBlocks <<= 1;
+  while (zn * nBlocks < 2 * nth && (N + 2 * nBlocks - 1) / (2 * nBlocks) >= argI(args, NB_MIN_)) nBlocks <<= 1;
   const nb = ((N + nBlocks - 1) / nBlocks + 7) & ~7;
   nBlocks = (N + nb - 1) / nb;
   // Row groups of equal height (a multiple of the tile's 4 rows, at least 16 of them).

@@ -484,7 +484,7 @@ export namespace gather_rows {
   export const UNIFORMS: i32 = 3;
 }
 
-/** gemm: bindings a, b, c, bias, scale, residual, packed_a; uniforms M, N, K, rsA, csA, rsB, csB, ldc, accumulate, z1, z2, a1, a2, b1, b2, c1, c2, amode, bmode, has_bias, has_scale, has_residual, relu, a_packing, g_c, g_h, g_w, g_oc, g_oh, g_ow, g_kh, g_kw, g_sh, g_sw, g_ph, g_pw, g_dh, g_dw, g_groups. */
+/** gemm: bindings a, b, c, bias, scale, residual, packed_a; uniforms M, N, K, rsA, csA, rsB, csB, ldc, accumulate, z1, z2, a1, a2, b1, b2, c1, c2, amode, bmode, has_bias, has_scale, has_residual, relu, a_packing, nb_min, g_c, g_h, g_w, g_oc, g_oh, g_ow, g_kh, g_kw, g_sh, g_sw, g_ph, g_pw, g_dh, g_dw, g_groups. */
 export namespace gemm {
   export const a: i32 = 0;
   export const b: i32 = 1;
@@ -517,25 +517,26 @@ export namespace gemm {
   export const has_residual: i32 = 28;
   export const relu: i32 = 29;
   export const a_packing: i32 = 30;
-  export const g_c: i32 = 31;
-  export const g_h: i32 = 32;
-  export const g_w: i32 = 33;
-  export const g_oc: i32 = 34;
-  export const g_oh: i32 = 35;
-  export const g_ow: i32 = 36;
-  export const g_kh: i32 = 37;
-  export const g_kw: i32 = 38;
-  export const g_sh: i32 = 39;
-  export const g_sw: i32 = 40;
-  export const g_ph: i32 = 41;
-  export const g_pw: i32 = 42;
-  export const g_dh: i32 = 43;
-  export const g_dw: i32 = 44;
-  export const g_groups: i32 = 45;
-  export const GRID_X: i32 = 46;
-  export const GRID_Y: i32 = 47;
-  export const GRID_Z: i32 = 48;
-  export const SCRATCH_BASE: i32 = 49;
+  export const nb_min: i32 = 31;
+  export const g_c: i32 = 32;
+  export const g_h: i32 = 33;
+  export const g_w: i32 = 34;
+  export const g_oc: i32 = 35;
+  export const g_oh: i32 = 36;
+  export const g_ow: i32 = 37;
+  export const g_kh: i32 = 38;
+  export const g_kw: i32 = 39;
+  export const g_sh: i32 = 40;
+  export const g_sw: i32 = 41;
+  export const g_ph: i32 = 42;
+  export const g_pw: i32 = 43;
+  export const g_dh: i32 = 44;
+  export const g_dw: i32 = 45;
+  export const g_groups: i32 = 46;
+  export const GRID_X: i32 = 47;
+  export const GRID_Y: i32 = 48;
+  export const GRID_Z: i32 = 49;
+  export const SCRATCH_BASE: i32 = 50;
   export const UNIFORMS: i32 = 7;
 }
 

@@ -7,36 +7,12 @@ import { argI, argP, at, SCRATCH, transpose4 } from "./common";
 import * as L from "./layout";
 
 // The transforms as 1-D maps applied to columns, then rows: B^T (a x a), G (a x 3) and A^T (m x a) written
-// out (Lavin and Gray's matrices for the points 0, -1, 1 and 0, +-1, +-2) without their zero terms. Each
-// reads its values `ss` bytes apart from `s` and writes its results `ds` bytes apart from `d`.
-@inline function v(p: usize, i: i32, stride: usize): f32 {
-  return load<f32>(p + <usize>i * stride);
-}
-@inline function put(p: usize, i: i32, stride: usize, x: f32): void {
-  store<f32>(p + <usize>i * stride, x);
-}
+// out (Lavin and Gray's matrices for the points 0, -1, 1 and 0, +-1, +-2) without their zero terms, in four
+// SIMD lanes: four filters or four adjacent tiles at once (a group at an edge leaves its last lanes unused).
+// Each reads its vectors `ss` bytes apart from `s` and writes its results `ds` bytes apart from `d`.
 
 /** d = B^T s (a values in, a out). */
 @inline function inputMap(m: i32, s: usize, ss: usize, d: usize, ds: usize): void {
-  if (m == 2) {
-    const d0 = v(s, 0, ss), d1 = v(s, 1, ss), d2 = v(s, 2, ss), d3 = v(s, 3, ss);
-    put(d, 0, ds, d0 - d2);
-    put(d, 1, ds, d1 + d2);
-    put(d, 2, ds, d2 - d1);
-    put(d, 3, ds, d1 - d3);
-  } else {
-    const d0 = v(s, 0, ss), d1 = v(s, 1, ss), d2 = v(s, 2, ss), d3 = v(s, 3, ss), d4 = v(s, 4, ss), d5 = v(s, 5, ss);
-    put(d, 0, ds, 4 * d0 - 5 * d2 + d4);
-    put(d, 1, ds, d4 + d3 - 4 * (d1 + d2));
-    put(d, 2, ds, d4 - d3 + 4 * (d1 - d2));
-    put(d, 3, ds, d4 - d2 + 2 * (d3 - d1));
-    put(d, 4, ds, d4 - d2 - 2 * (d3 - d1));
-    put(d, 5, ds, 4 * d1 - 5 * d3 + d5);
-  }
-}
-
-/** d = B^T s as inputMap computes it, in four lanes at once: four tiles, the same operations in the same order. */
-@inline function inputMap4(m: i32, s: usize, ss: usize, d: usize, ds: usize): void {
   const d0 = v128.load(s), d1 = v128.load(s + ss), d2 = v128.load(s + 2 * ss), d3 = v128.load(s + 3 * ss);
   if (m == 2) {
     v128.store(d, f32x4.sub(d0, d2));
@@ -57,22 +33,6 @@ import * as L from "./layout";
 
 /** d = A^T s (a values in, m out). */
 @inline function outputMap(m: i32, s: usize, ss: usize, d: usize, ds: usize): void {
-  const m0 = v(s, 0, ss), m1 = v(s, 1, ss), m2 = v(s, 2, ss), m3 = v(s, 3, ss);
-  if (m == 2) {
-    put(d, 0, ds, m0 + m1 + m2);
-    put(d, 1, ds, m1 - m2 - m3);
-  } else {
-    const m4 = v(s, 4, ss), m5 = v(s, 5, ss);
-    const p12 = m1 + m2, n12 = m1 - m2, p34 = m3 + m4, n34 = m3 - m4;
-    put(d, 0, ds, m0 + p12 + p34);
-    put(d, 1, ds, n12 + 2 * n34);
-    put(d, 2, ds, p12 + 4 * p34);
-    put(d, 3, ds, n12 + 8 * n34 + m5);
-  }
-}
-
-/** d = A^T s as outputMap computes it, in four lanes at once: four tiles, the same operations in the same order. */
-@inline function outputMap4(m: i32, s: usize, ss: usize, d: usize, ds: usize): void {
   const m0 = v128.load(s), m1 = v128.load(s + ss), m2 = v128.load(s + 2 * ss), m3 = v128.load(s + 3 * ss);
   if (m == 2) {
     v128.store(d, f32x4.add(f32x4.add(m0, m1), m2));
@@ -89,24 +49,6 @@ import * as L from "./layout";
 
 /** d = G s (3 values in, a out). */
 @inline function weightMap(m: i32, s: usize, ss: usize, d: usize, ds: usize): void {
-  const g0 = v(s, 0, ss), g1 = v(s, 1, ss), g2 = v(s, 2, ss);
-  if (m == 2) {
-    put(d, 0, ds, g0);
-    put(d, 1, ds, (g0 + g1 + g2) * 0.5);
-    put(d, 2, ds, (g0 - g1 + g2) * 0.5);
-    put(d, 3, ds, g2);
-  } else {
-    put(d, 0, ds, g0 * 0.25);
-    put(d, 1, ds, (g0 + g1 + g2) * (-1.0 / 6));
-    put(d, 2, ds, (g0 - g1 + g2) * (-1.0 / 6));
-    put(d, 3, ds, g0 * (1.0 / 24) + g1 * (1.0 / 12) + g2 * (1.0 / 6));
-    put(d, 4, ds, g0 * (1.0 / 24) - g1 * (1.0 / 12) + g2 * (1.0 / 6));
-    put(d, 5, ds, g2);
-  }
-}
-
-/** d = G s as weightMap computes it, in four lanes at once: four filters, the same operations in the same order. */
-@inline function weightMap4(m: i32, s: usize, ss: usize, d: usize, ds: usize): void {
   const g0 = v128.load(s), g1 = v128.load(s + ss), g2 = v128.load(s + 2 * ss);
   const sum = f32x4.add(f32x4.add(g0, g1), g2), alt = f32x4.add(f32x4.sub(g0, g1), g2);
   if (m == 2) {
@@ -130,34 +72,34 @@ import * as L from "./layout";
 /**
  * U[xi, r, c] = (G g G^T)[xi] for the filter g = w[r, c] (3 x 3), or with `flip` g = w[c, r] turned by 180
  * degrees: the filters of the input gradient, a convolution of dy with the transposed, flipped weights.
- * Four filters of a row r go at once, one a lane (weightMap4); the last cols % 4 one by one.
+ * Four filters of a row r go at once, one a lane.
  */
 export function winograd_weight(tid: i32, nth: i32, args: usize): void {
   const rows = argI(args, L.winograd_weight.rows), cols = argI(args, L.winograd_weight.cols);
   const m = argI(args, L.winograd_weight.m), flip = argI(args, L.winograd_weight.flip) != 0, a = m + 2;
   const w = argP(args, L.winograd_weight.w), u = argP(args, L.winograd_weight.u);
   const scratch = argP(args, L.winograd_weight.SCRATCH_BASE) + <usize>tid * SCRATCH;
-  const f = scratch, gf = f + 64, out = gf + 256;
-  const f4 = out + 256, gf4 = f4 + 9 * 16, out4 = gf4 + 18 * 16;
+  const f4 = scratch, gf4 = f4 + 9 * 16, out4 = gf4 + 18 * 16;
   for (let r = tid; r < rows; r += nth) {
-    let c = 0;
-    for (; c + 4 <= cols; c += 4) {
+    for (let c = 0; c < cols; c += 4) {
+      const lanes = min(4, cols - c);
       for (let j = 0; j < 4; j++) {
         const src = at(w, (flip ? (c + j) * rows + r : r * cols + c + j) * 9);
-        for (let i = 0; i < 9; i++) store<f32>(f4 + <usize>(i * 4 + j) * 4, load<f32>(at(src, flip ? 8 - i : i)));
+        for (let i = 0; i < 9; i++) {
+          store<f32>(f4 + <usize>(i * 4 + j) * 4, j < lanes ? load<f32>(at(src, flip ? 8 - i : i)) : 0);
+        }
       }
-      for (let j = 0; j < 3; j++) weightMap4(m, f4 + <usize>j * 16, 48, gf4 + <usize>j * 16, 48);
-      for (let i = 0; i < a; i++) weightMap4(m, gf4 + <usize>i * 48, 16, out4 + <usize>(i * a) * 16, 16);
-      for (let xi = 0; xi < a * a; xi++) v128.store(at(u, (xi * rows + r) * cols + c), v128.load(out4 + <usize>xi * 16));
-    }
-    for (; c < cols; c++) {
-      const src = at(w, (flip ? c * rows + r : r * cols + c) * 9);
-      for (let i = 0; i < 9; i++) store<f32>(at(f, i), load<f32>(at(src, flip ? 8 - i : i)));
-      for (let j = 0; j < 3; j++) weightMap(m, at(f, j), 12, at(gf, j), 12); // G g: a x 3, rows 3 apart
-      for (let i = 0; i < a; i++) weightMap(m, at(gf, i * 3), 4, at(out, i * a), 4); // (G g) G^T: a x a
-      for (let xi = 0; xi < a * a; xi++) store<f32>(at(u, (xi * rows + r) * cols + c), load<f32>(at(out, xi)));
+      for (let j = 0; j < 3; j++) weightMap(m, f4 + <usize>j * 16, 48, gf4 + <usize>j * 16, 48); // G g: a x 3
+      for (let i = 0; i < a; i++) weightMap(m, gf4 + <usize>i * 48, 16, out4 + <usize>(i * a) * 16, 16); // (G g) G^T
+      for (let xi = 0; xi < a * a; xi++) storeLanes(at(u, (xi * rows + r) * cols + c), out4 + <usize>xi * 16, lanes);
     }
   }
+}
+
+/** The first `lanes` values of the vector at `from` to `to` (all four as one store). */
+@inline function storeLanes(to: usize, from: usize, lanes: i32): void {
+  if (lanes == 4) v128.store(to, v128.load(from));
+  else for (let j = 0; j < lanes; j++) store<f32>(to + <usize>j * 4, load<f32>(from + <usize>j * 4));
 }
 
 /**
@@ -172,18 +114,16 @@ export function winograd_input(tid: i32, nth: i32, args: usize): void {
   const m = argI(args, L.winograd_input.m), a = m + 2;
   const x = argP(args, L.winograd_input.x), v = argP(args, L.winograd_input.v);
   const scratch = argP(args, L.winograd_input.SCRATCH_BASE) + <usize>tid * SCRATCH;
-  const d = scratch, t = d + 256, out = t + 256;
   // Four tiles side by side at once, one a lane: their band of the a rows, 4m + 2 columns (read as `span`),
   // then the lanes' columns by shuffles (tile j's column col is the band's column j m + col).
   const span = m == 2 ? 12 : 20;
-  const band = out + 256, d4 = band + 6 * 80, t4 = d4 + 36 * 16, out4 = t4 + 36 * 16;
+  const band = scratch, d4 = band + 6 * 80, t4 = d4 + 36 * 16, out4 = t4 + 36 * 16;
   const tiles = th * tw, p = n * tiles, plane = ch * p;
   for (let unit = tid; unit < n * ch; unit += nth) {
     const img = unit / ch, c = unit % ch;
     const src = at(x, (img * ch + c) * h * w);
     for (let ty = 0; ty < th; ty++) {
-      let tx = 0;
-      for (; tx + 4 <= tw; tx += 4) {
+      for (let tx = 0; tx < tw; tx += 4) {
         const y0 = ty * m - ph, x0 = tx * m - pw;
         for (let i = 0; i < a; i++) {
           const y = y0 + i, row = band + <usize>i * 80;
@@ -196,40 +136,25 @@ export function winograd_input(tid: i32, nth: i32, args: usize): void {
               store<f32>(at(row, j), y >= 0 && y < h && xx >= 0 && xx < w ? load<f32>(at(src, y * w + xx)) : 0);
             }
           }
-          const lanes = d4 + <usize>(i * a) * 16;
+          const columns = d4 + <usize>(i * a) * 16; // the a columns of patch row i, each in four lanes
           if (m == 2) {
             const r0 = v128.load(row), r1 = v128.load(row, 16), r2 = v128.load(row, 8), r3 = v128.load(row, 24);
-            v128.store(lanes, v128.shuffle<f32>(r0, r1, 0, 2, 4, 6));
-            v128.store(lanes, v128.shuffle<f32>(r0, r1, 1, 3, 5, 7), 16);
-            v128.store(lanes, v128.shuffle<f32>(r2, r3, 0, 2, 4, 6), 32);
-            v128.store(lanes, v128.shuffle<f32>(r2, r3, 1, 3, 5, 7), 48);
+            v128.store(columns, v128.shuffle<f32>(r0, r1, 0, 2, 4, 6));
+            v128.store(columns, v128.shuffle<f32>(r0, r1, 1, 3, 5, 7), 16);
+            v128.store(columns, v128.shuffle<f32>(r2, r3, 0, 2, 4, 6), 32);
+            v128.store(columns, v128.shuffle<f32>(r2, r3, 1, 3, 5, 7), 48);
           } else {
-            transpose4(lanes, 16, v128.load(row), v128.load(row, 16), v128.load(row, 32), v128.load(row, 48));
+            transpose4(columns, 16, v128.load(row), v128.load(row, 16), v128.load(row, 32), v128.load(row, 48));
             transpose4(out4, 16, v128.load(row, 16), v128.load(row, 32), v128.load(row, 48), v128.load(row, 64));
-            v128.store(lanes, v128.load(out4), 64);
-            v128.store(lanes, v128.load(out4, 16), 80);
+            v128.store(columns, v128.load(out4), 64);
+            v128.store(columns, v128.load(out4, 16), 80);
           }
         }
         const stride = <usize>a * 16;
-        for (let j = 0; j < a; j++) inputMap4(m, d4 + <usize>j * 16, stride, t4 + <usize>j * 16, stride);
-        for (let i = 0; i < a; i++) inputMap4(m, t4 + <usize>i * stride, 16, out4 + <usize>i * stride, 16);
-        const col = c * p + img * tiles + ty * tw + tx;
-        for (let xi = 0; xi < a * a; xi++) v128.store(at(v, xi * plane + col), v128.load(out4 + <usize>xi * 16));
-      }
-      for (; tx < tw; tx++) {
-        const y0 = ty * m - ph, x0 = tx * m - pw;
-        for (let i = 0; i < a; i++) {
-          const y = y0 + i;
-          for (let j = 0; j < a; j++) {
-            const xx = x0 + j;
-            store<f32>(at(d, i * a + j), y >= 0 && y < h && xx >= 0 && xx < w ? load<f32>(at(src, y * w + xx)) : 0);
-          }
-        }
-        const row = <usize>a * 4;
-        for (let j = 0; j < a; j++) inputMap(m, at(d, j), row, at(t, j), row); // B^T d, column by column
-        for (let i = 0; i < a; i++) inputMap(m, at(t, i * a), 4, at(out, i * a), 4); // (B^T d) B, row by row
-        const col = c * p + img * tiles + ty * tw + tx;
-        for (let xi = 0; xi < a * a; xi++) store<f32>(at(v, xi * plane + col), load<f32>(at(out, xi)));
+        for (let j = 0; j < a; j++) inputMap(m, d4 + <usize>j * 16, stride, t4 + <usize>j * 16, stride);
+        for (let i = 0; i < a; i++) inputMap(m, t4 + <usize>i * stride, 16, out4 + <usize>i * stride, 16);
+        const col = c * p + img * tiles + ty * tw + tx, used = min(4, tw - tx);
+        for (let xi = 0; xi < a * a; xi++) storeLanes(at(v, xi * plane + col), out4 + <usize>xi * 16, used);
       }
     }
   }
@@ -250,8 +175,7 @@ export function winograd_output(tid: i32, nth: i32, args: usize): void {
   const scale = argP(args, L.winograd_output.scale), bias = argP(args, L.winograd_output.bias);
   const residual = argP(args, L.winograd_output.residual);
   const scratch = argP(args, L.winograd_output.SCRATCH_BASE) + <usize>tid * SCRATCH;
-  const src = scratch, t = src + 256, out = t + 256;
-  const src4 = out + 256, t4 = src4 + 36 * 16, out4 = t4 + 36 * 16, rows4 = out4 + 16 * 16;
+  const src4 = scratch, t4 = src4 + 36 * 16, out4 = t4 + 36 * 16, rows4 = out4 + 16 * 16;
   const tiles = th * tw, p = n * tiles, plane = oc * p;
   for (let unit = tid; unit < n * oc; unit += nth) {
     const img = unit / oc, o = unit % oc;
@@ -259,50 +183,48 @@ export function winograd_output(tid: i32, nth: i32, args: usize): void {
     const base = (img * oc + o) * oh * ow;
     const sv = f32x4.splat(s), bv = f32x4.splat(b), zero = f32x4.splat(0);
     for (let ty = 0; ty < th; ty++) {
-      let tx = 0;
-      // Four tiles side by side at once, one a lane, where their 4m columns and m rows lie inside the output:
-      // each output row's lanes interleaved back into 4m adjacent values.
-      for (; tx + 4 <= tw && (tx + 4) * m <= ow && (ty + 1) * m <= oh; tx += 4) {
-        const col = o * p + img * tiles + ty * tw + tx;
-        for (let xi = 0; xi < a * a; xi++) v128.store(src4 + <usize>xi * 16, v128.load(at(mm, xi * plane + col)));
-        const stride = <usize>a * 16;
-        for (let j = 0; j < a; j++) outputMap4(m, src4 + <usize>j * 16, stride, t4 + <usize>j * 16, stride);
-        for (let i = 0; i < m; i++) outputMap4(m, t4 + <usize>i * stride, 16, out4 + <usize>(i * m) * 16, 16);
-        for (let i = 0; i < m; i++) {
-          const lanes = out4 + <usize>(i * m) * 16;
-          if (m == 2) {
-            const v0 = v128.load(lanes), v1 = v128.load(lanes, 16);
-            v128.store(rows4, v128.shuffle<f32>(v0, v1, 0, 4, 1, 5));
-            v128.store(rows4, v128.shuffle<f32>(v0, v1, 2, 6, 3, 7), 16);
-          } else {
-            transpose4(rows4, 16, v128.load(lanes), v128.load(lanes, 16), v128.load(lanes, 32), v128.load(lanes, 48));
-          }
-          const k = base + (ty * m + i) * ow + tx * m;
-          for (let q = 0; q < m; q++) {
-            let v = f32x4.add(f32x4.mul(v128.load(rows4 + <usize>q * 16), sv), bv);
-            if (hasResidual) v = f32x4.add(v, v128.load(at(residual, k + q * 4)));
-            if (relu) v = f32x4.max(v, zero);
-            v128.store(at(y, k + q * 4), v);
-          }
+      for (let tx = 0; tx < tw; tx += 4) {
+        // Four tiles side by side at once, one a lane (at the row's end, as many as are left).
+        const col = o * p + img * tiles + ty * tw + tx, used = min(4, tw - tx);
+        for (let xi = 0; xi < a * a; xi++) {
+          const from = at(mm, xi * plane + col), to = src4 + <usize>xi * 16;
+          if (used == 4) v128.store(to, v128.load(from));
+          else for (let q = 0; q < 4; q++) store<f32>(to + <usize>q * 4, q < used ? load<f32>(at(from, q)) : 0);
         }
-      }
-      for (; tx < tw; tx++) {
-        const col = o * p + img * tiles + ty * tw + tx;
-        for (let xi = 0; xi < a * a; xi++) store<f32>(at(src, xi), load<f32>(at(mm, xi * plane + col)));
-        const row = <usize>a * 4;
-        for (let j = 0; j < a; j++) outputMap(m, at(src, j), row, at(t, j), row); // A^T M: m x a
-        for (let i = 0; i < m; i++) outputMap(m, at(t, i * a), 4, at(out, i * m), 4); // (A^T M) A: m x m
-        for (let i = 0; i < m; i++) {
-          const yy = ty * m + i;
-          if (yy >= oh) break;
-          for (let j = 0; j < m; j++) {
-            const xx = tx * m + j;
-            if (xx >= ow) break;
-            const k = base + yy * ow + xx;
-            let v = load<f32>(at(out, i * m + j)) * s + b;
-            if (hasResidual) v += load<f32>(at(residual, k));
-            if (relu) v = max(v, 0);
-            store<f32>(at(y, k), v);
+        const stride = <usize>a * 16;
+        for (let j = 0; j < a; j++) outputMap(m, src4 + <usize>j * 16, stride, t4 + <usize>j * 16, stride);
+        for (let i = 0; i < m; i++) outputMap(m, t4 + <usize>i * stride, 16, out4 + <usize>(i * m) * 16, 16);
+        if (used == 4 && (tx + 4) * m <= ow && (ty + 1) * m <= oh) {
+          // All inside the output: each output row's lanes interleaved back into 4m adjacent values.
+          for (let i = 0; i < m; i++) {
+            const lanes = out4 + <usize>(i * m) * 16;
+            if (m == 2) {
+              const v0 = v128.load(lanes), v1 = v128.load(lanes, 16);
+              v128.store(rows4, v128.shuffle<f32>(v0, v1, 0, 4, 1, 5));
+              v128.store(rows4, v128.shuffle<f32>(v0, v1, 2, 6, 3, 7), 16);
+            } else {
+              transpose4(rows4, 16, v128.load(lanes), v128.load(lanes, 16), v128.load(lanes, 32), v128.load(lanes, 48));
+            }
+            const k = base + (ty * m + i) * ow + tx * m;
+            for (let q = 0; q < m; q++) {
+              let v = f32x4.add(f32x4.mul(v128.load(rows4 + <usize>q * 16), sv), bv);
+              if (hasResidual) v = f32x4.add(v, v128.load(at(residual, k + q * 4)));
+              if (relu) v = f32x4.max(v, zero);
+              v128.store(at(y, k + q * 4), v);
+            }
+          }
+          continue;
+        }
+        // At the output's edges, value by value: lane q is tile tx + q.
+        for (let i = 0; i < m && ty * m + i < oh; i++) {
+          for (let q = 0; q < used; q++) {
+            for (let j = 0; j < m && (tx + q) * m + j < ow; j++) {
+              const k = base + (ty * m + i) * ow + (tx + q) * m + j;
+              let v = load<f32>(out4 + <usize>((i * m + j) * 4 + q) * 4) * s + b;
+              if (hasResidual) v += load<f32>(at(residual, k));
+              if (relu) v = max(v, 0);
+              store<f32>(at(y, k), v);
+            }
           }
         }
       }
