@@ -96,10 +96,10 @@ test("Winograd's per-shape choice: F(4x4) from 24x24 maps, F(2x2) from 14x14, di
   assertEquals(plan(64, 64, 56, { padding: 3 }), { forward: 4, inputGrad: null });
 });
 
-test("Winograd's transforms give the same bits four tiles a lane as one at a time: a map repeating every tile has equal output tiles", async () => {
+test("Winograd's transforms give the same bits in every lane and in a group at the row's end: a map repeating every tile has equal output tiles", async () => {
   if (!onWasm) skip("Winograd runs on the WebAssembly backend only");
   for (const m of [2, 4] as const) {
-    // Padding 0 and width 5m + 2: five tiles a row, the first four in lanes, the fifth alone; the map repeats
+    // Padding 0 and width 5m + 2: five tiles a row, four in one group, the fifth in a group of its own; the map repeats
     // every m columns, so every tile sees the same patch.
     const c = 3, oc = 2, h = 2 * m + 2, w = 5 * m + 2, x = new Float32Array(c * h * w);
     for (let i = 0; i < x.length; i++) x[i] = Math.sin(1.7 * (Math.floor(i / w) + 1) + 0.9 * (i % w % m));
